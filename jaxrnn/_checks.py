@@ -1,0 +1,83 @@
+"""Trace-time argument checks with messages that name the argument, the expected and the actual value.
+
+Shapes and dtypes are static under ``jit``, so every check here runs once, while tracing, and costs
+nothing at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class InputError(ValueError, TypeError):
+    """An argument of the wrong shape, dtype or value was passed to a jaxrnn function.
+
+    Subclasses both ``ValueError`` and ``TypeError`` so that either ``except`` clause catches it.
+    The message names the function, the argument, what was expected and what was given.
+    """
+
+
+def fail(fn: str, message: str, hint: str = "") -> None:
+    raise InputError(f"{fn}: {message}" + (f"; {hint}" if hint else ""))
+
+
+def _format_shape(shape: Sequence[int | None | str]) -> str:
+    parts = ["…" if d is None else str(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def shape_of(fn: str, name: str, x) -> tuple[int, ...]:
+    try:
+        return tuple(jnp.shape(x))
+    except TypeError:
+        fail(fn, f"expected {name} to be an array, got {type(x).__name__}")
+
+
+def check_shape(fn: str, name: str, x, expected: Sequence[int | None], hint: str = "") -> None:
+    """Raise `InputError` unless ``x.shape`` matches ``expected`` (``None`` matches any size)."""
+    shape = shape_of(fn, name, x)
+    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    if not ok:
+        fail(
+            fn,
+            f"expected {name} of shape {_format_shape(expected)}, got {_format_shape(shape)}",
+            hint,
+        )
+
+
+def check_rank_at_least(fn: str, name: str, x, rank: int, meaning: str) -> tuple[int, ...]:
+    shape = shape_of(fn, name, x)
+    if len(shape) < rank:
+        fail(fn, f"expected {name} with at least {rank} dimensions {meaning}, got shape {shape}")
+    return shape
+
+
+def check_floating(fn: str, name: str, x, like=None, like_name: str = "params") -> None:
+    """Raise unless ``x`` is a floating-point array (of the same dtype as ``like``, if given)."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        fail(fn, f"expected {name} to have a floating-point dtype, got {dtype}", "cast with .astype")
+    if like is not None and dtype != jnp.result_type(like):
+        fail(
+            fn,
+            f"expected {name} of dtype {jnp.result_type(like)} (the dtype of {like_name}), "
+            f"got {dtype}",
+            "cast the inputs or initialise the parameters with that dtype",
+        )
+
+
+def check_integer(fn: str, name: str, x) -> None:
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        fail(fn, f"expected {name} to have an integer dtype, got {dtype}")
+
+
+def concrete_or_none(x) -> np.ndarray | None:
+    """The value of ``x`` as numpy if it is known at trace time, else ``None`` (a jit tracer)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)

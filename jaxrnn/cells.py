@@ -1,0 +1,404 @@
+"""Recurrent cells: the vanilla RNN, three GRUs and the LSTM, each one time step and nothing more.
+
+A cell is a `Cell`, a small NamedTuple of pure functions over a params NamedTuple:
+
+    params = cell.init(key, input_size, hidden_size)
+    carry = cell.init_carry(params)                       # a⟨0⟩ = 0
+    carry, y = cell.step(params, carry, x)                # one step: x⟨t⟩ -> a⟨t⟩
+
+``step(params, carry, x) -> (carry, y)`` is in ``lax.scan`` order, so once ``params`` is bound it is
+a scan body (`jaxrnn.unroll` does exactly that). Each step is written for one example, x of shape
+(input_size,); called with leading batch dimensions, x (*batch, input_size) and a carry of
+(*batch, hidden_size), it maps itself over them with ``jax.vmap``.
+
+Conventions, shared by every cell (the course's notation, transposed to row vectors):
+
+- ``w_x`` (input_size, G·H) is the stack of the course's W_·x matrices, transposed: x @ w_x.
+- ``w_h`` (H, G·H) is the stack of the W_·a (recurrent) matrices, transposed: a @ w_h.
+- ``b_x`` and ``b_h`` (G·H,) are the input-side and recurrent-side biases. The course has one bias
+  b = b_x + b_h; keeping both lets PyTorch weights carry over exactly (`jaxrnn.interop`).
+- Gates are stacked along the last axis in the order the docstring of each cell gives; for the LSTM
+  and the reset-after GRU this is PyTorch's order.
+- ``step = step_projected ∘ project_input``: ``project_input`` is the input side x @ w_x + b_x of all
+  gates and can be computed for every time step at once, before the scan; ``step_projected`` is the
+  recurrent side, one fused matmul a⟨t−1⟩ @ w_h per step (two for the reset-before GRU, whose
+  relevance gate acts before its candidate matmul).
+
+Initialisers: input weights Glorot-uniform per gate (He-normal for a ReLU RNN), recurrent weights
+orthogonal per gate, biases zero except the LSTM forget gate's input-side bias (``forget_bias``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import check_floating, check_rank_at_least, check_shape, fail
+
+Array = jax.Array
+Params = Any
+Carry = Any
+
+
+class RNNParams(NamedTuple):
+    """Vanilla RNN weights. a⟨t⟩ = g(x⟨t⟩ w_x + b_x + a⟨t−1⟩ w_h + b_h)."""
+
+    w_x: Array  # (input_size, H)  W_axᵀ
+    w_h: Array  # (H, H)           W_aaᵀ
+    b_x: Array  # (H,)
+    b_h: Array  # (H,)
+
+
+class GRUParams(NamedTuple):
+    """GRU weights; gates stacked along the last axis, G = 2 (simplified) or 3 (full)."""
+
+    w_x: Array  # (input_size, G·H)
+    w_h: Array  # (H, G·H)
+    b_x: Array  # (G·H,)
+    b_h: Array  # (G·H,)
+
+
+class LSTMParams(NamedTuple):
+    """LSTM weights; gates stacked along the last axis in the order (u, f, c̃, o)."""
+
+    w_x: Array  # (input_size, 4H)
+    w_h: Array  # (H, 4H)
+    b_x: Array  # (4H,)
+    b_h: Array  # (4H,)
+    peephole: Array | None = None  # (3, H): diagonal weights from c to the gates u, f, o
+
+
+class LSTMState(NamedTuple):
+    """LSTM carry. Named, never a bare tuple: frameworks disagree on the order of h and c."""
+
+    h: Array  # (*batch, H) hidden state a⟨t⟩
+    c: Array  # (*batch, H) memory cell c⟨t⟩
+
+
+class Cell(NamedTuple):
+    """A recurrence as pure functions (in the spirit of ``optax.GradientTransformation``).
+
+    Attributes:
+      init: ``(key, input_size, hidden_size, dtype=float32) -> params``.
+      init_carry: ``(params, batch_shape=()) -> carry`` of zeros, each array (*batch_shape, H).
+      step: ``(params, carry, x) -> (carry, y)``; x (*batch, input_size), y = a⟨t⟩ (*batch, H).
+      project_input: ``(params, x) -> z``; the input side x @ w_x + b_x of all gates,
+        x (*lead, input_size) -> z (*lead, G·H), for any leading axes (time included).
+      step_projected: ``(params, carry, z) -> (carry, y)``; the step given z = project_input(x).
+      name: a short description used in error messages, e.g. ``"lstm"``.
+    """
+
+    init: Callable[..., Params]
+    init_carry: Callable[..., Carry]
+    step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    project_input: Callable[[Params, Array], Array]
+    step_projected: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    name: str
+
+
+def input_size(params: Params) -> int:
+    """The number of input features n_x the params expect."""
+    return params.w_x.shape[0]
+
+
+def hidden_size(params: Params) -> int:
+    """The hidden size n_a of the params."""
+    return params.w_h.shape[0]
+
+
+# ----------------------------------------------------------------------------------- initialisers
+
+
+def _stacked(init_fn, key: Array, shape: tuple[int, int], gates: int, dtype) -> Array:
+    """``gates`` independent (rows, cols) blocks, concatenated along the last axis."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init_fn(k, shape, dtype) for k in keys], axis=-1)
+
+
+def _init_weights(key, n_x: int, n_a: int, gates: int, dtype, input_init) -> tuple[Array, Array]:
+    for name, size in (("input_size", n_x), ("hidden_size", n_a)):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            fail("init", f"expected {name} to be a positive int, got {size!r}")
+    key_x, key_h = jax.random.split(key)
+    w_x = _stacked(input_init, key_x, (n_x, n_a), gates, dtype)
+    w_h = _stacked(jax.nn.initializers.orthogonal(), key_h, (n_a, n_a), gates, dtype)
+    return w_x, w_h
+
+
+_glorot = jax.nn.initializers.glorot_uniform()
+_he = jax.nn.initializers.he_normal()
+
+
+# ---------------------------------------------------------------------------- shared plumbing
+
+
+def _vmap_leading(fn: Callable, n: int, in_axes) -> Callable:
+    for _ in range(n):
+        fn = jax.vmap(fn, in_axes=in_axes)
+    return fn
+
+
+def _affine(x: Array, w: Array, b: Array) -> Array:
+    return x @ w + b
+
+
+def _make_cell(
+    name: str,
+    gates: int,
+    init: Callable[..., Params],
+    step_projected_one: Callable[[Params, Carry, Array], tuple[Carry, Array]],
+    carry_from_zeros: Callable[[Array], Carry],
+) -> Cell:
+    """Wraps a one-example recurrent step in argument checks and batching, and builds the Cell."""
+
+    def init_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Carry:
+        zeros = jnp.zeros((*tuple(batch_shape), hidden_size(params)), params.w_h.dtype)
+        return carry_from_zeros(zeros)
+
+    def check_params(fn: str, params: Params) -> None:
+        n_a = check_rank_at_least(fn, "params.w_h", params.w_h, 2, "(H, G·H)")[0]
+        n_x = check_rank_at_least(fn, "params.w_x", params.w_x, 2, "(input_size, G·H)")[0]
+        check_shape(fn, "params.w_h", params.w_h, (n_a, gates * n_a))
+        check_shape(fn, "params.w_x", params.w_x, (n_x, gates * n_a))
+        check_shape(fn, "params.b_x", params.b_x, (gates * n_a,))
+        check_shape(fn, "params.b_h", params.b_h, (gates * n_a,))
+        if getattr(params, "peephole", None) is not None:
+            check_shape(fn, "params.peephole", params.peephole, (3, n_a))
+
+    def check_carry(fn: str, params: Params, carry: Carry, batch: tuple[int, ...]) -> None:
+        expected = jax.tree.structure(init_carry(params))
+        if jax.tree.structure(carry) != expected:
+            fail(fn, f"expected carry with structure {expected}, got {jax.tree.structure(carry)}")
+        for leaf in jax.tree.leaves(carry):
+            check_shape(fn, "carry", leaf, (*batch, hidden_size(params)),
+                        "the carry needs the batch dimensions of x and the hidden size")
+            check_floating(fn, "carry", leaf, params.w_h)
+
+    def project_input(params: Params, x: Array) -> Array:
+        fn = f"{name}.project_input"
+        check_params(fn, params)
+        shape = check_rank_at_least(fn, "x", x, 1, "(…, input_size)")
+        check_shape(fn, "x", x, (*shape[:-1], input_size(params)))
+        check_floating(fn, "x", x, params.w_x)
+        return _vmap_leading(_affine, len(shape) - 1, (0, None, None))(x, params.w_x, params.b_x)
+
+    def step_projected(params: Params, carry: Carry, z: Array) -> tuple[Carry, Array]:
+        fn = f"{name}.step_projected"
+        check_params(fn, params)
+        shape = check_rank_at_least(fn, "z", z, 1, "(*batch, G·hidden_size)")
+        check_shape(fn, "z", z, (*shape[:-1], gates * hidden_size(params)),
+                    "z is project_input(params, x)")
+        check_carry(fn, params, carry, shape[:-1])
+        return _vmap_leading(step_projected_one, len(shape) - 1, (None, 0, 0))(params, carry, z)
+
+    def step(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
+        fn = f"{name}.step"
+        check_params(fn, params)
+        shape = check_rank_at_least(fn, "x", x, 1, "(*batch, input_size)")
+        check_shape(fn, "x", x, (*shape[:-1], input_size(params)),
+                    f"the params were initialised for input_size={input_size(params)}")
+        check_floating(fn, "x", x, params.w_x)
+        check_carry(fn, params, carry, shape[:-1])
+
+        def one(params, carry, x):
+            return step_projected_one(params, carry, _affine(x, params.w_x, params.b_x))
+
+        return _vmap_leading(one, len(shape) - 1, (None, 0, 0))(params, carry, x)
+
+    step.__doc__ = step_projected_one.__doc__
+    return Cell(init, init_carry, step, project_input, step_projected, name)
+
+
+# ------------------------------------------------------------------------------------ vanilla RNN
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+@functools.cache
+def rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
+    """The basic RNN cell (course notation).
+
+        a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a) = g(W_a [a⟨t−1⟩, x⟨t⟩] + b_a),  g = tanh or relu
+
+    with W_a = [W_aa | W_ax] the stacked form; here w_h = W_aaᵀ, w_x = W_axᵀ, b_a = b_x + b_h.
+    The step returns y = a⟨t⟩; the output ŷ⟨t⟩ = g(W_ya a⟨t⟩ + b_y) is a separate head
+    (`jaxrnn.dense`), as in ``torch.nn.RNN``.
+
+    Args:
+      activation: ``"tanh"`` (weights Glorot-uniform) or ``"relu"`` (He-normal).
+
+    Returns:
+      A `Cell` with `RNNParams` and a carry a⟨t⟩ of shape (*batch, H).
+
+    Example:
+      >>> cell = jaxrnn.rnn()
+      >>> params = cell.init(jax.random.key(0), input_size=3, hidden_size=5)
+      >>> carry, y = cell.step(params, cell.init_carry(params), jnp.ones(3))
+      >>> y.shape
+      (5,)
+    """
+    if activation not in _ACTIVATIONS:
+        fail("rnn", f"expected activation 'tanh' or 'relu', got {activation!r}")
+    g = _ACTIVATIONS[activation]
+    input_init = _he if activation == "relu" else _glorot
+
+    def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> RNNParams:
+        w_x, w_h = _init_weights(key, input_size, hidden_size, 1, dtype, input_init)
+        zeros = jnp.zeros((hidden_size,), dtype)
+        return RNNParams(w_x, w_h, zeros, zeros)
+
+    def step_projected(params: RNNParams, a_prev: Array, z_x: Array) -> tuple[Array, Array]:
+        a = g(z_x + a_prev @ params.w_h + params.b_h)  # a⟨t⟩ = g(W_ax x + b + W_aa a⟨t−1⟩)
+        return a, a
+
+    return _make_cell(f"rnn({activation})", 1, init, step_projected, lambda zeros: zeros)
+
+
+# -------------------------------------------------------------------------------------------- GRU
+
+
+@functools.cache
+def simplified_gru() -> Cell:
+    """The simplified GRU of the course: an update gate and no relevance gate.
+
+        c̃⟨t⟩ = tanh(W_c [c⟨t−1⟩, x⟨t⟩] + b_c)
+        Γ_u  = σ(W_u [c⟨t−1⟩, x⟨t⟩] + b_u)
+        c⟨t⟩ = Γ_u * c̃⟨t⟩ + (1 − Γ_u) * c⟨t−1⟩,   a⟨t⟩ = c⟨t⟩
+
+    Gates are stacked in the order (u, c̃): G = 2.
+
+    Returns:
+      A `Cell` with `GRUParams` and a carry c⟨t⟩ of shape (*batch, H).
+    """
+
+    def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> GRUParams:
+        w_x, w_h = _init_weights(key, input_size, hidden_size, 2, dtype, _glorot)
+        zeros = jnp.zeros((2 * hidden_size,), dtype)
+        return GRUParams(w_x, w_h, zeros, zeros)
+
+    def step_projected(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
+        z = z_x + c_prev @ params.w_h + params.b_h
+        u, cand = jnp.split(z, 2)
+        update, candidate = jax.nn.sigmoid(u), jnp.tanh(cand)  # Γ_u, c̃⟨t⟩
+        c = update * candidate + (1 - update) * c_prev
+        return c, c
+
+    return _make_cell("simplified_gru", 2, init, step_projected, lambda zeros: zeros)
+
+
+@functools.cache
+def gru(reset: Literal["before", "after"] = "before") -> Cell:
+    """The full GRU, with relevance gate Γ_r and update gate Γ_u.
+
+    ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the candidate's
+    matmul.
+
+        Γ_r  = σ(W_r [c⟨t−1⟩, x⟨t⟩] + b_r)
+        Γ_u  = σ(W_u [c⟨t−1⟩, x⟨t⟩] + b_u)
+        c̃⟨t⟩ = tanh(W_c [Γ_r * c⟨t−1⟩, x⟨t⟩] + b_c)
+        c⟨t⟩ = Γ_u * c̃⟨t⟩ + (1 − Γ_u) * c⟨t−1⟩,   a⟨t⟩ = c⟨t⟩
+
+    ``reset="after"`` is the variant of PyTorch, Keras (``reset_after=True``), Flax and cuDNN: Γ_r
+    scales the candidate's recurrent term after its matmul, which makes the recurrent side one
+    matmul per step:
+
+        c̃⟨t⟩ = tanh(W_cx x⟨t⟩ + b_xc + Γ_r * (W_cc c⟨t−1⟩ + b_hc))
+
+    Gates are stacked in the order (r, u, c̃), PyTorch's (r, z, n). Γ_u weights the *new* candidate,
+    as in the course; PyTorch's z weights the *old* state, so z = 1 − Γ_u, and
+    `jaxrnn.interop.gru_params_from_torch` negates the z rows (σ(−v) = 1 − σ(v)).
+
+    Args:
+      reset: where the relevance gate acts, ``"before"`` (course) or ``"after"`` (PyTorch).
+
+    Returns:
+      A `Cell` with `GRUParams` (G = 3) and a carry c⟨t⟩ of shape (*batch, H).
+    """
+    if reset not in ("before", "after"):
+        fail("gru", f"expected reset 'before' or 'after', got {reset!r}")
+
+    def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> GRUParams:
+        w_x, w_h = _init_weights(key, input_size, hidden_size, 3, dtype, _glorot)
+        zeros = jnp.zeros((3 * hidden_size,), dtype)
+        return GRUParams(w_x, w_h, zeros, zeros)
+
+    def step_reset_before(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
+        n_a = c_prev.shape[-1]
+        x_r, x_u, x_c = jnp.split(z_x, 3)
+        h_r, h_u = jnp.split(c_prev @ params.w_h[:, : 2 * n_a] + params.b_h[: 2 * n_a], 2)
+        relevance = jax.nn.sigmoid(x_r + h_r)  # Γ_r
+        update = jax.nn.sigmoid(x_u + h_u)  # Γ_u
+        candidate = jnp.tanh(x_c + (relevance * c_prev) @ params.w_h[:, 2 * n_a :]
+                             + params.b_h[2 * n_a :])  # c̃⟨t⟩
+        c = update * candidate + (1 - update) * c_prev
+        return c, c
+
+    def step_reset_after(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
+        x_r, x_u, x_c = jnp.split(z_x, 3)
+        h_r, h_u, h_c = jnp.split(c_prev @ params.w_h + params.b_h, 3)
+        relevance = jax.nn.sigmoid(x_r + h_r)  # Γ_r
+        update = jax.nn.sigmoid(x_u + h_u)  # Γ_u
+        candidate = jnp.tanh(x_c + relevance * h_c)  # c̃⟨t⟩
+        c = update * candidate + (1 - update) * c_prev
+        return c, c
+
+    step = step_reset_before if reset == "before" else step_reset_after
+    return _make_cell(f"gru(reset={reset})", 3, init, step, lambda zeros: zeros)
+
+
+# ------------------------------------------------------------------------------------------- LSTM
+
+
+@functools.cache
+def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
+    """The LSTM cell of the course (Hochreiter & Schmidhuber 1997, with a forget gate).
+
+        c̃⟨t⟩ = tanh(W_c [a⟨t−1⟩, x⟨t⟩] + b_c)
+        Γ_u  = σ(W_u [a⟨t−1⟩, x⟨t⟩] + b_u)          update (PyTorch: input gate i)
+        Γ_f  = σ(W_f [a⟨t−1⟩, x⟨t⟩] + b_f)          forget
+        Γ_o  = σ(W_o [a⟨t−1⟩, x⟨t⟩] + b_o)          output
+        c⟨t⟩ = Γ_u * c̃⟨t⟩ + Γ_f * c⟨t−1⟩
+        a⟨t⟩ = Γ_o * tanh(c⟨t⟩)
+
+    Gates are stacked in the order (u, f, c̃, o), PyTorch's (i, f, g, o), so PyTorch weights carry
+    over by transposition alone. With peephole connections (Gers & Schmidhuber 2000) the gates also
+    see the memory cell through diagonal weights p: Γ_u and Γ_f add p_u * c⟨t−1⟩ and p_f * c⟨t−1⟩,
+    Γ_o adds p_o * c⟨t⟩. Whether a step uses peepholes is decided by ``params.peephole`` (None or
+    an array of shape (3, H)); the arguments here only shape ``init``.
+
+    Args:
+      peephole: whether ``init`` creates peephole weights (initialised to zero).
+      forget_bias: the initial input-side bias of the forget gate. 1.0 keeps the memory cell open
+        early in training (Jozefowicz et al. 2015); it lives in ``params.b_x``, not in the step.
+
+    Returns:
+      A `Cell` with `LSTMParams` and carry `LSTMState` (h, c), each of shape (*batch, H).
+    """
+
+    def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> LSTMParams:
+        w_x, w_h = _init_weights(key, input_size, hidden_size, 4, dtype, _glorot)
+        b_x = jnp.zeros((4 * hidden_size,), dtype).at[hidden_size : 2 * hidden_size].set(
+            forget_bias
+        )
+        peep = jnp.zeros((3, hidden_size), dtype) if peephole else None
+        return LSTMParams(w_x, w_h, b_x, jnp.zeros((4 * hidden_size,), dtype), peep)
+
+    def step_projected(params: LSTMParams, carry: LSTMState, z_x: Array):
+        z = z_x + carry.h @ params.w_h + params.b_h
+        z_u, z_f, z_c, z_o = jnp.split(z, 4)
+        if params.peephole is not None:
+            z_u = z_u + params.peephole[0] * carry.c
+            z_f = z_f + params.peephole[1] * carry.c
+        update, forget = jax.nn.sigmoid(z_u), jax.nn.sigmoid(z_f)  # Γ_u, Γ_f
+        c = update * jnp.tanh(z_c) + forget * carry.c  # c⟨t⟩ = Γ_u * c̃⟨t⟩ + Γ_f * c⟨t−1⟩
+        if params.peephole is not None:
+            z_o = z_o + params.peephole[2] * c
+        h = jax.nn.sigmoid(z_o) * jnp.tanh(c)  # a⟨t⟩ = Γ_o * tanh(c⟨t⟩)
+        return LSTMState(h, c), h
+
+    name = "lstm(peephole)" if peephole else "lstm"
+    return _make_cell(name, 4, init, step_projected, lambda zeros: LSTMState(zeros, zeros))
