@@ -1,4 +1,4 @@
-"""jaxrnn: recurrent sequence models as pure step functions lifted over time with ``jax.lax.scan``."""
+"""jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``."""
 
 from jaxrnn._checks import InputError
 from jaxrnn.cells import (

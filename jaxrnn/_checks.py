@@ -1,4 +1,4 @@
-"""Trace-time argument checks with messages that name the argument, the expected and the actual value.
+"""Trace-time argument checks whose messages name the argument, the expected and the actual value.
 
 Shapes and dtypes are static under ``jit``, so every check here runs once, while tracing, and costs
 nothing at run time.
@@ -40,7 +40,9 @@ def shape_of(fn: str, name: str, x) -> tuple[int, ...]:
 def check_shape(fn: str, name: str, x, expected: Sequence[int | None], hint: str = "") -> None:
     """Raise `InputError` unless ``x.shape`` matches ``expected`` (``None`` matches any size)."""
     shape = shape_of(fn, name, x)
-    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    ok = len(shape) == len(expected) and all(
+        e is None or e == s for e, s in zip(expected, shape, strict=False)
+    )
     if not ok:
         fail(
             fn,
@@ -60,7 +62,9 @@ def check_floating(fn: str, name: str, x, like=None, like_name: str = "params") 
     """Raise unless ``x`` is a floating-point array (of the same dtype as ``like``, if given)."""
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
-        fail(fn, f"expected {name} to have a floating-point dtype, got {dtype}", "cast with .astype")
+        fail(
+            fn, f"expected {name} to have a floating-point dtype, got {dtype}", "cast with .astype"
+        )
     if like is not None and dtype != jnp.result_type(like):
         fail(
             fn,

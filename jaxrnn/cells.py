@@ -19,10 +19,10 @@ Conventions, shared by every cell (the course's notation, transposed to row vect
   b = b_x + b_h; keeping both lets PyTorch weights carry over exactly (`jaxrnn.interop`).
 - Gates are stacked along the last axis in the order the docstring of each cell gives; for the LSTM
   and the reset-after GRU this is PyTorch's order.
-- ``step = step_projected ∘ project_input``: ``project_input`` is the input side x @ w_x + b_x of all
-  gates and can be computed for every time step at once, before the scan; ``step_projected`` is the
-  recurrent side, one fused matmul a⟨t−1⟩ @ w_h per step (two for the reset-before GRU, whose
-  relevance gate acts before its candidate matmul).
+- ``step = step_projected ∘ project_input``: ``project_input`` is the input side x @ w_x + b_x of
+  all gates and can be computed for every time step at once, before the scan; ``step_projected``
+  is the recurrent side, one fused matmul a⟨t−1⟩ @ w_h per step (two for the reset-before GRU,
+  whose relevance gate acts before its candidate matmul).
 
 Initialisers: input weights Glorot-uniform per gate (He-normal for a ReLU RNN), recurrent weights
 orthogonal per gate, biases zero except the LSTM forget gate's input-side bias (``forget_bias``).
@@ -174,8 +174,13 @@ def _make_cell(
         if jax.tree.structure(carry) != expected:
             fail(fn, f"expected carry with structure {expected}, got {jax.tree.structure(carry)}")
         for leaf in jax.tree.leaves(carry):
-            check_shape(fn, "carry", leaf, (*batch, hidden_size(params)),
-                        "the carry needs the batch dimensions of x and the hidden size")
+            check_shape(
+                fn,
+                "carry",
+                leaf,
+                (*batch, hidden_size(params)),
+                "the carry needs the batch dimensions of x and the hidden size",
+            )
             check_floating(fn, "carry", leaf, params.w_h)
 
     def project_input(params: Params, x: Array) -> Array:
@@ -190,8 +195,9 @@ def _make_cell(
         fn = f"{name}.step_projected"
         check_params(fn, params)
         shape = check_rank_at_least(fn, "z", z, 1, "(*batch, G·hidden_size)")
-        check_shape(fn, "z", z, (*shape[:-1], gates * hidden_size(params)),
-                    "z is project_input(params, x)")
+        check_shape(
+            fn, "z", z, (*shape[:-1], gates * hidden_size(params)), "z is project_input(params, x)"
+        )
         check_carry(fn, params, carry, shape[:-1])
         return _vmap_leading(step_projected_one, len(shape) - 1, (None, 0, 0))(params, carry, z)
 
@@ -199,8 +205,13 @@ def _make_cell(
         fn = f"{name}.step"
         check_params(fn, params)
         shape = check_rank_at_least(fn, "x", x, 1, "(*batch, input_size)")
-        check_shape(fn, "x", x, (*shape[:-1], input_size(params)),
-                    f"the params were initialised for input_size={input_size(params)}")
+        check_shape(
+            fn,
+            "x",
+            x,
+            (*shape[:-1], input_size(params)),
+            f"the params were initialised for input_size={input_size(params)}",
+        )
         check_floating(fn, "x", x, params.w_x)
         check_carry(fn, params, carry, shape[:-1])
 
@@ -294,8 +305,8 @@ def simplified_gru() -> Cell:
 def gru(reset: Literal["before", "after"] = "before") -> Cell:
     """The full GRU, with relevance gate Γ_r and update gate Γ_u.
 
-    ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the candidate's
-    matmul.
+    ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the
+    candidate's matmul.
 
         Γ_r  = σ(W_r [c⟨t−1⟩, x⟨t⟩] + b_r)
         Γ_u  = σ(W_u [c⟨t−1⟩, x⟨t⟩] + b_u)
@@ -332,8 +343,9 @@ def gru(reset: Literal["before", "after"] = "before") -> Cell:
         h_r, h_u = jnp.split(c_prev @ params.w_h[:, : 2 * n_a] + params.b_h[: 2 * n_a], 2)
         relevance = jax.nn.sigmoid(x_r + h_r)  # Γ_r
         update = jax.nn.sigmoid(x_u + h_u)  # Γ_u
-        candidate = jnp.tanh(x_c + (relevance * c_prev) @ params.w_h[:, 2 * n_a :]
-                             + params.b_h[2 * n_a :])  # c̃⟨t⟩
+        candidate = jnp.tanh(
+            x_c + (relevance * c_prev) @ params.w_h[:, 2 * n_a :] + params.b_h[2 * n_a :]
+        )  # c̃⟨t⟩
         c = update * candidate + (1 - update) * c_prev
         return c, c
 
@@ -381,8 +393,8 @@ def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> LSTMParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 4, dtype, _glorot)
-        b_x = jnp.zeros((4 * hidden_size,), dtype).at[hidden_size : 2 * hidden_size].set(
-            forget_bias
+        b_x = (
+            jnp.zeros((4 * hidden_size,), dtype).at[hidden_size : 2 * hidden_size].set(forget_bias)
         )
         peep = jnp.zeros((3, hidden_size), dtype) if peephole else None
         return LSTMParams(w_x, w_h, b_x, jnp.zeros((4 * hidden_size,), dtype), peep)

@@ -8,8 +8,8 @@ An unroll *is* this loop, which `unroll` compiles into a single ``lax.scan``::
     return carry, ys
 
 It plays the part of the slides' ``tf.scan(fn, elems, initializer)``: ``fn`` is the cell's step
-with its params bound, ``elems`` the inputs x⟨1⟩…x⟨T⟩, ``initializer`` a⟨0⟩. ``tf.scan`` returns only
-the stacked states; `unroll` returns ``(last carry, stacked outputs)`` in ``lax.scan``'s order.
+with its params bound, ``elems`` the inputs x⟨1⟩…x⟨T⟩, ``initializer`` a⟨0⟩. ``tf.scan`` returns
+only the stacked states; `unroll` returns ``(last carry, stacked outputs)`` in ``lax.scan``'s order.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from jaxrnn._checks import (
     concrete_or_none,
     fail,
 )
-from jaxrnn.cells import Array, Carry, Cell, Params, hidden_size, input_size
+from jaxrnn.cells import Array, Carry, Cell, Params, input_size
 
 
 def unroll(
@@ -49,8 +49,8 @@ def unroll(
     Args:
       cell: a `Cell`, e.g. ``jaxrnn.lstm()``.
       params: the cell's params, from ``cell.init``.
-      xs: inputs, (*batch, T, input_size), or (T, *batch, input_size) with ``time_major``. Any number
-        of batch dimensions, including none. Floating point, of the params' dtype.
+      xs: inputs, (*batch, T, input_size), or (T, *batch, input_size) with ``time_major``. Any
+        number of batch dimensions, including none. Floating point, of the params' dtype.
       carry: the initial carry a⟨0⟩, each array (*batch, H); zeros if None.
       lengths: optional int array of shape ``batch`` for right-padded batches: example i has valid
         steps 0 … lengths[i] − 1. Its carry stops changing after its last valid step (the returned
@@ -86,10 +86,11 @@ def unroll(
     """
     fn = "unroll"
     shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
-    n_x, n_a = input_size(params), hidden_size(params)
+    n_x = input_size(params)
     layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
-    check_shape(fn, "xs", xs, (*shape[:-1], n_x),
-                f"xs is {layout} and the params expect input_size={n_x}")
+    check_shape(
+        fn, "xs", xs, (*shape[:-1], n_x), f"xs is {layout} and the params expect input_size={n_x}"
+    )
     check_floating(fn, "xs", xs, params.w_x)
     if time_major:
         n_steps, batch_shape = shape[0], shape[1:-1]
@@ -105,8 +106,13 @@ def unroll(
     poison = False
     if lengths is not None:
         check_integer(fn, "lengths", lengths)
-        check_shape(fn, "lengths", lengths, batch_shape,
-                    "lengths has one entry per example: the batch dimensions of xs")
+        check_shape(
+            fn,
+            "lengths",
+            lengths,
+            batch_shape,
+            "lengths has one entry per example: the batch dimensions of xs",
+        )
         known = concrete_or_none(lengths)
         if known is None:
             poison = True
@@ -115,8 +121,18 @@ def unroll(
             fail(fn, f"expected lengths in [0, {n_steps}] (the time steps of xs), got {bad[:5]}")
 
     def run(xs, carry, length):
-        return _unroll_one(cell, params, xs, carry, length, reverse=reverse, unroll=unroll,
-                           remat=remat, hoist=hoist_input_projection, poison=poison)
+        return _unroll_one(
+            cell,
+            params,
+            xs,
+            carry,
+            length,
+            reverse=reverse,
+            unroll=unroll,
+            remat=remat,
+            hoist=hoist_input_projection,
+            poison=poison,
+        )
 
     for _ in batch_shape:
         run = jax.vmap(run, in_axes=(0, 0, None if lengths is None else 0))
@@ -127,11 +143,19 @@ def unroll(
 def _check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) -> None:
     expected = jax.eval_shape(functools.partial(cell.init_carry, params, batch_shape))
     if jax.tree.structure(carry) != jax.tree.structure(expected):
-        fail(fn, f"expected carry with the structure of {cell.name}'s init_carry, "
-                 f"{jax.tree.structure(expected)}, got {jax.tree.structure(carry)}")
-    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected)):
-        check_shape(fn, "carry", got, want.shape,
-                    "the carry needs the batch dimensions of xs and the hidden size")
+        fail(
+            fn,
+            f"expected carry with the structure of {cell.name}'s init_carry, "
+            f"{jax.tree.structure(expected)}, got {jax.tree.structure(carry)}",
+        )
+    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True):
+        check_shape(
+            fn,
+            "carry",
+            got,
+            want.shape,
+            "the carry needs the batch dimensions of xs and the hidden size",
+        )
         check_floating(fn, "carry", got, params.w_h)
 
 
@@ -143,16 +167,18 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
         inputs, step = xs, cell.step
 
     if length is None:
+
         def body(carry, x):
             return step(params, carry, x)
 
         scanned = inputs
     else:
+
         def body(carry, x_and_valid):
             x, valid = x_and_valid
             new_carry, y = step(params, carry, x)
-            # Past the example's end the carry is frozen and the output is zero. With reverse=True the
-            # padded steps come first, so the carry stays a⟨0⟩ until the example's last valid step.
+            # Past the example's end the carry is frozen and the output is zero. With reverse=True
+            # the padded steps come first, so the carry stays a⟨0⟩ until the last valid step.
             carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
             return carry, jnp.where(valid, y, jnp.zeros_like(y))
 
