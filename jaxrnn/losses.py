@@ -1,0 +1,117 @@
+"""Per-step losses over sequences, masked by lengths and reduced over time by sum or mean.
+
+The course writes the sequence loss as the sum of per-step losses,
+L(ŷ, y) = Σ_t L⟨t⟩(ŷ⟨t⟩, y⟨t⟩); averaging over time instead makes the scale independent of T.
+Both are offered through ``reduce_time``. Every function returns one loss per example, shape
+``batch``; average over the batch yourself (``.mean()``), so that the batch reduction stays visible.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import (
+    check_floating,
+    check_integer,
+    check_rank_at_least,
+    check_shape,
+    fail,
+)
+from jaxrnn.cells import Array
+
+Reduction = Literal["sum", "mean"]
+
+
+def sequence_mask(lengths: Array, n_steps: int) -> Array:
+    """Boolean mask of valid steps: mask[..., t] = t < lengths[...].
+
+    Args:
+      lengths: int array of shape ``batch``.
+      n_steps: T.
+
+    Returns:
+      bool array (*batch, T).
+    """
+    check_integer("sequence_mask", "lengths", lengths)
+    lengths = jnp.asarray(lengths)
+    steps = jnp.arange(n_steps).reshape((1,) * lengths.ndim + (n_steps,))
+    return steps < lengths[..., None]
+
+
+def _reduce_over_time(fn: str, per_step: Array, lengths: Array | None, reduce_time: str) -> Array:
+    """per_step (*batch, T) -> (*batch,), summing or averaging over the valid steps."""
+    if reduce_time not in ("sum", "mean"):
+        fail(fn, f"expected reduce_time 'sum' or 'mean', got {reduce_time!r}")
+    n_steps = per_step.shape[-1]
+    if lengths is None:
+        total = per_step.sum(-1)
+        count = jnp.full(per_step.shape[:-1], n_steps, per_step.dtype)
+    else:
+        check_integer(fn, "lengths", lengths)
+        check_shape(
+            fn,
+            "lengths",
+            lengths,
+            per_step.shape[:-1],
+            "lengths has one entry per example: the batch dimensions of the logits",
+        )
+        total = jnp.where(sequence_mask(lengths, n_steps), per_step, 0).sum(-1)
+        count = lengths.astype(per_step.dtype)
+    if reduce_time == "sum":
+        return total
+    # An empty sequence has mean loss 0, not 0/0.
+    return total / jnp.maximum(count, 1)
+
+
+def softmax_cross_entropy(
+    logits: Array, labels: Array, lengths: Array | None = None, *, reduce_time: Reduction = "mean"
+) -> Array:
+    """Per-step softmax cross-entropy, L⟨t⟩ = −log softmax(logits⟨t⟩)[y⟨t⟩], reduced over time.
+
+    Args:
+      logits: (*batch, T, V) unnormalised log-probabilities, floating point.
+      labels: (*batch, T) integer targets in [0, V).
+      lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss.
+      reduce_time: ``"sum"`` (the course) or ``"mean"`` over each example's valid steps.
+
+    Returns:
+      (*batch,) loss per example, in nats.
+    """
+    fn = "softmax_cross_entropy"
+    shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, classes)")
+    check_floating(fn, "logits", logits)
+    check_integer(fn, "labels", labels)
+    check_shape(fn, "labels", labels, shape[:-1], "labels are class indices, one per step")
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    per_step = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    return _reduce_over_time(fn, per_step, lengths, reduce_time)
+
+
+def sigmoid_cross_entropy(
+    logits: Array, labels: Array, lengths: Array | None = None, *, reduce_time: Reduction = "mean"
+) -> Array:
+    """Per-step sigmoid (binary) cross-entropy, summed over output units, reduced over time.
+
+        L⟨t⟩ = −Σ_k [y_k log σ(z_k) + (1 − y_k) log(1 − σ(z_k))]
+
+    computed stably as Σ_k max(z_k, 0) − z_k y_k + log(1 + exp(−|z_k|)).
+
+    Args:
+      logits: (*batch, T, K) floating point, one logit per binary output (e.g. "is a name").
+      labels: (*batch, T, K) targets in [0, 1], same shape as logits.
+      lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss.
+      reduce_time: ``"sum"`` or ``"mean"`` over each example's valid steps.
+
+    Returns:
+      (*batch,) loss per example, in nats.
+    """
+    fn = "sigmoid_cross_entropy"
+    shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, outputs)")
+    check_floating(fn, "logits", logits)
+    check_shape(fn, "labels", labels, shape)
+    labels = labels.astype(logits.dtype)
+    per_unit = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return _reduce_over_time(fn, per_unit.sum(-1), lengths, reduce_time)

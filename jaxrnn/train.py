@@ -1,0 +1,122 @@
+"""Training with optax: gradient clipping and a jitted train step that never applies a bad update.
+
+This is the one module that imports optax. Gradients come from ``jax.value_and_grad`` through the
+scan, which is backpropagation through time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrnn._checks import fail
+from jaxrnn.cells import Array
+
+Params = Any
+
+
+def clip_elementwise(max_value: float) -> optax.GradientTransformation:
+    """Clips every gradient entry to [−max_value, max_value], the course's ``clip(gradients, N)``.
+
+    Example:
+      >>> optimizer = optax.chain(jaxrnn.clip_elementwise(5.0), optax.sgd(0.01))
+    """
+    if not max_value > 0:
+        fail("clip_elementwise", f"expected max_value > 0, got {max_value!r}")
+    return optax.clip(max_value)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Rescales the gradients g to g · min(1, max_norm / ‖g‖₂), ‖g‖₂ over all parameters at once.
+
+    Unlike element-wise clipping this keeps the gradient's direction.
+    """
+    if not max_norm > 0:
+        fail("clip_by_global_norm", f"expected max_norm > 0, got {max_norm!r}")
+    return optax.clip_by_global_norm(max_norm)
+
+
+def make_optimizer(
+    learning_rate: float,
+    *,
+    name: str = "adam",
+    clip_value: float | None = None,
+    clip_norm: float | None = None,
+) -> optax.GradientTransformation:
+    """An optax optimizer with optional clipping applied first (element-wise, then global norm).
+
+    Args:
+      learning_rate: the step size.
+      name: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``.
+      clip_value: clip each gradient entry to [−clip_value, clip_value].
+      clip_norm: clip the global gradient norm to clip_norm.
+    """
+    optimizers = {
+        "sgd": optax.sgd,
+        "adam": optax.adam,
+        "adamw": optax.adamw,
+        "rmsprop": optax.rmsprop,
+    }
+    if name not in optimizers:
+        fail("make_optimizer", f"expected name in {sorted(optimizers)}, got {name!r}")
+    chain = []
+    if clip_value is not None:
+        chain.append(clip_elementwise(clip_value))
+    if clip_norm is not None:
+        chain.append(clip_by_global_norm(clip_norm))
+    chain.append(optimizers[name](learning_rate))
+    return optax.chain(*chain)
+
+
+class StepMetrics(NamedTuple):
+    """What one training step reports."""
+
+    loss: Array  # () the loss before the update
+    grad_norm: Array  # () global L2 norm of the gradients, before clipping
+    finite: Array  # () bool: False if loss or gradients were not finite and the update was skipped
+
+
+def make_train_step(
+    loss_fn: Callable[..., Array], optimizer: optax.GradientTransformation, *, jit: bool = True
+) -> Callable[..., tuple[Params, optax.OptState, StepMetrics]]:
+    """Builds ``train_step(params, opt_state, *batch) -> (params, opt_state, StepMetrics)``.
+
+    The step computes ``loss_fn(params, *batch)`` and its gradients (BPTT through the scan), then
+    applies the optimizer's update. If the loss or any gradient is NaN or ±Inf the update is not
+    applied: params and optimizer state come back unchanged and ``metrics.finite`` is False, so a
+    caller can count such steps and stop (this function does not stop by itself).
+
+    Args:
+      loss_fn: ``(params, *batch) -> scalar loss``.
+      optimizer: any optax ``GradientTransformation``, e.g. from `make_optimizer`.
+      jit: compile the step with ``jax.jit``.
+
+    Returns:
+      The train step.
+
+    Example:
+      >>> step = jaxrnn.make_train_step(loss_fn, jaxrnn.make_optimizer(1e-2, clip_value=5.0))
+      >>> params, opt_state, metrics = step(params, optimizer.init(params), xs, ys)
+    """
+
+    def train_step(params, opt_state, *batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+        if jnp.ndim(loss) != 0:
+            fail("train_step", f"expected loss_fn to return a scalar, got shape {jnp.shape(loss)}")
+        finite = jnp.isfinite(loss)
+        for g in jax.tree.leaves(grads):
+            finite &= jnp.all(jnp.isfinite(g))
+        updates, new_opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+
+        def keep_if_finite(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        metrics = StepMetrics(loss, optax.tree.norm(grads), finite)
+        return keep_if_finite(new_params, params), keep_if_finite(new_opt_state, opt_state), metrics
+
+    return jax.jit(train_step) if jit else train_step

@@ -1,0 +1,123 @@
+"""Bad input raises jaxrnn.InputError naming the argument, the expected and the actual value."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+
+CELLS = [jaxrnn.rnn(), jaxrnn.simplified_gru(), jaxrnn.gru(), jaxrnn.gru("after"), jaxrnn.lstm()]
+
+
+def _setup(cell, n_x=3, n_a=4):
+    params = cell.init(jax.random.key(0), n_x, n_a, dtype=jnp.float32)
+    return params, jnp.ones((2, 5, n_x), jnp.float32)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_errors_unroll_wrong_rank(cell):
+    params, _ = _setup(cell)
+    with pytest.raises(jaxrnn.InputError, match=r"unroll: expected xs with at least 2 dim"):
+        jaxrnn.unroll(cell, params, jnp.ones(3, jnp.float32))
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_errors_unroll_input_size_mismatch(cell):
+    params, _ = _setup(cell)
+    with pytest.raises(
+        jaxrnn.InputError, match=r"expected xs of shape \(2, 5, 3\), got \(2, 5, 7\).*input_size=3"
+    ):
+        jaxrnn.unroll(cell, params, jnp.ones((2, 5, 7), jnp.float32))
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_errors_unroll_carry_wrong_shape(cell):
+    params, xs = _setup(cell)
+    bad = jax.tree.map(lambda c: jnp.zeros((3, 4), c.dtype), cell.init_carry(params, (2,)))
+    with pytest.raises(jaxrnn.InputError, match=r"expected carry of shape \(2, 4\), got \(3, 4\)"):
+        jaxrnn.unroll(cell, params, xs, bad)
+
+
+def test_errors_lstm_carry_must_be_an_lstm_state():
+    cell = jaxrnn.lstm()
+    params, xs = _setup(cell)
+    with pytest.raises(jaxrnn.InputError, match="expected carry with the structure of lstm"):
+        jaxrnn.unroll(cell, params, xs, jnp.zeros((2, 4), jnp.float32))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "message"),
+    [
+        (np.array([5, -1]), r"expected lengths in \[0, 5\].*got \[-1\]"),
+        (np.array([6, 2]), r"expected lengths in \[0, 5\].*got \[6\]"),
+        (np.array([2.0, 3.0]), "expected lengths to have an integer dtype, got float"),
+        (np.array([1, 2, 3]), r"expected lengths of shape \(2,\), got \(3,\)"),
+    ],
+)
+def test_errors_unroll_bad_lengths(lengths, message):
+    cell = jaxrnn.gru()
+    params, xs = _setup(cell)
+    with pytest.raises(jaxrnn.InputError, match=message):
+        jaxrnn.unroll(cell, params, xs, lengths=lengths)
+
+
+def test_errors_out_of_range_lengths_inside_jit_give_nan_not_wrong_numbers():
+    cell = jaxrnn.lstm()
+    params, xs = _setup(cell)
+    run = jax.jit(lambda lengths: jaxrnn.unroll(cell, params, xs, lengths=lengths))
+    carry, ys = run(jnp.array([7, 2]))
+    assert np.isnan(np.asarray(ys[0])).all() and np.isnan(np.asarray(carry.h[0])).all()
+    assert np.isfinite(np.asarray(ys[1])).all()
+    carry_ok, ys_ok = jaxrnn.unroll(cell, params, xs[1:], lengths=np.array([2]))
+    np.testing.assert_allclose(ys[1], ys_ok[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_errors_unroll_mismatched_dtypes(cell):
+    params, xs = _setup(cell)
+    with pytest.raises(jaxrnn.InputError, match=r"expected xs of dtype float32.*got float64"):
+        jaxrnn.unroll(cell, params, xs.astype(jnp.float64))
+    with pytest.raises(
+        jaxrnn.InputError, match="expected xs to have a floating-point dtype, got int"
+    ):
+        jaxrnn.unroll(cell, params, xs.astype(jnp.int32))
+    carry = jax.tree.map(lambda c: c.astype(jnp.float64), cell.init_carry(params, (2,)))
+    with pytest.raises(jaxrnn.InputError, match=r"expected carry of dtype float32.*got float64"):
+        jaxrnn.unroll(cell, params, xs, carry)
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def test_errors_step_names_the_cell_and_argument(cell):
+    params, _ = _setup(cell)
+    carry = cell.init_carry(params)
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=rf"{cell.name.replace('(', '[(]').replace(')', '[)]')}\.step: "
+        r"expected x of shape \(3,\), got \(5,\)",
+    ):
+        cell.step(params, carry, jnp.ones(5, jnp.float32))
+    with pytest.raises(jaxrnn.InputError, match=r"expected carry of shape \(2, 4\), got \(4,\)"):
+        cell.step(params, carry, jnp.ones((2, 3), jnp.float32))
+
+
+def test_errors_raised_at_trace_time_under_jit():
+    cell = jaxrnn.lstm()
+    params, _ = _setup(cell)
+    with pytest.raises(jaxrnn.InputError, match=r"expected xs of shape \(2, 5, 3\)"):
+        jax.jit(lambda xs: jaxrnn.unroll(cell, params, xs))(jnp.ones((2, 5, 4), jnp.float32))
+
+
+def test_errors_bad_cell_options_and_sizes():
+    with pytest.raises(jaxrnn.InputError, match="activation 'tanh' or 'relu', got 'sigmoid'"):
+        jaxrnn.rnn("sigmoid")
+    with pytest.raises(jaxrnn.InputError, match="reset 'before' or 'after', got 'middle'"):
+        jaxrnn.gru("middle")
+    with pytest.raises(jaxrnn.InputError, match="hidden_size to be a positive int, got 0"):
+        jaxrnn.lstm().init(jax.random.key(0), 3, 0)
+
+
+def test_errors_params_of_another_cell_are_rejected():
+    gru_params = jaxrnn.gru().init(jax.random.key(0), 3, 4)
+    with pytest.raises(jaxrnn.InputError, match=r"expected params.w_h of shape \(4, 16\)"):
+        jaxrnn.unroll(jaxrnn.lstm(), gru_params, jnp.ones((5, 3), jnp.float32))
