@@ -1,0 +1,389 @@
+"""Vocabularies, encoding and batching of text for character- and word-level models (numpy only).
+
+Two special tokens are always in a vocabulary. ⟨EOS⟩ ends a sentence: at character level it *is*
+the newline ``"\\n"`` (as in the course's character model, a line is a sentence, and in a continuous
+text the newline is simply the EOS token); at word level it is ``"<eos>"``, produced by each
+newline. ⟨UNK⟩ (``"<unk>"``) stands for every token the vocabulary does not hold; it is one token,
+never produced by splitting text.
+
+The batchers are pure functions of ``(seed, step)``, so a resumed training run sees exactly the
+batches it would have seen without the interruption.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+
+from jaxrnn._checks import fail
+
+Level = Literal["char", "word"]
+UNK = "<unk>"
+EOS = {"char": "\n", "word": "<eos>"}
+WORD_PATTERN = re.compile(r"[\w']+|[^\w\s]")  # words (with apostrophes) and single punctuation
+
+
+def _tokenize(text: str, level: str, lowercase: bool) -> list[str]:
+    text = text.lower() if lowercase else text
+    if level == "char":
+        return list(text)
+    tokens = []
+    for i, line in enumerate(text.split("\n")):
+        tokens += ([EOS["word"]] if i else []) + WORD_PATTERN.findall(line)
+    return tokens
+
+
+def _check_int(fn: str, name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        fail(fn, f"expected {name} to be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_ids(fn: str, name: str, ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.size == 0:  # np.asarray([]) is float64; an empty sequence is still valid ids
+        ids = ids.astype(np.int32)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        fail(fn, f"expected {name} to be a 1-D integer array, got shape {ids.shape}, {ids.dtype}")
+    return ids
+
+
+def _check_fraction(fn: str, fraction) -> None:
+    if not 0 < fraction < 1:
+        fail(fn, f"expected fraction strictly between 0 and 1, got {fraction!r}")
+
+
+def _n_train(fn: str, n: int, fraction: float, what: str) -> int:
+    if n < 2:
+        fail(fn, f"expected at least 2 {what} to split, got {n}")
+    return min(max(round(n * fraction), 1), n - 1)  # never leave either side empty
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A token vocabulary: ``tokens[i]`` is the token with id ``i``.
+
+    Attributes:
+      tokens: tuple of the tokens, index -> token; holds ⟨EOS⟩ and ⟨UNK⟩ exactly once.
+      level: ``"char"`` (each character a token; ⟨EOS⟩ is ``"\\n"``) or ``"word"`` (words and
+        punctuation marks, ⟨EOS⟩ is ``"<eos>"``).
+      lowercase: lower-case text before splitting it into tokens.
+
+    Round trip: at char level ``decode(encode(t)) == t`` when every character of ``t`` is in the
+    vocabulary (newlines included); at word level it gives the tokens of each line of ``t`` joined
+    by single spaces, lines joined by ``"\\n"``.
+
+    Example:
+      >>> v = build_vocab(["ab\\nba"], order="alphabetical")
+      >>> v.tokens, v.encode("abc").tolist(), v.decode([1, 2, 0])
+      (('\\n', 'a', 'b', '<unk>'), [1, 2, 3], 'ab\\n')
+    """
+
+    tokens: tuple[str, ...]
+    level: Level = "char"
+    lowercase: bool = False
+
+    def __post_init__(self):
+        if self.level not in EOS:
+            fail("Vocab", f"expected level 'char' or 'word', got {self.level!r}")
+        if not isinstance(self.lowercase, bool):
+            fail("Vocab", f"expected lowercase to be a bool, got {self.lowercase!r}")
+        if isinstance(self.tokens, str) or not all(isinstance(t, str) for t in self.tokens):
+            fail("Vocab", f"expected tokens to be a sequence of strings, got {self.tokens!r:.80}")
+        object.__setattr__(self, "tokens", tuple(self.tokens))  # a list would not be hashable
+        duplicates = sorted(t for t, n in Counter(self.tokens).items() if n > 1)
+        if duplicates:
+            fail("Vocab", f"expected unique tokens, got duplicates {duplicates[:10]}")
+        missing = [t for t in (EOS[self.level], UNK) if t not in self.tokens]
+        if missing:
+            fail("Vocab", f"expected the special tokens {missing} in a {self.level}-level vocab")
+        if self.level == "char":  # a longer token could never come out of tokenize
+            bad = [t for t in self.tokens if len(t) != 1 and t != UNK]
+            reason = "single characters (or '<unk>')"
+        else:
+            bad = [t for t in self.tokens if not t or any(c.isspace() for c in t)]
+            reason = "non-empty and without whitespace"
+        if bad:
+            fail("Vocab", f"expected {self.level}-level tokens {reason}, got {bad[:10]}")
+
+    @cached_property
+    def _ids(self) -> dict[str, int]:
+        return {token: i for i, token in enumerate(self.tokens)}
+
+    @property
+    def size(self) -> int:
+        """Number of tokens, specials included."""
+        return len(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def eos_id(self) -> int:
+        return self._ids[EOS[self.level]]
+
+    @property
+    def unk_id(self) -> int:
+        return self._ids[UNK]
+
+    def index(self, token: str) -> int:
+        """The id of ``token``; ``unk_id`` if the vocabulary does not hold it."""
+        return self._ids.get(token, self.unk_id)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Split ``text`` into tokens (lower-cased first if ``lowercase``).
+
+        Char level: the list of characters, newlines included. Word level: words and punctuation
+        marks as separate tokens (regex ``[\\w']+|[^\\w\\s]``), each newline an ``"<eos>"``.
+        """
+        if not isinstance(text, str):
+            fail("Vocab.tokenize", f"expected text to be a str, got {type(text).__name__}")
+        return _tokenize(text, self.level, self.lowercase)
+
+    def encode(self, text: str, *, add_eos: bool = False) -> np.ndarray:
+        """Token ids of ``text``: int32 array (n_tokens,), plus ⟨EOS⟩ at the end if ``add_eos``."""
+        ids = [self.index(t) for t in self.tokenize(text)] + ([self.eos_id] if add_eos else [])
+        return np.asarray(ids, np.int32)
+
+    def encode_lines(self, lines: Iterable[str]) -> list[np.ndarray]:
+        """One int32 array (len(line) tokens + 1,) per line, each ending in ⟨EOS⟩."""
+        if isinstance(lines, str):
+            fail("Vocab.encode_lines", "expected an iterable of lines, got a str", "use .split")
+        out = []
+        for i, line in enumerate(lines):
+            if "\n" in line:
+                fail("Vocab.encode_lines", f"expected lines without '\\n', got {line!r} at {i}")
+            out.append(self.encode(line, add_eos=True))
+        return out
+
+    def decode(self, ids: Sequence[int] | np.ndarray, *, stop_at_eos: bool = False) -> str:
+        """The text of ``ids`` (1-D ints): tokens concatenated (char level) or joined by spaces,
+        each ⟨EOS⟩ rendered as a newline (word level). ``stop_at_eos`` drops the first ⟨EOS⟩ and
+        everything after it."""
+        ids = _check_ids("Vocab.decode", "ids", ids)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.size):
+            fail("Vocab.decode", f"expected ids in [0, {self.size}), got {ids.min()}..{ids.max()}")
+        ids = ids.tolist()
+        if stop_at_eos and self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        if self.level == "char":
+            return "".join(self.tokens[i] for i in ids)
+        words = ["\n" if i == self.eos_id else self.tokens[i] for i in ids]
+        # tokens hold no whitespace, so every space beside a newline is a separator to drop
+        return " ".join(words).replace(" \n", "\n").replace("\n ", "\n")
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict (for checkpoints); ``Vocab.from_dict`` inverts it."""
+        return {"tokens": list(self.tokens), "level": self.level, "lowercase": self.lowercase}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Vocab:
+        """The `Vocab` saved by ``to_dict``; raises `InputError` if ``data`` is not one."""
+        keys = {"tokens", "level", "lowercase"}
+        if not isinstance(data, dict) or set(data) != keys:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            fail("Vocab.from_dict", f"expected a dict with keys {sorted(keys)}, got {got}")
+        if not isinstance(data["tokens"], list | tuple):
+            fail("Vocab.from_dict", f"expected tokens to be a list, got {data['tokens']!r:.80}")
+        return cls(tuple(data["tokens"]), data["level"], data["lowercase"])
+
+
+def build_vocab(
+    texts: Iterable[str],
+    *,
+    level: Level = "char",
+    max_size: int | None = None,
+    min_count: int = 1,
+    lowercase: bool = False,
+    order: Literal["frequency", "alphabetical"] = "frequency",
+) -> Vocab:
+    """The vocabulary of a corpus: ⟨EOS⟩ with id 0, then the kept tokens, then ⟨UNK⟩ last.
+
+    Keeps the tokens occurring at least ``min_count`` times, at most the ``max_size`` most frequent
+    (ties broken alphabetically, so the result is deterministic); the rest map to ⟨UNK⟩. With
+    ``order="alphabetical"`` the kept tokens are sorted by code point, which on a corpus of the 26
+    lower-case letters gives the course's indices: ``"\\n"`` = 0, ``"a"`` = 1 … ``"z"`` = 26 (and
+    ⟨UNK⟩ = 27).
+
+    Args:
+      texts: iterable of strings (lines or whole documents).
+      level: ``"char"`` or ``"word"`` (see `Vocab`).
+      max_size: the most tokens in the vocabulary, *counting ⟨EOS⟩ and ⟨UNK⟩* (at least 3).
+      min_count: the fewest occurrences for a token to be kept.
+      lowercase: lower-case text before counting (and later encoding).
+      order: ``"frequency"`` (most frequent first) or ``"alphabetical"``.
+
+    Returns:
+      A `Vocab` of size ≤ ``max_size``.
+    """
+    fn = "build_vocab"
+    if level not in EOS:
+        fail(fn, f"expected level 'char' or 'word', got {level!r}")
+    if order not in ("frequency", "alphabetical"):
+        fail(fn, f"expected order 'frequency' or 'alphabetical', got {order!r}")
+    if max_size is not None:
+        _check_int(fn, "max_size", max_size, 3)
+    _check_int(fn, "min_count", min_count, 1)
+    if isinstance(texts, str):
+        fail(fn, "expected an iterable of strings, got a str", "wrap a single text in a list")
+    counts = Counter()
+    for text in texts:
+        if not isinstance(text, str):
+            fail(fn, f"expected texts to hold strings, got {type(text).__name__}")
+        counts.update(_tokenize(text, level, lowercase))
+    counts.pop(EOS[level], None)  # the specials are always in, whatever their counts
+    if not counts:
+        fail(fn, "expected texts with at least one token besides newlines, got an empty corpus")
+    ranked = sorted(counts, key=lambda t: (-counts[t], t))
+    kept = [t for t in ranked if counts[t] >= min_count]
+    kept = kept if max_size is None else kept[: max_size - 2]
+    if not kept:
+        top = ranked[0]
+        most = f"the most frequent, {top!r}, occurs {counts[top]} times"
+        fail(fn, f"expected a token occurring at least min_count={min_count} times; {most}")
+    if order == "alphabetical":
+        kept.sort()
+    return Vocab((EOS[level], *kept, UNK), level, lowercase)
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int] | np.ndarray], *, pad_id: int, max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id sequences into one array, truncating those longer than ``max_len``.
+
+    jaxrnn's losses and unroll never read the padded positions when given ``lengths``, so
+    ``pad_id`` only needs to be a valid id (``vocab.eos_id``, say).
+
+    Args:
+      sequences: N 1-D integer sequences.
+      pad_id: the id written past each sequence's end.
+      max_len: T; the longest sequence's length if None. A fixed value gives every batch the
+        same shape, so a jitted step is traced once.
+
+    Returns:
+      ``(ids, lengths)``: int32 (N, T) and the int32 (N,) lengths after truncation.
+    """
+    fn = "pad_batch"
+    if len(sequences) == 0:
+        fail(fn, "expected at least one sequence, got none")
+    _check_int(fn, "pad_id", pad_id, 0)
+    seqs = [_check_ids(fn, f"sequences[{i}]", s) for i, s in enumerate(sequences)]
+    n_steps = max(map(len, seqs)) if max_len is None else _check_int(fn, "max_len", max_len, 1)
+    ids = np.full((len(seqs), n_steps), pad_id, np.int32)
+    lengths = np.array([min(len(s), n_steps) for s in seqs], np.int32)
+    for row, (seq, n) in enumerate(zip(seqs, lengths, strict=True)):
+        ids[row, :n] = seq[:n]
+    return ids, lengths
+
+
+def batch_indices(n_examples: int, batch_size: int, *, seed: int, step: int) -> np.ndarray:
+    """Example indices for training step ``step`` (0-based): int64 (batch_size,).
+
+    Epoch e is a permutation from ``np.random.default_rng([seed, e])`` cut into
+    ``n_examples // batch_size`` batches (the incomplete last one dropped); step k takes batch
+    ``k mod batches_per_epoch`` of epoch ``k // batches_per_epoch``.
+    """
+    fn = "batch_indices"
+    _check_int(fn, "batch_size", batch_size, 1)
+    _check_int(fn, "n_examples", n_examples, batch_size)
+    _check_int(fn, "seed", seed, 0)
+    epoch, k = divmod(_check_int(fn, "step", step, 0), n_examples // batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(n_examples)
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
+def stream_windows(
+    ids: np.ndarray, *, batch_size: int, seq_len: int, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random contiguous windows of a long id stream, starts drawn by ``default_rng([seed, step])``.
+
+    Args:
+      ids: 1-D integer stream of at least ``seq_len + 1`` ids.
+
+    Returns:
+      ``(inputs, targets)``: int32 (batch_size, seq_len) each, ``targets[b, t] = ids[s_b + t + 1]``
+      where ``inputs[b, t] = ids[s_b + t]``.
+    """
+    fn = "stream_windows"
+    ids = _check_ids(fn, "ids", ids)
+    _check_int(fn, "batch_size", batch_size, 1)
+    _check_int(fn, "seq_len", seq_len, 1)
+    _check_int(fn, "seed", seed, 0)
+    _check_int(fn, "step", step, 0)
+    if len(ids) < seq_len + 1:
+        fail(fn, f"expected at least seq_len + 1 = {seq_len + 1} ids, got {len(ids)}")
+    starts = np.random.default_rng([seed, step]).integers(0, len(ids) - seq_len, batch_size)
+    positions = starts[:, None] + np.arange(seq_len)
+    return ids[positions].astype(np.int32), ids[positions + 1].astype(np.int32)
+
+
+def _n_chunks(fn: str, n_ids: int, batch_size: int, seq_len: int) -> int:
+    _check_int(fn, "batch_size", batch_size, 1)
+    _check_int(fn, "seq_len", seq_len, 1)
+    n_chunks = (n_ids - 1) // batch_size // seq_len  # one id kept back: the last target
+    if n_chunks < 1:
+        need = batch_size * seq_len + 1
+        fail(fn, f"expected at least batch_size * seq_len + 1 = {need} ids, got {n_ids}")
+    return n_chunks
+
+
+def n_stream_chunks(n_ids: int, batch_size: int, seq_len: int) -> int:
+    """How many chunks `stream_chunks` cuts a stream of ``n_ids`` ids into (at least 1)."""
+    return _n_chunks("n_stream_chunks", n_ids, batch_size, seq_len)
+
+
+def stream_chunks(
+    ids: np.ndarray, *, batch_size: int, seq_len: int, step: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Consecutive chunks of a stream cut into parallel rows, for truncated backprop through time.
+
+    The stream is cut into ``batch_size`` equal rows (the tail that does not fit is dropped); chunk
+    k = ``step mod n_chunks`` holds columns ``[k * seq_len, (k + 1) * seq_len)``, so row r of
+    chunk k + 1 continues row r of chunk k and the carry can be passed on between them.
+
+    Args:
+      ids: 1-D integer stream of at least ``batch_size * seq_len + 1`` ids.
+
+    Returns:
+      ``(inputs, targets, is_first)``: int32 (batch_size, seq_len) each, targets the next ids in
+      the stream; ``is_first`` is True for chunk 0, where the carry must be reset.
+    """
+    fn = "stream_chunks"
+    ids = _check_ids(fn, "ids", ids)
+    n_chunks = _n_chunks(fn, len(ids), batch_size, seq_len)
+    k = _check_int(fn, "step", step, 0) % n_chunks
+    row_len = (len(ids) - 1) // batch_size
+    rows = ids[: batch_size * row_len].reshape(batch_size, row_len)
+    next_rows = ids[1 : batch_size * row_len + 1].reshape(batch_size, row_len)
+    cols = slice(k * seq_len, (k + 1) * seq_len)
+    return rows[:, cols].astype(np.int32), next_rows[:, cols].astype(np.int32), k == 0
+
+
+def split_text(text: str, fraction: float = 0.9) -> tuple[str, str]:
+    """``(train, valid)``: the first ``fraction`` of the characters of ``text`` (rounded, at least
+    one character on each side) and the rest; the cut may fall inside a line."""
+    if not isinstance(text, str):
+        fail("split_text", f"expected text to be a str, got {type(text).__name__}")
+    _check_fraction("split_text", fraction)
+    n_train = _n_train("split_text", len(text), fraction, "characters")
+    return text[:n_train], text[n_train:]
+
+
+def split_lines(
+    lines: Sequence[str], fraction: float = 0.9, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """``(train, valid)`` lists: ``lines`` shuffled by ``default_rng(seed)``, then cut at
+    ``fraction`` (rounded, at least one line on each side)."""
+    if isinstance(lines, str):
+        fail("split_lines", "expected a sequence of lines, got a str", "use .splitlines()")
+    _check_fraction("split_lines", fraction)
+    _check_int("split_lines", "seed", seed, 0)
+    n_train = _n_train("split_lines", len(lines), fraction, "lines")
+    shuffled = [lines[i] for i in np.random.default_rng(seed).permutation(len(lines))]
+    return shuffled[:n_train], shuffled[n_train:]

@@ -1,0 +1,271 @@
+"""Vocabularies, encoding and batchers: exact values on small corpora, round trips by hypothesis."""
+
+import json
+import re
+from importlib import resources
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxrnn._checks import InputError
+from jaxrnn.text import (
+    Vocab,
+    batch_indices,
+    build_vocab,
+    n_stream_chunks,
+    pad_batch,
+    split_lines,
+    split_text,
+    stream_chunks,
+    stream_windows,
+)
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+# counts: the 3, cat 2, dog 1, ran 1, sat 1, "." 1
+WORDS = ["the cat sat", "the cat ran.", "the dog"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text())
+def test_vocab_char_round_trip(text):
+    vocab = build_vocab([text, "x"])  # "x": the corpus is never empty
+    assert vocab.decode(vocab.encode(text)) == text
+    assert vocab.decode(vocab.encode(text, add_eos=True)) == text + "\n"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab CD'.,!\n\t-é1_")))
+def test_vocab_word_round_trip(text):
+    vocab = build_vocab([text, "x"], level="word")
+    lines = text.split("\n")
+    expected = "\n".join(" ".join(re.findall(r"[\w']+|[^\w\s]", line)) for line in lines)
+    assert vocab.decode(vocab.encode(text)) == expected
+    assert vocab.tokenize(vocab.decode(vocab.encode(text))) == vocab.tokenize(text)
+
+
+def test_vocab_word_tokenize_and_decode_values():
+    vocab = build_vocab(["Don't stop, Bob!\nyes"], level="word", lowercase=True)
+    tokens = ["don't", "stop", ",", "bob", "!", "<eos>", "yes"]
+    assert vocab.tokenize("Don't stop, Bob!\nYES") == tokens
+    assert vocab.decode(vocab.encode("Don't stop, Bob!\nYES")) == "don't stop , bob !\nyes"
+    assert vocab.decode(vocab.encode("yes\n\nbob", add_eos=True)) == "yes\n\nbob\n"
+    assert vocab.decode(vocab.encode("yes\nbob"), stop_at_eos=True) == "yes"
+
+
+def test_vocab_char_specials_and_indices():
+    vocab = build_vocab(["ba\nab", "c"], order="alphabetical")
+    assert vocab.tokens == ("\n", "a", "b", "c", "<unk>")
+    assert (vocab.eos_id, vocab.unk_id, vocab.size, len(vocab)) == (0, 4, 5, 5)
+    assert vocab.encode("cab\nz").tolist() == [3, 1, 2, 0, 4]
+    assert vocab.encode("").dtype == np.int32
+    assert vocab.index("<unk>") == vocab.index("q") == 4
+    assert vocab.decode([3, 0, 1], stop_at_eos=True) == "c"
+    assert vocab.decode(np.array([4, 1])) == "<unk>a"
+
+
+def test_vocab_frequency_order_ties_alphabetical():
+    # counts: a 3, b 2, space 1, c 1, d 1; ties at 1 in code-point order: " " < "c" < "d"
+    vocab = build_vocab(["aaab bc", "d\n"])
+    assert vocab.tokens == ("\n", "a", "b", " ", "c", "d", "<unk>")
+
+
+def test_vocab_max_size_counts_specials():
+    vocab = build_vocab(["aaab bc", "d"], max_size=5)
+    assert vocab.tokens == ("\n", "a", "b", " ", "<unk>")
+    assert vocab.encode("abcd").tolist() == [1, 2, 4, 4]
+
+
+@pytest.mark.parametrize(
+    ("options", "kept"),
+    [
+        ({}, ["the", "cat", ".", "dog", "ran", "sat"]),
+        ({"min_count": 2}, ["the", "cat"]),
+        ({"max_size": 5}, ["the", "cat", "."]),
+        ({"max_size": 4, "min_count": 3}, ["the"]),
+        ({"order": "alphabetical"}, [".", "cat", "dog", "ran", "sat", "the"]),
+    ],
+)
+def test_build_vocab_word_kept_tokens(options, kept):
+    vocab = build_vocab(WORDS, level="word", **options)
+    assert vocab.tokens == ("<eos>", *kept, "<unk>")
+    words = ["the", "cat", "sat", "zebra"]
+    ids = vocab.encode(" ".join(words))
+    assert [vocab.tokens[i] for i in ids] == [w if w in kept else "<unk>" for w in words]
+    assert vocab.decode(ids).split() == [w if w in kept else "<unk>" for w in words]
+
+
+def test_vocab_encode_lines_appends_eos():
+    vocab = build_vocab(WORDS, level="word")
+    encoded = vocab.encode_lines(["the cat", "dog ."])
+    assert [e.tolist() for e in encoded] == [[1, 2, 0], [4, 3, 0]]
+    chars = build_vocab(["ab"], order="alphabetical")
+    assert [e.tolist() for e in chars.encode_lines(["ab", "", "b"])] == [[1, 2, 0], [0], [2, 0]]
+
+
+def test_build_vocab_course_indices_on_names():
+    text = resources.files("jaxrnn").joinpath("data/names.txt").read_text()
+    vocab = build_vocab(text.splitlines(), order="alphabetical")
+    assert vocab.tokens == ("\n", *ALPHABET, "<unk>")
+    assert [vocab.index(c) for c in "\n" + ALPHABET] == list(range(27))
+    assert vocab.unk_id == 27
+    assert build_vocab([text], order="alphabetical") == vocab  # lines or one document alike
+
+
+def test_vocab_dict_round_trip_through_json():
+    for vocab in [build_vocab(["hi\nyo"], lowercase=True), build_vocab(WORDS, level="word")]:
+        restored = Vocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
+        assert restored == vocab
+        assert restored.encode("the cat\nhi").tolist() == vocab.encode("the cat\nhi").tolist()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tokens": ["a"], "level": "char"}, r"Vocab.from_dict: expected a dict with keys"),
+        ({"tokens": "ab", "level": "char", "lowercase": False}, r"expected tokens to be a list"),
+        ({"tokens": ["\n", "<unk>"], "level": "byte", "lowercase": False}, r"got 'byte'"),
+        ({"tokens": ["\n", "a", "a", "<unk>"], "level": "char", "lowercase": False}, r"\['a'\]"),
+        ({"tokens": ["\n", "a"], "level": "char", "lowercase": False}, r"tokens \['<unk>'\]"),
+        ({"tokens": ["\n", "<unk>"], "level": "word", "lowercase": False}, r"\['<eos>'\] in a"),
+        ({"tokens": ["\n", "ab", "<unk>"], "level": "char", "lowercase": 0}, r"lowercase to be a"),
+        ({"tokens": ["\n", "ab", "<unk>"], "level": "char", "lowercase": False}, r"got \['ab'\]"),
+        ({"tokens": ["<eos>", "a b", "<unk>"], "level": "word", "lowercase": False}, "whitespace"),
+    ],
+)
+def test_vocab_from_dict_rejects_bad_data(data, message):
+    with pytest.raises(InputError, match=message):
+        Vocab.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ([[]], {}, r"build_vocab: expected texts with at least one token.*empty corpus"),
+        ([["\n\n"]], {}, r"empty corpus"),
+        (["abc"], {}, r"expected an iterable of strings, got a str; wrap a single text"),
+        ([["ab"]], {"max_size": 2}, r"expected max_size to be an integer >= 3, got 2"),
+        ([["ab"]], {"level": "byte"}, r"expected level 'char' or 'word', got 'byte'"),
+        ([["ab"]], {"order": "random"}, r"expected order 'frequency' or 'alphabetical'"),
+        ([["aab"]], {"min_count": 3}, r"min_count=3 times; the most frequent, 'a', occurs 2"),
+    ],
+)
+def test_build_vocab_errors(args, options, message):
+    with pytest.raises(InputError, match=message):
+        build_vocab(*args, **options)
+
+
+def test_vocab_errors_on_bad_calls():
+    vocab = build_vocab(["ab"])
+    with pytest.raises(InputError, match=r"Vocab.decode: expected ids in \[0, 4\), got 0..4"):
+        vocab.decode([0, 4])
+    with pytest.raises(InputError, match=r"Vocab.decode: expected ids to be a 1-D integer array"):
+        vocab.decode(np.array([[1]]))
+    with pytest.raises(InputError, match=r"Vocab.encode_lines: expected lines without"):
+        vocab.encode_lines(["a\nb"])
+    with pytest.raises(InputError, match=r"Vocab.tokenize: expected text to be a str, got list"):
+        vocab.encode(["a"])
+
+
+def test_pad_batch_values_and_truncation():
+    ids, lengths = pad_batch([[5, 6, 7], [8], np.array([], np.int32)], pad_id=0)
+    np.testing.assert_array_equal(ids, [[5, 6, 7], [8, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(lengths, [3, 1, 0])
+    assert ids.dtype == lengths.dtype == np.int32
+    ids, lengths = pad_batch([np.array([5, 6, 7]), [8]], pad_id=9, max_len=2)
+    np.testing.assert_array_equal(ids, [[5, 6], [8, 9]])
+    np.testing.assert_array_equal(lengths, [2, 1])
+    ids, lengths = pad_batch([[1]], pad_id=2, max_len=4)  # a fixed max_len pads past the longest
+    np.testing.assert_array_equal(ids, [[1, 2, 2, 2]])
+
+
+def test_pad_batch_errors():
+    with pytest.raises(InputError, match=r"pad_batch: expected at least one sequence, got none"):
+        pad_batch([], pad_id=0)
+    with pytest.raises(InputError, match=r"expected max_len to be an integer >= 1, got 0"):
+        pad_batch([[1]], pad_id=0, max_len=0)
+    with pytest.raises(InputError, match=r"expected sequences\[1\] to be a 1-D integer array"):
+        pad_batch([[1], [0.5]], pad_id=0)
+
+
+def test_batch_indices_cover_each_epoch_once():
+    for epoch in range(3):
+        steps = range(3 * epoch, 3 * epoch + 3)  # 12 // 4 = 3 batches per epoch
+        batches = np.concatenate([batch_indices(12, 4, seed=7, step=s) for s in steps])
+        np.testing.assert_array_equal(np.sort(batches), np.arange(12))
+    first = [batch_indices(12, 4, seed=7, step=s) for s in range(3)]
+    again = [batch_indices(12, 4, seed=7, step=s) for s in range(3)]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first[0], batch_indices(12, 4, seed=7, step=3))  # a new permutation
+    assert not np.array_equal(first[0], batch_indices(12, 4, seed=8, step=0))
+
+
+def test_batch_indices_drops_incomplete_batch():
+    batches = np.concatenate([batch_indices(10, 3, seed=0, step=s) for s in range(3)])
+    assert len(set(batches.tolist())) == 9 and batches.min() >= 0 and batches.max() < 10
+    with pytest.raises(
+        InputError, match=r"batch_indices: expected n_examples to be an integer >= 4"
+    ):
+        batch_indices(3, 4, seed=0, step=0)
+
+
+def test_stream_windows_targets_are_the_next_ids():
+    stream = np.random.default_rng(0).permutation(200)  # distinct ids: each value is a position
+    inputs, targets = stream_windows(stream, batch_size=8, seq_len=10, seed=3, step=5)
+    assert inputs.shape == targets.shape == (8, 10) and inputs.dtype == np.int32
+    starts = np.argsort(stream)[inputs[:, 0]]
+    positions = starts[:, None] + np.arange(10)
+    np.testing.assert_array_equal(inputs, stream[positions])
+    np.testing.assert_array_equal(targets, stream[positions + 1])
+    again = stream_windows(stream, batch_size=8, seq_len=10, seed=3, step=5)
+    np.testing.assert_array_equal(again[0], inputs)
+    other = stream_windows(stream, batch_size=8, seq_len=10, seed=3, step=6)
+    assert not np.array_equal(other[0], inputs)
+    with pytest.raises(InputError, match=r"stream_windows: expected at least seq_len \+ 1 = 11"):
+        stream_windows(stream[:10], batch_size=1, seq_len=10, seed=0, step=0)
+
+
+def test_stream_chunks_rows_continue_across_chunks():
+    stream = np.arange(103) * 3  # 102 usable ids: 4 rows of 25, the 103rd id only a target
+    assert n_stream_chunks(103, 4, 5) == 5
+    chunks = [stream_chunks(stream, batch_size=4, seq_len=5, step=s) for s in range(6)]
+    for k, (inputs, targets, is_first) in enumerate(chunks[:5]):
+        assert is_first == (k == 0)
+        expected = (np.arange(4)[:, None] * 25 + k * 5 + np.arange(5)) * 3
+        np.testing.assert_array_equal(inputs, expected)
+        np.testing.assert_array_equal(targets, expected + 3)
+    for (a, _, _), (b, _, _) in zip(chunks[:4], chunks[1:5], strict=True):
+        np.testing.assert_array_equal(b[:, 0], a[:, -1] + 3)  # row r of chunk k + 1 continues r
+    inputs, _, is_first = chunks[5]  # step 5 wraps round to chunk 0
+    assert is_first
+    np.testing.assert_array_equal(inputs, chunks[0][0])
+
+
+def test_stream_chunks_too_short():
+    with pytest.raises(InputError, match=r"stream_chunks: expected at least .* = 21 ids, got 20"):
+        stream_chunks(np.arange(20), batch_size=4, seq_len=5, step=0)
+    with pytest.raises(InputError, match=r"n_stream_chunks: expected at least .* = 21 ids"):
+        n_stream_chunks(20, 4, 5)
+    assert n_stream_chunks(21, 4, 5) == 1
+
+
+def test_split_text_first_and_last_fraction():
+    text = "abcdefghij" * 10
+    train, valid = split_text(text)
+    assert (train, valid) == (text[:90], text[90:])
+    assert split_text("abc", 0.9) == ("ab", "c")  # at least one character on each side
+    with pytest.raises(InputError, match=r"split_text: expected fraction strictly between 0 and 1"):
+        split_text(text, 1.0)
+
+
+def test_split_lines_deterministic_shuffle():
+    lines = [f"line {i}" for i in range(20)]
+    train, valid = split_lines(lines, 0.75, seed=1)
+    assert (len(train), len(valid)) == (15, 5)
+    assert sorted(train + valid) == sorted(lines)
+    assert split_lines(lines, 0.75, seed=1) == (train, valid)
+    assert split_lines(lines, 0.75, seed=2) != (train, valid)
+    assert train + valid != lines  # shuffled
+    with pytest.raises(InputError, match=r"split_lines: expected at least 2 lines to split, got 1"):
+        split_lines(["only"])
