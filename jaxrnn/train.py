@@ -41,7 +41,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
 
 def make_optimizer(
-    learning_rate: float,
+    learning_rate: float | optax.Schedule,
     *,
     name: str = "adam",
     clip_value: float | None = None,
@@ -50,7 +50,7 @@ def make_optimizer(
     """An optax optimizer with optional clipping applied first (element-wise, then global norm).
 
     Args:
-      learning_rate: the step size.
+      learning_rate: the step size, or an optax schedule (a function of the step count).
       name: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``.
       clip_value: clip each gradient entry to [−clip_value, clip_value].
       clip_norm: clip the global gradient norm to clip_norm.
@@ -81,8 +81,12 @@ class StepMetrics(NamedTuple):
 
 
 def make_train_step(
-    loss_fn: Callable[..., Array], optimizer: optax.GradientTransformation, *, jit: bool = True
-) -> Callable[..., tuple[Params, optax.OptState, StepMetrics]]:
+    loss_fn: Callable[..., Array],
+    optimizer: optax.GradientTransformation,
+    *,
+    jit: bool = True,
+    has_aux: bool = False,
+) -> Callable[..., tuple]:
     """Builds ``train_step(params, opt_state, *batch) -> (params, opt_state, StepMetrics)``.
 
     The step computes ``loss_fn(params, *batch)`` and its gradients (BPTT through the scan), then
@@ -94,6 +98,8 @@ def make_train_step(
       loss_fn: ``(params, *batch) -> scalar loss``.
       optimizer: any optax ``GradientTransformation``, e.g. from `make_optimizer`.
       jit: compile the step with ``jax.jit``.
+      has_aux: ``loss_fn`` returns ``(loss, aux)`` (e.g. the last carry, for truncated BPTT); the
+        step then returns ``(params, opt_state, metrics, aux)``.
 
     Returns:
       The train step.
@@ -104,7 +110,8 @@ def make_train_step(
     """
 
     def train_step(params, opt_state, *batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+        value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
+        loss, aux = value if has_aux else (value, None)
         if jnp.ndim(loss) != 0:
             fail("train_step", f"expected loss_fn to return a scalar, got shape {jnp.shape(loss)}")
         finite = jnp.isfinite(loss)
@@ -117,6 +124,10 @@ def make_train_step(
             return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
         metrics = StepMetrics(loss, optax.tree.norm(grads), finite)
-        return keep_if_finite(new_params, params), keep_if_finite(new_opt_state, opt_state), metrics
+        new_params = keep_if_finite(new_params, params)
+        new_opt_state = keep_if_finite(new_opt_state, opt_state)
+        if has_aux:
+            return new_params, new_opt_state, metrics, aux
+        return new_params, new_opt_state, metrics
 
     return jax.jit(train_step) if jit else train_step

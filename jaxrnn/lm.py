@@ -1,0 +1,383 @@
+"""Recurrent language models: the model, sentence probability, and sampling of novel sequences.
+
+The course's set-up: x⟨1⟩ = 0, x⟨t⟩ = y⟨t−1⟩, and at each step a softmax over the vocabulary,
+
+    ŷ⟨t⟩ = softmax(W_ya a⟨t⟩ + b_y) = P(y⟨t⟩ | y⟨1⟩ … y⟨t−1⟩),
+    P(y⟨1⟩ … y⟨T⟩) = Π_t ŷ⟨t⟩[y⟨t⟩].
+
+Token inputs are int ids, and the id −1 stands for the zero vector x = 0 (the course's x⟨1⟩), both
+for one-hot inputs (the course) and for learned embeddings. `teacher_forcing_inputs` builds
+``[−1, y⟨1⟩, …, y⟨T−1⟩]`` from the targets. Layers are stacked as a deep RNN: layer l reads the
+outputs of layer l − 1, and the head reads the last layer.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import cells as cells_lib
+from jaxrnn._checks import check_integer, check_rank_at_least, fail
+from jaxrnn.cells import Array, Cell
+from jaxrnn.layers import DenseParams, dense, dense_init
+from jaxrnn.losses import Reduction, softmax_cross_entropy
+from jaxrnn.scan import unroll
+
+START = -1  # the input id that means x = 0
+
+CELL_NAMES = {
+    "rnn": lambda: cells_lib.rnn("tanh"),
+    "rnn_relu": lambda: cells_lib.rnn("relu"),
+    "simplified_gru": cells_lib.simplified_gru,
+    "gru": lambda: cells_lib.gru(reset="before"),
+    "gru_reset_after": lambda: cells_lib.gru(reset="after"),
+    "lstm": cells_lib.lstm,
+    "lstm_peephole": lambda: cells_lib.lstm(peephole=True),
+}
+
+
+def cell_from_name(name: str) -> Cell:
+    """The `Cell` for a name in ``CELL_NAMES``: rnn, rnn_relu, simplified_gru, gru (the course's,
+    reset before the candidate matmul), gru_reset_after (PyTorch's), lstm, lstm_peephole."""
+    if name not in CELL_NAMES:
+        fail("cell_from_name", f"expected cell in {sorted(CELL_NAMES)}, got {name!r}")
+    return CELL_NAMES[name]()
+
+
+class LMConfig(NamedTuple):
+    """The shape of a language model; hashable, JSON-able (``config._asdict()``)."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 1
+    embedding_size: int | None = None  # None: one-hot inputs, as in the course
+    dropout: float = 0.0  # on every layer's input and on the head's input (never on the carry)
+
+
+class LMParams(NamedTuple):
+    """Parameters of a recurrent language model."""
+
+    embedding: Array | None  # (V, E) rows are token vectors; None with one-hot inputs
+    layers: tuple  # one params NamedTuple per recurrent layer, bottom first
+    head: DenseParams  # (H, V): logits = a⟨t⟩ @ w + b
+
+
+def _check_config(config: LMConfig) -> None:
+    fn = "LMConfig"
+    if not isinstance(config, LMConfig):
+        fail(fn, f"expected config to be an LMConfig, got {type(config).__name__}")
+    for name in ("vocab_size", "hidden_size", "num_layers"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            fail(fn, f"expected {name} to be a positive int, got {value!r}")
+    if config.embedding_size is not None and (
+        not isinstance(config.embedding_size, int) or config.embedding_size < 1
+    ):
+        fail(fn, f"expected embedding_size None or a positive int, got {config.embedding_size!r}")
+    if not 0.0 <= config.dropout < 1.0:
+        fail(fn, f"expected dropout in [0, 1), got {config.dropout!r}")
+    cell_from_name(config.cell)
+
+
+def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
+    """Initial parameters: N(0, 1) embeddings, the cells' own initialisers, a Glorot head."""
+    _check_config(config)
+    cell = cell_from_name(config.cell)
+    key_emb, key_head, *keys = jax.random.split(key, 2 + config.num_layers)
+    embedding = None
+    input_size = config.vocab_size
+    if config.embedding_size is not None:
+        embedding = jax.random.normal(key_emb, (config.vocab_size, config.embedding_size), dtype)
+        input_size = config.embedding_size
+    layers = []
+    for k in keys:
+        layers.append(cell.init(k, input_size, config.hidden_size, dtype))
+        input_size = config.hidden_size
+    head = dense_init(key_head, config.hidden_size, config.vocab_size, dtype)
+    return LMParams(embedding, tuple(layers), head)
+
+
+def init_lm_carry(params: LMParams, config: LMConfig, batch_shape: tuple[int, ...] = ()) -> tuple:
+    """a⟨0⟩ = 0 for every layer: a tuple of per-layer carries, each array (*batch_shape, H)."""
+    cell = cell_from_name(config.cell)
+    return tuple(cell.init_carry(p, batch_shape) for p in params.layers)
+
+
+def teacher_forcing_inputs(targets: Array) -> Array:
+    """x⟨1⟩ = 0 (id −1), x⟨t⟩ = y⟨t−1⟩: targets (*batch, T) int -> inputs (*batch, T) int."""
+    check_integer("teacher_forcing_inputs", "targets", targets)
+    targets = jnp.asarray(targets)
+    start = jnp.full((*targets.shape[:-1], 1), START, targets.dtype)
+    return jnp.concatenate([start, targets[..., :-1]], axis=-1)
+
+
+def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
+    """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros."""
+    dtype = params.head.w.dtype
+    if params.embedding is None:
+        return jax.nn.one_hot(ids, config.vocab_size, dtype=dtype)  # −1 is all zeros
+    rows = params.embedding[jnp.maximum(ids, 0)]
+    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), dtype))
+
+
+def _dropout(key: Array | None, rate: float, x: Array) -> Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+def _check_inputs(fn: str, config: LMConfig, inputs: Array) -> None:
+    check_rank_at_least(fn, "inputs", inputs, 1, "(*batch, time)")
+    check_integer(fn, "inputs", inputs)
+    if isinstance(inputs, np.ndarray) and inputs.size:
+        low, high = int(inputs.min()), int(inputs.max())
+        if low < START or high >= config.vocab_size:
+            fail(
+                fn,
+                f"expected inputs ids in [−1, {config.vocab_size}), got values in [{low}, {high}]",
+                "−1 is the zero input x⟨1⟩ = 0; other ids index the vocabulary",
+            )
+
+
+def lm_apply(
+    params: LMParams,
+    config: LMConfig,
+    inputs: Array,
+    carry: tuple | None = None,
+    *,
+    lengths: Array | None = None,
+    dropout_key: Array | None = None,
+    **unroll_options: Any,
+) -> tuple[tuple, Array]:
+    """Runs the model over input ids; returns (last carry of every layer, logits).
+
+    Args:
+      params: from `init_lm`.
+      config: the model's `LMConfig`.
+      inputs: int ids (*batch, T); −1 is the zero input (see `teacher_forcing_inputs`).
+      carry: per-layer initial carries (from `init_lm_carry` or a previous call); zeros if None.
+      lengths: optional (*batch,) valid lengths of right-padded inputs.
+      dropout_key: a PRNG key turns on dropout (training); None (inference) turns it off.
+      **unroll_options: passed to `jaxrnn.unroll` (``unroll``, ``remat``, ...).
+
+    Returns:
+      ``(carry, logits)``: a tuple of per-layer carries, and logits (*batch, T, V).
+    """
+    _check_inputs("lm_apply", config, inputs)
+    cell = cell_from_name(config.cell)
+    if carry is None:
+        carry = (None,) * len(params.layers)
+    keys = (
+        [None] * (len(params.layers) + 1)
+        if dropout_key is None
+        else list(jax.random.split(dropout_key, len(params.layers) + 1))
+    )
+    xs = embed(params, config, jnp.asarray(inputs))
+    last = []
+    for depth, (layer, layer_carry) in enumerate(zip(params.layers, carry, strict=True)):
+        xs = _dropout(keys[depth], config.dropout, xs)
+        layer_last, xs = unroll(cell, layer, xs, layer_carry, lengths=lengths, **unroll_options)
+        last.append(layer_last)
+    xs = _dropout(keys[-1], config.dropout, xs)
+    return tuple(last), dense(params.head, xs)
+
+
+def lm_loss(
+    params: LMParams,
+    config: LMConfig,
+    inputs: Array,
+    targets: Array,
+    *,
+    lengths: Array | None = None,
+    carry: tuple | None = None,
+    reduce_time: Reduction = "mean",
+    dropout_key: Array | None = None,
+) -> tuple[Array, tuple]:
+    """Softmax cross-entropy of the targets, averaged over the batch; returns (loss, last carry).
+
+    With ``reduce_time="mean"`` the loss is in nats per token (each example's valid steps averaged,
+    then the examples); with ``"sum"`` it is the course's Σ_t L⟨t⟩, averaged over examples.
+    """
+    carry, logits = lm_apply(
+        params, config, inputs, carry, lengths=lengths, dropout_key=dropout_key
+    )
+    per_example = softmax_cross_entropy(logits, targets, lengths, reduce_time=reduce_time)
+    return per_example.mean(), carry
+
+
+def token_log_probs(
+    params: LMParams, config: LMConfig, targets: Array, lengths: Array | None = None
+) -> Array:
+    """log P(y⟨t⟩ | y⟨1⟩ … y⟨t−1⟩) of every token, starting from a⟨0⟩ = 0 and x⟨1⟩ = 0.
+
+    Args:
+      targets: int ids (*batch, T), e.g. a sentence followed by ⟨EOS⟩.
+      lengths: optional (*batch,) valid lengths; padded steps get log-probability 0.
+
+    Returns:
+      (*batch, T) natural-log probabilities; their sum over t is log P(sentence).
+    """
+    check_integer("token_log_probs", "targets", targets)
+    _, logits = lm_apply(params, config, teacher_forcing_inputs(targets), lengths=lengths)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+    if lengths is None:
+        return picked
+    valid = jnp.arange(picked.shape[-1]) < jnp.asarray(lengths)[..., None]
+    return jnp.where(valid, picked, 0.0)
+
+
+def sentence_log_prob(
+    params: LMParams, config: LMConfig, targets: Array, lengths: Array | None = None
+) -> Array:
+    """log P(y⟨1⟩ … y⟨T⟩) = Σ_t log P(y⟨t⟩ | y⟨<t⟩): targets (*batch, T) -> (*batch,) in nats."""
+    return token_log_probs(params, config, targets, lengths).sum(-1)
+
+
+def next_token_log_probs(params: LMParams, config: LMConfig, prefix: Array) -> Array:
+    """log P(next | prefix) over the vocabulary: prefix (*batch, T) ids (T may be 0) -> (*batch, V).
+
+    With an empty prefix it is the distribution of the first token, P(y⟨1⟩).
+    """
+    check_integer("next_token_log_probs", "prefix", prefix)
+    prefix = jnp.asarray(prefix)
+    start = jnp.full((*prefix.shape[:-1], 1), START, prefix.dtype)
+    _, logits = lm_apply(params, config, jnp.concatenate([start, prefix], axis=-1))
+    return jax.nn.log_softmax(logits[..., -1, :], axis=-1)
+
+
+def _step_all_layers(params: LMParams, config: LMConfig, carry: tuple, token: Array):
+    """One time step through every layer: (carry, token id ()) -> (carry, logits (V,))."""
+    cell = cell_from_name(config.cell)
+    x = embed(params, config, token)
+    new_carry = []
+    for layer, layer_carry in zip(params.layers, carry, strict=True):
+        layer_carry, x = cell.step(layer, layer_carry, x)
+        new_carry.append(layer_carry)
+    return tuple(new_carry), dense(params.head, x)
+
+
+class Samples(NamedTuple):
+    """Sampled sequences: ``ids`` (N, max_len), padded with ⟨EOS⟩ after the first one;
+    ``lengths`` (N,) count the tokens up to and including the first ⟨EOS⟩ (max_len if none)."""
+
+    ids: Array
+    lengths: Array
+
+
+def sample(
+    params: LMParams,
+    config: LMConfig,
+    key: Array,
+    *,
+    num_samples: int = 1,
+    max_len: int = 100,
+    eos_id: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    exclude_ids: Sequence[int] = (),
+    prompt: Sequence[int] = (),
+) -> Samples:
+    """Samples novel sequences as in the course: a⟨0⟩ = 0, x⟨1⟩ = 0, draw y⟨t⟩ ~ ŷ⟨t⟩, feed it back.
+
+    Each sample stops at ⟨EOS⟩ or after ``max_len`` tokens. All samples are drawn at once
+    (``jax.vmap`` over keys, one ``lax.scan`` over time, compiled once per set of static options).
+
+    Args:
+      key: a PRNG key; the same key gives the same samples.
+      num_samples: N.
+      max_len: the most tokens to draw per sample (the prompt not counted).
+      eos_id: the ⟨EOS⟩ id where a sample stops; None draws exactly max_len tokens.
+      temperature: logits are divided by it; 0 means greedy (always the most likely token).
+      top_k: draw only among the k most likely tokens.
+      exclude_ids: ids never drawn, e.g. ``[vocab.unk_id]`` to reject ⟨UNK⟩.
+      prompt: ids that the samples continue (fed as x⟨2⟩, x⟨3⟩, … after x⟨1⟩ = 0).
+
+    Returns:
+      `Samples` (ids (N, max_len) int32, lengths (N,) int32), without the prompt.
+    """
+    fn = "sample"
+    _check_config(config)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        fail(fn, f"expected num_samples to be a positive int, got {num_samples!r}")
+    if not isinstance(max_len, int) or max_len < 1:
+        fail(fn, f"expected max_len to be a positive int, got {max_len!r}")
+    if not temperature >= 0:
+        fail(fn, f"expected temperature >= 0, got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= config.vocab_size:
+        fail(fn, f"expected top_k in [1, {config.vocab_size}], got {top_k!r}")
+    ids = [eos_id] if eos_id is not None else []
+    for name, values in (("eos_id", ids), ("exclude_ids", exclude_ids), ("prompt", prompt)):
+        bad = [v for v in values if not 0 <= int(v) < config.vocab_size]
+        if bad:
+            fail(fn, f"expected {name} in [0, {config.vocab_size}), got {bad}")
+    if len(set(exclude_ids)) >= config.vocab_size:
+        fail(fn, "exclude_ids leaves no token to draw")
+    return _sample(
+        params,
+        key,
+        config=config,
+        num_samples=num_samples,
+        max_len=max_len,
+        eos_id=eos_id,
+        temperature=float(temperature),
+        top_k=top_k,
+        exclude_ids=tuple(sorted({int(i) for i in exclude_ids})),
+        prompt=tuple(int(i) for i in prompt),
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "config",
+        "num_samples",
+        "max_len",
+        "eos_id",
+        "temperature",
+        "top_k",
+        "exclude_ids",
+        "prompt",
+    ),
+)
+def _sample(
+    params, key, *, config, num_samples, max_len, eos_id, temperature, top_k, exclude_ids, prompt
+) -> Samples:
+    # The prompt is read once, shared by all samples: its last token is the first input fed back.
+    inputs = (START, *prompt)
+    carry = init_lm_carry(params, config)
+    if len(inputs) > 1:
+        carry, _ = lm_apply(params, config, jnp.asarray(inputs[:-1], jnp.int32), carry)
+    first = jnp.asarray(inputs[-1], jnp.int32)
+    never = jnp.zeros(config.vocab_size, bool).at[jnp.asarray(exclude_ids, jnp.int32)].set(True)
+    stop = -1 if eos_id is None else eos_id
+
+    def draw(key_t: Array, logits: Array) -> Array:
+        logits = jnp.where(never, -jnp.inf, logits)
+        if temperature == 0.0:
+            return jnp.argmax(logits).astype(jnp.int32)
+        logits = logits / temperature
+        if top_k is not None:
+            kth = jax.lax.top_k(logits, top_k)[0][-1]
+            logits = jnp.where(logits < kth, -jnp.inf, logits)
+        return jax.random.categorical(key_t, logits).astype(jnp.int32)
+
+    def one_sample(key: Array) -> Samples:
+        def body(state, key_t):
+            carry, token, done = state
+            carry, logits = _step_all_layers(params, config, carry, token)
+            new = jnp.where(done, jnp.int32(max(stop, 0)), draw(key_t, logits))
+            return (carry, new, done | (new == stop)), (new, done)
+
+        init = (carry, first, jnp.asarray(False))
+        _, (ids, was_done) = jax.lax.scan(body, init, jax.random.split(key, max_len))
+        return Samples(ids, jnp.sum(~was_done).astype(jnp.int32))
+
+    return jax.vmap(one_sample)(jax.random.split(key, num_samples))

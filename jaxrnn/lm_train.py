@@ -1,0 +1,497 @@
+"""Training a language model on a text: corpus, training loop, evaluation, checkpoints, plots.
+
+`train_lm` is what ``jaxrnn train`` and the demo run. Everything a run depends on is a pure
+function of ``(seed, step)`` — the batch, the dropout key — and the checkpoint holds the params,
+optimizer state, carry and loss history, so a run resumed from a checkpoint continues exactly as if
+it had never stopped (bit for bit on CPU). Ctrl-C or SIGTERM saves a checkpoint before exiting.
+
+Validation loss is the mean negative log-likelihood per predicted token, in nats; perplexity is
+its exponential, exp(−(1/N) Σ log P(y⟨t⟩ | y⟨<t⟩)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxrnn import text as text_lib
+from jaxrnn._checks import fail
+from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from jaxrnn.lm import (
+    LMConfig,
+    LMParams,
+    init_lm,
+    init_lm_carry,
+    lm_apply,
+    lm_loss,
+    sample,
+    teacher_forcing_inputs,
+)
+from jaxrnn.train import make_optimizer, make_train_step
+
+CHECKPOINT_NAME = "checkpoint.npz"
+
+
+class Corpus(NamedTuple):
+    """A text prepared for a language model.
+
+    ``mode="lines"``: each line is a sentence (a name, a sentence); ``train`` and ``valid`` are
+    ``(targets (N, T) int32, lengths (N,) int32)``, each line followed by ⟨EOS⟩ and right-padded.
+    ``mode="stream"``: the text is one long sequence; ``train`` and ``valid`` are ``(ids (n,),)``.
+    """
+
+    vocab: text_lib.Vocab
+    mode: Literal["lines", "stream"]
+    train: tuple
+    valid: tuple
+
+
+def make_corpus(
+    text: str,
+    *,
+    level: text_lib.Level = "char",
+    mode: Literal["lines", "stream"] = "lines",
+    valid_fraction: float = 0.1,
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    lowercase: bool = False,
+    max_len: int | None = None,
+    seed: int = 0,
+) -> Corpus:
+    """Splits ``text`` into training and validation parts and encodes both with a vocabulary built
+    on the training part (so validation may hold ⟨UNK⟩).
+
+    Lines mode shuffles the non-empty lines with ``seed`` before the split; stream mode takes the
+    first ``1 − valid_fraction`` of the characters for training and the rest for validation.
+    ``max_len`` truncates long lines (lines mode; ⟨EOS⟩ included).
+    """
+    fn = "make_corpus"
+    if mode not in ("lines", "stream"):
+        fail(fn, f"expected mode 'lines' or 'stream', got {mode!r}")
+    if mode == "lines":
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) < 2:
+            fail(fn, f"expected a text with at least 2 non-empty lines, got {len(lines)}")
+        train_lines, valid_lines = text_lib.split_lines(lines, 1 - valid_fraction, seed)
+        vocab = text_lib.build_vocab(
+            train_lines, level=level, max_size=max_vocab, min_count=min_count, lowercase=lowercase
+        )
+        encoded = [vocab.encode_lines(part) for part in (train_lines, valid_lines)]
+        longest = max(len(ids) for part in encoded for ids in part)
+        width = longest if max_len is None else min(longest, max_len)
+        train, valid = (
+            text_lib.pad_batch(part, pad_id=vocab.eos_id, max_len=width) for part in encoded
+        )
+        return Corpus(vocab, mode, train, valid)
+    train_text, valid_text = text_lib.split_text(text, 1 - valid_fraction)
+    vocab = text_lib.build_vocab(
+        [train_text], level=level, max_size=max_vocab, min_count=min_count, lowercase=lowercase
+    )
+    return Corpus(vocab, mode, (vocab.encode(train_text),), (vocab.encode(valid_text),))
+
+
+class TrainConfig(NamedTuple):
+    """How to train; saved in the checkpoint with the model's `LMConfig`."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    seq_len: int = 128  # stream mode: tokens per example and step
+    stateful: bool = False  # stream mode: consecutive chunks, carry passed on (truncated BPTT)
+    learning_rate: float = 2e-3
+    final_learning_rate: float | None = None  # cosine decay to it at `steps`; None: constant
+    warmup_steps: int = 0
+    optimizer: str = "adam"
+    clip_value: float | None = 5.0  # the course clips every gradient entry to [−5, 5]
+    clip_norm: float | None = None
+    reduce_time: Literal["mean", "sum"] = "mean"
+    seed: int = 0
+    minutes: float | None = None  # also stop after this much training time (evaluation excluded)
+    eval_every: int = 250
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    eval_rows: int = 32  # stream mode: validation read as this many contiguous rows
+    max_nonfinite_steps: int = 20  # consecutive skipped updates before the run stops
+
+
+class TrainResult(NamedTuple):
+    params: LMParams
+    step: int
+    history: dict  # "loss": per-step training losses; "valid": [step, train seconds, nats] rows
+    checkpoint: Path | None
+    stopped_early: str | None  # why the run stopped before `steps`, if it did
+
+
+def _learning_rate(config: TrainConfig) -> float | optax.Schedule:
+    if config.final_learning_rate is None and config.warmup_steps == 0:
+        return config.learning_rate
+    final = (
+        config.learning_rate if config.final_learning_rate is None else config.final_learning_rate
+    )
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if config.warmup_steps else config.learning_rate,
+        peak_value=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        decay_steps=max(config.steps, config.warmup_steps + 1),
+        end_value=final,
+    )
+
+
+def make_lm_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """The optax optimizer a `TrainConfig` describes (clipping first, then the update rule)."""
+    return make_optimizer(
+        _learning_rate(config),
+        name=config.optimizer,
+        clip_value=config.clip_value,
+        clip_norm=config.clip_norm,
+    )
+
+
+def _initial_state(model: LMConfig, train: TrainConfig, mode: str) -> dict:
+    params = init_lm(jax.random.key(train.seed), model)
+    stateful = mode == "stream" and train.stateful
+    return {
+        "params": params,
+        "opt_state": make_lm_optimizer(train).init(params),
+        "carry": init_lm_carry(params, model, (train.batch_size,)) if stateful else None,
+    }
+
+
+def _batch(corpus: Corpus, train: TrainConfig, step: int):
+    """The batch of training step ``step``: (inputs, targets, lengths or None, reset carry?)."""
+    if corpus.mode == "lines":
+        targets, lengths = corpus.train
+        rows = text_lib.batch_indices(len(targets), train.batch_size, seed=train.seed, step=step)
+        return teacher_forcing_inputs(targets[rows]), targets[rows], lengths[rows], True
+    (ids,) = corpus.train
+    if train.stateful:
+        inputs, targets, first = text_lib.stream_chunks(
+            ids, batch_size=train.batch_size, seq_len=train.seq_len, step=step
+        )
+        return inputs, targets, None, first
+    inputs, targets = text_lib.stream_windows(
+        ids, batch_size=train.batch_size, seq_len=train.seq_len, seed=train.seed, step=step
+    )
+    return inputs, targets, None, True
+
+
+def evaluate_lm(
+    params: LMParams, model: LMConfig, corpus: Corpus, *, rows: int = 32, seq_len: int = 256
+) -> float:
+    """Validation loss in nats per predicted token (every token of the validation part counted).
+
+    Lines mode: each line on its own from a⟨0⟩ = 0, x⟨1⟩ = 0, ⟨EOS⟩ predicted too. Stream mode: the
+    validation text is cut into ``rows`` contiguous rows read left to right in chunks of
+    ``seq_len`` with the carry passed on, so each token is predicted from everything before it in
+    its row; all n − 1 next-token predictions are counted.
+    """
+    if corpus.mode == "lines":
+        targets, lengths = corpus.valid
+        pad = -len(targets) % rows
+        targets = np.concatenate([targets, np.zeros((pad, targets.shape[1]), targets.dtype)])
+        lengths = np.concatenate([lengths, np.zeros(pad, lengths.dtype)])
+        total = 0.0
+        for start in range(0, len(targets), rows):
+            chunk = slice(start, start + rows)
+            total += float(_lines_nll(params, model, targets[chunk], lengths[chunk]))
+        return total / float(corpus.valid[1].sum())
+    (ids,) = corpus.valid
+    n_targets = len(ids) - 1
+    row_len = -(-n_targets // rows)
+    width = -(-row_len // seq_len) * seq_len
+    inputs = np.zeros((rows, width), np.int32)
+    targets = np.zeros((rows, width), np.int32)
+    row_lengths = np.zeros(rows, np.int64)
+    for r in range(rows):
+        begin, end = r * row_len, min((r + 1) * row_len, n_targets)
+        row_lengths[r] = max(end - begin, 0)
+        inputs[r, : row_lengths[r]] = ids[begin:end]
+        targets[r, : row_lengths[r]] = ids[begin + 1 : end + 1]
+    carry = init_lm_carry(params, model, (rows,))
+    total = 0.0
+    for start in range(0, width, seq_len):
+        chunk_lengths = np.clip(row_lengths - start, 0, seq_len).astype(np.int32)
+        cols = slice(start, start + seq_len)
+        carry, nll = _stream_nll(
+            params, model, carry, inputs[:, cols], targets[:, cols], chunk_lengths
+        )
+        total += float(nll)
+    return total / n_targets
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _lines_nll(params, model, targets, lengths):
+    sums = lm_loss(
+        params, model, teacher_forcing_inputs(targets), targets, lengths=lengths, reduce_time="sum"
+    )[0]
+    return sums * targets.shape[0]
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _stream_nll(params, model, carry, inputs, targets, lengths):
+    carry, logits = lm_apply(params, model, inputs, carry, lengths=lengths)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    valid = jnp.arange(inputs.shape[1]) < lengths[:, None]
+    return carry, -jnp.where(valid, picked, 0.0).sum()
+
+
+def _make_step(model: LMConfig, train: TrainConfig):
+    def loss_fn(params, inputs, targets, lengths, carry, step):
+        dropout_key = jax.random.fold_in(jax.random.key(train.seed + 1), step)
+        return lm_loss(
+            params,
+            model,
+            inputs,
+            targets,
+            lengths=lengths,
+            carry=carry,
+            reduce_time=train.reduce_time,
+            dropout_key=dropout_key if model.dropout > 0 else None,
+        )
+
+    return make_train_step(loss_fn, make_lm_optimizer(train), has_aux=True)
+
+
+def _metadata(model, train, corpus, step, history) -> dict:
+    return {
+        "kind": "jaxrnn.lm",
+        "step": step,
+        "model": model._asdict(),
+        "train": train._asdict(),
+        "mode": corpus.mode,
+        "vocab": corpus.vocab.to_dict(),
+        "history": history,
+    }
+
+
+def load_lm(path: str | Path) -> tuple[LMParams, LMConfig, text_lib.Vocab, dict]:
+    """Reads a language-model checkpoint; returns (params, model config, vocabulary, metadata)."""
+    metadata = read_metadata(path)
+    if metadata.get("kind") != "jaxrnn.lm":
+        raise CheckpointError(f"{path}: not a jaxrnn language-model checkpoint")
+    model = LMConfig(**metadata["model"])
+    train = TrainConfig(**metadata["train"])
+    template = jax.eval_shape(lambda: _initial_state(model, train, metadata["mode"]))
+    state, _ = load_checkpoint(path, template)
+    params = jax.tree.map(jnp.asarray, state["params"])
+    return params, model, text_lib.Vocab.from_dict(metadata["vocab"]), metadata
+
+
+def _resume(path: Path, model: LMConfig, train: TrainConfig, corpus: Corpus):
+    metadata = read_metadata(path)
+    for name, saved, asked in (
+        ("model", metadata.get("model"), model._asdict()),
+        ("vocabulary", metadata.get("vocab"), corpus.vocab.to_dict()),
+    ):
+        if saved != asked:
+            diff = {k: (saved.get(k), v) for k, v in asked.items() if saved.get(k) != v}
+            raise CheckpointError(
+                f"{path}: the checkpoint's {name} differs from this run's ({diff if diff else ''}: "
+                "saved, asked); resume with the same settings and text, or use a new output folder"
+            )
+    template = jax.eval_shape(lambda: _initial_state(model, train, corpus.mode))
+    state, metadata = load_checkpoint(path, template)
+    return jax.tree.map(jnp.asarray, state), metadata["step"], metadata["history"]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so that it too saves a checkpoint before exiting."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train_lm(
+    corpus: Corpus,
+    model: LMConfig,
+    train: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    num_samples: int = 5,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Trains ``model`` on ``corpus``; returns the final params and the loss history.
+
+    Shows a progress bar (loss, tokens/s, ETA), prints samples every ``train.sample_every`` steps,
+    evaluates every ``train.eval_every`` steps, and, when ``out_dir`` is given, writes
+    ``checkpoint.npz`` there every ``train.checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the
+    end, and ``loss.png`` at the end.
+
+    Args:
+      corpus: from `make_corpus`.
+      model: the `LMConfig`; its ``vocab_size`` must equal the corpus vocabulary's size.
+      train: the `TrainConfig`.
+      out_dir: where checkpoint and plot go; None keeps nothing on disk.
+      resume: continue from ``out_dir/checkpoint.npz`` if it exists (same model and vocabulary).
+      progress: show the progress bar.
+      log: where messages and samples go (default: printed above the progress bar).
+      num_samples: samples shown at each sampling point.
+      stop_after: stop (and checkpoint) after this global step, as an interruption would; for
+        tests and for training in slices.
+    """
+    from tqdm.auto import tqdm
+
+    if model.vocab_size != corpus.vocab.size:
+        fail(
+            "train_lm",
+            f"expected model.vocab_size == corpus vocabulary size {corpus.vocab.size}, "
+            f"got {model.vocab_size}",
+        )
+    out_dir = None if out_dir is None else Path(out_dir)
+    checkpoint = None if out_dir is None else out_dir / CHECKPOINT_NAME
+    state = _initial_state(model, train, corpus.mode)
+    step, history = 0, {"loss": [], "valid": [], "seconds": 0.0}
+    if resume and checkpoint is not None and checkpoint.exists():
+        state, step, history = _resume(checkpoint, model, train, corpus)
+    write = log or tqdm.write
+    train_step = _make_step(model, train)
+    last = min(train.steps, stop_after) if stop_after is not None else train.steps
+
+    def save():
+        if checkpoint is not None:
+            history["loss"] = history["loss"][:step]
+            save_checkpoint(checkpoint, state, _metadata(model, train, corpus, step, history))
+
+    def evaluate():
+        nats = evaluate_lm(state["params"], model, corpus, rows=train.eval_rows)
+        history["valid"].append([step, history["seconds"], nats])
+        return nats
+
+    def show_samples():
+        eos = corpus.vocab.eos_id if corpus.mode == "lines" else None
+        drawn = sample(
+            state["params"],
+            model,
+            jax.random.fold_in(jax.random.key(train.seed + 2), step),
+            num_samples=num_samples,
+            max_len=40 if corpus.mode == "lines" else 160,
+            eos_id=eos,
+            exclude_ids=[corpus.vocab.unk_id],
+        )
+        write(f"samples after step {step}:")
+        for ids in np.asarray(drawn.ids):
+            write("  " + corpus.vocab.decode(ids, stop_at_eos=eos is not None).replace("\n", "⏎"))
+
+    stopped_early, bad_in_a_row = None, 0
+    bar = tqdm(total=train.steps, initial=step, disable=not progress, unit="step", smoothing=0.1)
+    try:
+        with _sigterm_as_interrupt():
+            while step < last:
+                if train.minutes is not None and history["seconds"] >= 60 * train.minutes:
+                    stopped_early = f"time budget of {train.minutes} min reached"
+                    break
+                inputs, targets, lengths, reset = _batch(corpus, train, step)
+                carry = state["carry"]
+                if reset and carry is not None:
+                    carry = jax.tree.map(jnp.zeros_like, carry)
+                n_tokens = targets.size if lengths is None else int(lengths.sum())
+                start = time.perf_counter()
+                params, opt_state, metrics, new_carry = train_step(
+                    state["params"], state["opt_state"], inputs, targets, lengths, carry, step
+                )
+                loss = float(metrics.loss)  # waits for the step: the timing below is honest
+                seconds = time.perf_counter() - start
+                new_carry = new_carry if state["carry"] is not None else None
+                # One assignment: an interrupt leaves either the old or the new state, never half.
+                state, step = (
+                    {"params": params, "opt_state": opt_state, "carry": new_carry},
+                    step + 1,
+                )
+                history["loss"].append(loss)
+                history["seconds"] += seconds
+                bad_in_a_row = 0 if bool(metrics.finite) else bad_in_a_row + 1
+                if bad_in_a_row >= train.max_nonfinite_steps:
+                    stopped_early = (
+                        f"{bad_in_a_row} steps in a row had a non-finite loss or gradient and were "
+                        "skipped; try clipping (clip_value, clip_norm) or a smaller learning rate"
+                    )
+                    write(stopped_early)
+                    break
+                bar.update(1)
+                recent = history["loss"][-50:]
+                bar.set_postfix(
+                    loss=f"{sum(recent) / len(recent):.3f}",
+                    tok_s=f"{n_tokens / max(seconds, 1e-9):,.0f}",
+                    refresh=False,
+                )
+                if step % train.eval_every == 0 or step == train.steps:
+                    nats = evaluate()
+                    write(
+                        f"step {step}: valid {nats:.4f} nats/token, perplexity {math.exp(nats):.2f}"
+                    )
+                if train.sample_every and step % train.sample_every == 0:
+                    show_samples()
+                if step % train.checkpoint_every == 0:
+                    save()
+    except KeyboardInterrupt:
+        bar.close()
+        save()
+        write(
+            f"interrupted at step {step}"
+            + (f"; checkpoint saved to {checkpoint}" if checkpoint else "")
+        )
+        raise
+    bar.close()
+    save()
+    if out_dir is not None:
+        plot_history(history, out_dir / "loss.png")
+    return TrainResult(state["params"], step, history, checkpoint, stopped_early)
+
+
+def plot_history(history: dict, path: str | Path, *, title: str = "language model") -> None:
+    """Training loss (per step, and its moving average) and validation loss against step, to PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(history["loss"], float)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    if len(losses):
+        steps = np.arange(1, len(losses) + 1)
+        ax.plot(steps, losses, color="tab:blue", alpha=0.25, lw=0.8, label="train (per step)")
+        window = max(1, min(100, len(losses) // 20))
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(
+            steps[window - 1 :],
+            smooth,
+            color="tab:blue",
+            lw=1.6,
+            label=f"train ({window}-step mean)",
+        )
+    if history["valid"]:
+        valid = np.asarray(history["valid"], float)
+        ax.plot(valid[:, 0], valid[:, 2], "o-", color="tab:orange", lw=1.6, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
