@@ -10,10 +10,12 @@ the target with ``os.replace``, so a crash mid-write leaves the previous checkpo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +71,38 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: dict) -> None:
         os.close(dir_fd)
 
 
-def _read_header(archive: zipfile.ZipFile, path: Path) -> dict:
+# Reading a damaged zip, or a header not written by `save_checkpoint`, can raise any of these;
+# each means the file is corrupt. (CheckpointError is a ValueError, so it is let through first.)
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    LookupError,
+    TypeError,
+    ValueError,
+    AttributeError,
+)
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+    """Raises `CheckpointError`, never another exception type, when the file cannot be read."""
     try:
+        yield
+    except CheckpointError:
+        raise
+    except _DAMAGED as error:
+        raise CheckpointError(
+            f"{path}: not a jaxrnn checkpoint or corrupt ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _read_header(archive: zipfile.ZipFile, path: Path) -> dict:
+    with _reading(path):
         header = json.loads(archive.read(_METADATA).decode("utf-8"))
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not a jaxrnn checkpoint ({error})") from None
-    version = header.get("format_version")
+        version = header.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r}, this jaxrnn reads {FORMAT_VERSION}"
@@ -86,16 +114,14 @@ def _open(path: str | os.PathLike) -> tuple[zipfile.ZipFile, Path]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    try:
+    with _reading(path):
         return zipfile.ZipFile(path), path
-    except (zipfile.BadZipFile, OSError) as error:
-        raise CheckpointError(f"{path}: not a jaxrnn checkpoint ({error})") from None
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata dict saved with the checkpoint at ``path``, without reading the arrays."""
     archive, path = _open(path)
-    with archive:
+    with archive, _reading(path):
         return _read_header(archive, path)["metadata"]
 
 
@@ -112,7 +138,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     archive, path = _open(path)
     names, leaves = _leaf_paths(template)
     treedef = jax.tree_util.tree_structure(template)
-    with archive:
+    with archive, _reading(path):
         header = _read_header(archive, path)
         saved = header["leaves"]
         if [s["path"] for s in saved] != names:
@@ -122,7 +148,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
             )
         arrays = []
         for i, (spec, leaf) in enumerate(zip(saved, leaves, strict=True)):
-            expected = (tuple(np.shape(leaf)), np.asarray(leaf).dtype.name)
+            dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+            expected = (tuple(np.shape(leaf)), np.dtype(dtype).name)
             if (tuple(spec["shape"]), spec["dtype"]) != expected:
                 raise CheckpointError(
                     f"{path}: {spec['path']} has shape {tuple(spec['shape'])} and dtype "
@@ -131,7 +158,13 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
                 )
             try:
                 with archive.open(f"{i}.npy") as member:
-                    arrays.append(np.lib.format.read_array(member, allow_pickle=False))
-            except (KeyError, ValueError, zipfile.BadZipFile) as error:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+            except _DAMAGED as error:
                 raise CheckpointError(f"{path}: leaf {spec['path']} unreadable ({error})") from None
+            if (array.shape, array.dtype.name) != expected:
+                raise CheckpointError(
+                    f"{path}: leaf {spec['path']} holds shape {array.shape} and dtype "
+                    f"{array.dtype.name}, its header says {expected[0]} and {expected[1]}"
+                )
+            arrays.append(array)
     return jax.tree_util.tree_unflatten(treedef, arrays), header["metadata"]

@@ -21,7 +21,14 @@ from jaxrnn import ngram, text
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError
 from jaxrnn.lm import CELL_NAMES, LMConfig, next_token_log_probs, sample, token_log_probs
-from jaxrnn.lm_train import CHECKPOINT_NAME, TrainConfig, load_lm, make_corpus, train_lm
+from jaxrnn.lm_train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    load_lm,
+    make_corpus,
+    perplexity,
+    train_lm,
+)
 
 BUILTIN_CORPORA = {
     "names": ("names.txt", "lines"),  # 5,163 US first names, one per line
@@ -129,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"stopped early: {result.stopped_early}")
     nats = result.history["valid"][-1][2] if result.history["valid"] else float("nan")
     print(
-        f"validation: {nats:.4f} nats/token, perplexity {math.exp(nats):.2f} "
+        f"validation: {nats:.4f} nats/token, perplexity {perplexity(nats):.2f} "
         f"(after {result.step} steps, {result.history['seconds']:.0f} s of training)"
     )
     if args.ngram:

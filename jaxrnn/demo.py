@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxrnn import ngram
 from jaxrnn.lm import LMConfig, sample, sentence_log_prob
-from jaxrnn.lm_train import TrainConfig, make_corpus, train_lm
+from jaxrnn.lm_train import TrainConfig, make_corpus, perplexity, train_lm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [ids[:n] for ids, n in zip(*corpus.train, strict=True)]
     valid_rows = [ids[:n] for ids, n in zip(*corpus.valid, strict=True)]
     print("\nvalidation perplexity (exp of mean nats per character, ⟨EOS⟩ included):")
-    print(f"  LSTM language model  {math.exp(nats):6.2f}   ({nats:.4f} nats/char)")
+    print(f"  LSTM language model  {perplexity(nats):6.2f}   ({nats:.4f} nats/char)")
     for order in (2, 3, 5):
         baseline = ngram.evaluate(ngram.fit_ngram(rows, corpus.vocab.size, order), valid_rows)
         print(

@@ -25,7 +25,7 @@ from jaxrnn import cells as cells_lib
 from jaxrnn._checks import check_integer, check_rank_at_least, fail
 from jaxrnn.cells import Array, Cell
 from jaxrnn.layers import DenseParams, dense, dense_init
-from jaxrnn.losses import Reduction, softmax_cross_entropy
+from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
 from jaxrnn.scan import unroll
 
 START = -1  # the input id that means x = 0
@@ -230,8 +230,7 @@ def token_log_probs(
     picked = jnp.take_along_axis(log_probs, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
     if lengths is None:
         return picked
-    valid = jnp.arange(picked.shape[-1]) < jnp.asarray(lengths)[..., None]
-    return jnp.where(valid, picked, 0.0)
+    return jnp.where(sequence_mask(lengths, picked.shape[-1]), picked, 0.0)
 
 
 def sentence_log_prob(

@@ -38,6 +38,7 @@ from jaxrnn.lm import (
     sample,
     teacher_forcing_inputs,
 )
+from jaxrnn.losses import sequence_mask
 from jaxrnn.train import make_optimizer, make_train_step
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -118,6 +119,7 @@ class TrainConfig(NamedTuple):
     seed: int = 0
     minutes: float | None = None  # also stop after this much training time (evaluation excluded)
     eval_every: int = 250
+    eval_every_seconds: float | None = None  # also evaluate after each such stretch of training
     sample_every: int = 500
     checkpoint_every: int = 500
     eval_rows: int = 32  # stream mode: validation read as this many contiguous rows
@@ -229,6 +231,11 @@ def evaluate_lm(
     return total / n_targets
 
 
+def perplexity(nats: float) -> float:
+    """exp(nats); inf where that overflows (a diverged run), rather than an OverflowError."""
+    return math.inf if nats > 709.0 else math.exp(nats)
+
+
 @functools.partial(jax.jit, static_argnames="model")
 def _lines_nll(params, model, targets, lengths):
     sums = lm_loss(
@@ -242,7 +249,7 @@ def _stream_nll(params, model, carry, inputs, targets, lengths):
     carry, logits = lm_apply(params, model, inputs, carry, lengths=lengths)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    valid = jnp.arange(inputs.shape[1]) < lengths[:, None]
+    valid = sequence_mask(lengths, inputs.shape[1])
     return carry, -jnp.where(valid, picked, 0.0).sum()
 
 
@@ -439,10 +446,15 @@ def train_lm(
                     tok_s=f"{n_tokens / max(seconds, 1e-9):,.0f}",
                     refresh=False,
                 )
-                if step % train.eval_every == 0 or step == train.steps:
+                every = train.eval_every_seconds
+                crossed = every and (
+                    history["seconds"] // every > (history["seconds"] - seconds) // every
+                )
+                if step % train.eval_every == 0 or step == train.steps or crossed:
                     nats = evaluate()
                     write(
-                        f"step {step}: valid {nats:.4f} nats/token, perplexity {math.exp(nats):.2f}"
+                        f"step {step}: valid {nats:.4f} nats/token, "
+                        f"perplexity {perplexity(nats):.2f}"
                     )
                 if train.sample_every and step % train.sample_every == 0:
                     show_samples()
@@ -457,6 +469,8 @@ def train_lm(
         )
         raise
     bar.close()
+    if stopped_early and step > 0 and (not history["valid"] or history["valid"][-1][0] != step):
+        evaluate()  # the run ended between evaluations
     save()
     if out_dir is not None:
         plot_history(history, out_dir / "loss.png")

@@ -1,0 +1,409 @@
+"""The language model: forward pass against numpy, sentence probabilities, and sampling."""
+
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reference import STEPS
+from scipy import stats
+
+import jaxrnn
+from jaxrnn import LSTMState, lm
+from jaxrnn.lm import LMConfig, init_lm, sample, teacher_forcing_inputs
+
+# The reference step function that transcribes each cell name's equations.
+REFERENCE_STEP = {"rnn": "rnn_tanh", "gru": "gru_before", "lstm": "lstm"}
+
+
+def random_lm(config, seed=0, scale=0.5):
+    """float64 params from init_lm, every leaf moved by noise so that the zero biases count too."""
+    params = init_lm(jax.random.key(seed), config, dtype=jnp.float64)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: p + rng.normal(0.0, scale, p.shape), params)
+
+
+def ids(values):
+    return jnp.asarray(values, jnp.int32)
+
+
+# Compiled with the config static: each shape compiles once and is reused across tests, where an
+# eager call would compile its scans again on every call. The error tests call the eager functions.
+lm_apply, next_token_log_probs, sentence_log_prob, token_log_probs = (
+    jax.jit(fn, static_argnums=1)
+    for fn in (lm.lm_apply, lm.next_token_log_probs, lm.sentence_log_prob, lm.token_log_probs)
+)
+
+
+# --------------------------------------------------------------------------- forward against numpy
+
+
+def numpy_forward(params, config, inputs):
+    """logits (B, T, V) and each layer's last carry, one example, one step, one layer at a time."""
+    step = STEPS[REFERENCE_STEP[config.cell]]
+    vocab, hidden = config.vocab_size, config.hidden_size
+    embedding = None if params.embedding is None else np.asarray(params.embedding)
+    w, b = np.asarray(params.head.w), np.asarray(params.head.b)
+    n_in = vocab if embedding is None else embedding.shape[1]
+    logits = np.zeros((*inputs.shape, vocab))
+    last = []
+    for row, tokens in enumerate(np.asarray(inputs)):
+        zero = np.zeros(hidden)
+        carries = [(zero, zero) if config.cell == "lstm" else zero for _ in params.layers]
+        for t, token in enumerate(tokens):
+            if token == -1:
+                x = np.zeros(n_in)  # x⟨1⟩ = 0
+            elif embedding is None:
+                x = np.eye(vocab)[token]  # one-hot
+            else:
+                x = embedding[token]
+            for depth, layer in enumerate(params.layers):
+                carries[depth], x = step(layer, carries[depth], x)
+            logits[row, t] = x @ w + b
+        last.append(carries)
+    return logits, last
+
+
+def carry_to_numpy(carry, row):
+    if isinstance(carry, LSTMState):
+        return (np.asarray(carry.h[row]), np.asarray(carry.c[row]))
+    return np.asarray(carry[row])
+
+
+@pytest.mark.parametrize("embedding_size", [None, 4], ids=["one_hot", "embedding"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_lm_apply_matches_numpy_forward(cell, embedding_size):
+    config = LMConfig(7, cell=cell, hidden_size=5, num_layers=2, embedding_size=embedding_size)
+    params = random_lm(config)
+    # −1 (the zero input) first, as teacher forcing feeds it, and once more in the middle.
+    inputs = np.array([[-1, 3, 0, 6, 2, 2], [-1, 1, -1, 5, 4, 0], [-1, 6, 6, 6, 1, 3]])
+    expected_logits, expected_last = numpy_forward(params, config, inputs)
+    last, logits = lm_apply(params, config, inputs)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-10, atol=1e-12)
+    for depth in range(config.num_layers):
+        for row in range(len(inputs)):
+            np.testing.assert_allclose(
+                carry_to_numpy(last[depth], row), expected_last[row][depth], rtol=1e-10, atol=1e-12
+            )
+
+
+def test_teacher_forcing_inputs_shifts_targets_behind_the_zero_input():
+    got = teacher_forcing_inputs(np.array([[4, 2, 0], [1, 1, 3]], np.int32))
+    np.testing.assert_array_equal(got, [[-1, 4, 2], [-1, 1, 1]])
+
+
+# ------------------------------------------------------------------------ sentence probabilities
+
+CONFIGS = {
+    "lstm_embedding": LMConfig(6, cell="lstm", hidden_size=5, num_layers=2, embedding_size=3),
+    "gru_one_hot": LMConfig(6, cell="gru", hidden_size=4),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_next_token_log_probs_is_a_distribution(name):
+    config = CONFIGS[name]
+    params = random_lm(config)
+    prefixes = ids([[3, 1, 4], [0, 5, 2]])
+    for prefix in (prefixes, prefixes[:, :0], prefixes[0, :0], prefixes[1]):
+        log_probs = next_token_log_probs(params, config, prefix)
+        assert log_probs.shape == (*prefix.shape[:-1], config.vocab_size)
+        np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_next_token_log_probs_empty_prefix_is_first_token_distribution(name):
+    config = CONFIGS[name]
+    params = random_lm(config)
+    first = next_token_log_probs(params, config, ids([]))
+    # token_log_probs of the one-token sentence v is log P(y⟨1⟩ = v), for every v.
+    each = token_log_probs(params, config, ids(np.arange(config.vocab_size)[:, None]))[:, 0]
+    np.testing.assert_allclose(first, each, rtol=1e-12, atol=1e-12)
+    # the course's ŷ⟨1⟩ = softmax(logits of the step that reads x⟨1⟩ = 0)
+    _, logits = lm_apply(params, config, ids([-1]))
+    np.testing.assert_allclose(first, jax.nn.log_softmax(logits[0]), rtol=1e-12, atol=1e-12)
+
+
+def test_sentence_log_prob_is_the_chain_rule():
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    sentence = [2, 5, 5, 0, 3, 1]
+    per_token = token_log_probs(params, config, ids(sentence))
+    # P(y⟨1⟩ … y⟨T⟩) = Π_t P(y⟨t⟩ | y⟨<t⟩), each factor from the prefix alone.
+    chain = [
+        float(next_token_log_probs(params, config, ids(sentence[:t]))[sentence[t]])
+        for t in range(len(sentence))
+    ]
+    np.testing.assert_allclose(per_token, chain, rtol=1e-12, atol=1e-12)
+    total = sentence_log_prob(params, config, ids(sentence))
+    np.testing.assert_allclose(total, sum(chain), rtol=1e-12)
+    np.testing.assert_allclose(total, np.sum(per_token), rtol=1e-12)
+    assert float(total) < 0.0
+
+
+def test_sentence_log_prob_lengths_mask_padding():
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    sentences = [[4, 1, 0, 2, 5], [3, 3], [0, 1, 2, 3]]
+    lengths = np.array([len(s) for s in sentences], np.int32)
+    # padding with ids that would change the result if they were counted
+    batch = np.array([s + [5, 4, 3, 2, 1][: 5 - len(s)] for s in sentences], np.int32)
+    alone = [float(sentence_log_prob(params, config, ids(s))) for s in sentences]
+    np.testing.assert_allclose(
+        sentence_log_prob(params, config, batch, lengths), alone, rtol=1e-12, atol=1e-12
+    )
+    per_token = np.asarray(token_log_probs(params, config, batch, lengths))
+    np.testing.assert_array_equal(per_token[np.arange(5) >= lengths[:, None]], 0.0)
+    unmasked = np.asarray(sentence_log_prob(params, config, batch))
+    assert not np.allclose(unmasked[1:], alone[1:])  # the padding would have counted
+
+
+@pytest.mark.parametrize("cell, length", [("rnn", 2), ("gru", 2), ("lstm", 3)])
+def test_sentence_log_prob_sums_to_one_over_all_sequences(cell, length):
+    config = LMConfig(3, cell=cell, hidden_size=4, num_layers=2)
+    params = random_lm(config, scale=1.0)
+    every = np.array(list(itertools.product(range(3), repeat=length)), np.int32)  # (3^T, T)
+    log_probs = sentence_log_prob(params, config, every)
+    np.testing.assert_allclose(np.exp(log_probs).sum(), 1.0, rtol=1e-12)
+    assert np.ptp(log_probs) > 0.1  # not a uniform model, where this would be trivial
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+SAMPLER = LMConfig(6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
+EOS = 0
+
+
+@pytest.fixture(scope="module")
+def sampler_params():
+    # greedy decoding of this model reaches ⟨EOS⟩ after 5 tokens, and its top two log-probs
+    # differ by more than 0.01 at every step
+    return random_lm(SAMPLER, seed=11, scale=1.0)
+
+
+def greedy(params, config, max_len, *, eos_id=None, prompt=(), exclude=()):
+    """argmax decoding written as a Python loop over next_token_log_probs on growing prefixes;
+    returns (ids padded with ⟨EOS⟩ to max_len, length, smallest gap between the top two)."""
+    prefix, out, gap = list(prompt), [], np.inf
+    while len(out) < max_len:
+        log_probs = np.array(next_token_log_probs(params, config, ids(prefix)))
+        log_probs[list(exclude)] = -np.inf
+        top_two = np.sort(log_probs)[-2:]
+        gap = min(gap, top_two[1] - top_two[0])
+        token = int(np.argmax(log_probs))
+        out.append(token)
+        prefix.append(token)
+        if token == eos_id:
+            break
+    length = len(out)
+    return out + [eos_id] * (max_len - length), length, gap
+
+
+def test_sample_same_key_same_samples_other_key_other_samples(sampler_params):
+    draw = lambda seed: sample(  # noqa: E731
+        sampler_params, SAMPLER, jax.random.key(seed), num_samples=16, max_len=10, eos_id=EOS
+    )
+    first, again, other = draw(0), draw(0), draw(1)
+    np.testing.assert_array_equal(first.ids, again.ids)
+    np.testing.assert_array_equal(first.lengths, again.lengths)
+    assert not np.array_equal(first.ids, other.ids)
+    assert len({tuple(row) for row in np.asarray(first.ids).tolist()}) > 1  # samples differ
+
+
+def test_sample_stops_at_eos(sampler_params):
+    max_len = 8
+    drawn = sample(
+        sampler_params, SAMPLER, jax.random.key(5), num_samples=64, max_len=max_len, eos_id=EOS
+    )
+    got_ids, got_lengths = np.asarray(drawn.ids), np.asarray(drawn.lengths)
+    assert got_ids.shape == (64, max_len)
+    assert got_ids.dtype == np.int32 and got_lengths.dtype == np.int32
+    assert got_ids.min() >= 0 and got_ids.max() < SAMPLER.vocab_size
+    for row, length in zip(got_ids, got_lengths, strict=True):
+        hits = np.flatnonzero(row == EOS)
+        expected = hits[0] + 1 if hits.size else max_len
+        assert length == expected
+        np.testing.assert_array_equal(row[expected:], EOS)  # ⟨EOS⟩ after the first ⟨EOS⟩
+    stopped = got_lengths < max_len
+    assert stopped.any() and not stopped.all()  # both cases seen
+
+
+def test_sample_without_eos_draws_max_len_tokens(sampler_params):
+    drawn = sample(sampler_params, SAMPLER, jax.random.key(2), num_samples=8, max_len=5)
+    assert drawn.ids.shape == (8, 5)
+    np.testing.assert_array_equal(drawn.lengths, 5)
+    assert (np.asarray(drawn.ids) == EOS).any()  # EOS is an ordinary token without eos_id
+
+
+@pytest.mark.parametrize("max_len", [3, 8])
+def test_sample_temperature_zero_is_greedy(sampler_params, max_len):
+    expected, length, _ = greedy(sampler_params, SAMPLER, max_len, eos_id=EOS)
+    drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(0),
+        num_samples=3,
+        max_len=max_len,
+        eos_id=EOS,
+        temperature=0.0,
+    )
+    np.testing.assert_array_equal(drawn.ids, [expected] * 3)
+    np.testing.assert_array_equal(drawn.lengths, [length] * 3)
+
+
+@pytest.mark.parametrize("options", [{"temperature": 1e-4}, {"top_k": 1}], ids=str)
+def test_sample_near_greedy_options_give_greedy(sampler_params, options):
+    expected, length, gap = greedy(sampler_params, SAMPLER, 8, eos_id=EOS)
+    assert gap > 1e-2  # so that at temperature 1e-4 the runner-up has odds below e^−100
+    drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(7),
+        num_samples=16,
+        max_len=8,
+        eos_id=EOS,
+        **options,
+    )
+    np.testing.assert_array_equal(drawn.ids, [expected] * 16)
+    np.testing.assert_array_equal(drawn.lengths, [length] * 16)
+
+
+def test_sample_exclude_ids_never_drawn(sampler_params):
+    first_choice = int(np.argmax(next_token_log_probs(sampler_params, SAMPLER, ids([]))))
+    excluded = [first_choice, 4] if first_choice != 4 else [4, 5]
+    drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(1),
+        num_samples=200,
+        max_len=8,
+        exclude_ids=excluded,
+    )
+    seen = set(np.unique(drawn.ids).tolist())
+    assert seen == set(range(SAMPLER.vocab_size)) - set(excluded)
+    # greedy with exclusions is argmax over the remaining tokens
+    expected, length, _ = greedy(sampler_params, SAMPLER, 8, eos_id=EOS, exclude=excluded)
+    greedy_drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(1),
+        max_len=8,
+        eos_id=EOS,
+        temperature=0.0,
+        exclude_ids=excluded,
+    )
+    np.testing.assert_array_equal(greedy_drawn.ids, [expected])
+    assert expected[0] != first_choice
+
+
+def test_sample_with_prompt_continues_the_prompt(sampler_params):
+    prompt = [3, 1]
+    expected, length, _ = greedy(sampler_params, SAMPLER, 6, eos_id=EOS, prompt=prompt)
+    without, _, _ = greedy(sampler_params, SAMPLER, 6, eos_id=EOS)
+    assert expected != without  # the prompt matters
+    drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(0),
+        num_samples=2,
+        max_len=6,
+        eos_id=EOS,
+        temperature=0.0,
+        prompt=prompt,
+    )
+    np.testing.assert_array_equal(drawn.ids, [expected] * 2)
+    np.testing.assert_array_equal(drawn.lengths, [length] * 2)
+
+
+def _target_distribution(log_probs, temperature, top_k):
+    """P(next) after the temperature and top-k rules: softmax(log p / T) over the k most likely."""
+    scaled = np.asarray(log_probs) / temperature
+    if top_k is not None:
+        scaled[np.argsort(scaled)[:-top_k]] = -np.inf
+    probs = np.exp(scaled - scaled.max())
+    return probs / probs.sum()
+
+
+@pytest.mark.parametrize(
+    "prompt, temperature, top_k",
+    [((), 1.0, None), ((2, 5), 1.0, None), ((), 2.0, None), ((1,), 0.7, 3)],
+)
+def test_sample_first_token_frequencies_match_model(sampler_params, prompt, temperature, top_k):
+    n = 4000
+    log_probs = next_token_log_probs(sampler_params, SAMPLER, ids(prompt))
+    probs = _target_distribution(log_probs, temperature, top_k)
+    drawn = sample(
+        sampler_params,
+        SAMPLER,
+        jax.random.key(11),
+        num_samples=n,
+        max_len=1,
+        temperature=temperature,
+        top_k=top_k,
+        prompt=prompt,
+    )
+    counts = np.bincount(np.asarray(drawn.ids[:, 0]), minlength=SAMPLER.vocab_size)
+    support = probs > 0
+    assert counts[~support].sum() == 0  # nothing outside the top k
+    expected = n * probs[support]
+    assert expected.min() > 20  # the chi-square approximation holds
+    statistic = ((counts[support] - expected) ** 2 / expected).sum()
+    assert stats.chi2.sf(statistic, df=support.sum() - 1) > 1e-3, (counts, expected)
+
+
+# -------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_len": 0}, "sample: expected max_len to be a positive int, got 0"),
+        ({"top_k": 0}, "sample: expected top_k in [1, 6], got 0"),
+        ({"top_k": 7}, "sample: expected top_k in [1, 6], got 7"),
+        ({"temperature": -1.0}, "sample: expected temperature >= 0, got -1.0"),
+        ({"num_samples": 0}, "sample: expected num_samples to be a positive int, got 0"),
+        ({"exclude_ids": [2, 6]}, "sample: expected exclude_ids in [0, 6), got [6]"),
+        ({"exclude_ids": range(6)}, "sample: exclude_ids leaves no token to draw"),
+        ({"eos_id": -1}, "sample: expected eos_id in [0, 6), got [-1]"),
+        ({"prompt": [1, 9]}, "sample: expected prompt in [0, 6), got [9]"),
+    ],
+)
+def test_sample_rejects_bad_options(sampler_params, options, message):
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        sample(sampler_params, SAMPLER, jax.random.key(0), **options)
+
+
+@pytest.mark.parametrize("bad", [6, -2])
+def test_lm_apply_rejects_ids_out_of_range(sampler_params, bad):
+    inputs = np.array([[-1, 2, bad]], np.int32)
+    low, high = min(-1, bad), max(2, bad)
+    message = f"lm_apply: expected inputs ids in [−1, 6), got values in [{low}, {high}]"
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        lm.lm_apply(sampler_params, SAMPLER, inputs)
+
+
+def test_lm_apply_rejects_float_inputs(sampler_params):
+    with pytest.raises(jaxrnn.InputError, match="lm_apply: expected inputs"):
+        lm.lm_apply(sampler_params, SAMPLER, np.zeros((1, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            LMConfig(5, cell="transformer"),
+            "cell_from_name: expected cell in ['gru', 'gru_reset_after', 'lstm', 'lstm_peephole', "
+            "'rnn', 'rnn_relu', 'simplified_gru'], got 'transformer'",
+        ),
+        (LMConfig(0), "LMConfig: expected vocab_size to be a positive int, got 0"),
+        (LMConfig(5, dropout=1.0), "LMConfig: expected dropout in [0, 1), got 1.0"),
+        (LMConfig(5, embedding_size=0), "expected embedding_size None or a positive int, got 0"),
+    ],
+)
+def test_lm_config_rejects_bad_values(config, message):
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        init_lm(jax.random.key(0), config)
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        sample({}, config, jax.random.key(0))

@@ -1,0 +1,275 @@
+"""Training a language model: exact resumption, interruption, evaluation, and non-finite runs."""
+
+import shutil
+from importlib import resources
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrnn import lm_train
+from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
+from jaxrnn.lm import LMConfig, init_lm, lm_apply, token_log_probs
+from jaxrnn.lm_train import TrainConfig, evaluate_lm, load_lm, make_corpus, train_lm
+
+NAMES = resources.files("jaxrnn").joinpath("data/names.txt").read_text()
+# A stream of names: ~4,000 characters, newlines included.
+STREAM_TEXT = "\n".join(NAMES.splitlines()[:600])
+
+# Tiny models and short runs: each run costs about one compilation of the train step.
+LINES_TRAIN = TrainConfig(
+    steps=40, batch_size=16, eval_every=20, sample_every=25, checkpoint_every=15
+)
+STREAM_TRAIN = TrainConfig(
+    steps=40,
+    batch_size=8,
+    seq_len=16,
+    stateful=True,
+    eval_every=20,
+    eval_rows=4,
+    sample_every=0,
+    checkpoint_every=15,
+)
+
+
+@pytest.fixture(scope="module")
+def lines_corpus():
+    return make_corpus(NAMES, mode="lines")
+
+
+@pytest.fixture(scope="module")
+def stream_corpus():
+    return make_corpus(STREAM_TEXT, mode="stream")
+
+
+def lines_model(corpus):
+    return LMConfig(corpus.vocab.size, cell="lstm", hidden_size=16, dropout=0.2)
+
+
+def run(corpus, model, train, out_dir=None, **kwargs):
+    messages = []
+    kwargs.setdefault("log", messages.append)
+    result = train_lm(corpus, model, train, out_dir, progress=False, **kwargs)
+    return result, messages
+
+
+@pytest.fixture(scope="module")
+def lines_run(lines_corpus, tmp_path_factory):
+    """One uninterrupted run of LINES_TRAIN, with its output folder."""
+    out_dir = tmp_path_factory.mktemp("lines_run")
+    result, messages = run(lines_corpus, lines_model(lines_corpus), LINES_TRAIN, out_dir)
+    return result, messages, out_dir
+
+
+def assert_same_run(got, expected):
+    """Bit for bit: every training loss, every validation loss, every parameter."""
+    assert got.step == expected.step
+    assert got.history["loss"] == expected.history["loss"]
+    # validation rows are [step, training seconds, nats]; the seconds are wall-clock time
+    assert [(s, nats) for s, _, nats in got.history["valid"]] == [
+        (s, nats) for s, _, nats in expected.history["valid"]
+    ]
+    leaves = jax.tree.leaves(got.params), jax.tree.leaves(expected.params)
+    assert len(leaves[0]) == len(leaves[1])
+    for g, e in zip(*leaves, strict=True):
+        assert np.array_equal(g, e)
+
+
+def test_train_lm_uninterrupted_run_learns(lines_corpus, lines_run):
+    result, messages, out_dir = lines_run
+    assert result.step == LINES_TRAIN.steps and result.stopped_early is None
+    assert len(result.history["loss"]) == LINES_TRAIN.steps
+    assert [row[0] for row in result.history["valid"]] == [20, 40]
+    first, last = result.history["valid"][0][2], result.history["valid"][-1][2]
+    # below the uniform guess over the vocabulary, and falling
+    assert last < first < np.log(lines_corpus.vocab.size)
+    assert any(m.startswith("samples after step 25") for m in messages)
+    assert result.checkpoint == out_dir / "checkpoint.npz"
+    assert read_metadata(result.checkpoint)["step"] == LINES_TRAIN.steps
+
+
+def test_train_lm_resume_is_bit_exact_lines_lstm_dropout(lines_corpus, lines_run, tmp_path):
+    full, _, _ = lines_run
+    model = lines_model(lines_corpus)
+    # 23: after the checkpoint at 15 and the evaluation at 20, not a multiple of either
+    stopped, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, stop_after=23)
+    assert stopped.step == 23 and stopped.stopped_early is None
+    assert read_metadata(tmp_path / "checkpoint.npz")["step"] == 23
+    assert stopped.history["loss"] == full.history["loss"][:23]
+    resumed, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, resume=True)
+    assert_same_run(resumed, full)
+
+
+def test_train_lm_resume_is_bit_exact_stream_stateful_gru(stream_corpus, tmp_path):
+    model = LMConfig(stream_corpus.vocab.size, cell="gru", hidden_size=16, embedding_size=8)
+    # the 40 steps go round the stream's chunks more than once, so the carry is reset in between
+    (ids,) = stream_corpus.train
+    assert (len(ids) - 1) // STREAM_TRAIN.batch_size // STREAM_TRAIN.seq_len < 40
+    full, _ = run(stream_corpus, model, STREAM_TRAIN)
+    run(stream_corpus, model, STREAM_TRAIN, tmp_path, stop_after=23)
+    resumed, _ = run(stream_corpus, model, STREAM_TRAIN, tmp_path, resume=True)
+    assert_same_run(resumed, full)
+
+
+def test_train_lm_resume_with_other_model_is_checkpoint_error(lines_corpus, lines_run, tmp_path):
+    _, _, out_dir = lines_run
+    shutil.copy(out_dir / "checkpoint.npz", tmp_path / "checkpoint.npz")
+    other = lines_model(lines_corpus)._replace(hidden_size=32)
+    with pytest.raises(CheckpointError, match=r"model differs .*'hidden_size': \(16, 32\)"):
+        run(lines_corpus, other, LINES_TRAIN, tmp_path, resume=True)
+
+
+def test_train_lm_keyboard_interrupt_saves_and_resumes(lines_corpus, lines_run, tmp_path):
+    full, _, _ = lines_run
+    model = lines_model(lines_corpus)
+    messages = []
+
+    def log(message):  # Ctrl-C arriving while the step-20 evaluation is reported
+        messages.append(message)
+        if message.startswith("step 20: valid"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(lines_corpus, model, LINES_TRAIN, tmp_path, log=log)
+    checkpoint = tmp_path / "checkpoint.npz"
+    assert messages[-1] == f"interrupted at step 20; checkpoint saved to {checkpoint}"
+    metadata = read_metadata(checkpoint)
+    assert metadata["step"] == 20
+    assert metadata["history"]["loss"] == full.history["loss"][:20]
+    resumed, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, resume=True)
+    assert_same_run(resumed, full)
+
+
+def test_load_lm_returns_trained_model(lines_corpus, lines_run):
+    result, _, out_dir = lines_run
+    params, config, vocab, metadata = load_lm(out_dir / "checkpoint.npz")
+    assert config == lines_model(lines_corpus)
+    assert vocab == lines_corpus.vocab
+    assert metadata["step"] == LINES_TRAIN.steps
+    assert metadata["train"] == LINES_TRAIN._asdict()
+    assert metadata["history"]["loss"] == result.history["loss"]
+    assert jax.tree.structure(params) == jax.tree.structure(result.params)
+    for got, expected in zip(jax.tree.leaves(params), jax.tree.leaves(result.params), strict=True):
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_load_lm_rejects_other_checkpoints(tmp_path):
+    save_checkpoint(tmp_path / "other.npz", {"w": np.ones(2)}, {"kind": "something else"})
+    with pytest.raises(CheckpointError, match="not a jaxrnn language-model checkpoint"):
+        load_lm(tmp_path / "other.npz")
+
+
+def test_train_lm_writes_loss_plot(lines_run):
+    _, _, out_dir = lines_run
+    data = (out_dir / "loss.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+# --------------------------------------------------------------------------------------- evaluate
+
+
+def _random_params(model, seed=0):
+    params = init_lm(jax.random.key(seed), model, dtype=jnp.float64)
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda p: p + rng.normal(0.0, 0.3, p.shape), params)
+
+
+def _stream_nll_unchunked(params, model, ids):
+    """Σ −log P(ids[t + 1] | ids[0 … t]) over one row, the whole row read in one call."""
+    _, logits = lm_apply(params, model, jnp.asarray(ids[None, :-1]))
+    log_probs = jax.nn.log_softmax(logits[0], axis=-1)
+    return -float(np.take_along_axis(np.asarray(log_probs), ids[1:, None], axis=-1).sum())
+
+
+def test_evaluate_lm_stream_equals_unchunked_computation(stream_corpus):
+    model = LMConfig(stream_corpus.vocab.size, cell="lstm", hidden_size=8, num_layers=2)
+    params = _random_params(model)
+    (ids,) = stream_corpus.valid
+    n_targets = len(ids) - 1
+    # one row: every token predicted from all of the validation text before it
+    whole = _stream_nll_unchunked(params, model, ids) / n_targets
+    got = evaluate_lm(params, model, stream_corpus, rows=1, seq_len=50)
+    np.testing.assert_allclose(got, whole, rtol=1e-12)
+    # 4 rows read in chunks of 7 with the carry passed on: each row as if read in one go
+    rows, row_len = 4, -(-n_targets // 4)
+    assert n_targets % rows and row_len % 7  # the last row and the last chunk are partial
+    total = sum(
+        _stream_nll_unchunked(params, model, ids[r * row_len : (r + 1) * row_len + 1])
+        for r in range(rows)
+    )
+    got = evaluate_lm(params, model, stream_corpus, rows=rows, seq_len=7)
+    np.testing.assert_allclose(got, total / n_targets, rtol=1e-12)
+    assert abs(got - whole) > 1e-6  # the rows start from a⟨0⟩ = 0: the two are not the same
+
+
+@pytest.mark.parametrize("rows", [32, 7])
+def test_evaluate_lm_lines_equals_mean_token_log_prob(lines_corpus, rows):
+    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8, embedding_size=5)
+    params = _random_params(model)
+    targets, lengths = lines_corpus.valid
+    assert len(targets) % rows  # a partial last batch
+    log_probs = token_log_probs(params, model, targets, lengths)
+    expected = -float(log_probs.sum()) / float(lengths.sum())
+    got = evaluate_lm(params, model, lines_corpus, rows=rows)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ non-finite losses
+
+
+def _assert_stopped_for_non_finite(result, model, train):
+    assert result.stopped_early is not None and "clipping" in result.stopped_early
+    assert result.step < train.steps
+    for leaf in jax.tree.leaves(result.params):
+        assert np.all(np.isfinite(leaf))
+
+
+def test_train_lm_stops_on_nan_loss_and_keeps_params(lines_corpus, monkeypatch):
+    real = lm_train.make_train_step
+
+    def make_nan_step(loss_fn, optimizer, **kwargs):
+        def nan_loss(*args):
+            loss, aux = loss_fn(*args)
+            return loss * jnp.nan, aux
+
+        return real(nan_loss, optimizer, **kwargs)
+
+    monkeypatch.setattr(lm_train, "make_train_step", make_nan_step)
+    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8)
+    train = LINES_TRAIN._replace(max_nonfinite_steps=5, sample_every=0)
+    result, messages = run(lines_corpus, model, train)
+    _assert_stopped_for_non_finite(result, model, train)
+    assert result.step == 5
+    assert "5 steps in a row had a non-finite loss" in result.stopped_early
+    assert result.stopped_early in messages
+    assert np.isnan(result.history["loss"]).all()
+    # every update was skipped: the params are the initial ones
+    initial = init_lm(jax.random.key(train.seed), model)
+    for got, expected in zip(jax.tree.leaves(result.params), jax.tree.leaves(initial), strict=True):
+        assert np.array_equal(got, expected)
+
+
+def test_train_lm_stops_on_absurd_learning_rate(lines_corpus):
+    model = LMConfig(lines_corpus.vocab.size, cell="rnn_relu", hidden_size=8)
+    train = LINES_TRAIN._replace(
+        learning_rate=1e6, clip_value=None, max_nonfinite_steps=5, sample_every=0
+    )
+    result, messages = run(lines_corpus, model, train)
+    _assert_stopped_for_non_finite(result, model, train)
+    losses = np.asarray(result.history["loss"])
+    assert np.isfinite(losses[0]) and not np.isfinite(losses[-5:]).any()
+    assert result.stopped_early in messages
+    assert result.history["valid"][-1][0] == result.step  # evaluated where it stopped
+
+
+def test_train_lm_reports_overflowing_perplexity_as_inf(lines_corpus, monkeypatch):
+    monkeypatch.setattr(lm_train, "evaluate_lm", lambda *args, **kwargs: 1000.0)
+    model = LMConfig(lines_corpus.vocab.size, cell="rnn", hidden_size=4)
+    train = LINES_TRAIN._replace(steps=2, eval_every=1, sample_every=0)
+    result, messages = run(lines_corpus, model, train)
+    assert result.step == 2
+    assert messages == [
+        "step 1: valid 1000.0000 nats/token, perplexity inf",
+        "step 2: valid 1000.0000 nats/token, perplexity inf",
+    ]
