@@ -1,5 +1,6 @@
 """jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``."""
 
+from jaxrnn import checkpoint, lm, lm_train, ngram, text
 from jaxrnn._checks import InputError
 from jaxrnn.cells import (
     Cell,
@@ -32,6 +33,11 @@ from jaxrnn.train import (
 )
 
 __all__ = [
+    "checkpoint",
+    "lm",
+    "lm_train",
+    "ngram",
+    "text",
     "Cell",
     "DenseParams",
     "GRUParams",
