@@ -60,28 +60,14 @@ def split(path: Path) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def eval_rows(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validation ids as (inputs, targets) (rows, width) and each row's valid length."""
-    n_targets = len(ids) - 1
-    row_len = -(-n_targets // EVAL_ROWS)
-    width = -(-row_len // EVAL_CHUNK) * EVAL_CHUNK
-    inputs = np.zeros((EVAL_ROWS, width), np.int64)
-    targets = np.zeros((EVAL_ROWS, width), np.int64)
-    lengths = np.zeros(EVAL_ROWS, np.int64)
-    for r in range(EVAL_ROWS):
-        begin, end = r * row_len, min((r + 1) * row_len, n_targets)
-        lengths[r] = max(end - begin, 0)
-        inputs[r, : lengths[r]] = ids[begin:end]
-        targets[r, : lengths[r]] = ids[begin + 1 : end + 1]
-    return inputs, targets, lengths
-
-
 # ------------------------------------------------------------------------------------- workers
 
 
 def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> list:
     import torch
     from torch import nn
+
+    from jaxrnn.lm_train import stream_rows
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
@@ -105,7 +91,10 @@ def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> li
     model = CharLSTM(len(chars))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     rng = np.random.default_rng(seed)
-    inputs_v, targets_v, lengths_v = eval_rows(valid_ids)
+    # The very layout jaxrnn's evaluate_lm reads, so both models are scored identically.
+    inputs_v, targets_v, lengths_v = (
+        a.astype(np.int64) for a in stream_rows(valid_ids, EVAL_ROWS, EVAL_CHUNK)
+    )
 
     def evaluate() -> float:
         model.eval()

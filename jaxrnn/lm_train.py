@@ -187,6 +187,27 @@ def _batch(corpus: Corpus, train: TrainConfig, step: int):
     return inputs, targets, None, True
 
 
+def stream_rows(ids: np.ndarray, rows: int, seq_len: int) -> tuple[np.ndarray, ...]:
+    """A stream cut into ``rows`` contiguous rows for evaluation with the carry passed on.
+
+    Returns ``(inputs, targets, lengths)``: int32 (rows, W) each, W a multiple of ``seq_len``,
+    right-padded, targets[r, t] the id after inputs[r, t]; lengths (rows,) the valid part of each
+    row. Together the rows hold every one of the stream's n − 1 next-token predictions once.
+    """
+    n_targets = len(ids) - 1
+    row_len = -(-n_targets // rows)
+    width = -(-row_len // seq_len) * seq_len
+    inputs = np.zeros((rows, width), np.int32)
+    targets = np.zeros((rows, width), np.int32)
+    lengths = np.zeros(rows, np.int32)
+    for r in range(rows):
+        begin, end = r * row_len, min((r + 1) * row_len, n_targets)
+        lengths[r] = max(end - begin, 0)
+        inputs[r, : lengths[r]] = ids[begin:end]
+        targets[r, : lengths[r]] = ids[begin + 1 : end + 1]
+    return inputs, targets, lengths
+
+
 def evaluate_lm(
     params: LMParams, model: LMConfig, corpus: Corpus, *, rows: int = 32, seq_len: int = 256
 ) -> float:
@@ -209,16 +230,8 @@ def evaluate_lm(
         return total / float(corpus.valid[1].sum())
     (ids,) = corpus.valid
     n_targets = len(ids) - 1
-    row_len = -(-n_targets // rows)
-    width = -(-row_len // seq_len) * seq_len
-    inputs = np.zeros((rows, width), np.int32)
-    targets = np.zeros((rows, width), np.int32)
-    row_lengths = np.zeros(rows, np.int64)
-    for r in range(rows):
-        begin, end = r * row_len, min((r + 1) * row_len, n_targets)
-        row_lengths[r] = max(end - begin, 0)
-        inputs[r, : row_lengths[r]] = ids[begin:end]
-        targets[r, : row_lengths[r]] = ids[begin + 1 : end + 1]
+    inputs, targets, row_lengths = stream_rows(ids, rows, seq_len)
+    width = inputs.shape[1]
     carry = init_lm_carry(params, model, (rows,))
     total = 0.0
     for start in range(0, width, seq_len):

@@ -7,21 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cells_under_test import CELLS, NAMES
 from reference import STEPS, relu
 
 import jaxrnn
 from jaxrnn import LSTMState
 
-CELLS = {
-    "rnn_tanh": jaxrnn.rnn(),
-    "rnn_relu": jaxrnn.rnn("relu"),
-    "simplified_gru": jaxrnn.simplified_gru(),
-    "gru_before": jaxrnn.gru(),
-    "gru_after": jaxrnn.gru("after"),
-    "lstm": jaxrnn.lstm(),
-    "lstm_peephole": jaxrnn.lstm(peephole=True),
-}
-NAMES = list(CELLS)
 GATES = {
     "rnn_tanh": 1,
     "rnn_relu": 1,

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cells_under_test import CELLS
+from cells_under_test import NAMES as CELL_NAMES
 from jax.test_util import check_grads
 
 import jaxrnn
@@ -24,16 +26,6 @@ import jaxrnn
 N_X, N_A, BATCH, T = 3, 4, 3, 5
 LENGTHS = (T, 2, 0)  # one full example, one padded, one empty
 
-CELLS = {
-    "rnn_tanh": jaxrnn.rnn(),
-    "rnn_relu": jaxrnn.rnn("relu"),
-    "simplified_gru": jaxrnn.simplified_gru(),
-    "gru_before": jaxrnn.gru(),
-    "gru_after": jaxrnn.gru("after"),
-    "lstm": jaxrnn.lstm(),
-    "lstm_peephole": jaxrnn.lstm(peephole=True),
-}
-CELL_NAMES = list(CELLS)
 
 # check_grads compares a central-difference directional derivative with the VJP in one random
 # direction. With eps 1e-5 the truncation error is ~1e-9 here (it scales as eps²; eps 1e-4 gives

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cells_under_test import CELLS, NAMES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import reference_unroll
@@ -14,16 +15,6 @@ from reference import reference_unroll
 import jaxrnn
 from jaxrnn import LSTMState
 
-CELLS = {
-    "rnn_tanh": jaxrnn.rnn(),
-    "rnn_relu": jaxrnn.rnn("relu"),
-    "simplified_gru": jaxrnn.simplified_gru(),
-    "gru_before": jaxrnn.gru(),
-    "gru_after": jaxrnn.gru("after"),
-    "lstm": jaxrnn.lstm(),
-    "lstm_peephole": jaxrnn.lstm(peephole=True),
-}
-NAMES = list(CELLS)
 # Properties of the scan plumbing rather than of a cell's equations run on fewer cells, one per
 # kind of step: a single gate that can output exact zeros, two recurrent matmuls, an (h, c) carry.
 PLUMBING = ["rnn_relu", "gru_before", "lstm_peephole"]
