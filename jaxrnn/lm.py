@@ -24,7 +24,7 @@ import numpy as np
 from jaxrnn import cells as cells_lib
 from jaxrnn._checks import check_integer, check_rank_at_least, fail
 from jaxrnn.cells import Array, Cell
-from jaxrnn.layers import DenseParams, dense, dense_init
+from jaxrnn.layers import DenseParams, dense, dense_init, dropout
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
 from jaxrnn.scan import unroll
 
@@ -126,13 +126,6 @@ def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
     return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), dtype))
 
 
-def _dropout(key: Array | None, rate: float, x: Array) -> Array:
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
-
-
 def _check_inputs(fn: str, config: LMConfig, inputs: Array) -> None:
     check_rank_at_least(fn, "inputs", inputs, 1, "(*batch, time)")
     check_integer(fn, "inputs", inputs)
@@ -182,10 +175,10 @@ def lm_apply(
     xs = embed(params, config, jnp.asarray(inputs))
     last = []
     for depth, (layer, layer_carry) in enumerate(zip(params.layers, carry, strict=True)):
-        xs = _dropout(keys[depth], config.dropout, xs)
+        xs = dropout(keys[depth], config.dropout, xs)
         layer_last, xs = unroll(cell, layer, xs, layer_carry, lengths=lengths, **unroll_options)
         last.append(layer_last)
-    xs = _dropout(keys[-1], config.dropout, xs)
+    xs = dropout(keys[-1], config.dropout, xs)
     return tuple(last), dense(params.head, xs)
 
 

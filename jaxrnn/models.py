@@ -1,0 +1,686 @@
+"""The RNN architectures of the course, as small pure functions over params NamedTuples.
+
+    many-to-many, T_x = T_y   `tagger_init`, `tagger_apply`         ŷ⟨t⟩ from a⟨t⟩ at every step
+    many-to-one               `classifier_init`, `classifier_apply` ŷ from the last (or pooled) a⟨t⟩
+    one-to-many               `generator_init`, `generator_apply`,  ŷ⟨t⟩ drawn and fed back as
+                              `generate`                            x⟨t+1⟩
+    many-to-many, T_x ≠ T_y   `seq2seq_init`, `seq2seq_apply`,      an encoder reads x⟨1⟩…x⟨T_x⟩, a
+                              `seq2seq_loss`, `seq2seq_decode`      decoder writes y⟨1⟩…y⟨T_y⟩
+
+Every model takes the `Cell` as its first argument and its params second, so that
+``functools.partial(tagger_apply, cell)`` is a pure function of arrays that ``jax.jit``,
+``jax.vmap`` and ``jax.grad`` take as it is. Time loops over the inputs go through `jaxrnn.unroll`
+(right-padded batches with ``lengths``); loops that feed a drawn token back as the next input are a
+``lax.scan`` here, since each step needs the previous step's output.
+
+Token inputs are int ids. An id becomes an input vector through a learned embedding (a (V, E) table
+whose rows are token vectors) or, where the table is None, as the one-hot vector of size V, as in
+the course. The id −1 stands for the zero vector x = 0 either way (the course's x⟨1⟩ = 0).
+
+Heads return logits, never probabilities: ``jax.nn.sigmoid`` or ``jax.nn.softmax`` turns them into
+ŷ, and the losses of `jaxrnn.losses` take them directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import (
+    check_floating,
+    check_integer,
+    check_rank_at_least,
+    check_shape,
+    concrete_or_none,
+    fail,
+)
+from jaxrnn.cells import Array, Carry, Cell, input_size
+from jaxrnn.layers import DenseParams, dense, dense_init
+from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
+from jaxrnn.scan import unroll
+
+Params = Any
+Pool = Literal["last", "mean", "max"]
+Feed = Literal["sample", "argmax"]
+
+# ---------------------------------------------------------------------------------------- params
+
+
+class SequenceParams(NamedTuple):
+    """A recurrent layer and a dense head: the params of `tagger_init` and `classifier_init`."""
+
+    recurrent: Params  # the cell's params, from cell.init(key, input_size, H)
+    head: DenseParams  # (H, K): logits = a @ w + b
+
+
+class GeneratorParams(NamedTuple):
+    """Params of the one-to-many generator of `generator_init`."""
+
+    embed: Array | None  # (K, E) input vectors of the K classes; None: one-hot inputs (E = K)
+    recurrent: Params  # the cell's params, input size E
+    head: DenseParams  # (H, K)
+
+
+class Seq2SeqParams(NamedTuple):
+    """Params of the encoder–decoder of `seq2seq_init`. Encoder and decoder share the cell type and
+    the hidden size H, since the encoder's last carry is the decoder's first."""
+
+    encoder: Params  # the cell's params, input size E (or in_vocab with one-hot source ids)
+    decoder: Params  # the cell's params, input size E
+    embed_in: Array | None  # (in_vocab, E) source token vectors; None: one-hot source ids
+    embed_out: Array  # (out_vocab, E) target token vectors, fed to the decoder
+    head: DenseParams  # (H, out_vocab)
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _check_positive_int(fn: str, name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        fail(fn, f"expected {name} to be a positive int, got {value!r}")
+
+
+def _embedding_init(key: Array, vocab: int, size: int, dtype) -> Array:
+    """N(0, 1) rows, as `jaxrnn.lm.init_lm`."""
+    return jax.random.normal(key, (vocab, size), dtype)
+
+
+def _embed(table: Array | None, ids: Array, vocab: int, dtype) -> Array:
+    """ids (*shape) -> (*shape, E) rows of ``table``, or one-hot (*shape, vocab); −1 gives zeros."""
+    if table is None:
+        return jax.nn.one_hot(ids, vocab, dtype=dtype)  # −1 is all zeros
+    rows = table[jnp.maximum(ids, 0)]
+    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), table.dtype))
+
+
+def _check_ids(fn: str, name: str, ids, vocab: int, *, allow_start: bool = False):
+    """Integer ids; when their values are known at trace time, each in [0, vocab) (or −1)."""
+    check_integer(fn, name, ids)
+    ids = jnp.asarray(ids)
+    known = concrete_or_none(ids)
+    low = -1 if allow_start else 0
+    if known is not None and known.size and (known.min() < low or known.max() >= vocab):
+        where = f"[{low}, {vocab})"
+        hint = "−1 is the zero input x = 0; other ids index the vocabulary" if allow_start else ""
+        fail(
+            fn,
+            f"expected {name} in {where}, got values in [{known.min()}, {known.max()}]",
+            hint,
+        )
+    return ids
+
+
+def _check_id_arg(fn: str, name: str, value, vocab: int, *, allow_start: bool = False) -> int:
+    """A Python int id, such as ``eos_id``, in [0, vocab) (or −1)."""
+    low = -1 if allow_start else 0
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        fail(fn, f"expected {name} to be an int in [{low}, {vocab}), got {value!r}")
+    if not low <= value < vocab:
+        fail(fn, f"expected {name} to be an int in [{low}, {vocab}), got {int(value)}")
+    return int(value)
+
+
+def _check_xs(fn: str, params: SequenceParams, xs: Array) -> tuple[int, ...]:
+    """xs (*batch, T, input_size), floating point of the params' dtype; returns its shape."""
+    shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
+    n_x = input_size(params.recurrent)
+    check_shape(
+        fn,
+        "xs",
+        xs,
+        (*shape[:-1], n_x),
+        f"xs is (*batch, time, input_size) and the params expect input_size={n_x}",
+    )
+    check_floating(fn, "xs", xs, params.recurrent.w_x)
+    return shape
+
+
+def _check_lengths(fn: str, name: str, lengths, batch_shape: tuple[int, ...], of: str) -> None:
+    if lengths is not None:
+        check_integer(fn, name, lengths)
+        check_shape(
+            fn,
+            name,
+            lengths,
+            batch_shape,
+            f"{name} has one entry per example: the batch dimensions of {of}",
+        )
+
+
+def _draw(key: Array | None, logits: Array, temperature: float) -> Array:
+    """argmax (key None or temperature 0) or a draw from softmax(logits / T), over the last axis."""
+    if key is None or temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
+
+
+def _check_temperature(fn: str, temperature) -> float:
+    if not isinstance(temperature, int | float) or not temperature >= 0:
+        fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
+    return float(temperature)
+
+
+# ----------------------------------------------------------------------- many-to-many, T_x = T_y
+
+
+def tagger_init(
+    cell: Cell, key: Array, input_size: int, hidden_size: int, num_outputs: int, dtype=jnp.float32
+) -> SequenceParams:
+    """Params of a many-to-many model with one output per input step (T_y = T_x).
+
+    Args:
+      cell: a `Cell`, e.g. ``jaxrnn.gru()``.
+      key: a PRNG key.
+      input_size: n_x, the features of each x⟨t⟩.
+      hidden_size: H.
+      num_outputs: K, the logits per step (K sigmoid units, or K classes of one softmax).
+      dtype: the params' dtype.
+
+    Returns:
+      `SequenceParams` (the cell's params, a Glorot-uniform head (H, K) with zero bias).
+    """
+    _check_positive_int("tagger_init", "num_outputs", num_outputs)
+    key_rnn, key_head = jax.random.split(key)
+    return SequenceParams(
+        cell.init(key_rnn, input_size, hidden_size, dtype),
+        dense_init(key_head, hidden_size, num_outputs, dtype),
+    )
+
+
+def tagger_apply(
+    cell: Cell, params: SequenceParams, xs: Array, *, lengths: Array | None = None
+) -> Array:
+    """Logits at every step: the course's named-entity recognition, ŷ⟨t⟩ = σ(W_ya a⟨t⟩ + b_y).
+
+        a⟨t⟩ = cell(a⟨t−1⟩, x⟨t⟩),   a⟨0⟩ = 0
+        z⟨t⟩ = W_ya a⟨t⟩ + b_y       (the logits; σ(z⟨t⟩) per unit, or softmax(z⟨t⟩) over K)
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `SequenceParams` from `tagger_init`.
+      xs: (*batch, T, input_size) floating point, of the params' dtype.
+      lengths: optional (*batch,) ints for right-padded batches. The outputs a⟨t⟩ past an example's
+        length are zero, so its logits there are the head's bias b_y; mask them out of the loss
+        (`jaxrnn.sigmoid_cross_entropy` and `jaxrnn.softmax_cross_entropy` take ``lengths``).
+
+    Returns:
+      logits (*batch, T, K).
+
+    Raises:
+      InputError: if xs or lengths do not fit the params.
+
+    Example:
+      >>> cell = jaxrnn.gru()
+      >>> params = jaxrnn.tagger_init(cell, jax.random.key(0), 3, hidden_size=8, num_outputs=1)
+      >>> jaxrnn.tagger_apply(cell, params, jnp.ones((4, 10, 3))).shape
+      (4, 10, 1)
+    """
+    shape = _check_xs("tagger_apply", params, xs)
+    _check_lengths("tagger_apply", "lengths", lengths, shape[:-2], "xs")
+    _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
+    return dense(params.head, hs)
+
+
+# ---------------------------------------------------------------------------------- many-to-one
+
+
+def classifier_init(
+    cell: Cell, key: Array, input_size: int, hidden_size: int, num_classes: int, dtype=jnp.float32
+) -> SequenceParams:
+    """Params of a many-to-one model: the cell's params and a head (H, K) on one pooled state.
+
+    Arguments as `tagger_init`, with ``num_classes`` K the logits per sequence.
+    """
+    _check_positive_int("classifier_init", "num_classes", num_classes)
+    key_rnn, key_head = jax.random.split(key)
+    return SequenceParams(
+        cell.init(key_rnn, input_size, hidden_size, dtype),
+        dense_init(key_head, hidden_size, num_classes, dtype),
+    )
+
+
+def pool_over_time(hs: Array, lengths: Array | None = None, pool: Pool = "last") -> Array:
+    """One vector per sequence from the outputs a⟨1⟩…a⟨T⟩, over the valid steps only.
+
+        "last":  a⟨T_i⟩, the state after the last valid step (the carry `jaxrnn.unroll` returns)
+        "mean":  (1 / T_i) Σ_{t ≤ T_i} a⟨t⟩
+        "max":   max_{t ≤ T_i} a⟨t⟩, per feature
+
+    An example of length 0 pools to a⟨0⟩ = 0.
+
+    Args:
+      hs: (*batch, T, H), as `jaxrnn.unroll` returns them (zero past each example's length).
+      lengths: optional (*batch,) ints T_i; None means every step is valid.
+      pool: ``"last"``, ``"mean"`` or ``"max"``.
+
+    Returns:
+      (*batch, H).
+    """
+    fn = "pool_over_time"
+    if pool not in ("last", "mean", "max"):
+        fail(fn, f"expected pool 'last', 'mean' or 'max', got {pool!r}")
+    shape = check_rank_at_least(fn, "hs", hs, 2, "(*batch, time, hidden_size)")
+    batch_shape, n_steps = shape[:-2], shape[-2]
+    _check_lengths(fn, "lengths", lengths, batch_shape, "hs")
+    if lengths is None:
+        lengths = jnp.full(batch_shape, n_steps, jnp.int32)
+    lengths = jnp.asarray(lengths)
+    if pool == "last":
+        # Past its length an example's outputs are zero, so length 0 picks a zero vector.
+        index = jnp.maximum(lengths - 1, 0)[..., None, None]
+        return jnp.take_along_axis(hs, index, axis=-2)[..., 0, :]
+    mask = sequence_mask(lengths, n_steps)[..., None]  # (*batch, T, 1)
+    if pool == "mean":
+        total = jnp.where(mask, hs, jnp.zeros((), hs.dtype)).sum(-2)
+        return total / jnp.maximum(lengths, 1)[..., None].astype(hs.dtype)
+    largest = jnp.where(mask, hs, jnp.array(-jnp.inf, hs.dtype)).max(-2)
+    return jnp.where((lengths > 0)[..., None], largest, jnp.zeros((), hs.dtype))
+
+
+def classifier_apply(
+    cell: Cell,
+    params: SequenceParams,
+    xs: Array,
+    *,
+    lengths: Array | None = None,
+    pool: Pool = "last",
+) -> Array:
+    """Logits of one label per sequence (sentiment classification in the course).
+
+        a⟨t⟩ = cell(a⟨t−1⟩, x⟨t⟩),   a⟨0⟩ = 0
+        z = W_ya pool(a⟨1⟩ … a⟨T_x⟩) + b_y
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `SequenceParams` from `classifier_init`.
+      xs: (*batch, T, input_size) floating point, of the params' dtype.
+      lengths: optional (*batch,) ints for right-padded batches; padding never reaches the pooling.
+      pool: ``"last"`` (the hidden state after the last valid step), ``"mean"`` or ``"max"`` over
+        the valid steps; see `pool_over_time`.
+
+    Returns:
+      logits (*batch, K).
+
+    Raises:
+      InputError: if xs or lengths do not fit the params, or pool is unknown.
+
+    Example:
+      >>> cell = jaxrnn.lstm()
+      >>> params = jaxrnn.classifier_init(cell, jax.random.key(0), 3, 8, num_classes=2)
+      >>> xs, lengths = jnp.ones((4, 10, 3)), jnp.array([10, 3, 7, 1])
+      >>> jaxrnn.classifier_apply(cell, params, xs, lengths=lengths, pool="mean").shape
+      (4, 2)
+    """
+    fn = "classifier_apply"
+    if pool not in ("last", "mean", "max"):
+        fail(fn, f"expected pool 'last', 'mean' or 'max', got {pool!r}")
+    shape = _check_xs(fn, params, xs)
+    _check_lengths(fn, "lengths", lengths, shape[:-2], "xs")
+    _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
+    return dense(params.head, pool_over_time(hs, lengths, pool))
+
+
+# ---------------------------------------------------------------------------------- one-to-many
+
+
+def generator_init(
+    cell: Cell,
+    key: Array,
+    num_classes: int,
+    hidden_size: int,
+    embed_size: int | None = None,
+    dtype=jnp.float32,
+) -> GeneratorParams:
+    """Params of a one-to-many generator over K classes (music or name generation in the course).
+
+    Args:
+      cell: a `Cell`.
+      key: a PRNG key.
+      num_classes: K, the classes drawn at each step (and fed back as the next input).
+      hidden_size: H.
+      embed_size: E for learned N(0, 1) input vectors; None feeds one-hot vectors (E = K).
+      dtype: the params' dtype.
+
+    Returns:
+      `GeneratorParams`.
+    """
+    fn = "generator_init"
+    _check_positive_int(fn, "num_classes", num_classes)
+    if embed_size is not None:
+        _check_positive_int(fn, "embed_size", embed_size)
+    key_embed, key_rnn, key_head = jax.random.split(key, 3)
+    embed = None
+    if embed_size is not None:
+        embed = _embedding_init(key_embed, num_classes, embed_size, dtype)
+    n_x = num_classes if embed_size is None else embed_size
+    return GeneratorParams(
+        embed,
+        cell.init(key_rnn, n_x, hidden_size, dtype),
+        dense_init(key_head, hidden_size, num_classes, dtype),
+    )
+
+
+def _num_classes(params: GeneratorParams | Seq2SeqParams) -> int:
+    return params.head.w.shape[-1]
+
+
+def generator_apply(
+    cell: Cell,
+    params: GeneratorParams,
+    input_ids: Array,
+    *,
+    lengths: Array | None = None,
+    carry: Carry | None = None,
+) -> Array:
+    """Logits of every step given the inputs, for training by teacher forcing.
+
+    To train the generator to produce y⟨1⟩…y⟨T⟩ after the first input x⟨1⟩, feed
+    ``input_ids = [x⟨1⟩, y⟨1⟩, …, y⟨T−1⟩]`` and take the softmax cross-entropy of the logits
+    against ``[y⟨1⟩, …, y⟨T⟩]``: at step t the true y⟨t−1⟩ is fed instead of the drawn one.
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `GeneratorParams` from `generator_init`.
+      input_ids: (*batch, T) ints in [−1, K); −1 is the zero input x = 0.
+      lengths: optional (*batch,) ints for right-padded batches.
+      carry: optional initial carry a⟨0⟩, each array (*batch, H); zeros if None.
+
+    Returns:
+      logits (*batch, T, K).
+    """
+    fn = "generator_apply"
+    k = _num_classes(params)
+    check_rank_at_least(fn, "input_ids", input_ids, 1, "(*batch, time)")
+    input_ids = _check_ids(fn, "input_ids", input_ids, k, allow_start=True)
+    _check_lengths(fn, "lengths", lengths, input_ids.shape[:-1], "input_ids")
+    xs = _embed(params.embed, input_ids, k, params.head.w.dtype)
+    _, hs = unroll(cell, params.recurrent, xs, carry, lengths=lengths)
+    return dense(params.head, hs)
+
+
+def generate(
+    cell: Cell,
+    params: GeneratorParams,
+    key: Array,
+    first: int | Array = -1,
+    *,
+    steps: int,
+    temperature: float = 1.0,
+    feed: Feed = "sample",
+    carry: Carry | None = None,
+) -> Array:
+    """Draws a sequence of ``steps`` classes, each fed back as the next input (one-to-many).
+
+        x⟨1⟩ = first,   a⟨0⟩ = carry (zeros if None)
+        a⟨t⟩ = cell(a⟨t−1⟩, x⟨t⟩),   ŷ⟨t⟩ = softmax((W_ya a⟨t⟩ + b_y) / temperature)
+        y⟨t⟩ ~ ŷ⟨t⟩   (argmax of ŷ⟨t⟩ with temperature 0: greedy)
+        x⟨t+1⟩ = y⟨t⟩ (feed="sample") or argmax ŷ⟨t⟩ (feed="argmax"), as one-hot or embedded
+
+    ``feed="argmax"`` is the course's music generator, which feeds back the most likely class;
+    with temperature 0 the two coincide. For many sequences at once, ``jax.vmap`` over keys (and
+    over ``first`` or ``carry``)::
+
+        jax.vmap(lambda k: generate(cell, params, k, steps=20))(jax.random.split(key, 8))
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `GeneratorParams` from `generator_init`.
+      key: a PRNG key; the same key gives the same sequence.
+      first: the first input's class id, a scalar int in [−1, K); −1 (the default) is x⟨1⟩ = 0.
+      steps: the number of classes to draw.
+      temperature: logits are divided by it before the draw; 0 draws the argmax (greedy).
+      feed: what becomes the next input: the drawn class (``"sample"``) or the argmax
+        (``"argmax"``).
+      carry: optional initial carry a⟨0⟩, each array (H,).
+
+    Returns:
+      ids (steps,) int32: y⟨1⟩ … y⟨steps⟩.
+
+    Raises:
+      InputError: if steps, temperature, feed or first is not valid.
+
+    Example:
+      >>> cell = jaxrnn.gru()
+      >>> params = jaxrnn.generator_init(cell, jax.random.key(0), num_classes=5, hidden_size=8)
+      >>> jaxrnn.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0).shape
+      (6,)
+    """
+    fn = "generate"
+    _check_positive_int(fn, "steps", steps)
+    temperature = _check_temperature(fn, temperature)
+    if feed not in ("sample", "argmax"):
+        fail(fn, f"expected feed 'sample' or 'argmax', got {feed!r}")
+    k = _num_classes(params)
+    first = _check_ids(fn, "first", first, k, allow_start=True)
+    check_shape(fn, "first", first, (), "one sequence per call; use jax.vmap for many")
+    if carry is None:
+        carry = cell.init_carry(params.recurrent)
+    dtype = params.head.w.dtype
+
+    def body(state, key_t):
+        carry, x_id = state
+        carry, h = cell.step(params.recurrent, carry, _embed(params.embed, x_id, k, dtype))
+        logits = dense(params.head, h)
+        drawn = _draw(key_t, logits, temperature)
+        fed = drawn if feed == "sample" else jnp.argmax(logits).astype(jnp.int32)
+        return (carry, fed), drawn
+
+    init = (carry, first.astype(jnp.int32))
+    _, ids = jax.lax.scan(body, init, jax.random.split(key, steps))
+    return ids
+
+
+# ----------------------------------------------------------------- encoder–decoder, T_x ≠ T_y
+
+
+def seq2seq_init(
+    cell: Cell,
+    key: Array,
+    in_vocab: int,
+    out_vocab: int,
+    hidden_size: int,
+    embed_size: int,
+    *,
+    one_hot_source: bool = False,
+    dtype=jnp.float32,
+) -> Seq2SeqParams:
+    """Params of an encoder–decoder (machine translation in the course, Sutskever et al. 2014).
+
+    Args:
+      cell: a `Cell`, used for both the encoder and the decoder.
+      key: a PRNG key.
+      in_vocab: the source vocabulary size.
+      out_vocab: the target vocabulary size, ⟨EOS⟩ (and ⟨BOS⟩, if it is a token) included.
+      hidden_size: H, shared by the encoder and the decoder.
+      embed_size: E, the size of the learned N(0, 1) token vectors.
+      one_hot_source: feed source ids to the encoder as one-hot vectors (``embed_in`` None).
+      dtype: the params' dtype.
+
+    Returns:
+      `Seq2SeqParams`.
+    """
+    fn = "seq2seq_init"
+    _check_positive_int(fn, "in_vocab", in_vocab)
+    _check_positive_int(fn, "out_vocab", out_vocab)
+    _check_positive_int(fn, "embed_size", embed_size)
+    key_in, key_out, key_enc, key_dec, key_head = jax.random.split(key, 5)
+    embed_in = None if one_hot_source else _embedding_init(key_in, in_vocab, embed_size, dtype)
+    return Seq2SeqParams(
+        encoder=cell.init(key_enc, in_vocab if one_hot_source else embed_size, hidden_size, dtype),
+        decoder=cell.init(key_dec, embed_size, hidden_size, dtype),
+        embed_in=embed_in,
+        embed_out=_embedding_init(key_out, out_vocab, embed_size, dtype),
+        head=dense_init(key_head, hidden_size, out_vocab, dtype),
+    )
+
+
+def _in_vocab(params: Seq2SeqParams) -> int:
+    if params.embed_in is None:
+        return input_size(params.encoder)
+    return params.embed_in.shape[0]
+
+
+def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) -> Carry:
+    """The encoder's carry after each source's last valid token: each array (*batch, H)."""
+    check_rank_at_least(fn, "src_ids", src_ids, 1, "(*batch, time)")
+    vocab = _in_vocab(params)
+    src_ids = _check_ids(fn, "src_ids", src_ids, vocab)
+    _check_lengths(fn, "src_lengths", src_lengths, src_ids.shape[:-1], "src_ids")
+    xs = _embed(params.embed_in, src_ids, vocab, params.head.w.dtype)
+    carry, _ = unroll(cell, params.encoder, xs, lengths=src_lengths)
+    return carry
+
+
+def seq2seq_apply(
+    cell: Cell,
+    params: Seq2SeqParams,
+    src_ids: Array,
+    src_lengths: Array | None,
+    tgt_ids: Array,
+    tgt_lengths: Array | None,
+    *,
+    bos_id: int,
+) -> Array:
+    """Decoder logits under teacher forcing: the decoder reads the true previous target token.
+
+        encoder:  e⟨t⟩ = cell_enc(e⟨t−1⟩, x⟨t⟩),  e⟨0⟩ = 0,  t = 1 … T_x (each source's length)
+        decoder:  d⟨0⟩ = e⟨T_x⟩,  d⟨t⟩ = cell_dec(d⟨t−1⟩, y⟨t−1⟩),  y⟨0⟩ = ⟨BOS⟩
+        logits⟨t⟩ = W_ya d⟨t⟩ + b_y,  t = 1 … T_y
+
+    so the decoder's inputs are [⟨BOS⟩, y⟨1⟩, …, y⟨T_y−1⟩] and logits⟨t⟩ scores y⟨t⟩.
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `Seq2SeqParams` from `seq2seq_init`.
+      src_ids: (*batch, T_x) ints in [0, in_vocab), right-padded.
+      src_lengths: (*batch,) ints, or None when every source fills T_x.
+      tgt_ids: (*batch, T_y) ints in [0, out_vocab), usually ending with ⟨EOS⟩, right-padded.
+      tgt_lengths: (*batch,) ints (⟨EOS⟩ counted), or None when every target fills T_y.
+      bos_id: the decoder's first input, an id in [0, out_vocab), or −1 for the zero vector.
+
+    Returns:
+      logits (*batch, T_y, out_vocab); past an example's target length they are the head's bias.
+    """
+    fn = "seq2seq_apply"
+    out_vocab = _num_classes(params)
+    bos_id = _check_id_arg(fn, "bos_id", bos_id, out_vocab, allow_start=True)
+    carry = _encode(fn, cell, params, src_ids, src_lengths)
+    check_rank_at_least(fn, "tgt_ids", tgt_ids, 1, "(*batch, time)")
+    tgt_ids = _check_ids(fn, "tgt_ids", tgt_ids, out_vocab)
+    src_batch = jnp.shape(src_ids)[:-1]
+    check_shape(
+        fn,
+        "tgt_ids",
+        tgt_ids,
+        (*src_batch, None),
+        "sources and targets need the same batch dimensions",
+    )
+    _check_lengths(fn, "tgt_lengths", tgt_lengths, src_batch, "tgt_ids")
+    bos = jnp.full((*src_batch, 1), bos_id, tgt_ids.dtype)
+    inputs = jnp.concatenate([bos, tgt_ids[..., :-1]], axis=-1)
+    xs = _embed(params.embed_out, inputs, out_vocab, params.head.w.dtype)
+    _, hs = unroll(cell, params.decoder, xs, carry, lengths=tgt_lengths)
+    return dense(params.head, hs)
+
+
+def seq2seq_loss(
+    cell: Cell,
+    params: Seq2SeqParams,
+    src_ids: Array,
+    src_lengths: Array | None,
+    tgt_ids: Array,
+    tgt_lengths: Array | None,
+    *,
+    bos_id: int,
+    reduce_time: Reduction = "mean",
+) -> Array:
+    """Teacher-forced softmax cross-entropy of the targets, averaged over the batch.
+
+    Arguments as `seq2seq_apply`. With ``reduce_time="mean"`` each example's loss is in nats per
+    target token (⟨EOS⟩ counted), then the examples are averaged; ``"sum"`` gives the course's
+    Σ_t L⟨t⟩ per example, averaged over examples.
+
+    Returns:
+      () the loss, a scalar for ``jax.grad`` and `jaxrnn.make_train_step`.
+    """
+    logits = seq2seq_apply(cell, params, src_ids, src_lengths, tgt_ids, tgt_lengths, bos_id=bos_id)
+    return softmax_cross_entropy(logits, tgt_ids, tgt_lengths, reduce_time=reduce_time).mean()
+
+
+def seq2seq_decode(
+    cell: Cell,
+    params: Seq2SeqParams,
+    src_ids: Array,
+    src_lengths: Array | None,
+    *,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    key: Array | None = None,
+    temperature: float = 1.0,
+) -> tuple[Array, Array]:
+    """Translates each source: greedy decoding (key None) or sampling, until ⟨EOS⟩ or max_len.
+
+        d⟨0⟩ = e⟨T_x⟩,  ŷ⟨0⟩ = ⟨BOS⟩
+        d⟨t⟩ = cell_dec(d⟨t−1⟩, ŷ⟨t−1⟩),  ŷ⟨t⟩ = argmax (or a draw from) softmax(W_ya d⟨t⟩ + b_y)
+
+    Greedy decoding picks the most likely token at each step, which is not the most likely sentence
+    (the course's beam search looks further). All examples are decoded together in one
+    ``lax.scan`` of ``max_len`` steps; an example that has produced ⟨EOS⟩ keeps producing ⟨EOS⟩.
+
+    Args:
+      cell: the `Cell` the params were made for.
+      params: `Seq2SeqParams` from `seq2seq_init`.
+      src_ids: (*batch, T_x) ints in [0, in_vocab), right-padded.
+      src_lengths: (*batch,) ints, or None when every source fills T_x.
+      max_len: the most tokens to produce per example, ⟨EOS⟩ included.
+      bos_id: the decoder's first input, an id in [0, out_vocab), or −1 for the zero vector; the
+        same as in training.
+      eos_id: the id that ends a translation, in [0, out_vocab).
+      key: None for greedy decoding; a PRNG key to sample each token from softmax(logits / T).
+      temperature: T, for sampling; 0 is greedy.
+
+    Returns:
+      ``(ids, lengths)``: ids (*batch, max_len) int32, ⟨EOS⟩ at and after each example's first
+      ⟨EOS⟩; lengths (*batch,) int32, the tokens up to and including the first ⟨EOS⟩ (max_len
+      where there is none).
+
+    Raises:
+      InputError: if an argument does not fit the params.
+
+    Example:
+      >>> cell = jaxrnn.lstm()
+      >>> params = jaxrnn.seq2seq_init(cell, jax.random.key(0), 8, 10, hidden_size=16, embed_size=4)
+      >>> src, src_lengths = jnp.zeros((2, 5), jnp.int32), jnp.array([5, 3])
+      >>> ids, lengths = jaxrnn.seq2seq_decode(
+      ...     cell, params, src, src_lengths, max_len=7, bos_id=9, eos_id=8
+      ... )
+      >>> ids.shape, lengths.shape
+      ((2, 7), (2,))
+    """
+    fn = "seq2seq_decode"
+    out_vocab = _num_classes(params)
+    _check_positive_int(fn, "max_len", max_len)
+    bos_id = _check_id_arg(fn, "bos_id", bos_id, out_vocab, allow_start=True)
+    eos_id = _check_id_arg(fn, "eos_id", eos_id, out_vocab)
+    temperature = _check_temperature(fn, temperature)
+    carry = _encode(fn, cell, params, src_ids, src_lengths)
+    batch_shape = jnp.shape(src_ids)[:-1]
+    dtype = params.head.w.dtype
+
+    def body(state, key_t):
+        carry, token, done = state
+        x = _embed(params.embed_out, token, out_vocab, dtype)
+        carry, h = cell.step(params.decoder, carry, x)
+        new = _draw(key_t, dense(params.head, h), temperature)
+        new = jnp.where(done, jnp.int32(eos_id), new)
+        return (carry, new, done | (new == eos_id)), (new, done)
+
+    init = (carry, jnp.full(batch_shape, bos_id, jnp.int32), jnp.zeros(batch_shape, bool))
+    keys = None if key is None else jax.random.split(key, max_len)
+    _, (ids, was_done) = jax.lax.scan(body, init, keys, length=max_len)
+    lengths = jnp.sum(~was_done, axis=0).astype(jnp.int32)
+    return jnp.moveaxis(ids, 0, -1), lengths
