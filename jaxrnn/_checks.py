@@ -85,3 +85,19 @@ def concrete_or_none(x) -> np.ndarray | None:
     if isinstance(x, jax.core.Tracer):
         return None
     return np.asarray(x)
+
+
+def check_lengths(
+    fn: str, lengths, batch_shape: Sequence[int], *, name: str = "lengths", of: str = "xs"
+) -> None:
+    """Raise `InputError` unless ``lengths`` (if given) is an int array of shape ``batch_shape``."""
+    if lengths is None:
+        return
+    check_integer(fn, name, lengths)
+    check_shape(
+        fn,
+        name,
+        lengths,
+        batch_shape,
+        f"{name} has one entry per example: the batch dimensions of {of}",
+    )

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import (
     check_floating,
-    check_integer,
+    check_lengths,
     check_rank_at_least,
     check_shape,
     fail,
@@ -246,15 +246,7 @@ def _check_sequence(fn: str, params: Params, xs, lengths, time_major: bool) -> t
     )
     check_floating(fn, "xs", xs, params.w_x)
     batch_shape = shape[1:-1] if time_major else shape[:-2]
-    if lengths is not None:
-        check_integer(fn, "lengths", lengths)
-        check_shape(
-            fn,
-            "lengths",
-            lengths,
-            batch_shape,
-            "lengths has one entry per example: the batch dimensions of xs",
-        )
+    check_lengths(fn, lengths, batch_shape)
     return batch_shape
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from jaxrnn._checks import (
     check_floating,
     check_integer,
+    check_lengths,
     check_rank_at_least,
     check_shape,
     concrete_or_none,
@@ -138,18 +139,6 @@ def _check_xs(fn: str, params: SequenceParams, xs: Array) -> tuple[int, ...]:
     return shape
 
 
-def _check_lengths(fn: str, name: str, lengths, batch_shape: tuple[int, ...], of: str) -> None:
-    if lengths is not None:
-        check_integer(fn, name, lengths)
-        check_shape(
-            fn,
-            name,
-            lengths,
-            batch_shape,
-            f"{name} has one entry per example: the batch dimensions of {of}",
-        )
-
-
 def _draw(key: Array | None, logits: Array, temperature: float) -> Array:
     """argmax (key None or temperature 0) or a draw from softmax(logits / T), over the last axis."""
     if key is None or temperature == 0.0:
@@ -219,7 +208,7 @@ def tagger_apply(
       (4, 10, 1)
     """
     shape = _check_xs("tagger_apply", params, xs)
-    _check_lengths("tagger_apply", "lengths", lengths, shape[:-2], "xs")
+    check_lengths("tagger_apply", lengths, shape[:-2])
     _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
     return dense(params.head, hs)
 
@@ -264,7 +253,7 @@ def pool_over_time(hs: Array, lengths: Array | None = None, pool: Pool = "last")
         fail(fn, f"expected pool 'last', 'mean' or 'max', got {pool!r}")
     shape = check_rank_at_least(fn, "hs", hs, 2, "(*batch, time, hidden_size)")
     batch_shape, n_steps = shape[:-2], shape[-2]
-    _check_lengths(fn, "lengths", lengths, batch_shape, "hs")
+    check_lengths(fn, lengths, batch_shape, of="hs")
     if lengths is None:
         lengths = jnp.full(batch_shape, n_steps, jnp.int32)
     lengths = jnp.asarray(lengths)
@@ -318,7 +307,7 @@ def classifier_apply(
     if pool not in ("last", "mean", "max"):
         fail(fn, f"expected pool 'last', 'mean' or 'max', got {pool!r}")
     shape = _check_xs(fn, params, xs)
-    _check_lengths(fn, "lengths", lengths, shape[:-2], "xs")
+    check_lengths(fn, lengths, shape[:-2])
     _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
     return dense(params.head, pool_over_time(hs, lengths, pool))
 
@@ -395,7 +384,7 @@ def generator_apply(
     k = _num_classes(params)
     check_rank_at_least(fn, "input_ids", input_ids, 1, "(*batch, time)")
     input_ids = _check_ids(fn, "input_ids", input_ids, k, allow_start=True)
-    _check_lengths(fn, "lengths", lengths, input_ids.shape[:-1], "input_ids")
+    check_lengths(fn, lengths, input_ids.shape[:-1], of="input_ids")
     xs = _embed(params.embed, input_ids, k, params.head.w.dtype)
     _, hs = unroll(cell, params.recurrent, xs, carry, lengths=lengths)
     return dense(params.head, hs)
@@ -528,7 +517,7 @@ def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) ->
     check_rank_at_least(fn, "src_ids", src_ids, 1, "(*batch, time)")
     vocab = _in_vocab(params)
     src_ids = _check_ids(fn, "src_ids", src_ids, vocab)
-    _check_lengths(fn, "src_lengths", src_lengths, src_ids.shape[:-1], "src_ids")
+    check_lengths(fn, src_lengths, src_ids.shape[:-1], name="src_lengths", of="src_ids")
     xs = _embed(params.embed_in, src_ids, vocab, params.head.w.dtype)
     carry, _ = unroll(cell, params.encoder, xs, lengths=src_lengths)
     return carry
@@ -578,7 +567,7 @@ def seq2seq_apply(
         (*src_batch, None),
         "sources and targets need the same batch dimensions",
     )
-    _check_lengths(fn, "tgt_lengths", tgt_lengths, src_batch, "tgt_ids")
+    check_lengths(fn, tgt_lengths, src_batch, name="tgt_lengths", of="tgt_ids")
     bos = jnp.full((*src_batch, 1), bos_id, tgt_ids.dtype)
     inputs = jnp.concatenate([bos, tgt_ids[..., :-1]], axis=-1)
     xs = _embed(params.embed_out, inputs, out_vocab, params.head.w.dtype)

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxrnn._checks import (
     check_floating,
-    check_integer,
+    check_lengths,
     check_rank_at_least,
     check_shape,
     concrete_or_none,
@@ -105,14 +105,7 @@ def unroll(
 
     poison = False
     if lengths is not None:
-        check_integer(fn, "lengths", lengths)
-        check_shape(
-            fn,
-            "lengths",
-            lengths,
-            batch_shape,
-            "lengths has one entry per example: the batch dimensions of xs",
-        )
+        check_lengths(fn, lengths, batch_shape)
         known = concrete_or_none(lengths)
         if known is None:
             poison = True
