@@ -41,7 +41,7 @@ def unroll(
     time_major: bool = False,
     reverse: bool = False,
     unroll: int = 1,
-    remat: bool = False,
+    remat: bool | int = False,
     hoist_input_projection: bool = False,
 ) -> tuple[Carry, Array]:
     """Runs ``cell`` over the time axis of ``xs`` with ``lax.scan``; returns (last carry, outputs).
@@ -62,9 +62,10 @@ def unroll(
       reverse: process the sequence from the last step to the first. Outputs stay aligned with
         their inputs: ys[t] is the output after reading xs[t].
       unroll: ``lax.scan``'s ``unroll``: steps per loop iteration (a speed knob, same result).
-      remat: rematerialise each step in the backward pass (``jax.checkpoint``): memory for
-        activations becomes O(carry) per step instead of all gate values, at the cost of recomputing
-        the forward step.
+      remat: gradient checkpointing (``jax.checkpoint``). ``True`` rematerialises each step in
+        the backward pass: the scan keeps only the carry of every step instead of all gate values,
+        and recomputes the step. An int k ≥ 2 keeps only the carry at every k-th step and
+        recomputes blocks of k steps: memory O(T/k + k) carries instead of O(T).
       hoist_input_projection: compute the input side x @ w_x + b_x of every time step as one
         matmul before the scan, leaving only the recurrent matmul inside. Same result; whether it is
         faster depends on the backend (see ``benchmarks/``).
@@ -85,6 +86,8 @@ def unroll(
       ((4, 10, 8), (4, 8))
     """
     fn = "unroll"
+    if not isinstance(remat, bool) and not (isinstance(remat, int) and remat >= 1):
+        fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
     shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
     n_x = input_size(params)
     layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
@@ -159,7 +162,10 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
     else:
         inputs, step = xs, cell.step
 
-    if length is None:
+    n_steps = xs.shape[0]
+    block = 0 if remat is False else int(remat)
+    padded = -n_steps % block if block > 1 else 0
+    if length is None and not padded:
 
         def body(carry, x):
             return step(params, carry, x)
@@ -175,11 +181,23 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
             carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
             return carry, jnp.where(valid, y, jnp.zeros_like(y))
 
-        scanned = (inputs, jnp.arange(xs.shape[0]) < length)
+        valid = jnp.arange(n_steps + padded) < (n_steps if length is None else length)
+        inputs = jnp.pad(inputs, [(0, padded)] + [(0, 0)] * (inputs.ndim - 1))
+        scanned = (inputs, valid)
 
-    if remat:
-        body = jax.checkpoint(body)
-    carry, ys = jax.lax.scan(body, carry, scanned, reverse=reverse, unroll=unroll)
+    if block <= 1:
+        if block == 1:
+            body = jax.checkpoint(body)
+        carry, ys = jax.lax.scan(body, carry, scanned, reverse=reverse, unroll=unroll)
+    else:
+        # Blocks of `block` steps: the outer scan stores one carry per block and the backward pass
+        # recomputes each block's steps from it. Padding steps at the end are masked out above.
+        def run_block(carry, block_inputs):
+            return jax.lax.scan(body, carry, block_inputs, reverse=reverse, unroll=unroll)
+
+        blocks = jax.tree.map(lambda a: a.reshape(-1, block, *a.shape[1:]), scanned)
+        carry, ys = jax.lax.scan(jax.checkpoint(run_block), carry, blocks, reverse=reverse)
+        ys = ys.reshape(-1, *ys.shape[2:])[:n_steps]
 
     if poison:
         invalid = (length < 0) | (length > xs.shape[0])

@@ -237,6 +237,8 @@ OPTIONS = {
     "unroll1": {"unroll": 1},
     "unroll3": {"unroll": 3},
     "remat": {"remat": True},
+    "remat_blocks_2": {"remat": 2},  # T = 5: the last block is padded
+    "remat_block_7": {"remat": 7},  # one block longer than the sequence
     "hoist": {"hoist_input_projection": True},
 }
 OPTION_LENGTHS = jnp.array([T, 2, 0])
@@ -273,10 +275,35 @@ def test_unroll_options_gradient_equals_default():
         return jnp.sum(ys**2) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(carry))
 
     want = jax.grad(loss)(params)
-    for option in [OPTIONS["remat"], OPTIONS["hoist"]]:
+    for option in [OPTIONS["remat"], OPTIONS["remat_blocks_2"], OPTIONS["hoist"]]:
         got = jax.grad(functools.partial(loss, **option))(params)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(g, w, **TOL64)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("block", [2, 3, 5])
+def test_unroll_remat_blocks_without_lengths_equal_default(block, reverse):
+    name = "gru_before"
+    cell, params = CELLS[name], random_params(name)
+    xs = random_xs((2, T, N_X))
+
+    def loss(params, **kwargs):
+        carry, ys = jaxrnn.unroll(cell, params, xs, reverse=reverse, **kwargs)
+        return jnp.sum(ys**2) + jnp.sum(carry), (carry, ys)
+
+    (_, want), want_grad = jax.value_and_grad(loss, has_aux=True)(params)
+    (_, got), got_grad = jax.value_and_grad(loss, has_aux=True)(params, remat=block)
+    assert_close(got, want, TOL64)
+    for g, w in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad), strict=True):
+        np.testing.assert_allclose(g, w, **TOL64)
+
+
+@pytest.mark.parametrize("remat", [0, -2, 2.5, "yes"])
+def test_unroll_rejects_bad_remat(remat):
+    cell = CELLS["rnn_tanh"]
+    with pytest.raises(jaxrnn.InputError, match="unroll: expected remat to be a bool or an int"):
+        jaxrnn.unroll(cell, random_params("rnn_tanh"), random_xs((T, N_X)), remat=remat)
 
 
 # ---------------------------------------------------------------------------- jit, vmap, tracing
