@@ -24,7 +24,7 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, Params, hidden_size, input_size
-from jaxrnn.scan import _check_carry, unroll
+from jaxrnn.scan import check_carry, check_xs, unroll
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
 _MERGES = ("concat", "sum", "mean", "product", None)
@@ -188,7 +188,7 @@ def _fused_bidirectional(cell, params, xs, carry, batch_shape, options):
         if given is None:
             given = cell.init_carry(direction, batch_shape)
         else:
-            _check_carry("bidirectional", cell, direction, given, batch_shape)
+            check_carry("bidirectional", cell, direction, given, batch_shape)
         carries.append(given)
 
     def stack(forward, backward):
@@ -239,13 +239,7 @@ def _check_merge(fn: str, merge) -> None:
 
 def _check_sequence(fn: str, params: Params, xs, lengths, time_major: bool) -> tuple[int, ...]:
     """Checks xs against the params and lengths against xs; returns the batch shape."""
-    shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
-    n_x = input_size(params)
-    layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
-    check_shape(
-        fn, "xs", xs, (*shape[:-1], n_x), f"xs is {layout} and the params expect input_size={n_x}"
-    )
-    check_floating(fn, "xs", xs, params.w_x)
+    shape = check_xs(fn, params, xs, time_major)
     batch_shape = shape[1:-1] if time_major else shape[:-2]
     check_lengths(fn, lengths, batch_shape)
     return batch_shape

@@ -88,13 +88,7 @@ def unroll(
     fn = "unroll"
     if not isinstance(remat, bool) and not (isinstance(remat, int) and remat >= 1):
         fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
-    shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
-    n_x = input_size(params)
-    layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
-    check_shape(
-        fn, "xs", xs, (*shape[:-1], n_x), f"xs is {layout} and the params expect input_size={n_x}"
-    )
-    check_floating(fn, "xs", xs, params.w_x)
+    shape = check_xs(fn, params, xs, time_major)
     if time_major:
         n_steps, batch_shape = shape[0], shape[1:-1]
         xs = jnp.moveaxis(xs, 0, -2)
@@ -104,7 +98,7 @@ def unroll(
     if carry is None:
         carry = cell.init_carry(params, batch_shape)
     else:
-        _check_carry(fn, cell, params, carry, batch_shape)
+        check_carry(fn, cell, params, carry, batch_shape)
 
     poison = False
     if lengths is not None:
@@ -136,7 +130,19 @@ def unroll(
     return carry, (jnp.moveaxis(ys, -2, 0) if time_major else ys)
 
 
-def _check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) -> None:
+def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
+    """Checks the rank, input size and dtype of a sequence xs for the params; returns its shape."""
+    shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
+    n_x = input_size(params)
+    layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
+    check_shape(
+        fn, "xs", xs, (*shape[:-1], n_x), f"xs is {layout} and the params expect input_size={n_x}"
+    )
+    check_floating(fn, "xs", xs, params.w_x)
+    return shape
+
+
+def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) -> None:
     expected = jax.eval_shape(functools.partial(cell.init_carry, params, batch_shape))
     if jax.tree.structure(carry) != jax.tree.structure(expected):
         fail(
