@@ -101,3 +101,9 @@ def check_lengths(
         batch_shape,
         f"{name} has one entry per example: the batch dimensions of {of}",
     )
+
+
+def check_positive_int(fn: str, name: str, value) -> None:
+    """Raise `InputError` unless ``value`` is an int >= 1 (a bool is not accepted)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        fail(fn, f"expected {name} to be a positive int, got {value!r}")

@@ -37,7 +37,13 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_floating, check_rank_at_least, check_shape, fail
+from jaxrnn._checks import (
+    check_floating,
+    check_positive_int,
+    check_rank_at_least,
+    check_shape,
+    fail,
+)
 
 Array = jax.Array
 Params = Any
@@ -120,9 +126,8 @@ def _stacked(init_fn, key: Array, shape: tuple[int, int], gates: int, dtype) -> 
 
 
 def _init_weights(key, n_x: int, n_a: int, gates: int, dtype, input_init) -> tuple[Array, Array]:
-    for name, size in (("input_size", n_x), ("hidden_size", n_a)):
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            fail("init", f"expected {name} to be a positive int, got {size!r}")
+    check_positive_int("init", "input_size", n_x)
+    check_positive_int("init", "hidden_size", n_a)
     key_x, key_h = jax.random.split(key)
     w_x = _stacked(input_init, key_x, (n_x, n_a), gates, dtype)
     w_h = _stacked(jax.nn.initializers.orthogonal(), key_h, (n_a, n_a), gates, dtype)

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxrnn import ngram, text
+from jaxrnn import text
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError
 from jaxrnn.lm import CELL_NAMES, LMConfig, next_token_log_probs, sample, token_log_probs
@@ -26,6 +26,7 @@ from jaxrnn.lm_train import (
     TrainConfig,
     load_lm,
     make_corpus,
+    ngram_baseline,
     perplexity,
     train_lm,
 )
@@ -64,19 +65,6 @@ def read_corpus_text(path: str | None, corpus: str | None) -> tuple[str, str]:
 def _checkpoint_path(path: str) -> Path:
     path = Path(path)
     return path / CHECKPOINT_NAME if path.is_dir() else path
-
-
-def _ngram_baseline(corpus, order: int) -> ngram.Evaluation:
-    if corpus.mode == "lines":
-
-        def rows(part):
-            return [ids[:n] for ids, n in zip(*part, strict=True)]
-
-        train, valid = rows(corpus.train), rows(corpus.valid)
-    else:
-        train, valid = corpus.train[0], corpus.valid[0]
-    model = ngram.fit_ngram(train, corpus.vocab.size, order)
-    return ngram.evaluate(model, valid)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -140,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"(after {result.step} steps, {result.history['seconds']:.0f} s of training)"
     )
     if args.ngram:
-        baseline = _ngram_baseline(corpus, args.ngram)
+        baseline = ngram_baseline(corpus, args.ngram)
         print(
             f"{args.ngram}-gram baseline (interpolated Kneser–Ney) on the same split: "
             f"{baseline.nats_per_token:.4f} nats/token, perplexity {baseline.perplexity:.2f}"

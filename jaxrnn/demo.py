@@ -17,9 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxrnn import ngram
 from jaxrnn.lm import LMConfig, sample, sentence_log_prob
-from jaxrnn.lm_train import TrainConfig, make_corpus, perplexity, train_lm
+from jaxrnn.lm_train import TrainConfig, make_corpus, ngram_baseline, perplexity, train_lm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,12 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     nats = result.history["valid"][-1][2]
 
     # The traditional baseline on the very same split: n-grams with interpolated Kneser–Ney.
-    rows = [ids[:n] for ids, n in zip(*corpus.train, strict=True)]
-    valid_rows = [ids[:n] for ids, n in zip(*corpus.valid, strict=True)]
     print("\nvalidation perplexity (exp of mean nats per character, ⟨EOS⟩ included):")
     print(f"  LSTM language model  {perplexity(nats):6.2f}   ({nats:.4f} nats/char)")
     for order in (2, 3, 5):
-        baseline = ngram.evaluate(ngram.fit_ngram(rows, corpus.vocab.size, order), valid_rows)
+        baseline = ngram_baseline(corpus, order)
         print(
             f"  {order}-gram (Kneser–Ney) {baseline.perplexity:6.2f}   "
             f"({baseline.nats_per_token:.4f} nats/char)"

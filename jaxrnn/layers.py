@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import (
     check_floating,
     check_lengths,
+    check_positive_int,
     check_rank_at_least,
     check_shape,
     fail,
@@ -283,8 +284,7 @@ def stacked_init(
     Raises:
       InputError: if ``num_layers`` is not a positive int.
     """
-    if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
-        fail("stacked_init", f"expected num_layers to be a positive int, got {num_layers!r}")
+    check_positive_int("stacked_init", "num_layers", num_layers)
     layers, n_in = [], input_size
     for key_layer in jax.random.split(key, num_layers):
         if bidirectional:
@@ -424,6 +424,18 @@ def stacked(
 def _unidirectional(layer: Params) -> Params:
     """The params of one direction of a layer, which carry its input and hidden sizes."""
     return layer.forward if isinstance(layer, BidirectionalParams) else layer
+
+
+def embed_ids(table: Array | None, ids: Array, vocab_size: int, dtype) -> Array:
+    """Input vectors for token ids: ids (*shape) int -> (*shape, E) rows of ``table`` (V, E), or,
+    with ``table`` None, one-hot vectors (*shape, vocab_size) of ``dtype``, as in the course.
+
+    The id −1 gives the zero vector either way: the course's x⟨1⟩ = 0.
+    """
+    if table is None:
+        return jax.nn.one_hot(ids, vocab_size, dtype=dtype)  # −1 is all zeros
+    rows = table[jnp.maximum(ids, 0)]
+    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), table.dtype))
 
 
 def dropout(key: Array | None, rate: float, x: Array) -> Array:

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import cells as cells_lib
-from jaxrnn._checks import check_integer, check_rank_at_least, fail
+from jaxrnn._checks import check_integer, check_positive_int, check_rank_at_least, fail
 from jaxrnn.cells import Array, Cell
-from jaxrnn.layers import DenseParams, dense, dense_init, dropout
+from jaxrnn.layers import DenseParams, dense, dense_init, dropout, embed_ids
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
 from jaxrnn.scan import unroll
 
@@ -73,9 +73,7 @@ def _check_config(config: LMConfig) -> None:
     if not isinstance(config, LMConfig):
         fail(fn, f"expected config to be an LMConfig, got {type(config).__name__}")
     for name in ("vocab_size", "hidden_size", "num_layers"):
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            fail(fn, f"expected {name} to be a positive int, got {value!r}")
+        check_positive_int(fn, name, getattr(config, name))
     if config.embedding_size is not None and (
         not isinstance(config.embedding_size, int) or config.embedding_size < 1
     ):
@@ -119,11 +117,7 @@ def teacher_forcing_inputs(targets: Array) -> Array:
 
 def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
     """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros."""
-    dtype = params.head.w.dtype
-    if params.embedding is None:
-        return jax.nn.one_hot(ids, config.vocab_size, dtype=dtype)  # −1 is all zeros
-    rows = params.embedding[jnp.maximum(ids, 0)]
-    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), dtype))
+    return embed_ids(params.embedding, ids, config.vocab_size, params.head.w.dtype)
 
 
 def _check_inputs(fn: str, config: LMConfig, inputs: Array) -> None:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrnn import ngram
 from jaxrnn import text as text_lib
 from jaxrnn._checks import fail
 from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
@@ -242,6 +243,18 @@ def evaluate_lm(
         )
         total += float(nll)
     return total / n_targets
+
+
+def ngram_baseline(corpus: Corpus, order: int) -> ngram.Evaluation:
+    """An order-n interpolated Kneser–Ney model fit on the corpus's training part, evaluated on
+    its validation part: the traditional baseline on the same split, in the same units."""
+    if corpus.mode == "lines":
+        train, valid = (
+            [ids[:n] for ids, n in zip(*part, strict=True)] for part in (corpus.train, corpus.valid)
+        )
+    else:
+        train, valid = corpus.train[0], corpus.valid[0]
+    return ngram.evaluate(ngram.fit_ngram(train, corpus.vocab.size, order), valid)
 
 
 def perplexity(nats: float) -> float:

@@ -30,18 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import (
-    check_floating,
     check_integer,
     check_lengths,
+    check_positive_int,
     check_rank_at_least,
     check_shape,
     concrete_or_none,
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, input_size
-from jaxrnn.layers import DenseParams, dense, dense_init
+from jaxrnn.layers import DenseParams, dense, dense_init, embed_ids
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
-from jaxrnn.scan import unroll
+from jaxrnn.scan import check_xs, unroll
 
 Params = Any
 Pool = Literal["last", "mean", "max"]
@@ -79,22 +79,9 @@ class Seq2SeqParams(NamedTuple):
 # --------------------------------------------------------------------------------------- helpers
 
 
-def _check_positive_int(fn: str, name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        fail(fn, f"expected {name} to be a positive int, got {value!r}")
-
-
 def _embedding_init(key: Array, vocab: int, size: int, dtype) -> Array:
     """N(0, 1) rows, as `jaxrnn.lm.init_lm`."""
     return jax.random.normal(key, (vocab, size), dtype)
-
-
-def _embed(table: Array | None, ids: Array, vocab: int, dtype) -> Array:
-    """ids (*shape) -> (*shape, E) rows of ``table``, or one-hot (*shape, vocab); −1 gives zeros."""
-    if table is None:
-        return jax.nn.one_hot(ids, vocab, dtype=dtype)  # −1 is all zeros
-    rows = table[jnp.maximum(ids, 0)]
-    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), table.dtype))
 
 
 def _check_ids(fn: str, name: str, ids, vocab: int, *, allow_start: bool = False):
@@ -122,21 +109,6 @@ def _check_id_arg(fn: str, name: str, value, vocab: int, *, allow_start: bool = 
     if not low <= value < vocab:
         fail(fn, f"expected {name} to be an int in [{low}, {vocab}), got {int(value)}")
     return int(value)
-
-
-def _check_xs(fn: str, params: SequenceParams, xs: Array) -> tuple[int, ...]:
-    """xs (*batch, T, input_size), floating point of the params' dtype; returns its shape."""
-    shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
-    n_x = input_size(params.recurrent)
-    check_shape(
-        fn,
-        "xs",
-        xs,
-        (*shape[:-1], n_x),
-        f"xs is (*batch, time, input_size) and the params expect input_size={n_x}",
-    )
-    check_floating(fn, "xs", xs, params.recurrent.w_x)
-    return shape
 
 
 def _draw(key: Array | None, logits: Array, temperature: float) -> Array:
@@ -171,7 +143,7 @@ def tagger_init(
     Returns:
       `SequenceParams` (the cell's params, a Glorot-uniform head (H, K) with zero bias).
     """
-    _check_positive_int("tagger_init", "num_outputs", num_outputs)
+    check_positive_int("tagger_init", "num_outputs", num_outputs)
     key_rnn, key_head = jax.random.split(key)
     return SequenceParams(
         cell.init(key_rnn, input_size, hidden_size, dtype),
@@ -207,7 +179,7 @@ def tagger_apply(
       >>> jaxrnn.tagger_apply(cell, params, jnp.ones((4, 10, 3))).shape
       (4, 10, 1)
     """
-    shape = _check_xs("tagger_apply", params, xs)
+    shape = check_xs("tagger_apply", params.recurrent, xs, time_major=False)
     check_lengths("tagger_apply", lengths, shape[:-2])
     _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
     return dense(params.head, hs)
@@ -223,7 +195,7 @@ def classifier_init(
 
     Arguments as `tagger_init`, with ``num_classes`` K the logits per sequence.
     """
-    _check_positive_int("classifier_init", "num_classes", num_classes)
+    check_positive_int("classifier_init", "num_classes", num_classes)
     key_rnn, key_head = jax.random.split(key)
     return SequenceParams(
         cell.init(key_rnn, input_size, hidden_size, dtype),
@@ -306,7 +278,7 @@ def classifier_apply(
     fn = "classifier_apply"
     if pool not in ("last", "mean", "max"):
         fail(fn, f"expected pool 'last', 'mean' or 'max', got {pool!r}")
-    shape = _check_xs(fn, params, xs)
+    shape = check_xs(fn, params.recurrent, xs, time_major=False)
     check_lengths(fn, lengths, shape[:-2])
     _, hs = unroll(cell, params.recurrent, xs, lengths=lengths)
     return dense(params.head, pool_over_time(hs, lengths, pool))
@@ -337,9 +309,9 @@ def generator_init(
       `GeneratorParams`.
     """
     fn = "generator_init"
-    _check_positive_int(fn, "num_classes", num_classes)
+    check_positive_int(fn, "num_classes", num_classes)
     if embed_size is not None:
-        _check_positive_int(fn, "embed_size", embed_size)
+        check_positive_int(fn, "embed_size", embed_size)
     key_embed, key_rnn, key_head = jax.random.split(key, 3)
     embed = None
     if embed_size is not None:
@@ -385,7 +357,7 @@ def generator_apply(
     check_rank_at_least(fn, "input_ids", input_ids, 1, "(*batch, time)")
     input_ids = _check_ids(fn, "input_ids", input_ids, k, allow_start=True)
     check_lengths(fn, lengths, input_ids.shape[:-1], of="input_ids")
-    xs = _embed(params.embed, input_ids, k, params.head.w.dtype)
+    xs = embed_ids(params.embed, input_ids, k, params.head.w.dtype)
     _, hs = unroll(cell, params.recurrent, xs, carry, lengths=lengths)
     return dense(params.head, hs)
 
@@ -438,7 +410,7 @@ def generate(
       (6,)
     """
     fn = "generate"
-    _check_positive_int(fn, "steps", steps)
+    check_positive_int(fn, "steps", steps)
     temperature = _check_temperature(fn, temperature)
     if feed not in ("sample", "argmax"):
         fail(fn, f"expected feed 'sample' or 'argmax', got {feed!r}")
@@ -451,7 +423,7 @@ def generate(
 
     def body(state, key_t):
         carry, x_id = state
-        carry, h = cell.step(params.recurrent, carry, _embed(params.embed, x_id, k, dtype))
+        carry, h = cell.step(params.recurrent, carry, embed_ids(params.embed, x_id, k, dtype))
         logits = dense(params.head, h)
         drawn = _draw(key_t, logits, temperature)
         fed = drawn if feed == "sample" else jnp.argmax(logits).astype(jnp.int32)
@@ -492,9 +464,9 @@ def seq2seq_init(
       `Seq2SeqParams`.
     """
     fn = "seq2seq_init"
-    _check_positive_int(fn, "in_vocab", in_vocab)
-    _check_positive_int(fn, "out_vocab", out_vocab)
-    _check_positive_int(fn, "embed_size", embed_size)
+    check_positive_int(fn, "in_vocab", in_vocab)
+    check_positive_int(fn, "out_vocab", out_vocab)
+    check_positive_int(fn, "embed_size", embed_size)
     key_in, key_out, key_enc, key_dec, key_head = jax.random.split(key, 5)
     embed_in = None if one_hot_source else _embedding_init(key_in, in_vocab, embed_size, dtype)
     return Seq2SeqParams(
@@ -518,7 +490,7 @@ def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) ->
     vocab = _in_vocab(params)
     src_ids = _check_ids(fn, "src_ids", src_ids, vocab)
     check_lengths(fn, src_lengths, src_ids.shape[:-1], name="src_lengths", of="src_ids")
-    xs = _embed(params.embed_in, src_ids, vocab, params.head.w.dtype)
+    xs = embed_ids(params.embed_in, src_ids, vocab, params.head.w.dtype)
     carry, _ = unroll(cell, params.encoder, xs, lengths=src_lengths)
     return carry
 
@@ -570,7 +542,7 @@ def seq2seq_apply(
     check_lengths(fn, tgt_lengths, src_batch, name="tgt_lengths", of="tgt_ids")
     bos = jnp.full((*src_batch, 1), bos_id, tgt_ids.dtype)
     inputs = jnp.concatenate([bos, tgt_ids[..., :-1]], axis=-1)
-    xs = _embed(params.embed_out, inputs, out_vocab, params.head.w.dtype)
+    xs = embed_ids(params.embed_out, inputs, out_vocab, params.head.w.dtype)
     _, hs = unroll(cell, params.decoder, xs, carry, lengths=tgt_lengths)
     return dense(params.head, hs)
 
@@ -652,7 +624,7 @@ def seq2seq_decode(
     """
     fn = "seq2seq_decode"
     out_vocab = _num_classes(params)
-    _check_positive_int(fn, "max_len", max_len)
+    check_positive_int(fn, "max_len", max_len)
     bos_id = _check_id_arg(fn, "bos_id", bos_id, out_vocab, allow_start=True)
     eos_id = _check_id_arg(fn, "eos_id", eos_id, out_vocab)
     temperature = _check_temperature(fn, temperature)
@@ -662,7 +634,7 @@ def seq2seq_decode(
 
     def body(state, key_t):
         carry, token, done = state
-        x = _embed(params.embed_out, token, out_vocab, dtype)
+        x = embed_ids(params.embed_out, token, out_vocab, dtype)
         carry, h = cell.step(params.decoder, carry, x)
         new = _draw(key_t, dense(params.head, h), temperature)
         new = jnp.where(done, jnp.int32(eos_id), new)

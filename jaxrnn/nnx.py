@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrnn._checks import fail
+from jaxrnn._checks import check_positive_int, fail
 from jaxrnn.cells import Cell
 from jaxrnn.layers import (
     BidirectionalParams,
@@ -229,8 +229,7 @@ class StackedRNN(nnx.Module):
         rngs: nnx.Rngs,
         dtype=jnp.float32,
     ):
-        if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers < 1:
-            fail("StackedRNN", f"expected num_layers to be a positive int, got {num_layers!r}")
+        check_positive_int("StackedRNN", "num_layers", num_layers)
         if not isinstance(dropout_rate, int | float) or not 0.0 <= dropout_rate < 1.0:
             fail("StackedRNN", f"expected dropout_rate a number in [0, 1), got {dropout_rate!r}")
         self.cell = cell

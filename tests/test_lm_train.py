@@ -300,3 +300,17 @@ def test_truncated_bptt_carry_flows_across_chunk_boundaries():
     within_chunk_bound = (1 + 2 / 3) * math.log(2) / 2
     nats = evaluate_lm(result.params, model, corpus, rows=8, seq_len=64)
     assert nats < within_chunk_bound - 0.03, (nats, within_chunk_bound)
+
+
+def test_ngram_baseline_uses_the_corpus_split_without_padding():
+    from jaxrnn import ngram
+
+    text = resources.files("jaxrnn").joinpath("data/names.txt").read_text()
+    corpus = make_corpus(text, level="char", mode="lines")
+    sentences = [
+        [ids[:n] for ids, n in zip(*part, strict=True)] for part in (corpus.train, corpus.valid)
+    ]
+    direct = ngram.evaluate(ngram.fit_ngram(sentences[0], corpus.vocab.size, 3), sentences[1])
+    got = lm_train.ngram_baseline(corpus, 3)
+    assert got == direct
+    assert got.n_tokens == int(corpus.valid[1].sum())  # every token and ⟨EOS⟩, no padding
