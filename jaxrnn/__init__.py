@@ -1,6 +1,6 @@
 """jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``."""
 
-from jaxrnn import checkpoint, lm, lm_train, ngram, text
+from jaxrnn import checkpoint, course, lm, lm_train, ngram, text
 from jaxrnn._checks import InputError
 from jaxrnn.cells import (
     Cell,
@@ -18,8 +18,19 @@ from jaxrnn.cells import (
 from jaxrnn.interop import (
     gru_params_from_torch,
     lstm_params_from_torch,
+    lstm_state_from_flax,
+    lstm_state_to_flax,
+    params_from_keras,
+    params_from_linen,
+    params_from_nnx,
+    params_to_keras,
+    params_to_linen,
+    params_to_nnx,
     params_to_torch,
     rnn_params_from_torch,
+    stacked_carry_from_torch,
+    stacked_carry_to_torch,
+    stacked_params_from_torch,
 )
 from jaxrnn.layers import (
     BidirectionalCarry,
@@ -34,6 +45,7 @@ from jaxrnn.layers import (
     stacked_init,
 )
 from jaxrnn.losses import sequence_mask, sigmoid_cross_entropy, softmax_cross_entropy
+from jaxrnn.minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
 from jaxrnn.models import (
     GeneratorParams,
     Seq2SeqParams,
@@ -70,6 +82,8 @@ __all__ = [
     "InputError",
     "LSTMParams",
     "LSTMState",
+    "MinGRUParams",
+    "MinLSTMParams",
     "RNNParams",
     "Seq2SeqParams",
     "SequenceParams",
@@ -82,6 +96,7 @@ __all__ = [
     "classifier_init",
     "clip_by_global_norm",
     "clip_elementwise",
+    "course",
     "dense",
     "dense_init",
     "generate",
@@ -95,9 +110,19 @@ __all__ = [
     "lm_train",
     "lstm",
     "lstm_params_from_torch",
+    "lstm_state_from_flax",
+    "lstm_state_to_flax",
     "make_optimizer",
     "make_train_step",
+    "min_gru",
+    "min_lstm",
     "ngram",
+    "params_from_keras",
+    "params_from_linen",
+    "params_from_nnx",
+    "params_to_keras",
+    "params_to_linen",
+    "params_to_nnx",
     "params_to_torch",
     "pool_over_time",
     "rnn",
@@ -111,7 +136,10 @@ __all__ = [
     "simplified_gru",
     "softmax_cross_entropy",
     "stacked",
+    "stacked_carry_from_torch",
+    "stacked_carry_to_torch",
     "stacked_init",
+    "stacked_params_from_torch",
     "tagger_apply",
     "tagger_init",
     "text",

@@ -96,6 +96,15 @@ class Cell(NamedTuple):
         x (*lead, input_size) -> z (*lead, G·H), for any leading axes (time included).
       step_projected: ``(params, carry, z) -> (carry, y)``; the step given z = project_input(x).
       name: a short description used in error messages, e.g. ``"lstm"``.
+      parallel_scan: None, or, for a cell whose recurrence is linear in its carry with
+        coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
+        carry) -> (carries, ys)``: every step at once for one example, xs (T, input_size) and
+        carry leaves (H,), returning the carry after every step (leaves (T, H)) and the outputs
+        (T, H). `jaxrnn.unroll` uses it when it is there (see its ``parallel`` argument).
+      pointwise: None, or, for a cell whose step is one affine map followed by elementwise work,
+        ``(params, carry, z) -> (carry, y)`` for one example, with z = x @ w_x + b_x + h @ w_h + b_h
+        (h the carry, or ``carry.h`` for the LSTM) and y = h⟨t⟩. `jaxrnn.unroll` uses it for its
+        own backward pass (see its ``fused_backward`` argument).
     """
 
     init: Callable[..., Params]
@@ -104,6 +113,8 @@ class Cell(NamedTuple):
     project_input: Callable[[Params, Array], Array]
     step_projected: Callable[[Params, Carry, Array], tuple[Carry, Array]]
     name: str
+    parallel_scan: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None
+    pointwise: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
 
 
 def input_size(params: Params) -> int:
@@ -111,9 +122,16 @@ def input_size(params: Params) -> int:
     return params.w_x.shape[0]
 
 
+def recurrent_state(carry: Carry) -> Array:
+    """The part of a carry that the recurrent matmul reads: h for the LSTM, the carry otherwise."""
+    return carry.h if isinstance(carry, LSTMState) else carry
+
+
 def hidden_size(params: Params) -> int:
-    """The hidden size n_a of the params."""
-    return params.w_h.shape[0]
+    """The hidden size n_a of the params: the rows of the recurrent weights ``w_h``, or, for params
+    without recurrent weights (`jaxrnn.minimal`), their own ``hidden_size`` property."""
+    w_h = getattr(params, "w_h", None)
+    return params.hidden_size if w_h is None else w_h.shape[0]
 
 
 # ----------------------------------------------------------------------------------- initialisers
@@ -157,14 +175,37 @@ def _make_cell(
     init: Callable[..., Params],
     step_projected_one: Callable[[Params, Carry, Array], tuple[Carry, Array]],
     carry_from_zeros: Callable[[Array], Carry],
+    *,
+    recurrent_weights: bool = True,
+    parallel_scan_one: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None,
+    pointwise_one: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None,
 ) -> Cell:
-    """Wraps a one-example recurrent step in argument checks and batching, and builds the Cell."""
+    """Wraps a one-example recurrent step in argument checks and batching, and builds the Cell.
+
+    ``recurrent_weights=False`` is for params with only ``w_x`` and ``b_x`` (the gates see x
+    alone); ``parallel_scan_one``, if given, becomes ``Cell.parallel_scan`` with argument checks.
+    ``pointwise_one``, if given, is ``Cell.pointwise`` and ``step_projected_one`` is None: the step
+    is then the affine map z = z_x + h @ w_h + b_h followed by it.
+    """
+    if pointwise_one is not None:
+
+        def step_projected_one(params: Params, carry: Carry, z_x: Array) -> tuple[Carry, Array]:
+            z = z_x + recurrent_state(carry) @ params.w_h + params.b_h
+            return pointwise_one(params, carry, z)
+
+        step_projected_one.__doc__ = pointwise_one.__doc__
 
     def init_carry(params: Params, batch_shape: tuple[int, ...] = ()) -> Carry:
-        zeros = jnp.zeros((*tuple(batch_shape), hidden_size(params)), params.w_h.dtype)
+        zeros = jnp.zeros((*tuple(batch_shape), hidden_size(params)), params.w_x.dtype)
         return carry_from_zeros(zeros)
 
     def check_params(fn: str, params: Params) -> None:
+        if not recurrent_weights:
+            n_x = check_rank_at_least(fn, "params.w_x", params.w_x, 2, "(input_size, G·H)")[0]
+            n_a = hidden_size(params)
+            check_shape(fn, "params.w_x", params.w_x, (n_x, gates * n_a))
+            check_shape(fn, "params.b_x", params.b_x, (gates * n_a,))
+            return
         n_a = check_rank_at_least(fn, "params.w_h", params.w_h, 2, "(H, G·H)")[0]
         n_x = check_rank_at_least(fn, "params.w_x", params.w_x, 2, "(input_size, G·H)")[0]
         check_shape(fn, "params.w_h", params.w_h, (n_a, gates * n_a))
@@ -186,7 +227,7 @@ def _make_cell(
                 (*batch, hidden_size(params)),
                 "the carry needs the batch dimensions of x and the hidden size",
             )
-            check_floating(fn, "carry", leaf, params.w_h)
+            check_floating(fn, "carry", leaf, params.w_x)
 
     def project_input(params: Params, x: Array) -> Array:
         fn = f"{name}.project_input"
@@ -225,8 +266,29 @@ def _make_cell(
 
         return _vmap_leading(one, len(shape) - 1, (None, 0, 0))(params, carry, x)
 
+    def parallel_scan(params: Params, xs: Array, carry: Carry) -> tuple[Carry, Array]:
+        fn = f"{name}.parallel_scan"
+        check_params(fn, params)
+        check_rank_at_least(fn, "xs", xs, 2, "(time, input_size)")
+        check_shape(
+            fn,
+            "xs",
+            xs,
+            (None, input_size(params)),
+            "one example (time, input_size); jaxrnn.unroll runs batches",
+        )
+        check_floating(fn, "xs", xs, params.w_x)
+        check_carry(fn, params, carry, ())
+        return parallel_scan_one(params, xs, carry)
+
     step.__doc__ = step_projected_one.__doc__
-    return Cell(init, init_carry, step, project_input, step_projected, name)
+    if parallel_scan_one is None:
+        parallel_scan = None
+    else:
+        parallel_scan.__doc__ = parallel_scan_one.__doc__
+    return Cell(
+        init, init_carry, step, project_input, step_projected, name, parallel_scan, pointwise_one
+    )
 
 
 # ------------------------------------------------------------------------------------ vanilla RNN
@@ -267,11 +329,13 @@ def rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
         zeros = jnp.zeros((hidden_size,), dtype)
         return RNNParams(w_x, w_h, zeros, zeros)
 
-    def step_projected(params: RNNParams, a_prev: Array, z_x: Array) -> tuple[Array, Array]:
-        a = g(z_x + a_prev @ params.w_h + params.b_h)  # a⟨t⟩ = g(W_ax x + b + W_aa a⟨t−1⟩)
+    def pointwise(params: RNNParams, a_prev: Array, z: Array) -> tuple[Array, Array]:
+        a = g(z)  # a⟨t⟩ = g(W_ax x⟨t⟩ + W_aa a⟨t−1⟩ + b_a), the affine part already in z
         return a, a
 
-    return _make_cell(f"rnn({activation})", 1, init, step_projected, lambda zeros: zeros)
+    return _make_cell(
+        f"rnn({activation})", 1, init, None, lambda zeros: zeros, pointwise_one=pointwise
+    )
 
 
 # -------------------------------------------------------------------------------------------- GRU
@@ -296,14 +360,13 @@ def simplified_gru() -> Cell:
         zeros = jnp.zeros((2 * hidden_size,), dtype)
         return GRUParams(w_x, w_h, zeros, zeros)
 
-    def step_projected(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
-        z = z_x + c_prev @ params.w_h + params.b_h
+    def pointwise(params: GRUParams, c_prev: Array, z: Array) -> tuple[Array, Array]:
         u, cand = jnp.split(z, 2)
         update, candidate = jax.nn.sigmoid(u), jnp.tanh(cand)  # Γ_u, c̃⟨t⟩
         c = update * candidate + (1 - update) * c_prev
         return c, c
 
-    return _make_cell("simplified_gru", 2, init, step_projected, lambda zeros: zeros)
+    return _make_cell("simplified_gru", 2, init, None, lambda zeros: zeros, pointwise_one=pointwise)
 
 
 @functools.cache
@@ -404,8 +467,7 @@ def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
         peep = jnp.zeros((3, hidden_size), dtype) if peephole else None
         return LSTMParams(w_x, w_h, b_x, jnp.zeros((4 * hidden_size,), dtype), peep)
 
-    def step_projected(params: LSTMParams, carry: LSTMState, z_x: Array):
-        z = z_x + carry.h @ params.w_h + params.b_h
+    def pointwise(params: LSTMParams, carry: LSTMState, z: Array):
         z_u, z_f, z_c, z_o = jnp.split(z, 4)
         if params.peephole is not None:
             z_u = z_u + params.peephole[0] * carry.c
@@ -418,4 +480,6 @@ def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
         return LSTMState(h, c), h
 
     name = "lstm(peephole)" if peephole else "lstm"
-    return _make_cell(name, 4, init, step_projected, lambda zeros: LSTMState(zeros, zeros))
+    return _make_cell(
+        name, 4, init, None, lambda zeros: LSTMState(zeros, zeros), pointwise_one=pointwise
+    )

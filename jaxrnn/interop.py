@@ -1,36 +1,77 @@
-"""Weights from PyTorch's ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` into jaxrnn params, and back.
+"""Weights between jaxrnn and PyTorch, Keras and Flax, in both directions; one import path for all.
+
+Every framework computes the same gates with the same weights, stored differently: which matrix is
+transposed, the order of the gate blocks, whether the GRU's update gate weights the old state or
+the new candidate, which side has a bias, and the order of the LSTM's (h, c). The converters
+rearrange the arrays and never import the other framework (Flax NNX modules are the exception:
+they are the argument). The README's "Weights from other frameworks" table sets the conventions
+side by side.
+
+    PyTorch   rnn_params_from_torch, gru_params_from_torch, lstm_params_from_torch (one layer and
+              direction), stacked_params_from_torch (a whole module), params_to_torch,
+              stacked_carry_from_torch, stacked_carry_to_torch
+    Keras     params_from_keras, params_to_keras                          (`jaxrnn.interop_keras`)
+    Flax      params_from_linen, params_to_linen, params_from_nnx, params_to_nnx,
+              lstm_state_from_flax, lstm_state_to_flax                     (`jaxrnn.interop_flax`)
 
 PyTorch stores W_ih (G·H, D) and W_hh (G·H, H) with gates stacked along the rows, computes
 x W_ihᵀ + b_ih + h W_hhᵀ + b_hh, and keeps both biases; jaxrnn stores the transposes with gates
 along the columns and also keeps both biases, so conversion is transposition, with one exception:
 PyTorch's GRU gate z weights the old state (h' = (1 − z) n + z h) where the course's Γ_u weights
-the new candidate, so Γ_u = 1 − z = σ(−(…)) and the z rows are negated.
-
-The functions take a ``state_dict()`` (or any mapping of names to arrays or tensors) and never
-import torch.
+the new candidate, so Γ_u = 1 − z = σ(−(…)) and the z rows are negated. Nothing is lost either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import fail
-from jaxrnn.cells import GRUParams, LSTMParams, RNNParams
+from jaxrnn._checks import check_positive_int, fail
+from jaxrnn._convert import as_numpy, check_cell, export_arrays, reorder_gates, to_jax
+from jaxrnn.cells import GRUParams, LSTMParams, LSTMState, RNNParams
+from jaxrnn.interop_flax import (
+    lstm_state_from_flax,
+    lstm_state_to_flax,
+    params_from_linen,
+    params_from_nnx,
+    params_to_linen,
+    params_to_nnx,
+)
+from jaxrnn.interop_keras import params_from_keras, params_to_keras
+from jaxrnn.layers import BidirectionalCarry, BidirectionalParams, StackedParams
 
-_GATES = {RNNParams: 1, GRUParams: 3, LSTMParams: 4}
+__all__ = [
+    "gru_params_from_torch",
+    "lstm_params_from_torch",
+    "lstm_state_from_flax",
+    "lstm_state_to_flax",
+    "params_from_keras",
+    "params_from_linen",
+    "params_from_nnx",
+    "params_to_keras",
+    "params_to_linen",
+    "params_to_nnx",
+    "params_to_torch",
+    "rnn_params_from_torch",
+    "stacked_carry_from_torch",
+    "stacked_carry_to_torch",
+    "stacked_params_from_torch",
+]
+
+_Z_NEGATED = (
+    (0, 1, 2),
+    (1, -1, 1),
+)  # torch (r, z, n) <-> jaxrnn (r, u, c̃): negate z, an involution
 
 
-def _as_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+def _suffix(layer: int, reverse: bool) -> str:
+    return f"_l{layer}" + ("_reverse" if reverse else "")
 
 
 def _read(fn: str, state_dict: Mapping, layer: int, reverse: bool, gates: int):
-    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    suffix = _suffix(layer, reverse)
     key_w_ih, key_w_hh = f"weight_ih{suffix}", f"weight_hh{suffix}"
     if key_w_ih not in state_dict or key_w_hh not in state_dict:
         fail(
@@ -39,8 +80,8 @@ def _read(fn: str, state_dict: Mapping, layer: int, reverse: bool, gates: int):
         )
     if f"weight_hr{suffix}" in state_dict:
         fail(fn, "LSTMs with proj_size > 0 are not supported")
-    w_ih, w_hh = _as_numpy(state_dict[key_w_ih]), _as_numpy(state_dict[key_w_hh])
-    n_a = w_hh.shape[1]
+    w_ih, w_hh = as_numpy(state_dict[key_w_ih]), as_numpy(state_dict[key_w_hh])
+    n_a = w_hh.shape[1] if w_hh.ndim == 2 else -1
     if w_hh.shape != (gates * n_a, n_a) or w_ih.ndim != 2 or w_ih.shape[0] != gates * n_a:
         fail(
             fn,
@@ -48,16 +89,17 @@ def _read(fn: str, state_dict: Mapping, layer: int, reverse: bool, gates: int):
             f"got {w_hh.shape} and {w_ih.shape}; is this the right kind of cell?",
         )
     zeros = np.zeros(gates * n_a, w_hh.dtype)
-    b_ih = _as_numpy(state_dict.get(f"bias_ih{suffix}", zeros))
-    b_hh = _as_numpy(state_dict.get(f"bias_hh{suffix}", zeros))
+    b_ih = as_numpy(state_dict.get(f"bias_ih{suffix}", zeros))
+    b_hh = as_numpy(state_dict.get(f"bias_hh{suffix}", zeros))
     return w_ih.T, w_hh.T, b_ih, b_hh
 
 
-def _negate_update_gate(arrays, n_a: int):
-    """z ↔ Γ_u for the GRU: negate the second gate block (an involution)."""
-    flip = np.ones(3 * n_a)
-    flip[n_a : 2 * n_a] = -1
-    return [a * flip.astype(a.dtype) for a in arrays]
+def _from_torch(fn: str, cell: str, state_dict: Mapping, layer: int, reverse: bool):
+    params_type, gates = check_cell(fn, cell)
+    arrays = _read(fn, state_dict, layer, reverse, gates)
+    if cell == "gru":
+        arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
+    return to_jax(params_type, *arrays)
 
 
 def rnn_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = False) -> RNNParams:
@@ -68,8 +110,7 @@ def rnn_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = F
       layer: which layer of a stacked module (``_l{layer}``).
       reverse: the backward direction of a bidirectional module (``_reverse``).
     """
-    w_x, w_h, b_x, b_h = _read("rnn_params_from_torch", state_dict, layer, reverse, 1)
-    return RNNParams(*(jnp.asarray(a) for a in (w_x, w_h, b_x, b_h)))
+    return _from_torch("rnn_params_from_torch", "rnn", state_dict, layer, reverse)
 
 
 def gru_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = False) -> GRUParams:
@@ -77,46 +118,235 @@ def gru_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = F
 
     Gate order (r, z, n) is kept; the z rows are negated so that Γ_u = σ(−z-preactivation) = 1 − z.
     """
-    w_x, w_h, b_x, b_h = _read("gru_params_from_torch", state_dict, layer, reverse, 3)
-    arrays = _negate_update_gate([w_x, w_h, b_x, b_h], w_h.shape[0])
-    return GRUParams(*(jnp.asarray(a) for a in arrays))
+    return _from_torch("gru_params_from_torch", "gru", state_dict, layer, reverse)
 
 
 def lstm_params_from_torch(
     state_dict: Mapping, layer: int = 0, reverse: bool = False
 ) -> LSTMParams:
     """`LSTMParams` for ``jaxrnn.lstm()`` from a ``torch.nn.LSTM`` state dict (gates i, f, g, o)."""
-    w_x, w_h, b_x, b_h = _read("lstm_params_from_torch", state_dict, layer, reverse, 4)
-    return LSTMParams(*(jnp.asarray(a) for a in (w_x, w_h, b_x, b_h)))
+    return _from_torch("lstm_params_from_torch", "lstm", state_dict, layer, reverse)
 
 
-def params_to_torch(
-    params: RNNParams | GRUParams | LSTMParams, layer: int = 0, reverse: bool = False
-) -> dict[str, np.ndarray]:
-    """A PyTorch-style state dict (numpy arrays) for one layer, the inverse of ``*_from_torch``.
+def stacked_params_from_torch(
+    module_or_state_dict,
+    cell: str,
+    *,
+    num_layers: int | None = None,
+    bidirectional: bool | None = None,
+) -> StackedParams:
+    """Every layer and direction of a ``torch.nn.RNN``/``GRU``/``LSTM`` as `StackedParams`.
 
-    Load it with ``module.load_state_dict({k: torch.from_numpy(v) for k, v in d.items()})``
-    (``strict=False`` for one layer of a deeper module). GRU params must be for
-    ``gru(reset="after")``, the only GRU PyTorch has.
+    The result is what `jaxrnn.stacked` takes: layer l is cell params, or `BidirectionalParams`
+    (forward = ``_l{l}``, backward = ``_l{l}_reverse``) for a bidirectional module, so
+
+        jaxrnn.stacked(jaxrnn.lstm(), stacked_params_from_torch(module, "lstm"), xs,
+                       lengths=lengths)
+
+    computes what ``module(pack_padded_sequence(xs, lengths, batch_first=True))`` computes
+    (``batch_first=True``; inter-layer dropout off, as in ``module.eval()``). A one-layer module
+    gives a one-layer `StackedParams`; ``params.layers[0]`` is what `jaxrnn.unroll` (or
+    `jaxrnn.bidirectional`) takes.
+
+    Args:
+      module_or_state_dict: the torch module, or its ``state_dict()`` (arrays or tensors).
+      cell: ``"lstm"`` (for ``jaxrnn.lstm()``), ``"gru"`` (``jaxrnn.gru(reset="after")``) or
+        ``"rnn"`` (``jaxrnn.rnn(nonlinearity)``, with the module's nonlinearity).
+      num_layers: read from the keys if None; if given, it is checked against them.
+      bidirectional: read from the keys if None; if given, it is checked against them.
 
     Returns:
-      dict with weight_ih_l{layer}, weight_hh_l{layer}, bias_ih_l{layer}, bias_hh_l{layer}.
+      `StackedParams` with ``num_layers`` layers: w_x (D, G·H) for layer 0, (H·dirs, G·H) above.
+
+    Raises:
+      InputError: for an unknown ``cell``, weights of another kind of cell, a missing layer, or
+        ``num_layers``/``bidirectional`` that the keys contradict.
     """
-    if type(params) not in _GATES:
-        fail("params_to_torch", f"expected RNNParams, GRUParams or LSTMParams, got {type(params)}")
-    if getattr(params, "peephole", None) is not None:
-        fail("params_to_torch", "PyTorch's LSTM has no peephole connections")
-    arrays = [np.array(a) for a in (params.w_x, params.w_h, params.b_x, params.b_h)]
+    fn = "stacked_params_from_torch"
+    check_cell(fn, cell)
+    state_dict = module_or_state_dict
+    if not isinstance(state_dict, Mapping) and callable(getattr(state_dict, "state_dict", None)):
+        state_dict = state_dict.state_dict()
+    if not isinstance(state_dict, Mapping):
+        fail(fn, f"expected a torch module or a state dict, got {type(state_dict).__name__}")
+    found_layers = 0
+    while f"weight_ih_l{found_layers}" in state_dict:
+        found_layers += 1
+    if found_layers == 0:
+        fail(fn, f"expected key 'weight_ih_l0' in state_dict, got {sorted(state_dict)}")
+    found_bidirectional = "weight_ih_l0_reverse" in state_dict
+    if num_layers is not None:
+        check_positive_int(fn, "num_layers", num_layers)
+        if num_layers != found_layers:
+            fail(fn, f"expected num_layers={num_layers}, got a state_dict of {found_layers}")
+    if bidirectional is not None and bool(bidirectional) != found_bidirectional:
+        fail(
+            fn,
+            f"expected bidirectional={bidirectional}, got a state_dict "
+            + ("with" if found_bidirectional else "without")
+            + " '_reverse' keys",
+        )
+    layers = []
+    for layer in range(found_layers):
+        forward = _from_torch(fn, cell, state_dict, layer, False)
+        if found_bidirectional:
+            layers.append(
+                BidirectionalParams(forward, _from_torch(fn, cell, state_dict, layer, True))
+            )
+        else:
+            layers.append(forward)
+    return StackedParams(tuple(layers))
+
+
+def _to_torch(fn: str, params, layer: int, reverse: bool, name: str) -> dict[str, np.ndarray]:
+    w_x, w_h, b_x, b_h = export_arrays(fn, params, "PyTorch", name)
+    arrays = [w_x, w_h, b_x, b_h]
     if isinstance(params, GRUParams):
-        n_a = arrays[1].shape[0]
-        if arrays[1].shape[1] != 3 * n_a:
-            fail("params_to_torch", "the simplified GRU has no PyTorch counterpart")
-        arrays = _negate_update_gate(arrays, n_a)
+        arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
     w_x, w_h, b_x, b_h = arrays
-    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    suffix = _suffix(layer, reverse)
     return {
         f"weight_ih{suffix}": np.ascontiguousarray(w_x.T),
         f"weight_hh{suffix}": np.ascontiguousarray(w_h.T),
-        f"bias_ih{suffix}": b_x,
-        f"bias_hh{suffix}": b_h,
+        f"bias_ih{suffix}": np.array(b_x),
+        f"bias_hh{suffix}": np.array(b_h),
     }
+
+
+def params_to_torch(
+    params: RNNParams | GRUParams | LSTMParams | BidirectionalParams | StackedParams,
+    layer: int = 0,
+    reverse: bool = False,
+) -> dict[str, np.ndarray]:
+    """A PyTorch-style state dict (numpy arrays), the inverse of the ``*_from_torch`` functions.
+
+    - One cell's params: the four entries of layer ``layer`` (direction ``reverse``).
+    - `BidirectionalParams`: both directions of layer ``layer``.
+    - `StackedParams`: the whole module, every layer, in the order of ``module.state_dict()``
+      (``layer`` and ``reverse`` must be left at their defaults). PyTorch makes either every layer
+      bidirectional or none, with one hidden size for all.
+
+    Load it with ``module.load_state_dict({k: torch.from_numpy(v) for k, v in d.items()})``
+    (``strict=False`` for part of a deeper module). GRU params must be for
+    ``gru(reset="after")``, the only GRU PyTorch has. Both biases are kept: nothing is lost.
+
+    Returns:
+      dict with weight_ih_l{layer}[_reverse] (G·H, D), weight_hh… (G·H, H), bias_ih… and
+      bias_hh… (G·H,).
+
+    Raises:
+      InputError: for params PyTorch has no module for (peephole LSTM, simplified GRU), shapes that
+        do not fit, or layers that mix bidirectional and unidirectional or hidden sizes.
+    """
+    fn = "params_to_torch"
+    if isinstance(params, StackedParams):
+        if layer != 0 or reverse:
+            fail(fn, "expected layer=0 and reverse=False with StackedParams, which hold all layers")
+        if not params.layers:
+            fail(fn, "expected params.layers to hold at least one layer, got none")
+        kinds = [isinstance(p, BidirectionalParams) for p in params.layers]
+        if len(set(kinds)) > 1:
+            fail(
+                fn,
+                "expected every layer bidirectional or none (PyTorch's bidirectional applies to "
+                f"all layers), got bidirectional={kinds}",
+            )
+        state_dict: dict[str, np.ndarray] = {}
+        for depth, layer_params in enumerate(params.layers):
+            state_dict.update(
+                _layer_to_torch(fn, layer_params, depth, False, f"params.layers[{depth}]")
+            )
+        sizes = {state_dict[k].shape[1] for k in state_dict if k.startswith("weight_hh")}
+        if len(sizes) > 1:
+            fail(fn, f"expected one hidden size for every layer, got {sorted(sizes)}")
+        return state_dict
+    return _layer_to_torch(fn, params, layer, reverse, "params")
+
+
+def _layer_to_torch(fn: str, params, layer: int, reverse: bool, name: str) -> dict[str, np.ndarray]:
+    if isinstance(params, BidirectionalParams):
+        if reverse:
+            fail(fn, "expected reverse=False with BidirectionalParams, which hold both directions")
+        return {
+            **_to_torch(fn, params.forward, layer, False, f"{name}.forward"),
+            **_to_torch(fn, params.backward, layer, True, f"{name}.backward"),
+        }
+    return _to_torch(fn, params, layer, reverse, name)
+
+
+def stacked_carry_from_torch(state, *, bidirectional: bool = False) -> tuple:
+    """PyTorch's h_n (or (h_n, c_n) for an LSTM) as one jaxrnn carry per layer.
+
+    Args:
+      state: h_n of shape (num_layers·dirs, *batch, H), index 2l (+1 for the reverse direction)
+        for layer l, as ``torch.nn.GRU``/``RNN`` return it; for ``torch.nn.LSTM`` the pair
+        (h_n, c_n). Arrays or tensors.
+      bidirectional: whether the module was bidirectional (dirs = 2).
+
+    Returns:
+      A tuple of num_layers carries, bottom first, as `jaxrnn.stacked` takes (``carry=``) and
+      returns them: arrays (*batch, H) or `LSTMState` (h, c), wrapped in `BidirectionalCarry`
+      (forward, backward) for a bidirectional module.
+
+    Raises:
+      InputError: for a leading axis that is not a multiple of dirs, or h_n and c_n of different
+        shapes.
+    """
+    fn = "stacked_carry_from_torch"
+    is_lstm = isinstance(state, tuple | list)
+    if is_lstm:
+        if len(state) != 2:
+            fail(fn, f"expected state h_n or the pair (h_n, c_n), got a sequence of {len(state)}")
+        h_n, c_n = as_numpy(state[0]), as_numpy(state[1])
+        if h_n.shape != c_n.shape:
+            fail(fn, f"expected h_n and c_n of the same shape, got {h_n.shape} and {c_n.shape}")
+    else:
+        h_n = c_n = as_numpy(state)
+    directions = 2 if bidirectional else 1
+    if h_n.ndim < 2 or h_n.shape[0] % directions:
+        fail(fn, f"expected h_n of shape (num_layers·{directions}, *batch, H), got {h_n.shape}")
+
+    def carry(index):
+        if is_lstm:
+            return LSTMState(jnp.asarray(h_n[index]), jnp.asarray(c_n[index]))
+        return jnp.asarray(h_n[index])
+
+    if bidirectional:
+        return tuple(
+            BidirectionalCarry(carry(2 * k), carry(2 * k + 1)) for k in range(h_n.shape[0] // 2)
+        )
+    return tuple(carry(k) for k in range(h_n.shape[0]))
+
+
+def stacked_carry_to_torch(carries) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """jaxrnn's per-layer carries as PyTorch's h_n, or (h_n, c_n) for an LSTM; numpy arrays.
+
+    Args:
+      carries: a tuple of carries, one per layer, bottom first (what `jaxrnn.stacked` returns), or
+        one layer's carry (an array, an `LSTMState` or a `BidirectionalCarry`).
+
+    Returns:
+      h_n (num_layers·dirs, *batch, H), or the pair (h_n, c_n) when the carries are `LSTMState`.
+
+    Raises:
+      InputError: if the layers mix bidirectional and unidirectional, LSTM and non-LSTM carries, or
+        shapes.
+    """
+    fn = "stacked_carry_to_torch"
+    if isinstance(carries, LSTMState | BidirectionalCarry) or not isinstance(carries, Sequence):
+        carries = (carries,)
+    entries, kinds = [], set()
+    for layer in carries:
+        kinds.add(isinstance(layer, BidirectionalCarry))
+        entries += list(layer) if isinstance(layer, BidirectionalCarry) else [layer]
+    lstm = {isinstance(e, LSTMState) for e in entries}
+    if len(kinds) > 1 or len(lstm) > 1:
+        fail(fn, "expected carries of one kind: all bidirectional or none, all LSTM or none")
+    fields = [[e.h for e in entries], [e.c for e in entries]] if lstm == {True} else [entries]
+    stacked = []
+    for arrays in fields:
+        arrays = [as_numpy(a) for a in arrays]
+        if len({a.shape for a in arrays}) > 1:
+            fail(fn, f"expected carries of one shape, got {[a.shape for a in arrays]}")
+        stacked.append(np.stack(arrays))
+    return tuple(stacked) if lstm == {True} else stacked[0]

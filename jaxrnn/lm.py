@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import cells as cells_lib
+from jaxrnn import minimal
 from jaxrnn._checks import check_integer, check_positive_int, check_rank_at_least, fail
 from jaxrnn.cells import Array, Cell
 from jaxrnn.layers import DenseParams, dense, dense_init, dropout, embed_ids
@@ -38,12 +39,15 @@ CELL_NAMES = {
     "gru_reset_after": lambda: cells_lib.gru(reset="after"),
     "lstm": cells_lib.lstm,
     "lstm_peephole": lambda: cells_lib.lstm(peephole=True),
+    "min_gru": minimal.min_gru,
+    "min_lstm": minimal.min_lstm,
 }
 
 
 def cell_from_name(name: str) -> Cell:
     """The `Cell` for a name in ``CELL_NAMES``: rnn, rnn_relu, simplified_gru, gru (the course's,
-    reset before the candidate matmul), gru_reset_after (PyTorch's), lstm, lstm_peephole."""
+    reset before the candidate matmul), gru_reset_after (PyTorch's), lstm, lstm_peephole, min_gru,
+    min_lstm (parallel in time, `jaxrnn.minimal`)."""
     if name not in CELL_NAMES:
         fail("cell_from_name", f"expected cell in {sorted(CELL_NAMES)}, got {name!r}")
     return CELL_NAMES[name]()

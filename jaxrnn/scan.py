@@ -28,7 +28,7 @@ from jaxrnn._checks import (
     concrete_or_none,
     fail,
 )
-from jaxrnn.cells import Array, Carry, Cell, Params, input_size
+from jaxrnn.cells import Array, Carry, Cell, LSTMState, Params, input_size, recurrent_state
 
 
 def unroll(
@@ -43,6 +43,8 @@ def unroll(
     unroll: int = 1,
     remat: bool | int = False,
     hoist_input_projection: bool = False,
+    parallel: bool | None = None,
+    fused_backward: bool | None = None,
 ) -> tuple[Carry, Array]:
     """Runs ``cell`` over the time axis of ``xs`` with ``lax.scan``; returns (last carry, outputs).
 
@@ -69,13 +71,26 @@ def unroll(
       hoist_input_projection: compute the input side x @ w_x + b_x of every time step as one
         matmul before the scan, leaving only the recurrent matmul inside. Same result; whether it is
         faster depends on the backend (see ``benchmarks/``).
+      parallel: run every step at once with the cell's ``parallel_scan`` (`jaxrnn.min_gru`,
+        `jaxrnn.min_lstm`: O(log T) depth instead of T sequential steps; same result up to
+        rounding). None uses it when the cell has one and none of ``remat``, ``unroll`` > 1 or
+        ``hoist_input_projection`` (options of the sequential scan) is asked for; True requires it;
+        False runs the sequential scan.
+      fused_backward: differentiate with the scan's own backward pass instead of autodiff of
+        ``lax.scan``: the backward loop only carries ∂L/∂carry, and each weight gradient is one
+        large matmul over all steps after it (faster training: ``benchmarks/NOTES.md``). Same
+        gradients up to rounding. It exists for cells with a ``pointwise`` part (`rnn`,
+        `simplified_gru`, `lstm`). None uses it for those unless ``remat``,
+        ``hoist_input_projection`` or ``parallel`` is asked for; True requires it; False uses
+        autodiff, which forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) needs.
 
     Returns:
       ``(carry, ys)``: the last carry (each array (*batch, H)) and the outputs a⟨1⟩…a⟨T⟩,
       (*batch, T, H), or (T, *batch, H) with ``time_major``.
 
     Raises:
-      InputError: if a shape, dtype or length does not fit the params (checked while tracing).
+      InputError: if a shape, dtype or length does not fit the params (checked while tracing), or
+        ``parallel=True`` is asked of a cell without a parallel scan or with a sequential option.
 
     Example:
       >>> cell = jaxrnn.gru()
@@ -88,6 +103,7 @@ def unroll(
     fn = "unroll"
     if not isinstance(remat, bool) and not (isinstance(remat, int) and remat >= 1):
         fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
+    use_parallel = _use_parallel(fn, cell, parallel, remat, unroll, hoist_input_projection)
     shape = check_xs(fn, params, xs, time_major)
     if time_major:
         n_steps, batch_shape = shape[0], shape[1:-1]
@@ -110,7 +126,16 @@ def unroll(
             bad = known[(known < 0) | (known > n_steps)]
             fail(fn, f"expected lengths in [0, {n_steps}] (the time steps of xs), got {bad[:5]}")
 
+    fused = _use_fused_backward(fn, cell, fused_backward, remat, hoist_input_projection)
+    if fused and not use_parallel and n_steps:
+        carry, ys = _unroll_fused_backward(
+            cell, params, xs, carry, lengths, reverse=reverse, unroll=unroll, poison=poison
+        )
+        return carry, (jnp.moveaxis(ys, -2, 0) if time_major else ys)
+
     def run(xs, carry, length):
+        if use_parallel and xs.shape[0]:  # an empty sequence has nothing to scan in parallel
+            return _unroll_parallel(cell, params, xs, carry, length, reverse=reverse, poison=poison)
         return _unroll_one(
             cell,
             params,
@@ -158,7 +183,7 @@ def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) 
             want.shape,
             "the carry needs the batch dimensions of xs and the hidden size",
         )
-        check_floating(fn, "carry", got, params.w_h)
+        check_floating(fn, "carry", got, params.w_x)
 
 
 def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat, hoist, poison):
@@ -206,7 +231,223 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
         ys = ys.reshape(-1, *ys.shape[2:])[:n_steps]
 
     if poison:
-        invalid = (length < 0) | (length > xs.shape[0])
-        carry = jax.tree.map(lambda leaf: jnp.where(invalid, np.nan, leaf), carry)
-        ys = jnp.where(invalid, np.nan, ys)
+        carry, ys = _poisoned(carry, ys, length, n_steps)
     return carry, ys
+
+
+def _poisoned(carry, ys, length, n_steps):
+    """NaN carry and outputs where a length only known at run time is outside [0, T]."""
+    invalid = (length < 0) | (length > n_steps)
+    carry = jax.tree.map(lambda leaf: jnp.where(invalid, np.nan, leaf), carry)
+    return carry, jnp.where(invalid, np.nan, ys)
+
+
+def _use_parallel(fn: str, cell: Cell, parallel, remat, unroll, hoist) -> bool:
+    """Whether `unroll` runs the cell's parallel scan, from its ``parallel`` argument."""
+    if parallel is not None and not isinstance(parallel, bool):
+        fail(fn, f"expected parallel to be None, True or False, got {parallel!r}")
+    # `unroll is True` (unroll fully) equals 1 in Python, hence the identity test.
+    sequential = [
+        name
+        for name, asked in (
+            ("remat", remat is not False),
+            ("unroll", unroll is True or unroll != 1),
+            ("hoist_input_projection", bool(hoist)),
+        )
+        if asked
+    ]
+    if parallel is None:
+        return cell.parallel_scan is not None and not sequential
+    if parallel and cell.parallel_scan is None:
+        fail(
+            fn,
+            f"parallel=True needs a cell with a parallel_scan; {cell.name} has none",
+            "use jaxrnn.min_gru() or jaxrnn.min_lstm(), or leave parallel=None",
+        )
+    if parallel and sequential:
+        fail(
+            fn,
+            f"parallel=True cannot be combined with {', '.join(sequential)}, which shape the "
+            "sequential scan",
+            "leave them at their defaults, or pass parallel=False",
+        )
+    return parallel
+
+
+def _unroll_parallel(cell: Cell, params, xs, carry, length, *, reverse, poison):
+    """One example with ``cell.parallel_scan``: xs (T, input_size), carry leaves (H,).
+
+    Padded steps come after the valid ones and each step depends only on earlier ones, so the
+    scan runs over all T steps and the carry is read at step L − 1. Reverse reads xs through the
+    permutation t -> L − 1 − t on the valid steps (padded ones stay), which is its own inverse.
+    """
+    n_steps = xs.shape[0]
+    last = n_steps - 1 if length is None else length - 1
+    if reverse:
+        t = jnp.arange(n_steps)
+        order = jnp.where(t <= last, last - t, t)
+        xs = xs[order]
+    carries, ys = cell.parallel_scan(params, xs, carry)
+    if reverse:
+        ys = ys[order]
+    if length is None:
+        return jax.tree.map(lambda leaf: leaf[-1], carries), ys
+    index = jnp.clip(last, 0, n_steps - 1)
+    carry = jax.tree.map(
+        lambda leaf, first: jnp.where(length > 0, leaf[index], first), carries, carry
+    )
+    ys = jnp.where((jnp.arange(n_steps) < length)[:, None], ys, jnp.zeros_like(ys))
+    if poison:
+        carry, ys = _poisoned(carry, ys, length, n_steps)
+    return carry, ys
+
+
+def _use_fused_backward(fn: str, cell: Cell, fused_backward, remat, hoist) -> bool:
+    """Whether `unroll` differentiates with its own backward pass, from ``fused_backward``."""
+    if fused_backward is not None and not isinstance(fused_backward, bool):
+        fail(fn, f"expected fused_backward to be None, True or False, got {fused_backward!r}")
+    conflicts = [
+        name
+        for name, asked in (("remat", remat is not False), ("hoist_input_projection", hoist))
+        if asked
+    ]
+    if fused_backward is None:
+        return cell.pointwise is not None and not conflicts
+    if fused_backward and cell.pointwise is None:
+        fail(
+            fn,
+            f"fused_backward=True needs a cell with a pointwise part; {cell.name} has none",
+            "jaxrnn.rnn(), jaxrnn.simplified_gru() and jaxrnn.lstm() have one; "
+            "or leave fused_backward=None",
+        )
+    if fused_backward and conflicts:
+        fail(
+            fn,
+            f"fused_backward=True cannot be combined with {', '.join(conflicts)}",
+            "leave them at their defaults, or pass fused_backward=False",
+        )
+    return fused_backward
+
+
+def _unroll_fused_backward(cell: Cell, params, xs, carry, lengths, *, reverse, unroll, poison):
+    """`unroll` for a cell with ``pointwise``: xs (*batch, T, D), carry leaves (*batch, H).
+
+    The batch dimensions are flattened into one, N, and the whole batch goes through one
+    time-major scan, so that the weight gradients are matmuls over all T·N rows at once.
+    """
+    batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
+    # The cell's own argument checks (params of the right kind and shape), at no run-time cost.
+    jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
+    flat_xs = jnp.moveaxis(xs.reshape(-1, n_steps, xs.shape[-1]), 1, 0)  # (T, N, D)
+    flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
+    valid = None
+    if lengths is not None:
+        flat_lengths = jnp.reshape(lengths, -1)
+        valid = jnp.arange(n_steps)[:, None] < flat_lengths[None, :]  # (T, N)
+    last, ys = _scan_fused_backward(
+        cell, params, flat_xs, flat_carry, valid, reverse=reverse, unroll=unroll
+    )
+    if poison:
+        invalid = (flat_lengths < 0) | (flat_lengths > n_steps)
+        last = jax.tree.map(lambda leaf: jnp.where(invalid[:, None], np.nan, leaf), last)
+        ys = jnp.where(invalid[None, :, None], np.nan, ys)
+    last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, leaf.shape[-1]), last)
+    ys = jnp.moveaxis(ys, 0, 1).reshape(*batch_shape, n_steps, ys.shape[-1])
+    return last, ys
+
+
+def _add_to_state(carry: Carry, d_h: Array) -> Carry:
+    """carry + d_h on the part the recurrent matmul reads (see `jaxrnn.cells.recurrent_state`)."""
+    if isinstance(carry, LSTMState):
+        return carry._replace(h=carry.h + d_h)
+    return carry + d_h
+
+
+def _scan_fused_backward(cell: Cell, params, xs, carry, valid, *, reverse: bool, unroll: int):
+    """A time-major scan of a cell with a ``pointwise`` part, and its own backward pass.
+
+    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps.
+    Returns (last carry, ys (T, N, H)), the same function as `_unroll_one` over the batch.
+
+    Autodiff of ``lax.scan`` forms the weight gradients inside the backward loop, one small matmul
+    per step and weight. Here the backward loop carries only ∂L/∂carry and emits ∂L/∂z of every
+    step; each weight gradient is then one large matmul over all T·N rows, after the loop. Saved
+    for the backward pass: z and the carry after every step (the carry before a step is the one
+    after the previous step).
+    """
+    pointwise = jax.vmap(cell.pointwise, in_axes=(None, 0, 0))
+
+    def gate_params(params):
+        # What the pointwise part may read (LSTM peepholes): the affine weights are not its own.
+        return params._replace(w_x=None, w_h=None, b_x=None, b_h=None)
+
+    def masked_pointwise(gates, carry_prev, z, valid_t):
+        new, _ = pointwise(gates, carry_prev, z)
+        if valid_t is None:
+            return new
+        # Past an example's end its carry is frozen, as in `_unroll_one`.
+        return jax.tree.map(lambda n, o: jnp.where(valid_t[:, None], n, o), new, carry_prev)
+
+    def forward(params, xs, carry, valid):
+        def step(carry, x_and_valid):
+            x, valid_t = x_and_valid
+            bias = (params.b_x + params.b_h)[None, :]
+            z = x @ params.w_x + recurrent_state(carry) @ params.w_h + bias
+            new = masked_pointwise(gate_params(params), carry, z, valid_t)
+            return new, (z, new)
+
+        last, (zs, carries) = jax.lax.scan(step, carry, (xs, valid), reverse=reverse, unroll=unroll)
+        ys = recurrent_state(carries)  # every cell with a pointwise part outputs y⟨t⟩ = h⟨t⟩
+        ys = ys if valid is None else jnp.where(valid[..., None], ys, 0)
+        return (last, ys), (zs, carries)
+
+    @jax.custom_vjp
+    def run(params, xs, carry, valid):
+        return forward(params, xs, carry, valid)[0]
+
+    def run_forward(params, xs, carry, valid):
+        outputs, (zs, carries) = forward(params, xs, carry, valid)
+        return outputs, (params, xs, carry, valid, zs, carries)
+
+    def run_backward(residuals, cotangents):
+        params, xs, carry0, valid, zs, carries = residuals
+        d_last, d_ys = cotangents
+        if valid is not None:
+            d_ys = jnp.where(valid[..., None], d_ys, 0)
+
+        def before(first, after):  # the carry before each step: `after` shifted by one step
+            if reverse:
+                return jnp.concatenate([after[1:], first[None]], 0)
+            return jnp.concatenate([first[None], after[:-1]], 0)
+
+        previous = jax.tree.map(before, carry0, carries)
+        w_h_transposed = params.w_h.T
+
+        def step(acc, inputs):
+            d_carry, d_gates = acc
+            z, carry_prev, d_y, valid_t = inputs
+            _, pullback = jax.vjp(
+                lambda g, c, zz: masked_pointwise(g, c, zz, valid_t),
+                gate_params(params),
+                carry_prev,
+                z,
+            )
+            d_g, d_prev, d_z = pullback(_add_to_state(d_carry, d_y))
+            d_prev = _add_to_state(d_prev, d_z @ w_h_transposed)
+            return (d_prev, jax.tree.map(jnp.add, d_gates, d_g)), d_z
+
+        zero = jax.tree.map(jnp.zeros_like, gate_params(params))
+        (d_carry0, d_gates), d_zs = jax.lax.scan(
+            step, (d_last, zero), (zs, previous, d_ys, valid), reverse=not reverse, unroll=unroll
+        )
+        d_b = d_zs.sum((0, 1))
+        d_params = d_gates._replace(
+            w_x=jnp.einsum("tnd,tng->dg", xs, d_zs),
+            w_h=jnp.einsum("tnh,tng->hg", recurrent_state(previous), d_zs),
+            b_x=d_b,
+            b_h=d_b,
+        )
+        return d_params, d_zs @ params.w_x.T, d_carry0, None
+
+    run.defvjp(run_forward, run_backward)
+    return run(params, xs, carry, valid)

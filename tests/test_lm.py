@@ -395,7 +395,7 @@ def test_lm_apply_rejects_float_inputs(sampler_params):
         (
             LMConfig(5, cell="transformer"),
             "cell_from_name: expected cell in ['gru', 'gru_reset_after', 'lstm', 'lstm_peephole', "
-            "'rnn', 'rnn_relu', 'simplified_gru'], got 'transformer'",
+            "'min_gru', 'min_lstm', 'rnn', 'rnn_relu', 'simplified_gru'], got 'transformer'",
         ),
         (LMConfig(0), "LMConfig: expected vocab_size to be a positive int, got 0"),
         (LMConfig(5, dropout=1.0), "LMConfig: expected dropout in [0, 1), got 1.0"),

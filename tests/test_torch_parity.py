@@ -134,3 +134,107 @@ def test_torch_converter_rejects_wrong_cell_kind():
         jaxrnn.gru_params_from_torch(lstm_state)
     with pytest.raises(jaxrnn.InputError, match="expected keys 'weight_ih_l1'"):
         jaxrnn.lstm_params_from_torch(lstm_state, layer=1)
+
+
+# ------------------------------------------------------------- whole modules: every layer at once
+
+CELL_NAMES = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "gru": "gru", "lstm": "lstm"}
+
+
+def _torch_initial_state(kind, num_states, shape):
+    h0 = torch.from_numpy(_inputs((num_states, *shape), seed=2))
+    return (h0, torch.from_numpy(_inputs((num_states, *shape), seed=3))) if kind == "lstm" else h0
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("num_layers, bidirectional", [(1, True), (2, False), (3, True)])
+def test_torch_stacked_params_from_module_match_packed(kind, num_layers, bidirectional):
+    """One call converts the module; packed batches are lengths, h_0 (and c_0) the carry."""
+    module = _torch_module(kind, 4, 5, num_layers=num_layers, bidirectional=bidirectional)
+    x, lengths = _inputs((3, 8, 4)), np.array([8, 5, 1])
+    state0 = _torch_initial_state(kind, num_layers * (1 + bidirectional), (3, 5))
+    packed = pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True)
+    with torch.no_grad():
+        out, state = module(packed, state0)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=8)
+
+    params = jaxrnn.stacked_params_from_torch(module, CELL_NAMES[kind])
+    assert len(params.layers) == num_layers
+    assert all(isinstance(p, jaxrnn.BidirectionalParams) == bidirectional for p in params.layers)
+    carry0 = jaxrnn.stacked_carry_from_torch(state0, bidirectional=bidirectional)
+    last, ys = jaxrnn.stacked(
+        PAIRS[kind][1], params, jnp.asarray(x), lengths=jnp.asarray(lengths), carry=carry0
+    )
+    np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
+    want = state if kind == "lstm" else (state,)
+    got = jaxrnn.stacked_carry_to_torch(last)
+    got = got if kind == "lstm" else (got,)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_torch_stacked_params_round_trip_state_dict_equal(kind):
+    module = _torch_module(kind, 3, 4, num_layers=2, bidirectional=True)
+    state_dict = module.state_dict()
+    params = jaxrnn.stacked_params_from_torch(
+        state_dict, CELL_NAMES[kind], num_layers=2, bidirectional=True
+    )
+    back = jaxrnn.params_to_torch(params)
+    assert list(back) == list(state_dict)  # the same keys, in the module's order
+    for key, value in state_dict.items():
+        np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_torch_stacked_params_to_torch_loads_into_module(kind):
+    """jaxrnn's own stacked params, exported, give a torch module that computes the same."""
+    cell = PAIRS[kind][1]
+    params = jaxrnn.stacked_init(cell, jax.random.key(4), 3, 5, num_layers=2, bidirectional=True)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
+    module = _torch_module(kind, 3, 5, seed=6, num_layers=2, bidirectional=True)
+    module.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in jaxrnn.params_to_torch(params).items()}, strict=True
+    )
+    x = _inputs((2, 6, 3))
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x))
+    _, ys = jaxrnn.stacked(cell, params, jnp.asarray(x))
+    np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
+
+
+def test_torch_stacked_carry_round_trips():
+    h_n, c_n = _inputs((4, 2, 5)), _inputs((4, 2, 5), seed=2)
+    carries = jaxrnn.stacked_carry_from_torch((h_n, c_n), bidirectional=True)
+    assert len(carries) == 2 and isinstance(carries[1], jaxrnn.BidirectionalCarry)
+    np.testing.assert_array_equal(carries[1].backward.c, c_n[3])
+    back_h, back_c = jaxrnn.stacked_carry_to_torch(carries)
+    np.testing.assert_array_equal(back_h, h_n)
+    np.testing.assert_array_equal(back_c, c_n)
+    np.testing.assert_array_equal(
+        jaxrnn.stacked_carry_to_torch(jaxrnn.stacked_carry_from_torch(h_n)), h_n
+    )
+
+
+def test_torch_stacked_converters_reject_bad_input():
+    state_dict = _torch_module("gru", 3, 4, num_layers=2).state_dict()
+    with pytest.raises(jaxrnn.InputError, match="expected num_layers=3, got a state_dict of 2"):
+        jaxrnn.stacked_params_from_torch(state_dict, "gru", num_layers=3)
+    with pytest.raises(jaxrnn.InputError, match="expected bidirectional=True, got a state_dict"):
+        jaxrnn.stacked_params_from_torch(state_dict, "gru", bidirectional=True)
+    with pytest.raises(jaxrnn.InputError, match=r"weight_hh_l0 of shape \(4·H, H\)"):
+        jaxrnn.stacked_params_from_torch(state_dict, "lstm")
+    with pytest.raises(jaxrnn.InputError, match="expected cell 'lstm', 'gru' or 'rnn', got 'GRU'"):
+        jaxrnn.stacked_params_from_torch(state_dict, "GRU")
+    cell = jaxrnn.gru(reset="after")
+    mixed = jaxrnn.StackedParams(
+        (
+            jaxrnn.bidirectional_init(cell, jax.random.key(0), 3, 4),
+            cell.init(jax.random.key(1), 8, 4),
+        )
+    )
+    with pytest.raises(jaxrnn.InputError, match="every layer bidirectional or none"):
+        jaxrnn.params_to_torch(mixed)
+    with pytest.raises(jaxrnn.InputError, match=r"h_n of shape \(num_layers·2, \*batch, H\)"):
+        jaxrnn.stacked_carry_from_torch(_inputs((3, 2, 4)), bidirectional=True)

@@ -1,0 +1,901 @@
+"""The functions of the course's week-1 assignments, with the course's names, shapes and caches.
+
+"Building a recurrent neural network step by step" and "Character-level language model" ask for a
+set of numpy functions; this module offers each of them with the same name, arguments, parameter
+keys and return values (caches included), computed by jaxrnn's cells, `jaxrnn.unroll` and
+``jax.vjp``, so that each line of a notebook can be checked against it:
+``from jaxrnn import course``, then ``course.rnn_cell_forward(xt, a_prev, parameters)``.
+
+The course lays arrays out features first, one column per example; jaxrnn puts one example per
+row. The functions here transpose on the way in and out:
+
+    course (features first)                    jaxrnn (one example per row)
+    -----------------------------------------  ---------------------------------------------------
+    x⟨t⟩ (n_x, m); x (n_x, m, T_x)              x (m, n_x); xs (m, T_x, n_x)
+    a⟨t⟩ (n_a, m); a (n_a, m, T_x)              carry (m, n_a); unroll's outputs (m, T_x, n_a)
+    tanh(Waa a⟨t−1⟩ + Wax x⟨t⟩ + ba)            ``jaxrnn.rnn().step``, `RNNParams`
+    Wax (n_a, n_x); Waa (n_a, n_a)             w_x = Waxᵀ; w_h = Waaᵀ
+    ba (n_a, 1) (b in the character model)     b_x = ba[:, 0], b_h = 0
+    Γ_u = it, Γ_f = ft, c̃ = cct, Γ_o = ot       the LSTM's gate blocks, in the order (u, f, c̃, o)
+    Wi, Wf, Wc, Wo (n_a, n_a + n_x)            ``jaxrnn.lstm(forget_bias=0.0)``, `LSTMParams`:
+      acting on [a⟨t−1⟩; x⟨t⟩]                    w_h block = W[:, :n_a]ᵀ, w_x block = W[:, n_a:]ᵀ
+    bi, bf, bc, bo (n_a, 1)                    b_x = [bi, bf, bc, bo][:, 0], b_h = 0
+    softmax(Wya a⟨t⟩ + by), over axis 0         softmax of `jaxrnn.dense` (w = Wyaᵀ, b = by[:, 0])
+    for t in range(T_x): … (forward loop)      `jaxrnn.unroll`: one ``lax.scan``
+    caches kept for the backward pass          ``jax.vjp``'s residuals, kept by JAX
+    the hand-written backward functions        the pullback of ``jax.vjp`` of the step or unroll
+    da: ∂L/∂a⟨t⟩ from above, every t            the cotangent of unroll's stacked outputs
+    clip(gradients, maxValue)                  `jaxrnn.clip_elementwise`
+    Σ_t −log ŷ⟨t⟩[Y[t]]                         `jaxrnn.softmax_cross_entropy`, reduce_time="sum"
+    X[t] = None: x⟨t⟩ is the zero vector        input id −1: a one-hot row of zeros
+    sample(parameters, char_to_ix, seed)       `jaxrnn.lm.sample` (a JAX PRNG key)
+
+The caches hold what the course's caches hold: numpy copies of the arrays the step used, and the
+caller's ``parameters`` dict itself. The backward functions read from them only the inputs of the
+forward pass (x, a⟨0⟩, c⟨0⟩ and the parameters) and differentiate through the cell again; the gate
+values in an LSTM cache are for the reader to compare with their own.
+
+Arrays go in and come out as numpy arrays, in the inputs' floating-point dtype (float64 needs
+``jax_enable_x64``; float32 otherwise). Wrong shapes and missing keys raise `jaxrnn.InputError`
+naming the argument or key, the expected and the actual shape.
+
+Example:
+  >>> from jaxrnn import course
+  >>> rng = np.random.default_rng(0)
+  >>> n_x, n_a, n_y, m, T_x = 3, 5, 2, 10, 4
+  >>> parameters = {"Wax": rng.normal(size=(n_a, n_x)), "Waa": rng.normal(size=(n_a, n_a)),
+  ...               "Wya": rng.normal(size=(n_y, n_a)), "ba": rng.normal(size=(n_a, 1)),
+  ...               "by": rng.normal(size=(n_y, 1))}
+  >>> x, a0 = rng.normal(size=(n_x, m, T_x)), rng.normal(size=(n_a, m))
+  >>> a, y_pred, caches = course.rnn_forward(x, a0, parameters)
+  >>> gradients = course.rnn_backward(rng.normal(size=a.shape), caches)
+  >>> a.shape, y_pred.shape, gradients["dx"].shape, gradients["dWaa"].shape
+  ((5, 10, 4), (2, 10, 4), (3, 10, 4), (5, 5))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import cells, lm
+from jaxrnn._checks import check_shape, fail, shape_of
+from jaxrnn.cells import LSTMParams, LSTMState, RNNParams
+from jaxrnn.layers import DenseParams, dense, embed_ids
+from jaxrnn.losses import softmax_cross_entropy
+from jaxrnn.scan import unroll
+from jaxrnn.train import clip_elementwise
+
+__all__ = [
+    "clip",
+    "lstm_backward",
+    "lstm_cell_backward",
+    "lstm_cell_forward",
+    "lstm_forward",
+    "optimize",
+    "rnn_backward",
+    "rnn_cell_backward",
+    "rnn_cell_forward",
+    "rnn_forward",
+    "sample",
+    "sigmoid",
+    "softmax",
+]
+
+_RNN = cells.rnn("tanh")
+_LSTM = cells.lstm(forget_bias=0.0)
+
+# Parameter keys and their shapes, in the course's names.
+_RNN_SHAPES = {
+    "Wax": ("n_a", "n_x"),
+    "Waa": ("n_a", "n_a"),
+    "ba": ("n_a", 1),
+    "Wya": ("n_y", "n_a"),
+    "by": ("n_y", 1),
+}
+_GATES = ("Wf", "bf", "Wi", "bi", "Wc", "bc", "Wo", "bo")
+_LSTM_SHAPES = {
+    **{key: ("n_a", "n_a+n_x") if key[0] == "W" else ("n_a", 1) for key in _GATES},
+    "Wy": ("n_y", "n_a"),
+    "by": ("n_y", 1),
+}
+_CHAR_SHAPES = {
+    "Wax": ("n_a", "n_x"),
+    "Waa": ("n_a", "n_a"),
+    "Wya": ("n_y", "n_a"),
+    "b": ("n_a", 1),
+    "by": ("n_y", 1),
+}
+_CLIPPED = ("dWaa", "dWax", "dWya", "db", "dby")
+_SAMPLE_MAX_LEN = 50  # the course's sample stops after 50 characters and then appends "\n"
+
+
+# ------------------------------------------------------------------------------------ the layouts
+
+
+def _rnn_params(w_ax: jax.Array, w_aa: jax.Array, b_a: jax.Array) -> RNNParams:
+    """Course weights (features first) -> `RNNParams` (rows): transposes, one bias."""
+    b = b_a[:, 0]
+    return RNNParams(w_x=w_ax.T, w_h=w_aa.T, b_x=b, b_h=jnp.zeros_like(b))
+
+
+def _lstm_params(p: Mapping[str, jax.Array]) -> LSTMParams:
+    """Course gate weights W_g (n_a, n_a + n_x) on [a_prev; xt] -> `LSTMParams` (u, f, c̃, o)."""
+    n_a = p["Wf"].shape[0]
+    w = jnp.concatenate([p["Wi"], p["Wf"], p["Wc"], p["Wo"]])  # (4 n_a, n_a + n_x)
+    b = jnp.concatenate([p["bi"], p["bf"], p["bc"], p["bo"]])[:, 0]
+    return LSTMParams(w_x=w[:, n_a:].T, w_h=w[:, :n_a].T, b_x=b, b_h=jnp.zeros_like(b))
+
+
+def _time_last(a: jax.Array) -> jax.Array:
+    """unroll's (m, T, n) -> the course's (n, m, T)."""
+    return jnp.transpose(a, (2, 0, 1))
+
+
+def _batch_first(x: jax.Array) -> jax.Array:
+    """The course's (n, m, T) -> unroll's (m, T, n)."""
+    return jnp.transpose(x, (1, 2, 0))
+
+
+def _softmax_head(w_y: jax.Array, b_y: jax.Array, a: jax.Array) -> jax.Array:
+    """softmax(W_y a + b_y) over axis 0: a (n_a, ...) -> (n_y, ...)."""
+    logits = dense(DenseParams(w_y.T, b_y[:, 0]), jnp.moveaxis(a, 0, -1))
+    return jnp.moveaxis(jax.nn.softmax(logits, axis=-1), -1, 0)
+
+
+# ------------------------------------------------------------------ the computations, on jax arrays
+
+
+def _rnn_cell(p, xt, a_prev):
+    """a⟨t⟩ (n_a, m) by jaxrnn's RNN step; p holds Wax, Waa, ba."""
+    a_next, _ = _RNN.step(_rnn_params(p["Wax"], p["Waa"], p["ba"]), a_prev.T, xt.T)
+    return a_next.T
+
+
+def _rnn_states(p, x, a0):
+    """a⟨1⟩ … a⟨T⟩ as (n_a, m, T), by jaxrnn.unroll; p holds Wax, Waa, ba."""
+    params = _rnn_params(p["Wax"], p["Waa"], p["ba"])
+    _, a = unroll(_RNN, params, _batch_first(x), a0.T)
+    return _time_last(a)
+
+
+@jax.jit
+def _rnn_cell_forward(p, xt, a_prev):
+    a_next = _rnn_cell(p, xt, a_prev)
+    return a_next, _softmax_head(p["Wya"], p["by"], a_next)
+
+
+@jax.jit
+def _rnn_forward(p, x, a0):
+    a = _rnn_states(p, x, a0)
+    return a, _softmax_head(p["Wya"], p["by"], a)
+
+
+@jax.jit
+def _rnn_cell_backward(p, xt, a_prev, da_next):
+    _, pullback = jax.vjp(_rnn_cell, p, xt, a_prev)
+    return pullback(da_next)
+
+
+@jax.jit
+def _rnn_backward(p, x, a0, da):
+    _, pullback = jax.vjp(_rnn_states, p, x, a0)
+    return pullback(da)
+
+
+def _emit_carry(params: LSTMParams, carry: LSTMState, x: jax.Array):
+    """jaxrnn's LSTM step, outputting the whole carry (a⟨t⟩, c⟨t⟩) instead of a⟨t⟩ alone."""
+    carry, _ = _LSTM.step(params, carry, x)
+    return carry, carry
+
+
+# pointwise=None: unroll must run this step as given, not the cell's pointwise part.
+_LSTM_WITH_MEMORY = _LSTM._replace(step=_emit_carry, pointwise=None)
+
+
+def _lstm_gates(params: LSTMParams, carry: LSTMState, x: jax.Array):
+    """The gate values (Γ_f, Γ_u, c̃, Γ_o) of jaxrnn's LSTM step at (carry, x), read off the step.
+
+    A gate whose pre-activation is pushed to ±∞ (through its block of b_h) is exactly 1 or 0, and
+    with the right c⟨t−1⟩ the step's own output is then the gate wanted:
+
+        Γ_u = 1, c⟨t−1⟩ = 0:   c⟨t⟩ = c̃⟨t⟩
+        c̃ = 1,  c⟨t−1⟩ = 0:   c⟨t⟩ = Γ_u
+        Γ_u = 0, c⟨t−1⟩ = 1:   c⟨t⟩ = Γ_f
+        Γ_f = 1, c⟨t−1⟩ = ∞:   c⟨t⟩ = ∞ and a⟨t⟩ = Γ_o tanh(∞) = Γ_o
+
+    The other gates see the true a⟨t−1⟩ and x⟨t⟩ (c⟨t−1⟩ enters only the memory update: the cell
+    has no peepholes), so each value is the one the step computes; no gate equation is repeated.
+    Arrays have any leading batch axes, as in ``cell.step``.
+    """
+    n_a = carry.h.shape[-1]
+
+    def run(block: int, push: float, c_prev: float) -> LSTMState:
+        shift = jnp.zeros_like(params.b_h).at[block * n_a : (block + 1) * n_a].set(push)
+        state, _ = _LSTM.step(
+            params._replace(b_h=params.b_h + shift),
+            LSTMState(carry.h, jnp.full_like(carry.c, c_prev)),
+            x,
+        )
+        return state
+
+    update, forget, candidate = 0, 1, 2  # blocks in jaxrnn's gate order (u, f, c̃, o)
+    cct = run(update, jnp.inf, 0.0).c
+    it = run(candidate, jnp.inf, 0.0).c
+    ft = run(update, -jnp.inf, 1.0).c
+    ot = run(forget, jnp.inf, jnp.inf).h
+    return ft, it, cct, ot
+
+
+def _lstm_cell(p, xt, a_prev, c_prev):
+    """(a⟨t⟩, c⟨t⟩), each (n_a, m), by jaxrnn's LSTM step; p holds the gate weights."""
+    state, _ = _LSTM.step(_lstm_params(p), LSTMState(a_prev.T, c_prev.T), xt.T)
+    return state.h.T, state.c.T
+
+
+@jax.jit
+def _lstm_cell_forward(p, xt, a_prev, c_prev):
+    a_next, c_next = _lstm_cell(p, xt, a_prev, c_prev)
+    gates = _lstm_gates(_lstm_params(p), LSTMState(a_prev.T, c_prev.T), xt.T)
+    y = _softmax_head(p["Wy"], p["by"], a_next)
+    return a_next, c_next, y, tuple(g.T for g in gates)
+
+
+@jax.jit
+def _lstm_forward(p, x, a0):
+    params, xs = _lstm_params(p), _batch_first(x)
+    carry0 = LSTMState(a0.T, jnp.zeros_like(a0.T))  # the course starts from c⟨0⟩ = 0
+    _, states = unroll(_LSTM_WITH_MEMORY, params, xs, carry0)  # h, c: (m, T, n_a)
+    before = jax.tree.map(
+        lambda first, later: jnp.concatenate([first[:, None], later[:, :-1]], axis=1),
+        carry0,
+        states,
+    )  # a⟨t−1⟩, c⟨t−1⟩ for every t
+    gates = _lstm_gates(params, before, xs)
+    a, c = _time_last(states.h), _time_last(states.c)
+    return a, c, _softmax_head(p["Wy"], p["by"], a), tuple(_time_last(g) for g in gates)
+
+
+@jax.jit
+def _lstm_cell_backward(p, xt, a_prev, c_prev, da_next, dc_next):
+    _, pullback = jax.vjp(_lstm_cell, p, xt, a_prev, c_prev)
+    return pullback((da_next, dc_next))
+
+
+@jax.jit
+def _lstm_backward(p, x, a0, c0, da):
+    def hidden_states(p, x, a0):
+        _, a = unroll(_LSTM, _lstm_params(p), _batch_first(x), LSTMState(a0.T, c0.T))
+        return _time_last(a)
+
+    _, pullback = jax.vjp(hidden_states, p, x, a0)
+    return pullback(da)
+
+
+def _char_loss(p, ids, targets, a_prev):
+    """Σ_t −log ŷ⟨t⟩[targets[t]] over one sequence of ids (−1: x = 0), and the last a⟨t⟩."""
+    xs = embed_ids(None, ids, p["Wax"].shape[1], p["Wax"].dtype)  # one-hot (T, n_x)
+    last, a = unroll(_RNN, _rnn_params(p["Wax"], p["Waa"], p["b"]), xs[None], a_prev.T)
+    logits = dense(DenseParams(p["Wya"].T, p["by"][:, 0]), a)  # (1, T, n_y)
+    loss = softmax_cross_entropy(logits, targets[None], reduce_time="sum")[0]
+    return loss, last.T
+
+
+_char_value_and_grad = jax.jit(jax.value_and_grad(_char_loss, has_aux=True))
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+class _Shapes:
+    """Checks arrays against shapes written with the course's sizes, e.g. ("n_a", "m").
+
+    A size is fixed by the first array that shows it, and that array is named in later messages;
+    ``"n_a+n_x"`` is a sum of sizes, and fixes the one term not known yet.
+    """
+
+    def __init__(self, fn: str):
+        self.fn = fn
+        self.sizes: dict[str, int] = {}
+        self.source: dict[str, str] = {}
+
+    def __call__(self, name: str, value: Any, spec: tuple) -> None:
+        shape = shape_of(self.fn, name, value)
+        _check_real(self.fn, name, value)
+        layout = "(" + ", ".join(str(size) for size in spec) + ")"
+        if len(shape) == len(spec):
+            for size, given in zip(spec, shape, strict=True):
+                if isinstance(size, str):
+                    self._bind(name, layout, shape, size, given)
+        expected = tuple(self._size(size) for size in spec)
+        terms = dict.fromkeys(t for part in spec if isinstance(part, str) for t in _terms(part))
+        known = [
+            f"{t}={self.sizes[t]} from {self.source[t]}"
+            for t in terms
+            if t in self.sizes and self.source[t] != name
+        ]
+        hint = f"{name} is {layout}" + (f" with {', '.join(known)}" if known else "")
+        check_shape(self.fn, name, value, expected, hint)
+
+    def _bind(self, name: str, layout: str, shape: tuple, size: str, given: int) -> None:
+        unknown = [t for t in _terms(size) if t not in self.sizes]
+        if len(unknown) != 1:
+            return
+        rest = given - sum(self.sizes[t] for t in _terms(size) if t in self.sizes)
+        if rest < 1 and len(_terms(size)) > 1:
+            fail(self.fn, f"expected {name} of shape {layout} with {unknown[0]} ≥ 1, got {shape}")
+        self.sizes[unknown[0]], self.source[unknown[0]] = rest, name
+
+    def _size(self, size: int | str) -> int | None:
+        if isinstance(size, int):
+            return size
+        terms = _terms(size)
+        if all(term in self.sizes for term in terms):
+            return sum(self.sizes[term] for term in terms)
+        return None
+
+
+def _terms(size: str) -> list[str]:
+    return size.split("+")
+
+
+def _check_real(fn: str, name: str, value: Any) -> None:
+    """Raise unless value is an array (or nested list) of real numbers, ints or floats."""
+    try:
+        dtype = np.asarray(value).dtype
+    except (TypeError, ValueError):
+        fail(fn, f"expected {name} to be an array, got {type(value).__name__}")
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    ):
+        fail(fn, f"expected {name} to hold real numbers, got dtype {dtype}")
+
+
+def _parameters(fn: str, name: str, parameters: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """The entries ``keys`` of a parameters (or cache) dict; raises naming any missing key."""
+    if not isinstance(parameters, Mapping):
+        fail(fn, f"expected {name} to be a dict of numpy arrays, got {type(parameters).__name__}")
+    missing = [key for key in keys if key not in parameters]
+    if missing:
+        fail(
+            fn,
+            f"expected {name} to have the keys {list(keys)}, missing {missing}",
+            f"got the keys {list(parameters)}",
+        )
+    return {key: parameters[key] for key in keys}
+
+
+def _check_parameters(shapes: _Shapes, name: str, p: Mapping, layout: Mapping) -> None:
+    for key, value in p.items():
+        shapes(f"{name}[{key!r}]", value, layout[key])
+
+
+def _cache(fn: str, name: str, cache: Any, fields: tuple[str, ...], made_by: str) -> tuple:
+    if not isinstance(cache, tuple | list) or len(cache) != len(fields):
+        got = f"a {type(cache).__name__}" + (
+            f" of length {len(cache)}" if isinstance(cache, tuple | list) else ""
+        )
+        fail(
+            fn,
+            f"expected {name} to be the {len(fields)}-tuple ({', '.join(fields)}), got {got}",
+            f"pass the cache that {made_by} returned",
+        )
+    return tuple(cache)
+
+
+def _sequence_caches(fn: str, caches: Any, made_by: str) -> tuple[list, Any]:
+    if not isinstance(caches, tuple | list) or len(caches) != 2:
+        fail(
+            fn,
+            f"expected caches to be the pair (list of cell caches, x), got {type(caches).__name__}",
+            f"pass the caches that {made_by} returned",
+        )
+    cell_caches, x = caches
+    if not isinstance(cell_caches, tuple | list) or not cell_caches:
+        fail(fn, "expected caches[0] to be a non-empty list of cell caches, one per time step")
+    return list(cell_caches), x
+
+
+def _check_cache_count(fn: str, cell_caches: list, n_steps: int) -> None:
+    if len(cell_caches) != n_steps:
+        fail(
+            fn,
+            f"expected caches[0] to hold T_x = {n_steps} cell caches, one per step of x, "
+            f"got {len(cell_caches)}",
+        )
+
+
+def _to_jax(*trees: Any) -> list[Any]:
+    """Arrays as jax arrays of one floating dtype: numpy's promotion of them all, canonicalised."""
+    leaves = jax.tree.leaves(trees)
+    dtype = np.result_type(*[np.asarray(leaf).dtype for leaf in leaves])
+    if not np.issubdtype(dtype, np.floating):
+        dtype = np.float64
+    dtype = jax.dtypes.canonicalize_dtype(dtype)
+    return [jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), tree) for tree in trees]
+
+
+def _numpy(tree: Any) -> Any:
+    """jax arrays -> writable numpy arrays (copies)."""
+    return jax.tree.map(np.array, tree)
+
+
+def _check_steps(fn: str, name: str, n_steps: int) -> None:
+    if n_steps < 1:
+        fail(fn, f"expected {name} with at least one time step, got T_x = {n_steps}")
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def softmax(x: Any) -> np.ndarray:
+    """softmax over axis 0 (one column per example): x (n, ...) -> (n, ...), columns sum to 1."""
+    _check_real("softmax", "x", x)
+    if np.ndim(x) < 1:
+        fail("softmax", "expected x with at least one dimension (classes first), got a scalar")
+    (x,) = _to_jax(x)
+    return _numpy(jax.nn.softmax(x, axis=0))
+
+
+def sigmoid(x: Any) -> np.ndarray:
+    """σ(x) = 1 / (1 + exp(−x)), element-wise, any shape."""
+    _check_real("sigmoid", "x", x)
+    (x,) = _to_jax(x)
+    return _numpy(jax.nn.sigmoid(x))
+
+
+# ------------------------------------------------------------------------------------- the RNN
+
+
+def rnn_cell_forward(
+    xt: np.ndarray, a_prev: np.ndarray, parameters: dict
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """One step of the basic RNN and its softmax output.
+
+        a⟨t⟩ = tanh(Waa a⟨t−1⟩ + Wax x⟨t⟩ + ba),   ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by)
+
+    Args:
+      xt: x⟨t⟩ (n_x, m).
+      a_prev: a⟨t−1⟩ (n_a, m).
+      parameters: dict with Wax (n_a, n_x), Waa (n_a, n_a), Wya (n_y, n_a), ba (n_a, 1),
+        by (n_y, 1).
+
+    Returns:
+      ``(a_next, yt_pred, cache)``: a⟨t⟩ (n_a, m), ŷ⟨t⟩ (n_y, m), and
+      ``cache = (a_next, a_prev, xt, parameters)``.
+
+    Raises:
+      InputError: if a key is missing or a shape does not fit.
+    """
+    fn = "rnn_cell_forward"
+    p = _parameters(fn, "parameters", parameters, tuple(_RNN_SHAPES))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "parameters", p, _RNN_SHAPES)
+    shapes("xt", xt, ("n_x", "m"))
+    shapes("a_prev", a_prev, ("n_a", "m"))
+    p, xt, a_prev = _to_jax(p, xt, a_prev)
+    a_next, yt_pred = _numpy(_rnn_cell_forward(p, xt, a_prev))
+    return a_next, yt_pred, (a_next, _numpy(a_prev), _numpy(xt), parameters)
+
+
+def rnn_forward(
+    x: np.ndarray, a0: np.ndarray, parameters: dict
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The basic RNN over T_x steps from a⟨0⟩, and its softmax outputs at every step.
+
+    Args:
+      x: x⟨1⟩ … x⟨T_x⟩ (n_x, m, T_x).
+      a0: a⟨0⟩ (n_a, m).
+      parameters: as for `rnn_cell_forward`.
+
+    Returns:
+      ``(a, y_pred, caches)``: a⟨1⟩ … a⟨T_x⟩ (n_a, m, T_x), ŷ (n_y, m, T_x), and
+      ``caches = (list of T_x cell caches as from rnn_cell_forward, x)``.
+
+    Raises:
+      InputError: if a key is missing or a shape does not fit.
+    """
+    fn = "rnn_forward"
+    p = _parameters(fn, "parameters", parameters, tuple(_RNN_SHAPES))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "parameters", p, _RNN_SHAPES)
+    shapes("x", x, ("n_x", "m", "T_x"))
+    shapes("a0", a0, ("n_a", "m"))
+    _check_steps(fn, "x", shapes.sizes["T_x"])
+    p, x, a0 = _to_jax(p, x, a0)
+    a, y_pred = _numpy(_rnn_forward(p, x, a0))
+    x, a_prev = _numpy(x), _numpy(a0)
+    cell_caches = []
+    for t in range(x.shape[2]):
+        a_next = a[:, :, t].copy()
+        cell_caches.append((a_next, a_prev, x[:, :, t].copy(), parameters))
+        a_prev = a_next
+    return a, y_pred, (cell_caches, x)
+
+
+def rnn_cell_backward(da_next: np.ndarray, cache: tuple) -> dict[str, np.ndarray]:
+    """Gradients of one RNN step, given the gradient of the loss with respect to a⟨t⟩ alone.
+
+    The pullback of ``jax.vjp`` through jaxrnn's RNN step; the softmax head is not involved.
+
+    Args:
+      da_next: ∂L/∂a⟨t⟩ (n_a, m).
+      cache: as returned by `rnn_cell_forward`.
+
+    Returns:
+      dict with dxt (n_x, m), da_prev (n_a, m), dWax (n_a, n_x), dWaa (n_a, n_a), dba (n_a, 1).
+
+    Raises:
+      InputError: if the cache is not one from `rnn_cell_forward` or da_next does not fit it.
+    """
+    fn = "rnn_cell_backward"
+    fields = ("a_next", "a_prev", "xt", "parameters")
+    a_next, a_prev, xt, parameters = _cache(fn, "cache", cache, fields, "rnn_cell_forward")
+    layout = {key: _RNN_SHAPES[key] for key in ("Wax", "Waa", "ba")}
+    p = _parameters(fn, "cache[3]", parameters, tuple(layout))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "cache[3]", p, layout)
+    shapes("cache[2] (xt)", xt, ("n_x", "m"))
+    shapes("cache[1] (a_prev)", a_prev, ("n_a", "m"))
+    shapes("cache[0] (a_next)", a_next, ("n_a", "m"))
+    shapes("da_next", da_next, ("n_a", "m"))
+    p, xt, a_prev, da_next = _to_jax(p, xt, a_prev, da_next)
+    dp, dxt, da_prev = _numpy(_rnn_cell_backward(p, xt, a_prev, da_next))
+    return {"dxt": dxt, "da_prev": da_prev, "dWax": dp["Wax"], "dWaa": dp["Waa"], "dba": dp["ba"]}
+
+
+def rnn_backward(da: np.ndarray, caches: tuple) -> dict[str, np.ndarray]:
+    """Backpropagation through time for the basic RNN: the pullback of ``jax.vjp`` of unroll.
+
+    Args:
+      da: ∂L/∂a⟨t⟩ for every t, as it comes from above (the outputs), not through the
+        recurrence, (n_a, m, T_x). The recurrent part is added by the pullback.
+      caches: as returned by `rnn_forward`.
+
+    Returns:
+      dict with dx (n_x, m, T_x), da0 (n_a, m), dWax (n_a, n_x), dWaa (n_a, n_a), dba (n_a, 1).
+
+    Raises:
+      InputError: if the caches are not ones from `rnn_forward` or da does not fit them.
+    """
+    fn = "rnn_backward"
+    cell_caches, x = _sequence_caches(fn, caches, "rnn_forward")
+    fields = ("a_next", "a_prev", "xt", "parameters")
+    _, a0, _, parameters = _cache(fn, "caches[0][0]", cell_caches[0], fields, "rnn_forward")
+    layout = {key: _RNN_SHAPES[key] for key in ("Wax", "Waa", "ba")}
+    p = _parameters(fn, "caches[0][0][3]", parameters, tuple(layout))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "caches[0][0][3]", p, layout)
+    shapes("caches[1] (x)", x, ("n_x", "m", "T_x"))
+    shapes("caches[0][0][1] (a0)", a0, ("n_a", "m"))
+    shapes("da", da, ("n_a", "m", "T_x"))
+    _check_cache_count(fn, cell_caches, shapes.sizes["T_x"])
+    p, x, a0, da = _to_jax(p, x, a0, da)
+    dp, dx, da0 = _numpy(_rnn_backward(p, x, a0, da))
+    return {"dx": dx, "da0": da0, "dWax": dp["Wax"], "dWaa": dp["Waa"], "dba": dp["ba"]}
+
+
+# ------------------------------------------------------------------------------------ the LSTM
+
+
+def lstm_cell_forward(
+    xt: np.ndarray, a_prev: np.ndarray, c_prev: np.ndarray, parameters: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """One LSTM step, each gate acting on the stacked [a⟨t−1⟩; x⟨t⟩]:
+
+        Γ_f = σ(Wf [a⟨t−1⟩; x⟨t⟩] + bf),  Γ_u = σ(Wi [·] + bi),  c̃ = tanh(Wc [·] + bc),
+        Γ_o = σ(Wo [·] + bo),  c⟨t⟩ = Γ_f c⟨t−1⟩ + Γ_u c̃,  a⟨t⟩ = Γ_o tanh(c⟨t⟩),
+        ŷ⟨t⟩ = softmax(Wy a⟨t⟩ + by).
+
+    Args:
+      xt: x⟨t⟩ (n_x, m).
+      a_prev: a⟨t−1⟩ (n_a, m).
+      c_prev: c⟨t−1⟩ (n_a, m).
+      parameters: dict with Wf, Wi, Wc, Wo (n_a, n_a + n_x), bf, bi, bc, bo (n_a, 1),
+        Wy (n_y, n_a), by (n_y, 1).
+
+    Returns:
+      ``(a_next, c_next, yt_pred, cache)``: a⟨t⟩, c⟨t⟩ (n_a, m), ŷ⟨t⟩ (n_y, m), and
+      ``cache = (a_next, c_next, a_prev, c_prev, ft, it, cct, ot, xt, parameters)`` with the gate
+      values ft = Γ_f, it = Γ_u, cct = c̃, ot = Γ_o, each (n_a, m).
+
+    Raises:
+      InputError: if a key is missing or a shape does not fit.
+    """
+    fn = "lstm_cell_forward"
+    p = _parameters(fn, "parameters", parameters, tuple(_LSTM_SHAPES))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "parameters", p, _LSTM_SHAPES)
+    shapes("xt", xt, ("n_x", "m"))
+    shapes("a_prev", a_prev, ("n_a", "m"))
+    shapes("c_prev", c_prev, ("n_a", "m"))
+    p, xt, a_prev, c_prev = _to_jax(p, xt, a_prev, c_prev)
+    a_next, c_next, yt_pred, gates = _numpy(_lstm_cell_forward(p, xt, a_prev, c_prev))
+    ft, it, cct, ot = gates
+    cache = (
+        a_next,
+        c_next,
+        _numpy(a_prev),
+        _numpy(c_prev),
+        ft,
+        it,
+        cct,
+        ot,
+        _numpy(xt),
+        parameters,
+    )
+    return a_next, c_next, yt_pred, cache
+
+
+def lstm_forward(
+    x: np.ndarray, a0: np.ndarray, parameters: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """The LSTM over T_x steps from a⟨0⟩ and c⟨0⟩ = 0, and its softmax outputs at every step.
+
+    Args:
+      x: x⟨1⟩ … x⟨T_x⟩ (n_x, m, T_x).
+      a0: a⟨0⟩ (n_a, m).
+      parameters: as for `lstm_cell_forward`.
+
+    Returns:
+      ``(a, y, c, caches)``: a⟨1⟩ … a⟨T_x⟩ (n_a, m, T_x), ŷ (n_y, m, T_x), c⟨1⟩ … c⟨T_x⟩
+      (n_a, m, T_x), and ``caches = (list of T_x cell caches as from lstm_cell_forward, x)``.
+
+    Raises:
+      InputError: if a key is missing or a shape does not fit.
+    """
+    fn = "lstm_forward"
+    p = _parameters(fn, "parameters", parameters, tuple(_LSTM_SHAPES))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "parameters", p, _LSTM_SHAPES)
+    shapes("x", x, ("n_x", "m", "T_x"))
+    shapes("a0", a0, ("n_a", "m"))
+    _check_steps(fn, "x", shapes.sizes["T_x"])
+    p, x, a0 = _to_jax(p, x, a0)
+    a, c, y, gates = _numpy(_lstm_forward(p, x, a0))
+    x, a_prev = _numpy(x), _numpy(a0)
+    c_prev = np.zeros_like(a_prev)
+    cell_caches = []
+    for t in range(x.shape[2]):
+        a_next, c_next = a[:, :, t].copy(), c[:, :, t].copy()
+        ft, it, cct, ot = (g[:, :, t].copy() for g in gates)
+        xt = x[:, :, t].copy()
+        cell_caches.append((a_next, c_next, a_prev, c_prev, ft, it, cct, ot, xt, parameters))
+        a_prev, c_prev = a_next, c_next
+    return a, y, c, (cell_caches, x)
+
+
+_LSTM_CACHE = ("a_next", "c_next", "a_prev", "c_prev", "ft", "it", "cct", "ot", "xt", "parameters")
+
+
+def lstm_cell_backward(
+    da_next: np.ndarray, dc_next: np.ndarray, cache: tuple
+) -> dict[str, np.ndarray]:
+    """Gradients of one LSTM step, given the gradients of the loss with respect to a⟨t⟩ and c⟨t⟩.
+
+    The pullback of ``jax.vjp`` through jaxrnn's LSTM step; the softmax head is not involved.
+
+    Args:
+      da_next: ∂L/∂a⟨t⟩ (n_a, m).
+      dc_next: ∂L/∂c⟨t⟩ (n_a, m), as it comes from step t + 1 (the path through a⟨t⟩ is added).
+      cache: as returned by `lstm_cell_forward`.
+
+    Returns:
+      dict with dxt (n_x, m), da_prev, dc_prev (n_a, m), dWf, dWi, dWc, dWo (n_a, n_a + n_x),
+      dbf, dbi, dbc, dbo (n_a, 1).
+
+    Raises:
+      InputError: if the cache is not one from `lstm_cell_forward` or da_next, dc_next do not fit.
+    """
+    fn = "lstm_cell_backward"
+    cache = _cache(fn, "cache", cache, _LSTM_CACHE, "lstm_cell_forward")
+    a_prev, c_prev, xt, parameters = cache[2], cache[3], cache[8], cache[9]
+    layout = {key: _LSTM_SHAPES[key] for key in _GATES}
+    p = _parameters(fn, "cache[9]", parameters, _GATES)
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "cache[9]", p, layout)
+    shapes("cache[8] (xt)", xt, ("n_x", "m"))
+    shapes("cache[2] (a_prev)", a_prev, ("n_a", "m"))
+    shapes("cache[3] (c_prev)", c_prev, ("n_a", "m"))
+    shapes("da_next", da_next, ("n_a", "m"))
+    shapes("dc_next", dc_next, ("n_a", "m"))
+    p, xt, a_prev, c_prev, da_next, dc_next = _to_jax(p, xt, a_prev, c_prev, da_next, dc_next)
+    dp, dxt, da_prev, dc_prev = _numpy(_lstm_cell_backward(p, xt, a_prev, c_prev, da_next, dc_next))
+    gradients = {"dxt": dxt, "da_prev": da_prev, "dc_prev": dc_prev}
+    gradients.update({"d" + key: dp[key] for key in _GATES})
+    return gradients
+
+
+def lstm_backward(da: np.ndarray, caches: tuple) -> dict[str, np.ndarray]:
+    """Backpropagation through time for the LSTM: the pullback of ``jax.vjp`` of unroll.
+
+    Args:
+      da: ∂L/∂a⟨t⟩ for every t, as it comes from above (the outputs), not through the
+        recurrence, (n_a, m, T_x). No gradient comes from above into the memory cells.
+      caches: as returned by `lstm_forward`.
+
+    Returns:
+      dict with dx (n_x, m, T_x), da0 (n_a, m), dWf, dWi, dWc, dWo (n_a, n_a + n_x),
+      dbf, dbi, dbc, dbo (n_a, 1).
+
+    Raises:
+      InputError: if the caches are not ones from `lstm_forward` or da does not fit them.
+    """
+    fn = "lstm_backward"
+    cell_caches, x = _sequence_caches(fn, caches, "lstm_forward")
+    first = _cache(fn, "caches[0][0]", cell_caches[0], _LSTM_CACHE, "lstm_forward")
+    a0, c0, parameters = first[2], first[3], first[9]
+    layout = {key: _LSTM_SHAPES[key] for key in _GATES}
+    p = _parameters(fn, "caches[0][0][9]", parameters, _GATES)
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "caches[0][0][9]", p, layout)
+    shapes("caches[1] (x)", x, ("n_x", "m", "T_x"))
+    shapes("caches[0][0][2] (a0)", a0, ("n_a", "m"))
+    shapes("caches[0][0][3] (c0)", c0, ("n_a", "m"))
+    shapes("da", da, ("n_a", "m", "T_x"))
+    _check_cache_count(fn, cell_caches, shapes.sizes["T_x"])
+    p, x, a0, c0, da = _to_jax(p, x, a0, c0, da)
+    dp, dx, da0 = _numpy(_lstm_backward(p, x, a0, c0, da))
+    gradients = {"dx": dx, "da0": da0}
+    gradients.update({"d" + key: dp[key] for key in _GATES})
+    return gradients
+
+
+# ------------------------------------------------------------------ the character-level model
+
+
+def clip(gradients: dict, maxValue: float) -> dict[str, np.ndarray]:
+    """Clips each entry of dWaa, dWax, dWya, db, dby to [−maxValue, maxValue].
+
+    Element-wise clipping is `jaxrnn.clip_elementwise` (optax's ``clip``).
+
+    Args:
+      gradients: dict with (at least) the keys dWaa, dWax, dWya, db, dby.
+      maxValue: the bound, > 0.
+
+    Returns:
+      A new dict with those five keys (other keys are left out, as in the course); the arrays
+      passed in are not changed.
+
+    Raises:
+      InputError: if a key is missing or maxValue is not a positive number.
+    """
+    fn = "clip"
+    g = _parameters(fn, "gradients", gradients, _CLIPPED)
+    if (
+        isinstance(maxValue, bool)
+        or not isinstance(maxValue, int | float | np.number)
+        or not maxValue > 0
+    ):
+        fail(fn, f"expected maxValue to be a number > 0, got {maxValue!r}")
+    for key, value in g.items():
+        _check_real(fn, f"gradients[{key!r}]", value)
+    g = {key: _to_jax(value)[0] for key, value in g.items()}
+    transform = clip_elementwise(float(maxValue))
+    clipped, _ = transform.update(g, transform.init(g))
+    return _numpy(clipped)
+
+
+def _char_ids(fn: str, name: str, ids: Any, size: int, allow_none: bool) -> np.ndarray:
+    """A list of character indices as an int array; None (the zero vector) becomes −1."""
+    if (
+        isinstance(ids, str | bytes)
+        or not isinstance(ids, Sequence | np.ndarray)
+        or np.ndim(ids) != 1
+    ):
+        fail(fn, f"expected {name} to be a list of character indices, got {type(ids).__name__}")
+    if len(ids) == 0:
+        fail(fn, f"expected {name} to hold at least one index, got an empty list")
+    out = []
+    for t, v in enumerate(ids):
+        if v is None and allow_none:
+            out.append(-1)
+            continue
+        ok = isinstance(v, int | np.integer) and not isinstance(v, bool) and 0 <= v < size
+        if not ok:
+            what = f"an index in [0, {size})" + (" or None (the zero vector)" if allow_none else "")
+            fail(fn, f"expected {name}[{t}] to be {what}, got {v!r}")
+        out.append(int(v))
+    return np.asarray(out, np.int32)
+
+
+def optimize(
+    X: list, Y: list, a_prev: np.ndarray, parameters: dict, learning_rate: float = 0.01
+) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+    """One training step of the character-level model: forward, backward, clip at 5, SGD update.
+
+        a⟨t⟩ = tanh(Wax x⟨t⟩ + Waa a⟨t−1⟩ + b),  ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by),
+        loss = Σ_t −log ŷ⟨t⟩[Y[t]],  W ← W − learning_rate · clip(∂loss/∂W, 5)
+
+    x⟨t⟩ is the one-hot vector of X[t] (the zero vector where X[t] is None). The gradients are
+    ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll`.
+
+    Args:
+      X: input character indices, a list of T ints in [0, n_x) or None.
+      Y: target character indices, a list of T ints in [0, n_y).
+      a_prev: a⟨0⟩ (n_a, 1).
+      parameters: dict with Wax (n_a, n_x), Waa (n_a, n_a), Wya (n_y, n_a), b (n_a, 1),
+        by (n_y, 1). Updated in place: writable numpy arrays are overwritten, other values are
+        replaced by updated numpy arrays in the dict.
+      learning_rate: the SGD step size.
+
+    Returns:
+      ``(loss, gradients, a_last)``: the loss before the update (a numpy scalar), the clipped
+      gradients dWax, dWaa, dWya, db, dby (as `clip` returns them), and a⟨T⟩ (n_a, 1).
+
+    Raises:
+      InputError: if a key is missing, a shape does not fit, or an index is out of range.
+    """
+    fn = "optimize"
+    p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
+    shapes = _Shapes(fn)
+    _check_parameters(shapes, "parameters", p, _CHAR_SHAPES)
+    shapes("a_prev", a_prev, ("n_a", 1))
+    ids = _char_ids(fn, "X", X, shapes.sizes["n_x"], allow_none=True)
+    targets = _char_ids(fn, "Y", Y, shapes.sizes["n_y"], allow_none=False)
+    if len(ids) != len(targets):
+        fail(fn, f"expected X and Y of the same length, got {len(ids)} and {len(targets)}")
+    p, a_prev = _to_jax(p, a_prev)
+    (loss, a_last), grads = _char_value_and_grad(p, jnp.asarray(ids), jnp.asarray(targets), a_prev)
+    gradients = clip({"d" + key: value for key, value in grads.items()}, 5)
+    for key in _CHAR_SHAPES:
+        value, step = parameters[key], learning_rate * gradients["d" + key]
+        if isinstance(value, np.ndarray) and value.flags.writeable:
+            value -= step.astype(value.dtype)
+        else:
+            parameters[key] = np.asarray(value) - step
+    return np.asarray(loss)[()], gradients, _numpy(a_last)
+
+
+def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[int]:
+    """Samples one sequence of character indices from the character model, by `jaxrnn.lm.sample`.
+
+    As in the course: a⟨0⟩ = 0, x⟨1⟩ = 0, each index drawn from ŷ⟨t⟩ and fed back as x⟨t+1⟩,
+    until the newline is drawn or 50 indices are; after 50 the newline is appended.
+
+    The draws come from the JAX key ``jax.random.key(seed)``, not from numpy's global generator
+    seeded as the course's loop seeds it, so the same seed gives other indices than the course's
+    sample (from the same distribution); the same seed always gives the same indices.
+
+    Args:
+      parameters: dict with Wax (n_a, V), Waa (n_a, n_a), Wya (V, n_a), b (n_a, 1), by (V, 1).
+      char_to_ix: dict from characters to indices in [0, V); must contain "\\n".
+      seed: an int.
+
+    Returns:
+      The list of sampled indices, ending with the newline's index.
+
+    Raises:
+      InputError: if a key is missing, a shape does not fit, or char_to_ix has no "\\n".
+    """
+    fn = "sample"
+    p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
+    shapes = _Shapes(fn)
+    layout = {**_CHAR_SHAPES, "Wax": ("n_a", "V"), "Wya": ("V", "n_a"), "by": ("V", 1)}
+    _check_parameters(shapes, "parameters", p, layout)
+    vocab_size, n_a = shapes.sizes["V"], shapes.sizes["n_a"]
+    if not isinstance(char_to_ix, Mapping) or "\n" not in char_to_ix:
+        fail(fn, "expected char_to_ix to be a dict with the key '\\n' (where a sample ends)")
+    newline = char_to_ix["\n"]
+    if not isinstance(newline, int | np.integer) or not 0 <= newline < vocab_size:
+        fail(fn, f"expected char_to_ix['\\n'] to be an index in [0, {vocab_size}), got {newline!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        fail(fn, f"expected seed to be an int, got {seed!r}")
+    (p,) = _to_jax(p)
+    params = lm.LMParams(
+        embedding=None,  # one-hot inputs
+        layers=(_rnn_params(p["Wax"], p["Waa"], p["b"]),),
+        head=DenseParams(p["Wya"].T, p["by"][:, 0]),
+    )
+    config = lm.LMConfig(vocab_size=int(vocab_size), cell="rnn", hidden_size=int(n_a))
+    drawn = lm.sample(
+        params, config, jax.random.key(int(seed)), max_len=_SAMPLE_MAX_LEN, eos_id=int(newline)
+    )
+    indices = [int(i) for i in np.asarray(drawn.ids[0, : int(drawn.lengths[0])])]
+    if len(indices) == _SAMPLE_MAX_LEN:
+        indices.append(int(newline))
+    return indices

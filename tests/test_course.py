@@ -1,0 +1,589 @@
+"""jaxrnn.course against a numpy transcription of the course's functions (course_reference.py).
+
+Every function on random inputs of several shapes, outputs and caches entry by entry; float64 to
+1e-10 and float32 to float32 rounding; the character model's optimize step by step, in place; and
+the errors for bad arguments.
+"""
+
+import course_reference as ref
+import jax
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import course
+
+SHAPES = [  # (n_x, n_a, n_y, m, T_x)
+    (3, 5, 2, 10, 4),
+    (1, 2, 3, 2, 3),
+    (4, 3, 4, 3, 7),
+]
+F64 = {"rtol": 1e-10, "atol": 1e-10}
+# float32 inputs are exact in float64, so the float32 results differ from the float64 reference by
+# float32 rounding (eps ≈ 1.2e-7) accumulated over a few matmuls and T_x ≤ 7 steps.
+F32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def rnn_parameters(rng, n_x, n_a, n_y, scale=0.5):
+    sizes = {"Wax": (n_a, n_x), "Waa": (n_a, n_a), "Wya": (n_y, n_a), "ba": (n_a, 1)}
+    sizes["by"] = (n_y, 1)
+    return {key: rng.normal(0.0, scale, size) for key, size in sizes.items()}
+
+
+def lstm_parameters(rng, n_x, n_a, n_y, scale=0.5):
+    p = {}
+    for gate in "fico":
+        p["W" + gate] = rng.normal(0.0, scale, (n_a, n_a + n_x))
+        p["b" + gate] = rng.normal(0.0, scale, (n_a, 1))
+    p["Wy"] = rng.normal(0.0, scale, (n_y, n_a))
+    p["by"] = rng.normal(0.0, scale, (n_y, 1))
+    return p
+
+
+def cast(tree, dtype):
+    if isinstance(tree, dict):
+        return {key: cast(value, dtype) for key, value in tree.items()}
+    return np.asarray(tree, dtype)
+
+
+def assert_close(got, want, tol=F64, dtype=np.float64):
+    assert isinstance(got, np.ndarray) and got.dtype == dtype
+    assert got.shape == np.shape(want)
+    np.testing.assert_allclose(got, want, **tol)
+
+
+def assert_dict_close(got, want, tol=F64, dtype=np.float64):
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert_close(got[key], want[key], tol, dtype)
+
+
+def assert_cache_equal(got, want, parameters, tol=F64, dtype=np.float64):
+    """Every array of a cell cache, and the parameters entry: the caller's dict itself."""
+    assert isinstance(got, tuple) and len(got) == len(want)
+    for entry, expected in zip(got[:-1], want[:-1], strict=True):
+        assert_close(entry, expected, tol, dtype)
+    assert got[-1] is parameters
+
+
+# ------------------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rnn_cell_forward_matches_reference(shape):
+    n_x, n_a, n_y, m, _ = shape
+    rng = np.random.default_rng(1)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev = rng.normal(size=(n_x, m)), rng.normal(size=(n_a, m))
+    a_next, yt, cache = course.rnn_cell_forward(xt, a_prev, p)
+    want_a, want_y, want_cache = ref.rnn_cell_forward(xt, a_prev, p)
+    assert_close(a_next, want_a)
+    assert_close(yt, want_y)
+    np.testing.assert_allclose(yt.sum(axis=0), 1.0, rtol=1e-12)
+    assert_cache_equal(cache, want_cache, p)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rnn_forward_matches_reference(shape):
+    n_x, n_a, n_y, m, n_steps = shape
+    rng = np.random.default_rng(2)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    a, y, (cell_caches, cached_x) = course.rnn_forward(x, a0, p)
+    want_a, want_y, (want_caches, _) = ref.rnn_forward(x, a0, p)
+    assert_close(a, want_a)
+    assert_close(y, want_y)
+    assert_close(cached_x, x)
+    assert isinstance(cell_caches, list) and len(cell_caches) == n_steps
+    for got, want in zip(cell_caches, want_caches, strict=True):
+        assert_cache_equal(got, want, p)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lstm_cell_forward_matches_reference(shape):
+    n_x, n_a, n_y, m, _ = shape
+    rng = np.random.default_rng(3)
+    p = lstm_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev, c_prev = (rng.normal(size=s) for s in [(n_x, m), (n_a, m), (n_a, m)])
+    a_next, c_next, yt, cache = course.lstm_cell_forward(xt, a_prev, c_prev, p)
+    want_a, want_c, want_y, want_cache = ref.lstm_cell_forward(xt, a_prev, c_prev, p)
+    assert_close(a_next, want_a)
+    assert_close(c_next, want_c)
+    assert_close(yt, want_y)
+    assert_cache_equal(cache, want_cache, p)  # ft, it, cct, ot included
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lstm_forward_matches_reference(shape):
+    n_x, n_a, n_y, m, n_steps = shape
+    rng = np.random.default_rng(4)
+    p = lstm_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    a, y, c, (cell_caches, cached_x) = course.lstm_forward(x, a0, p)
+    want_a, want_y, want_c, (want_caches, _) = ref.lstm_forward(x, a0, p)
+    assert_close(a, want_a)
+    assert_close(y, want_y)
+    assert_close(c, want_c)
+    assert_close(cached_x, x)
+    assert isinstance(cell_caches, list) and len(cell_caches) == n_steps
+    for got, want in zip(cell_caches, want_caches, strict=True):
+        assert_cache_equal(got, want, p)
+
+
+def test_lstm_gates_in_cache_saturated_values():
+    """Gate values near 0 and 1 and a memory cell of 0 still come out of the cache exactly."""
+    n_x, n_a, n_y, m = 2, 3, 2, 4
+    rng = np.random.default_rng(5)
+    p = lstm_parameters(rng, n_x, n_a, n_y, scale=8.0)
+    xt, a_prev = rng.normal(size=(n_x, m)), rng.normal(size=(n_a, m))
+    c_prev = np.zeros((n_a, m))
+    cache = course.lstm_cell_forward(xt, a_prev, c_prev, p)[3]
+    want = ref.lstm_cell_forward(xt, a_prev, c_prev, p)[3]
+    assert_cache_equal(cache, want, p)
+
+
+# ------------------------------------------------------------------------------------ backward
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rnn_cell_backward_matches_reference(shape):
+    n_x, n_a, n_y, m, _ = shape
+    rng = np.random.default_rng(6)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev = rng.normal(size=(n_x, m)), rng.normal(size=(n_a, m))
+    cache = course.rnn_cell_forward(xt, a_prev, p)[2]
+    da_next = rng.normal(size=(n_a, m))
+    got = course.rnn_cell_backward(da_next, cache)
+    want = ref.rnn_cell_backward(da_next, ref.rnn_cell_forward(xt, a_prev, p)[2])
+    assert_dict_close(got, want)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rnn_backward_matches_reference(shape):
+    n_x, n_a, n_y, m, n_steps = shape
+    rng = np.random.default_rng(7)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    caches = course.rnn_forward(x, a0, p)[2]
+    da = rng.normal(size=(n_a, m, n_steps))
+    got = course.rnn_backward(da, caches)
+    want = ref.rnn_backward(da, ref.rnn_forward(x, a0, p)[2])
+    assert_dict_close(got, want)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lstm_cell_backward_matches_reference(shape):
+    n_x, n_a, n_y, m, _ = shape
+    rng = np.random.default_rng(8)
+    p = lstm_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev, c_prev = (rng.normal(size=s) for s in [(n_x, m), (n_a, m), (n_a, m)])
+    cache = course.lstm_cell_forward(xt, a_prev, c_prev, p)[3]
+    da_next, dc_next = rng.normal(size=(n_a, m)), rng.normal(size=(n_a, m))
+    got = course.lstm_cell_backward(da_next, dc_next, cache)
+    want_cache = ref.lstm_cell_forward(xt, a_prev, c_prev, p)[3]
+    assert_dict_close(got, ref.lstm_cell_backward(da_next, dc_next, want_cache))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lstm_backward_matches_reference(shape):
+    n_x, n_a, n_y, m, n_steps = shape
+    rng = np.random.default_rng(9)
+    p = lstm_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    caches = course.lstm_forward(x, a0, p)[3]
+    da = rng.normal(size=(n_a, m, n_steps))
+    got = course.lstm_backward(da, caches)
+    assert_dict_close(got, ref.lstm_backward(da, ref.lstm_forward(x, a0, p)[3]))
+
+
+def test_backward_reads_the_inputs_not_the_recorded_states():
+    """Only x, a⟨0⟩ and the parameters of the caches count: the gradient is of the forward pass."""
+    n_x, n_a, n_y, m, n_steps = SHAPES[0]
+    rng = np.random.default_rng(10)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    cell_caches, cached_x = course.rnn_forward(x, a0, p)[2]
+    da = rng.normal(size=(n_a, m, n_steps))
+    want = course.rnn_backward(da, (cell_caches, cached_x))
+    later = [(np.zeros_like(c[0]), c[1], c[2], c[3]) for c in cell_caches]
+    assert_dict_close(course.rnn_backward(da, (later, cached_x)), want, tol={"rtol": 0, "atol": 0})
+
+
+# ------------------------------------------------------------------------------------- dtypes
+
+
+def test_float32_in_float32_out():
+    n_x, n_a, n_y, m, n_steps = SHAPES[2]
+    rng = np.random.default_rng(11)
+    p_rnn, p_lstm = rnn_parameters(rng, n_x, n_a, n_y), lstm_parameters(rng, n_x, n_a, n_y)
+    x, a0 = rng.normal(size=(n_x, m, n_steps)), rng.normal(size=(n_a, m))
+    da = rng.normal(size=(n_a, m, n_steps))
+    p_rnn, p_lstm, x, a0, da = (cast(v, np.float32) for v in (p_rnn, p_lstm, x, a0, da))
+
+    def f64(tree):
+        return cast(tree, np.float64)
+
+    a, y, caches = course.rnn_forward(x, a0, p_rnn)
+    want_a, want_y, want_caches = ref.rnn_forward(f64(x), f64(a0), f64(p_rnn))
+    assert_close(a, want_a, F32, np.float32)
+    assert_close(y, want_y, F32, np.float32)
+    for got, want in zip(caches[0], want_caches[0], strict=True):
+        assert_cache_equal(got, want, p_rnn, F32, np.float32)
+    got = course.rnn_backward(da, caches)
+    assert_dict_close(got, ref.rnn_backward(f64(da), want_caches), F32, np.float32)
+
+    a, y, c, caches = course.lstm_forward(x, a0, p_lstm)
+    want_a, want_y, want_c, want_caches = ref.lstm_forward(f64(x), f64(a0), f64(p_lstm))
+    for got, want in ((a, want_a), (y, want_y), (c, want_c)):
+        assert_close(got, want, F32, np.float32)
+    for got, want in zip(caches[0], want_caches[0], strict=True):
+        assert_cache_equal(got, want, p_lstm, F32, np.float32)
+    got = course.lstm_backward(da, caches)
+    assert_dict_close(got, ref.lstm_backward(f64(da), want_caches), F32, np.float32)
+
+
+def test_float32_without_x64():
+    n_x, n_a, n_y, m, _ = SHAPES[0]
+    rng = np.random.default_rng(12)
+    p = lstm_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev, c_prev = (rng.normal(size=s) for s in [(n_x, m), (n_a, m), (n_a, m)])
+    with jax.enable_x64(False):
+        a_next, c_next, yt, cache = course.lstm_cell_forward(xt, a_prev, c_prev, p)
+        grads = course.lstm_cell_backward(a_next, c_next, cache)
+    want = ref.lstm_cell_forward(xt, a_prev, c_prev, p)
+    for got, expected in zip((a_next, c_next, yt), want[:3], strict=True):
+        assert_close(got, expected, F32, np.float32)
+    want_grads = ref.lstm_cell_backward(want[0], want[1], want[3])
+    assert_dict_close(grads, want_grads, F32, np.float32)
+
+
+def test_mixed_dtypes_promote_as_numpy():
+    n_x, n_a, n_y, m, _ = SHAPES[1]
+    rng = np.random.default_rng(13)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    xt, a_prev = rng.normal(size=(n_x, m)).astype(np.float32), rng.normal(size=(n_a, m))
+    a_next, _, _ = course.rnn_cell_forward(xt, a_prev, p)
+    assert_close(a_next, ref.rnn_cell_forward(xt.astype(np.float64), a_prev, p)[0])
+
+
+def test_outputs_are_writable_numpy_arrays():
+    n_x, n_a, n_y, m, n_steps = SHAPES[0]
+    rng = np.random.default_rng(14)
+    p = rnn_parameters(rng, n_x, n_a, n_y)
+    a, y, caches = course.rnn_forward(rng.normal(size=(n_x, m, n_steps)), np.zeros((n_a, m)), p)
+    grads = course.rnn_backward(np.ones_like(a), caches)
+    for array in (a, y, caches[1], *caches[0][0][:3], *grads.values()):
+        assert type(array) is np.ndarray and array.flags.writeable
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def test_softmax_over_axis_0():
+    z = np.random.default_rng(15).normal(0.0, 3.0, (5, 4, 3))
+    assert_close(course.softmax(z), ref.softmax(z))
+
+
+def test_sigmoid():
+    z = np.random.default_rng(16).normal(0.0, 3.0, (5, 4))
+    assert_close(course.sigmoid(z), ref.sigmoid(z))
+
+
+def test_clip_values_above_below_and_inside():
+    gradients = {
+        "dWaa": np.array([[10.0, -10.0], [4.99, -4.99]]),
+        "dWax": np.array([[5.0, -5.0, 0.0]]),
+        "dWya": np.array([[7.5], [-1e9]]),
+        "db": np.array([[0.25], [-6.0]]),
+        "dby": np.array([[np.inf], [-np.inf]]),
+        "da_next": np.array([[100.0]]),
+    }
+    before = {key: value.copy() for key, value in gradients.items()}
+    clipped = course.clip(gradients, 5)
+    assert sorted(clipped) == ["dWaa", "dWax", "dWya", "db", "dby"]  # as in the course
+    np.testing.assert_array_equal(clipped["dWaa"], [[5.0, -5.0], [4.99, -4.99]])
+    np.testing.assert_array_equal(clipped["dWax"], [[5.0, -5.0, 0.0]])
+    np.testing.assert_array_equal(clipped["dWya"], [[5.0], [-5.0]])
+    np.testing.assert_array_equal(clipped["db"], [[0.25], [-5.0]])
+    np.testing.assert_array_equal(clipped["dby"], [[5.0], [-5.0]])
+    for key, value in gradients.items():  # a new dict; the arrays passed in are left alone
+        np.testing.assert_array_equal(value, before[key])
+    assert clipped is not gradients
+    assert_dict_close(course.clip(gradients, 0.5), ref.clip(gradients, 0.5))
+
+
+# ------------------------------------------------------------------ the character-level model
+
+
+def char_setup(seed, n_x=6, n_a=5, length=9, scale=1.0):
+    rng = np.random.default_rng(seed)
+    p = rnn_parameters(rng, n_x, n_a, n_x, scale)
+    p["b"] = p.pop("ba")
+    ids = list(rng.integers(0, n_x, length))
+    X, Y = [None] + ids[:-1], ids  # x⟨1⟩ = 0, x⟨t⟩ = y⟨t−1⟩
+    return p, X, Y, rng.normal(size=(n_a, 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_optimize_matches_reference_and_updates_in_place(seed):
+    p, X, Y, a_prev = char_setup(seed, length=12, scale=1.5)
+    want_loss, want_grads, want_a, want_p = ref.optimize(X, Y, a_prev, p, 0.05)
+    unclipped = ref.char_backward(Y, p, ref.char_forward(X, Y, a_prev, p)[1])
+    assert max(np.abs(g).max() for g in unclipped.values()) > 5  # the clipping is exercised
+    arrays = dict(p)
+
+    loss, grads, a_last = course.optimize(X, Y, a_prev, p, learning_rate=0.05)
+
+    assert isinstance(loss, np.float64)
+    np.testing.assert_allclose(loss, want_loss, **F64)
+    assert_dict_close(grads, want_grads)
+    assert_close(a_last, want_a)
+    for key, value in p.items():
+        assert value is arrays[key]  # the same arrays, updated
+        assert_close(value, want_p[key])
+
+
+def test_optimize_in_the_course_loop():
+    """The course's loop: parameters updated by each call, a⟨T⟩ passed on as the next a_prev."""
+    p, _, _, a_prev = char_setup(17, scale=0.5)
+    want_p, want_a = dict(p), a_prev
+    rng = np.random.default_rng(18)
+    for length in (5, 3, 8, 5):
+        ids = list(rng.integers(0, 6, length))
+        X, Y = [None, *ids[:-1]], ids
+        want_loss, _, want_a, want_p = ref.optimize(X, Y, want_a, want_p, 0.01)
+        loss, _, a_prev = course.optimize(X, Y, a_prev, p)
+        np.testing.assert_allclose(loss, want_loss, **F64)
+    for key in p:
+        assert_close(p[key], want_p[key])
+    assert_close(a_prev, want_a)
+
+
+def test_optimize_replaces_read_only_parameters():
+    p, X, Y, a_prev = char_setup(19)
+    want_p = ref.optimize(X, Y, a_prev, p, 0.01)[3]
+    for value in p.values():
+        value.flags.writeable = False
+    course.optimize(X, Y, a_prev, p)
+    for key in p:
+        assert_close(p[key], want_p[key])
+
+
+def test_optimize_none_anywhere_is_the_zero_vector():
+    p, X, Y, a_prev = char_setup(20)
+    X = [None, X[1], None, *X[3:]]
+    want_loss = ref.optimize(X, Y, a_prev, p, 0.01)[0]
+    np.testing.assert_allclose(course.optimize(X, Y, a_prev, p)[0], want_loss, **F64)
+
+
+def sample_parameters(n_a=4, vocab=3, by=(0.0, 0.0, 0.0), seed=21):
+    rng = np.random.default_rng(seed)
+    p = {
+        "Wax": rng.normal(0.0, 0.3, (n_a, vocab)),
+        "Waa": rng.normal(0.0, 0.3, (n_a, n_a)),
+        "Wya": rng.normal(0.0, 0.3, (vocab, n_a)),
+        "b": rng.normal(0.0, 0.3, (n_a, 1)),
+        "by": np.asarray(by, np.float64)[:, None],
+    }
+    return p, {"\n": 0, "a": 1, "b": 2}
+
+
+def test_sample_is_reproducible_and_ends_with_newline():
+    p, char_to_ix = sample_parameters(by=(1.0, 0.5, 0.5))
+    drawn = [course.sample(p, char_to_ix, seed) for seed in range(5)]
+    assert drawn == [course.sample(p, char_to_ix, seed) for seed in range(5)]
+    assert len({tuple(d) for d in drawn}) > 1
+    for indices in drawn:
+        assert indices[-1] == 0 and 0 not in indices[:-1]
+        assert all(isinstance(i, int) and 0 <= i < 3 for i in indices)
+
+
+def test_sample_certain_outcomes():
+    p, char_to_ix = sample_parameters(by=(60.0, 0.0, 0.0))
+    assert course.sample(p, char_to_ix, 0) == [0]
+    p, char_to_ix = sample_parameters(by=(-60.0, 60.0, 0.0))
+    assert course.sample(p, char_to_ix, 0) == [1] * 50 + [0]  # 50 drawn, then "\n" appended
+
+
+def test_sample_first_index_follows_the_softmax():
+    p, char_to_ix = sample_parameters(by=(0.3, -0.4, 0.8))
+    a1 = np.tanh(p["b"])  # a⟨1⟩ from a⟨0⟩ = 0 and x⟨1⟩ = 0
+    probs = ref.softmax(p["Wya"] @ a1 + p["by"])[:, 0]
+    first = [course.sample(p, char_to_ix, seed)[0] for seed in range(400)]
+    counts = np.bincount(first, minlength=3) / len(first)
+    np.testing.assert_allclose(counts, probs, atol=0.08)
+
+
+# -------------------------------------------------------------------------------------- errors
+
+
+def _rnn_call(**change):
+    rng = np.random.default_rng(22)
+    p = rnn_parameters(rng, 3, 5, 2)
+    args = {"xt": rng.normal(size=(3, 4)), "a_prev": rng.normal(size=(5, 4)), "parameters": p}
+    for key, value in change.items():
+        if key in p:
+            p[key] = value
+        else:
+            args[key] = value
+    return lambda: course.rnn_cell_forward(**args)
+
+
+def _missing(key):
+    p = rnn_parameters(np.random.default_rng(0), 3, 5, 2)
+    del p[key]
+    return lambda: course.rnn_cell_forward(np.ones((3, 4)), np.ones((5, 4)), p)
+
+
+def _lstm_forward_call(**change):
+    rng = np.random.default_rng(23)
+    p = lstm_parameters(rng, 3, 5, 2)
+    p.update({key: value for key, value in change.items() if key in p})
+    x = change.get("x", rng.normal(size=(3, 4, 6)))
+    return lambda: course.lstm_forward(x, rng.normal(size=(5, 4)), p)
+
+
+def _backward_call(kind, da_shape=None, cache_change=None):
+    rng = np.random.default_rng(24)
+    if kind == "rnn":
+        p, forward, backward = rnn_parameters(rng, 3, 5, 2), course.rnn_forward, course.rnn_backward
+        _, _, caches = forward(rng.normal(size=(3, 4, 6)), rng.normal(size=(5, 4)), p)
+    else:
+        p, forward, backward = (
+            lstm_parameters(rng, 3, 5, 2),
+            course.lstm_forward,
+            course.lstm_backward,
+        )
+        caches = forward(rng.normal(size=(3, 4, 6)), rng.normal(size=(5, 4)), p)[3]
+    if cache_change is not None:
+        caches = cache_change(caches)
+    return lambda: backward(np.ones(da_shape or (5, 4, 6)), caches)
+
+
+def _char_call(X=(None, 1, 2), Y=(1, 2, 0), a_prev_shape=(5, 1), rename=None):
+    p, _, _, _ = char_setup(25, n_x=6, n_a=5)
+    if rename:
+        p[rename[1]] = p.pop(rename[0])
+    return lambda: course.optimize(list(X), list(Y), np.zeros(a_prev_shape), p)
+
+
+ERRORS = {
+    "missing key": (
+        _missing("Wya"),
+        r"rnn_cell_forward: expected parameters to have the keys .*"
+        r"missing \['Wya'\]",
+    ),
+    "xt features": (
+        _rnn_call(xt=np.ones((4, 4))),
+        r"rnn_cell_forward: expected xt of shape \(3, 4\), got \(4, 4\); xt is \(n_x, m\) "
+        r"with n_x=3 from parameters\['Wax'\]",
+    ),
+    "a_prev batch": (
+        _rnn_call(a_prev=np.ones((5, 3))),
+        r"expected a_prev of shape \(5, 4\), got \(5, 3\); a_prev is \(n_a, m\) with "
+        r"n_a=5 from parameters\['Wax'\], m=4 from xt",
+    ),
+    "Waa shape": (
+        _rnn_call(Waa=np.ones((5, 4))),
+        r"expected parameters\['Waa'\] of shape \(5, 5\), got \(5, 4\)",
+    ),
+    "ba as a vector": (
+        _rnn_call(ba=np.ones(5)),
+        r"expected parameters\['ba'\] of shape \(5, 1\), got \(5,\)",
+    ),
+    "not numbers": (_rnn_call(xt=np.full((3, 4), "a")), r"expected xt to hold real numbers"),
+    "parameters not a dict": (
+        lambda: course.rnn_forward(np.ones((3, 4, 2)), np.ones((5, 4)), [1, 2]),
+        r"rnn_forward: expected parameters to be a dict of numpy arrays, got list",
+    ),
+    "lstm gate weights without the x part": (
+        _lstm_forward_call(Wf=np.ones((5, 5))),
+        r"lstm_forward: expected parameters\['Wf'\] of shape \(n_a, n_a\+n_x\) with n_x ≥ 1",
+    ),
+    "lstm gate weights of different widths": (
+        _lstm_forward_call(Wo=np.ones((5, 9))),
+        r"expected parameters\['Wo'\] of shape \(5, 8\), got \(5, 9\)",
+    ),
+    "lstm x features": (
+        _lstm_forward_call(x=np.ones((2, 4, 6))),
+        r"expected x of shape \(3, 4, 6\), got \(2, 4, 6\)",
+    ),
+    "lstm no time steps": (
+        _lstm_forward_call(x=np.ones((3, 4, 0))),
+        r"lstm_forward: expected x with at least one time step",
+    ),
+    "rnn_backward da time steps": (
+        _backward_call("rnn", da_shape=(5, 4, 5)),
+        r"rnn_backward: expected da of shape \(5, 4, 6\), got \(5, 4, 5\)",
+    ),
+    "lstm_backward da hidden size": (
+        _backward_call("lstm", da_shape=(4, 4, 6)),
+        r"lstm_backward: expected da of shape \(5, 4, 6\), got \(4, 4, 6\)",
+    ),
+    "rnn_backward given the list of caches only": (
+        _backward_call("rnn", cache_change=lambda caches: caches[0]),
+        r"rnn_backward: expected caches to be the pair \(list of cell caches, x\)",
+    ),
+    "lstm_backward given rnn caches": (
+        lambda: course.lstm_backward(np.ones((5, 4, 6)), _rnn_caches()),
+        r"lstm_backward: expected caches\[0\]\[0\] to be the 10-tuple \(a_next, c_next",
+    ),
+    "lstm_cell_backward given an rnn cache": (
+        lambda: course.lstm_cell_backward(np.ones((5, 4)), np.ones((5, 4)), _rnn_caches()[0][0]),
+        r"lstm_cell_backward: expected cache to be the 10-tuple .* got a tuple of length 4",
+    ),
+    "rnn_cell_backward da_next": (
+        lambda: course.rnn_cell_backward(np.ones((5, 3)), _rnn_caches()[0][0]),
+        r"rnn_cell_backward: expected da_next of shape \(5, 4\), got \(5, 3\)",
+    ),
+    "rnn_backward fewer caches than steps": (
+        _backward_call("rnn", cache_change=lambda caches: (caches[0][:5], caches[1])),
+        r"rnn_backward: expected caches\[0\] to hold T_x = 6 cell caches, .* got 5",
+    ),
+    "optimize X out of range": (
+        _char_call(X=(None, 1, 6)),
+        r"optimize: expected X\[2\] to be an index in \[0, 6\) or None \(the zero vector\), got 6",
+    ),
+    "optimize None in Y": (
+        _char_call(Y=(None, 1, 2)),
+        r"optimize: expected Y\[0\] to be an index in \[0, 6\), got None",
+    ),
+    "optimize lengths": (
+        _char_call(Y=(1, 2)),
+        r"optimize: expected X and Y of the same length, got 3 and 2",
+    ),
+    "optimize ba for b": (
+        _char_call(rename=("b", "ba")),
+        r"optimize: expected parameters to have the keys .* missing \['b'\]",
+    ),
+    "optimize a_prev batch": (
+        _char_call(a_prev_shape=(5, 2)),
+        r"optimize: expected a_prev of shape \(5, 1\), got \(5, 2\)",
+    ),
+    "clip missing key": (
+        lambda: course.clip({"dWaa": 1.0, "dWax": 1.0, "dWya": 1.0, "db": 1.0}, 5),
+        r"clip: expected gradients to have the keys .* missing \['dby'\]",
+    ),
+    "clip bound": (
+        lambda: course.clip({k: 1.0 for k in ("dWaa", "dWax", "dWya", "db", "dby")}, -1),
+        r"clip: expected maxValue to be a number > 0, got -1",
+    ),
+    "sample without newline": (
+        lambda: course.sample(sample_parameters()[0], {"a": 1, "b": 2}, 0),
+        r"sample: expected char_to_ix to be a dict with the key '\\n'",
+    ),
+    "softmax scalar": (lambda: course.softmax(3.0), r"softmax: expected x with at least one"),
+}
+
+
+def _rnn_caches():
+    rng = np.random.default_rng(26)
+    p = rnn_parameters(rng, 3, 5, 2)
+    return course.rnn_forward(rng.normal(size=(3, 4, 6)), rng.normal(size=(5, 4)), p)[2]
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_bad_arguments_raise_input_error(case):
+    call, message = ERRORS[case]
+    with pytest.raises(jaxrnn.InputError, match=message):
+        call()
