@@ -21,5 +21,8 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/python -m pytest -n 2 --durations=10
 
+bench: $(STAMP)
+	$(VENV)/bin/python -m benchmarks --full
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,893 @@
+"""The benchmark suite: LSTM and GRU forward and training-step time, jaxrnn against its peers.
+
+    python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi] [--cells lstm,gru]
+                         [--out benchmarks/results] [--pin]
+
+For each configuration (batch B, length T, input D, hidden H) and cell it times, side by side,
+
+- forward: the whole sequence from a zero state, all hidden states (B, T, H) returned;
+- train: forward and backward of the sum of all hidden states, gradients for every parameter, no
+  optimizer update;
+
+for every implementation in the registry: jaxrnn's variants (``suite_jax.JAXRNN_VARIANTS``), flax
+linen, equinox, PyTorch and a numpy loop (``IMPLS`` in ``suite_jax``, ``suite_torch`` and
+``suite_numpy``). "bi" is a bidirectional 2-layer LSTM on c1's sizes.
+
+Method:
+
+1. A numerics process imports every framework and checks, before any timing, that every
+   implementation computes the same function as PyTorch in float64: the same weights (PyTorch
+   layout, uniform in ±1/√H, from a seeded numpy generator) and inputs (standard normal), outputs
+   within 1e-4 (max abs) and every gradient within 1e-4 of the largest entry of that gradient.
+   An implementation that fails is not timed.
+2. Each framework family is then timed in its own worker process (torch never shares a process
+   with XLA's thread pool), with ``--pin`` under ``taskset -c 0``. Per case: the first call
+   (trace + compile + one run) is reported as compile time, one more call is a warm-up, then the
+   median, min and max of repeated calls, each on a fresh random input, waiting for every output
+   (``jax.block_until_ready`` on the loss and the whole gradient pytree).
+3. The GEMM floor is FLOPs / the best float32 matmul rate measured in the run (numpy and jax,
+   2048³), with forward FLOPs 2·B·T·(D_in + H)·G·H summed over layers and directions (G = 4 for
+   the LSTM, 3 for the GRU) and train FLOPs 3 × forward.
+
+Writes ``suite_cpu.md``, ``suite_cpu.json`` with every raw number, and one chart
+``suite_<config>.png`` per configuration to ``--out`` (``suite_gpu.md``, ``suite_gpu.json`` and
+``suite_gpu_<config>.png`` when JAX's backend is a GPU; PyTorch then runs on CUDA if it can).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CONFIGS = {  # name: (B, T, D, H)
+    "c1": (32, 128, 64, 256),
+    "c2": (1, 512, 64, 128),  # latency: one sequence
+    "c3": (128, 64, 128, 512),
+    "bi": (32, 128, 64, 256),  # c1's sizes, bidirectional 2-layer LSTM
+}
+SMOKE_CONFIGS = {
+    "c1": (4, 16, 8, 16),
+    "c2": (1, 32, 8, 16),
+    "c3": (8, 8, 16, 32),
+    "bi": (4, 16, 8, 16),
+}
+QUICK_CONFIGS = ("c1", "c2")
+CELLS = ("lstm", "gru")
+GATES = {"lstm": 4, "gru": 3}
+TOLERANCE = 1e-4
+JAX_REFERENCE = "jaxrnn"  # also compared against, for a check against jax.grad
+SEED = 0
+# The modules that hold the implementations, each importing only its own framework.
+FAMILY_MODULES = ("benchmarks.suite_numpy", "benchmarks.suite_torch", "benchmarks.suite_jax")
+GEMM_FAMILIES = ("numpy", "jaxrnn")  # the workers that also measure the matmul rate
+
+
+# ----------------------------------------------------------------------------------------- types
+
+
+class Model(NamedTuple):
+    """What is timed: a cell, how many layers, and whether each layer reads both ways."""
+
+    cell: str  # "lstm" or "gru"
+    layers: int = 1
+    bidirectional: bool = False
+
+    def directions(self, layer: int) -> list[tuple[str, bool]]:
+        """(PyTorch parameter suffix, reverse) of each direction of a layer."""
+        suffix = f"_l{layer}"
+        return (
+            [(suffix, False), (suffix + "_reverse", True)]
+            if self.bidirectional
+            else [(suffix, False)]
+        )
+
+    def input_size(self, layer: int, input_size: int, hidden_size: int) -> int:
+        return input_size if layer == 0 else hidden_size * (2 if self.bidirectional else 1)
+
+
+class Bench(NamedTuple):
+    """One implementation, built for one model and its weights: what the suite calls and checks."""
+
+    forward: Callable[[Any], Any]  # x -> all hidden states (B, T, H·directions)
+    train: Callable[[Any], Any]  # x -> (loss, gradients) or whatever carries them
+    to_input: Callable[[np.ndarray], Any]  # numpy x (B, T, D) -> the framework's array
+    output: Callable[[Any], np.ndarray]  # forward's result -> numpy
+    grads: Callable[[Any], dict]  # train's result -> {PyTorch parameter name: numpy gradient}
+    sync: Callable[[Any], Any]  # waits until a result is computed
+
+
+def _any_model(model: Model) -> bool:
+    return True
+
+
+class Impl(NamedTuple):
+    """A registry entry: ``build(model, weights in PyTorch layout) -> Bench``.
+
+    ``family`` names the worker process it is timed in; ``peer`` is False for jaxrnn's own
+    variants; ``capped`` limits its timed calls to the mode's time budget (for slow, uncompiled
+    loops); ``note`` is shown in the table.
+    """
+
+    family: str
+    build: Callable[[Model, dict], Bench]
+    peer: bool = True
+    supports: Callable[[Model], bool] = _any_model
+    capped: bool = False
+    note: str = ""
+
+
+class Case(NamedTuple):
+    config: str
+    cell: str
+    sizes: tuple[int, int, int, int]  # (B, T, D, H)
+    model: Model
+
+    @property
+    def key(self) -> str:
+        return f"{self.config}/{self.cell}"
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "cell": self.cell, "sizes": list(self.sizes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Case:
+        return make_case(data["config"], data["cell"], tuple(data["sizes"]))
+
+
+def make_case(config: str, cell: str, sizes: tuple[int, ...]) -> Case:
+    model = Model("lstm", 2, True) if config == "bi" else Model(cell)
+    return Case(config, cell, tuple(sizes), model)
+
+
+class Policy(NamedTuple):
+    """How many timed calls: ``min_reps`` to ``max_reps``, aiming at ``target_s`` in all."""
+
+    min_reps: int
+    max_reps: int
+    target_s: float
+    cap_s: float  # time budget per function of a ``capped`` implementation
+
+    def reps(self, estimate_s: float, capped: bool) -> tuple[int, bool]:
+        n = self.min_reps
+        if self.target_s > 0:
+            n = min(self.max_reps, max(self.min_reps, int(self.target_s / max(estimate_s, 1e-9))))
+        if capped and n * estimate_s > self.cap_s:
+            return max(1, int(self.cap_s / estimate_s)), True
+        return n, False
+
+
+POLICIES = {
+    "smoke": Policy(3, 3, 0.0, 2.0),
+    "quick": Policy(7, 7, 0.0, 4.0),
+    "full": Policy(7, 20, 1.5, 30.0),
+}
+
+
+# ------------------------------------------------------------------------------ weights and data
+
+
+def make_weights(case: Case, seed: int = SEED) -> dict[str, np.ndarray]:
+    """Float32 weights in PyTorch's layout, uniform in ±1/√H, biases included (never zeros)."""
+    _, _, input_size, hidden_size = case.sizes
+    gates = GATES[case.model.cell]
+    rng = np.random.default_rng([seed, zlib.crc32(case.key.encode())])
+    bound = 1.0 / math.sqrt(hidden_size)
+    weights = {}
+    for layer in range(case.model.layers):
+        n_in = case.model.input_size(layer, input_size, hidden_size)
+        for suffix, _ in case.model.directions(layer):
+            shapes = {
+                "weight_ih": (gates * hidden_size, n_in),
+                "weight_hh": (gates * hidden_size, hidden_size),
+                "bias_ih": (gates * hidden_size,),
+                "bias_hh": (gates * hidden_size,),
+            }
+            for name, shape in shapes.items():
+                weights[name + suffix] = rng.uniform(-bound, bound, shape).astype(np.float32)
+    return weights
+
+
+def make_input(case: Case, rng: np.random.Generator) -> np.ndarray:
+    batch, n_steps, input_size, _ = case.sizes
+    return rng.standard_normal((batch, n_steps, input_size), dtype=np.float32)
+
+
+def forward_flops(case: Case) -> float:
+    """2·B·T·(D_in + H)·G·H, summed over layers and directions (matmuls only)."""
+    batch, n_steps, input_size, hidden_size = case.sizes
+    total = 0
+    for layer in range(case.model.layers):
+        n_in = case.model.input_size(layer, input_size, hidden_size)
+        per_direction = 2 * batch * n_steps * (n_in + hidden_size) * GATES[case.model.cell]
+        total += per_direction * hidden_size * len(case.model.directions(layer))
+    return float(total)
+
+
+# ---------------------------------------------------------------------------------------- timing
+
+
+def measure(fn, sync, inputs: list, policy: Policy, capped: bool) -> dict:
+    """First call, one warm-up call, then the timed calls, each on the next fresh input."""
+
+    def call(x) -> float:
+        start = time.perf_counter()
+        sync(fn(x))
+        return time.perf_counter() - start
+
+    first = call(inputs[0])
+    if capped and first * (policy.min_reps + 1) > policy.cap_s:
+        estimate = first  # a slow uncompiled loop: its first call is estimate enough
+    else:
+        estimate = call(inputs[1])
+    reps, was_capped = policy.reps(estimate, capped)
+    cpu, wall = time.process_time(), time.perf_counter()
+    times = [call(inputs[2 + k % (len(inputs) - 2)]) * 1e3 for k in range(reps)]
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "first_call_s": first,
+        "estimate_ms": estimate * 1e3,
+        "times_ms": times,
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "reps": reps,
+        "capped": was_capped,
+        "cpu_per_wall": cpu / wall if wall > 0 else float("nan"),
+    }
+
+
+def _time_impl(impl: Impl, case: Case, policy: Policy, rng: np.random.Generator) -> dict:
+    bench = impl.build(case.model, make_weights(case))
+    inputs = [bench.to_input(make_input(case, rng)) for _ in range(policy.max_reps + 2)]
+    for x in inputs:
+        bench.sync(x)
+    forward = measure(bench.forward, bench.sync, inputs, policy, impl.capped)
+    train = measure(bench.train, bench.sync, inputs, policy, impl.capped)
+    return {"status": "ok", "forward": forward, "train": train}
+
+
+def _load_impls(modules) -> dict[str, tuple[str, Impl]]:
+    impls = {}
+    for module in modules:
+        for name, impl in module.IMPLS.items():
+            impls[name] = (module.__name__, impl)
+    return impls
+
+
+def run_worker(target: str, spec_path: Path, result_path: Path) -> None:
+    """Times one family's implementations on the cases of the spec; writes results as it goes."""
+    module_name, family = target.split(":")
+    spec = json.loads(spec_path.read_text())
+    module = importlib.import_module(module_name)
+    affinity = sorted(os.sched_getaffinity(0))
+    info = {"family": family, "affinity": affinity, **module.setup(len(affinity))}
+    if spec["gemm"] and hasattr(module, "gemm_rate"):
+        info["gemm_gflops"] = module.gemm_rate()
+        print(f"[{family}] GEMM 2048^3: {info['gemm_gflops']:.1f} GFLOP/s", flush=True)
+    policy = Policy(**spec["policy"])
+    rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
+    output = {"info": info, "results": {}}
+    for case_data in spec["cases"]:
+        case = Case.from_json(case_data)
+        for name in case_data["impls"]:
+            try:
+                entry = _time_impl(module.IMPLS[name], case, policy, rng)
+            except Exception as error:  # one broken implementation must not stop the rest
+                entry = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+            output["results"].setdefault(case.key, {})[name] = entry
+            result_path.write_text(json.dumps(output))
+            print(f"[{family}] {case.key:9s} {name:28s} {_progress(entry)}", flush=True)
+    result_path.write_text(json.dumps(output))
+
+
+def _progress(entry: dict) -> str:
+    if entry["status"] != "ok":
+        return entry["status"] + " " + entry.get("error", "")
+    fwd, trn = entry["forward"], entry["train"]
+    return (
+        f"fwd {format_ms(fwd['median_ms']):>8s} ms  train {format_ms(trn['median_ms']):>8s} ms  "
+        f"first call {fwd['first_call_s']:.2f} / {trn['first_call_s']:.2f} s"
+    )
+
+
+# -------------------------------------------------------------------------------------- numerics
+
+
+def run_numerics(spec_path: Path, result_path: Path) -> None:
+    """Every implementation against PyTorch float64, on the cases' own sizes and weights."""
+    spec = json.loads(spec_path.read_text())
+    modules = [importlib.import_module(name) for name in FAMILY_MODULES]
+    affinity = sorted(os.sched_getaffinity(0))
+    info = {}
+    for module in modules:
+        info.update(module.setup(len(affinity)))
+    import jax
+
+    from benchmarks import suite_torch
+
+    backend = jax.default_backend()
+    if backend != "cpu":  # checked at full float32 precision; GPUs default to TF32 matmuls
+        jax.config.update("jax_default_matmul_precision", "highest")
+        suite_torch.full_precision()
+    impls = _load_impls(modules)
+    rng = np.random.default_rng([spec["seed"], 1])
+    results = {}
+    for case_data in spec["cases"]:
+        case = Case.from_json(case_data)
+        weights = make_weights(case)
+        x = make_input(case, rng)
+        reference = suite_torch.reference(case.model, weights, x)
+        computed = {}
+        for name, (_, impl) in impls.items():
+            if not impl.supports(case.model):
+                continue
+            entry, out, grads = _check(impl, case.model, weights, x, reference)
+            results.setdefault(case.key, {})[name] = entry
+            if out is not None:
+                computed[name] = (out, grads)
+            print(
+                f"[numerics] {case.key:9s} {name:28s} {entry['status']:6s} "
+                f"out {entry.get('max_abs_out', float('nan')):.1e}  "
+                f"grad {entry.get('max_rel_grad', float('nan')):.1e} {entry.get('error', '')}",
+                flush=True,
+            )
+        if JAX_REFERENCE in computed:  # and against autodiff in JAX (jax.grad of jaxrnn)
+            for name, (out, grads) in computed.items():
+                if name != JAX_REFERENCE:
+                    diff = _compare(out, grads, *computed[JAX_REFERENCE])
+                    results[case.key][name]["vs_jax_grad"] = diff[:2]
+    output = {
+        "backend": backend,
+        "device_kind": jax.devices()[0].device_kind,
+        "info": info,
+        "impls": {
+            name: {
+                "module": module_name,
+                "family": impl.family,
+                "peer": impl.peer,
+                "capped": impl.capped,
+                "note": impl.note,
+            }
+            for name, (module_name, impl) in impls.items()
+        },
+        "results": results,
+    }
+    result_path.write_text(json.dumps(output))
+
+
+def _compare(out, grads: dict, ref_out, ref_grads: dict) -> tuple[float, float, str]:
+    """(max |Δ out|, max over parameters of max |Δ grad| / max |reference grad|, worst one)."""
+    if out.shape != ref_out.shape:
+        raise ValueError(f"outputs of shape {out.shape}, expected {ref_out.shape}")
+    if set(grads) != set(ref_grads):
+        raise ValueError(f"gradients for {sorted(grads)}, expected {sorted(ref_grads)}")
+    max_abs_out = float(np.max(np.abs(np.asarray(out, np.float64) - ref_out)))
+    rel = {
+        name: float(np.max(np.abs(np.asarray(grads[name], np.float64) - ref)))
+        / float(np.max(np.abs(ref)))
+        for name, ref in ref_grads.items()
+    }
+    worst = max(rel, key=rel.get)
+    return max_abs_out, rel[worst], worst
+
+
+def _check(impl: Impl, model: Model, weights: dict, x: np.ndarray, reference) -> tuple:
+    """(numerics entry, outputs, gradients) of one implementation against the reference."""
+    try:
+        bench = impl.build(model, weights)
+        out = bench.output(bench.forward(bench.to_input(x)))
+        grads = {k: np.asarray(g) for k, g in bench.grads(bench.train(bench.to_input(x))).items()}
+        max_abs_out, max_rel_grad, worst = _compare(out, grads, *reference)
+    except Exception as error:
+        return {"status": "error", "error": f"{type(error).__name__}: {error}"}, None, None
+    ok = max_abs_out <= TOLERANCE and max_rel_grad <= TOLERANCE
+    entry = {
+        "status": "ok" if ok else "FAILED",
+        "max_abs_out": max_abs_out,
+        "max_rel_grad": max_rel_grad,
+        "worst_grad": worst,
+    }
+    return entry, out, grads
+
+
+# ---------------------------------------------------------------------------------------- parent
+
+
+def _subprocess(args: list[str], pin: bool, env: dict | None = None) -> int:
+    command = [sys.executable, "-m", "benchmarks", *args]
+    if pin:
+        command = ["taskset", "-c", "0", *command]
+    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(args: argparse.Namespace) -> dict:
+    mode = "smoke" if args.smoke else "full" if args.full else "quick"
+    policy = POLICIES[mode]
+    sizes = SMOKE_CONFIGS if args.smoke else CONFIGS
+    configs = args.configs or (list(CONFIGS) if mode == "full" else list(QUICK_CONFIGS))
+    cells = args.cells or list(CELLS)
+    cases = [
+        make_case(config, cell, sizes[config])
+        for config in configs
+        for cell in (["lstm"] if config == "bi" else cells)
+        if config != "bi" or "lstm" in cells
+    ]
+    if "bi" in configs and "lstm" not in cells:
+        print("skipping 'bi': it is a bidirectional LSTM and --cells has no lstm", flush=True)
+    if not cases:
+        raise SystemExit("nothing to run")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="jaxrnn-suite-") as tmp:
+        tmp = Path(tmp)
+        spec = {"seed": SEED, "policy": policy._asdict(), "cases": [c.to_json() for c in cases]}
+        (tmp / "numerics_spec.json").write_text(json.dumps(spec))
+        print(f"== numerics check ({len(cases)} cases)", flush=True)
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # torch may share a GPU
+        _subprocess(
+            ["--numerics", str(tmp / "numerics_spec.json"), str(tmp / "numerics.json")],
+            args.pin,
+            env,
+        )
+        numerics = _read_json(tmp / "numerics.json")
+        if not numerics:
+            raise SystemExit("the numerics check did not finish; see its output above")
+        numerics["wall_s"] = time.perf_counter() - started
+
+        families: dict[str, str] = {}
+        for meta in numerics["impls"].values():
+            families.setdefault(meta["family"], meta["module"])
+        workers = {}
+        for family, module_name in families.items():
+            work = []
+            for case in cases:
+                checked = numerics["results"].get(case.key, {})
+                names = [
+                    name
+                    for name, meta in numerics["impls"].items()
+                    if meta["family"] == family and checked.get(name, {}).get("status") == "ok"
+                ]
+                if names:
+                    work.append({**case.to_json(), "impls": names})
+            gemm = family in GEMM_FAMILIES
+            if not work and not gemm:
+                continue
+            family_spec = {**spec, "cases": work, "gemm": gemm}
+            (tmp / f"{family}_spec.json").write_text(json.dumps(family_spec))
+            pin_text = ", pinned to core 0" if args.pin else ""
+            print(f"== timing {family} (own process{pin_text})", flush=True)
+            start = time.perf_counter()
+            rc = _subprocess(
+                [
+                    "--worker",
+                    f"{module_name}:{family}",
+                    str(tmp / f"{family}_spec.json"),
+                    str(tmp / f"{family}.json"),
+                ],
+                args.pin,
+            )
+            workers[family] = {
+                **_read_json(tmp / f"{family}.json"),
+                "returncode": rc,
+                "wall_s": time.perf_counter() - start,
+            }
+    return _assemble(args, mode, policy, cases, numerics, workers, time.perf_counter() - started)
+
+
+def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
+    gemm = {
+        family: worker["info"]["gemm_gflops"]
+        for family, worker in workers.items()
+        if "gemm_gflops" in worker.get("info", {})
+    }
+    best_rate = max(gemm.values()) if gemm else float("nan")
+    report_cases = []
+    for case in cases:
+        flops = forward_flops(case)
+        entry = {
+            **case.to_json(),
+            "model": case.model._asdict(),
+            "forward_flops": flops,
+            "train_flops": 3 * flops,
+            "floor_forward_ms": flops / (best_rate * 1e9) * 1e3,
+            "floor_train_ms": 3 * flops / (best_rate * 1e9) * 1e3,
+            "impls": {},
+        }
+        for name, meta in numerics["impls"].items():
+            check = numerics["results"].get(case.key, {}).get(name)
+            if check is None:
+                continue  # does not apply to this model
+            timed = workers.get(meta["family"], {}).get("results", {}).get(case.key, {}).get(name)
+            if check["status"] != "ok":
+                status = check["status"]
+            elif timed is None:
+                status = "not timed (worker crashed)"
+            else:
+                status = timed["status"]
+            entry["impls"][name] = {**meta, **(timed or {}), "status": status, "numerics": check}
+        for metric in ("forward", "train"):
+            peers = [
+                r[metric]["median_ms"]
+                for r in entry["impls"].values()
+                if r["peer"] and r["status"] == "ok"
+            ]
+            entry[f"fastest_peer_{metric}_ms"] = min(peers) if peers else float("nan")
+        report_cases.append(entry)
+    return {
+        "mode": mode,
+        "policy": policy._asdict(),
+        "pinned": args.pin,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "versions": versions(),
+        "backend": numerics["backend"],
+        "device_kind": numerics["device_kind"],
+        "framework_info": numerics["info"],
+        "gemm_gflops": gemm,
+        "best_gemm_gflops": best_rate,
+        "wall_s": wall_s,
+        "numerics_wall_s": numerics["wall_s"],
+        "workers": {
+            family: {k: v for k, v in worker.items() if k != "results"}
+            for family, worker in workers.items()
+        },
+        "cases": report_cases,
+    }
+
+
+def machine_info() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_count": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "platform": platform.platform(),
+    }
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("jax", "jaxlib", "flax", "equinox", "torch", "numpy"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+# --------------------------------------------------------------------------------------- reports
+
+
+def format_ms(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ratio(value: float, base: float) -> str:
+    if not (math.isfinite(base) and base > 0):
+        return "–"
+    ratio = value / base
+    return f"{ratio:.0f}" if ratio >= 100 else f"{ratio:.1f}" if ratio >= 10 else f"{ratio:.2f}"
+
+
+def _spread(m: dict) -> str:
+    return f"{format_ms(m['median_ms'])} [{format_ms(m['min_ms'])}–{format_ms(m['max_ms'])}]"
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    version_text = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    info = report["framework_info"]
+    machine = report["machine"]
+    workers = report["workers"]
+    threads = "; ".join(
+        f"{family}: cores {w.get('info', {}).get('affinity', '?')}"
+        + (
+            f", torch threads {w['info']['torch_threads']}"
+            if "torch_threads" in w.get("info", {})
+            else ""
+        )
+        for family, w in workers.items()
+    )
+    gemm = ", ".join(f"{family} {rate:.1f}" for family, rate in report["gemm_gflops"].items())
+    policy = report["policy"]
+    reps = (
+        f"median of {policy['min_reps']} timed calls"
+        if policy["target_s"] == 0
+        else f"median of {policy['min_reps']}–{policy['max_reps']} timed calls "
+        f"(about {policy['target_s']} s per case)"
+    )
+    lines = [
+        f"# LSTM and GRU: jaxrnn against its peers ({report['backend'].upper()}, "
+        f"{report['device_kind']})",
+        "",
+        f"{report['date']}; mode `{report['mode']}`"
+        + (" (tiny smoke-test sizes, not a measurement)" if report["mode"] == "smoke" else "")
+        + f"; whole run {report['wall_s'] / 60:.1f} min (numerics check "
+        f"{report['numerics_wall_s']:.0f} s, "
+        + ", ".join(f"{family} {w['wall_s']:.0f} s" for family, w in workers.items())
+        + ").",
+        "",
+        f"- Machine: {machine['cpu']}, `os.cpu_count()` = {machine['cpu_count']}; "
+        f"{machine['platform']}.",
+        f"- Versions: {version_text}.",
+        f"- Threads: each framework family in its own process "
+        f"({'pinned to core 0 with taskset' if report['pinned'] else 'not pinned'}); {threads}. "
+        "`cpu/wall` in the tables is process CPU time over wall time during the timed calls: "
+        "the cores actually busy.",
+        f"- PyTorch: device {info.get('torch_device', '?')}, "
+        f"`torch.backends.mkldnn.is_available()` = {info.get('mkldnn_available', '?')}, "
+        f"enabled = {info.get('mkldnn_enabled', '?')}"
+        + (f", oneDNN {info['onednn']}" if info.get("onednn") else "")
+        + ".",
+        f"- GEMM rate, float32 2048³, best of 5 (GFLOP/s): {gemm}. Floor = FLOPs / "
+        f"{report['best_gemm_gflops']:.1f} GFLOP/s; forward FLOPs 2·B·T·(D_in+H)·G·H over layers "
+        "and directions, train = 3 × forward; elementwise work ignored.",
+        f"- Timing: {reps} after the first call (trace + compile + one run, reported as first "
+        "call) and one warm-up call; a fresh random input for every call; JAX outputs waited for "
+        "with `jax.block_until_ready` (loss and whole gradient pytree). Times in ms, "
+        "median [min–max]. × floor = median / GEMM floor; × peer = median / fastest peer "
+        "(peer = anything that is not jaxrnn). Differences under about 25% between processes "
+        "are noise on a shared machine.",
+        "- Forward = all hidden states (B,T,H) from a zero state (torch under "
+        "`torch.inference_mode()`); train = forward + backward of the sum of all hidden states, "
+        "gradients for all parameters, no optimizer update.",
+        "",
+    ]
+    for config in dict.fromkeys(c["config"] for c in report["cases"]):
+        cases = [c for c in report["cases"] if c["config"] == config]
+        batch, n_steps, n_in, hidden = cases[0]["sizes"]
+        what = "bidirectional 2-layer LSTM" if config == "bi" else "single layer"
+        lines += [
+            f"## {config}: B={batch}, T={n_steps}, D={n_in}, H={hidden} ({what})",
+            "",
+            "| impl | cell | forward ms | train ms | compile (first call) s fwd / train "
+            "| × floor fwd / train | × peer fwd / train | reps | cpu/wall | note |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for case in cases:
+            for name, r in case["impls"].items():
+                if r["status"] != "ok":
+                    numerics = r["numerics"]
+                    detail = numerics.get("error") or (
+                        f"Δout {numerics.get('max_abs_out', float('nan')):.1e}, "
+                        f"Δgrad {numerics.get('max_rel_grad', float('nan')):.1e}"
+                    )
+                    if r["status"] == "error" and "error" in r:
+                        detail = r["error"]
+                    if numerics["status"] != "ok":
+                        detail = f"numerics check {numerics['status']}, not timed: {detail}"
+                    lines.append(
+                        f"| {name} | {case['cell']} | **{r['status']}** | | | | | | | "
+                        f"{_cell_text(detail)} |"
+                    )
+                    continue
+                fwd, trn = r["forward"], r["train"]
+                note = r["note"]
+                if fwd["capped"] or trn["capped"]:
+                    note += (
+                        f"{'; ' if note else ''}calls capped at ~{policy['cap_s']:.0f} s per "
+                        "function (fewer timed calls)"
+                    )
+                lines.append(
+                    f"| {name} | {case['cell']} | {_spread(fwd)} | {_spread(trn)} | "
+                    f"{fwd['first_call_s']:.2f} / {trn['first_call_s']:.2f} | "
+                    f"{_ratio(fwd['median_ms'], case['floor_forward_ms'])} / "
+                    f"{_ratio(trn['median_ms'], case['floor_train_ms'])} | "
+                    f"{_ratio(fwd['median_ms'], case['fastest_peer_forward_ms'])} / "
+                    f"{_ratio(trn['median_ms'], case['fastest_peer_train_ms'])} | "
+                    f"{fwd['reps']} / {trn['reps']} | "
+                    f"{fwd['cpu_per_wall']:.2f} / {trn['cpu_per_wall']:.2f} | {_cell_text(note)} |"
+                )
+        lines.append("")
+        for case in cases:
+            lines.append(
+                f"Floor {case['cell']}: forward {format_ms(case['floor_forward_ms'])} ms "
+                f"({case['forward_flops'] / 1e9:.2f} GFLOP), "
+                f"train {format_ms(case['floor_train_ms'])} ms.  "
+            )
+        lines += ["", f"![{config}]({chart_name(report, config)})", ""]
+
+    lines += [
+        "## Numerics check",
+        "",
+        "Before any timing, in one process, every implementation against PyTorch float64 "
+        "(`nn.LSTM` / `nn.GRU` with `.double()`) on each case's sizes, the same weights (PyTorch "
+        "layout, uniform in ±1/√H, seeded numpy generator) and one standard-normal input. Out = "
+        "max |Δ| of all hidden states; grad = max over parameters of max |Δ| / max |reference "
+        f"gradient| of that parameter. Pass: both ≤ {TOLERANCE:g}. Gradients of peers whose "
+        "parameters are laid out differently are mapped back to PyTorch's names (a summed bias "
+        "gets the same gradient as each of its parts). The last column compares with "
+        f"`{JAX_REFERENCE}`'s outputs and `jax.grad` gradients instead (for the numpy loop's "
+        "hand-written backward pass, a check against JAX's autodiff). Every peer can express "
+        "PyTorch's function exactly: flax's LSTM cells and equinox's `LSTMCell` keep one bias "
+        "per gate (b_ih + b_hh); "
+        "flax's `GRUCell` has biases on ir, iz, in and hn, so ir = b_ir + b_hr, iz = b_iz + b_hz, "
+        "in = b_in, hn = b_hn (inside r * (…), as in PyTorch); equinox's `GRUCell` has bias = "
+        "b_ih + [b_hr, b_hz, 0] and bias_n = b_hn; jaxrnn's `gru(reset='after')` gets the weights "
+        "from `jaxrnn.interop` (update-gate rows negated)."
+        + (
+            " Checked at full float32 matmul precision; timed at the backend's default."
+            if report["backend"] != "cpu"
+            else ""
+        ),
+        "",
+        "| case | impl | max abs Δ out | max rel Δ grad (worst parameter) | status "
+        f"| vs {JAX_REFERENCE} (jax.grad): Δ out / rel Δ grad |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in report["cases"]:
+        for name, r in case["impls"].items():
+            n = r["numerics"]
+            if "max_abs_out" in n:
+                vs_jax = n.get("vs_jax_grad")
+                lines.append(
+                    f"| {case['config']}/{case['cell']} | {name} | {n['max_abs_out']:.1e} | "
+                    f"{n['max_rel_grad']:.1e} ({n['worst_grad']}) | {n['status']} | "
+                    + (f"{vs_jax[0]:.1e} / {vs_jax[1]:.1e}" if vs_jax else "")
+                    + " |"
+                )
+            else:
+                lines.append(
+                    f"| {case['config']}/{case['cell']} | {name} | | | {n['status']}: "
+                    f"{_cell_text(n.get('error', ''))} | |"
+                )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def chart_name(report: dict, config: str) -> str:
+    """suite_c1.png on the CPU, suite_gpu_c1.png on a GPU (so that the two can sit together)."""
+    return f"suite_{config}.png" if report["backend"] == "cpu" else f"suite_gpu_{config}.png"
+
+
+def write_charts(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for config in dict.fromkeys(c["config"] for c in report["cases"]):
+        cases = [c for c in report["cases"] if c["config"] == config]
+        n_bars = max(1, *(len(c["impls"]) for c in cases))
+        fig, axes = plt.subplots(
+            len(cases), 2, figsize=(12, 1.2 + 0.35 * n_bars * len(cases)), squeeze=False
+        )
+        for row, case in zip(axes, cases, strict=True):
+            timed = {n: r for n, r in case["impls"].items() if r["status"] == "ok"}
+            names = list(timed)[::-1]
+            for ax, metric in zip(row, ("forward", "train"), strict=True):
+                medians = np.array([timed[n][metric]["median_ms"] for n in names])
+                low = medians - np.array([timed[n][metric]["min_ms"] for n in names])
+                high = np.array([timed[n][metric]["max_ms"] for n in names]) - medians
+                colors = ["tab:gray" if timed[n]["peer"] else "tab:blue" for n in names]
+                bars = ax.barh(names, medians, xerr=[low, high], color=colors, capsize=3)
+                labels = [format_ms(m) for m in medians]
+                ax.bar_label(bars, labels, label_type="center", fontsize=7, color="white")
+                floor = case[f"floor_{metric}_ms"]
+                if math.isfinite(floor):
+                    ax.axvline(
+                        floor, color="black", linestyle="--", linewidth=1, label="GEMM floor"
+                    )
+                    ax.legend(loc="lower right", fontsize=8)
+                ax.set_xscale("log")
+                ax.set_xlabel("ms (median, whiskers min–max)")
+                ax.set_title(f"{config} {case['cell']} {metric}", fontsize=10)
+                ax.tick_params(axis="y", labelsize=8)
+        fig.suptitle(
+            f"{config} B,T,D,H = {tuple(cases[0]['sizes'])} — {report['backend']} "
+            f"({report['machine']['cpu']}), {report['date']}",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        path = out / chart_name(report, config)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def default_out(smoke: bool) -> Path:
+    """benchmarks/results, or a scratch folder for smoke tests, whose numbers mean nothing."""
+    return Path(tempfile.gettempdir()) / "jaxrnn-smoke" if smoke else Path("benchmarks/results")
+
+
+def _names(allowed) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list from {', '.join(allowed)}, got {text!r}"
+            )
+        return names
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        return run_worker(argv[1], Path(argv[2]), Path(argv[3]))
+    if argv[:1] == ["--numerics"]:
+        return run_numerics(Path(argv[1]), Path(argv[2]))
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--quick", action="store_true", help="the default: c1 and c2, 7 timed calls (~2–3 min)"
+    )
+    size.add_argument(
+        "--full", action="store_true", help="c1, c2, c3 and bi, 7–20 timed calls (~15–20 min)"
+    )
+    size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--configs", type=_names(tuple(CONFIGS)), help="e.g. c1,c3,bi")
+    parser.add_argument("--cells", type=_names(CELLS), help="lstm,gru (default both)")
+    parser.add_argument("--out", type=Path, help="default benchmarks/results")
+    parser.add_argument(
+        "--pin", action="store_true", help="run every worker on one core (taskset -c 0)"
+    )
+    parser.add_argument("--render", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.out = (args.out or default_out(args.smoke)).resolve()
+
+    if args.render:  # tables and charts again from a saved suite_*.json
+        report = json.loads(args.render.read_text())
+    else:
+        report = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"suite_{report['backend']}.json"  # suite_cpu.json or suite_gpu.json
+    if not args.render:
+        raw.write_text(json.dumps(report, indent=1))
+    write_markdown(report, raw.with_suffix(".md"))
+    charts = write_charts(report, args.out)
+    written = [raw.with_suffix(".md").name] + ([] if args.render else [raw.name])
+    print(f"wrote {', '.join(written)} and {len(charts)} charts to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
