@@ -6,8 +6,9 @@ For B = 8 sequences of T steps, D = 64 input features and H = 256 hidden units, 
 training step (value and gradient of the sum of all hidden states with respect to every parameter,
 under ``jax.jit``, ``block_until_ready``) of
 
-- ``min_gru`` and ``min_lstm`` in parallel mode (``jaxrnn.unroll``'s default for them: one
-  associative scan over time),
+- ``min_gru`` and ``min_lstm`` in parallel mode (``jaxrnn.unroll``'s default for them: the gates
+  of 32 steps per GEMM, then an elementwise scan over those steps),
+- ``min_gru(scan="associative")``: every step's gates at once, then ``jax.lax.associative_scan``,
 - ``min_gru`` in sequential mode (``parallel=False``: a ``lax.scan`` of its step),
 - jaxrnn's sequential ``gru()`` and ``lstm()``.
 
@@ -38,6 +39,7 @@ QUICK_LENGTHS = (64, 256)
 VARIANTS = {  # label: (cell, parallel)
     "min_gru parallel": (jaxrnn.min_gru(), True),
     "min_lstm parallel": (jaxrnn.min_lstm(), True),
+    "min_gru associative": (jaxrnn.min_gru(scan="associative"), True),
     "min_gru sequential": (jaxrnn.min_gru(), False),
     "gru sequential": (jaxrnn.gru(), False),
     "lstm sequential": (jaxrnn.lstm(), False),

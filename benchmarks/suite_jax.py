@@ -81,6 +81,12 @@ class Variant(NamedTuple):
 JAXRNN_VARIANTS = {
     "jaxrnn": Variant(jaxrnn_forward, note="jaxrnn.unroll / jaxrnn.stacked under jax.jit"),
     "jaxrnn eager": Variant(eager_forward, jit=False, note="Python loop over cell.step, no jit"),
+    # The GRU has no pointwise part, so for it this would time the default again.
+    "jaxrnn autodiff backward": Variant(
+        functools.partial(jaxrnn_forward, fused_backward=False),
+        kinds=("lstm",),
+        note="fused_backward=False: autodiff of lax.scan instead of unroll's own backward pass",
+    ),
 }
 
 

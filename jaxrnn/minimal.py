@@ -37,13 +37,13 @@ output are h⟨t⟩ (*batch, H), with h⟨0⟩ = 0 from ``init_carry``.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxrnn import cells
-from jaxrnn._checks import check_positive_int
+from jaxrnn._checks import check_positive_int, fail
 from jaxrnn.cells import Array, Cell
 
 
@@ -149,6 +149,28 @@ def _blocked_recurrence(params, xs: Array, h0: Array, decay_and_input) -> Array:
     return hs.reshape(n_blocks * _BLOCK, -1)[:n_steps]
 
 
+def _associative_recurrence(params, xs: Array, h0: Array, decay_and_input) -> Array:
+    """As `_blocked_recurrence`, with every step's gates at once and `linear_recurrence`."""
+    a, b = decay_and_input(_projected(params, xs))
+    return linear_recurrence(a, b, h0)
+
+
+_RECURRENCES = {"blocked": _blocked_recurrence, "associative": _associative_recurrence}
+
+
+def _parallel_scan(scan: str, decay_and_input):
+    """A ``parallel_scan``: (params, xs (T, D), h0 (H,)) -> (hs, hs), each (T, H), one example."""
+    if scan not in _RECURRENCES:
+        fail("min_gru/min_lstm", f"expected scan 'blocked' or 'associative', got {scan!r}")
+    recurrence = _RECURRENCES[scan]
+
+    def parallel_scan(params, xs: Array, h0: Array) -> tuple[Array, Array]:
+        hs = recurrence(params, xs, h0, decay_and_input)
+        return hs, hs
+
+    return parallel_scan
+
+
 # ----------------------------------------------------------------------------------------- minGRU
 
 
@@ -167,23 +189,15 @@ def _min_gru_step(params: MinGRUParams, h_prev: Array, z_x: Array) -> tuple[Arra
     return h, h
 
 
-def _min_gru_parallel(params: MinGRUParams, xs: Array, h0: Array) -> tuple[Array, Array]:
-    """Every minGRU step of one example: xs (T, input_size), h0 (H,) -> (hs, hs), each (T, H).
-
-    a⟨t⟩ = 1 − z⟨t⟩ = σ(−k) and b⟨t⟩ = z⟨t⟩ g(v), for k, v = x⟨t⟩ W_{z,h} + b_{z,h}.
-    """
-    hs = _blocked_recurrence(params, xs, h0, _min_gru_decay_and_input)
-    return hs, hs
-
-
 def _min_gru_decay_and_input(pre: Array) -> tuple[Array, Array]:
-    """(a, b) = (σ(−k), σ(k) g(v)) from pre-activations (…, 2H) = (k, v)."""
+    """minGRU as h⟨t⟩ = a⟨t⟩ h⟨t−1⟩ + b⟨t⟩: (a, b) = (1 − z, z g(v)) = (σ(−k), σ(k) g(v)) from
+    pre-activations (…, 2H) = (k, v)."""
     k, v = jnp.split(pre, 2, axis=-1)
     return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * _g(v)
 
 
 @functools.cache
-def min_gru() -> Cell:
+def min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minGRU: a GRU whose update gate and candidate read only the input.
 
         z⟨t⟩ = σ(x⟨t⟩ W_z + b_z)
@@ -193,6 +207,12 @@ def min_gru() -> Cell:
     Gates are stacked in the order (z, h̃): w_x (input_size, 2H), b_x (2H,). ``parallel_scan``
     computes the gates of many steps at once (see `jaxrnn.minimal`), which `jaxrnn.unroll` uses by
     default.
+
+    Args:
+      scan: how ``parallel_scan`` runs the elementwise recurrence. ``"blocked"``: the gates of
+        32 steps with one GEMM, then those steps in a short ``lax.scan`` (the faster on CPU,
+        `benchmarks/NOTES.md`); ``"associative"``: every step's gates at once, then
+        `linear_recurrence`, O(log T) depth (for accelerators). Same outputs up to rounding.
 
     Returns:
       A `Cell` with `MinGRUParams` and a carry h⟨t⟩ of shape (*batch, H); the output is h⟨t⟩.
@@ -212,7 +232,7 @@ def min_gru() -> Cell:
         _min_gru_step,
         lambda zeros: zeros,
         recurrent_weights=False,
-        parallel_scan_one=_min_gru_parallel,
+        parallel_scan_one=_parallel_scan(scan, _min_gru_decay_and_input),
     )
 
 
@@ -244,24 +264,16 @@ def _min_lstm_step(params: MinLSTMParams, h_prev: Array, z_x: Array) -> tuple[Ar
     return h, h
 
 
-def _min_lstm_parallel(params: MinLSTMParams, xs: Array, h0: Array) -> tuple[Array, Array]:
-    """Every minLSTM step of one example: xs (T, input_size), h0 (H,) -> (hs, hs), each (T, H).
-
-    a⟨t⟩ = f′⟨t⟩ and b⟨t⟩ = i′⟨t⟩ g(v), for k_f, k_i, v = x⟨t⟩ W_{f,i,h} + b_{f,i,h}.
-    """
-    hs = _blocked_recurrence(params, xs, h0, _min_lstm_decay_and_input)
-    return hs, hs
-
-
 def _min_lstm_decay_and_input(pre: Array) -> tuple[Array, Array]:
-    """(a, b) = (f′, i′ g(v)) from pre-activations (…, 3H) = (k_f, k_i, v)."""
+    """minLSTM as h⟨t⟩ = a⟨t⟩ h⟨t−1⟩ + b⟨t⟩: (a, b) = (f′, i′ g(v)) from pre-activations
+    (…, 3H) = (k_f, k_i, v)."""
     k_f, k_i, v = jnp.split(pre, 3, axis=-1)
     forget, update = _min_lstm_gates(k_f, k_i)
     return forget, update * _g(v)
 
 
 @functools.cache
-def min_lstm() -> Cell:
+def min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minLSTM: an LSTM with input-only gates, normalised so that f′ + i′ = 1, and no output gate.
 
         f⟨t⟩ = σ(x⟨t⟩ W_f + b_f),   i⟨t⟩ = σ(x⟨t⟩ W_i + b_i)
@@ -273,6 +285,12 @@ def min_lstm() -> Cell:
     gates are computed as σ(±(log f − log i)), which stays accurate where f and i both underflow.
     ``parallel_scan`` computes the gates of many steps at once (see `jaxrnn.minimal`), which
     `jaxrnn.unroll` uses by default.
+
+    Args:
+      scan: how ``parallel_scan`` runs the elementwise recurrence. ``"blocked"``: the gates of
+        32 steps with one GEMM, then those steps in a short ``lax.scan`` (the faster on CPU,
+        `benchmarks/NOTES.md`); ``"associative"``: every step's gates at once, then
+        `linear_recurrence`, O(log T) depth (for accelerators). Same outputs up to rounding.
 
     Returns:
       A `Cell` with `MinLSTMParams` and a carry h⟨t⟩ of shape (*batch, H); the output is h⟨t⟩.
@@ -292,5 +310,5 @@ def min_lstm() -> Cell:
         _min_lstm_step,
         lambda zeros: zeros,
         recurrent_weights=False,
-        parallel_scan_one=_min_lstm_parallel,
+        parallel_scan_one=_parallel_scan(scan, _min_lstm_decay_and_input),
     )

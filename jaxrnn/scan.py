@@ -103,7 +103,21 @@ def unroll(
     fn = "unroll"
     if not isinstance(remat, bool) and not (isinstance(remat, int) and remat >= 1):
         fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
-    use_parallel = _use_parallel(fn, cell, parallel, remat, unroll, hoist_input_projection)
+    remat_asked, hoist_asked = remat is not False, bool(hoist_input_projection)
+    use_parallel = _choose(
+        fn,
+        "parallel",
+        parallel,
+        available=cell.parallel_scan is not None,
+        needs=f"a cell with a parallel_scan (jaxrnn.min_gru(), jaxrnn.min_lstm()); {cell.name} "
+        "has none",
+        # `unroll is True` (unroll fully) equals 1 in Python, hence the identity test.
+        conflicts={
+            "remat": remat_asked,
+            "unroll": unroll is True or unroll != 1,
+            "hoist_input_projection": hoist_asked,
+        },
+    )
     shape = check_xs(fn, params, xs, time_major)
     if time_major:
         n_steps, batch_shape = shape[0], shape[1:-1]
@@ -126,7 +140,15 @@ def unroll(
             bad = known[(known < 0) | (known > n_steps)]
             fail(fn, f"expected lengths in [0, {n_steps}] (the time steps of xs), got {bad[:5]}")
 
-    fused = _use_fused_backward(fn, cell, fused_backward, remat, hoist_input_projection)
+    fused = _choose(
+        fn,
+        "fused_backward",
+        fused_backward,
+        available=cell.pointwise is not None,
+        needs=f"a cell with a pointwise part (jaxrnn.rnn(), simplified_gru(), lstm()); {cell.name} "
+        "has none",
+        conflicts={"remat": remat_asked, "hoist_input_projection": hoist_asked},
+    )
     if fused and not use_parallel and n_steps:
         carry, ys = _unroll_fused_backward(
             cell, params, xs, carry, lengths, reverse=reverse, unroll=unroll, poison=poison
@@ -242,36 +264,26 @@ def _poisoned(carry, ys, length, n_steps):
     return carry, jnp.where(invalid, np.nan, ys)
 
 
-def _use_parallel(fn: str, cell: Cell, parallel, remat, unroll, hoist) -> bool:
-    """Whether `unroll` runs the cell's parallel scan, from its ``parallel`` argument."""
-    if parallel is not None and not isinstance(parallel, bool):
-        fail(fn, f"expected parallel to be None, True or False, got {parallel!r}")
-    # `unroll is True` (unroll fully) equals 1 in Python, hence the identity test.
-    sequential = [
-        name
-        for name, asked in (
-            ("remat", remat is not False),
-            ("unroll", unroll is True or unroll != 1),
-            ("hoist_input_projection", bool(hoist)),
-        )
-        if asked
-    ]
-    if parallel is None:
-        return cell.parallel_scan is not None and not sequential
-    if parallel and cell.parallel_scan is None:
+def _choose(fn: str, option: str, value, *, available: bool, needs: str, conflicts) -> bool:
+    """Resolves an optional path of `unroll` (``parallel``, ``fused_backward``): None, True, False.
+
+    None takes the path when the cell has what it ``needs`` and no option in ``conflicts`` (a dict
+    of option name -> whether it was asked for) is set; True requires both; False never takes it.
+    """
+    if value is not None and not isinstance(value, bool):
+        fail(fn, f"expected {option} to be None, True or False, got {value!r}")
+    asked = [name for name, is_asked in conflicts.items() if is_asked]
+    if value is None:
+        return available and not asked
+    if value and not available:
+        fail(fn, f"{option}=True needs {needs}", f"or leave {option}=None")
+    if value and asked:
         fail(
             fn,
-            f"parallel=True needs a cell with a parallel_scan; {cell.name} has none",
-            "use jaxrnn.min_gru() or jaxrnn.min_lstm(), or leave parallel=None",
+            f"{option}=True cannot be combined with {', '.join(asked)}",
+            f"leave them at their defaults, or pass {option}=False",
         )
-    if parallel and sequential:
-        fail(
-            fn,
-            f"parallel=True cannot be combined with {', '.join(sequential)}, which shape the "
-            "sequential scan",
-            "leave them at their defaults, or pass parallel=False",
-        )
-    return parallel
+    return value
 
 
 def _unroll_parallel(cell: Cell, params, xs, carry, length, *, reverse, poison):
@@ -300,33 +312,6 @@ def _unroll_parallel(cell: Cell, params, xs, carry, length, *, reverse, poison):
     if poison:
         carry, ys = _poisoned(carry, ys, length, n_steps)
     return carry, ys
-
-
-def _use_fused_backward(fn: str, cell: Cell, fused_backward, remat, hoist) -> bool:
-    """Whether `unroll` differentiates with its own backward pass, from ``fused_backward``."""
-    if fused_backward is not None and not isinstance(fused_backward, bool):
-        fail(fn, f"expected fused_backward to be None, True or False, got {fused_backward!r}")
-    conflicts = [
-        name
-        for name, asked in (("remat", remat is not False), ("hoist_input_projection", hoist))
-        if asked
-    ]
-    if fused_backward is None:
-        return cell.pointwise is not None and not conflicts
-    if fused_backward and cell.pointwise is None:
-        fail(
-            fn,
-            f"fused_backward=True needs a cell with a pointwise part; {cell.name} has none",
-            "jaxrnn.rnn(), jaxrnn.simplified_gru() and jaxrnn.lstm() have one; "
-            "or leave fused_backward=None",
-        )
-    if fused_backward and conflicts:
-        fail(
-            fn,
-            f"fused_backward=True cannot be combined with {', '.join(conflicts)}",
-            "leave them at their defaults, or pass fused_backward=False",
-        )
-    return fused_backward
 
 
 def _unroll_fused_backward(cell: Cell, params, xs, carry, lengths, *, reverse, unroll, poison):

@@ -481,3 +481,46 @@ def test_min_gru_lm_learns_names_nearly_as_well_as_gru():
         valid[cell] = result.history["valid"][-1][2]
     assert valid["gru"] < 0.8 * unigram and valid["min_gru"] < 0.8 * unigram
     assert valid["min_gru"] < 1.10 * valid["gru"], valid
+
+
+# ------------------------------------------------------------------------ the associative scan
+
+
+ASSOCIATIVE = {
+    "min_gru": jaxrnn.min_gru(scan="associative"),
+    "min_lstm": jaxrnn.min_lstm(scan="associative"),
+}
+
+
+@pytest.mark.parametrize("case", ["lengths", "large_preactivations_reverse", "time_major"])
+@pytest.mark.parametrize("name", NAMES)
+def test_associative_scan_matches_sequential_values_and_gradients(name, case):
+    dtype = jnp.float64
+    params, xs, h0, lengths = case_inputs(name, dtype, case)
+    _, _, reverse, time_major, _, _ = CASES[case]
+
+    def loss(cell, parallel):
+        def f(params, xs, h0):
+            last, ys = jaxrnn.unroll(
+                cell,
+                params,
+                xs,
+                h0,
+                lengths=lengths,
+                reverse=reverse,
+                time_major=time_major,
+                parallel=parallel,
+            )
+            return (jnp.sin(ys) * ys).sum() + (last**2).sum(), (last, ys)
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(params, xs, h0)
+
+    (_, got_outputs), got_grads = loss(ASSOCIATIVE[name], True)
+    (_, want_outputs), want_grads = loss(CELLS[name], False)
+    assert_trees_close(got_outputs, want_outputs, SCAN_TOL[dtype])
+    assert_trees_close(got_grads, want_grads, GRAD_TOL[dtype])
+
+
+def test_unknown_scan_is_rejected():
+    with pytest.raises(jaxrnn.InputError, match="expected scan 'blocked' or 'associative'"):
+        jaxrnn.min_gru(scan="cumsum")
