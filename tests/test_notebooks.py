@@ -1,0 +1,47 @@
+"""Each notebook in notebooks/ runs to the end at small size, draws a figure, ends in takeaways."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+TIMEOUT_S = 120  # per cell; each whole notebook takes well under a minute at small size
+
+
+def test_there_are_notebooks():
+    assert PATHS, f"no notebooks in {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.stem for p in PATHS])
+def test_notebook_runs(path, monkeypatch):
+    nb = nbformat.read(path, as_version=4)
+    # A first cell that reports which Python the kernel runs: it must be this environment's.
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+    monkeypatch.setenv("JAXRNN_NOTEBOOK_SIZE", "small")  # the kernel inherits the environment
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=TIMEOUT_S,
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
+    start = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first cell that fails
+    elapsed = time.perf_counter() - start
+
+    kernel_python = nb.cells[0].outputs[0]["text"].strip()
+    assert os.path.realpath(kernel_python) == os.path.realpath(sys.executable)
+
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert any("image/png" in out.get("data", {}) for out in outputs), "no figure drawn"
+
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Takeaways")
+    assert elapsed < 40, f"{path.name} took {elapsed:.1f} s at small size"
