@@ -258,10 +258,14 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
 
 
 def _poisoned(carry, ys, length, n_steps):
-    """NaN carry and outputs where a length only known at run time is outside [0, T]."""
+    """NaN carry and outputs where a length only known at run time is outside [0, T].
+
+    ``length`` has the batch shape (a scalar for one example), carry leaves (*batch, H) and
+    ys (*batch, T, H).
+    """
     invalid = (length < 0) | (length > n_steps)
-    carry = jax.tree.map(lambda leaf: jnp.where(invalid, np.nan, leaf), carry)
-    return carry, jnp.where(invalid, np.nan, ys)
+    carry = jax.tree.map(lambda leaf: jnp.where(invalid[..., None], np.nan, leaf), carry)
+    return carry, jnp.where(invalid[..., None, None], np.nan, ys)
 
 
 def _choose(fn: str, option: str, value, *, available: bool, needs: str, conflicts) -> bool:
@@ -332,12 +336,10 @@ def _unroll_fused_backward(cell: Cell, params, xs, carry, lengths, *, reverse, u
     last, ys = _scan_fused_backward(
         cell, params, flat_xs, flat_carry, valid, reverse=reverse, unroll=unroll
     )
-    if poison:
-        invalid = (flat_lengths < 0) | (flat_lengths > n_steps)
-        last = jax.tree.map(lambda leaf: jnp.where(invalid[:, None], np.nan, leaf), last)
-        ys = jnp.where(invalid[None, :, None], np.nan, ys)
     last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, leaf.shape[-1]), last)
     ys = jnp.moveaxis(ys, 0, 1).reshape(*batch_shape, n_steps, ys.shape[-1])
+    if poison:
+        last, ys = _poisoned(last, ys, jnp.asarray(lengths), n_steps)
     return last, ys
 
 
