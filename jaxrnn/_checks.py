@@ -58,9 +58,16 @@ def check_rank_at_least(fn: str, name: str, x, rank: int, meaning: str) -> tuple
     return shape
 
 
+def dtype_of(fn: str, name: str, x) -> np.dtype:
+    """The dtype of array ``x``; a list or other non-array gets an `InputError`, not a TypeError."""
+    if not hasattr(x, "dtype") and not isinstance(x, int | float | complex | np.generic):
+        fail(fn, f"expected {name} to be an array, got {type(x).__name__}", "use jnp.asarray")
+    return jnp.result_type(x)
+
+
 def check_floating(fn: str, name: str, x, like=None, like_name: str = "params") -> None:
     """Raise unless ``x`` is a floating-point array (of the same dtype as ``like``, if given)."""
-    dtype = jnp.result_type(x)
+    dtype = dtype_of(fn, name, x)
     if not jnp.issubdtype(dtype, jnp.floating):
         fail(
             fn, f"expected {name} to have a floating-point dtype, got {dtype}", "cast with .astype"
@@ -75,7 +82,7 @@ def check_floating(fn: str, name: str, x, like=None, like_name: str = "params") 
 
 
 def check_integer(fn: str, name: str, x) -> None:
-    dtype = jnp.result_type(x)
+    dtype = dtype_of(fn, name, x)
     if not jnp.issubdtype(dtype, jnp.integer):
         fail(fn, f"expected {name} to have an integer dtype, got {dtype}")
 
@@ -85,6 +92,35 @@ def concrete_or_none(x) -> np.ndarray | None:
     if isinstance(x, jax.core.Tracer):
         return None
     return np.asarray(x)
+
+
+def check_float_dtype(fn: str, dtype) -> None:
+    """Raise unless ``dtype`` is a floating-point dtype, the only kind parameters may have."""
+    try:
+        ok = jnp.issubdtype(dtype, jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        shown = np.dtype(dtype).name if isinstance(dtype, type | np.dtype | str) else repr(dtype)
+        fail(fn, f"expected dtype to be a floating-point dtype, got {shown}")
+
+
+def check_values_in(
+    fn: str, name: str, x, low, high, *, closed: bool = False, hint: str = ""
+) -> None:
+    """When ``x``'s values are known at trace time, raise unless each is in [low, high) (or
+    [low, high] with ``closed``). Under ``jit`` the values are unknown and nothing is checked."""
+    known = concrete_or_none(x)
+    if known is None or known.size == 0:
+        return
+    bad = (known < low) | ((known > high) if closed else (known >= high))
+    if bad.any():
+        interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
+        fail(
+            fn,
+            f"expected {name} in {interval}, got values in [{known.min()}, {known.max()}]",
+            hint,
+        )
 
 
 def check_lengths(
@@ -107,3 +143,12 @@ def check_positive_int(fn: str, name: str, value) -> None:
     """Raise `InputError` unless ``value`` is an int >= 1 (a bool is not accepted)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         fail(fn, f"expected {name} to be a positive int, got {value!r}")
+
+
+def check_int_in(fn: str, name: str, value, low: int, high: int) -> int:
+    """Raise `InputError` unless ``value`` is an int (not a bool) in [low, high); returns it."""
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not is_int or not low <= value < high:
+        got = value if is_int else repr(value)
+        fail(fn, f"expected {name} to be an int in [{low}, {high}), got {got}")
+    return int(value)

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import (
+    check_float_dtype,
     check_floating,
     check_positive_int,
     check_rank_at_least,
@@ -138,9 +139,15 @@ def hidden_size(params: Params) -> int:
 
 
 def _stacked(init_fn, key: Array, shape: tuple[int, int], gates: int, dtype) -> Array:
-    """``gates`` independent (rows, cols) blocks, concatenated along the last axis."""
+    """``gates`` independent (rows, cols) blocks, concatenated along the last axis.
+
+    Drawn in at least float32 and then cast: the orthogonal initialiser's QR has no bfloat16 or
+    float16 kernel, and low-precision params start as the rounding of the float32 ones.
+    """
+    check_float_dtype("init", dtype)
     keys = jax.random.split(key, gates)
-    return jnp.concatenate([init_fn(k, shape, dtype) for k in keys], axis=-1)
+    wide = jnp.promote_types(dtype, jnp.float32)
+    return jnp.concatenate([init_fn(k, shape, wide) for k in keys], axis=-1).astype(dtype)
 
 
 def _init_weights(key, n_x: int, n_a: int, gates: int, dtype, input_init) -> tuple[Array, Array]:

@@ -69,6 +69,10 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, metadata: dict) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    # A process killed mid-write (SIGKILL, power cut) leaves its temporary file behind; the
+    # checkpoint itself is intact, and the next successful save clears the leftovers.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 # Reading a damaged zip, or a header not written by `save_checkpoint`, can raise any of these;

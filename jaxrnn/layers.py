@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import (
+    check_float_dtype,
     check_floating,
     check_lengths,
     check_positive_int,
@@ -43,6 +44,7 @@ class DenseParams(NamedTuple):
 
 def dense_init(key: Array, in_features: int, out_features: int, dtype=jnp.float32) -> DenseParams:
     """Glorot-uniform weights and zero bias for `dense`."""
+    check_float_dtype("dense_init", dtype)
     w = jax.nn.initializers.glorot_uniform()(key, (in_features, out_features), dtype)
     return DenseParams(w, jnp.zeros((out_features,), dtype))
 

@@ -19,11 +19,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn import cells as cells_lib
 from jaxrnn import minimal
-from jaxrnn._checks import check_integer, check_positive_int, check_rank_at_least, fail
+from jaxrnn._checks import (
+    check_float_dtype,
+    check_int_in,
+    check_integer,
+    check_positive_int,
+    check_rank_at_least,
+    check_values_in,
+    fail,
+)
 from jaxrnn.cells import Array, Cell
 from jaxrnn.layers import DenseParams, dense, dense_init, dropout, embed_ids
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
@@ -89,6 +96,7 @@ def _check_config(config: LMConfig) -> None:
 
 def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
     """Initial parameters: N(0, 1) embeddings, the cells' own initialisers, a Glorot head."""
+    check_float_dtype("init_lm", dtype)
     _check_config(config)
     cell = cell_from_name(config.cell)
     key_emb, key_head, *keys = jax.random.split(key, 2 + config.num_layers)
@@ -127,14 +135,14 @@ def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
 def _check_inputs(fn: str, config: LMConfig, inputs: Array) -> None:
     check_rank_at_least(fn, "inputs", inputs, 1, "(*batch, time)")
     check_integer(fn, "inputs", inputs)
-    if isinstance(inputs, np.ndarray) and inputs.size:
-        low, high = int(inputs.min()), int(inputs.max())
-        if low < START or high >= config.vocab_size:
-            fail(
-                fn,
-                f"expected inputs ids in [−1, {config.vocab_size}), got values in [{low}, {high}]",
-                "−1 is the zero input x⟨1⟩ = 0; other ids index the vocabulary",
-            )
+    check_values_in(
+        fn,
+        "inputs ids",
+        inputs,
+        START,
+        config.vocab_size,
+        hint="−1 is the zero input x⟨1⟩ = 0; other ids index the vocabulary",
+    )
 
 
 def lm_apply(
@@ -295,21 +303,22 @@ def sample(
     """
     fn = "sample"
     _check_config(config)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        fail(fn, f"expected num_samples to be a positive int, got {num_samples!r}")
-    if not isinstance(max_len, int) or max_len < 1:
-        fail(fn, f"expected max_len to be a positive int, got {max_len!r}")
+    check_positive_int(fn, "num_samples", num_samples)
+    check_positive_int(fn, "max_len", max_len)
+    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
+        fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
     if not temperature >= 0:
         fail(fn, f"expected temperature >= 0, got {temperature!r}")
-    if top_k is not None and not 1 <= top_k <= config.vocab_size:
-        fail(fn, f"expected top_k in [1, {config.vocab_size}], got {top_k!r}")
-    ids = [eos_id] if eos_id is not None else []
-    for name, values in (("eos_id", ids), ("exclude_ids", exclude_ids), ("prompt", prompt)):
-        bad = [v for v in values if not 0 <= int(v) < config.vocab_size]
-        if bad:
-            fail(fn, f"expected {name} in [0, {config.vocab_size}), got {bad}")
-    if len(set(exclude_ids)) >= config.vocab_size:
-        fail(fn, "exclude_ids leaves no token to draw")
+    vocab = config.vocab_size
+    if top_k is not None:
+        check_int_in(fn, "top_k", top_k, 1, vocab + 1)
+    if eos_id is not None:
+        check_int_in(fn, "eos_id", eos_id, 0, vocab)
+    for name, values in (("exclude_ids", exclude_ids), ("prompt", prompt)):
+        for value in values:
+            check_int_in(fn, name, value, 0, vocab)
+    if len(set(exclude_ids)) >= vocab:
+        fail(fn, f"expected exclude_ids to leave a token to draw, got all {vocab} ids")
     return _sample(
         params,
         key,

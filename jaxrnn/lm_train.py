@@ -130,7 +130,9 @@ class TrainConfig(NamedTuple):
 class TrainResult(NamedTuple):
     params: LMParams
     step: int
-    history: dict  # "loss": per-step training losses; "valid": [step, train seconds, nats] rows
+    # "loss": per-step training losses; "valid": [step, train seconds, nats] rows;
+    # "skipped_steps": updates refused for a non-finite loss or gradient (absent if none)
+    history: dict
     checkpoint: Path | None
     stopped_early: str | None  # why the run stopped before `steps`, if it did
 
@@ -458,6 +460,12 @@ def train_lm(
                 history["loss"].append(loss)
                 history["seconds"] += seconds
                 bad_in_a_row = 0 if bool(metrics.finite) else bad_in_a_row + 1
+                if bad_in_a_row:
+                    history["skipped_steps"] = history.get("skipped_steps", 0) + 1
+                    write(
+                        f"step {step}: non-finite loss or gradient, update skipped "
+                        f"({bad_in_a_row} in a row, {history['skipped_steps']} in this run)"
+                    )
                 if bad_in_a_row >= train.max_nonfinite_steps:
                     stopped_early = (
                         f"{bad_in_a_row} steps in a row had a non-finite loss or gradient and were "
@@ -467,11 +475,13 @@ def train_lm(
                     break
                 bar.update(1)
                 recent = history["loss"][-50:]
-                bar.set_postfix(
-                    loss=f"{sum(recent) / len(recent):.3f}",
-                    tok_s=f"{n_tokens / max(seconds, 1e-9):,.0f}",
-                    refresh=False,
-                )
+                postfix = {
+                    "loss": f"{sum(recent) / len(recent):.3f}",
+                    "tok_s": f"{n_tokens / max(seconds, 1e-9):,.0f}",
+                }
+                if history.get("skipped_steps"):
+                    postfix["skipped"] = history["skipped_steps"]
+                bar.set_postfix(postfix, refresh=False)
                 every = train.eval_every_seconds
                 crossed = every and (
                     history["seconds"] // every > (history["seconds"] - seconds) // every

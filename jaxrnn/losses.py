@@ -18,6 +18,7 @@ from jaxrnn._checks import (
     check_integer,
     check_rank_at_least,
     check_shape,
+    check_values_in,
     fail,
 )
 from jaxrnn.cells import Array
@@ -41,6 +42,12 @@ def sequence_mask(lengths: Array, n_steps: int) -> Array:
     return steps < lengths[..., None]
 
 
+def _accumulating(logits: Array) -> Array:
+    """bfloat16/float16 logits are upcast to float32: log-softmax and the sums over classes and
+    time lose too much in 8 or 11 mantissa bits. Other dtypes are kept."""
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 def _reduce_over_time(fn: str, per_step: Array, lengths: Array | None, reduce_time: str) -> Array:
     """per_step (*batch, T) -> (*batch,), summing or averaging over the valid steps."""
     if reduce_time not in ("sum", "mean"):
@@ -58,7 +65,10 @@ def _reduce_over_time(fn: str, per_step: Array, lengths: Array | None, reduce_ti
             per_step.shape[:-1],
             "lengths has one entry per example: the batch dimensions of the logits",
         )
+        check_values_in(fn, "lengths", lengths, 0, n_steps, closed=True, hint="one per example")
         total = jnp.where(sequence_mask(lengths, n_steps), per_step, 0).sum(-1)
+        # Under jit, as in unroll: a length outside [0, T] gives that example a NaN loss.
+        total = jnp.where((lengths >= 0) & (lengths <= n_steps), total, jnp.nan)
         count = lengths.astype(per_step.dtype)
     if reduce_time == "sum":
         return total
@@ -73,20 +83,27 @@ def softmax_cross_entropy(
 
     Args:
       logits: (*batch, T, V) unnormalised log-probabilities, floating point.
-      labels: (*batch, T) integer targets in [0, V).
-      lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss.
+      labels: (*batch, T) integer targets in [0, V); out of range, an error, or under ``jit``
+        (values unknown) a NaN loss for that example.
+      lengths: optional (*batch,) ints in [0, T]; steps t ≥ lengths are left out of the loss.
       reduce_time: ``"sum"`` (the course) or ``"mean"`` over each example's valid steps.
 
     Returns:
-      (*batch,) loss per example, in nats.
+      (*batch,) loss per example, in nats; float32 for bfloat16 or float16 logits.
     """
     fn = "softmax_cross_entropy"
     shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, classes)")
     check_floating(fn, "logits", logits)
     check_integer(fn, "labels", labels)
     check_shape(fn, "labels", labels, shape[:-1], "labels are class indices, one per step")
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    n_classes = shape[-1]
+    check_values_in(fn, "labels", labels, 0, n_classes, hint="one class index per step")
+    log_probs = jax.nn.log_softmax(_accumulating(logits), axis=-1)
     per_step = -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    # Under jit the labels' values are unknown: an out-of-range label makes its loss NaN (which
+    # make_train_step refuses to apply) instead of silently indexing another class.
+    in_range = (labels >= 0) & (labels < n_classes)
+    per_step = jnp.where(in_range, per_step, jnp.nan)
     return _reduce_over_time(fn, per_step, lengths, reduce_time)
 
 
@@ -101,17 +118,20 @@ def sigmoid_cross_entropy(
 
     Args:
       logits: (*batch, T, K) floating point, one logit per binary output (e.g. "is a name").
-      labels: (*batch, T, K) targets in [0, 1], same shape as logits.
+      labels: (*batch, T, K) targets in [0, 1], same shape as logits; out of range, as above.
       lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss.
       reduce_time: ``"sum"`` or ``"mean"`` over each example's valid steps.
 
     Returns:
-      (*batch,) loss per example, in nats.
+      (*batch,) loss per example, in nats; float32 for bfloat16 or float16 logits.
     """
     fn = "sigmoid_cross_entropy"
     shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, outputs)")
     check_floating(fn, "logits", logits)
     check_shape(fn, "labels", labels, shape)
-    labels = labels.astype(logits.dtype)
+    check_values_in(fn, "labels", labels, 0, 1, closed=True, hint="targets are probabilities")
+    logits = _accumulating(logits)
+    labels = jnp.asarray(labels).astype(logits.dtype)
     per_unit = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    per_unit = jnp.where((labels >= 0) & (labels <= 1), per_unit, jnp.nan)  # as above, under jit
     return _reduce_over_time(fn, per_unit.sum(-1), lengths, reduce_time)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import (
+    check_float_dtype,
     check_integer,
     check_lengths,
     check_positive_int,
@@ -81,6 +82,7 @@ class Seq2SeqParams(NamedTuple):
 
 def _embedding_init(key: Array, vocab: int, size: int, dtype) -> Array:
     """N(0, 1) rows, as `jaxrnn.lm.init_lm`."""
+    check_float_dtype("init", dtype)
     return jax.random.normal(key, (vocab, size), dtype)
 
 

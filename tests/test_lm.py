@@ -360,14 +360,17 @@ def test_sample_first_token_frequencies_match_model(sampler_params, prompt, temp
     "options, message",
     [
         ({"max_len": 0}, "sample: expected max_len to be a positive int, got 0"),
-        ({"top_k": 0}, "sample: expected top_k in [1, 6], got 0"),
-        ({"top_k": 7}, "sample: expected top_k in [1, 6], got 7"),
+        ({"top_k": 0}, "sample: expected top_k to be an int in [1, 7), got 0"),
+        ({"top_k": 7}, "sample: expected top_k to be an int in [1, 7), got 7"),
         ({"temperature": -1.0}, "sample: expected temperature >= 0, got -1.0"),
         ({"num_samples": 0}, "sample: expected num_samples to be a positive int, got 0"),
-        ({"exclude_ids": [2, 6]}, "sample: expected exclude_ids in [0, 6), got [6]"),
-        ({"exclude_ids": range(6)}, "sample: exclude_ids leaves no token to draw"),
-        ({"eos_id": -1}, "sample: expected eos_id in [0, 6), got [-1]"),
-        ({"prompt": [1, 9]}, "sample: expected prompt in [0, 6), got [9]"),
+        ({"exclude_ids": [2, 6]}, "sample: expected exclude_ids to be an int in [0, 6), got 6"),
+        (
+            {"exclude_ids": range(6)},
+            "sample: expected exclude_ids to leave a token to draw, got all 6",
+        ),
+        ({"eos_id": -1}, "sample: expected eos_id to be an int in [0, 6), got -1"),
+        ({"prompt": [1, 9]}, "sample: expected prompt to be an int in [0, 6), got 9"),
     ],
 )
 def test_sample_rejects_bad_options(sampler_params, options, message):
@@ -379,7 +382,7 @@ def test_sample_rejects_bad_options(sampler_params, options, message):
 def test_lm_apply_rejects_ids_out_of_range(sampler_params, bad):
     inputs = np.array([[-1, 2, bad]], np.int32)
     low, high = min(-1, bad), max(2, bad)
-    message = f"lm_apply: expected inputs ids in [−1, 6), got values in [{low}, {high}]"
+    message = f"lm_apply: expected inputs ids in [-1, 6), got values in [{low}, {high}]"
     with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
         lm.lm_apply(sampler_params, SAMPLER, inputs)
 

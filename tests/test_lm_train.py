@@ -251,6 +251,32 @@ def test_train_lm_stops_on_nan_loss_and_keeps_params(lines_corpus, monkeypatch):
         assert np.array_equal(got, expected)
 
 
+def test_train_lm_counts_and_reports_isolated_non_finite_steps(lines_corpus, monkeypatch):
+    real = lm_train.make_train_step
+
+    def make_flaky_step(loss_fn, optimizer, **kwargs):
+        def flaky_loss(*args):
+            loss, aux = loss_fn(*args)
+            step = args[-1]
+            return jnp.where(step % 3 == 1, jnp.inf, loss), aux  # the 2nd, 5th, 8th, ... step
+
+        return real(flaky_loss, optimizer, **kwargs)
+
+    monkeypatch.setattr(lm_train, "make_train_step", make_flaky_step)
+    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8)
+    train = LINES_TRAIN._replace(steps=12, max_nonfinite_steps=2, sample_every=0)
+    result, messages = run(lines_corpus, model, train)
+    assert result.stopped_early is None and result.step == 12  # never 2 in a row
+    assert result.history["skipped_steps"] == 4
+    skipped = [m for m in messages if "update skipped" in m]
+    assert [m.split(":")[0] for m in skipped] == ["step 2", "step 5", "step 8", "step 11"]
+    assert "(1 in a row, 4 in this run)" in skipped[-1]
+    assert np.isinf(result.history["loss"][1::3]).all()
+    assert np.isfinite(result.history["loss"][0::3]).all()
+    for leaf in jax.tree.leaves(result.params):
+        assert np.all(np.isfinite(leaf))
+
+
 def test_train_lm_stops_on_absurd_learning_rate(lines_corpus):
     model = LMConfig(lines_corpus.vocab.size, cell="rnn_relu", hidden_size=8)
     train = LINES_TRAIN._replace(

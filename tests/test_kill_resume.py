@@ -1,0 +1,185 @@
+"""Killed training loses nothing: SIGKILL at random points, mid-write included, then resume.
+
+Processes are real subprocesses killed by the operating system, so nothing in jaxrnn gets a chance
+to clean up: what survives is what was on disk. The kill times are drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxrnn.checkpoint import load_checkpoint, read_metadata
+
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from jaxrnn.checkpoint import save_checkpoint
+
+    path = sys.argv[1]
+    version = 0
+    print("ready", flush=True)
+    while True:
+        version += 1
+        tree = {"big": np.full((1 << 19,), version, np.float64), "small": np.full(3, version)}
+        save_checkpoint(path, tree, {"version": version})
+    """
+)
+
+
+def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if expected in line:
+            return
+        if not line and process.poll() is not None:
+            raise AssertionError(f"process exited ({process.returncode}) before {expected!r}")
+    raise AssertionError(f"no {expected!r} within {timeout} s")
+
+
+def test_sigkill_during_checkpoint_writes_never_corrupts_the_checkpoint(tmp_path):
+    """A process that does nothing but rewrite a 4 MB checkpoint is killed 8 times at random
+    moments, so most kills land inside a write; every time, the file on disk is one whole
+    version, and the temporary file a killed write leaves behind is cleared by the next save."""
+    path = tmp_path / "checkpoint.npz"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    rng = np.random.default_rng(0)
+    versions, mid_write = [], 0
+    template = {"big": np.zeros(1 << 19), "small": np.zeros(3, np.int64)}
+    for _ in range(8):
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=ENV
+        )
+        _wait_for_line(process, "ready")
+        time.sleep(rng.uniform(0.05, 0.4))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        mid_write += bool(list(tmp_path.glob(".checkpoint.npz.*.tmp")))
+        if not path.exists():  # killed before the first write finished
+            continue
+        tree, metadata = load_checkpoint(path, template)
+        version = metadata["version"]
+        assert (tree["big"] == version).all() and (tree["small"] == version).all()
+        versions.append(version)
+    assert len(versions) >= 6, versions
+    assert mid_write >= 2, f"only {mid_write} of 8 kills landed inside a write"
+    # a later save clears what killed writes left behind
+    from jaxrnn.checkpoint import save_checkpoint
+
+    save_checkpoint(path, template, {"version": 0})
+    assert not list(tmp_path.glob(".checkpoint.npz.*.tmp"))
+
+
+TRAIN = [
+    "train",
+    "--corpus",
+    "names",
+    "--cell",
+    "gru",
+    "--hidden",
+    "24",
+    "--embedding",
+    "8",
+    "--batch",
+    "16",
+    "--steps",
+    "240",
+    "--checkpoint-every",
+    "4",
+    "--eval-every",
+    "100",
+    "--sample-every",
+    "0",
+    "--ngram",
+    "0",
+    "--no-progress",
+]
+
+
+def _train(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxrnn.cli", *TRAIN, "--out", str(out), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[float]:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    process = _train(out)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return read_metadata(out / "checkpoint.npz")["history"]["loss"]
+
+
+def _wait_for_new_checkpoint(process: subprocess.Popen, path: Path, timeout: float = 120) -> bool:
+    """Waits until ``process`` has written ``path`` once (training is under way); False if the
+    process finished first."""
+    before = path.stat().st_mtime_ns if path.exists() else None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_mtime_ns != before:
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.005)
+    raise AssertionError(f"no checkpoint written within {timeout} s")
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(uninterrupted, tmp_path):
+    """Training is SIGKILLed at 3 random moments, resumed with --resume each time, and then left
+    to finish. After every kill the checkpoint loads, its loss history is exactly the first steps of
+    the uninterrupted run's, and the finished run's whole trajectory equals it bit for bit."""
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoint.npz"
+    rng = np.random.default_rng(1)
+    resumed_from = []
+    for _ in range(3):
+        process = _train(out, "--resume")
+        assert _wait_for_new_checkpoint(process, checkpoint), "finished before the kill"
+        time.sleep(rng.uniform(0.0, 1.0))
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL
+        metadata = read_metadata(checkpoint)
+        step, losses = metadata["step"], metadata["history"]["loss"]
+        assert step % 4 == 0 and len(losses) == step  # checkpoints come every 4 steps
+        assert losses == uninterrupted[:step]
+        resumed_from.append(step)
+    process = _train(out, "--resume")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    assert resumed_from == sorted(resumed_from)  # never went back to an older checkpoint
+    final = read_metadata(out / "checkpoint.npz")
+    assert final["step"] == 240
+    assert final["history"]["loss"] == uninterrupted
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_the_current_step_before_exiting(uninterrupted, tmp_path, sig):
+    out = tmp_path / "run"
+    process = _train(out)
+    assert _wait_for_new_checkpoint(process, out / "checkpoint.npz")
+    time.sleep(0.2)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    metadata = read_metadata(out / "checkpoint.npz")
+    step = metadata["step"]
+    assert f"interrupted at step {step}; checkpoint saved" in output
+    assert 0 < step < 240 and metadata["history"]["loss"] == uninterrupted[:step]
