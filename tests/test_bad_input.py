@@ -476,7 +476,7 @@ def test_damaged_checkpoints_load_exactly_or_raise_checkpoint_error(
     ),
     version=st.sampled_from([None, 1, 2, "1"]),
 )
-def test_checkpoint_with_any_header_loads_or_raises_checkpoint_error(
+def test_checkpoint_with_any_header_and_bad_leaves_raises_checkpoint_error(
     tmp_path_factory, header, version
 ):
     path = tmp_path_factory.mktemp("header") / "ckpt.npz"

@@ -12,6 +12,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 TIMEOUT_S = 120  # per cell; each whole notebook takes well under a minute at small size
 
 
@@ -25,6 +26,10 @@ def test_notebook_runs(path, monkeypatch):
     # A first cell that reports which Python the kernel runs: it must be this environment's.
     nb.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
     monkeypatch.setenv("JAXRNN_NOTEBOOK_SIZE", "small")  # the kernel inherits the environment
+    # At small size compiling is most of the time: XLA:CPU's cheapest optimisation level halves
+    # it and leaves every printed result as it was.
+    flags = os.environ.get("XLA_FLAGS", "")
+    monkeypatch.setenv("XLA_FLAGS", f"{flags} {FAST_COMPILE}".strip())
     client = nbclient.NotebookClient(
         nb,
         kernel_name="python3",

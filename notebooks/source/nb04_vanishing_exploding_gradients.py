@@ -129,10 +129,10 @@ plt.show()
   carries the gradient orders of magnitude further back.
 - Vanishing gradients make long-range dependencies hard to learn; exploding ones are more
   visible: a few huge steps, then ∞ and NaN.
-- Clipping does not make this badly scaled network learn well (the clipped losses stay near
-  where they started), but it bounds every step, so training stays finite and can go on.
 - Clipping (optax, via `jaxrnn.make_optimizer(clip_value=…)` for the course's element-wise clip
-  or `clip_norm=…` for the global norm) bounds every step and keeps training finite; global-norm
-  clipping also keeps the gradient's direction. `make_train_step` refuses non-finite updates.
+  or `clip_norm=…` for the global norm) bounds every step, so training stays finite and can go
+  on; global-norm clipping also keeps the gradient's direction. It does not make this badly
+  scaled network learn well: the clipped losses stay near where they started.
+  `make_train_step` refuses non-finite updates.
 """),
 ]
