@@ -217,8 +217,7 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
 
     n_steps = xs.shape[0]
     block = 0 if remat is False else int(remat)
-    padded = -n_steps % block if block > 1 else 0
-    if length is None and not padded:
+    if length is None:
 
         def body(carry, x):
             return step(params, carry, x)
@@ -234,9 +233,7 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
             carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
             return carry, jnp.where(valid, y, jnp.zeros_like(y))
 
-        valid = jnp.arange(n_steps + padded) < (n_steps if length is None else length)
-        inputs = jnp.pad(inputs, [(0, padded)] + [(0, 0)] * (inputs.ndim - 1))
-        scanned = (inputs, valid)
+        scanned = (inputs, jnp.arange(n_steps) < length)
 
     if block <= 1:
         if block == 1:
@@ -244,13 +241,30 @@ def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat
         carry, ys = jax.lax.scan(body, carry, scanned, reverse=reverse, unroll=unroll)
     else:
         # Blocks of `block` steps: the outer scan stores one carry per block and the backward pass
-        # recomputes each block's steps from it. Padding steps at the end are masked out above.
+        # recomputes each block's steps from it. The T mod block steps left over run as a scan of
+        # their own (checkpointed per step) rather than as a padded block: padding the sequence
+        # would make the backward pass build a padded copy of the whole output cotangent.
+        n_main = n_steps - n_steps % block
+
         def run_block(carry, block_inputs):
             return jax.lax.scan(body, carry, block_inputs, reverse=reverse, unroll=unroll)
 
-        blocks = jax.tree.map(lambda a: a.reshape(-1, block, *a.shape[1:]), scanned)
-        carry, ys = jax.lax.scan(jax.checkpoint(run_block), carry, blocks, reverse=reverse)
-        ys = ys.reshape(-1, *ys.shape[2:])[:n_steps]
+        def run_blocks(carry):
+            blocks = jax.tree.map(lambda a: a[:n_main].reshape(-1, block, *a.shape[1:]), scanned)
+            carry, ys = jax.lax.scan(jax.checkpoint(run_block), carry, blocks, reverse=reverse)
+            return carry, ys.reshape(n_main, *ys.shape[2:])
+
+        def run_rest(carry):
+            rest = jax.tree.map(lambda a: a[n_main:], scanned)
+            return jax.lax.scan(jax.checkpoint(body), carry, rest, reverse=reverse, unroll=unroll)
+
+        if reverse:  # the leftover steps are the last in time, so a reverse pass meets them first
+            carry, ys_rest = run_rest(carry)
+            carry, ys_main = run_blocks(carry)
+        else:
+            carry, ys_main = run_blocks(carry)
+            carry, ys_rest = run_rest(carry)
+        ys = jnp.concatenate([ys_main, ys_rest])
 
     if poison:
         carry, ys = _poisoned(carry, ys, length, n_steps)
