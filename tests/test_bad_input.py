@@ -58,6 +58,20 @@ def make_array(shape, dtype: str, values: str = "normal", seed: int = 0) -> np.n
     return x.astype(dtype)
 
 
+def make_lengths(kind: str, batch: tuple, n_steps: int) -> np.ndarray | None:
+    """Per-example lengths for a batch: valid ones, or one of the ways of getting them wrong."""
+    if kind == "none":
+        return None
+    if kind == "valid":
+        return np.random.default_rng(1).integers(0, n_steps + 1, size=batch).astype(np.int32)
+    return {
+        "over": np.full(batch, n_steps + 1, np.int32),
+        "negative": np.full(batch, -1, np.int32),
+        "float": np.ones(batch, np.float32),
+        "shape": np.zeros((*batch, 2), np.int32),
+    }[kind]
+
+
 def outcome(call):
     """("ok", result) or ("error", message); any exception but InputError propagates."""
     try:
@@ -152,15 +166,7 @@ def test_unroll_right_answer_or_clear_error(call):
         (n_x,) if rank_cut else ((n_steps, *batch, n_x) if time_major else (*batch, n_steps, n_x))
     )
     xs = make_array(shape, dtype, values)
-    rng = np.random.default_rng(1)
-    lengths = {
-        "none": None,
-        "valid": rng.integers(0, n_steps + 1, size=batch).astype(np.int32),
-        "over": np.full(batch, n_steps + 1, np.int32),
-        "negative": np.full(batch, -1, np.int32),
-        "float": np.zeros(batch, np.float32),
-        "shape": np.zeros((*batch, 2), np.int32),
-    }[lengths_kind]
+    lengths = make_lengths(lengths_kind, batch, n_steps)
 
     bad = []
     if rank_cut:
@@ -283,13 +289,7 @@ def test_losses_right_answer_or_clear_error(call):
         wrong_labels = labels_kind == "shape" or (
             labels_kind in ("high", "negative") and labels.size > 0
         )
-    lengths = {
-        "none": None,
-        "valid": rng.integers(0, n_steps + 1, size=batch).astype(np.int32),
-        "over": np.full(batch, n_steps + 1, np.int32),
-        "negative": np.full(batch, -1, np.int32),
-        "float": np.ones(batch, np.float32),
-    }[lengths_kind]
+    lengths = make_lengths(lengths_kind, batch, n_steps)
 
     bad = []
     if dtype not in ("float32", "float64", "float16", "bfloat16"):
