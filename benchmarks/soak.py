@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         "rss_mib_max": float(rss.max()),
         "rss_slope_mib_per_min": slope,
         "final_train_loss": float(np.mean(result.history["loss"][-200:])),
+        "losses": result.history["loss"],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -131,10 +132,10 @@ def plot(t, rss, history, path: Path) -> None:
     losses = np.asarray(history["loss"], float)
     seconds = history["seconds"]
     # training seconds per step are about even; spread the steps over the run's wall time
-    steps_t = np.linspace(0, t[-1], len(losses)) if len(losses) else []
+    steps_t = np.linspace(0, t[-1], len(losses))
     window = max(1, len(losses) // 200)
-    smooth = np.convolve(losses, np.ones(window) / window, mode="same") if len(losses) else []
-    bottom.plot(np.asarray(steps_t) / 60, smooth, color="tab:blue")
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")  # no zero-padded ends
+    bottom.plot(steps_t[window - 1 :] / 60, smooth, color="tab:blue")
     bottom.set_ylabel("training loss (nats/char)")
     bottom.set_xlabel(f"minutes ({seconds / 60:.1f} of them training)")
     bottom.grid(alpha=0.3)
