@@ -1,6 +1,6 @@
 """jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``."""
 
-from jaxrnn import checkpoint, course, lm, lm_train, ngram, text
+from jaxrnn import checkpoint, course, lm, lm_train, ngram, parallel, text
 from jaxrnn._checks import InputError
 from jaxrnn.cells import (
     Cell,
@@ -63,6 +63,7 @@ from jaxrnn.models import (
     tagger_apply,
     tagger_init,
 )
+from jaxrnn.parallel import data_mesh, replicate, shard_batch
 from jaxrnn.scan import unroll
 from jaxrnn.train import (
     StepMetrics,
@@ -97,6 +98,7 @@ __all__ = [
     "clip_by_global_norm",
     "clip_elementwise",
     "course",
+    "data_mesh",
     "dense",
     "dense_init",
     "generate",
@@ -117,6 +119,7 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "ngram",
+    "parallel",
     "params_from_keras",
     "params_from_linen",
     "params_from_nnx",
@@ -125,6 +128,7 @@ __all__ = [
     "params_to_nnx",
     "params_to_torch",
     "pool_over_time",
+    "replicate",
     "rnn",
     "rnn_params_from_torch",
     "seq2seq_apply",
@@ -132,6 +136,7 @@ __all__ = [
     "seq2seq_init",
     "seq2seq_loss",
     "sequence_mask",
+    "shard_batch",
     "sigmoid_cross_entropy",
     "simplified_gru",
     "softmax_cross_entropy",

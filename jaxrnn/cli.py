@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every,
+        devices=args.devices,
     )
     try:
         result = train_lm(
@@ -243,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--clip-norm", type=float, default=0.0, help="0: no global-norm clip")
     opt.add_argument("--reduce-time", choices=["mean", "sum"], default="mean")
     opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--devices",
+        type=int,
+        help="split each batch over this many local devices (data parallelism), --batch a "
+        "multiple of it; None: as many of the local devices as divide --batch",
+    )
     show = train.add_argument_group("progress")
     show.add_argument("--eval-every", type=int, default=250)
     show.add_argument("--sample-every", type=int, default=500, help="0: no samples")

@@ -7,6 +7,12 @@ it had never stopped (bit for bit on CPU). Ctrl-C or SIGTERM saves a checkpoint 
 
 Validation loss is the mean negative log-likelihood per predicted token, in nats; perplexity is
 its exponential, exp(−(1/N) Σ log P(y⟨t⟩ | y⟨<t⟩)).
+
+With several local devices (GPUs, or simulated CPU devices) each step is data-parallel
+(`jaxrnn.parallel`): the batch and the carry are split by rows over the devices, params and
+optimizer state are replicated, and XLA sums the gradients. Checkpoints hold whole arrays, so a run
+saved on n devices resumes on any other count; the losses then agree with an uninterrupted run to
+float rounding, since n devices add the gradient's terms in another order.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn import ngram
+from jaxrnn import ngram, parallel
 from jaxrnn import text as text_lib
 from jaxrnn._checks import fail
 from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
@@ -125,6 +131,9 @@ class TrainConfig(NamedTuple):
     checkpoint_every: int = 500
     eval_rows: int = 32  # stream mode: validation read as this many contiguous rows
     max_nonfinite_steps: int = 20  # consecutive skipped updates before the run stops
+    # Data parallelism over this many local devices, batch_size a multiple of it. None: as many
+    # of the local devices as divide batch_size evenly (all of them when batch_size allows).
+    devices: int | None = None
 
 
 class TrainResult(NamedTuple):
@@ -169,6 +178,39 @@ def _initial_state(model: LMConfig, train: TrainConfig, mode: str) -> dict:
         "params": params,
         "opt_state": make_lm_optimizer(train).init(params),
         "carry": init_lm_carry(params, model, (train.batch_size,)) if stateful else None,
+    }
+
+
+def _device_count(train: TrainConfig) -> int:
+    """How many local devices each step is split over: ``train.devices``, or for None the most
+    local devices that divide ``train.batch_size`` evenly."""
+    available = jax.local_device_count()
+    devices = train.devices
+    if devices is None:
+        return max(n for n in range(1, available + 1) if train.batch_size % n == 0)
+    if not isinstance(devices, int) or isinstance(devices, bool) or not 1 <= devices <= available:
+        fail(
+            "train_lm",
+            f"expected devices between 1 and {available} (the local device count), got {devices!r}",
+            "None uses as many as divide batch_size; on CPU, "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N devices",
+        )
+    if train.batch_size % devices:
+        fail(
+            "train_lm",
+            f"expected batch_size divisible by the {devices} devices, got {train.batch_size}",
+            "choose a batch size that is a multiple of the device count",
+        )
+    return devices
+
+
+def _placed(state: dict, mesh) -> dict:
+    """The training state on ``mesh``: params and optimizer state replicated, carry split by rows
+    like the batches it continues."""
+    return {
+        "params": parallel.replicate(state["params"], mesh),
+        "opt_state": parallel.replicate(state["opt_state"], mesh),
+        "carry": parallel.shard_batch(state["carry"], mesh),
     }
 
 
@@ -375,7 +417,8 @@ def train_lm(
     Shows a progress bar (loss, tokens/s, ETA), prints samples every ``train.sample_every`` steps,
     evaluates every ``train.eval_every`` steps, and, when ``out_dir`` is given, writes
     ``checkpoint.npz`` there every ``train.checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the
-    end, and ``loss.png`` at the end.
+    end, and ``loss.png`` at the end. With several local devices each batch is split over
+    ``train.devices`` of them (see `TrainConfig`); the run stays on this machine (one process).
 
     Args:
       corpus: from `make_corpus`.
@@ -397,13 +440,21 @@ def train_lm(
             f"expected model.vocab_size == corpus vocabulary size {corpus.vocab.size}, "
             f"got {model.vocab_size}",
         )
+    n_devices = _device_count(train)
+    mesh = parallel.data_mesh(jax.local_devices()[:n_devices])
     out_dir = None if out_dir is None else Path(out_dir)
     checkpoint = None if out_dir is None else out_dir / CHECKPOINT_NAME
     state = _initial_state(model, train, corpus.mode)
     step, history = 0, {"loss": [], "valid": [], "seconds": 0.0}
     if resume and checkpoint is not None and checkpoint.exists():
         state, step, history = _resume(checkpoint, model, train, corpus)
+    state = _placed(state, mesh)
     write = log or tqdm.write
+    if jax.local_device_count() > 1:
+        write(
+            f"data-parallel training on {n_devices} of {jax.local_device_count()} local devices, "
+            f"{train.batch_size // n_devices} rows of each batch on each"
+        )
     train_step = _make_step(model, train)
     last = min(train.steps, stop_after) if stop_after is not None else train.steps
 
@@ -446,8 +497,9 @@ def train_lm(
                     carry = jax.tree.map(jnp.zeros_like, carry)
                 n_tokens = targets.size if lengths is None else int(lengths.sum())
                 start = time.perf_counter()
+                batch = parallel.shard_batch((inputs, targets, lengths, carry), mesh)
                 params, opt_state, metrics, new_carry = train_step(
-                    state["params"], state["opt_state"], inputs, targets, lengths, carry, step
+                    state["params"], state["opt_state"], *batch, step
                 )
                 loss = float(metrics.loss)  # waits for the step: the timing below is honest
                 seconds = time.perf_counter() - start

@@ -94,6 +94,10 @@ def make_train_step(
     applied: params and optimizer state come back unchanged and ``metrics.finite`` is False, so a
     caller can count such steps and stop (this function does not stop by itself).
 
+    The same step runs data-parallel on several devices: place params and optimizer state with
+    `jaxrnn.replicate` and each batch with `jaxrnn.shard_batch`, and ``jax.jit`` splits the
+    computation by rows, with XLA adding the per-device gradients (one all-reduce per step).
+
     Args:
       loss_fn: ``(params, *batch) -> scalar loss``.
       optimizer: any optax ``GradientTransformation``, e.g. from `make_optimizer`.
