@@ -27,16 +27,16 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn._checks import (
     check_float_dtype,
+    check_int_in,
     check_integer,
     check_lengths,
     check_positive_int,
     check_rank_at_least,
     check_shape,
-    concrete_or_none,
+    check_values_in,
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, input_size
@@ -90,27 +90,9 @@ def _check_ids(fn: str, name: str, ids, vocab: int, *, allow_start: bool = False
     """Integer ids; when their values are known at trace time, each in [0, vocab) (or −1)."""
     check_integer(fn, name, ids)
     ids = jnp.asarray(ids)
-    known = concrete_or_none(ids)
-    low = -1 if allow_start else 0
-    if known is not None and known.size and (known.min() < low or known.max() >= vocab):
-        where = f"[{low}, {vocab})"
-        hint = "−1 is the zero input x = 0; other ids index the vocabulary" if allow_start else ""
-        fail(
-            fn,
-            f"expected {name} in {where}, got values in [{known.min()}, {known.max()}]",
-            hint,
-        )
+    hint = "−1 is the zero input x = 0; other ids index the vocabulary" if allow_start else ""
+    check_values_in(fn, name, ids, -1 if allow_start else 0, vocab, hint=hint)
     return ids
-
-
-def _check_id_arg(fn: str, name: str, value, vocab: int, *, allow_start: bool = False) -> int:
-    """A Python int id, such as ``eos_id``, in [0, vocab) (or −1)."""
-    low = -1 if allow_start else 0
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        fail(fn, f"expected {name} to be an int in [{low}, {vocab}), got {value!r}")
-    if not low <= value < vocab:
-        fail(fn, f"expected {name} to be an int in [{low}, {vocab}), got {int(value)}")
-    return int(value)
 
 
 def _draw(key: Array | None, logits: Array, temperature: float) -> Array:
@@ -529,7 +511,7 @@ def seq2seq_apply(
     """
     fn = "seq2seq_apply"
     out_vocab = _num_classes(params)
-    bos_id = _check_id_arg(fn, "bos_id", bos_id, out_vocab, allow_start=True)
+    bos_id = check_int_in(fn, "bos_id", bos_id, -1, out_vocab)
     carry = _encode(fn, cell, params, src_ids, src_lengths)
     check_rank_at_least(fn, "tgt_ids", tgt_ids, 1, "(*batch, time)")
     tgt_ids = _check_ids(fn, "tgt_ids", tgt_ids, out_vocab)
@@ -627,8 +609,8 @@ def seq2seq_decode(
     fn = "seq2seq_decode"
     out_vocab = _num_classes(params)
     check_positive_int(fn, "max_len", max_len)
-    bos_id = _check_id_arg(fn, "bos_id", bos_id, out_vocab, allow_start=True)
-    eos_id = _check_id_arg(fn, "eos_id", eos_id, out_vocab)
+    bos_id = check_int_in(fn, "bos_id", bos_id, -1, out_vocab)
+    eos_id = check_int_in(fn, "eos_id", eos_id, 0, out_vocab)
     temperature = _check_temperature(fn, temperature)
     carry = _encode(fn, cell, params, src_ids, src_lengths)
     batch_shape = jnp.shape(src_ids)[:-1]
