@@ -55,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,6 +113,9 @@ _CHAR_SHAPES = {
 }
 _CLIPPED = ("dWaa", "dWax", "dWya", "db", "dby")
 _SAMPLE_MAX_LEN = 50  # the course's sample stops after 50 characters and then appends "\n"
+# optimize pads a sequence to the next power of two from this length: one compilation serves every
+# length up to it (nine names in ten of the shipped names.txt), one more up to 16 (all of them).
+_MIN_BUCKET = 8
 
 
 # ------------------------------------------------------------------------------------ the layouts
@@ -276,16 +280,91 @@ def _lstm_backward(p, x, a0, c0, da):
     return pullback(da)
 
 
-def _char_loss(p, ids, targets, a_prev):
-    """Σ_t −log ŷ⟨t⟩[targets[t]] over one sequence of ids (−1: x = 0), and the last a⟨t⟩."""
+def _char_loss(p, ids, targets, length, a_prev):
+    """Σ_t −log ŷ⟨t⟩[targets[t]] over the first ``length`` ids (−1: x = 0), and a⟨length⟩.
+
+    ids and targets are right-padded to a bucket length; the padded steps leave a⟨t⟩ unchanged
+    and add nothing to the loss (`jaxrnn.unroll`'s and the loss's ``lengths``).
+    """
     xs = embed_ids(None, ids, p["Wax"].shape[1], p["Wax"].dtype)  # one-hot (T, n_x)
-    last, a = unroll(_RNN, _rnn_params(p["Wax"], p["Waa"], p["b"]), xs[None], a_prev.T)
+    params, lengths = _rnn_params(p["Wax"], p["Waa"], p["b"]), length[None]
+    # One short sequence: autodiff of the scan costs less per call than the fused backward pass,
+    # whose weight-gradient matmuls pay off over long or batched sequences (benchmarks/NOTES.md).
+    last, a = unroll(_RNN, params, xs[None], a_prev.T, lengths=lengths, fused_backward=False)
     logits = dense(DenseParams(p["Wya"].T, p["by"][:, 0]), a)  # (1, T, n_y)
-    loss = softmax_cross_entropy(logits, targets[None], reduce_time="sum")[0]
+    loss = softmax_cross_entropy(logits, targets[None], lengths, reduce_time="sum")[0]
     return loss, last.T
 
 
-_char_value_and_grad = jax.jit(jax.value_and_grad(_char_loss, has_aux=True))
+def _char_layout(sizes: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
+    """The shape of each parameter for sizes (n_x, n_a, n_y)."""
+    named = dict(zip(("n_x", "n_a", "n_y"), sizes, strict=True))
+    return {key: tuple(named.get(s, s) for s in spec) for key, spec in _CHAR_SHAPES.items()}
+
+
+@functools.partial(jax.jit, static_argnames="sizes")
+def _char_step(floats, ints, sizes):
+    """One SGD step of the character model on packed arguments, as one compiled call.
+
+    floats: the parameters raveled in the order of _CHAR_SHAPES, a⟨0⟩ and the learning rate.
+    ints: ids and targets, each right-padded to a bucket length B, then the true length: (2B + 1,).
+    Returns one vector: the loss, a⟨T⟩, the clipped gradients and the updated parameters (raveled,
+    in the order of _CHAR_SHAPES). One array in and one out keeps the per-call cost of dispatch
+    and copies to a minimum; only the bucket length B and the sizes make a new compilation.
+    """
+    layout, n_a = _char_layout(sizes), sizes[1]
+    parts = jnp.split(floats, np.cumsum([np.prod(shape) for shape in layout.values()]))
+    p = {key: part.reshape(layout[key]) for key, part in zip(layout, parts, strict=False)}
+    a_prev, learning_rate = parts[-1][:n_a, None], parts[-1][n_a]
+    steps = (ints.shape[0] - 1) // 2
+    ids, targets, length = ints[:steps], ints[steps:-1], ints[-1]
+    (loss, a_last), grads = jax.value_and_grad(_char_loss, has_aux=True)(
+        p, ids, targets, length, a_prev
+    )
+    transform = clip_elementwise(5.0)
+    clipped, _ = transform.update(grads, transform.init(grads))
+    updated = {key: p[key] - learning_rate * clipped[key] for key in layout}
+    pieces = [loss[None], a_last[:, 0], *(clipped[k].ravel() for k in layout)]
+    return jnp.concatenate(pieces + [updated[k].ravel() for k in layout])
+
+
+def _bucket(n_steps: int) -> int:
+    """The padded length for a sequence of n_steps: a power of two, at least _MIN_BUCKET."""
+    return max(_MIN_BUCKET, 1 << (n_steps - 1).bit_length())
+
+
+@functools.cache
+def _char_offsets(sizes: tuple[int, int, int]) -> list[tuple[str, int, int, tuple]]:
+    """Where each output of `_char_step` lies in its result: (name, start, stop, shape)."""
+    layout, n_a = _char_layout(sizes), sizes[1]
+    entries = [("loss", 1, ()), ("a_last", n_a, (n_a, 1))]
+    entries += [("d" + key, int(np.prod(shape)), shape) for key, shape in layout.items()]
+    entries += [(key, int(np.prod(shape)), shape) for key, shape in layout.items()]
+    out, start = [], 0
+    for name, size, shape in entries:
+        out.append((name, start, start + size, shape))
+        start += size
+    return out
+
+
+def _sample_params(p) -> lm.LMParams:
+    """The character model's parameters (course layout) as a one-layer `jaxrnn.lm` RNN model."""
+    return lm.LMParams(
+        embedding=None,  # one-hot inputs
+        layers=(_rnn_params(p["Wax"], p["Waa"], p["b"]),),
+        head=DenseParams(p["Wya"].T, p["by"][:, 0]),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("config", "newline"))
+def _sample_ids(p, seed, config, newline):
+    """The layout change and `jaxrnn.lm.sample` in one compiled call: ids (max_len,), length.
+
+    seed: an int, made into the key ``jax.random.key(seed)`` here, or that key itself.
+    """
+    key = seed if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) else jax.random.key(seed)
+    drawn = lm.sample(_sample_params(p), config, key, max_len=_SAMPLE_MAX_LEN, eos_id=newline)
+    return drawn.ids[0], drawn.lengths[0]
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -411,12 +490,18 @@ def _check_cache_count(fn: str, cell_caches: list, n_steps: int) -> None:
 
 def _to_jax(*trees: Any) -> list[Any]:
     """Arrays as jax arrays of one floating dtype: numpy's promotion of them all, canonicalised."""
-    leaves = jax.tree.leaves(trees)
-    dtype = np.result_type(*[np.asarray(leaf).dtype for leaf in leaves])
+    dtype = _float_dtype(jax.tree.leaves(trees))
+    return [jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), tree) for tree in trees]
+
+
+def _float_dtype(leaves: Sequence[Any]) -> np.dtype:
+    """numpy's promotion of the leaves' dtypes, float64 if that is not floating, canonicalised."""
+    dtype = np.result_type(
+        *[getattr(leaf, "dtype", None) or np.asarray(leaf).dtype for leaf in leaves]
+    )
     if not np.issubdtype(dtype, np.floating):
         dtype = np.float64
-    dtype = jax.dtypes.canonicalize_dtype(dtype)
-    return [jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), tree) for tree in trees]
+    return jax.dtypes.canonicalize_dtype(dtype)
 
 
 def _numpy(tree: Any) -> Any:
@@ -713,17 +798,25 @@ def lstm_cell_backward(
 def lstm_backward(da: np.ndarray, caches: tuple) -> dict[str, np.ndarray]:
     """Backpropagation through time for the LSTM: the pullback of ``jax.vjp`` of unroll.
 
+    As in the course, the number of steps T is read from ``da``: it may be smaller than the T_x
+    steps of the forward pass, and then the gradients are those of a⟨1⟩ … a⟨T⟩, through the first
+    T cell caches (the course's own test of ``lstm_backward`` passes a ``da`` of 4 steps after a
+    forward pass of 7). Later steps do not reach a⟨1⟩ … a⟨T⟩, so this equals ``da`` padded with
+    zeros to T_x steps, with dx cut to T steps.
+
     Args:
-      da: ∂L/∂a⟨t⟩ for every t, as it comes from above (the outputs), not through the
-        recurrence, (n_a, m, T_x). No gradient comes from above into the memory cells.
+      da: ∂L/∂a⟨t⟩ for t = 1 … T, as it comes from above (the outputs), not through the
+        recurrence, (n_a, m, T) with 1 ≤ T ≤ T_x. No gradient comes from above into the memory
+        cells.
       caches: as returned by `lstm_forward`.
 
     Returns:
-      dict with dx (n_x, m, T_x), da0 (n_a, m), dWf, dWi, dWc, dWo (n_a, n_a + n_x),
+      dict with dx (n_x, m, T), da0 (n_a, m), dWf, dWi, dWc, dWo (n_a, n_a + n_x),
       dbf, dbi, dbc, dbo (n_a, 1).
 
     Raises:
-      InputError: if the caches are not ones from `lstm_forward` or da does not fit them.
+      InputError: if the caches are not ones from `lstm_forward` or da does not fit them (more
+        steps than the caches hold included).
     """
     fn = "lstm_backward"
     cell_caches, x = _sequence_caches(fn, caches, "lstm_forward")
@@ -736,8 +829,17 @@ def lstm_backward(da: np.ndarray, caches: tuple) -> dict[str, np.ndarray]:
     shapes("caches[1] (x)", x, ("n_x", "m", "T_x"))
     shapes("caches[0][0][2] (a0)", a0, ("n_a", "m"))
     shapes("caches[0][0][3] (c0)", c0, ("n_a", "m"))
-    shapes("da", da, ("n_a", "m", "T_x"))
     _check_cache_count(fn, cell_caches, shapes.sizes["T_x"])
+    shapes("da", da, ("n_a", "m", "T"))
+    n_steps = shapes.sizes["T"]
+    if not 1 <= n_steps <= len(cell_caches):
+        fail(
+            fn,
+            f"expected da with 1 to T_x = {len(cell_caches)} time steps (one per cell cache), "
+            f"got {n_steps}",
+            "da covers the first T ≤ T_x steps of the forward pass",
+        )
+    x = np.asarray(x)[:, :, :n_steps]  # the steps after T do not reach a⟨1⟩ … a⟨T⟩
     p, x, a0, c0, da = _to_jax(p, x, a0, c0, da)
     dp, dx, da0 = _numpy(_lstm_backward(p, x, a0, c0, da))
     gradients = {"dx": dx, "da0": da0}
@@ -814,6 +916,11 @@ def optimize(
     x⟨t⟩ is the one-hot vector of X[t] (the zero vector where X[t] is None). The gradients are
     ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll`.
 
+    The whole step — forward, backward, clipping and update — is one compiled call. X and Y are
+    padded to the next power of two from 8 steps (8, 16, 32, …), with the padded steps masked out
+    (``lengths`` of `jaxrnn.unroll` and of the loss), so a loop over names of many lengths compiles
+    once per padded length, not once per length.
+
     Args:
       X: input character indices, a list of T ints in [0, n_x) or None.
       Y: target character indices, a list of T ints in [0, n_y).
@@ -832,23 +939,52 @@ def optimize(
     """
     fn = "optimize"
     p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
-    shapes = _Shapes(fn)
-    _check_parameters(shapes, "parameters", p, _CHAR_SHAPES)
-    shapes("a_prev", a_prev, ("n_a", 1))
-    ids = _char_ids(fn, "X", X, shapes.sizes["n_x"], allow_none=True)
-    targets = _char_ids(fn, "Y", Y, shapes.sizes["n_y"], allow_none=False)
+    sizes = _plain_char_sizes(p, a_prev)
+    if sizes is None:  # anything but numpy float arrays of fitting shapes: check it all
+        shapes = _Shapes(fn)
+        _check_parameters(shapes, "parameters", p, _CHAR_SHAPES)
+        shapes("a_prev", a_prev, ("n_a", 1))
+        sizes = (shapes.sizes["n_x"], shapes.sizes["n_a"], shapes.sizes["n_y"])
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float | np.number):
+        fail(fn, f"expected learning_rate to be a number, got {learning_rate!r}")
+    ids = _char_ids(fn, "X", X, sizes[0], allow_none=True)
+    targets = _char_ids(fn, "Y", Y, sizes[2], allow_none=False)
     if len(ids) != len(targets):
         fail(fn, f"expected X and Y of the same length, got {len(ids)} and {len(targets)}")
-    p, a_prev = _to_jax(p, a_prev)
-    (loss, a_last), grads = _char_value_and_grad(p, jnp.asarray(ids), jnp.asarray(targets), a_prev)
-    gradients = clip({"d" + key: value for key, value in grads.items()}, 5)
+
+    arrays = [*p.values(), a_prev]
+    dtype = _float_dtype(arrays)
+    floats = np.concatenate([np.ravel(v) for v in arrays] + [[learning_rate]], dtype=dtype)
+    n_steps = len(ids)
+    steps = _bucket(n_steps)
+    ints = np.zeros(2 * steps + 1, np.int32)
+    ints[:n_steps], ints[steps : steps + n_steps], ints[-1] = ids, targets, n_steps
+    result = np.array(_char_step(floats, ints, sizes))  # one writable copy; the outputs view it
+    out = {name: result[i:j].reshape(shape) for name, i, j, shape in _char_offsets(sizes)}
     for key in _CHAR_SHAPES:
-        value, step = parameters[key], learning_rate * gradients["d" + key]
+        value = parameters[key]
         if isinstance(value, np.ndarray) and value.flags.writeable:
-            value -= step.astype(value.dtype)
+            value[...] = out[key]
         else:
-            parameters[key] = np.asarray(value) - step
-    return np.asarray(loss)[()], gradients, _numpy(a_last)
+            parameters[key] = out[key]
+    gradients = {key: out[key] for key in _CLIPPED}
+    return out["loss"][()], gradients, out["a_last"]
+
+
+def _plain_char_sizes(p: Mapping[str, Any], *a_prev: Any) -> tuple[int, int, int] | None:
+    """(n_x, n_a, n_y) if the parameters (and a_prev) are numpy float arrays of fitting shapes.
+
+    The common case, which the full checks would pass, checked at little cost; None otherwise,
+    and the full checks then run (and name what is wrong).
+    """
+    arrays = (*p.values(), *a_prev)
+    if not all(type(v) is np.ndarray and v.ndim == 2 and v.dtype.kind == "f" for v in arrays):
+        return None
+    (n_a, n_x), n_y = p["Wax"].shape, p["Wya"].shape[0]
+    fitting = ((n_a, n_x), (n_a, n_a), (n_y, n_a), (n_a, 1), (n_y, 1)) + ((n_a, 1),) * len(a_prev)
+    if tuple(v.shape for v in arrays) != fitting:
+        return None
+    return n_x, n_a, n_y
 
 
 def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[int]:
@@ -859,7 +995,9 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
 
     The draws come from the JAX key ``jax.random.key(seed)``, not from numpy's global generator
     seeded as the course's loop seeds it, so the same seed gives other indices than the course's
-    sample (from the same distribution); the same seed always gives the same indices.
+    sample (from the same distribution); the same seed always gives the same indices. One
+    compiled call draws a whole sample (up to 50 steps), compiled once for each vocabulary size,
+    hidden size and dtype.
 
     Args:
       parameters: dict with Wax (n_a, V), Waa (n_a, n_a), Wya (V, n_a), b (n_a, 1), by (V, 1).
@@ -874,10 +1012,13 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
     """
     fn = "sample"
     p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
-    shapes = _Shapes(fn)
-    layout = {**_CHAR_SHAPES, "Wax": ("n_a", "V"), "Wya": ("V", "n_a"), "by": ("V", 1)}
-    _check_parameters(shapes, "parameters", p, layout)
-    vocab_size, n_a = shapes.sizes["V"], shapes.sizes["n_a"]
+    sizes = _plain_char_sizes(p)
+    if sizes is None or sizes[0] != sizes[2]:  # anything unusual: check it all
+        shapes = _Shapes(fn)
+        layout = {**_CHAR_SHAPES, "Wax": ("n_a", "V"), "Wya": ("V", "n_a"), "by": ("V", 1)}
+        _check_parameters(shapes, "parameters", p, layout)
+        sizes = (shapes.sizes["V"], shapes.sizes["n_a"], shapes.sizes["V"])
+    vocab_size, n_a = sizes[0], sizes[1]
     if not isinstance(char_to_ix, Mapping) or "\n" not in char_to_ix:
         fail(fn, "expected char_to_ix to be a dict with the key '\\n' (where a sample ends)")
     newline = char_to_ix["\n"]
@@ -885,17 +1026,16 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
         fail(fn, f"expected char_to_ix['\\n'] to be an index in [0, {vocab_size}), got {newline!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         fail(fn, f"expected seed to be an int, got {seed!r}")
-    (p,) = _to_jax(p)
-    params = lm.LMParams(
-        embedding=None,  # one-hot inputs
-        layers=(_rnn_params(p["Wax"], p["Waa"], p["b"]),),
-        head=DenseParams(p["Wya"].T, p["by"][:, 0]),
-    )
+    dtype = _float_dtype(list(p.values()))
+    p = {key: np.asarray(value, dtype) for key, value in p.items()}
     config = lm.LMConfig(vocab_size=int(vocab_size), cell="rnn", hidden_size=int(n_a))
-    drawn = lm.sample(
-        params, config, jax.random.key(int(seed)), max_len=_SAMPLE_MAX_LEN, eos_id=int(newline)
-    )
-    indices = [int(i) for i in np.asarray(drawn.ids[0, : int(drawn.lengths[0])])]
+    int_type = jax.dtypes.canonicalize_dtype(np.int64)
+    if np.iinfo(int_type).min <= seed <= np.iinfo(int_type).max:
+        seed = np.asarray(seed, int_type)  # the key is made inside the compiled call
+    else:
+        seed = jax.random.key(int(seed))
+    ids, length = _sample_ids(p, seed, config, int(newline))
+    indices = np.asarray(ids)[: int(length)].tolist()
     if len(indices) == _SAMPLE_MAX_LEN:
         indices.append(int(newline))
     return indices

@@ -123,9 +123,11 @@ def lstm_cell_backward(da_next, dc_next, cache):
 
 
 def lstm_backward(da, caches):
+    """As in the course, the steps come from da: T ≤ T_x, walking back over the first T caches."""
     cell_caches, x = caches
     p = cell_caches[0][9]
-    grads = {"dx": np.zeros_like(x), **{"d" + key: np.zeros_like(p[key]) for key in GATE_KEYS}}
+    dx = np.zeros((*x.shape[:2], da.shape[2]))
+    grads = {"dx": dx, **{"d" + key: np.zeros_like(p[key]) for key in GATE_KEYS}}
     da_prev = dc_prev = np.zeros(da.shape[:2])
     for t in reversed(range(da.shape[2])):
         step = lstm_cell_backward(da[:, :, t] + da_prev, dc_prev, cell_caches[t])

@@ -196,6 +196,31 @@ def test_lstm_backward_matches_reference(shape):
     assert_dict_close(got, ref.lstm_backward(da, ref.lstm_forward(x, a0, p)[3]))
 
 
+def test_lstm_backward_da_with_fewer_steps_than_the_forward_pass():
+    """The course's own check of lstm_backward: 7 forward steps, then a da of 4 steps.
+
+    As in the course, T is read from da and the first T caches are walked back; the reference
+    does the same by hand.
+    """
+    np.random.seed(1)
+    x, a0 = np.random.randn(3, 10, 7), np.random.randn(5, 10)
+    p = {}
+    for gate in "fioc":
+        p["W" + gate], p["b" + gate] = np.random.randn(5, 5 + 3), np.random.randn(5, 1)
+    p["Wy"], p["by"] = np.random.randn(2, 5), np.random.randn(2, 1)
+    caches = course.lstm_forward(x, a0, p)[3]
+    da = np.random.randn(5, 10, 4)
+
+    got = course.lstm_backward(da, caches)
+
+    assert got["dx"].shape == (3, 10, 4)
+    assert_dict_close(got, ref.lstm_backward(da, ref.lstm_forward(x, a0, p)[3]))
+    padded = course.lstm_backward(np.concatenate([da, np.zeros((5, 10, 3))], axis=2), caches)
+    np.testing.assert_array_equal(padded["dx"][:, :, 4:], 0.0)  # later steps get no gradient
+    padded["dx"] = padded["dx"][:, :, :4]
+    assert_dict_close(got, padded)
+
+
 def test_backward_reads_the_inputs_not_the_recorded_states():
     """Only x, a⟨0⟩ and the parameters of the caches count: the gradient is of the forward pass."""
     n_x, n_a, n_y, m, n_steps = SHAPES[0]
@@ -376,6 +401,51 @@ def test_optimize_none_anywhere_is_the_zero_vector():
     np.testing.assert_allclose(course.optimize(X, Y, a_prev, p)[0], want_loss, **F64)
 
 
+class CountCompiles:
+    """Counts XLA compilations while in the ``with`` block (jax's compile events)."""
+
+    event = "/jax/core/compile/backend_compile_duration"
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc_info):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+    def _listen(self, event, seconds, **kwargs):
+        self.count += event == self.event
+
+
+def test_optimize_compiles_once_per_length_bucket():
+    """Sequences of 20 lengths: padded to 8, 16 or 32 steps, three compilations at most, and the
+    padding changes nothing (losses, parameters and a⟨T⟩ against the reference, step by step)."""
+    p, _, _, a_prev = char_setup(27, n_x=7, n_a=3, scale=0.5)  # sizes no other test uses
+    want_p, want_a = dict(p), a_prev
+    rng = np.random.default_rng(28)
+    with CountCompiles() as compiles:
+        for length in rng.permutation(np.arange(1, 21)):
+            ids = [int(i) for i in rng.integers(0, 7, length)]
+            X, Y = [None, *ids[:-1]], ids
+            want_loss, _, want_a, want_p = ref.optimize(X, Y, want_a, want_p, 0.01)
+            loss, _, a_prev = course.optimize(X, Y, a_prev, p)
+            np.testing.assert_allclose(loss, want_loss, **F64)
+            assert_close(a_prev, want_a)
+    assert compiles.count <= 3
+    for key in p:
+        assert_close(p[key], want_p[key])
+
+
+def test_sample_compiles_once():
+    """Samples of many lengths (seeds) come from one compiled call."""
+    p, char_to_ix = sample_parameters(n_a=6, by=(0.5, 0.0, 0.0))  # sizes no other test uses
+    with CountCompiles() as compiles:
+        drawn = [course.sample(p, char_to_ix, seed) for seed in range(20)]
+    assert len({len(indices) for indices in drawn}) > 3
+    assert compiles.count <= 1
+
+
 def sample_parameters(n_a=4, vocab=3, by=(0.0, 0.0, 0.0), seed=21):
     rng = np.random.default_rng(seed)
     p = {
@@ -519,6 +589,10 @@ ERRORS = {
     "lstm_backward da hidden size": (
         _backward_call("lstm", da_shape=(4, 4, 6)),
         r"lstm_backward: expected da of shape \(5, 4, 6\), got \(4, 4, 6\)",
+    ),
+    "lstm_backward da with more steps than caches": (
+        _backward_call("lstm", da_shape=(5, 4, 7)),
+        r"lstm_backward: expected da with 1 to T_x = 6 time steps \(one per cell cache\), got 7",
     ),
     "rnn_backward given the list of caches only": (
         _backward_call("rnn", cache_change=lambda caches: caches[0]),
