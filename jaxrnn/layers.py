@@ -428,16 +428,25 @@ def _unidirectional(layer: Params) -> Params:
     return layer.forward if isinstance(layer, BidirectionalParams) else layer
 
 
-def embed_ids(table: Array | None, ids: Array, vocab_size: int, dtype) -> Array:
+def embed_ids(
+    table: Array | None, ids: Array, vocab_size: int, dtype, *, start: bool = True
+) -> Array:
     """Input vectors for token ids: ids (*shape) int -> (*shape, E) rows of ``table`` (V, E), or,
     with ``table`` None, one-hot vectors (*shape, vocab_size) of ``dtype``, as in the course.
 
-    The id −1 gives the zero vector either way: the course's x⟨1⟩ = 0.
+    With ``start``, the id −1 gives the zero vector either way: the course's x⟨1⟩ = 0. Any other id
+    outside [0, vocab_size), which ``jit`` cannot check, gives a vector of NaN, so that every
+    output computed from it is NaN rather than a silent wrong number (a one-hot vector of an
+    unknown id would be all zeros, and a table lookup would clamp it to the first or last row).
     """
+    ids = jnp.asarray(ids)
     if table is None:
-        return jax.nn.one_hot(ids, vocab_size, dtype=dtype)  # −1 is all zeros
-    rows = table[jnp.maximum(ids, 0)]
-    return jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), table.dtype))
+        vectors = jax.nn.one_hot(ids, vocab_size, dtype=dtype)  # −1 is all zeros
+    else:
+        rows = table[jnp.clip(ids, 0, vocab_size - 1)]
+        vectors = jnp.where((ids >= 0)[..., None], rows, jnp.zeros((), table.dtype))
+    in_range = (ids >= (-1 if start else 0)) & (ids < vocab_size)
+    return jnp.where(in_range[..., None], vectors, jnp.full((), jnp.nan, vectors.dtype))
 
 
 def dropout(key: Array | None, rate: float, x: Array) -> Array:

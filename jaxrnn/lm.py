@@ -128,7 +128,8 @@ def teacher_forcing_inputs(targets: Array) -> Array:
 
 
 def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
-    """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros."""
+    """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros,
+    and an id outside [−1, V), which ``jit`` cannot check, NaN (see `jaxrnn.layers.embed_ids`)."""
     return embed_ids(params.embedding, ids, config.vocab_size, params.head.w.dtype)
 
 
@@ -143,6 +144,13 @@ def _check_inputs(fn: str, config: LMConfig, inputs: Array) -> None:
         config.vocab_size,
         hint="−1 is the zero input x⟨1⟩ = 0; other ids index the vocabulary",
     )
+
+
+def _check_ids(fn: str, name: str, config: LMConfig, ids) -> Array:
+    """Integer token ids (not the zero input −1); when known while tracing, each in [0, V)."""
+    check_integer(fn, name, ids)
+    check_values_in(fn, name, ids, 0, config.vocab_size)
+    return jnp.asarray(ids)
 
 
 def lm_apply(
@@ -160,7 +168,11 @@ def lm_apply(
     Args:
       params: from `init_lm`.
       config: the model's `LMConfig`.
-      inputs: int ids (*batch, T); −1 is the zero input (see `teacher_forcing_inputs`).
+      inputs: int ids (*batch, T) in [−1, V); −1 is the zero input (see
+        `teacher_forcing_inputs`). Other ids raise `jaxrnn.InputError` when they are known while
+        tracing; under ``jit`` such an id reads as a vector of NaN, so that the logits of its step
+        and of every later step of its example (and that example's last carry) are NaN rather
+        than a silent wrong number. Padded steps (with ``lengths``) are not read.
       carry: per-layer initial carries (from `init_lm_carry` or a previous call); zeros if None.
       lengths: optional (*batch,) valid lengths of right-padded inputs.
       dropout_key: a PRNG key turns on dropout (training); None (inference) turns it off.
@@ -217,16 +229,22 @@ def token_log_probs(
     """log P(y⟨t⟩ | y⟨1⟩ … y⟨t−1⟩) of every token, starting from a⟨0⟩ = 0 and x⟨1⟩ = 0.
 
     Args:
-      targets: int ids (*batch, T), e.g. a sentence followed by ⟨EOS⟩.
+      targets: int ids (*batch, T) in [0, V), e.g. a sentence followed by ⟨EOS⟩.
       lengths: optional (*batch,) valid lengths; padded steps get log-probability 0.
 
     Returns:
-      (*batch, T) natural-log probabilities; their sum over t is log P(sentence).
+      (*batch, T) natural-log probabilities; their sum over t is log P(sentence). Under ``jit``,
+      an id outside [0, V) at a valid step makes its own and every later valid log-probability
+      of its example NaN (known while tracing, it raises `jaxrnn.InputError`).
     """
-    check_integer("token_log_probs", "targets", targets)
+    fn = "token_log_probs"
+    targets = _check_ids(fn, "targets", config, targets)
     _, logits = lm_apply(params, config, teacher_forcing_inputs(targets), lengths=lengths)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+    picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    # −1 would read as the zero input x⟨1⟩ in the steps after it, and index the last column here
+    seen_bad = jnp.cumsum((targets < 0) | (targets >= config.vocab_size), axis=-1) > 0
+    picked = jnp.where(seen_bad, jnp.nan, picked)
     if lengths is None:
         return picked
     return jnp.where(sequence_mask(lengths, picked.shape[-1]), picked, 0.0)
@@ -242,13 +260,17 @@ def sentence_log_prob(
 def next_token_log_probs(params: LMParams, config: LMConfig, prefix: Array) -> Array:
     """log P(next | prefix) over the vocabulary: prefix (*batch, T) ids (T may be 0) -> (*batch, V).
 
-    With an empty prefix it is the distribution of the first token, P(y⟨1⟩).
+    With an empty prefix it is the distribution of the first token, P(y⟨1⟩). Prefix ids are in
+    [0, V); under ``jit`` one outside makes its example's log-probabilities NaN (known while
+    tracing, it raises `jaxrnn.InputError`).
     """
-    check_integer("next_token_log_probs", "prefix", prefix)
-    prefix = jnp.asarray(prefix)
+    prefix = _check_ids("next_token_log_probs", "prefix", config, prefix)
     start = jnp.full((*prefix.shape[:-1], 1), START, prefix.dtype)
     _, logits = lm_apply(params, config, jnp.concatenate([start, prefix], axis=-1))
-    return jax.nn.log_softmax(logits[..., -1, :], axis=-1)
+    log_probs = jax.nn.log_softmax(logits[..., -1, :], axis=-1)
+    # −1 in the prefix would read as the zero input x⟨1⟩
+    bad = jnp.any(prefix < 0, axis=-1, keepdims=True)
+    return jnp.where(bad, jnp.nan, log_probs)
 
 
 def _step_all_layers(params: LMParams, config: LMConfig, carry: tuple, token: Array):

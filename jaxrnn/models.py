@@ -15,7 +15,9 @@ Every model takes the `Cell` as its first argument and its params second, so tha
 
 Token inputs are int ids. An id becomes an input vector through a learned embedding (a (V, E) table
 whose rows are token vectors) or, where the table is None, as the one-hot vector of size V, as in
-the course. The id −1 stands for the zero vector x = 0 either way (the course's x⟨1⟩ = 0).
+the course. The id −1 stands for the zero vector x = 0 either way (the course's x⟨1⟩ = 0) where an
+argument allows it. Ids out of range raise `jaxrnn.InputError` when they are known while tracing;
+under ``jit`` they read as vectors of NaN, so every logit computed from them is NaN.
 
 Heads return logits, never probabilities: ``jax.nn.sigmoid`` or ``jax.nn.softmax`` turns them into
 ŷ, and the losses of `jaxrnn.losses` take them directly.
@@ -474,7 +476,7 @@ def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) ->
     vocab = _in_vocab(params)
     src_ids = _check_ids(fn, "src_ids", src_ids, vocab)
     check_lengths(fn, src_lengths, src_ids.shape[:-1], name="src_lengths", of="src_ids")
-    xs = embed_ids(params.embed_in, src_ids, vocab, params.head.w.dtype)
+    xs = embed_ids(params.embed_in, src_ids, vocab, params.head.w.dtype, start=False)
     carry, _ = unroll(cell, params.encoder, xs, lengths=src_lengths)
     return carry
 
@@ -525,8 +527,15 @@ def seq2seq_apply(
     )
     check_lengths(fn, tgt_lengths, src_batch, name="tgt_lengths", of="tgt_ids")
     bos = jnp.full((*src_batch, 1), bos_id, tgt_ids.dtype)
-    inputs = jnp.concatenate([bos, tgt_ids[..., :-1]], axis=-1)
-    xs = embed_ids(params.embed_out, inputs, out_vocab, params.head.w.dtype)
+    dtype = params.head.w.dtype
+    # ⟨BOS⟩ may be −1, the zero input; a target may not (under jit it reads as NaN)
+    xs = jnp.concatenate(
+        [
+            embed_ids(params.embed_out, bos, out_vocab, dtype),
+            embed_ids(params.embed_out, tgt_ids[..., :-1], out_vocab, dtype, start=False),
+        ],
+        axis=-2,
+    )
     _, hs = unroll(cell, params.decoder, xs, carry, lengths=tgt_lengths)
     return dense(params.head, hs)
 

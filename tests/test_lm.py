@@ -410,3 +410,95 @@ def test_lm_config_rejects_bad_values(config, message):
         init_lm(jax.random.key(0), config)
     with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
         sample({}, config, jax.random.key(0))
+
+
+# Under jit the ids are tracers: nothing can raise, so an out-of-range id must turn what depends on
+# it into NaN. The bad example's steps before the bad id and the other examples stay as they were.
+@pytest.mark.parametrize("bad", [6, 100, -2])
+@pytest.mark.parametrize("embedding_size", [None, 4], ids=["one_hot", "embedding"])
+def test_lm_apply_ids_out_of_range_give_nan_under_jit(embedding_size, bad):
+    config = LMConfig(6, cell="gru", hidden_size=5, num_layers=2, embedding_size=embedding_size)
+    params = random_lm(config)
+    good = np.array([[-1, 2, 3, 1], [-1, 4, 0, 5]], np.int32)
+    inputs = good.copy()
+    inputs[0, 2] = bad
+    carry, logits = lm_apply(params, config, ids(inputs))
+    want, want_carry = numpy_forward(params, config, good)
+    assert np.all(np.isnan(np.asarray(logits)[0, 2:]))
+    assert all(np.all(np.isnan(np.asarray(layer[0]))) for layer in carry)
+    np.testing.assert_allclose(logits[0, :2], want[0, :2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(logits[1], want[1], rtol=1e-12, atol=1e-12)
+    for layer, want_layer in zip(carry, want_carry[1], strict=True):
+        np.testing.assert_allclose(layer[1], want_layer, rtol=1e-12, atol=1e-12)
+
+
+def test_lm_apply_ids_out_of_range_in_padding_are_not_read_under_jit():
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    inputs, lengths = ids([[-1, 2, 3, 1], [-1, 4, 99, -7]]), ids([4, 2])
+    _, logits = lm_apply(params, config, inputs, lengths=lengths)
+    _, want = lm_apply(params, config, jnp.clip(inputs, -1, 5), lengths=lengths)
+    np.testing.assert_array_equal(logits, want)
+    assert np.all(np.isfinite(logits))
+
+
+def test_lm_loss_is_nan_with_an_out_of_range_input_id_under_jit():
+    # valid targets: only the input id can make the loss NaN, and with it the training step skipped
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    inputs, targets = ids([[-1, 1, 2], [-1, 9, 5]]), ids([[1, 2, 3], [4, 0, 5]])
+    loss = jax.jit(lambda p, x, y: lm.lm_loss(p, config, x, y)[0])
+    assert np.isfinite(loss(params, inputs.at[1, 1].set(4), targets))
+    assert np.isnan(loss(params, inputs, targets))
+
+
+@pytest.mark.parametrize("bad", [6, -1, -3])
+def test_token_log_probs_ids_out_of_range_give_nan_under_jit(bad):
+    # −1 is the zero input x⟨1⟩ for lm_apply, but never a target: it must not read as x = 0
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    good = np.array([[4, 1, 0, 2, 5], [3, 3, 2, 1, 0]], np.int32)
+    targets = good.copy()
+    targets[0, 2] = bad
+    got = np.asarray(token_log_probs(params, config, ids(targets)))
+    want = np.asarray(token_log_probs(params, config, ids(good)))
+    assert np.all(np.isnan(got[0, 2:]))
+    np.testing.assert_array_equal(got[0, :2], want[0, :2])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert np.isnan(sentence_log_prob(params, config, ids(targets))[0])
+
+    # in the padding the bad id is not read: the valid steps keep their values
+    got = np.asarray(token_log_probs(params, config, ids(targets), ids([2, 5])))
+    np.testing.assert_array_equal(got[0], [*want[0, :2], 0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("bad", [6, -1, -3])
+def test_next_token_log_probs_ids_out_of_range_give_nan_under_jit(bad):
+    config = CONFIGS["lstm_embedding"]
+    params = random_lm(config)
+    prefix = np.array([[4, 1, 0], [3, 3, 2]], np.int32)
+    want = np.asarray(next_token_log_probs(params, config, ids(prefix)))
+    prefix[0, 1] = bad
+    got = np.asarray(next_token_log_probs(params, config, ids(prefix)))
+    assert np.all(np.isnan(got[0]))
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize(
+    "fn, name, values",
+    [
+        (lm.token_log_probs, "targets", [[1, 2, -1]]),
+        (lm.token_log_probs, "targets", [[1, 6, 2]]),
+        (lm.sentence_log_prob, "targets", [[1, -1, 2]]),
+        (lm.next_token_log_probs, "prefix", [[1, -1]]),
+        (lm.next_token_log_probs, "prefix", [[1, 7]]),
+    ],
+)
+def test_scoring_rejects_ids_out_of_range(sampler_params, fn, name, values):
+    known = np.asarray(values)
+    message = (
+        f"{fn.__name__.replace('sentence_log_prob', 'token_log_probs')}: expected {name} in "
+        f"[0, 6), got values in [{known.min()}, {known.max()}]"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        fn(sampler_params, SAMPLER, ids(values))

@@ -20,6 +20,7 @@ from jaxrnn.models import (
     generator_apply,
     generator_init,
     pool_over_time,
+    seq2seq_apply,
     seq2seq_decode,
     seq2seq_init,
     seq2seq_loss,
@@ -418,6 +419,43 @@ def test_seq2seq_learns_to_reverse_sequences():
     valid = np.arange(7) < tgt_lengths[:, None]  # the reversed symbols and the ⟨EOS⟩
     assert ((np.asarray(ids) == tgt) & valid).sum() / valid.sum() >= 0.95
     assert (np.asarray(lengths) == tgt_lengths).mean() >= 0.95
+
+
+# ------------------------------------------------------------------- out-of-range ids under jit
+
+
+@pytest.mark.parametrize("embed_size", [None, 3], ids=["one_hot", "embed"])
+@pytest.mark.parametrize("bad", [5, -2])
+def test_generator_apply_ids_out_of_range_give_nan_under_jit(bad, embed_size):
+    cell, params = generator_setup("gru", embed_size)
+    apply = jax.jit(functools.partial(generator_apply, cell))
+    good = jnp.array([[-1, 2, 3, 1], [-1, 4, 0, 2]], jnp.int32)
+    want = apply(params, good)
+    got = np.asarray(apply(params, good.at[0, 2].set(bad)))
+    assert np.all(np.isnan(got[0, 2:]))  # the steps that read the bad id, and every later one
+    np.testing.assert_array_equal(got[0, :2], want[0, :2])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("one_hot_source", [True, False], ids=["one_hot", "embed"])
+@pytest.mark.parametrize(
+    "where, bad",
+    [("src", IN_VOCAB), ("src", -1), ("tgt", OUT_VOCAB), ("tgt", -1)],
+)
+def test_seq2seq_apply_ids_out_of_range_give_nan_under_jit(where, bad, one_hot_source):
+    # −1 is allowed as bos_id (the zero input), never as a source or target token
+    cell, params, src, src_lengths = seq2seq_setup("lstm", one_hot_source)
+    tgt = jnp.asarray(np.random.default_rng(2).integers(0, OUT_VOCAB, (8, 4)), jnp.int32)
+    apply = jax.jit(functools.partial(seq2seq_apply, cell, bos_id=-1))
+    want = apply(params, src, src_lengths, tgt, None)
+    if where == "src":
+        got, first_bad = apply(params, src.at[0, 1].set(bad), src_lengths, tgt, None), 0
+    else:
+        got, first_bad = apply(params, src, src_lengths, tgt.at[0, 1].set(bad), None), 2
+    got = np.asarray(got)
+    assert np.all(np.isnan(got[0, first_bad:]))
+    np.testing.assert_array_equal(got[0, :first_bad], want[0, :first_bad])
+    np.testing.assert_array_equal(got[1:], want[1:])
 
 
 # ------------------------------------------------------------------------------------------ errors
