@@ -94,37 +94,57 @@ def _read(fn: str, state_dict: Mapping, layer: int, reverse: bool, gates: int):
     return w_ih.T, w_hh.T, b_ih, b_hh
 
 
-def _from_torch(fn: str, cell: str, state_dict: Mapping, layer: int, reverse: bool):
+def _state_dict(fn: str, name: str, module_or_state_dict) -> Mapping:
+    """The state dict itself, or a torch module's ``state_dict()``; `InputError` for the rest."""
+    if isinstance(module_or_state_dict, Mapping):
+        return module_or_state_dict
+    if callable(getattr(module_or_state_dict, "state_dict", None)):  # a torch module
+        return module_or_state_dict.state_dict()
+    fail(
+        fn,
+        f"expected {name} to be a torch module or its state_dict() (a mapping of names to "
+        f"arrays or tensors), got {type(module_or_state_dict).__name__}",
+    )
+
+
+def _from_torch(fn: str, cell: str, state_dict, layer: int, reverse: bool):
     params_type, gates = check_cell(fn, cell)
-    arrays = _read(fn, state_dict, layer, reverse, gates)
+    arrays = _read(fn, _state_dict(fn, "state_dict", state_dict), layer, reverse, gates)
     if cell == "gru":
         arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
     return to_jax(params_type, *arrays)
 
 
-def rnn_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = False) -> RNNParams:
-    """`RNNParams` for ``jaxrnn.rnn(nonlinearity)`` from a ``torch.nn.RNN`` state dict.
+def rnn_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> RNNParams:
+    """`RNNParams` for ``jaxrnn.rnn(nonlinearity)`` from a ``torch.nn.RNN`` or its state dict.
 
     Args:
-      state_dict: ``module.state_dict()``; arrays or tensors.
+      state_dict: the module, or ``module.state_dict()`` (arrays or tensors). A module made with
+        ``bias=False`` has no bias entries; its biases come in as zeros.
       layer: which layer of a stacked module (``_l{layer}``).
       reverse: the backward direction of a bidirectional module (``_reverse``).
+
+    Raises:
+      InputError: for anything but a module or a mapping, missing keys, or weights of another
+        kind of cell.
     """
     return _from_torch("rnn_params_from_torch", "rnn", state_dict, layer, reverse)
 
 
-def gru_params_from_torch(state_dict: Mapping, layer: int = 0, reverse: bool = False) -> GRUParams:
-    """`GRUParams` for ``jaxrnn.gru(reset="after")`` from a ``torch.nn.GRU`` state dict.
+def gru_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> GRUParams:
+    """`GRUParams` for ``jaxrnn.gru(reset="after")`` from a ``torch.nn.GRU`` or its state dict.
 
+    Arguments as `rnn_params_from_torch`.
     Gate order (r, z, n) is kept; the z rows are negated so that Γ_u = σ(−z-preactivation) = 1 − z.
     """
     return _from_torch("gru_params_from_torch", "gru", state_dict, layer, reverse)
 
 
-def lstm_params_from_torch(
-    state_dict: Mapping, layer: int = 0, reverse: bool = False
-) -> LSTMParams:
-    """`LSTMParams` for ``jaxrnn.lstm()`` from a ``torch.nn.LSTM`` state dict (gates i, f, g, o)."""
+def lstm_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> LSTMParams:
+    """`LSTMParams` for ``jaxrnn.lstm()`` from a ``torch.nn.LSTM`` or its state dict.
+
+    Gates i, f, g, o, in that order. Arguments as `rnn_params_from_torch`.
+    """
     return _from_torch("lstm_params_from_torch", "lstm", state_dict, layer, reverse)
 
 
@@ -164,11 +184,7 @@ def stacked_params_from_torch(
     """
     fn = "stacked_params_from_torch"
     check_cell(fn, cell)
-    state_dict = module_or_state_dict
-    if not isinstance(state_dict, Mapping) and callable(getattr(state_dict, "state_dict", None)):
-        state_dict = state_dict.state_dict()
-    if not isinstance(state_dict, Mapping):
-        fail(fn, f"expected a torch module or a state dict, got {type(state_dict).__name__}")
+    state_dict = _state_dict(fn, "module_or_state_dict", module_or_state_dict)
     found_layers = 0
     while f"weight_ih_l{found_layers}" in state_dict:
         found_layers += 1
@@ -198,25 +214,40 @@ def stacked_params_from_torch(
     return StackedParams(tuple(layers))
 
 
-def _to_torch(fn: str, params, layer: int, reverse: bool, name: str) -> dict[str, np.ndarray]:
+def _to_torch(
+    fn: str, params, layer: int, reverse: bool, name: str, bias: bool
+) -> dict[str, np.ndarray]:
     w_x, w_h, b_x, b_h = export_arrays(fn, params, "PyTorch", name)
+    if not bias:
+        for field, b in (("b_x", b_x), ("b_h", b_h)):
+            if np.any(b != 0):
+                fail(
+                    fn,
+                    f"expected {name}.{field} all zero with bias=False, got values in "
+                    f"[{b.min()}, {b.max()}]",
+                    "a bias=False module has no biases to hold them: export for one with bias=True",
+                )
     arrays = [w_x, w_h, b_x, b_h]
     if isinstance(params, GRUParams):
         arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
     w_x, w_h, b_x, b_h = arrays
     suffix = _suffix(layer, reverse)
-    return {
+    state_dict = {
         f"weight_ih{suffix}": np.ascontiguousarray(w_x.T),
         f"weight_hh{suffix}": np.ascontiguousarray(w_h.T),
-        f"bias_ih{suffix}": np.array(b_x),
-        f"bias_hh{suffix}": np.array(b_h),
     }
+    if bias:
+        state_dict[f"bias_ih{suffix}"] = np.array(b_x)
+        state_dict[f"bias_hh{suffix}"] = np.array(b_h)
+    return state_dict
 
 
 def params_to_torch(
     params: RNNParams | GRUParams | LSTMParams | BidirectionalParams | StackedParams,
     layer: int = 0,
     reverse: bool = False,
+    *,
+    bias: bool = True,
 ) -> dict[str, np.ndarray]:
     """A PyTorch-style state dict (numpy arrays), the inverse of the ``*_from_torch`` functions.
 
@@ -230,15 +261,28 @@ def params_to_torch(
     (``strict=False`` for part of a deeper module). GRU params must be for
     ``gru(reset="after")``, the only GRU PyTorch has. Both biases are kept: nothing is lost.
 
+    jaxrnn params always hold biases; a module made with ``bias=False`` has none, and imports with
+    zero biases. Export for it with ``bias=False`` (the module's own ``module.bias``), which leaves
+    the bias entries out so that ``load_state_dict(..., strict=True)`` takes the dict.
+
+    Args:
+      params: one cell's params, `BidirectionalParams` or `StackedParams`.
+      layer: the layer the entries are named for (``_l{layer}``).
+      reverse: name them for the backward direction (``_reverse``).
+      bias: whether the module has biases, as its ``bias`` constructor argument.
+
     Returns:
-      dict with weight_ih_l{layer}[_reverse] (G·H, D), weight_hh… (G·H, H), bias_ih… and
-      bias_hh… (G·H,).
+      dict with weight_ih_l{layer}[_reverse] (G·H, D), weight_hh… (G·H, H), and with ``bias``
+      bias_ih… and bias_hh… (G·H,).
 
     Raises:
       InputError: for params PyTorch has no module for (peephole LSTM, simplified GRU), shapes that
-        do not fit, or layers that mix bidirectional and unidirectional or hidden sizes.
+        do not fit, layers that mix bidirectional and unidirectional or hidden sizes, or non-zero
+        biases with ``bias=False`` (they would be lost).
     """
     fn = "params_to_torch"
+    if not isinstance(bias, bool | np.bool_):
+        fail(fn, f"expected bias to be True or False, got {bias!r}")
     if isinstance(params, StackedParams):
         if layer != 0 or reverse:
             fail(fn, "expected layer=0 and reverse=False with StackedParams, which hold all layers")
@@ -254,34 +298,45 @@ def params_to_torch(
         state_dict: dict[str, np.ndarray] = {}
         for depth, layer_params in enumerate(params.layers):
             state_dict.update(
-                _layer_to_torch(fn, layer_params, depth, False, f"params.layers[{depth}]")
+                _layer_to_torch(fn, layer_params, depth, False, f"params.layers[{depth}]", bias)
             )
         sizes = {state_dict[k].shape[1] for k in state_dict if k.startswith("weight_hh")}
         if len(sizes) > 1:
             fail(fn, f"expected one hidden size for every layer, got {sorted(sizes)}")
         return state_dict
-    return _layer_to_torch(fn, params, layer, reverse, "params")
+    return _layer_to_torch(fn, params, layer, reverse, "params", bias)
 
 
-def _layer_to_torch(fn: str, params, layer: int, reverse: bool, name: str) -> dict[str, np.ndarray]:
+def _layer_to_torch(
+    fn: str, params, layer: int, reverse: bool, name: str, bias: bool
+) -> dict[str, np.ndarray]:
     if isinstance(params, BidirectionalParams):
         if reverse:
             fail(fn, "expected reverse=False with BidirectionalParams, which hold both directions")
         return {
-            **_to_torch(fn, params.forward, layer, False, f"{name}.forward"),
-            **_to_torch(fn, params.backward, layer, True, f"{name}.backward"),
+            **_to_torch(fn, params.forward, layer, False, f"{name}.forward", bias),
+            **_to_torch(fn, params.backward, layer, True, f"{name}.backward", bias),
         }
-    return _to_torch(fn, params, layer, reverse, name)
+    return _to_torch(fn, params, layer, reverse, name, bias)
 
 
-def stacked_carry_from_torch(state, *, bidirectional: bool = False) -> tuple:
+def stacked_carry_from_torch(
+    state, *, bidirectional: bool | None = None, num_layers: int | None = None
+) -> tuple:
     """PyTorch's h_n (or (h_n, c_n) for an LSTM) as one jaxrnn carry per layer.
+
+    The leading axis of h_n holds num_layers·dirs entries, so its length alone does not tell a
+    two-layer module from a one-layer bidirectional one: pass
+    ``bidirectional=module.bidirectional``, or ``num_layers=module.num_layers`` and let the length
+    tell.
 
     Args:
       state: h_n of shape (num_layers·dirs, *batch, H), index 2l (+1 for the reverse direction)
         for layer l, as ``torch.nn.GRU``/``RNN`` return it; for ``torch.nn.LSTM`` the pair
         (h_n, c_n). Arrays or tensors.
-      bidirectional: whether the module was bidirectional (dirs = 2).
+      bidirectional: whether the module was bidirectional (dirs = 2). If None: inferred from
+        ``num_layers`` when that is given, else False.
+      num_layers: the module's number of layers; if given, the leading axis is checked against it.
 
     Returns:
       A tuple of num_layers carries, bottom first, as `jaxrnn.stacked` takes (``carry=``) and
@@ -289,8 +344,8 @@ def stacked_carry_from_torch(state, *, bidirectional: bool = False) -> tuple:
       (forward, backward) for a bidirectional module.
 
     Raises:
-      InputError: for a leading axis that is not a multiple of dirs, or h_n and c_n of different
-        shapes.
+      InputError: for a leading axis that is not a multiple of dirs or that does not fit
+        ``num_layers``, or h_n and c_n of different shapes.
     """
     fn = "stacked_carry_from_torch"
     is_lstm = isinstance(state, tuple | list)
@@ -302,8 +357,29 @@ def stacked_carry_from_torch(state, *, bidirectional: bool = False) -> tuple:
             fail(fn, f"expected h_n and c_n of the same shape, got {h_n.shape} and {c_n.shape}")
     else:
         h_n = c_n = as_numpy(state)
+    if h_n.ndim < 2:
+        fail(fn, f"expected h_n of shape (num_layers·dirs, *batch, H), got {h_n.shape}")
+    if num_layers is not None:
+        check_positive_int(fn, "num_layers", num_layers)
+        entries = h_n.shape[0]
+        if bidirectional is None:
+            allowed, given = (num_layers, 2 * num_layers), ""
+        else:
+            allowed, given = ((2 if bidirectional else 1) * num_layers,), f", {bidirectional=}"
+        if entries not in allowed:
+            hint = ""
+            if entries == 2 * num_layers:
+                hint = "a bidirectional module's h_n has two entries per layer: bidirectional=True"
+            fail(
+                fn,
+                f"expected h_n with {' or '.join(map(str, allowed))} entries along axis 0 "
+                f"({num_layers=}{given}), got shape {h_n.shape}",
+                hint,
+            )
+        bidirectional = entries == 2 * num_layers
+    bidirectional = bool(bidirectional)
     directions = 2 if bidirectional else 1
-    if h_n.ndim < 2 or h_n.shape[0] % directions:
+    if h_n.shape[0] % directions:
         fail(fn, f"expected h_n of shape (num_layers·{directions}, *batch, H), got {h_n.shape}")
 
     def carry(index):

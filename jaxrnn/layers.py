@@ -388,7 +388,15 @@ def stacked(
     if carry is None:
         carry = (None,) * len(layers)
     elif not isinstance(carry, tuple) or len(carry) != len(layers):
-        fail(fn, f"expected carry to be a tuple of {len(layers)} carries, one per layer, or None")
+        expected = f"expected carry to be a tuple of {len(layers)} carries, one per layer, or None"
+        if not isinstance(carry, tuple):
+            fail(fn, f"{expected}, got {type(carry).__name__}")
+        hint = ""
+        if len(carry) == 2 * len(layers) and isinstance(layers[0], BidirectionalParams):
+            hint = (
+                "a bidirectional PyTorch h0 needs stacked_carry_from_torch(..., bidirectional=True)"
+            )
+        fail(fn, f"{expected}, got {len(carry)} carries for {len(layers)} layers", hint)
 
     keys = [None] * len(layers)
     if dropout_key is not None and dropout_rate > 0 and len(layers) > 1:

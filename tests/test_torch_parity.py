@@ -238,3 +238,147 @@ def test_torch_stacked_converters_reject_bad_input():
         jaxrnn.params_to_torch(mixed)
     with pytest.raises(jaxrnn.InputError, match=r"h_n of shape \(num_layers·2, \*batch, H\)"):
         jaxrnn.stacked_carry_from_torch(_inputs((3, 2, 4)), bidirectional=True)
+
+
+# ------------------------------------------------------------ bias=False modules, modules as input
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_torch_params_to_torch_round_trips_bias_free_modules_strictly(kind, bias):
+    """A bias=False module comes in with zero biases and goes back out without bias entries."""
+    module = _torch_module(kind, 3, 4, num_layers=2, bidirectional=True, bias=bias)
+    params = jaxrnn.stacked_params_from_torch(module, CELL_NAMES[kind])
+    back = jaxrnn.params_to_torch(params, bias=bias)
+    state_dict = module.state_dict()
+    assert list(back) == list(state_dict)
+    for key, value in state_dict.items():
+        np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+    fresh = _torch_module(kind, 3, 4, seed=7, num_layers=2, bidirectional=True, bias=bias)
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+    x = torch.from_numpy(_inputs((2, 6, 3)))
+    with torch.no_grad():
+        np.testing.assert_array_equal(fresh(x)[0].numpy(), module(x)[0].numpy())
+    _, ys = jaxrnn.stacked(PAIRS[kind][1], params, jnp.asarray(x.numpy()))
+    np.testing.assert_allclose(ys, module(x)[0].detach().numpy(), rtol=0, atol=ATOL)
+
+    one_layer = _torch_module(kind, 3, 4, bias=bias)
+    layer_dict = jaxrnn.params_to_torch(PAIRS[kind][2](one_layer), bias=bias)
+    assert sorted(layer_dict) == sorted(one_layer.state_dict())
+    fresh = _torch_module(kind, 3, 4, seed=8, bias=bias)
+    fresh.load_state_dict({k: torch.from_numpy(v) for k, v in layer_dict.items()}, strict=True)
+    for key, value in one_layer.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key].numpy(), value.numpy(), err_msg=key)
+
+
+def test_torch_params_to_torch_bias_false_refuses_to_drop_non_zero_biases():
+    params = jaxrnn.gru(reset="after").init(jax.random.key(0), 3, 4)
+    zero = params._replace(b_x=jnp.zeros_like(params.b_x), b_h=jnp.zeros_like(params.b_h))
+    assert "bias_ih_l0" not in jaxrnn.params_to_torch(zero, bias=False)
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"^params_to_torch: expected params.b_h all zero with bias=False, got values in "
+        r"\[0.0, 0.25\]; a bias=False module has no biases to hold them: export for one with "
+        r"bias=True$",
+    ):
+        jaxrnn.params_to_torch(zero._replace(b_h=zero.b_h.at[5].set(0.25)), bias=False)
+    deep = jaxrnn.StackedParams(
+        (jaxrnn.BidirectionalParams(zero, zero._replace(b_x=zero.b_x + 1)),)
+    )
+    with pytest.raises(jaxrnn.InputError, match=r"expected params.layers\[0\].backward.b_x all"):
+        jaxrnn.params_to_torch(deep, bias=False)
+    with pytest.raises(jaxrnn.InputError, match="expected bias to be True or False, got 'no'"):
+        jaxrnn.params_to_torch(params, bias="no")
+
+
+@pytest.mark.parametrize("kind", PAIRS)
+def test_torch_one_layer_converters_take_a_module(kind):
+    module = _torch_module(kind, 3, 4)
+    x = _inputs((2, 6, 3))
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x))
+    _, cell, convert = PAIRS[kind]
+    _, ys = jaxrnn.unroll(cell, convert(module), jnp.asarray(x))
+    np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
+    deep = _torch_module(kind, 3, 4, num_layers=2, bidirectional=True)
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        convert(deep, layer=1, reverse=True),
+        convert(deep.state_dict(), layer=1, reverse=True),
+    )
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [jaxrnn.rnn_params_from_torch, jaxrnn.gru_params_from_torch, jaxrnn.lstm_params_from_torch],
+)
+def test_torch_one_layer_converters_reject_what_is_neither_module_nor_mapping(convert):
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=rf"^{convert.__name__}: expected state_dict to be a torch module or its "
+        r"state_dict\(\) \(a mapping of names to arrays or tensors\), got list$",
+    ):
+        convert([np.zeros((4, 3))])
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"stacked_params_from_torch: expected module_or_state_dict to be a torch module .*"
+        r"got ndarray",
+    ):
+        jaxrnn.stacked_params_from_torch(np.zeros((4, 3)), "rnn")
+
+
+# ---------------------------------------------------------------- h0 of a bidirectional module
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_torch_stacked_carry_from_torch_infers_bidirectional_from_num_layers(kind):
+    module = _torch_module(kind, 4, 5, num_layers=2, bidirectional=True)
+    x = _inputs((3, 7, 4))
+    state0 = _torch_initial_state(kind, 4, (3, 5))
+    with torch.no_grad():
+        out, _ = module(torch.from_numpy(x), state0)
+    carry0 = jaxrnn.stacked_carry_from_torch(state0, num_layers=2)
+    assert len(carry0) == 2 and all(isinstance(c, jaxrnn.BidirectionalCarry) for c in carry0)
+    given = jaxrnn.stacked_carry_from_torch(state0, num_layers=2, bidirectional=True)
+    jax.tree.map(np.testing.assert_array_equal, carry0, given)
+    params = jaxrnn.stacked_params_from_torch(module, kind)
+    _, ys = jaxrnn.stacked(PAIRS[kind][1], params, jnp.asarray(x), carry=carry0)
+    np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
+    # The same four entries are four layers of a unidirectional module.
+    four = jaxrnn.stacked_carry_from_torch(state0, num_layers=4)
+    assert len(four) == 4 and not any(isinstance(c, jaxrnn.BidirectionalCarry) for c in four)
+
+
+def test_torch_stacked_carry_from_torch_checks_num_layers():
+    h0 = _inputs((4, 3, 5))
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"stacked_carry_from_torch: expected h_n with 2 entries along axis 0 "
+        r"\(num_layers=2, bidirectional=False\), got shape \(4, 3, 5\); a bidirectional "
+        r"module's h_n has two entries per layer: bidirectional=True",
+    ):
+        jaxrnn.stacked_carry_from_torch(h0, num_layers=2, bidirectional=False)
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"expected h_n with 3 or 6 entries along axis 0 \(num_layers=3\), got shape "
+        r"\(4, 3, 5\)$",
+    ):
+        jaxrnn.stacked_carry_from_torch(h0, num_layers=3)
+    with pytest.raises(jaxrnn.InputError, match="expected num_layers to be a positive int, got 0"):
+        jaxrnn.stacked_carry_from_torch(h0, num_layers=0)
+
+
+def test_torch_stacked_names_the_fix_for_a_bidirectional_h0_read_as_unidirectional():
+    module = _torch_module("lstm", 4, 5, num_layers=2, bidirectional=True)
+    params = jaxrnn.stacked_params_from_torch(module, "lstm")
+    carry0 = jaxrnn.stacked_carry_from_torch(_torch_initial_state("lstm", 4, (3, 5)))
+    assert len(carry0) == 4  # without bidirectional=True: one carry per entry of h0
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"stacked: expected carry to be a tuple of 2 carries, one per layer, or None, got 4 "
+        r"carries for 2 layers; a bidirectional PyTorch h0 needs "
+        r"stacked_carry_from_torch\(\.\.\., bidirectional=True\)",
+    ):
+        jaxrnn.stacked(jaxrnn.lstm(), params, jnp.asarray(_inputs((3, 7, 4))), carry=carry0)
+    with pytest.raises(jaxrnn.InputError, match=r"2 carries, one per layer, or None, got list$"):
+        jaxrnn.stacked(jaxrnn.lstm(), params, jnp.asarray(_inputs((3, 7, 4))), carry=[None, None])
