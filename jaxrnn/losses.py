@@ -19,6 +19,7 @@ from jaxrnn._checks import (
     check_rank_at_least,
     check_shape,
     check_values_in,
+    dtype_of,
     fail,
 )
 from jaxrnn.cells import Array
@@ -76,22 +77,56 @@ def _reduce_over_time(fn: str, per_step: Array, lengths: Array | None, reduce_ti
     return total / jnp.maximum(count, 1)
 
 
+def _add_time_axis(fn: str, logits: Array, labels: Array, lengths: Array | None, per_class: bool):
+    """Arguments without a time axis (``time_axis=False``) as sequences of one step each.
+
+    logits (*batch, K) -> (*batch, 1, K); labels (*batch,) -> (*batch, 1), or with ``per_class``
+    (*batch, K) -> (*batch, 1, K).
+    """
+    dtype_of(fn, "logits", logits)  # a list is refused, as with a time axis, not converted
+    dtype_of(fn, "labels", labels)
+    shape = check_rank_at_least(fn, "logits", logits, 1, "(*batch, classes) with time_axis=False")
+    check_shape(fn, "labels", labels, shape if per_class else shape[:-1], "time_axis=False")
+    if lengths is not None:
+        fail(fn, "expected lengths=None with time_axis=False: there are no steps to leave out")
+    return jnp.expand_dims(logits, -2), jnp.expand_dims(labels, -2 if per_class else -1)
+
+
 def softmax_cross_entropy(
-    logits: Array, labels: Array, lengths: Array | None = None, *, reduce_time: Reduction = "mean"
+    logits: Array,
+    labels: Array,
+    lengths: Array | None = None,
+    *,
+    reduce_time: Reduction = "mean",
+    time_axis: bool = True,
 ) -> Array:
     """Per-step softmax cross-entropy, L⟨t⟩ = −log softmax(logits⟨t⟩)[y⟨t⟩], reduced over time.
 
+    The axis before the classes is time: (B, T, V) is a batch of sequences, and (T, V) one
+    sequence, whose loss is a scalar. Classifier logits (B, K) with labels (B,) have no time
+    axis; pass ``time_axis=False`` for one loss per example, shape (B,) (the same as
+    ``logits[:, None]`` with ``labels[:, None]``, a sequence of one step each).
+
     Args:
-      logits: (*batch, T, V) unnormalised log-probabilities, floating point.
+      logits: (*batch, T, V) unnormalised log-probabilities, floating point; (*batch, V) with
+        ``time_axis=False``.
       labels: (*batch, T) integer targets in [0, V); out of range, an error, or under ``jit``
-        (values unknown) a NaN loss for that example.
+        (values unknown) a NaN loss for that example. (*batch,) with ``time_axis=False``.
       lengths: optional (*batch,) ints in [0, T]; steps t ≥ lengths are left out of the loss.
+        None with ``time_axis=False``.
       reduce_time: ``"sum"`` (the course) or ``"mean"`` over each example's valid steps.
+      time_axis: False for arguments without a time axis, such as a classifier's.
 
     Returns:
       (*batch,) loss per example, in nats; float32 for bfloat16 or float16 logits.
+
+    Raises:
+      InputError: for shapes that do not fit together, labels that are not integers or are out of
+        range, lengths out of [0, T], or an unknown ``reduce_time``.
     """
     fn = "softmax_cross_entropy"
+    if not time_axis:
+        logits, labels = _add_time_axis(fn, logits, labels, lengths, per_class=False)
     shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, classes)")
     check_floating(fn, "logits", logits)
     check_integer(fn, "labels", labels)
@@ -108,7 +143,12 @@ def softmax_cross_entropy(
 
 
 def sigmoid_cross_entropy(
-    logits: Array, labels: Array, lengths: Array | None = None, *, reduce_time: Reduction = "mean"
+    logits: Array,
+    labels: Array,
+    lengths: Array | None = None,
+    *,
+    reduce_time: Reduction = "mean",
+    time_axis: bool = True,
 ) -> Array:
     """Per-step sigmoid (binary) cross-entropy, summed over output units, reduced over time.
 
@@ -116,16 +156,29 @@ def sigmoid_cross_entropy(
 
     computed stably as Σ_k max(z_k, 0) − z_k y_k + log(1 + exp(−|z_k|)).
 
+    The axis before the outputs is time, as in `softmax_cross_entropy`: (T, K) is one sequence.
+    For a classifier's (B, K) logits and labels pass ``time_axis=False``: one loss per example,
+    (B,).
+
     Args:
-      logits: (*batch, T, K) floating point, one logit per binary output (e.g. "is a name").
+      logits: (*batch, T, K) floating point, one logit per binary output (e.g. "is a name");
+        (*batch, K) with ``time_axis=False``.
       labels: (*batch, T, K) targets in [0, 1], same shape as logits; out of range, as above.
-      lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss.
+      lengths: optional (*batch,) ints; steps t ≥ lengths are left out of the loss. None with
+        ``time_axis=False``.
       reduce_time: ``"sum"`` or ``"mean"`` over each example's valid steps.
+      time_axis: False for arguments without a time axis, such as a classifier's.
 
     Returns:
       (*batch,) loss per example, in nats; float32 for bfloat16 or float16 logits.
+
+    Raises:
+      InputError: for shapes that do not fit together, labels out of [0, 1], lengths out of
+        [0, T], or an unknown ``reduce_time``.
     """
     fn = "sigmoid_cross_entropy"
+    if not time_axis:
+        logits, labels = _add_time_axis(fn, logits, labels, lengths, per_class=True)
     shape = check_rank_at_least(fn, "logits", logits, 2, "(*batch, time, outputs)")
     check_floating(fn, "logits", logits)
     check_shape(fn, "labels", labels, shape)

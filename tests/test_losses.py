@@ -91,3 +91,58 @@ def test_losses_reject_bad_arguments():
         jaxrnn.softmax_cross_entropy(logits, np.zeros((2, 3), int), reduce_time="max")
     with pytest.raises(jaxrnn.InputError, match=r"expected lengths of shape \(2,\), got \(3,\)"):
         jaxrnn.softmax_cross_entropy(logits, np.zeros((2, 3), int), np.array([1, 2, 3]))
+
+
+def test_softmax_cross_entropy_without_time_axis_is_one_loss_per_example():
+    """Classifier logits (B, K) and labels (B,): per-example losses, not one sequence of B steps."""
+    logits = RNG.standard_normal((4, 5))
+    labels = RNG.integers(0, 5, 4)
+    want = -np.take_along_axis(_np_log_softmax(logits), labels[:, None], -1)[:, 0]
+    got = jaxrnn.softmax_cross_entropy(logits, labels, time_axis=False)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_array_equal(
+        got, jaxrnn.softmax_cross_entropy(logits[:, None], labels[:, None])
+    )
+    # Two batch axes, and the default: the axis before the classes is time, (T, K) one sequence.
+    deep = jaxrnn.softmax_cross_entropy(
+        logits.reshape(2, 2, 5), labels.reshape(2, 2), time_axis=False
+    )
+    np.testing.assert_allclose(deep, want.reshape(2, 2), rtol=1e-12)
+    np.testing.assert_allclose(
+        jaxrnn.softmax_cross_entropy(logits, labels), want.mean(), rtol=1e-12
+    )
+
+
+def test_sigmoid_cross_entropy_without_time_axis_is_one_loss_per_example():
+    logits = RNG.standard_normal((3, 2)) * 4
+    labels = RNG.integers(0, 2, (3, 2)).astype(float)
+    sig = 1 / (1 + np.exp(-logits))
+    want = -(labels * np.log(sig) + (1 - labels) * np.log(1 - sig)).sum(-1)
+    got = jaxrnn.sigmoid_cross_entropy(logits, labels, time_axis=False, reduce_time="sum")
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(
+        jaxrnn.sigmoid_cross_entropy(logits, labels), want.mean(), rtol=1e-10
+    )
+
+
+def test_losses_without_time_axis_reject_lengths_and_mismatched_labels():
+    logits = np.zeros((4, 5))
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"softmax_cross_entropy: expected labels of shape \(4,\), got \(4, 5\); "
+        "time_axis=False",
+    ):
+        jaxrnn.softmax_cross_entropy(logits, np.zeros((4, 5), int), time_axis=False)
+    with pytest.raises(
+        jaxrnn.InputError,
+        match="softmax_cross_entropy: expected lengths=None with time_axis=False: there are no "
+        "steps to leave out",
+    ):
+        jaxrnn.softmax_cross_entropy(logits, np.zeros(4, int), np.ones(4, int), time_axis=False)
+    with pytest.raises(
+        jaxrnn.InputError,
+        match=r"sigmoid_cross_entropy: expected labels of shape \(4, 5\), got \(4,\)",
+    ):
+        jaxrnn.sigmoid_cross_entropy(logits, np.zeros(4), time_axis=False)
+    with pytest.raises(jaxrnn.InputError, match="expected labels to be an array, got list"):
+        jaxrnn.softmax_cross_entropy(logits, [0, 1, 2, 3], time_axis=False)
