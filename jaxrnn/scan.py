@@ -60,6 +60,8 @@ def unroll(
         initial carry, and ``reverse`` runs each example backwards within its own length. Lengths
         outside [0, T] raise `jaxrnn.InputError` when they are known at trace time; inside ``jit``
         they turn that example's outputs and carry to NaN rather than give a silent wrong answer.
+        Padded steps of ``xs`` are never read: whatever they hold, NaN and Inf included, changes
+        neither the results nor their gradients, and the gradient with respect to them is zero.
       time_major: whether time is the first axis of ``xs`` (and of the outputs).
       reverse: process the sequence from the last step to the first. Outputs stay aligned with
         their inputs: ys[t] is the output after reading xs[t].
@@ -139,6 +141,7 @@ def unroll(
         elif known.size and (known.min() < 0 or known.max() > n_steps):
             bad = known[(known < 0) | (known > n_steps)]
             fail(fn, f"expected lengths in [0, {n_steps}] (the time steps of xs), got {bad[:5]}")
+        xs = _zero_padding(xs, jnp.asarray(lengths))
 
     fused = _choose(
         fn,
@@ -206,6 +209,19 @@ def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) 
             "the carry needs the batch dimensions of xs and the hidden size",
         )
         check_floating(fn, "carry", got, params.w_x)
+
+
+def _zero_padding(xs: Array, lengths: Array) -> Array:
+    """xs (*batch, T, D) with the padded steps t ≥ lengths (*batch,) replaced by zeros.
+
+    Every path masks the carry and the outputs of padded steps with ``jnp.where``, which drops a
+    step's result but not its backward pass: the zero cotangent of the dropped result meets the
+    step's derivatives at its input, and 0 · NaN = 0 · Inf = NaN. A NaN or Inf left in the
+    padding would turn every gradient NaN. With the inputs zeroed first, padded steps compute
+    finite values, and the gradient with respect to the padding is exactly zero.
+    """
+    t = jax.lax.broadcasted_iota(lengths.dtype, xs.shape[:-1], xs.ndim - 2)
+    return jnp.where((t < lengths[..., None])[..., None], xs, jnp.zeros((), xs.dtype))
 
 
 def _unroll_one(cell: Cell, params, xs, carry, length, *, reverse, unroll, remat, hoist, poison):

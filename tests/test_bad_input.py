@@ -196,6 +196,49 @@ def test_unroll_right_answer_or_clear_error(call):
         assert bool(jnp.all(jnp.isfinite(ys)))
 
 
+@settings(PROPERTY, max_examples=20)
+@given(
+    name=st.sampled_from(sorted(CELLS)),
+    batch=st.sampled_from([(1,), (3,), (2, 2)]),
+    n_steps=st.sampled_from([1, 4, 5]),
+    option=st.sampled_from(
+        [
+            {},
+            {"reverse": True},
+            {"remat": 2},
+            {"time_major": True},
+            {"hoist_input_projection": True},
+        ]
+    ),
+    fill=st.sampled_from([np.nan, np.inf, -np.inf, 1e30]),
+    seed=st.integers(0, 2**16),
+)
+def test_unroll_padding_never_reaches_values_or_gradients(name, batch, n_steps, option, fill, seed):
+    # Whatever the padding holds, the outputs, the last carry and the gradients (w.r.t. the params
+    # and xs) are those of zeros there: finite, with a zero gradient on the padding.
+    cell, params = CELLS[name], PARAMS[name]
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, n_steps + 1, size=batch).astype(np.int32)
+    xs = rng.normal(size=(*batch, n_steps, N_X)).astype(np.float32)
+    padded = np.arange(n_steps) >= lengths[..., None]  # (*batch, T)
+    if option.get("time_major"):
+        xs, padded = np.moveaxis(xs, -2, 0), np.moveaxis(padded, -1, 0)
+
+    def loss(params, xs):
+        carry, ys = jaxrnn.unroll(cell, params, xs, lengths=lengths, **option)
+        total = jnp.sum(ys * ys) + sum(jnp.sum(leaf) for leaf in jax.tree.leaves(carry))
+        return total, (carry, ys)
+
+    run = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+    want = run(params, np.where(padded[..., None], 0.0, xs).astype(np.float32))
+    got = run(params, np.where(padded[..., None], fill, xs).astype(np.float32))
+    for leaf, want_leaf in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+        np.testing.assert_array_equal(leaf, want_leaf)
+    np.testing.assert_array_equal(np.asarray(got[1][1])[padded], 0.0)
+
+
 @st.composite
 def layer_calls(draw):
     layer = draw(st.sampled_from(["bidirectional", "stacked", "dense"]))

@@ -324,6 +324,153 @@ def test_unroll_rejects_bad_remat(remat):
         jaxrnn.unroll(cell, random_params("rnn_tanh"), random_xs((T, N_X)), remat=remat)
 
 
+# ------------------------------------------------------------------ non-finite values in padding
+
+PADDING_LENGTHS = jnp.array([[T, 2], [0, 1]])  # full, mixed and empty, two batch dimensions
+PADDING_PATHS = {
+    "default": {},  # the fused backward pass for rnn, simplified_gru and lstm
+    "autodiff": {"fused_backward": False},
+    "unroll3": {"unroll": 3},
+    "remat": {"remat": True},
+    "remat_blocks_2": {"remat": 2},
+    "hoist": {"hoist_input_projection": True},
+    "reverse": {"reverse": True},
+    "reverse_autodiff": {"reverse": True, "fused_backward": False},
+    "time_major": {"time_major": True},
+}
+MIN_CELLS = {
+    "min_gru_blocked": jaxrnn.min_gru("blocked"),
+    "min_gru_associative": jaxrnn.min_gru("associative"),
+    "min_lstm_blocked": jaxrnn.min_lstm("blocked"),
+    "min_lstm_associative": jaxrnn.min_lstm("associative"),
+}
+MIN_PATHS = {
+    "parallel": {},
+    "parallel_reverse": {"reverse": True},
+    "parallel_time_major": {"time_major": True},
+    "sequential": {"parallel": False},
+}
+
+
+def assert_padding_never_read(run, args, xs, lengths, *, time_major=False):
+    """NaN, Inf or −Inf written into the padded steps of xs (*batch, T, D) give exactly the outputs,
+    last carry and gradients (w.r.t. args and xs) of zeros there, all finite, and a gradient of
+    exactly zero on the padding. ``run(args, xs) -> (carry, ys)``, with xs time-major if asked."""
+    padded = np.arange(xs.shape[-2]) >= np.asarray(lengths)[..., None]  # (*batch, T)
+    if time_major:
+        xs, padded = jnp.moveaxis(xs, -2, 0), np.moveaxis(padded, -1, 0)
+
+    def loss(args, xs):
+        outputs = run(args, xs)
+        # fixed random cotangents, so that every output and carry entry reaches the gradient
+        total = sum(
+            jnp.sum(leaf * np.random.default_rng(i).normal(size=leaf.shape))
+            for i, leaf in enumerate(jax.tree.leaves(outputs))
+        )
+        return total, outputs
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    want = value_and_grad(args, jnp.where(padded[..., None], 0.0, xs))
+    for leaf in jax.tree.leaves(want):
+        assert np.all(np.isfinite(leaf))
+    np.testing.assert_array_equal(np.asarray(want[1][1])[padded], 0.0)
+    for fill in (np.nan, np.inf, -np.inf):
+        got = value_and_grad(args, jnp.where(padded[..., None], fill, xs))
+        chex.assert_trees_all_equal(got, want)
+
+
+@pytest.mark.parametrize("path", list(PADDING_PATHS))
+@pytest.mark.parametrize("name", NAMES)
+def test_unroll_nonfinite_padding_changes_no_value_or_gradient(name, path):
+    options = PADDING_PATHS[path]
+
+    def run(args, xs):
+        params, carry0 = args
+        return jaxrnn.unroll(CELLS[name], params, xs, carry0, lengths=PADDING_LENGTHS, **options)
+
+    args = (random_params(name), random_carry(name, (2, 2)))
+    assert_padding_never_read(
+        run, args, random_xs((2, 2, T, N_X)), PADDING_LENGTHS, time_major="time_major" in options
+    )
+
+
+@pytest.mark.parametrize("path", list(MIN_PATHS))
+@pytest.mark.parametrize("name", list(MIN_CELLS))
+def test_unroll_minimal_nonfinite_padding_changes_no_value_or_gradient(name, path):
+    cell, options = MIN_CELLS[name], MIN_PATHS[path]
+
+    def run(args, xs):
+        params, carry0 = args
+        return jaxrnn.unroll(cell, params, xs, carry0, lengths=PADDING_LENGTHS, **options)
+
+    params = cell.init(jax.random.key(0), N_X, N_A, jnp.float64)
+    params = params._replace(b_x=random_xs(params.b_x.shape, seed=3))  # init's bias is zero
+    carry0 = random_xs((2, 2, N_A), seed=4)
+    assert_padding_never_read(
+        run,
+        (params, carry0),
+        random_xs((2, 2, T, N_X)),
+        PADDING_LENGTHS,
+        time_major="time_major" in options,
+    )
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", NAMES)
+def test_bidirectional_nonfinite_padding_changes_no_value_or_gradient(name, fused):
+    cell = CELLS[name]
+
+    def run(params, xs):
+        return jaxrnn.bidirectional(cell, params, xs, lengths=PADDING_LENGTHS, fused=fused)
+
+    params = jaxrnn.BidirectionalParams(random_params(name, seed=5), random_params(name, seed=6))
+    assert_padding_never_read(run, params, random_xs((2, 2, T, N_X)), PADDING_LENGTHS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stacked_nonfinite_padding_changes_no_value_or_gradient(name):
+    # a unidirectional layer under a bidirectional one, with dropout between them
+    cell = CELLS[name]
+
+    def run(params, xs):
+        return jaxrnn.stacked(
+            cell,
+            params,
+            xs,
+            lengths=PADDING_LENGTHS,
+            dropout_rate=0.5,
+            dropout_key=jax.random.key(7),
+        )
+
+    top = jaxrnn.BidirectionalParams(
+        random_params(name, N_A, N_A, seed=8), random_params(name, N_A, N_A, seed=9)
+    )
+    params = jaxrnn.StackedParams((random_params(name), top))
+    assert_padding_never_read(run, params, random_xs((2, 2, T, N_X)), PADDING_LENGTHS)
+
+
+def test_unroll_length_zero_reads_no_input_and_passes_the_carry_through():
+    # every example empty: the carry comes back as given, and no input gets any gradient
+    name = "lstm"
+    cell, params = CELLS[name], random_params(name)
+    carry0, lengths = random_carry(name, (2,)), jnp.zeros(2, int)
+    xs = jnp.full((2, T, N_X), np.nan)
+
+    def loss(params, xs, carry0):
+        carry, ys = jaxrnn.unroll(cell, params, xs, carry0, lengths=lengths)
+        return jnp.sum(ys) + jnp.sum(carry.h) + 2 * jnp.sum(carry.c), (carry, ys)
+
+    (_, (carry, ys)), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        params, xs, carry0
+    )
+    chex.assert_trees_all_equal(carry, carry0)
+    np.testing.assert_array_equal(ys, 0.0)
+    for leaf in jax.tree.leaves(grads[0]) + [grads[1]]:
+        np.testing.assert_array_equal(leaf, 0.0)
+    np.testing.assert_array_equal(grads[2].h, 1.0)
+    np.testing.assert_array_equal(grads[2].c, 2.0)
+
+
 # ---------------------------------------------------------------------------- jit, vmap, tracing
 
 
