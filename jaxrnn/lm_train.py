@@ -34,7 +34,13 @@ import optax
 from jaxrnn import ngram, parallel
 from jaxrnn import text as text_lib
 from jaxrnn._checks import fail
-from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from jaxrnn.checkpoint import (
+    CheckpointError,
+    config_from_json,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from jaxrnn.lm import (
     LMConfig,
     LMParams,
@@ -352,24 +358,131 @@ def _metadata(model, train, corpus, step, history) -> dict:
     }
 
 
-def load_lm(path: str | Path) -> tuple[LMParams, LMConfig, text_lib.Vocab, dict]:
-    """Reads a language-model checkpoint; returns (params, model config, vocabulary, metadata)."""
-    metadata = read_metadata(path)
+def _checked_lm_metadata(
+    path: str | Path, metadata: dict
+) -> tuple[LMConfig, TrainConfig, text_lib.Vocab]:
+    """The model, training settings and vocabulary in a language-model checkpoint's metadata,
+    each checked before anything is built from it: the configurations hold only their known
+    fields, with values of the right types in ranges a model in memory can have, ``step`` and
+    ``history`` are what `train_lm` writes, and the vocabulary is as large as the model's.
+
+    Raises:
+      CheckpointError: naming the file and the first entry that is wrong.
+    """
     if metadata.get("kind") != "jaxrnn.lm":
         raise CheckpointError(f"{path}: not a jaxrnn language-model checkpoint")
-    model = LMConfig(**metadata["model"])
-    train = TrainConfig(**metadata["train"])
-    template = jax.eval_shape(lambda: _initial_state(model, train, metadata["mode"]))
-    state, _ = load_checkpoint(path, template)
+    model = config_from_json(LMConfig, metadata.get("model"), path, "model config")
+    train = config_from_json(TrainConfig, metadata.get("train"), path, "training config")
+    max_params, max_layers, max_int = 2**31, 256, 2**62
+
+    def refuse(message: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {message}")
+
+    for field in ("vocab_size", "hidden_size", "num_layers", "embedding_size"):
+        value = getattr(model, field)
+        if value is not None and not 1 <= value <= max_params:
+            raise refuse(f"the model's {field} {value!r:.40} is not in [1, {max_params:,}]")
+    if model.num_layers > max_layers:
+        raise refuse(f"the model has {model.num_layers} layers, more than {max_layers}")
+    inputs, hidden = model.embedding_size or model.vocab_size, model.hidden_size
+    # at most four gates of (inputs + hidden + bias + peephole) × hidden in every layer
+    n_params = (
+        (model.embedding_size or 0) * model.vocab_size
+        + model.num_layers * 4 * hidden * (max(inputs, hidden) + hidden + 2)
+        + (hidden + 1) * model.vocab_size
+    )
+    if n_params > max_params:
+        raise refuse(
+            f"the model would have about {n_params:.3g} parameters, more than the "
+            f"{max_params:,} a checkpoint may hold"
+        )
+    if not 0 <= model.dropout < 1:
+        raise refuse(f"the model's dropout {model.dropout} is not in [0, 1)")
+    for setting, value in train._asdict().items():
+        if type(value) in (int, float) and not 0 <= value <= max_int:
+            raise refuse(f"the training setting {setting} {value} is not in [0, {max_int}]")
+    if train.batch_size < 1:
+        raise refuse(f"the training setting batch_size {train.batch_size} is not >= 1")
+    mode = metadata.get("mode")
+    if mode not in ("lines", "stream"):
+        raise refuse(f"mode {mode!r:.40}, expected 'lines' or 'stream'")
+    step = metadata.get("step")
+    if type(step) is not int or not 0 <= step <= max_int:
+        raise refuse(f"step {step!r:.40}, expected an int in [0, {max_int}]")
+
+    def numbers(xs, width=None) -> bool:
+        return (
+            isinstance(xs, list)
+            and (width is None or len(xs) == width)
+            and all(type(x) in (int, float) for x in xs)
+        )
+
+    history = metadata.get("history")
+    if not isinstance(history, dict):
+        raise refuse(f"the history is {history!r:.40}, expected an object")
+    loss, valid, seconds = history.get("loss"), history.get("valid"), history.get("seconds")
+    if not numbers(loss) or len(loss) > step:
+        raise refuse(f"the history's loss must be a list of at most step = {step} numbers")
+    if not isinstance(valid, list) or not all(numbers(row, 3) for row in valid):
+        raise refuse("the history's valid must be a list of [step, seconds, nats] rows")
+    if type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
+        raise refuse(f"the history's seconds {seconds!r:.40} is not a number >= 0")
+    for name, value in history.items():
+        if not (
+            type(value) in (int, float)
+            or numbers(value)
+            or (isinstance(value, list) and all(map(numbers, value)))
+        ):
+            raise refuse(f"the history's {name} is not a number or a list of numbers or rows")
+    data = metadata.get("vocab")
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("tokens"), list)
+        and all(isinstance(t, str) for t in data["tokens"])
+        and isinstance(data.get("level"), str)
+        and isinstance(data.get("lowercase"), bool)
+    ):
+        raise refuse("the vocabulary must be an object of tokens (strings), level and lowercase")
+    try:
+        vocab = text_lib.Vocab.from_dict(data)
+    except ValueError as error:  # InputError
+        raise refuse(f"the vocabulary is not valid ({error})") from None
+    if vocab.size != model.vocab_size:
+        raise refuse(
+            f"the vocabulary has {vocab.size} tokens, the model expects vocab_size "
+            f"{model.vocab_size}"
+        )
+    return model, train, vocab
+
+
+def load_lm(path: str | Path) -> tuple[LMParams, LMConfig, text_lib.Vocab, dict]:
+    """Reads a language-model checkpoint; returns (params, model config, vocabulary, metadata).
+
+    Raises:
+      CheckpointError: if the file is missing, corrupt, not a language model's, or its metadata
+        is not what `train_lm` writes; everything is checked before it is built or allocated.
+    """
+    metadata = read_metadata(path)
+    model, train, vocab = _checked_lm_metadata(path, metadata)
+    try:
+        template = jax.eval_shape(lambda: _initial_state(model, train, metadata["mode"]))
+    except ValueError as error:  # InputError: a cell or optimizer this jaxrnn does not know
+        raise CheckpointError(f"{path}: the saved model cannot be built ({error})") from None
+    state, saved = load_checkpoint(path, template)
+    # A run writing the file meanwhile is fine as long as the arrays fit what was checked.
+    again = _checked_lm_metadata(path, saved)
+    if (again[0], again[2], saved["mode"]) != (model, vocab, metadata["mode"]):
+        raise CheckpointError(f"{path}: the file was replaced by another model while being read")
     params = jax.tree.map(jnp.asarray, state["params"])
-    return params, model, text_lib.Vocab.from_dict(metadata["vocab"]), metadata
+    return params, model, vocab, saved
 
 
 def _resume(path: Path, model: LMConfig, train: TrainConfig, corpus: Corpus):
     metadata = read_metadata(path)
+    saved_model, _, saved_vocab = _checked_lm_metadata(path, metadata)
     for name, saved, asked in (
-        ("model", metadata.get("model"), model._asdict()),
-        ("vocabulary", metadata.get("vocab"), corpus.vocab.to_dict()),
+        ("model", saved_model._asdict(), model._asdict()),
+        ("vocabulary", saved_vocab.to_dict(), corpus.vocab.to_dict()),
     ):
         if saved != asked:
             diff = {k: (saved.get(k), v) for k, v in asked.items() if saved.get(k) != v}
@@ -379,6 +492,9 @@ def _resume(path: Path, model: LMConfig, train: TrainConfig, corpus: Corpus):
             )
     template = jax.eval_shape(lambda: _initial_state(model, train, corpus.mode))
     state, metadata = load_checkpoint(path, template)
+    again = _checked_lm_metadata(path, metadata)
+    if (again[0], again[2]) != (saved_model, saved_vocab):
+        raise CheckpointError(f"{path}: the file was replaced by another model while being read")
     return jax.tree.map(jnp.asarray, state), metadata["step"], metadata["history"]
 
 

@@ -1,11 +1,18 @@
-"""Checkpoints: bit-exact round trips, atomic writes, and CheckpointError for every bad file."""
+"""Checkpoints: bit-exact round trips, atomic writes, and CheckpointError for every bad file.
 
+tests/test_crafted_checkpoints.py reads a corpus of crafted files with every reader.
+"""
+
+import functools
 import io
 import json
 import os
 import re
+import subprocess
+import sys
 import zipfile
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +22,10 @@ import pytest
 from jaxrnn import checkpoint
 from jaxrnn.checkpoint import (
     FORMAT_VERSION,
+    MAX_DEPTH,
     CheckpointError,
+    atomic_output,
+    config_from_json,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
@@ -261,7 +271,7 @@ def test_load_checkpoint_every_truncation_and_byte_flip_is_checkpoint_error(save
 def test_load_checkpoint_without_header(saved, tmp_path):
     path, tree = saved
     rewrite(path, tmp_path / "bad.npz", drop=["metadata.json"])
-    assert_unreadable(tmp_path / "bad.npz", tree, match="no item named 'metadata.json'")
+    assert_unreadable(tmp_path / "bad.npz", tree, match="no member metadata.json")
 
 
 @pytest.mark.parametrize(
@@ -281,13 +291,14 @@ def test_load_checkpoint_header_without_leaves(saved, tmp_path):
     path, tree = saved
     header = {"format_version": FORMAT_VERSION, "metadata": {"step": 3}}
     rewrite(path, tmp_path / "bad.npz", replace={"metadata.json": json.dumps(header)})
-    assert_unreadable(tmp_path / "bad.npz", tree, match="KeyError: 'leaves'")
+    message = "header keys ['format_version', 'metadata'], expected ['format_version', 'leaves'"
+    assert_unreadable(tmp_path / "bad.npz", tree, match=re.escape(message))
 
 
 def test_load_checkpoint_missing_leaf_file(saved, tmp_path):
     path, tree = saved
     rewrite(path, tmp_path / "bad.npz", drop=["1.npy"])
-    assert_unreadable(tmp_path / "bad.npz", tree, match=re.escape("leaf ['w'] unreadable"))
+    assert_unreadable(tmp_path / "bad.npz", tree, match=re.escape("missing members ['1.npy'])"))
 
 
 def test_load_checkpoint_leaf_file_disagrees_with_header(saved, tmp_path):
@@ -335,13 +346,17 @@ def test_load_checkpoint_never_unpickles(tmp_path, declared):
         archive.writestr("metadata.json", json.dumps(header))
         archive.writestr("0.npy", npy_bytes(objects, allow_pickle=True))
     template = {"x": np.empty(2, dtype=declared)}
-    with pytest.raises(CheckpointError, match=re.escape("leaf ['x'] unreadable (Object arrays")):
+    message = {
+        "object": "leaf ['x'] has dtype 'object', expected one of ['bool'",
+        "float64": "leaf ['x'] holds Python objects, which are never unpickled",
+    }[declared]
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         load_checkpoint(path, template)
     assert UNPICKLED == []
 
 
 def test_save_checkpoint_refuses_object_arrays(tmp_path):
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(CheckpointError, match=r"leaf \['x'\] has dtype object; .*never objects"):
         save_checkpoint(tmp_path / "ckpt.npz", {"x": np.array([None, 1], dtype=object)}, {})
     assert os.listdir(tmp_path) == []
 
@@ -379,3 +394,186 @@ def test_load_checkpoint_template_mismatch_names_the_leaf(saved, template, messa
     path, _ = saved
     with pytest.raises(CheckpointError, match=re.escape(message)):
         load_checkpoint(path, template)
+
+
+# ---------------------------------------------------------------------------- dtypes and layouts
+
+
+def test_checkpoint_round_trip_bfloat16_and_fortran_order(tmp_path):
+    tree = {
+        "bf16": jnp.asarray([1.5, -2.0, 3.25], jnp.bfloat16),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "big_endian": np.arange(3, dtype=">i4"),  # written in native byte order
+    }
+    save_checkpoint(tmp_path / "ckpt.npz", tree, {})
+    template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype.newbyteorder("=")), tree)
+    loaded, _ = load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert loaded["bf16"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(loaded["bf16"].astype(np.float32), [1.5, -2.0, 3.25])
+    np.testing.assert_array_equal(loaded["fortran"], tree["fortran"])
+    np.testing.assert_array_equal(loaded["big_endian"], [0, 1, 2])
+    assert loaded["fortran"].flags.writeable
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        (
+            {"loss": [0.5] * (checkpoint.MAX_HEADER_BYTES // 4)},
+            "a checkpoint's header may have at most",
+        ),
+        (
+            {"deep": functools.reduce(lambda x, _: [x], range(70), 0)},
+            "the metadata nests deeper than a checkpoint's header may",
+        ),
+    ],
+    ids=["too-large", "too-deep"],
+)
+def test_save_checkpoint_refuses_headers_it_could_not_read(tmp_path, metadata, message):
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)}, metadata)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "text, depth",
+    [
+        ("{}", 1),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('["[[[", "\\"[[", "\\\\", []]', 2),
+        ("[" * 100, MAX_DEPTH + 1),  # counted only up to the limit and one more
+        ('["unclosed [[[[', 1),
+    ],
+)
+def test_nesting_depth_skips_strings(text, depth):
+    assert checkpoint._nesting_depth(text) == depth
+
+
+# ------------------------------------------------------------------------------- atomic_output
+
+
+def test_atomic_output_replaces_a_symlink_not_its_target(tmp_path):
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"the target")
+    link = tmp_path / "loss.png"
+    link.symlink_to(target)
+    with atomic_output(link) as tmp:
+        assert Path(tmp).parent == tmp_path and Path(tmp).name.startswith(".loss.png.")
+        Path(tmp).write_bytes(b"new plot")
+    assert not link.is_symlink() and link.read_bytes() == b"new plot"
+    assert target.read_bytes() == b"the target"
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere.png", "loss.png"]
+
+
+def test_atomic_output_exception_keeps_the_old_file(tmp_path):
+    path = tmp_path / "loss.png"
+    path.write_bytes(b"old plot")
+    with pytest.raises(RuntimeError, match="savefig failed"):
+        with atomic_output(path) as tmp:
+            Path(tmp).write_bytes(b"half a pl")
+            raise RuntimeError("savefig failed")
+    assert path.read_bytes() == b"old plot"
+    assert os.listdir(tmp_path) == ["loss.png"]
+
+
+def test_atomic_output_with_savefig(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    with atomic_output(tmp_path / "loss.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "loss.png").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# ------------------------------------------------------------------- temporaries of other writers
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_save_checkpoint_removes_only_provably_stale_temporaries(tmp_path):
+    """A killed writer's temporary file goes; a live writer's, another host's and files of other
+    names stay."""
+    host = checkpoint._host()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            "dead": f".ckpt.npz.{_dead_pid()}-{host}.0a1b2c3d.tmp",
+            "live": f".ckpt.npz.{live.pid}-{host}.0a1b2c3d.tmp",
+            "parent": f".ckpt.npz.{os.getppid()}-{host}.0a1b2c3d.tmp",
+            "this-process": f".ckpt.npz.{os.getpid()}-{host}.0a1b2c3d.tmp",
+            "other-host": f".ckpt.npz.{_dead_pid()}-{host}x.0a1b2c3d.tmp",
+            "older-format": ".ckpt.npz.k2j3_x9a.tmp",
+            "other-file": f".other.npz.{_dead_pid()}-{host}.0a1b2c3d.tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        save_checkpoint(tmp_path / "ckpt.npz", {"w": np.ones(2)}, {})
+        kept = set(os.listdir(tmp_path))
+    finally:
+        live.kill()
+        live.wait()
+    assert kept == {"ckpt.npz"} | {n for k, n in names.items() if k != "dead"}
+
+
+def test_save_checkpoint_leaves_a_concurrent_writers_file_alone(tmp_path, monkeypatch):
+    """Two writers of one path: the first to finish must not delete the other's file in flight."""
+    path = tmp_path / "ckpt.npz"
+    with atomic_output(path) as other:
+        Path(other).write_bytes(b"in flight")
+        monkeypatch.setattr(checkpoint.os, "getpid", lambda: os.getppid())  # another live writer
+        save_checkpoint(path, {"w": np.ones(2)}, {"step": 1})
+        monkeypatch.undo()
+        assert Path(other).read_bytes() == b"in flight"
+    assert path.read_bytes() == b"in flight"  # the later rename wins, as os.replace does
+
+
+# ------------------------------------------------------------------------ configurations in JSON
+
+
+class Config(NamedTuple):
+    size: int
+    rate: float = 0.5
+    name: str = "x"
+    flag: bool = False
+    limit: float | None = None
+    how: Literal["mean", "sum"] = "mean"
+
+
+def test_config_from_json_round_trip():
+    config = Config(3, 0.25, "y", True, 2.0, "sum")
+    assert config_from_json(Config, json.loads(json.dumps(config._asdict())), "f", "c") == config
+    got = config_from_json(Config, {"size": 3, "rate": 1}, "f", "c")
+    assert got == Config(3, 1.0) and type(got.rate) is float
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([3], "f: the c is an array, expected an object of Config fields ['size', "),
+        ({"size": 3, "speed": 1}, "f: the c has unknown fields ['speed']; Config has the fields"),
+        ({"rate": 0.5}, "f: the c lacks the fields ['size']"),
+        ({"size": True}, "f: the c's size is a boolean True, expected int"),
+        ({"size": 3.0}, "f: the c's size is a number 3.0, expected int"),
+        ({"size": 3, "rate": float("nan")}, "f: the c's rate is a number nan, expected float"),
+        ({"size": 3, "rate": 2**60}, "f: the c's rate is an integer 1152921504606846976"),
+        ({"size": 3, "name": None}, "f: the c's name is null, expected str"),
+        ({"size": 3, "flag": 1}, "f: the c's flag is an integer 1, expected bool"),
+        ({"size": 3, "limit": "1"}, "f: the c's limit is a string '1', expected float or null"),
+        ({"size": 3, "how": "max"}, "f: the c's how is a string 'max', expected one of 'mean', "),
+        ({"size": 3, "how": ["mean"]}, "f: the c's how is an array, expected one of 'mean', "),
+    ],
+)
+def test_config_from_json_refuses_with_the_field(data, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        config_from_json(Config, data, "f", "c")
