@@ -1,152 +1,139 @@
-"""jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``."""
+"""jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``.
 
-from jaxrnn import checkpoint, course, lm, lm_train, ngram, parallel, text
-from jaxrnn._checks import InputError
-from jaxrnn.cells import (
-    Cell,
-    GRUParams,
-    LSTMParams,
-    LSTMState,
-    RNNParams,
-    gru,
-    hidden_size,
-    input_size,
-    lstm,
-    rnn,
-    simplified_gru,
-)
-from jaxrnn.interop import (
-    gru_params_from_torch,
-    lstm_params_from_torch,
-    lstm_state_from_flax,
-    lstm_state_to_flax,
-    params_from_keras,
-    params_from_linen,
-    params_from_nnx,
-    params_to_keras,
-    params_to_linen,
-    params_to_nnx,
-    params_to_torch,
-    rnn_params_from_torch,
-    stacked_carry_from_torch,
-    stacked_carry_to_torch,
-    stacked_params_from_torch,
-)
-from jaxrnn.layers import (
-    BidirectionalCarry,
-    BidirectionalParams,
-    DenseParams,
-    StackedParams,
-    bidirectional,
-    bidirectional_init,
-    dense,
-    dense_init,
-    stacked,
-    stacked_init,
-)
-from jaxrnn.losses import sequence_mask, sigmoid_cross_entropy, softmax_cross_entropy
-from jaxrnn.minimal import MinGRUParams, MinLSTMParams, min_gru, min_lstm
-from jaxrnn.models import (
-    GeneratorParams,
-    Seq2SeqParams,
-    SequenceParams,
-    classifier_apply,
-    classifier_init,
-    generate,
-    generator_apply,
-    generator_init,
-    pool_over_time,
-    seq2seq_apply,
-    seq2seq_decode,
-    seq2seq_init,
-    seq2seq_loss,
-    tagger_apply,
-    tagger_init,
-)
-from jaxrnn.parallel import data_mesh, replicate, shard_batch
-from jaxrnn.scan import unroll
-from jaxrnn.train import (
-    StepMetrics,
-    clip_by_global_norm,
-    clip_elementwise,
-    make_optimizer,
-    make_train_step,
-)
+Every public name below is importable from ``jaxrnn`` itself (``jaxrnn.lstm``, ``jaxrnn.unroll``),
+and every submodule is reachable as an attribute (``jaxrnn.nnx``, ``jaxrnn.lm_train``). Both are
+loaded on first use, so that ``import jaxrnn`` — and ``jaxrnn --help`` — does not import JAX.
+"""
 
-__all__ = [
-    "BidirectionalCarry",
-    "BidirectionalParams",
-    "Cell",
-    "DenseParams",
-    "GRUParams",
-    "GeneratorParams",
-    "InputError",
-    "LSTMParams",
-    "LSTMState",
-    "MinGRUParams",
-    "MinLSTMParams",
-    "RNNParams",
-    "Seq2SeqParams",
-    "SequenceParams",
-    "StackedParams",
-    "StepMetrics",
-    "bidirectional",
-    "bidirectional_init",
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The public API: each name and the module that defines it.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "errors": ("InputError",),
+    "cells": (
+        "Cell",
+        "GRUParams",
+        "LSTMParams",
+        "LSTMState",
+        "RNNParams",
+        "gru",
+        "hidden_size",
+        "input_size",
+        "lstm",
+        "rnn",
+        "simplified_gru",
+    ),
+    "interop": (
+        "gru_params_from_torch",
+        "lstm_params_from_torch",
+        "lstm_state_from_flax",
+        "lstm_state_to_flax",
+        "params_from_keras",
+        "params_from_linen",
+        "params_from_nnx",
+        "params_to_keras",
+        "params_to_linen",
+        "params_to_nnx",
+        "params_to_torch",
+        "rnn_params_from_torch",
+        "stacked_carry_from_torch",
+        "stacked_carry_to_torch",
+        "stacked_params_from_torch",
+    ),
+    "layers": (
+        "BidirectionalCarry",
+        "BidirectionalParams",
+        "DenseParams",
+        "StackedParams",
+        "bidirectional",
+        "bidirectional_init",
+        "dense",
+        "dense_init",
+        "stacked",
+        "stacked_init",
+    ),
+    "losses": (
+        "sequence_mask",
+        "sigmoid_cross_entropy",
+        "softmax_cross_entropy",
+    ),
+    "minimal": (
+        "MinGRUParams",
+        "MinLSTMParams",
+        "min_gru",
+        "min_lstm",
+    ),
+    "models": (
+        "GeneratorParams",
+        "Seq2SeqParams",
+        "SequenceParams",
+        "classifier_apply",
+        "classifier_init",
+        "generate",
+        "generator_apply",
+        "generator_init",
+        "pool_over_time",
+        "seq2seq_apply",
+        "seq2seq_decode",
+        "seq2seq_init",
+        "seq2seq_loss",
+        "tagger_apply",
+        "tagger_init",
+    ),
+    "parallel": (
+        "data_mesh",
+        "replicate",
+        "shard_batch",
+    ),
+    "scan": ("unroll",),
+    "train": (
+        "StepMetrics",
+        "clip_by_global_norm",
+        "clip_elementwise",
+        "make_optimizer",
+        "make_train_step",
+    ),
+}
+_ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
+
+SUBMODULES = (
+    "cells",
     "checkpoint",
-    "classifier_apply",
-    "classifier_init",
-    "clip_by_global_norm",
-    "clip_elementwise",
+    "errors",
     "course",
-    "data_mesh",
-    "dense",
-    "dense_init",
-    "generate",
-    "generator_apply",
-    "generator_init",
-    "gru",
-    "gru_params_from_torch",
-    "hidden_size",
-    "input_size",
+    "interop",
+    "interop_flax",
+    "interop_keras",
+    "layers",
     "lm",
     "lm_train",
-    "lstm",
-    "lstm_params_from_torch",
-    "lstm_state_from_flax",
-    "lstm_state_to_flax",
-    "make_optimizer",
-    "make_train_step",
-    "min_gru",
-    "min_lstm",
+    "losses",
+    "minimal",
+    "models",
     "ngram",
+    "nnx",
     "parallel",
-    "params_from_keras",
-    "params_from_linen",
-    "params_from_nnx",
-    "params_to_keras",
-    "params_to_linen",
-    "params_to_nnx",
-    "params_to_torch",
-    "pool_over_time",
-    "replicate",
-    "rnn",
-    "rnn_params_from_torch",
-    "seq2seq_apply",
-    "seq2seq_decode",
-    "seq2seq_init",
-    "seq2seq_loss",
-    "sequence_mask",
-    "shard_batch",
-    "sigmoid_cross_entropy",
-    "simplified_gru",
-    "softmax_cross_entropy",
-    "stacked",
-    "stacked_carry_from_torch",
-    "stacked_carry_to_torch",
-    "stacked_init",
-    "stacked_params_from_torch",
-    "tagger_apply",
-    "tagger_init",
+    "scan",
     "text",
-    "unroll",
-]
+    "train",
+)
+
+__all__ = sorted([*_ORIGIN, *SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ORIGIN:
+        value = getattr(importlib.import_module(f"jaxrnn.{_ORIGIN[name]}"), name)
+    elif name in SUBMODULES:
+        value = importlib.import_module(f"jaxrnn.{name}")
+    else:
+        raise AttributeError(f"module 'jaxrnn' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

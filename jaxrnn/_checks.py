@@ -12,13 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn.errors import InputError
 
-class InputError(ValueError, TypeError):
-    """An argument of the wrong shape, dtype or value was passed to a jaxrnn function.
-
-    Subclasses both ``ValueError`` and ``TypeError`` so that either ``except`` clause catches it.
-    The message names the function, the argument, what was expected and what was given.
-    """
+__all__ = ["InputError", "fail"]  # and the check_* functions
 
 
 def fail(fn: str, message: str, hint: str = "") -> None:
