@@ -6,6 +6,8 @@ scan, which is backpropagation through time.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -63,6 +65,9 @@ def make_optimizer(
     }
     if name not in optimizers:
         fail("make_optimizer", f"expected name in {sorted(optimizers)}, got {name!r}")
+    rate = learning_rate
+    if isinstance(rate, bool) or (isinstance(rate, numbers.Real) and not 0 < rate < math.inf):
+        fail("make_optimizer", f"expected learning_rate a finite number > 0, got {rate!r}")
     chain = []
     if clip_value is not None:
         chain.append(clip_elementwise(clip_value))
@@ -77,7 +82,7 @@ class StepMetrics(NamedTuple):
 
     loss: Array  # () the loss before the update
     grad_norm: Array  # () global L2 norm of the gradients, before clipping
-    finite: Array  # () bool: False if loss or gradients were not finite and the update was skipped
+    finite: Array  # () bool: False if the loss, gradients or update were not finite (step skipped)
 
 
 def make_train_step(
@@ -90,9 +95,10 @@ def make_train_step(
     """Builds ``train_step(params, opt_state, *batch) -> (params, opt_state, StepMetrics)``.
 
     The step computes ``loss_fn(params, *batch)`` and its gradients (BPTT through the scan), then
-    applies the optimizer's update. If the loss or any gradient is NaN or ±Inf the update is not
-    applied: params and optimizer state come back unchanged and ``metrics.finite`` is False, so a
-    caller can count such steps and stop (this function does not stop by itself).
+    applies the optimizer's update. If the loss, any gradient, or any of the updated parameters or
+    optimizer state is NaN or ±Inf, the update is not applied: params and optimizer state come back
+    unchanged and ``metrics.finite`` is False, so a caller can count such steps and stop (this
+    function does not stop by itself).
 
     The same step runs data-parallel on several devices: place params and optimizer state with
     `jaxrnn.replicate` and each batch with `jaxrnn.shard_batch`, and ``jax.jit`` splits the
@@ -118,11 +124,14 @@ def make_train_step(
         loss, aux = value if has_aux else (value, None)
         if jnp.ndim(loss) != 0:
             fail("train_step", f"expected loss_fn to return a scalar, got shape {jnp.shape(loss)}")
-        finite = jnp.isfinite(loss)
-        for g in jax.tree.leaves(grads):
-            finite &= jnp.all(jnp.isfinite(g))
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
+        # The update is checked as well as the gradients: a NaN learning rate, or an optimizer
+        # whose moments overflow, turns finite gradients into non-finite parameters.
+        finite = jnp.isfinite(loss)
+        for leaf in jax.tree.leaves((grads, new_params, new_opt_state)):
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+                finite &= jnp.all(jnp.isfinite(leaf))
 
         def keep_if_finite(new, old):
             return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)

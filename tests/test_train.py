@@ -115,6 +115,35 @@ def test_train_step_skips_non_finite_updates():
     assert not np.allclose(good_params["head"].w, params["head"].w)
 
 
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        optax.sgd(float("nan")),
+        optax.sgd(float("inf")),
+        optax.chain(optax.scale(1e300), optax.scale(1e300)),  # finite factors, infinite product
+    ],
+    ids=["sgd-lr-nan", "sgd-lr-inf", "adam-update-overflows"],
+)
+def test_train_step_skips_updates_that_are_not_finite_though_the_gradients_are(optimizer):
+    """Finite loss and gradients, but an update that makes params or optimizer state NaN or Inf
+    (a NaN or infinite learning rate, an optimizer that overflows): the step is not applied."""
+    params, xs, labels, loss_fn = _lm_problem()
+    opt_state = optimizer.init(params)
+    new_params, new_state, metrics = jaxrnn.make_train_step(loss_fn, optimizer)(
+        params, opt_state, xs, labels
+    )
+    assert np.isfinite(float(metrics.loss)) and np.isfinite(float(metrics.grad_norm))
+    assert not bool(metrics.finite)
+    jax.tree.map(np.testing.assert_array_equal, new_params, params)
+    jax.tree.map(np.testing.assert_array_equal, new_state, opt_state)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 0.0, -1e-3])
+def test_make_optimizer_refuses_a_learning_rate_no_step_can_use(rate):
+    with pytest.raises(jaxrnn.InputError, match="expected learning_rate a finite number > 0"):
+        jaxrnn.make_optimizer(rate)
+
+
 def test_train_step_rejects_non_scalar_loss():
     params, xs, labels, _ = _lm_problem()
 
