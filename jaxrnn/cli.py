@@ -8,28 +8,31 @@ jaxrnn score runs/names "anna" "xqzzy"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import signal
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
-import jax
-import numpy as np
+from jaxrnn.errors import InputError
 
-from jaxrnn import text
-from jaxrnn._checks import InputError
-from jaxrnn.checkpoint import CheckpointError
-from jaxrnn.lm import CELL_NAMES, LMConfig, next_token_log_probs, sample, token_log_probs
-from jaxrnn.lm_train import (
-    CHECKPOINT_NAME,
-    TrainConfig,
-    load_lm,
-    make_corpus,
-    ngram_baseline,
-    perplexity,
-    train_lm,
+# Nothing here imports JAX at module level: ``jaxrnn --help`` and argument errors answer at once,
+# and the commands import what they need when they run.
+
+CELL_NAMES = (  # jaxrnn.lm.CELL_NAMES, spelt out so that the parser needs no JAX
+    "gru",
+    "gru_reset_after",
+    "lstm",
+    "lstm_peephole",
+    "min_gru",
+    "min_lstm",
+    "rnn",
+    "rnn_relu",
+    "simplified_gru",
 )
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")  # jaxrnn.lm_train.OPTIMIZERS
 
 BUILTIN_CORPORA = {
     "names": ("names.txt", "lines"),  # 5,163 US first names, one per line
@@ -37,37 +40,85 @@ BUILTIN_CORPORA = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, in the option's own words where its help gives them."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _require(ok: bool, flag: str, expected: str, got) -> None:
+    if not ok:
+        raise InputError(f"expected {flag} to be {expected}, got {got!r}")
+
+
 def read_corpus_text(path: str | None, corpus: str | None) -> tuple[str, str]:
     """(text, default mode) of a file or of a corpus shipped with jaxrnn."""
     if (path is None) == (corpus is None):
-        raise InputError("train: give either a text file or --corpus, not both or neither")
+        raise InputError("give either a text file or --corpus, not both or neither")
     if corpus is not None:
         name, mode = BUILTIN_CORPORA[corpus]
         return resources.files("jaxrnn").joinpath("data", name).read_text(), mode
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        raise InputError(f"train: cannot read the text file {path!r} ({error.strerror})") from None
+        raise InputError(f"cannot read the text file {path!r} ({error.strerror})") from None
     try:
         body = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InputError(
-            f"train: expected a UTF-8 text file, {path!r} is not ({error.reason} at byte "
-            f"{error.start})"
+            f"expected a UTF-8 text file, {path!r} is not ({error.reason} at byte {error.start})"
         ) from None
     if "\x00" in body:
-        raise InputError(f"train: expected a text file, {path!r} holds NUL bytes (binary?)")
+        raise InputError(f"expected a text file, {path!r} holds NUL bytes (binary?)")
     if not body.strip():
-        raise InputError(f"train: the text file {path!r} is empty")
+        raise InputError(f"the text file {path!r} is empty")
     return body, "lines"
 
 
 def _checkpoint_path(path: str) -> Path:
+    from jaxrnn.lm_train import CHECKPOINT_NAME
+
     path = Path(path)
     return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
+def _check_train_args(args: argparse.Namespace) -> None:
+    """The options that make_corpus reads, named as the user typed them; `check_settings` names
+    the rest."""
+    fraction = args.valid_fraction
+    _require(0 < fraction < 1, "--valid-fraction", "strictly between 0 and 1", fraction)
+    _require(
+        args.max_vocab is None or args.max_vocab >= 3, "--max-vocab", "an int >= 3", args.max_vocab
+    )
+    _require(args.min_count >= 1, "--min-count", "an int >= 1", args.min_count)
+    _require(args.max_len is None or args.max_len >= 1, "--max-len", "an int >= 1", args.max_len)
+    _require(args.embedding >= 0, "--embedding", "an int >= 0 (0: one-hot)", args.embedding)
+    _require(0 <= args.ngram <= 20, "--ngram", "an int in [0, 20] (0: none)", args.ngram)
+    for flag, value in (("--clip-value", args.clip_value), ("--clip-norm", args.clip_norm)):
+        _require(math.isfinite(value) and value >= 0, flag, "a finite number >= 0", value)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from jaxrnn import runs
+    from jaxrnn.lm import LMConfig
+    from jaxrnn.lm_train import (
+        CLI_NAMES,
+        TrainConfig,
+        check_settings,
+        make_corpus,
+        ngram_baseline,
+        perplexity,
+        train_lm,
+    )
+
+    out = Path(args.out)
+    # Before anything is read or trained: a run in --out is never replaced by accident.
+    runs.check_run_folder(out, resume=args.resume, overwrite=args.overwrite, how=runs.CLI)
+    _check_train_args(args)
     body, default_mode = read_corpus_text(args.text, args.corpus)
     mode = args.mode or default_mode
     corpus = make_corpus(
@@ -80,12 +131,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         lowercase=args.lowercase,
         max_len=args.max_len,
         seed=args.seed,
-    )
-    n_train = corpus.train[1].sum() if mode == "lines" else len(corpus.train[0])
-    n_valid = corpus.valid[1].sum() if mode == "lines" else len(corpus.valid[0])
-    print(
-        f"{args.level}-level {mode} corpus: vocabulary {corpus.vocab.size} tokens, "
-        f"{n_train:,} training and {n_valid:,} validation tokens"
     )
     model = LMConfig(
         vocab_size=corpus.vocab.size,
@@ -114,13 +159,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         devices=args.devices,
     )
+    time_steps = corpus.train[0].shape[1] if mode == "lines" else args.seq_len
+    check_settings(model, config, fn="train", names=CLI_NAMES, time_steps=time_steps)
+    n_train = corpus.train[1].sum() if mode == "lines" else len(corpus.train[0])
+    n_valid = corpus.valid[1].sum() if mode == "lines" else len(corpus.valid[0])
+    print(
+        f"{args.level}-level {mode} corpus: vocabulary {corpus.vocab.size} tokens, "
+        f"{n_train:,} training and {n_valid:,} validation tokens"
+    )
     try:
         result = train_lm(
-            corpus, model, config, args.out, resume=args.resume, progress=not args.no_progress
+            corpus,
+            model,
+            config,
+            out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            option_names=runs.CLI,
         )
-    except KeyboardInterrupt:
-        print(f"resume with the same command and --resume (checkpoint in {args.out})")
-        return 130
+    except runs.Interrupted as interrupted:
+        global _stopping
+        _stopping = True  # the checkpoint is saved and said so; nothing may interrupt the rest
+        print(f"resume with the same command and --resume (checkpoint in {out})")
+        return 128 + interrupted.signum
     if result.stopped_early:
         print(f"stopped early: {result.stopped_early}")
     nats = result.history["valid"][-1][2] if result.history["valid"] else float("nan")
@@ -128,22 +190,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"validation: {nats:.4f} nats/token, perplexity {perplexity(nats):.2f} "
         f"(after {result.step} steps, {result.history['seconds']:.0f} s of training)"
     )
-    if args.ngram:
+    if args.ngram and not result.failed:
         baseline = ngram_baseline(corpus, args.ngram)
         print(
             f"{args.ngram}-gram baseline (interpolated Kneser–Ney) on the same split: "
             f"{baseline.nats_per_token:.4f} nats/token, perplexity {baseline.perplexity:.2f}"
         )
-    print(f"checkpoint: {result.checkpoint}\nloss plot: {Path(args.out) / 'loss.png'}")
-    return 0
+    print(f"checkpoint: {result.checkpoint}\nloss plot: {out / 'loss.png'}")
+    return 1 if result.failed else 0
 
 
-def _context(mode: str, vocab: text.Vocab) -> list[int]:
+def _context(mode: str, vocab) -> list[int]:
     # A stream model never saw the zero input x⟨1⟩ = 0; it starts where a new line would.
     return [vocab.eos_id] if mode == "stream" else []
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from jaxrnn.lm import sample
+    from jaxrnn.lm_train import load_lm
+
+    _require(args.num >= 1, "--num", "an int >= 1", args.num)
+    _require(args.max_len >= 1, "--max-len", "an int >= 1", args.max_len)
+    temperature = args.temperature
+    _require(
+        math.isfinite(temperature) and temperature >= 0,
+        "--temperature",
+        "a finite number >= 0",
+        temperature,
+    )
+    _require(args.top_k is None or args.top_k >= 1, "--top-k", "an int >= 1", args.top_k)
     params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
     prompt_ids = list(vocab.encode(args.prompt)) if args.prompt else []
     lines_model = metadata["mode"] == "lines"
@@ -154,7 +232,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         num_samples=args.num,
         max_len=args.max_len,
         eos_id=vocab.eos_id if lines_model else None,
-        temperature=0.0 if args.greedy else args.temperature,
+        temperature=0.0 if args.greedy else temperature,
         top_k=args.top_k,
         exclude_ids=[] if args.allow_unk else [vocab.unk_id],
         prompt=_context(metadata["mode"], vocab) + prompt_ids,
@@ -169,22 +247,45 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jaxrnn.lm import next_token_log_probs, token_log_probs
+    from jaxrnn.lm_train import load_lm
+
+    _require(args.top_k >= 0, "--top-k", "an int >= 0", args.top_k)
+    for i, sentence in enumerate(args.sentences):
+        if not sentence.strip():
+            raise InputError(
+                f"expected sentences with at least one token, got {sentence!r} (sentence {i + 1})"
+            )
     params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
     context = _context(metadata["mode"], vocab)
     scored = []
     for sentence in args.sentences:
+        tokens = vocab.tokenize(sentence)
+        if not tokens:
+            raise InputError(f"expected a sentence with at least one token, got {sentence!r}")
+        unknown = [token for token in tokens if vocab.index(token) == vocab.unk_id]
         ids = list(vocab.encode(sentence, add_eos=metadata["mode"] == "lines"))
         per_token = np.asarray(token_log_probs(params, model, np.asarray(context + ids)))
         per_token = per_token[len(context) :]
-        scored.append((float(per_token.sum()), sentence, ids, per_token))
-    for total, sentence, ids, per_token in sorted(scored, key=lambda s: -s[0]):
+        scored.append((float(per_token.sum()), sentence, ids, per_token, tokens, unknown))
+    for total, sentence, ids, per_token, tokens, unknown in sorted(scored, key=lambda s: -s[0]):
         print(
             f"log P = {total:9.3f} nats   P = {math.exp(total):.3e}   "
             f"{-total / len(ids):.3f} nats/token   {sentence!r}"
         )
+        if unknown:
+            print(
+                f"    {len(unknown)} of {len(tokens)} tokens not in the vocabulary, scored as "
+                f"{vocab.tokens[vocab.unk_id]}"
+                + (f": {', '.join(repr(t) for t in unknown)}" if args.per_token else "")
+            )
         if args.per_token:
-            for token_id, lp in zip(ids, per_token, strict=True):
-                print(f"    {vocab.tokens[token_id]!r:>12}  {lp:8.3f}")
+            shown = [*tokens, vocab.tokens[vocab.eos_id]] if len(ids) > len(tokens) else tokens
+            for token, token_id, lp in zip(shown, ids, per_token, strict=True):
+                mark = f" (as {vocab.tokens[token_id]})" if token_id == vocab.unk_id else ""
+                print(f"    {token!r:>12}  {lp:8.3f}{mark}")
         if args.top_k:
             prefix = np.asarray(context + [i for i in ids if i != vocab.eos_id], np.int32)
             probs = np.exp(np.asarray(next_token_log_probs(params, model, prefix)))
@@ -202,74 +303,112 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = _HelpFormatter
 
     train = commands.add_parser(
         "train", help="train a language model on a text file", formatter_class=defaults
     )
-    train.add_argument("text", nargs="?", help="a UTF-8 text file")
-    train.add_argument("--corpus", choices=sorted(BUILTIN_CORPORA), help="a shipped corpus")
+    train.add_argument(
+        "text", nargs="?", help="a UTF-8 text file, one sentence per line (or --corpus)"
+    )
+    train.add_argument(
+        "--corpus",
+        choices=sorted(BUILTIN_CORPORA),
+        help="a shipped corpus, instead of a text file (default: none)",
+    )
     train.add_argument("--out", default="runs/lm", help="folder for checkpoint.npz and loss.png")
-    train.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out with a new one"
+    )
     data = train.add_argument_group("data")
-    data.add_argument("--level", choices=["char", "word"], default="char")
+    data.add_argument(
+        "--level", choices=["char", "word"], default="char", help="tokens are characters or words"
+    )
     data.add_argument(
         "--mode",
         choices=["lines", "stream"],
         help="lines: each line a sentence ending in ⟨EOS⟩; stream: one long text "
         "(default: lines for files and names, stream for shakespeare)",
     )
-    data.add_argument("--valid-fraction", type=float, default=0.1)
-    data.add_argument("--max-vocab", type=int, help="keep the most frequent tokens; rest ⟨UNK⟩")
+    data.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="share of the text held out"
+    )
+    data.add_argument(
+        "--max-vocab", type=int, help="keep the most frequent tokens, the rest ⟨UNK⟩ (default: all)"
+    )
     data.add_argument("--min-count", type=int, default=1, help="rarer tokens become ⟨UNK⟩")
-    data.add_argument("--lowercase", action="store_true")
-    data.add_argument("--max-len", type=int, help="truncate lines to this many tokens")
+    data.add_argument("--lowercase", action="store_true", help="lower-case the text first")
+    data.add_argument(
+        "--max-len",
+        type=int,
+        help="lines mode: truncate lines to this many tokens (default: no limit)",
+    )
     net = train.add_argument_group("model")
-    net.add_argument("--cell", choices=sorted(CELL_NAMES), default="lstm")
-    net.add_argument("--hidden", type=int, default=256)
-    net.add_argument("--layers", type=int, default=1)
-    net.add_argument("--embedding", type=int, default=0, help="0: one-hot inputs (the course)")
-    net.add_argument("--dropout", type=float, default=0.0)
+    net.add_argument("--cell", choices=CELL_NAMES, default="lstm", help="the recurrent cell")
+    net.add_argument("--hidden", type=int, default=256, help="hidden size n_a of each layer")
+    net.add_argument("--layers", type=int, default=1, help="recurrent layers (a deep RNN if > 1)")
+    net.add_argument(
+        "--embedding", type=int, default=0, help="embedding size; 0: one-hot inputs (the course)"
+    )
+    net.add_argument(
+        "--dropout", type=float, default=0.0, help="dropout on each layer's input, in [0, 1)"
+    )
     opt = train.add_argument_group("training")
-    opt.add_argument("--steps", type=int, default=2000)
-    opt.add_argument("--minutes", type=float, help="also stop after this much training time")
-    opt.add_argument("--batch", type=int, default=32)
+    opt.add_argument("--steps", type=int, default=2000, help="training steps in all")
+    opt.add_argument(
+        "--minutes", type=float, help="also stop after this much training time (default: no limit)"
+    )
+    opt.add_argument("--batch", type=int, default=32, help="sequences per step")
     opt.add_argument("--seq-len", type=int, default=128, help="stream mode: tokens per example")
     opt.add_argument("--stateful", action="store_true", help="stream mode: truncated BPTT")
-    opt.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], default="adam")
-    opt.add_argument("--lr", type=float, default=2e-3)
-    opt.add_argument("--final-lr", type=float, help="cosine decay to this by the last step")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the update rule")
+    opt.add_argument("--lr", type=float, default=2e-3, help="learning rate (peak, with --warmup)")
+    opt.add_argument(
+        "--final-lr",
+        type=float,
+        help="cosine decay to this by the last step (default: constant --lr)",
+    )
     opt.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     opt.add_argument("--clip-value", type=float, default=5.0, help="0: no element-wise clip")
     opt.add_argument("--clip-norm", type=float, default=0.0, help="0: no global-norm clip")
-    opt.add_argument("--reduce-time", choices=["mean", "sum"], default="mean")
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument(
+        "--reduce-time",
+        choices=["mean", "sum"],
+        default="mean",
+        help="loss per sequence: mean or sum over its steps",
+    )
+    opt.add_argument("--seed", type=int, default=0, help="seed of init, batches and dropout")
     opt.add_argument(
         "--devices",
         type=int,
         help="split each batch over this many local devices (data parallelism), --batch a "
-        "multiple of it; None: as many of the local devices as divide --batch",
+        "multiple of it (default: as many of the local devices as divide --batch)",
     )
     show = train.add_argument_group("progress")
-    show.add_argument("--eval-every", type=int, default=250)
+    show.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
     show.add_argument("--sample-every", type=int, default=500, help="0: no samples")
-    show.add_argument("--checkpoint-every", type=int, default=500)
+    show.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     show.add_argument("--ngram", type=int, default=5, help="n-gram baseline order, 0: none")
-    show.add_argument("--no-progress", action="store_true", help="no progress bar")
+    show.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines"
+    )
     train.set_defaults(run=cmd_train)
 
     samp = commands.add_parser(
         "sample", help="sample novel text from a trained model", formatter_class=defaults
     )
     samp.add_argument("checkpoint", help="a checkpoint file, or the --out folder of a run")
-    samp.add_argument("--num", type=int, default=10)
-    samp.add_argument("--max-len", type=int, default=100)
-    samp.add_argument("--temperature", type=float, default=1.0)
-    samp.add_argument("--top-k", type=int)
+    samp.add_argument("--num", type=int, default=10, help="how many samples")
+    samp.add_argument("--max-len", type=int, default=100, help="tokens per sample at most")
+    samp.add_argument(
+        "--temperature", type=float, default=1.0, help="< 1 sharper, > 1 flatter; 0: greedy"
+    )
+    samp.add_argument("--top-k", type=int, help="draw from the k likeliest tokens (default: all)")
     samp.add_argument("--greedy", action="store_true", help="always the most likely token")
-    samp.add_argument("--prompt", default="", help="text the samples continue")
+    samp.add_argument("--prompt", default="", help="text the samples continue (default: none)")
     samp.add_argument("--allow-unk", action="store_true", help="let samples contain ⟨UNK⟩")
-    samp.add_argument("--seed", type=int, default=0)
+    samp.add_argument("--seed", type=int, default=0, help="seed of the draws")
     samp.set_defaults(run=cmd_sample)
 
     score = commands.add_parser(
@@ -277,20 +416,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("checkpoint", help="a checkpoint file, or the --out folder of a run")
     score.add_argument("sentences", nargs="+", help="sentences, ranked most likely first")
-    score.add_argument("--per-token", action="store_true", help="show each token's log P")
+    score.add_argument(
+        "--per-token", action="store_true", help="show each token's log P and the unknown ones"
+    )
     score.add_argument("--top-k", type=int, default=0, help="show the k likeliest next tokens")
     score.set_defaults(run=cmd_score)
     return parser
 
 
+_stopping = False  # the command is ending after an interruption: further signals are ignored
+
+
+def _stop_quietly(signum, frame):
+    """SIGINT or SIGTERM outside training (which handles its own): end the command once, with exit
+    code 128 + signal and no traceback; a signal that comes while it ends changes nothing."""
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    from jaxrnn.runs import Interrupted
+
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
+    from jaxrnn.checkpoint import CheckpointError
+    from jaxrnn.runs import Interrupted
+
+    global _stopping
+    _stopping = False
+    previous = {}
+    if __name__ == "__main__" or argv is None:  # a process of its own: SIGTERM ends it quietly
+        with contextlib.suppress(ValueError):
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, _stop_quietly)
     try:
         code = args.run(args)
+    except Interrupted as interrupted:  # outside training, or after its checkpoint was saved
+        return 128 + interrupted.signum
     except (InputError, CheckpointError) as error:
-        print(f"jaxrnn {args.command}: error: {error}", file=sys.stderr)
+        message = str(error).removeprefix(f"{args.command}: ")
+        print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if not _stopping:  # an ending process keeps ignoring signals until it has ended
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     if args.command == "train":
         print(f"done in {time.perf_counter() - start:.0f} s")
     return code

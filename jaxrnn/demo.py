@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument("--samples", type=int, default=2000, help="names drawn to count novelty")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     args = parser.parse_args(argv)
     start = time.perf_counter()
 
@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_every=500,
     )
     print(f"model: {model}\ntraining: {config.steps} steps of {config.batch_size} names, Adam")
-    result = train_lm(corpus, model, config, args.out, resume=args.resume)
+    if not args.resume and (args.out / "checkpoint.npz").exists():
+        print(f"replacing the earlier demo run in {args.out} (--resume continues it instead)")
+    result = train_lm(
+        corpus, model, config, args.out, resume=args.resume, overwrite=not args.resume
+    )
     nats = result.history["valid"][-1][2]
 
     # The traditional baseline on the very same split: n-grams with interpolated Kneser–Ney.

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -31,11 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn import ngram, parallel
+from jaxrnn import ngram, parallel, runs
+from jaxrnn import progress as progress_lib
 from jaxrnn import text as text_lib
 from jaxrnn._checks import fail
 from jaxrnn.checkpoint import (
     CheckpointError,
+    atomic_output,
     config_from_json,
     load_checkpoint,
     read_metadata,
@@ -54,7 +57,7 @@ from jaxrnn.lm import (
 from jaxrnn.losses import sequence_mask
 from jaxrnn.train import make_optimizer, make_train_step
 
-CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_NAME = runs.CHECKPOINT_NAME
 
 
 class Corpus(NamedTuple):
@@ -93,6 +96,10 @@ def make_corpus(
     fn = "make_corpus"
     if mode not in ("lines", "stream"):
         fail(fn, f"expected mode 'lines' or 'stream', got {mode!r}")
+    if not _is_number(valid_fraction) or not 0 < valid_fraction < 1:
+        fail(fn, f"expected valid_fraction strictly between 0 and 1, got {valid_fraction!r}")
+    if max_len is not None and (not _is_int(max_len) or max_len < 1):
+        fail(fn, f"expected max_len None or an int >= 1, got {max_len!r}")
     if mode == "lines":
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) < 2:
@@ -104,6 +111,15 @@ def make_corpus(
         encoded = [vocab.encode_lines(part) for part in (train_lines, valid_lines)]
         longest = max(len(ids) for part in encoded for ids in part)
         width = longest if max_len is None else min(longest, max_len)
+        padded_bytes = 2 * 4 * width * sum(len(part) for part in encoded)  # targets and inputs
+        if padded_bytes > MEMORY_LIMIT_BYTES / 4:
+            fail(
+                fn,
+                f"padding {len(lines):,} lines to the longest one ({longest:,} tokens) would take "
+                f"about {_gib(padded_bytes)}",
+                "pass max_len (jaxrnn train --max-len) to truncate long lines, or use mode "
+                "'stream' (--mode stream)",
+            )
         train, valid = (
             text_lib.pad_batch(part, pad_id=vocab.eos_id, max_len=width) for part in encoded
         )
@@ -142,6 +158,204 @@ class TrainConfig(NamedTuple):
     devices: int | None = None
 
 
+# How the command line names each setting, for messages that tell the user what to change.
+CLI_NAMES = {
+    "steps": "--steps",
+    "batch_size": "--batch",
+    "seq_len": "--seq-len",
+    "learning_rate": "--lr",
+    "final_learning_rate": "--final-lr",
+    "warmup_steps": "--warmup",
+    "optimizer": "--optimizer",
+    "clip_value": "--clip-value",
+    "clip_norm": "--clip-norm",
+    "reduce_time": "--reduce-time",
+    "seed": "--seed",
+    "minutes": "--minutes",
+    "eval_every": "--eval-every",
+    "sample_every": "--sample-every",
+    "checkpoint_every": "--checkpoint-every",
+    "devices": "--devices",
+    "vocab_size": "the vocabulary size",
+    "hidden_size": "--hidden",
+    "num_layers": "--layers",
+    "embedding_size": "--embedding",
+    "dropout": "--dropout",
+    "cell": "--cell",
+}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# Memory a run may plan for; more is refused before anything is allocated.
+MEMORY_LIMIT_BYTES = int(
+    0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if hasattr(os, "sysconf")
+    else 16 * 2**30
+)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
+    """(setting, value, valid?, what a valid value is) for every setting of ``train``."""
+
+    def positive(v):
+        return _is_number(v) and math.isfinite(v) and v > 0
+
+    def count(v, least):
+        return _is_int(v) and v >= least
+
+    return [
+        ("steps", train.steps, count(train.steps, 1), "an int >= 1"),
+        ("batch_size", train.batch_size, count(train.batch_size, 1), "an int >= 1"),
+        ("seq_len", train.seq_len, count(train.seq_len, 1), "an int >= 1"),
+        (
+            "learning_rate",
+            train.learning_rate,
+            positive(train.learning_rate),
+            "a finite number > 0",
+        ),
+        (
+            "final_learning_rate",
+            train.final_learning_rate,
+            train.final_learning_rate is None
+            or (
+                _is_number(train.final_learning_rate)
+                and math.isfinite(train.final_learning_rate)
+                and train.final_learning_rate >= 0
+            ),
+            "None or a finite number >= 0",
+        ),
+        ("warmup_steps", train.warmup_steps, count(train.warmup_steps, 0), "an int >= 0"),
+        ("optimizer", train.optimizer, train.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        (
+            "clip_value",
+            train.clip_value,
+            train.clip_value is None or positive(train.clip_value),
+            "None or a finite number > 0",
+        ),
+        (
+            "clip_norm",
+            train.clip_norm,
+            train.clip_norm is None or positive(train.clip_norm),
+            "None or a finite number > 0",
+        ),
+        ("reduce_time", train.reduce_time, train.reduce_time in ("mean", "sum"), "mean or sum"),
+        ("seed", train.seed, count(train.seed, 0), "an int >= 0"),
+        (
+            "minutes",
+            train.minutes,
+            train.minutes is None or positive(train.minutes),
+            "None or a finite number > 0",
+        ),
+        ("eval_every", train.eval_every, count(train.eval_every, 1), "an int >= 1"),
+        (
+            "eval_every_seconds",
+            train.eval_every_seconds,
+            train.eval_every_seconds is None or positive(train.eval_every_seconds),
+            "None or a finite number > 0",
+        ),
+        ("sample_every", train.sample_every, count(train.sample_every, 0), "an int >= 0"),
+        (
+            "checkpoint_every",
+            train.checkpoint_every,
+            count(train.checkpoint_every, 1),
+            "an int >= 1",
+        ),
+        ("eval_rows", train.eval_rows, count(train.eval_rows, 1), "an int >= 1"),
+        (
+            "max_nonfinite_steps",
+            train.max_nonfinite_steps,
+            count(train.max_nonfinite_steps, 1),
+            "an int >= 1",
+        ),
+        (
+            "devices",
+            train.devices,
+            train.devices is None or count(train.devices, 1),
+            "None or an int >= 1",
+        ),
+    ]
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB"
+
+
+def check_settings(
+    model: LMConfig,
+    train: TrainConfig,
+    *,
+    fn: str = "train_lm",
+    names: dict | None = None,
+    time_steps: int | None = None,
+) -> None:
+    """Raises `InputError` for a setting no run can use — a learning rate that is NaN, zero steps,
+    evaluation every 0 steps — or for a model and batch whose training step would need more memory
+    than this machine has, with an estimate, before anything is allocated.
+
+    ``names`` maps setting names to what the message calls them (the CLI passes `CLI_NAMES`);
+    ``time_steps`` is the length of a training example (default: ``train.seq_len``).
+    """
+    names = names or {}
+    if not isinstance(train, TrainConfig):
+        fail(fn, f"expected train to be a TrainConfig, got {type(train).__name__}")
+    if not isinstance(model, LMConfig):
+        fail(fn, f"expected model to be an LMConfig, got {type(model).__name__}")
+    for setting, value, valid, expected in _rules(train):
+        if not valid:
+            fail(fn, f"expected {names.get(setting, setting)} to be {expected}, got {value!r}")
+    for setting in ("vocab_size", "hidden_size", "num_layers"):
+        value = getattr(model, setting)
+        if not _is_int(value) or value < 1:
+            fail(fn, f"expected {names.get(setting, setting)} to be an int >= 1, got {value!r}")
+    embedding = model.embedding_size
+    if embedding is not None and (not _is_int(embedding) or embedding < 1):
+        fail(
+            fn,
+            f"expected {names.get('embedding_size', 'embedding_size')} to be None or an int >= 1"
+            f", got {embedding!r}",
+        )
+    if not _is_number(model.dropout) or not 0.0 <= model.dropout < 1.0:
+        fail(fn, f"expected {names.get('dropout', 'dropout')} in [0, 1), got {model.dropout!r}")
+    n_params, step_bytes = estimate_memory(model, train, time_steps)
+    if step_bytes > MEMORY_LIMIT_BYTES:
+        hidden, batch = (
+            names.get("hidden_size", "hidden_size"),
+            names.get("batch_size", "batch_size"),
+        )
+        fail(
+            fn,
+            f"a training step would need about {_gib(step_bytes)} ({n_params:,} parameters, "
+            f"batch {train.batch_size} of {time_steps or train.seq_len} steps), more than the "
+            f"{_gib(MEMORY_LIMIT_BYTES)} this machine can "
+            "give",
+            f"use a smaller {hidden} or {batch}",
+        )
+
+
+def estimate_memory(model: LMConfig, train: TrainConfig, seq_len: int | None = None) -> tuple:
+    """(parameter count, bytes) of a training step, roughly: parameters, gradients and two
+    optimizer moments, plus the activations BPTT keeps for every step (float32)."""
+    gates = {"lstm": 4, "lstm_peephole": 4, "gru": 3, "gru_reset_after": 3, "min_lstm": 3}
+    g = gates.get(model.cell, 2)
+    inputs = model.embedding_size or model.vocab_size
+    hidden, vocab, layers = model.hidden_size, model.vocab_size, model.num_layers
+    n_params = (
+        (model.embedding_size or 0) * vocab
+        + g * hidden * (inputs + hidden + 2)
+        + (layers - 1) * g * hidden * (2 * hidden + 2)
+        + (hidden + 1) * vocab
+    )
+    time_steps = train.seq_len if seq_len is None else seq_len
+    per_step = train.batch_size * ((g + 2) * hidden * layers + inputs + 2 * vocab)
+    return n_params, 4 * (4 * n_params + time_steps * per_step)
+
+
 class TrainResult(NamedTuple):
     params: LMParams
     step: int
@@ -150,6 +364,7 @@ class TrainResult(NamedTuple):
     history: dict
     checkpoint: Path | None
     stopped_early: str | None  # why the run stopped before `steps`, if it did
+    failed: bool = False  # stopped because training went wrong (diverged, non-finite steps)
 
 
 def _learning_rate(config: TrainConfig) -> float | optax.Schedule:
@@ -498,22 +713,55 @@ def _resume(path: Path, model: LMConfig, train: TrainConfig, corpus: Corpus):
     return jax.tree.map(jnp.asarray, state), metadata["step"], metadata["history"]
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt, so that it too saves a checkpoint before exiting."""
+def _all_finite(tree) -> bool:
+    return all(bool(np.isfinite(np.asarray(leaf)).all()) for leaf in jax.tree.leaves(tree))
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _unigram_nats(corpus: Corpus) -> float:
+    """Cross-entropy of the training part's token frequencies on itself, in nats per token: what a
+    model that ignores all context reaches, and what any trained model should beat."""
+    ids = (
+        corpus.train[0]
+        if corpus.mode == "stream"
+        else corpus.train[0][np.arange(corpus.train[0].shape[1]) < corpus.train[1][:, None]]
+    )
+    counts = np.bincount(np.asarray(ids).ravel(), minlength=corpus.vocab.size).astype(float)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def divergence(valid: list, baseline_nats: float, patience: int = 3) -> str | None:
+    """Why the validation losses ``valid`` ([step, seconds, nats] rows) show a diverging run, or
+    None: the last loss is not finite or far above the unigram ``baseline_nats`` (more than
+    ``2 × baseline + 1``), or it rose at each of the last ``patience`` evaluations to above the
+    baseline."""
+    if not valid:
+        return None
+    nats = [row[2] for row in valid]
+    last = nats[-1]
+    if not math.isfinite(last) or last > 2 * baseline_nats + 1:
+        return (
+            f"validation loss {last:.4g} nats/token, far above the {baseline_nats:.3f} of "
+            "token frequencies alone"
+        )
+    recent = nats[-(patience + 1) :]
+    rising = len(recent) == patience + 1 and all(
+        b > a for a, b in zip(recent[:-1], recent[1:], strict=True)
+    )
+    if rising and last > baseline_nats:
+        return (
+            f"validation loss rose at each of the last {patience} evaluations, to {last:.4f} "
+            f"nats/token, above the {baseline_nats:.3f} of token frequencies alone"
+        )
+    return None
+
+
+def _changed_settings(saved: dict, asked: dict) -> list[str]:
+    return [
+        f"{name} {saved.get(name)!r} -> {value!r}"
+        for name, value in asked.items()
+        if saved.get(name) != value
+    ]
 
 
 def train_lm(
@@ -523,49 +771,124 @@ def train_lm(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
-    progress: bool = True,
+    overwrite: bool = False,
+    progress: bool | progress_lib.Style = True,
     log: Callable[[str], None] | None = None,
     num_samples: int = 5,
     stop_after: int | None = None,
+    option_names: runs.OptionNames = runs.API,
 ) -> TrainResult:
     """Trains ``model`` on ``corpus``; returns the final params and the loss history.
 
-    Shows a progress bar (loss, tokens/s, ETA), prints samples every ``train.sample_every`` steps,
-    evaluates every ``train.eval_every`` steps, and, when ``out_dir`` is given, writes
-    ``checkpoint.npz`` there every ``train.checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the
-    end, and ``loss.png`` at the end. With several local devices each batch is split over
-    ``train.devices`` of them (see `TrainConfig`); the run stays on this machine (one process).
+    Shows progress (a bar in a terminal, a plain line every 30 s in a log file; loss, tokens/s,
+    ETA), prints samples every ``train.sample_every`` steps, evaluates every ``train.eval_every``
+    steps, and, when ``out_dir`` is given, writes ``checkpoint.npz`` there every
+    ``train.checkpoint_every`` steps, on Ctrl-C/SIGTERM and at the end, and ``loss.png`` at the
+    end. With several local devices each batch is split over ``train.devices`` of them (see
+    `TrainConfig`); the run stays on this machine (one process).
+
+    Nothing is lost: the settings are checked and ``out_dir`` is proved writable before the first
+    step; ``out_dir`` is locked against a second trainer for the whole run; a checkpoint with
+    non-finite parameters is never written; a run whose validation loss diverges stops and keeps
+    its last checkpoint; Ctrl-C or SIGTERM stops after the current step, saves, then raises
+    `jaxrnn.runs.Interrupted` (a ``KeyboardInterrupt``).
 
     Args:
       corpus: from `make_corpus`.
       model: the `LMConfig`; its ``vocab_size`` must equal the corpus vocabulary's size.
       train: the `TrainConfig`.
       out_dir: where checkpoint and plot go; None keeps nothing on disk.
-      resume: continue from ``out_dir/checkpoint.npz`` if it exists (same model and vocabulary).
-      progress: show the progress bar.
-      log: where messages and samples go (default: printed above the progress bar).
+      resume: continue from ``out_dir/checkpoint.npz`` (same model and vocabulary); without a
+        checkpoint there this is an error.
+      overwrite: replace the run ``out_dir`` holds; without it (or ``resume``) an ``out_dir`` that
+        holds a checkpoint is refused and left untouched.
+      progress: show progress; or ``"bar"``, ``"lines"`` to choose how.
+      log: where messages and samples go (default: printed beside the progress).
       num_samples: samples shown at each sampling point.
       stop_after: stop (and checkpoint) after this global step, as an interruption would; for
         tests and for training in slices.
-    """
-    from tqdm.auto import tqdm
+      option_names: how messages name ``resume``, ``overwrite`` and ``out_dir`` (the command line
+        passes its flags).
 
+    Raises:
+      InputError: a setting no run can use, a folder that cannot take the run, a resume past
+        ``train.steps``.
+      CheckpointError: ``resume`` from a checkpoint that is corrupt or of another model.
+      Interrupted: after saving, when SIGINT or SIGTERM stopped the run.
+    """
+    fn = "train_lm"
     if model.vocab_size != corpus.vocab.size:
         fail(
-            "train_lm",
+            fn,
             f"expected model.vocab_size == corpus vocabulary size {corpus.vocab.size}, "
             f"got {model.vocab_size}",
         )
+    time_steps = corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
+    check_settings(model, train, fn=fn, time_steps=time_steps)
+    if stop_after is not None and (not _is_int(stop_after) or stop_after < 0):
+        fail(fn, f"expected stop_after None or an int >= 0, got {stop_after!r}")
     n_devices = _device_count(train)
+    if resume and out_dir is not None and (Path(out_dir) / CHECKPOINT_NAME).is_file():
+        # Checked before the folder is claimed, so that a refused resume changes nothing there.
+        done = read_metadata(Path(out_dir) / CHECKPOINT_NAME).get("step")
+        if isinstance(done, int) and done > train.steps:
+            names = option_names
+            fail(
+                names.fn,
+                f"the checkpoint in {out_dir} is at step {done}, past the {train.steps} steps "
+                "asked for; nothing was trained",
+                f"set {names.steps} above {done} to train further",
+            )
+    if out_dir is None:
+        if resume:
+            fail(fn, "expected an out_dir to resume from, got None")
+        claim = contextlib.nullcontext()
+    else:
+        out_dir = Path(out_dir)
+        claim = runs.claim_run_folder(out_dir, resume=resume, overwrite=overwrite, how=option_names)
+    with claim:
+        return _train_in_folder(
+            corpus,
+            model,
+            train,
+            out_dir,
+            resume,
+            progress,
+            log,
+            num_samples,
+            stop_after,
+            n_devices,
+        )
+
+
+def _train_in_folder(
+    corpus, model, train, out_dir, resume, progress, log, num_samples, stop_after, n_devices
+) -> TrainResult:
     mesh = parallel.data_mesh(jax.local_devices()[:n_devices])
-    out_dir = None if out_dir is None else Path(out_dir)
     checkpoint = None if out_dir is None else out_dir / CHECKPOINT_NAME
+    style = progress if isinstance(progress, str) else (None if progress else "off")
     state = _initial_state(model, train, corpus.mode)
     step, history = 0, {"loss": [], "valid": [], "seconds": 0.0}
-    if resume and checkpoint is not None and checkpoint.exists():
+    resumed_from = None
+    if resume:
+        saved_train = read_metadata(checkpoint).get("train")
         state, step, history = _resume(checkpoint, model, train, corpus)
+        resumed_from = step
+    bar = progress_lib.Progress(train.steps, initial=step, style=style)
+    write = log or bar.write
+    if resumed_from is not None:
+        last_valid = history["valid"][-1][2] if history["valid"] else None
+        write(
+            f"resuming from step {step} of {train.steps} in {checkpoint}"
+            + (f" (validation {last_valid:.4f} nats/token)" if last_valid is not None else "")
+        )
+        if isinstance(saved_train, dict):
+            changed = _changed_settings(saved_train, train._asdict())
+            if changed:
+                write("training settings changed since the checkpoint: " + ", ".join(changed))
+        if step == train.steps:
+            write(f"the run is already at step {step} of {train.steps}: nothing to train")
     state = _placed(state, mesh)
-    write = log or tqdm.write
     if jax.local_device_count() > 1:
         write(
             f"data-parallel training on {n_devices} of {jax.local_device_count()} local devices, "
@@ -573,11 +896,16 @@ def train_lm(
         )
     train_step = _make_step(model, train)
     last = min(train.steps, stop_after) if stop_after is not None else train.steps
+    baseline_nats = _unigram_nats(corpus)
 
-    def save():
-        if checkpoint is not None:
-            history["loss"] = history["loss"][:step]
-            save_checkpoint(checkpoint, state, _metadata(model, train, corpus, step, history))
+    def save() -> None:
+        if checkpoint is None:
+            return
+        if not _all_finite(state["params"]):
+            write(f"parameters are not finite at step {step}: the checkpoint was not overwritten")
+            return
+        history["loss"] = history["loss"][:step]
+        save_checkpoint(checkpoint, state, _metadata(model, train, corpus, step, history))
 
     def evaluate():
         nats = evaluate_lm(state["params"], model, corpus, rows=train.eval_rows)
@@ -599,11 +927,10 @@ def train_lm(
         for ids in np.asarray(drawn.ids):
             write("  " + corpus.vocab.decode(ids, stop_at_eos=eos is not None).replace("\n", "⏎"))
 
-    stopped_early, bad_in_a_row = None, 0
-    bar = tqdm(total=train.steps, initial=step, disable=not progress, unit="step", smoothing=0.1)
-    try:
-        with _sigterm_as_interrupt():
-            while step < last:
+    stopped_early, failed, diverged, bad_in_a_row = None, False, None, 0
+    with runs.StopOnSignal(write) as signals:
+        try:
+            while step < last and signals.requested is None:
                 if train.minutes is not None and history["seconds"] >= 60 * train.minutes:
                     stopped_early = f"time budget of {train.minutes} min reached"
                     break
@@ -620,7 +947,6 @@ def train_lm(
                 loss = float(metrics.loss)  # waits for the step: the timing below is honest
                 seconds = time.perf_counter() - start
                 new_carry = new_carry if state["carry"] is not None else None
-                # One assignment: an interrupt leaves either the old or the new state, never half.
                 state, step = (
                     {"params": params, "opt_state": opt_state, "carry": new_carry},
                     step + 1,
@@ -631,58 +957,75 @@ def train_lm(
                 if bad_in_a_row:
                     history["skipped_steps"] = history.get("skipped_steps", 0) + 1
                     write(
-                        f"step {step}: non-finite loss or gradient, update skipped "
+                        f"step {step}: non-finite loss, gradient or update, update skipped "
                         f"({bad_in_a_row} in a row, {history['skipped_steps']} in this run)"
                     )
                 if bad_in_a_row >= train.max_nonfinite_steps:
                     stopped_early = (
-                        f"{bad_in_a_row} steps in a row had a non-finite loss or gradient and were "
-                        "skipped; try clipping (clip_value, clip_norm) or a smaller learning rate"
+                        f"{bad_in_a_row} steps in a row had a non-finite loss, gradient or update "
+                        "and were skipped; try clipping (clip_value, clip_norm) or a smaller "
+                        "learning rate"
                     )
+                    failed = True
                     write(stopped_early)
                     break
-                bar.update(1)
                 recent = history["loss"][-50:]
-                postfix = {
+                figures = {
                     "loss": f"{sum(recent) / len(recent):.3f}",
-                    "tok_s": f"{n_tokens / max(seconds, 1e-9):,.0f}",
+                    "tok/s": f"{n_tokens / max(seconds, 1e-9):,.0f}",
                 }
                 if history.get("skipped_steps"):
-                    postfix["skipped"] = history["skipped_steps"]
-                bar.set_postfix(postfix, refresh=False)
+                    figures["skipped"] = history["skipped_steps"]
+                bar.update(1, **figures)
                 every = train.eval_every_seconds
                 crossed = every and (
                     history["seconds"] // every > (history["seconds"] - seconds) // every
                 )
                 if step % train.eval_every == 0 or step == train.steps or crossed:
                     nats = evaluate()
-                    write(
-                        f"step {step}: valid {nats:.4f} nats/token, "
-                        f"perplexity {perplexity(nats):.2f}"
-                    )
+                    ppl = perplexity(nats)
+                    write(f"step {step}: valid {nats:.4f} nats/token, perplexity {ppl:.2f}")
+                    diverged = divergence(history["valid"], baseline_nats)
+                    if diverged:
+                        kept = checkpoint is not None and checkpoint.exists()
+                        stopped_early = (
+                            f"the run diverged at step {step}: {diverged}; try a smaller learning "
+                            f"rate (now {train.learning_rate:g})"
+                            + (f"; the last checkpoint in {checkpoint} was kept" if kept else "")
+                        )
+                        failed = True
+                        write(stopped_early)
+                        break
                 if train.sample_every and step % train.sample_every == 0:
                     show_samples()
                 if step % train.checkpoint_every == 0:
                     save()
-    except KeyboardInterrupt:
+        except KeyboardInterrupt:  # raised where no handler could be installed (another thread)
+            signals.requested = signals.requested or signal.SIGINT
         bar.close()
-        save()
-        write(
-            f"interrupted at step {step}"
-            + (f"; checkpoint saved to {checkpoint}" if checkpoint else "")
-        )
-        raise
-    bar.close()
-    if stopped_early and step > 0 and (not history["valid"] or history["valid"][-1][0] != step):
-        evaluate()  # the run ended between evaluations
-    save()
-    if out_dir is not None:
-        plot_history(history, out_dir / "loss.png")
-    return TrainResult(state["params"], step, history, checkpoint, stopped_early)
+        if signals.requested is not None:
+            signals.saving = True
+            save()
+            write(
+                f"interrupted at step {step}"
+                + (f"; checkpoint saved to {checkpoint}" if checkpoint else "")
+            )
+            raise runs.Interrupted(signals.requested)
+        if stopped_early and step > 0 and (not history["valid"] or history["valid"][-1][0] != step):
+            evaluate()  # the run ended between evaluations
+        signals.saving = True
+        if not diverged:  # a diverged run keeps the checkpoint from before it went wrong
+            save()
+        if out_dir is not None:
+            plot_history(history, out_dir / "loss.png")
+    return TrainResult(state["params"], step, history, checkpoint, stopped_early, failed)
 
 
 def plot_history(history: dict, path: str | Path, *, title: str = "language model") -> None:
-    """Training loss (per step, and its moving average) and validation loss against step, to PNG."""
+    """Training loss (per step, and its moving average) and validation loss against step, to PNG.
+
+    The file is replaced atomically; a symbolic link at ``path`` is replaced, its target untouched.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -711,5 +1054,9 @@ def plot_history(history: dict, path: str | Path, *, title: str = "language mode
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        # Written like a checkpoint: a temporary file renamed into place, never through a link.
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)

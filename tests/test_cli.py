@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
 import pytest
 
 from jaxrnn import cli
+from jaxrnn.checkpoint import read_metadata
 from jaxrnn.lm import sentence_log_prob
 from jaxrnn.lm_train import load_lm
 
@@ -113,3 +117,148 @@ def test_cli_help_lists_commands_and_options(capsys):
     out = capsys.readouterr().out
     for option in ("--corpus", "--resume", "--stateful", "--clip-value", "--minutes", "--cell"):
         assert option in out
+
+
+# ------------------------------------------------------------------ the run folder is never lost
+
+
+def _snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+
+def _names_file(folder):
+    names = resources.files("jaxrnn").joinpath("data/names.txt").read_text().split()[:400]
+    path = folder / "names.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+def test_cli_train_refuses_an_out_folder_that_holds_a_run_and_leaves_it_untouched(
+    trained, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = _snapshot(out)
+    code = cli.main(["train", str(_names_file(tmp_path)), "--out", str(out), *TINY, *QUIET])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert str(out) in err and "at step 40" in err
+    assert "--resume" in err and "--overwrite" in err and "a new --out" in err
+    assert _snapshot(out) == before
+
+
+def test_cli_train_overwrite_replaces_the_run(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    tiny = [a if a != "40" else "10" for a in TINY]
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *tiny, *QUIET, "--overwrite"]
+    assert cli.main(args) == 0
+    assert read_metadata(out / "checkpoint.npz")["step"] == 10
+
+
+def test_cli_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    out = tmp_path / "empty"
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *TINY, *QUIET, "--resume"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"nothing to resume: no checkpoint.npz in {out}" in err
+    assert "drop --resume" in err
+    assert not out.exists()
+
+
+def test_cli_resume_says_where_it_resumes_from_and_which_settings_changed(
+    trained, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    more = [a if a != "40" else "44" for a in TINY]
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *more, *QUIET]
+    assert cli.main([*args, "--resume", "--lr", "0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert f"resuming from step 40 of 44 in {out / 'checkpoint.npz'}" in printed
+    assert "training settings changed since the checkpoint: steps 40 -> 44" in printed
+    assert "learning_rate 0.002 -> 0.001" in printed
+    assert "after 44 steps" in printed
+
+
+def test_cli_resume_with_fewer_steps_than_done_says_so_and_changes_nothing(
+    trained, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = _snapshot(out)
+    fewer = [a if a != "40" else "30" for a in TINY]
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *fewer, *QUIET, "--resume"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "is at step 40, past the 30 steps asked for; nothing was trained" in err
+    assert "set --steps above 40" in err
+    assert _snapshot(out) == before
+
+
+def test_cli_resume_of_a_finished_run_says_there_is_nothing_to_train(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *TINY, *QUIET, "--resume"]
+    assert cli.main(args) == 0
+    assert "already at step 40 of 40: nothing to train" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ help
+
+
+def test_cli_help_gives_every_option_a_description_and_its_default():
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        formatter = command.formatter_class(prog=f"jaxrnn {name}")
+        for action in command._actions:
+            if not action.option_strings or "--help" in action.option_strings:
+                continue
+            text = formatter._get_help_string(action)
+            assert action.help and "(default" in text, (name, action.option_strings, text)
+    train_help = commands["train"].format_help()
+    for shown in ("--hidden HIDDEN       hidden size", "(default: 256)", "(default: 2000)"):
+        assert shown in train_help
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["score", "--help"]])
+def test_cli_help_does_not_import_jax(argv):
+    script = (
+        "import sys\nfrom jaxrnn import cli\n"
+        f"try:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print('jax imported' if 'jax' in sys.modules else 'no jax')"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("no jax")
+
+
+def test_cli_cell_and_optimizer_choices_are_the_librarys():
+    from jaxrnn.lm import CELL_NAMES
+    from jaxrnn.lm_train import OPTIMIZERS
+
+    assert sorted(cli.CELL_NAMES) == sorted(CELL_NAMES)
+    assert sorted(cli.OPTIMIZERS) == sorted(OPTIMIZERS)
+
+
+# ----------------------------------------------------------------------------------------- score
+
+
+def test_cli_score_counts_unknown_tokens_and_names_them_per_token(trained, capsys):
+    assert cli.main(["score", str(trained), "an9a"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 4 tokens not in the vocabulary, scored as <unk>" in out
+    assert "'9'" not in out
+    assert cli.main(["score", str(trained), "an9a", "zo€", "--per-token"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 4 tokens not in the vocabulary, scored as <unk>: '9'" in out
+    assert "1 of 3 tokens not in the vocabulary, scored as <unk>: '€'" in out
+    assert re.search(r"'9' +-?[\d.]+ \(as <unk>\)", out)
+
+
+@pytest.mark.parametrize("sentence", ["", "   "])
+def test_cli_score_refuses_an_empty_sentence(trained, capsys, sentence):
+    assert cli.main(["score", str(trained), "anna", sentence]) == 2
+    err = capsys.readouterr().err
+    assert "expected sentences with at least one token" in err and "sentence 2" in err

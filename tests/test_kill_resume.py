@@ -20,6 +20,9 @@ import pytest
 from jaxrnn.checkpoint import load_checkpoint, read_metadata
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
+# Waits end when what they wait for happens; this bound only stops a test that would otherwise
+# hang forever, far above any run time on a busy machine. No test here asserts a speed.
+HANG_GUARD_S = 1800
 
 WRITER = textwrap.dedent(
     """
@@ -38,7 +41,7 @@ WRITER = textwrap.dedent(
 )
 
 
-def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 60) -> None:
+def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = HANG_GUARD_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -123,12 +126,14 @@ def _train(out: Path, *extra: str) -> subprocess.Popen:
 def uninterrupted(tmp_path_factory) -> list[float]:
     out = tmp_path_factory.mktemp("uninterrupted")
     process = _train(out)
-    output, _ = process.communicate(timeout=600)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 0, output
     return read_metadata(out / "checkpoint.npz")["history"]["loss"]
 
 
-def _wait_for_new_checkpoint(process: subprocess.Popen, path: Path, timeout: float = 120) -> bool:
+def _wait_for_new_checkpoint(
+    process: subprocess.Popen, path: Path, timeout: float = HANG_GUARD_S
+) -> bool:
     """Waits until ``process`` has written ``path`` once (training is under way); False if the
     process finished first."""
     before = path.stat().st_mtime_ns if path.exists() else None
@@ -150,8 +155,8 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(uninterru
     checkpoint = out / "checkpoint.npz"
     rng = np.random.default_rng(1)
     resumed_from = []
-    for _ in range(3):
-        process = _train(out, "--resume")
+    for attempt in range(3):
+        process = _train(out, *(["--resume"] if attempt else []))  # the first starts the run
         assert _wait_for_new_checkpoint(process, checkpoint), "finished before the kill"
         time.sleep(rng.uniform(0.0, 1.0))
         process.send_signal(signal.SIGKILL)
@@ -162,7 +167,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(uninterru
         assert losses == uninterrupted[:step]
         resumed_from.append(step)
     process = _train(out, "--resume")
-    output, _ = process.communicate(timeout=600)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 0, output
     assert resumed_from == sorted(resumed_from)  # never went back to an older checkpoint
     final = read_metadata(out / "checkpoint.npz")
@@ -177,9 +182,84 @@ def test_sigterm_and_sigint_save_the_current_step_before_exiting(uninterrupted, 
     assert _wait_for_new_checkpoint(process, out / "checkpoint.npz")
     time.sleep(0.2)
     process.send_signal(sig)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode != 0
     metadata = read_metadata(out / "checkpoint.npz")
     step = metadata["step"]
     assert f"interrupted at step {step}; checkpoint saved" in output
     assert 0 < step < 240 and metadata["history"]["loss"] == uninterrupted[:step]
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGTERM, signal.SIGTERM),
+        (signal.SIGTERM, signal.SIGINT),
+    ],
+    ids=["2xSIGINT", "2xSIGTERM", "SIGTERM+SIGINT"],
+)
+def test_a_second_signal_during_the_interrupt_save_does_not_lose_the_run(
+    uninterrupted, tmp_path, signals
+):
+    """Two signals 10 ms apart: the first stops training after the current step, the second
+    arrives while the checkpoint is being saved and is ignored; the save completes, says so, and
+    holds exactly the steps the uninterrupted run took."""
+    out = tmp_path / "run"
+    process = _train(out)
+    assert _wait_for_new_checkpoint(process, out / "checkpoint.npz")
+    time.sleep(0.2)
+    for sig in signals:
+        process.send_signal(sig)
+        time.sleep(0.01)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
+    assert process.returncode == 128 + signals[0], output
+    metadata = read_metadata(out / "checkpoint.npz")
+    step = metadata["step"]
+    assert f"interrupted at step {step}; checkpoint saved to {out / 'checkpoint.npz'}" in output
+    assert "resume with the same command and --resume" in output
+    assert 0 < step < 240 and metadata["history"]["loss"] == uninterrupted[:step]
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_third_signal_exits_at_once_and_the_checkpoint_on_disk_stays_whole(
+    uninterrupted, tmp_path
+):
+    out = tmp_path / "run"
+    process = _train(out)
+    assert _wait_for_new_checkpoint(process, out / "checkpoint.npz")
+    for _ in range(3):
+        process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=HANG_GUARD_S)
+    assert process.returncode in (128 + signal.SIGINT, -signal.SIGINT), output
+    metadata = read_metadata(out / "checkpoint.npz")  # whole: it loads
+    step = metadata["step"]
+    assert metadata["history"]["loss"] == uninterrupted[:step]
+    if "checkpoint saved" in output:  # the save began before the third signal: it finished
+        assert f"interrupted at step {step}; checkpoint saved" in output
+    else:
+        assert "exiting without saving; the last checkpoint on disk is intact" in output
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused_and_the_first_goes_on(
+    uninterrupted, tmp_path
+):
+    """One run folder has one writer: a second trainer started on it exits with an error naming
+    the first, touching nothing, and the first run goes on as if alone."""
+    out = tmp_path / "run"
+    first = _train(out, "--steps", "1000000")  # still training when the second one starts
+    assert _wait_for_new_checkpoint(first, out / "checkpoint.npz")
+    second = _train(out, "--resume", "--steps", "1000000")
+    output, _ = second.communicate(timeout=HANG_GUARD_S)
+    assert second.returncode == 2, output
+    assert f"another trainer (process {first.pid}) is writing to {out}" in output
+    assert first.poll() is None  # undisturbed
+    time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    output, _ = first.communicate(timeout=HANG_GUARD_S)
+    assert first.returncode == 128 + signal.SIGINT, output
+    losses = read_metadata(out / "checkpoint.npz")["history"]["loss"]
+    n = min(len(losses), len(uninterrupted))
+    assert n > 0 and losses[:n] == uninterrupted[:n]
+    assert not list(out.glob("*.tmp"))

@@ -1,6 +1,7 @@
 """Training a language model: exact resumption, interruption, evaluation, and non-finite runs."""
 
 import math
+import re
 import shutil
 from importlib import resources
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxrnn import lm_train
+from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, lm_apply, token_log_probs
 from jaxrnn.lm_train import TrainConfig, evaluate_lm, load_lm, make_corpus, train_lm
@@ -290,16 +292,97 @@ def test_train_lm_stops_on_absurd_learning_rate(lines_corpus):
     assert result.history["valid"][-1][0] == result.step  # evaluated where it stopped
 
 
-def test_train_lm_reports_overflowing_perplexity_as_inf(lines_corpus, monkeypatch):
-    monkeypatch.setattr(lm_train, "evaluate_lm", lambda *args, **kwargs: 1000.0)
+def test_train_lm_reports_overflowing_perplexity_as_inf_and_stops_as_diverged(
+    lines_corpus, monkeypatch, tmp_path
+):
+    """A validation loss of 1000 nats is reported with perplexity inf, and, being far above what
+    token frequencies alone give, stops the run as diverged without overwriting its checkpoint."""
     model = LMConfig(lines_corpus.vocab.size, cell="rnn", hidden_size=4)
-    train = LINES_TRAIN._replace(steps=2, eval_every=1, sample_every=0)
-    result, messages = run(lines_corpus, model, train)
-    assert result.step == 2
-    assert messages == [
-        "step 1: valid 1000.0000 nats/token, perplexity inf",
-        "step 2: valid 1000.0000 nats/token, perplexity inf",
-    ]
+    train = LINES_TRAIN._replace(steps=4, eval_every=1, sample_every=0, checkpoint_every=1)
+    first, _ = run(lines_corpus, model, train._replace(steps=2), tmp_path)
+    saved = (tmp_path / "checkpoint.npz").read_bytes()
+    monkeypatch.setattr(lm_train, "evaluate_lm", lambda *args, **kwargs: 1000.0)
+    result, messages = run(lines_corpus, model, train, tmp_path, resume=True)
+    assert result.step == 3 and result.failed
+    assert "step 3: valid 1000.0000 nats/token, perplexity inf" in messages
+    assert "the run diverged at step 3" in result.stopped_early
+    assert "try a smaller learning rate (now 0.002)" in result.stopped_early
+    assert "last checkpoint" in result.stopped_early
+    assert (tmp_path / "checkpoint.npz").read_bytes() == saved  # step 2's, good, kept
+    assert first.step == 2
+
+
+def test_divergence_rules():
+    rows = [[s, 0.0, v] for s, v in enumerate([3.3, 2.5, 2.2], start=1)]
+    assert lm_train.divergence(rows, baseline_nats=2.8) is None  # learning
+    assert lm_train.divergence([[1, 0.0, float("nan")]], 2.8) is not None
+    assert lm_train.divergence([[1, 0.0, 6.7]], 2.8) is not None  # > 2 × 2.8 + 1
+    assert lm_train.divergence([[1, 0.0, 6.5]], 2.8) is None
+    rising = [[s, 0.0, v] for s, v in enumerate([2.5, 2.6, 2.9, 3.0], start=1)]
+    assert "rose at each of the last 3" in lm_train.divergence(rising, 2.8)
+    # rising but still below what frequencies alone give: overfitting, not divergence
+    assert lm_train.divergence(rising, 3.1) is None
+
+
+def test_train_lm_with_a_huge_learning_rate_stops_as_diverged(lines_corpus, tmp_path):
+    """The run a user starts with --lr 1e6 ends early with a message, not 4e6 nats/token."""
+    model = LMConfig(lines_corpus.vocab.size, cell="lstm", hidden_size=16)
+    train = LINES_TRAIN._replace(
+        steps=60, eval_every=5, sample_every=0, learning_rate=1e6, clip_value=None
+    )
+    result, messages = run(lines_corpus, model, train, tmp_path)
+    assert result.failed and result.step < 60
+    assert "smaller learning rate (now 1e+06)" in result.stopped_early
+    checkpoint = tmp_path / "checkpoint.npz"
+    if checkpoint.exists():  # only ever a checkpoint of finite parameters
+        params, *_ = load_lm(checkpoint)
+        assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(learning_rate=float("nan")), "expected learning_rate to be a finite number > 0"),
+        (dict(learning_rate=float("inf")), "expected learning_rate to be a finite number > 0"),
+        (dict(learning_rate=0.0), "expected learning_rate to be a finite number > 0"),
+        (dict(steps=0), "expected steps to be an int >= 1, got 0"),
+        (dict(steps=-5), "expected steps to be an int >= 1, got -5"),
+        (dict(warmup_steps=-5), "expected warmup_steps to be an int >= 0, got -5"),
+        (dict(eval_every=0), "expected eval_every to be an int >= 1, got 0"),
+        (dict(checkpoint_every=0), "expected checkpoint_every to be an int >= 1, got 0"),
+        (dict(clip_value=float("nan")), "expected clip_value to be None or a finite number > 0"),
+        (dict(final_learning_rate=-1.0), "expected final_learning_rate to be None or"),
+        (dict(batch_size=10**9), "a training step would need about"),
+        (dict(optimizer="adagrad"), "expected optimizer to be one of"),
+        (dict(steps=True), "expected steps to be an int >= 1, got True"),
+    ],
+)
+def test_train_lm_refuses_settings_no_run_can_use_before_touching_the_folder(
+    lines_corpus, tmp_path, change, message
+):
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=re.escape(message)):
+        run(lines_corpus, lines_model(lines_corpus), LINES_TRAIN._replace(**change), out)
+    assert not out.exists()
+
+
+def test_train_lm_refuses_a_model_too_big_for_memory(lines_corpus):
+    model = LMConfig(lines_corpus.vocab.size, cell="lstm", hidden_size=10**6)
+    with pytest.raises(InputError, match=r"would need about [\d,.]+ GiB .* use a smaller"):
+        run(lines_corpus, model, LINES_TRAIN)
+
+
+def test_make_corpus_names_the_bad_valid_fraction_and_refuses_huge_padding(monkeypatch):
+    text = "anna\nbob\ncarl\ndora\n"
+    with pytest.raises(InputError, match=r"valid_fraction strictly between 0 and 1, got 1\.5"):
+        make_corpus(text, valid_fraction=1.5)
+    with pytest.raises(InputError, match=r"valid_fraction strictly between 0 and 1, got 0"):
+        make_corpus(text, valid_fraction=0)
+    huge = "\n".join(["ab"] * 20_000 + ["x" * 200_000])  # 20,001 lines padded to 200,001
+    monkeypatch.setattr(lm_train, "MEMORY_LIMIT_BYTES", 4 * 2**30)
+    with pytest.raises(InputError, match=r"would take about [\d.]+ GiB; pass max_len"):
+        make_corpus(huge)
+    assert make_corpus(huge, max_len=10).train[0].shape[1] == 10
 
 
 def test_truncated_bptt_carry_flows_across_chunk_boundaries():

@@ -177,9 +177,10 @@ def describe_replicated(tree, mesh) -> dict:
 # ----------------------------------------------------------------------- the 4-device subprocess
 
 
-def wait_for(path: Path, writer: subprocess.Popen | None = None, timeout: float = 300) -> bool:
+def wait_for(path: Path, writer: subprocess.Popen | None = None, timeout: float = 1800) -> bool:
     """Waits until the other process has written ``path`` (a checkpoint appears whole: it is
-    renamed into place); False if ``writer`` exited first."""
+    renamed into place); False if ``writer`` exited first. ``timeout`` only ends a wait that would
+    otherwise hang: it is far above any run time, not a speed check."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         if writer is not None and writer.poll() is not None:
@@ -215,7 +216,7 @@ def four_device_checks(out: Path, one_device_checkpoint: Path) -> dict:
     shutil.copy(one_device_checkpoint, resumed / CHECKPOINT_NAME)
     messages = []
     run(lines, model, automatic, resumed, resume=True, log=messages.append)
-    results["automatic_batch_16"] = messages[0]
+    results["automatic_batch_16"] = next(m for m in messages if m.startswith("data-parallel"))
 
     text_file = out / "names.txt"
     text_file.write_text(LINES_TEXT)
@@ -472,7 +473,7 @@ def test_two_processes_joined_by_jax_distributed_train_like_one_device(both, tmp
         port = free.getsockname()[1]
     processes = [start(2, "--process", i, port, tmp_path) for i in range(2)]
     # One that fails leaves the other waiting for it: stop waiting then, and end both.
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1800  # a hang guard, not a speed check
     while time.monotonic() < deadline:
         codes = [process.poll() for process in processes]
         if None not in codes or any(code not in (None, 0) for code in codes):
