@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(VENV)/bin/python -m pytest -n 2 --durations=10
+	$(VENV)/bin/python -m pytest -n 2 --durations=30
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks --full
