@@ -3,7 +3,9 @@
 "Building a recurrent neural network step by step" and "Character-level language model" ask for a
 set of numpy functions; this module offers each of them with the same name, arguments, parameter
 keys and return values (caches included), computed by jaxrnn's cells, `jaxrnn.unroll` and
-``jax.vjp``, so that each line of a notebook can be checked against it:
+``jax.vjp`` (the character model's `optimize` and `sample`, called once per name in a training
+loop, are each one compiled program instead), so that each line of a notebook can be checked
+against it:
 ``from jaxrnn import course``, then ``course.rnn_cell_forward(xt, a_prev, parameters)``.
 
 The course lays arrays out features first, one column per example; jaxrnn puts one example per
@@ -26,9 +28,10 @@ row. The functions here transpose on the way in and out:
     the hand-written backward functions        the pullback of ``jax.vjp`` of the step or unroll
     da: ∂L/∂a⟨t⟩ from above, every t            the cotangent of unroll's stacked outputs
     clip(gradients, maxValue)                  `jaxrnn.clip_elementwise`
-    Σ_t −log ŷ⟨t⟩[Y[t]]                         `jaxrnn.softmax_cross_entropy`, reduce_time="sum"
+    optimize(X, Y, a_prev, parameters, lr)     the forward pass and backpropagation through time
+                                               written out, clipped, SGD: one compiled call
     X[t] = None: x⟨t⟩ is the zero vector        input id −1: a one-hot row of zeros
-    sample(parameters, char_to_ix, seed)       `jaxrnn.lm.sample` (a JAX PRNG key)
+    sample(parameters, char_to_ix, seed)       one compiled loop that stops at "\\n" (a JAX key)
 
 The caches hold what the course's caches hold: numpy copies of the arrays the step used, and the
 caller's ``parameters`` dict itself. The backward functions read from them only the inputs of the
@@ -38,6 +41,17 @@ values in an LSTM cache are for the reader to compare with their own.
 Arrays go in and come out as numpy arrays, in the inputs' floating-point dtype (float64 needs
 ``jax_enable_x64``; float32 otherwise). Wrong shapes and missing keys raise `jaxrnn.InputError`
 naming the argument or key, the expected and the actual shape.
+
+`optimize` and `sample` keep their compiled programs on disk, so that only the first process
+on a machine pays for compiling them (about a second each; the course's whole numpy loop over
+1,500 names takes less): in ``$JAXRNN_CACHE_DIR`` if it is set, else in
+``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``. ``JAXRNN_CACHE_DIR=off`` turns this off. A
+program is keyed by the sizes, dtype and padded length it was compiled for, the jax and jaxlib
+versions, the device and CPU, ``XLA_FLAGS``, the matmul precision and this file's contents;
+files are written atomically, checked against their SHA-256 when read, and read only from a
+directory that no other user can write to (a file there is loaded as machine code). Anything
+that goes wrong with the cache means compiling, as without one. It serves these programs only:
+jax's own compilation cache, a global setting, is left as it is.
 
 Example:
   >>> from jaxrnn import course
@@ -55,19 +69,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import os
+import platform
+import stat
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jaxlib.version
 import numpy as np
+from jax import lax
+from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
-from jaxrnn import cells, lm
+from jaxrnn import cells
 from jaxrnn._checks import check_shape, fail, shape_of
 from jaxrnn.cells import LSTMParams, LSTMState, RNNParams
-from jaxrnn.layers import DenseParams, dense, embed_ids
-from jaxrnn.losses import softmax_cross_entropy
+from jaxrnn.checkpoint import atomic_output
+from jaxrnn.layers import DenseParams, dense
 from jaxrnn.scan import unroll
 from jaxrnn.train import clip_elementwise
 
@@ -111,6 +134,7 @@ _CHAR_SHAPES = {
     "b": ("n_a", 1),
     "by": ("n_y", 1),
 }
+_CHAR_KEYS = tuple(_CHAR_SHAPES)
 _CLIPPED = ("dWaa", "dWax", "dWya", "db", "dby")
 _SAMPLE_MAX_LEN = 50  # the course's sample stops after 50 characters and then appends "\n"
 # optimize pads a sequence to the next power of two from this length: one compilation serves every
@@ -280,20 +304,7 @@ def _lstm_backward(p, x, a0, c0, da):
     return pullback(da)
 
 
-def _char_loss(p, ids, targets, length, a_prev):
-    """Σ_t −log ŷ⟨t⟩[targets[t]] over the first ``length`` ids (−1: x = 0), and a⟨length⟩.
-
-    ids and targets are right-padded to a bucket length; the padded steps leave a⟨t⟩ unchanged
-    and add nothing to the loss (`jaxrnn.unroll`'s and the loss's ``lengths``).
-    """
-    xs = embed_ids(None, ids, p["Wax"].shape[1], p["Wax"].dtype)  # one-hot (T, n_x)
-    params, lengths = _rnn_params(p["Wax"], p["Waa"], p["b"]), length[None]
-    # One short sequence: autodiff of the scan costs less per call than the fused backward pass,
-    # whose weight-gradient matmuls pay off over long or batched sequences (benchmarks/NOTES.md).
-    last, a = unroll(_RNN, params, xs[None], a_prev.T, lengths=lengths, fused_backward=False)
-    logits = dense(DenseParams(p["Wya"].T, p["by"][:, 0]), a)  # (1, T, n_y)
-    loss = softmax_cross_entropy(logits, targets[None], lengths, reduce_time="sum")[0]
-    return loss, last.T
+# ------------------------------------------------------- the character model, as compiled programs
 
 
 def _char_layout(sizes: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
@@ -302,30 +313,77 @@ def _char_layout(sizes: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
     return {key: tuple(named.get(s, s) for s in spec) for key, spec in _CHAR_SHAPES.items()}
 
 
-@functools.partial(jax.jit, static_argnames="sizes")
-def _char_step(floats, ints, sizes):
-    """One SGD step of the character model on packed arguments, as one compiled call.
+def _char_unpack(floats: jax.Array, sizes: tuple[int, int, int]):
+    """Packed floats -> (the parameters by name, course layout; what follows them, raveled)."""
+    layout = _char_layout(sizes)
+    parts = jnp.split(floats, np.cumsum([np.prod(shape) for shape in layout.values()]))
+    return {
+        key: part.reshape(layout[key]) for key, part in zip(layout, parts[:-1], strict=True)
+    }, parts[-1]
+
+
+def _char_step(floats, ints, *, sizes):
+    """One SGD step of the character model, the course's ``optimize``, on packed arguments.
 
     floats: the parameters raveled in the order of _CHAR_SHAPES, a⟨0⟩ and the learning rate.
-    ints: ids and targets, each right-padded to a bucket length B, then the true length: (2B + 1,).
+    ints: ids (−1: x⟨t⟩ = 0) and targets, each right-padded to a bucket length B, then the true
+    length T: (2B + 1,).
     Returns one vector: the loss, a⟨T⟩, the clipped gradients and the updated parameters (raveled,
-    in the order of _CHAR_SHAPES). One array in and one out keeps the per-call cost of dispatch
-    and copies to a minimum; only the bucket length B and the sizes make a new compilation.
+    in the order of _CHAR_SHAPES). One array in and one out keeps the cost of each call low.
+
+    The course's forward pass and backpropagation through time, one time step per row:
+
+        a⟨t⟩ = tanh(Wax x⟨t⟩ + Waa a⟨t−1⟩ + b)                      forward, one lax.scan
+        ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by),   loss = Σ_t −log ŷ⟨t⟩[y⟨t⟩]
+        dy⟨t⟩ = ŷ⟨t⟩ − onehot(y⟨t⟩)                                  ∂loss/∂(Wya a⟨t⟩ + by)
+        dz⟨t⟩ = (1 − a⟨t⟩²) ⊙ (Wyaᵀ dy⟨t⟩ + Waaᵀ dz⟨t+1⟩)             backward, one lax.scan
+        dWya = Σ_t dy⟨t⟩ a⟨t⟩ᵀ,  dby = Σ_t dy⟨t⟩,  dWax = Σ_t dz⟨t⟩ x⟨t⟩ᵀ,
+        dWaa = Σ_t dz⟨t⟩ a⟨t−1⟩ᵀ,  db = Σ_t dz⟨t⟩                    one matmul each
+
+    Padded steps (t ≥ T) keep a⟨t⟩ = a⟨t−1⟩ and have dy⟨t⟩ = 0: they add nothing. The backward
+    pass is written out rather than taken from ``jax.value_and_grad`` through `jaxrnn.unroll`:
+    the values are the same (tests/test_course.py checks it), and one call takes about half the
+    time (benchmarks/course_loop.py), which is what a loop of one short name per call pays for.
     """
-    layout, n_a = _char_layout(sizes), sizes[1]
-    parts = jnp.split(floats, np.cumsum([np.prod(shape) for shape in layout.values()]))
-    p = {key: part.reshape(layout[key]) for key, part in zip(layout, parts, strict=False)}
-    a_prev, learning_rate = parts[-1][:n_a, None], parts[-1][n_a]
+    p, rest = _char_unpack(floats, sizes)
+    n_x, n_a, n_y = sizes
+    a_prev, learning_rate = rest[:n_a], rest[n_a]
     steps = (ints.shape[0] - 1) // 2
     ids, targets, length = ints[:steps], ints[steps:-1], ints[-1]
-    (loss, a_last), grads = jax.value_and_grad(_char_loss, has_aux=True)(
-        p, ids, targets, length, a_prev
-    )
+    valid = (jnp.arange(steps) < length)[:, None]
+    x = jax.nn.one_hot(ids, n_x, dtype=floats.dtype)  # (B, n_x); id −1: a row of zeros
+    x_in = x @ p["Wax"].T + p["b"].T  # Wax x⟨t⟩ + b for every t: (B, n_a)
+
+    def forward(a, inputs):
+        x_in_t, valid_t = inputs
+        a_next = jnp.where(valid_t, jnp.tanh(x_in_t + p["Waa"] @ a), a)
+        return a_next, a_next
+
+    a_last, a = lax.scan(forward, a_prev, (x_in, valid[:, 0]))  # a⟨1⟩ … a⟨B⟩: (B, n_a)
+    log_y = jax.nn.log_softmax(a @ p["Wya"].T + p["by"].T)  # log ŷ⟨t⟩: (B, n_y)
+    y = jax.nn.one_hot(targets, n_y, dtype=floats.dtype)
+    loss = -jnp.sum(jnp.where(valid, y * log_y, 0.0))
+    dy = jnp.where(valid, jnp.exp(log_y) - y, 0.0)
+
+    def backward(da, inputs):  # da = Waaᵀ dz⟨t+1⟩
+        dy_in_t, a_t = inputs  # Wyaᵀ dy⟨t⟩, a⟨t⟩
+        dz = (1 - a_t * a_t) * (dy_in_t + da)
+        return dz @ p["Waa"], dz
+
+    _, dz = lax.scan(backward, jnp.zeros_like(a_prev), (dy @ p["Wya"], a), reverse=True)
+    a_before = jnp.concatenate([a_prev[None], a[:-1]])  # a⟨t−1⟩ for every t
+    grads = {
+        "Wax": dz.T @ x,
+        "Waa": dz.T @ a_before,
+        "Wya": dy.T @ a,
+        "b": jnp.sum(dz, axis=0)[:, None],
+        "by": jnp.sum(dy, axis=0)[:, None],
+    }
     transform = clip_elementwise(5.0)
     clipped, _ = transform.update(grads, transform.init(grads))
-    updated = {key: p[key] - learning_rate * clipped[key] for key in layout}
-    pieces = [loss[None], a_last[:, 0], *(clipped[k].ravel() for k in layout)]
-    return jnp.concatenate(pieces + [updated[k].ravel() for k in layout])
+    updated = [p[key] - learning_rate * clipped[key] for key in _CHAR_SHAPES]
+    pieces = [loss[None], a_last, *(clipped[key].ravel() for key in _CHAR_SHAPES)]
+    return jnp.concatenate(pieces + [value.ravel() for value in updated])
 
 
 def _bucket(n_steps: int) -> int:
@@ -334,7 +392,7 @@ def _bucket(n_steps: int) -> int:
 
 
 @functools.cache
-def _char_offsets(sizes: tuple[int, int, int]) -> list[tuple[str, int, int, tuple]]:
+def _char_offsets(sizes: tuple[int, int, int]) -> tuple[tuple[str, int, int, tuple], ...]:
     """Where each output of `_char_step` lies in its result: (name, start, stop, shape)."""
     layout, n_a = _char_layout(sizes), sizes[1]
     entries = [("loss", 1, ()), ("a_last", n_a, (n_a, 1))]
@@ -344,27 +402,161 @@ def _char_offsets(sizes: tuple[int, int, int]) -> list[tuple[str, int, int, tupl
     for name, size, shape in entries:
         out.append((name, start, start + size, shape))
         start += size
-    return out
+    return tuple(out)
 
 
-def _sample_params(p) -> lm.LMParams:
-    """The character model's parameters (course layout) as a one-layer `jaxrnn.lm` RNN model."""
-    return lm.LMParams(
-        embedding=None,  # one-hot inputs
-        layers=(_rnn_params(p["Wax"], p["Waa"], p["b"]),),
-        head=DenseParams(p["Wya"].T, p["by"][:, 0]),
+def _char_sample(floats, ints, *, sizes):
+    """The course's ``sample`` as one compiled loop that stops at the newline.
+
+    floats: the parameters raveled in the order of _CHAR_SHAPES.
+    ints (uint32): the key data (two 32-bit words) and the newline's index: (3,).
+    Returns (1 + 50,) int32: the number of indices drawn, then the indices (zeros after them).
+
+        a⟨t⟩ = tanh(Wax x⟨t⟩ + Waa a⟨t−1⟩ + b),   ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by)
+        i⟨t⟩ drawn from ŷ⟨t⟩ (``jax.random.categorical``, the key folded with t),
+        x⟨t+1⟩ = onehot(i⟨t⟩);   a⟨0⟩ = 0, x⟨1⟩ = 0
+
+    A ``lax.while_loop`` runs until the newline is drawn or 50 indices are, not always 50 steps.
+    """
+    p, _ = _char_unpack(floats, sizes)
+    key = jax.random.wrap_key_data(ints[:2], impl="threefry2x32")
+    newline = ints[2].astype(jnp.int32)
+
+    def running(state):
+        t, _, last, _ = state
+        return (t < _SAMPLE_MAX_LEN) & (last != newline)
+
+    def draw(state):
+        t, a, last, ids = state
+        x_in = jnp.where(last >= 0, p["Wax"][:, last], 0.0)  # Wax x⟨t⟩; x⟨1⟩ = 0
+        a = jnp.tanh(x_in + p["Waa"] @ a + p["b"][:, 0])
+        logits = p["Wya"] @ a + p["by"][:, 0]
+        index = jax.random.categorical(jax.random.fold_in(key, t), logits).astype(jnp.int32)
+        return t + 1, a, index, ids.at[t].set(index)
+
+    start = (jnp.int32(0), jnp.zeros(sizes[1], floats.dtype), jnp.int32(-1))
+    n_drawn, _, _, ids = lax.while_loop(
+        running, draw, (*start, jnp.zeros(_SAMPLE_MAX_LEN, jnp.int32))
+    )
+    return jnp.concatenate([n_drawn[None], ids])
+
+
+# ------------------------------------------------------------ compiled programs, kept on disk
+#
+# optimize and sample each run one compiled program per vocabulary size, hidden size, dtype (and,
+# for optimize, bucket length). Compiling one takes about a second, longer than the course's whole
+# numpy loop over a few thousand names, so the compiled programs are also kept on disk, where the
+# next process loads them in milliseconds. This cache serves these programs only: jax's own
+# compilation cache (a global setting that would change how the user's functions compile) is left
+# as the user set it.
+
+_CACHE_ENV = "JAXRNN_CACHE_DIR"
+_CACHE_HEADER = b"jaxrnn.course compiled program 1\n"  # then the SHA-256 of the payload, then it
+_EXECUTABLES: dict[tuple, Any] = {}  # (program, sizes, argument shapes and dtypes) -> Compiled
+
+
+def _run(program, sizes: tuple[int, int, int], floats: np.ndarray, ints: np.ndarray) -> Any:
+    """program(floats, ints, sizes=sizes), compiled once per process, loaded from disk if there."""
+    key = (program, sizes, floats.shape, floats.dtype, ints.shape, ints.dtype)
+    compiled = _EXECUTABLES.get(key)
+    if compiled is None:
+        compiled = _EXECUTABLES[key] = _load_or_compile(program, sizes, floats, ints)
+    return compiled(floats, ints)
+
+
+def _cache_dir() -> Path | None:
+    """$JAXRNN_CACHE_DIR, else $XDG_CACHE_HOME/jaxrnn, else ~/.cache/jaxrnn; None for "off"."""
+    setting = os.environ.get(_CACHE_ENV, "")
+    if setting.strip().lower() == "off":
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home directory
+        return None
+    return Path(base) / "jaxrnn"
+
+
+@functools.cache
+def _fingerprint() -> str:
+    """What a compiled program depends on besides its arguments: versions, machine, this file."""
+    device = jax.devices()[0]
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):  # the instruction set extensions the code may use
+        flags = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line]
+        cpu += next((line for line in flags if line.startswith("flags")), "")
+    return "\n".join(
+        [
+            f"jax {jax.__version__}, jaxlib {jaxlib.version.__version__}",
+            f"{device.platform} {device.client.platform_version} {device.device_kind} {cpu}",
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}",
+            hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        ]
     )
 
 
-@functools.partial(jax.jit, static_argnames=("config", "newline"))
-def _sample_ids(p, seed, config, newline):
-    """The layout change and `jaxrnn.lm.sample` in one compiled call: ids (max_len,), length.
+def _cache_path(program, sizes: tuple, avals: list) -> Path | None:
+    directory = _cache_dir()
+    if directory is None:
+        return None
+    precision = jax.config.jax_default_matmul_precision
+    what = f"{program.__name__} {sizes} {avals} {precision}\n{_fingerprint()}"
+    digest = hashlib.sha256(what.encode()).hexdigest()[:32]
+    return directory / f"course{program.__name__}-{digest}.bin"
 
-    seed: an int, made into the key ``jax.random.key(seed)`` here, or that key itself.
+
+def _private(directory: Path) -> bool:
+    """Whether only this user can write in directory: a file there is loaded as code."""
+    if not hasattr(os, "getuid"):
+        return True
+    info = directory.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+_TREES = (jax.tree.structure(((0, 0), {})), jax.tree.structure(0))  # (floats, ints) -> one array
+
+
+def _load_or_compile(program, sizes, floats, ints) -> Any:
+    """The program from the on-disk cache if it is there and intact, else compiled (and stored).
+
+    Any failure to read or write the cache falls back to compiling, silently.
     """
-    key = seed if jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key) else jax.random.key(seed)
-    drawn = lm.sample(_sample_params(p), config, key, max_len=_SAMPLE_MAX_LEN, eos_id=newline)
-    return drawn.ids[0], drawn.lengths[0]
+    avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (floats, ints)]
+    path = None
+    with contextlib.suppress(Exception):
+        path = _cache_path(program, sizes, avals)
+        if path is not None:
+            compiled = _load(path)
+            if compiled is not None:
+                return compiled
+    compiled = jax.jit(functools.partial(program, sizes=sizes)).lower(*avals).compile()
+    if path is not None:
+        with contextlib.suppress(Exception):
+            _store(path, compiled)
+    return compiled
+
+
+def _load(path: Path) -> Any:
+    """The compiled program in path, or None if it is not there, not private or not intact."""
+    if not path.exists() or not _private(path.parent):
+        return None
+    data, start = path.read_bytes(), len(_CACHE_HEADER) + 32
+    payload = data[start:]
+    if data[:start] != _CACHE_HEADER + hashlib.sha256(payload).digest():
+        return None
+    return deserialize_and_load(payload, *_TREES)
+
+
+def _store(path: Path, compiled: Any) -> None:
+    """Writes the compiled program to path, atomically: readers see the whole file or none."""
+    payload, *trees = serialize(compiled)
+    if tuple(trees) != _TREES:
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _private(path.parent):
+        with atomic_output(path) as tmp:
+            Path(tmp).write_bytes(_CACHE_HEADER + hashlib.sha256(payload).digest() + payload)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -882,8 +1074,14 @@ def clip(gradients: dict, maxValue: float) -> dict[str, np.ndarray]:
     return _numpy(clipped)
 
 
-def _char_ids(fn: str, name: str, ids: Any, size: int, allow_none: bool) -> np.ndarray:
-    """A list of character indices as an int array; None (the zero vector) becomes −1."""
+def _char_ids(fn: str, name: str, ids: Any, size: int, allow_none: bool) -> list[int]:
+    """A list of character indices as a list of ints; None (the zero vector) becomes −1."""
+    if (
+        type(ids) is list
+        and ids
+        and all((type(v) is int and 0 <= v < size) or (v is None and allow_none) for v in ids)
+    ):  # the common case, checked at little cost
+        return [-1 if v is None else v for v in ids]
     if (
         isinstance(ids, str | bytes)
         or not isinstance(ids, Sequence | np.ndarray)
@@ -902,7 +1100,7 @@ def _char_ids(fn: str, name: str, ids: Any, size: int, allow_none: bool) -> np.n
             what = f"an index in [0, {size})" + (" or None (the zero vector)" if allow_none else "")
             fail(fn, f"expected {name}[{t}] to be {what}, got {v!r}")
         out.append(int(v))
-    return np.asarray(out, np.int32)
+    return out
 
 
 def optimize(
@@ -913,13 +1111,16 @@ def optimize(
         a⟨t⟩ = tanh(Wax x⟨t⟩ + Waa a⟨t−1⟩ + b),  ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by),
         loss = Σ_t −log ŷ⟨t⟩[Y[t]],  W ← W − learning_rate · clip(∂loss/∂W, 5)
 
-    x⟨t⟩ is the one-hot vector of X[t] (the zero vector where X[t] is None). The gradients are
-    ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll`.
+    x⟨t⟩ is the one-hot vector of X[t] (the zero vector where X[t] is None).
 
-    The whole step — forward, backward, clipping and update — is one compiled call. X and Y are
-    padded to the next power of two from 8 steps (8, 16, 32, …), with the padded steps masked out
-    (``lengths`` of `jaxrnn.unroll` and of the loss), so a loop over names of many lengths compiles
-    once per padded length, not once per length.
+    The whole step — forward, backward, clipping and update — is one compiled call, with the
+    course's backpropagation through time written out: the same gradients as
+    ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll` (the tests check it), at
+    about half the cost per call, which a loop of one short name per call is made of. X and Y are
+    padded to the next power of two from 8 steps (8, 16, 32, …), the padded steps masked out, so
+    a loop over names of many lengths compiles once per padded length, not once per length, and
+    each compiled program is kept on disk for later processes (see the module's docstring;
+    ``JAXRNN_CACHE_DIR=off`` turns it off).
 
     Args:
       X: input character indices, a list of T ints in [0, n_x) or None.
@@ -938,13 +1139,17 @@ def optimize(
       InputError: if a key is missing, a shape does not fit, or an index is out of range.
     """
     fn = "optimize"
-    p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
-    sizes = _plain_char_sizes(p, a_prev)
-    if sizes is None:  # anything but numpy float arrays of fitting shapes: check it all
+    p = _parameters(fn, "parameters", parameters, _CHAR_KEYS)
+    arrays = [*p.values(), a_prev]
+    plain = _plain_char(arrays)
+    if plain is None:  # anything but numpy float arrays of fitting shapes: check it all
         shapes = _Shapes(fn)
         _check_parameters(shapes, "parameters", p, _CHAR_SHAPES)
         shapes("a_prev", a_prev, ("n_a", 1))
         sizes = (shapes.sizes["n_x"], shapes.sizes["n_a"], shapes.sizes["n_y"])
+        plain = sizes, _float_dtype(arrays)
+        arrays = [np.asarray(v) for v in arrays]
+    sizes, dtype = plain
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, int | float | np.number):
         fail(fn, f"expected learning_rate to be a number, got {learning_rate!r}")
     ids = _char_ids(fn, "X", X, sizes[0], allow_none=True)
@@ -952,18 +1157,15 @@ def optimize(
     if len(ids) != len(targets):
         fail(fn, f"expected X and Y of the same length, got {len(ids)} and {len(targets)}")
 
-    arrays = [*p.values(), a_prev]
-    dtype = _float_dtype(arrays)
-    floats = np.concatenate([np.ravel(v) for v in arrays] + [[learning_rate]], dtype=dtype)
+    floats = np.concatenate([v.ravel() for v in arrays] + [[learning_rate]], dtype=dtype)
     n_steps = len(ids)
-    steps = _bucket(n_steps)
-    ints = np.zeros(2 * steps + 1, np.int32)
-    ints[:n_steps], ints[steps : steps + n_steps], ints[-1] = ids, targets, n_steps
-    result = np.array(_char_step(floats, ints, sizes))  # one writable copy; the outputs view it
+    padding = [0] * (_bucket(n_steps) - n_steps)
+    ints = np.array(ids + padding + targets + padding + [n_steps], np.int32)
+    result = np.array(_run(_char_step, sizes, floats, ints))  # one writable copy; outputs view it
     out = {name: result[i:j].reshape(shape) for name, i, j, shape in _char_offsets(sizes)}
-    for key in _CHAR_SHAPES:
+    for key in _CHAR_KEYS:
         value = parameters[key]
-        if isinstance(value, np.ndarray) and value.flags.writeable:
+        if type(value) is np.ndarray and value.flags.writeable:
             value[...] = out[key]
         else:
             parameters[key] = out[key]
@@ -971,33 +1173,42 @@ def optimize(
     return out["loss"][()], gradients, out["a_last"]
 
 
-def _plain_char_sizes(p: Mapping[str, Any], *a_prev: Any) -> tuple[int, int, int] | None:
-    """(n_x, n_a, n_y) if the parameters (and a_prev) are numpy float arrays of fitting shapes.
+def _plain_char(arrays: Sequence[Any]) -> tuple[tuple[int, int, int], np.dtype] | None:
+    """((n_x, n_a, n_y), dtype) if the parameters Wax, Waa, Wya, b, by (then any a_prev) are numpy
+    arrays of one floating dtype and of fitting shapes.
 
     The common case, which the full checks would pass, checked at little cost; None otherwise,
     and the full checks then run (and name what is wrong).
     """
-    arrays = (*p.values(), *a_prev)
-    if not all(type(v) is np.ndarray and v.ndim == 2 and v.dtype.kind == "f" for v in arrays):
+    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
+    if dtype is None or dtype.kind != "f":
         return None
-    (n_a, n_x), n_y = p["Wax"].shape, p["Wya"].shape[0]
-    fitting = ((n_a, n_x), (n_a, n_a), (n_y, n_a), (n_a, 1), (n_y, 1)) + ((n_a, 1),) * len(a_prev)
+    if not all(type(v) is np.ndarray and v.ndim == 2 and v.dtype == dtype for v in arrays):
+        return None
+    (n_a, n_x), n_y = arrays[0].shape, arrays[2].shape[0]
+    fitting = ((n_a, n_x), (n_a, n_a), (n_y, n_a), (n_a, 1), (n_y, 1)) + ((n_a, 1),) * (
+        len(arrays) - 5
+    )
     if tuple(v.shape for v in arrays) != fitting:
         return None
-    return n_x, n_a, n_y
+    return (n_x, n_a, n_y), jax.dtypes.canonicalize_dtype(dtype)
 
 
 def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[int]:
-    """Samples one sequence of character indices from the character model, by `jaxrnn.lm.sample`.
+    """Samples one sequence of character indices from the character model.
 
     As in the course: a⟨0⟩ = 0, x⟨1⟩ = 0, each index drawn from ŷ⟨t⟩ and fed back as x⟨t+1⟩,
     until the newline is drawn or 50 indices are; after 50 the newline is appended.
 
-    The draws come from the JAX key ``jax.random.key(seed)``, not from numpy's global generator
-    seeded as the course's loop seeds it, so the same seed gives other indices than the course's
-    sample (from the same distribution); the same seed always gives the same indices. One
-    compiled call draws a whole sample (up to 50 steps), compiled once for each vocabulary size,
-    hidden size and dtype.
+    The draws come from a JAX key, not from numpy's global generator seeded as the course's loop
+    seeds it, so the same seed gives other indices than the course's sample (from the same
+    distribution); the same seed always gives the same indices. The key is the threefry key whose
+    data are the seed's 64 bits, two's complement: ``jax.random.key(seed)`` for 0 ≤ seed < 2³¹
+    (and for any 64-bit seed with ``jax_enable_x64``); step t draws with it folded with t.
+
+    One compiled call draws a whole sample, a loop that stops at the newline. It is compiled once
+    for each vocabulary size, hidden size and dtype, and kept on disk as `optimize` keeps its
+    programs, so that a later process does not compile it again.
 
     Args:
       parameters: dict with Wax (n_a, V), Waa (n_a, n_a), Wya (V, n_a), b (n_a, 1), by (V, 1).
@@ -1011,14 +1222,18 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
       InputError: if a key is missing, a shape does not fit, or char_to_ix has no "\\n".
     """
     fn = "sample"
-    p = _parameters(fn, "parameters", parameters, tuple(_CHAR_SHAPES))
-    sizes = _plain_char_sizes(p)
-    if sizes is None or sizes[0] != sizes[2]:  # anything unusual: check it all
+    p = _parameters(fn, "parameters", parameters, _CHAR_KEYS)
+    arrays = list(p.values())
+    plain = _plain_char(arrays)
+    if plain is None or plain[0][0] != plain[0][2]:  # anything unusual: check it all
         shapes = _Shapes(fn)
         layout = {**_CHAR_SHAPES, "Wax": ("n_a", "V"), "Wya": ("V", "n_a"), "by": ("V", 1)}
         _check_parameters(shapes, "parameters", p, layout)
         sizes = (shapes.sizes["V"], shapes.sizes["n_a"], shapes.sizes["V"])
-    vocab_size, n_a = sizes[0], sizes[1]
+        plain = sizes, _float_dtype(arrays)
+        arrays = [np.asarray(v) for v in arrays]
+    sizes, dtype = plain
+    vocab_size = sizes[0]
     if not isinstance(char_to_ix, Mapping) or "\n" not in char_to_ix:
         fail(fn, "expected char_to_ix to be a dict with the key '\\n' (where a sample ends)")
     newline = char_to_ix["\n"]
@@ -1026,16 +1241,11 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
         fail(fn, f"expected char_to_ix['\\n'] to be an index in [0, {vocab_size}), got {newline!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         fail(fn, f"expected seed to be an int, got {seed!r}")
-    dtype = _float_dtype(list(p.values()))
-    p = {key: np.asarray(value, dtype) for key, value in p.items()}
-    config = lm.LMConfig(vocab_size=int(vocab_size), cell="rnn", hidden_size=int(n_a))
-    int_type = jax.dtypes.canonicalize_dtype(np.int64)
-    if np.iinfo(int_type).min <= seed <= np.iinfo(int_type).max:
-        seed = np.asarray(seed, int_type)  # the key is made inside the compiled call
-    else:
-        seed = jax.random.key(int(seed))
-    ids, length = _sample_ids(p, seed, config, int(newline))
-    indices = np.asarray(ids)[: int(length)].tolist()
+    floats = np.concatenate([v.ravel() for v in arrays], dtype=dtype)
+    bits = int(seed) % 2**64  # two's complement
+    ints = np.array([bits >> 32, bits & 0xFFFFFFFF, newline], np.uint32)
+    drawn = np.asarray(_run(_char_sample, sizes, floats, ints))
+    indices = drawn[1 : 1 + drawn[0]].tolist()
     if len(indices) == _SAMPLE_MAX_LEN:
         indices.append(int(newline))
     return indices

@@ -1,12 +1,21 @@
 """jaxrnn.course against a numpy transcription of the course's functions (course_reference.py).
 
 Every function on random inputs of several shapes, outputs and caches entry by entry; float64 to
-1e-10 and float32 to float32 rounding; the character model's optimize step by step, in place; and
-the errors for bad arguments.
+1e-10 and float32 to float32 rounding; the character model's optimize step by step, in place, and
+against autodiff through jaxrnn.unroll; the on-disk cache of its compiled programs; and the errors
+for bad arguments.
 """
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import course_reference as ref
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -22,6 +31,14 @@ F64 = {"rtol": 1e-10, "atol": 1e-10}
 # float32 inputs are exact in float64, so the float32 results differ from the float64 reference by
 # float32 rounding (eps ≈ 1.2e-7) accumulated over a few matmuls and T_x ≤ 7 steps.
 F32 = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(tmp_path_factory):
+    """optimize and sample keep compiled programs in a directory of this module's own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAXRNN_CACHE_DIR", str(tmp_path_factory.mktemp("jaxrnn_cache")))
+        yield
 
 
 def rnn_parameters(rng, n_x, n_a, n_y, scale=0.5):
@@ -482,6 +499,195 @@ def test_sample_first_index_follows_the_softmax():
     first = [course.sample(p, char_to_ix, seed)[0] for seed in range(400)]
     counts = np.bincount(first, minlength=3) / len(first)
     np.testing.assert_allclose(counts, probs, atol=0.08)
+
+
+def _autodiff_step(p, X, Y, a_prev, learning_rate):
+    """The character model's step by ``jax.value_and_grad`` through jaxrnn's RNN cell,
+    `jaxrnn.unroll` and the library's loss: what optimize's written-out backward pass must equal."""
+    ids = jnp.asarray([-1 if v is None else v for v in X])
+    n_x = p["Wax"].shape[1]
+
+    def loss_fn(p, a_prev):
+        params = jaxrnn.RNNParams(
+            p["Wax"].T, p["Waa"].T, p["b"][:, 0], jnp.zeros_like(p["b"][:, 0])
+        )
+        xs = jax.nn.one_hot(ids, n_x, dtype=p["Wax"].dtype)  # id −1: the zero vector
+        last, a = jaxrnn.unroll(jaxrnn.rnn("tanh"), params, xs, a_prev[:, 0])
+        logits = a @ p["Wya"].T + p["by"].T
+        loss = jaxrnn.softmax_cross_entropy(logits, jnp.asarray(Y), reduce_time="sum")
+        return loss, last[:, None]
+
+    (loss, a_last), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, a_prev)
+    clipped = {"d" + key: np.clip(np.asarray(g), -5, 5) for key, g in grads.items()}
+    updated = {key: p[key] - learning_rate * clipped["d" + key] for key in p}
+    return float(loss), clipped, np.asarray(a_last), updated
+
+
+@pytest.mark.parametrize("length", [1, 7, 8, 9, 20])
+def test_optimize_backward_pass_equals_autodiff_through_unroll(length):
+    """optimize writes backpropagation through time out; jax.grad through jaxrnn.unroll agrees,
+    at lengths on both sides of the padded lengths 8 and 16, with None inputs inside."""
+    p, X, Y, a_prev = char_setup(40 + length, length=length, scale=1.5)
+    X = [None if t % 3 == 0 else v for t, v in enumerate(X)]
+    want_loss, want_grads, want_a, want_p = _autodiff_step(p, X, Y, a_prev, 0.05)
+    loss, grads, a_last = course.optimize(X, Y, a_prev, p, learning_rate=0.05)
+    np.testing.assert_allclose(loss, want_loss, **F64)
+    assert_dict_close(grads, want_grads)
+    assert_close(a_last, want_a)
+    assert_dict_close(p, want_p)
+
+
+# ------------------------------------------------- compiled programs kept on disk between processes
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """As in a new process: no compiled program in memory (those of other tests come back after)."""
+    monkeypatch.setattr(course, "_EXECUTABLES", {})
+
+
+def char_calls(n_a=4):
+    """One optimize (8 steps) and one sample; their results, to compare between runs."""
+    p, X, Y, a_prev = char_setup(50, n_x=3, n_a=n_a, length=6)
+    loss, grads, a_last = course.optimize(X, Y, a_prev, p)
+    sampled = course.sample(p, {"\n": 0, "a": 1, "b": 2}, seed=3)
+    return loss, grads, a_last, p, sampled
+
+
+def assert_same_calls(got, want):
+    loss, grads, a_last, p, sampled = got
+    np.testing.assert_allclose(loss, want[0], **F64)
+    assert_dict_close(grads, want[1])
+    assert_close(a_last, want[2])
+    assert_dict_close(p, want[3])
+    assert sampled == want[4]
+
+
+def cache_files(directory):
+    return sorted(path.name for path in directory.rglob("*") if path.is_file())
+
+
+FRESH_PROCESS = """
+import json, jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jaxrnn import course
+compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, seconds, **_: compiles.append(event)
+    if event == "/jax/core/compile/backend_compile_duration" else None
+)
+rng = np.random.default_rng(0)
+p = {"Wax": rng.normal(size=(4, 3)), "Waa": rng.normal(size=(4, 4)), "Wya": rng.normal(size=(3, 4)),
+     "b": rng.normal(size=(4, 1)), "by": rng.normal(size=(3, 1))}
+loss, _, a_last = course.optimize([None, 1, 2, 0, 1], [1, 2, 0, 1, 2], np.zeros((4, 1)), p)
+sampled = [course.sample(p, {"\\n": 0, "a": 1, "b": 2}, seed) for seed in range(5)]
+print(json.dumps({"compiles": len(compiles), "loss": float(loss), "a_last": a_last.tolist(),
+                  "Waa": p["Waa"].tolist(), "sampled": sampled}))
+"""
+
+
+def test_cache_a_fresh_process_with_a_warm_cache_compiles_nothing(tmp_path):
+    """The first process compiles optimize's and sample's programs and stores them; the next one
+    loads them, compiles nothing, and computes the same."""
+    env = {**os.environ, "JAXRNN_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    cold, warm = runs
+    assert cold["compiles"] >= 2
+    assert len(cache_files(tmp_path / "cache")) == 2  # one optimize bucket, one sampler
+    assert warm["compiles"] == 0
+    assert warm == {**cold, "compiles": 0}
+
+
+def test_cache_files_are_written_atomically_into_the_directory_given(
+    tmp_path, monkeypatch, fresh_process
+):
+    """Each file is written beside its final name and renamed over it (`os.replace`), so that a
+    reader sees a whole file or none; nothing else is left in the directory."""
+    directory = tmp_path / "given"
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", str(directory))
+    renames, replace = [], os.replace
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: renames.append((src, dst)) or replace(src, dst)
+    )
+    char_calls()
+    written = cache_files(directory)
+    assert len(written) == 2 and all(name.startswith("course_char_") for name in written)
+    assert sorted(pathlib.Path(dst).name for _, dst in renames) == written
+    for src, dst in renames:
+        assert pathlib.Path(src).parent == pathlib.Path(dst).parent == directory
+        assert pathlib.Path(src).name != pathlib.Path(dst).name
+
+
+def test_cache_a_corrupt_file_means_compiling_and_correct_results(tmp_path, monkeypatch):
+    """Truncated files, and files whose payload is not a program, are compiled anew (and
+    rewritten); the results stay those of the compiled programs."""
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    want = char_calls()
+    for damage in ("truncate", "garbage"):
+        for path in tmp_path.iterdir():
+            data = path.read_bytes()
+            if damage == "truncate":
+                path.write_bytes(data[: len(data) // 2])
+            else:  # the header and a matching digest, so that only loading the payload fails
+                payload = b"not a compiled program"
+                header = data[: len(course._CACHE_HEADER)]
+                path.write_bytes(header + hashlib.sha256(payload).digest() + payload)
+        monkeypatch.setattr(course, "_EXECUTABLES", {})
+        with CountCompiles() as compiles:
+            assert_same_calls(char_calls(), want)
+        assert compiles.count >= 2
+    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    with CountCompiles() as compiles:  # rewritten whole: loaded again
+        assert_same_calls(char_calls(), want)
+    assert compiles.count == 0
+
+
+def test_cache_off_writes_nothing(tmp_path, monkeypatch, fresh_process):
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with CountCompiles() as compiles:
+        char_calls()
+    assert compiles.count >= 2
+    assert cache_files(tmp_path) == []
+
+
+def test_cache_default_directory_is_under_xdg_cache_home(tmp_path, monkeypatch, fresh_process):
+    monkeypatch.delenv("JAXRNN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    char_calls()
+    assert len(cache_files(tmp_path / "jaxrnn")) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_cache_a_directory_others_can_write_to_is_not_used(tmp_path, monkeypatch, fresh_process):
+    """A file in the cache is loaded as code: a directory writable by others is neither read nor
+    written."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", str(directory))
+    char_calls()
+    assert cache_files(directory) == []
+
+
+def test_cache_keys_by_sizes(tmp_path, monkeypatch, fresh_process):
+    """Another hidden size is another program, in another file, and the first one still loads."""
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", str(tmp_path))
+    want = char_calls(n_a=4)
+    char_calls(n_a=5)
+    assert len(cache_files(tmp_path)) == 4
+    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    with CountCompiles() as compiles:
+        assert_same_calls(char_calls(n_a=4), want)
+    assert compiles.count == 0
 
 
 # -------------------------------------------------------------------------------------- errors
