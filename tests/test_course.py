@@ -690,6 +690,16 @@ def test_cache_keys_by_sizes(tmp_path, monkeypatch, fresh_process):
     assert compiles.count == 0
 
 
+def test_cache_compiles_without_options_this_xla_lacks(monkeypatch, fresh_process):
+    """The programs are compiled with XLA options for speed of compilation; an XLA that does not
+    know one compiles them without, to the same results."""
+    want = char_calls()
+    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", "off")
+    monkeypatch.setattr(course, "_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": 1})
+    assert_same_calls(char_calls(), want)
+
+
 # -------------------------------------------------------------------------------------- errors
 
 
