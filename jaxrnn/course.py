@@ -138,8 +138,10 @@ _CHAR_KEYS = tuple(_CHAR_SHAPES)
 _CLIPPED = ("dWaa", "dWax", "dWya", "db", "dby")
 _SAMPLE_MAX_LEN = 50  # the course's sample stops after 50 characters and then appends "\n"
 # optimize pads a sequence to the next power of two from this length: one compilation serves every
-# length up to it (nine names in ten of the shipped names.txt), one more up to 16 (all of them).
-_MIN_BUCKET = 8
+# length up to 16, all the shipped names.txt (whose longest name makes 12 steps). A bucket of 8 as
+# well would serve 85% of them a little faster, within the noise of a loop over names on a 2-core
+# CPU, at the price of a second compilation (benchmarks/course_loop.py).
+_MIN_BUCKET = 16
 
 
 # ------------------------------------------------------------------------------------ the layouts
@@ -1124,7 +1126,7 @@ def optimize(
     course's backpropagation through time written out: the same gradients as
     ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll` (the tests check it), at
     about half the cost per call, which a loop of one short name per call is made of. X and Y are
-    padded to the next power of two from 8 steps (8, 16, 32, …), the padded steps masked out, so
+    padded to the next power of two from 16 steps (16, 32, …), the padded steps masked out, so
     a loop over names of many lengths compiles once per padded length, not once per length, and
     each compiled program is kept on disk for later processes (see the module's docstring;
     ``JAXRNN_CACHE_DIR=off`` turns it off).

@@ -436,7 +436,7 @@ class CountCompiles:
 
 
 def test_optimize_compiles_once_per_length_bucket():
-    """Sequences of 20 lengths: padded to 8, 16 or 32 steps, three compilations at most, and the
+    """Sequences of 20 lengths: padded to 16 or 32 steps, two compilations at most, and the
     padding changes nothing (losses, parameters and a⟨T⟩ against the reference, step by step)."""
     p, _, _, a_prev = char_setup(27, n_x=7, n_a=3, scale=0.5)  # sizes no other test uses
     want_p, want_a = dict(p), a_prev
@@ -449,7 +449,7 @@ def test_optimize_compiles_once_per_length_bucket():
             loss, _, a_prev = course.optimize(X, Y, a_prev, p)
             np.testing.assert_allclose(loss, want_loss, **F64)
             assert_close(a_prev, want_a)
-    assert compiles.count <= 3
+    assert compiles.count <= 2
     for key in p:
         assert_close(p[key], want_p[key])
 
@@ -523,10 +523,10 @@ def _autodiff_step(p, X, Y, a_prev, learning_rate):
     return float(loss), clipped, np.asarray(a_last), updated
 
 
-@pytest.mark.parametrize("length", [1, 7, 8, 9, 20])
+@pytest.mark.parametrize("length", [1, 8, 16, 17, 20])
 def test_optimize_backward_pass_equals_autodiff_through_unroll(length):
     """optimize writes backpropagation through time out; jax.grad through jaxrnn.unroll agrees,
-    at lengths on both sides of the padded lengths 8 and 16, with None inputs inside."""
+    at lengths on both sides of the padded length 16, with None inputs inside."""
     p, X, Y, a_prev = char_setup(40 + length, length=length, scale=1.5)
     X = [None if t % 3 == 0 else v for t, v in enumerate(X)]
     want_loss, want_grads, want_a, want_p = _autodiff_step(p, X, Y, a_prev, 0.05)
