@@ -8,21 +8,24 @@ ids of the name], Y = [ids of the name, "\\n"], hidden size n_a = 50, vocabulary
 "\\n" (27), parameters initialised as the course does (numpy seed 1: W ~ 0.01 N(0, 1), biases 0),
 ``optimize(X, Y, a_prev, parameters, learning_rate=0.01)`` each step with a⟨T⟩ carried on as the
 next a_prev, and 7 names drawn with ``sample(parameters, char_to_ix, seed)`` every
-``--sample-every`` steps. Both loops run in this one process, in float64 (``jax_enable_x64``, as
-the course's numpy), on the same names in the same order from the same parameters; every step's
-loss of `jaxrnn.course.optimize` must equal numpy's to 1e-9 relative (float64 rounding, summed in
-another order, over every step of both passes, stays far below; the largest difference is
-reported). The samples are not compared: jaxrnn draws with a JAX key, numpy with its own generator.
+``--sample-every`` steps. Both loops run in float64 (``jax_enable_x64``, as the course's numpy),
+on the same names in the same order from the same parameters; every step's loss of
+`jaxrnn.course.optimize` must equal numpy's to 1e-9 relative (float64 rounding, summed in another
+order, over every step of every pass, stays far below; the largest difference is reported). The
+samples are not compared: jaxrnn draws with a JAX key, numpy with its own generator.
 
-Two passes of ``--iterations`` steps each, the second continuing from where the first stopped:
-
-- end to end: the first pass, from a fresh process (the library imported, nothing compiled), one
-  loop after the other; jaxrnn's time includes every compilation it triggers;
-- steady state: the second pass, in chunks of 100 steps, alternating between numpy and jaxrnn so
-  that both see the same load on a shared machine.
+- end to end, twice: a new Python process (the libraries imported, nothing compiled) runs
+  ``--iterations`` steps of numpy's loop, then of jaxrnn's, whose time includes compiling its
+  programs or loading them from the on-disk cache of `jaxrnn.course`. The first process starts
+  from an empty ``JAXRNN_CACHE_DIR`` (cold: it compiles and stores), the second from what the first
+  stored (warm: it loads);
+- steady state, in this process: a first pass of ``--iterations`` steps of each loop, then a second
+  in chunks of 100 steps alternating between numpy and jaxrnn, so that both see the same load on a
+  shared machine.
 
 Compilations are counted with a ``jax.monitoring`` listener on XLA compile events; ``sample``'s
-first call (its compilation) and the median of its later calls are timed on their own.
+first call (compiling or loading its program) and the median of its later calls are timed on their
+own. The machine's load average is recorded before and after.
 
 Writes ``course_loop_cpu.md``, ``.json`` and ``.png`` to ``--out``.
 """
@@ -35,6 +38,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -150,13 +156,8 @@ class Loop:
             self.elapsed.append(time.perf_counter() - clock_start)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=1500)
-    parser.add_argument("--sample-every", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-
+def end_to_end(iterations: int, sample_every: int) -> dict:
+    """The first pass from a fresh process: numpy's loop, then jaxrnn's, compilations included."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -166,93 +167,170 @@ def main(argv: list[str] | None = None) -> None:
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, seconds, **_: compiles.append(seconds) if event == COMPILE_EVENT else None
     )
-    load_before = os.getloadavg()[0]
     examples, char_to_ix, parameters = setup()
-    reference = Loop(np_optimize, np_sample, parameters, char_to_ix, args.sample_every)
-    jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, args.sample_every)
-
-    # End to end: each loop from its first step, jaxrnn compiling as it goes.
+    reference = Loop(np_optimize, np_sample, parameters, char_to_ix, sample_every)
+    jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, sample_every)
     start = time.perf_counter()
-    reference.run(examples, args.iterations, start)
-    numpy_e2e = time.perf_counter() - start
-    already = len(compiles)
+    reference.run(examples, iterations, start)
+    numpy_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    jaxrnn.run(examples, args.iterations, start)
-    jaxrnn_e2e = time.perf_counter() - start
-    e2e_compiles = compiles[already:]
-    sample_first = jaxrnn.sample_seconds[0]
+    jaxrnn.run(examples, iterations, start)
+    jaxrnn_seconds = time.perf_counter() - start
+    return {
+        "numpy_it_s": iterations / numpy_seconds,
+        "jaxrnn_it_s": iterations / jaxrnn_seconds,
+        "compiles": len(compiles),
+        "compile_seconds": sum(compiles),
+        "sample_first_call_s": jaxrnn.sample_seconds[0],
+        "max_loss_rel_diff": max_relative_difference(jaxrnn.losses, reference.losses),
+        "numpy_elapsed_s": reference.elapsed,
+        "jaxrnn_elapsed_s": jaxrnn.elapsed,
+    }
 
-    # Steady state: alternating chunks, so that both loops meet the same load.
-    seconds = {"numpy": 0.0, "jaxrnn": 0.0}
-    already, done = len(compiles), 0
-    while done < args.iterations:
-        n = min(CHUNK, args.iterations - done)
-        for name, loop in (("numpy", reference), ("jaxrnn", jaxrnn)):
-            start = time.perf_counter()
-            loop.run(examples, n, start)
-            seconds[name] += time.perf_counter() - start
-        done += n
-    steady_compiles = len(compiles) - already
 
-    losses = np.array(jaxrnn.losses)
-    reference_losses = np.array(reference.losses)
-    relative = np.abs(losses - reference_losses) / np.abs(reference_losses)
+def max_relative_difference(losses: list, reference_losses: list) -> float:
+    """The largest relative difference of jaxrnn's losses from numpy's; asserted ≤ LOSS_RTOL."""
+    relative = np.abs(np.subtract(losses, reference_losses)) / np.abs(reference_losses)
     assert relative.max() <= LOSS_RTOL, f"losses differ by {relative.max():.2e} relative"
+    return float(relative.max())
+
+
+def end_to_end_in_a_fresh_process(args: argparse.Namespace, cache_dir: str) -> dict:
+    """`end_to_end` in a new Python process whose jaxrnn.course keeps programs in cache_dir."""
+    command = [sys.executable, "-m", "benchmarks.course_loop", "--end-to-end"]
+    command += ["--iterations", str(args.iterations), "--sample-every", str(args.sample_every)]
+    env = {**os.environ, "JAXRNN_CACHE_DIR": cache_dir}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=1500)
+    parser.add_argument("--sample-every", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--end-to-end", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.end_to_end:  # the child process of end_to_end_in_a_fresh_process
+        print(json.dumps(end_to_end(args.iterations, args.sample_every)))
+        return
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="jaxrnn_cache_") as cache_dir:
+        cold = end_to_end_in_a_fresh_process(args, cache_dir)  # an empty cache: compiles
+        warm = end_to_end_in_a_fresh_process(args, cache_dir)  # the programs cold stored
+        os.environ["JAXRNN_CACHE_DIR"] = cache_dir
+        steady = steady_state(args.iterations, args.sample_every)
 
     row = {
         "iterations": args.iterations,
         "sample_every": args.sample_every,
         "names_per_sample": NAMES_PER_SAMPLE,
-        "numpy_e2e_it_s": args.iterations / numpy_e2e,
-        "jaxrnn_e2e_it_s": args.iterations / jaxrnn_e2e,
-        "numpy_steady_it_s": args.iterations / seconds["numpy"],
-        "jaxrnn_steady_it_s": args.iterations / seconds["jaxrnn"],
-        "compiles_e2e": len(e2e_compiles),
-        "compile_seconds_e2e": sum(e2e_compiles),
-        "compiles_steady": steady_compiles,
-        "sample_first_call_s": sample_first,
-        "sample_steady_ms": 1e3 * statistics.median(jaxrnn.sample_seconds[NAMES_PER_SAMPLE:]),
-        "numpy_sample_ms": 1e3 * statistics.median(reference.sample_seconds),
-        "max_loss_rel_diff": float(relative.max()),
-        "final_loss_smoothed": float(np.mean(losses[-200:])),
+        **{f"{key}_cold": value for key, value in cold.items() if "elapsed" not in key},
+        **{f"{key}_warm": value for key, value in warm.items() if "elapsed" not in key},
+        **steady,
+        "max_loss_rel_diff": max(
+            cold["max_loss_rel_diff"], warm["max_loss_rel_diff"], steady["max_loss_rel_diff"]
+        ),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
     }
-    row["ratio_e2e"] = row["jaxrnn_e2e_it_s"] / row["numpy_e2e_it_s"]
+    for key in ("cold", "warm"):
+        row[f"ratio_{key}"] = row[f"jaxrnn_it_s_{key}"] / row[f"numpy_it_s_{key}"]
     row["ratio_steady"] = row["jaxrnn_steady_it_s"] / row["numpy_steady_it_s"]
 
+    import jax
+
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    n = args.iterations
     lines = [
         "# The course's training loop on names: jaxrnn.course against numpy",
         "",
         f"{stamp}; jax {jax.__version__}; numpy {np.__version__}; Python "
         f"{platform.python_version()}; {os.cpu_count()} CPU cores, load average "
         f"{row['load_average_before']:.1f} before and {row['load_average_after']:.1f} after; "
-        f"`python -m benchmarks.course_loop --iterations {args.iterations} --sample-every "
+        f"`python -m benchmarks.course_loop --iterations {n} --sample-every "
         f"{args.sample_every}`. n_a = {N_A}, vocabulary 27, SGD at {LEARNING_RATE}, float64, "
         f"{NAMES_PER_SAMPLE} samples every {args.sample_every} steps. Losses equal to "
         f"{row['max_loss_rel_diff']:.1e} relative (asserted ≤ {LOSS_RTOL:g}).",
         "",
-        "| | numpy (it/s) | jaxrnn.course (it/s) | jaxrnn / numpy |",
-        "|---|---|---|---|",
-        f"| end to end, {args.iterations} steps, compilations included | "
-        f"{row['numpy_e2e_it_s']:,.0f} | {row['jaxrnn_e2e_it_s']:,.0f} | {row['ratio_e2e']:.2f} |",
-        f"| steady state, {args.iterations} more steps | {row['numpy_steady_it_s']:,.0f} | "
-        f"{row['jaxrnn_steady_it_s']:,.0f} | {row['ratio_steady']:.2f} |",
+        "| | numpy (it/s) | jaxrnn.course (it/s) | jaxrnn / numpy | compilations (s) "
+        "| `sample`'s first call |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, what in (
+        ("cold", "end to end, a fresh process, empty cache"),
+        ("warm", "end to end, a fresh process, programs cached on disk"),
+    ):
+        lines.append(
+            f"| {what}, {n} steps | {row[f'numpy_it_s_{key}']:,.0f} | "
+            f"{row[f'jaxrnn_it_s_{key}']:,.0f} | {row[f'ratio_{key}']:.2f} | "
+            f"{row[f'compiles_{key}']} ({row[f'compile_seconds_{key}']:.2f} s) | "
+            f"{1e3 * row[f'sample_first_call_s_{key}']:.1f} ms |"
+        )
+    lines += [
+        f"| steady state, {n} steps after {n} | {row['numpy_steady_it_s']:,.0f} | "
+        f"{row['jaxrnn_steady_it_s']:,.0f} | {row['ratio_steady']:.2f} | "
+        f"{row['compiles_steady']} | |",
         "",
-        f"Compilations: {row['compiles_e2e']} in the first pass "
-        f"({row['compile_seconds_e2e']:.2f} s of XLA compilation), {row['compiles_steady']} in "
-        "the second. `sample`: first call "
-        f"{row['sample_first_call_s']:.2f} s, then {row['sample_steady_ms']:.2f} ms a name "
-        f"(median; numpy {row['numpy_sample_ms']:.2f} ms).",
+        "End to end: each loop from its first step in a new process (the libraries imported), "
+        "compilations or loading from the on-disk cache included; the cold run starts from an "
+        "empty `JAXRNN_CACHE_DIR`, the warm run from what the cold one stored. Steady state: "
+        f"chunks of {CHUNK} steps alternating between the loops. `sample` in the steady state: "
+        f"{row['sample_steady_ms']:.2f} ms a name (median; numpy {row['numpy_sample_ms']:.2f} ms).",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "course_loop_cpu.md").write_text("\n".join(lines) + "\n")
-    curves = {"numpy_elapsed_s": reference.elapsed, "jaxrnn_elapsed_s": jaxrnn.elapsed}
-    first_pass = {name: values[: args.iterations] for name, values in curves.items()}
-    (args.out / "course_loop_cpu.json").write_text(json.dumps({**row, **first_pass}) + "\n")
-    plot(first_pass, args.out / "course_loop_cpu.png")
+    curves = {
+        "numpy_elapsed_s": cold["numpy_elapsed_s"],
+        "jaxrnn_cold_elapsed_s": cold["jaxrnn_elapsed_s"],
+        "jaxrnn_warm_elapsed_s": warm["jaxrnn_elapsed_s"],
+    }
+    (args.out / "course_loop_cpu.json").write_text(json.dumps({**row, **curves}) + "\n")
+    plot(curves, args.out / "course_loop_cpu.png")
     print("\n".join(lines))
+
+
+def steady_state(iterations: int, sample_every: int) -> dict:
+    """A first pass to warm up, then a second in alternating chunks, in this process."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from jaxrnn import course
+
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: compiles.append(seconds) if event == COMPILE_EVENT else None
+    )
+    examples, char_to_ix, parameters = setup()
+    reference = Loop(np_optimize, np_sample, parameters, char_to_ix, sample_every)
+    jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, sample_every)
+    for loop in (reference, jaxrnn):
+        loop.run(examples, iterations, time.perf_counter())
+    first_samples = {id(loop): len(loop.sample_seconds) for loop in (reference, jaxrnn)}
+    seconds = {"numpy": 0.0, "jaxrnn": 0.0}
+    already, done = len(compiles), 0
+    while done < iterations:
+        n = min(CHUNK, iterations - done)
+        for name, loop in (("numpy", reference), ("jaxrnn", jaxrnn)):
+            start = time.perf_counter()
+            loop.run(examples, n, start)
+            seconds[name] += time.perf_counter() - start
+        done += n
+    samples = {
+        name: loop.sample_seconds[first_samples[id(loop)] :]
+        for name, loop in (("numpy", reference), ("jaxrnn", jaxrnn))
+    }
+    return {
+        "numpy_steady_it_s": iterations / seconds["numpy"],
+        "jaxrnn_steady_it_s": iterations / seconds["jaxrnn"],
+        "compiles_steady": len(compiles) - already,
+        "sample_steady_ms": 1e3 * statistics.median(samples["jaxrnn"]),
+        "numpy_sample_ms": 1e3 * statistics.median(samples["numpy"]),
+        "max_loss_rel_diff": max_relative_difference(jaxrnn.losses, reference.losses),
+        "final_loss_smoothed": float(np.mean(jaxrnn.losses[-200:])),
+    }
 
 
 def plot(curves: dict, path: Path) -> None:
@@ -262,12 +340,16 @@ def plot(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for name, color in (("numpy", "tab:blue"), ("jaxrnn", "tab:red")):
-        elapsed = curves[f"{name}_elapsed_s"]
-        ax.plot(np.arange(1, len(elapsed) + 1), elapsed, color=color, label=name)
+    for key, label, color in (
+        ("numpy_elapsed_s", "numpy", "tab:blue"),
+        ("jaxrnn_cold_elapsed_s", "jaxrnn, empty cache (compiles)", "tab:red"),
+        ("jaxrnn_warm_elapsed_s", "jaxrnn, programs cached on disk", "tab:orange"),
+    ):
+        elapsed = curves[key]
+        ax.plot(np.arange(1, len(elapsed) + 1), elapsed, color=color, label=label)
     ax.set_xlabel("training step (one name)")
     ax.set_ylabel("seconds since the first step")
-    ax.set_title("The course's loop on names, end to end (compilations included)")
+    ax.set_title("The course's loop on names, end to end in a fresh process")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
