@@ -109,6 +109,7 @@ SUBMODULES = (
     "interop_keras",
     "layers",
     "lm",
+    "lm_settings",
     "lm_train",
     "losses",
     "minimal",

@@ -32,7 +32,7 @@ CELL_NAMES = (  # jaxrnn.lm.CELL_NAMES, spelt out so that the parser needs no JA
     "rnn_relu",
     "simplified_gru",
 )
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")  # jaxrnn.lm_train.OPTIMIZERS
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")  # jaxrnn.lm_settings.OPTIMIZERS
 
 BUILTIN_CORPORA = {
     "names": ("names.txt", "lines"),  # 5,163 US first names, one per line
@@ -105,10 +105,9 @@ def _check_train_args(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxrnn import runs
     from jaxrnn.lm import LMConfig
+    from jaxrnn.lm_settings import CLI_NAMES, check_settings
     from jaxrnn.lm_train import (
-        CLI_NAMES,
         TrainConfig,
-        check_settings,
         make_corpus,
         ngram_baseline,
         perplexity,

@@ -236,7 +236,7 @@ def test_cli_help_does_not_import_jax(argv):
 
 def test_cli_cell_and_optimizer_choices_are_the_librarys():
     from jaxrnn.lm import CELL_NAMES
-    from jaxrnn.lm_train import OPTIMIZERS
+    from jaxrnn.lm_settings import OPTIMIZERS
 
     assert sorted(cli.CELL_NAMES) == sorted(CELL_NAMES)
     assert sorted(cli.OPTIMIZERS) == sorted(OPTIMIZERS)
@@ -262,3 +262,17 @@ def test_cli_score_refuses_an_empty_sentence(trained, capsys, sentence):
     assert cli.main(["score", str(trained), "anna", sentence]) == 2
     err = capsys.readouterr().err
     assert "expected sentences with at least one token" in err and "sentence 2" in err
+
+
+@pytest.mark.parametrize("lr", ["nan", "inf", "-1", "0"])
+def test_cli_resume_with_a_learning_rate_no_step_can_use_leaves_the_run_untouched(
+    trained, tmp_path, capsys, lr
+):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = _snapshot(out)
+    more = [a if a != "40" else "60" for a in TINY]
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *more, *QUIET, "--resume"]
+    assert cli.main([*args, "--lr", lr]) == 2
+    assert f"expected --lr to be a finite number > 0, got {float(lr)!r}" in capsys.readouterr().err
+    assert _snapshot(out) == before

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrnn import lm_train
+from jaxrnn import lm_settings, lm_train
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, lm_apply, token_log_probs
@@ -314,14 +314,14 @@ def test_train_lm_reports_overflowing_perplexity_as_inf_and_stops_as_diverged(
 
 def test_divergence_rules():
     rows = [[s, 0.0, v] for s, v in enumerate([3.3, 2.5, 2.2], start=1)]
-    assert lm_train.divergence(rows, baseline_nats=2.8) is None  # learning
-    assert lm_train.divergence([[1, 0.0, float("nan")]], 2.8) is not None
-    assert lm_train.divergence([[1, 0.0, 6.7]], 2.8) is not None  # > 2 × 2.8 + 1
-    assert lm_train.divergence([[1, 0.0, 6.5]], 2.8) is None
+    assert lm_settings.divergence(rows, baseline_nats=2.8) is None  # learning
+    assert lm_settings.divergence([[1, 0.0, float("nan")]], 2.8) is not None
+    assert lm_settings.divergence([[1, 0.0, 6.7]], 2.8) is not None  # > 2 × 2.8 + 1
+    assert lm_settings.divergence([[1, 0.0, 6.5]], 2.8) is None
     rising = [[s, 0.0, v] for s, v in enumerate([2.5, 2.6, 2.9, 3.0], start=1)]
-    assert "rose at each of the last 3" in lm_train.divergence(rising, 2.8)
+    assert "rose at each of the last 3" in lm_settings.divergence(rising, 2.8)
     # rising but still below what frequencies alone give: overfitting, not divergence
-    assert lm_train.divergence(rising, 3.1) is None
+    assert lm_settings.divergence(rising, 3.1) is None
 
 
 def test_train_lm_with_a_huge_learning_rate_stops_as_diverged(lines_corpus, tmp_path):
@@ -379,7 +379,7 @@ def test_make_corpus_names_the_bad_valid_fraction_and_refuses_huge_padding(monke
     with pytest.raises(InputError, match=r"valid_fraction strictly between 0 and 1, got 0"):
         make_corpus(text, valid_fraction=0)
     huge = "\n".join(["ab"] * 20_000 + ["x" * 200_000])  # 20,001 lines padded to 200,001
-    monkeypatch.setattr(lm_train, "MEMORY_LIMIT_BYTES", 4 * 2**30)
+    monkeypatch.setattr(lm_settings, "MEMORY_LIMIT_BYTES", 4 * 2**30)
     with pytest.raises(InputError, match=r"would take about [\d.]+ GiB; pass max_len"):
         make_corpus(huge)
     assert make_corpus(huge, max_len=10).train[0].shape[1] == 10

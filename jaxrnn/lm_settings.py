@@ -1,0 +1,378 @@
+"""What a language-model run may be configured with, and the checks of every setting.
+
+`TrainConfig` says how to train. `check_settings` refuses, before anything is allocated, settings
+no run can use and model sizes that would not fit in memory; `checked_metadata` does the same for
+the settings a checkpoint holds, before anything is built from them; `divergence` tells from the
+validation losses that a run has gone wrong; `changed_settings` lists what a resumed run changed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from jaxrnn import text as text_lib
+from jaxrnn._checks import fail
+from jaxrnn.checkpoint import CheckpointError, config_from_json
+from jaxrnn.lm import LMConfig
+
+
+class TrainConfig(NamedTuple):
+    """How to train; saved in the checkpoint with the model's `LMConfig`."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    seq_len: int = 128  # stream mode: tokens per example and step
+    stateful: bool = False  # stream mode: consecutive chunks, carry passed on (truncated BPTT)
+    learning_rate: float = 2e-3
+    final_learning_rate: float | None = None  # cosine decay to it at `steps`; None: constant
+    warmup_steps: int = 0
+    optimizer: str = "adam"
+    clip_value: float | None = 5.0  # the course clips every gradient entry to [−5, 5]
+    clip_norm: float | None = None
+    reduce_time: Literal["mean", "sum"] = "mean"
+    seed: int = 0
+    minutes: float | None = None  # also stop after this much training time (evaluation excluded)
+    eval_every: int = 250
+    eval_every_seconds: float | None = None  # also evaluate after each such stretch of training
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    eval_rows: int = 32  # stream mode: validation read as this many contiguous rows
+    max_nonfinite_steps: int = 20  # consecutive skipped updates before the run stops
+    # Data parallelism over this many local devices, batch_size a multiple of it. None: as many
+    # of the local devices as divide batch_size evenly (all of them when batch_size allows).
+    devices: int | None = None
+
+
+# How the command line names each setting, for messages that tell the user what to change.
+CLI_NAMES = {
+    "steps": "--steps",
+    "batch_size": "--batch",
+    "seq_len": "--seq-len",
+    "learning_rate": "--lr",
+    "final_learning_rate": "--final-lr",
+    "warmup_steps": "--warmup",
+    "optimizer": "--optimizer",
+    "clip_value": "--clip-value",
+    "clip_norm": "--clip-norm",
+    "reduce_time": "--reduce-time",
+    "seed": "--seed",
+    "minutes": "--minutes",
+    "eval_every": "--eval-every",
+    "sample_every": "--sample-every",
+    "checkpoint_every": "--checkpoint-every",
+    "devices": "--devices",
+    "vocab_size": "the vocabulary size",
+    "hidden_size": "--hidden",
+    "num_layers": "--layers",
+    "embedding_size": "--embedding",
+    "dropout": "--dropout",
+    "cell": "--cell",
+}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+# Memory a run may plan for; more is refused before anything is allocated.
+MEMORY_LIMIT_BYTES = int(
+    0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if hasattr(os, "sysconf")
+    else 16 * 2**30
+)
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
+    """(setting, value, valid?, what a valid value is) for every setting of ``train``."""
+
+    def positive(v):
+        return is_number(v) and math.isfinite(v) and v > 0
+
+    def count(v, least):
+        return is_int(v) and v >= least
+
+    return [
+        ("steps", train.steps, count(train.steps, 1), "an int >= 1"),
+        ("batch_size", train.batch_size, count(train.batch_size, 1), "an int >= 1"),
+        ("seq_len", train.seq_len, count(train.seq_len, 1), "an int >= 1"),
+        (
+            "learning_rate",
+            train.learning_rate,
+            positive(train.learning_rate),
+            "a finite number > 0",
+        ),
+        (
+            "final_learning_rate",
+            train.final_learning_rate,
+            train.final_learning_rate is None
+            or (
+                is_number(train.final_learning_rate)
+                and math.isfinite(train.final_learning_rate)
+                and train.final_learning_rate >= 0
+            ),
+            "None or a finite number >= 0",
+        ),
+        ("warmup_steps", train.warmup_steps, count(train.warmup_steps, 0), "an int >= 0"),
+        ("optimizer", train.optimizer, train.optimizer in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        (
+            "clip_value",
+            train.clip_value,
+            train.clip_value is None or positive(train.clip_value),
+            "None or a finite number > 0",
+        ),
+        (
+            "clip_norm",
+            train.clip_norm,
+            train.clip_norm is None or positive(train.clip_norm),
+            "None or a finite number > 0",
+        ),
+        ("reduce_time", train.reduce_time, train.reduce_time in ("mean", "sum"), "mean or sum"),
+        ("seed", train.seed, count(train.seed, 0), "an int >= 0"),
+        (
+            "minutes",
+            train.minutes,
+            train.minutes is None or positive(train.minutes),
+            "None or a finite number > 0",
+        ),
+        ("eval_every", train.eval_every, count(train.eval_every, 1), "an int >= 1"),
+        (
+            "eval_every_seconds",
+            train.eval_every_seconds,
+            train.eval_every_seconds is None or positive(train.eval_every_seconds),
+            "None or a finite number > 0",
+        ),
+        ("sample_every", train.sample_every, count(train.sample_every, 0), "an int >= 0"),
+        (
+            "checkpoint_every",
+            train.checkpoint_every,
+            count(train.checkpoint_every, 1),
+            "an int >= 1",
+        ),
+        ("eval_rows", train.eval_rows, count(train.eval_rows, 1), "an int >= 1"),
+        (
+            "max_nonfinite_steps",
+            train.max_nonfinite_steps,
+            count(train.max_nonfinite_steps, 1),
+            "an int >= 1",
+        ),
+        (
+            "devices",
+            train.devices,
+            train.devices is None or count(train.devices, 1),
+            "None or an int >= 1",
+        ),
+    ]
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB"
+
+
+def check_settings(
+    model: LMConfig,
+    train: TrainConfig,
+    *,
+    fn: str = "train_lm",
+    names: dict | None = None,
+    time_steps: int | None = None,
+) -> None:
+    """Raises `InputError` for a setting no run can use — a learning rate that is NaN, zero steps,
+    evaluation every 0 steps — or for a model and batch whose training step would need more memory
+    than this machine has, with an estimate, before anything is allocated.
+
+    ``names`` maps setting names to what the message calls them (the CLI passes `CLI_NAMES`);
+    ``time_steps`` is the length of a training example (default: ``train.seq_len``).
+    """
+    names = names or {}
+    if not isinstance(train, TrainConfig):
+        fail(fn, f"expected train to be a TrainConfig, got {type(train).__name__}")
+    if not isinstance(model, LMConfig):
+        fail(fn, f"expected model to be an LMConfig, got {type(model).__name__}")
+    for setting, value, valid, expected in _rules(train):
+        if not valid:
+            fail(fn, f"expected {names.get(setting, setting)} to be {expected}, got {value!r}")
+    for setting in ("vocab_size", "hidden_size", "num_layers"):
+        value = getattr(model, setting)
+        if not is_int(value) or value < 1:
+            fail(fn, f"expected {names.get(setting, setting)} to be an int >= 1, got {value!r}")
+    embedding = model.embedding_size
+    if embedding is not None and (not is_int(embedding) or embedding < 1):
+        fail(
+            fn,
+            f"expected {names.get('embedding_size', 'embedding_size')} to be None or an int >= 1"
+            f", got {embedding!r}",
+        )
+    if not is_number(model.dropout) or not 0.0 <= model.dropout < 1.0:
+        fail(fn, f"expected {names.get('dropout', 'dropout')} in [0, 1), got {model.dropout!r}")
+    n_params, step_bytes = estimate_memory(model, train, time_steps)
+    if step_bytes > MEMORY_LIMIT_BYTES:
+        hidden, batch = (
+            names.get("hidden_size", "hidden_size"),
+            names.get("batch_size", "batch_size"),
+        )
+        fail(
+            fn,
+            f"a training step would need about {gib(step_bytes)} ({n_params:,} parameters, "
+            f"batch {train.batch_size} of {time_steps or train.seq_len} steps), more than the "
+            f"{gib(MEMORY_LIMIT_BYTES)} this machine can "
+            "give",
+            f"use a smaller {hidden} or {batch}",
+        )
+
+
+def estimate_memory(model: LMConfig, train: TrainConfig, seq_len: int | None = None) -> tuple:
+    """(parameter count, bytes) of a training step, roughly: parameters, gradients and two
+    optimizer moments, plus the activations BPTT keeps for every step (float32)."""
+    gates = {"lstm": 4, "lstm_peephole": 4, "gru": 3, "gru_reset_after": 3, "min_lstm": 3}
+    g = gates.get(model.cell, 2)
+    inputs = model.embedding_size or model.vocab_size
+    hidden, vocab, layers = model.hidden_size, model.vocab_size, model.num_layers
+    n_params = (
+        (model.embedding_size or 0) * vocab
+        + g * hidden * (inputs + hidden + 2)
+        + (layers - 1) * g * hidden * (2 * hidden + 2)
+        + (hidden + 1) * vocab
+    )
+    time_steps = train.seq_len if seq_len is None else seq_len
+    per_step = train.batch_size * ((g + 2) * hidden * layers + inputs + 2 * vocab)
+    return n_params, 4 * (4 * n_params + time_steps * per_step)
+
+
+def checked_metadata(
+    path: str | Path, metadata: dict
+) -> tuple[LMConfig, TrainConfig, text_lib.Vocab]:
+    """The model, training settings and vocabulary in a language-model checkpoint's metadata,
+    each checked before anything is built from it: the configurations hold only their known
+    fields, with values of the right types in ranges a model in memory can have, ``step`` and
+    ``history`` are what `train_lm` writes, and the vocabulary is as large as the model's.
+
+    Raises:
+      CheckpointError: naming the file and the first entry that is wrong.
+    """
+    if metadata.get("kind") != "jaxrnn.lm":
+        raise CheckpointError(f"{path}: not a jaxrnn language-model checkpoint")
+    model = config_from_json(LMConfig, metadata.get("model"), path, "model config")
+    train = config_from_json(TrainConfig, metadata.get("train"), path, "training config")
+    max_params, max_layers, max_int = 2**31, 256, 2**62
+
+    def refuse(message: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {message}")
+
+    for field in ("vocab_size", "hidden_size", "num_layers", "embedding_size"):
+        value = getattr(model, field)
+        if value is not None and not 1 <= value <= max_params:
+            raise refuse(f"the model's {field} {value!r:.40} is not in [1, {max_params:,}]")
+    if model.num_layers > max_layers:
+        raise refuse(f"the model has {model.num_layers} layers, more than {max_layers}")
+    inputs, hidden = model.embedding_size or model.vocab_size, model.hidden_size
+    # at most four gates of (inputs + hidden + bias + peephole) × hidden in every layer
+    n_params = (
+        (model.embedding_size or 0) * model.vocab_size
+        + model.num_layers * 4 * hidden * (max(inputs, hidden) + hidden + 2)
+        + (hidden + 1) * model.vocab_size
+    )
+    if n_params > max_params:
+        raise refuse(
+            f"the model would have about {n_params:.3g} parameters, more than the "
+            f"{max_params:,} a checkpoint may hold"
+        )
+    if not 0 <= model.dropout < 1:
+        raise refuse(f"the model's dropout {model.dropout} is not in [0, 1)")
+    for setting, value in train._asdict().items():
+        if type(value) in (int, float) and not 0 <= value <= max_int:
+            raise refuse(f"the training setting {setting} {value} is not in [0, {max_int}]")
+    if train.batch_size < 1:
+        raise refuse(f"the training setting batch_size {train.batch_size} is not >= 1")
+    mode = metadata.get("mode")
+    if mode not in ("lines", "stream"):
+        raise refuse(f"mode {mode!r:.40}, expected 'lines' or 'stream'")
+    step = metadata.get("step")
+    if type(step) is not int or not 0 <= step <= max_int:
+        raise refuse(f"step {step!r:.40}, expected an int in [0, {max_int}]")
+
+    def numbers(xs, width=None) -> bool:
+        return (
+            isinstance(xs, list)
+            and (width is None or len(xs) == width)
+            and all(type(x) in (int, float) for x in xs)
+        )
+
+    history = metadata.get("history")
+    if not isinstance(history, dict):
+        raise refuse(f"the history is {history!r:.40}, expected an object")
+    loss, valid, seconds = history.get("loss"), history.get("valid"), history.get("seconds")
+    if not numbers(loss) or len(loss) > step:
+        raise refuse(f"the history's loss must be a list of at most step = {step} numbers")
+    if not isinstance(valid, list) or not all(numbers(row, 3) for row in valid):
+        raise refuse("the history's valid must be a list of [step, seconds, nats] rows")
+    if type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
+        raise refuse(f"the history's seconds {seconds!r:.40} is not a number >= 0")
+    for name, value in history.items():
+        if not (
+            type(value) in (int, float)
+            or numbers(value)
+            or (isinstance(value, list) and all(map(numbers, value)))
+        ):
+            raise refuse(f"the history's {name} is not a number or a list of numbers or rows")
+    data = metadata.get("vocab")
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("tokens"), list)
+        and all(isinstance(t, str) for t in data["tokens"])
+        and isinstance(data.get("level"), str)
+        and isinstance(data.get("lowercase"), bool)
+    ):
+        raise refuse("the vocabulary must be an object of tokens (strings), level and lowercase")
+    try:
+        vocab = text_lib.Vocab.from_dict(data)
+    except ValueError as error:  # InputError
+        raise refuse(f"the vocabulary is not valid ({error})") from None
+    if vocab.size != model.vocab_size:
+        raise refuse(
+            f"the vocabulary has {vocab.size} tokens, the model expects vocab_size "
+            f"{model.vocab_size}"
+        )
+    return model, train, vocab
+
+
+def divergence(valid: list, baseline_nats: float, patience: int = 3) -> str | None:
+    """Why the validation losses ``valid`` ([step, seconds, nats] rows) show a diverging run, or
+    None: the last loss is not finite or far above the unigram ``baseline_nats`` (more than
+    ``2 × baseline + 1``), or it rose at each of the last ``patience`` evaluations to above the
+    baseline."""
+    if not valid:
+        return None
+    nats = [row[2] for row in valid]
+    last = nats[-1]
+    if not math.isfinite(last) or last > 2 * baseline_nats + 1:
+        return (
+            f"validation loss {last:.4g} nats/token, far above the {baseline_nats:.3f} of "
+            "token frequencies alone"
+        )
+    recent = nats[-(patience + 1) :]
+    rising = len(recent) == patience + 1 and all(
+        b > a for a, b in zip(recent[:-1], recent[1:], strict=True)
+    )
+    if rising and last > baseline_nats:
+        return (
+            f"validation loss rose at each of the last {patience} evaluations, to {last:.4f} "
+            f"nats/token, above the {baseline_nats:.3f} of token frequencies alone"
+        )
+    return None
+
+
+def changed_settings(saved: dict, asked: dict) -> list[str]:
+    """``"name old -> new"`` for each setting in ``asked`` whose value differs from ``saved``'s."""
+    return [
+        f"{name} {saved.get(name)!r} -> {value!r}"
+        for name, value in asked.items()
+        if saved.get(name) != value
+    ]
