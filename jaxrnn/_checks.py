@@ -12,13 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.errors import InputError
+from jaxrnn.errors import InputError, fail
 
 __all__ = ["InputError", "fail"]  # and the check_* functions
-
-
-def fail(fn: str, message: str, hint: str = "") -> None:
-    raise InputError(f"{fn}: {message}" + (f"; {hint}" if hint else ""))
 
 
 def _format_shape(shape: Sequence[int | None | str]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -17,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from jaxrnn.errors import InputError
+from jaxrnn.runs import Interrupted
 
 # Nothing here imports JAX at module level: ``jaxrnn --help`` and argument errors answer at once,
 # and the commands import what they need when they run.
@@ -221,7 +223,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
         temperature,
     )
     _require(args.top_k is None or args.top_k >= 1, "--top-k", "an int >= 1", args.top_k)
+    _require(0 <= args.seed < 2**63, "--seed", "an int in [0, 2**63)", args.seed)
     params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
+    from jaxrnn.lm_settings import MEMORY_LIMIT_BYTES, gib
+
+    # ids, and per step and sample the logits and every layer's carry, in 4-byte numbers
+    per_sample = args.max_len * (3 + model.vocab_size) + 4 * model.hidden_size * model.num_layers
+    need = 4 * args.num * per_sample
+    if need > MEMORY_LIMIT_BYTES:
+        raise InputError(
+            f"{args.num:,} samples of up to {args.max_len:,} tokens would need about {gib(need)}, "
+            f"more than the {gib(MEMORY_LIMIT_BYTES)} this machine can give; use a smaller --num "
+            "or --max-len"
+        )
     prompt_ids = list(vocab.encode(args.prompt)) if args.prompt else []
     lines_model = metadata["mode"] == "lines"
     drawn = sample(
@@ -423,39 +437,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_stopping = False  # the command is ending after an interruption: further signals are ignored
+_stopping = False  # the run was interrupted and saved: the command ends, further signals ignored
 
 
-def _stop_quietly(signum, frame):
-    """SIGINT or SIGTERM outside training (which handles its own): end the command once, with exit
-    code 128 + signal and no traceback; a signal that comes while it ends changes nothing."""
-    global _stopping
+def _exit_at_once(signum, frame):
+    """SIGINT or SIGTERM outside training (which handles its own): nothing is being written that
+    an exit could leave half done (checkpoints and plots are renamed into place whole), so the
+    process ends at once with exit code 128 + signal. Raising instead would be lost where the
+    signal lands inside a callback that ignores exceptions, such as XLA's garbage collection."""
     if _stopping:
         return
-    _stopping = True
-    from jaxrnn.runs import Interrupted
-
-    raise Interrupted(signum)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        print(f"jaxrnn: {signal.Signals(signum).name}, exiting", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    from jaxrnn.checkpoint import CheckpointError
-    from jaxrnn.runs import Interrupted
-
     global _stopping
     _stopping = False
     previous = {}
-    if __name__ == "__main__" or argv is None:  # a process of its own: SIGTERM ends it quietly
+    if __name__ == "__main__" or argv is None:  # a process of its own: a signal ends it at once
         with contextlib.suppress(ValueError):
             for signum in (signal.SIGINT, signal.SIGTERM):
-                previous[signum] = signal.signal(signum, _stop_quietly)
+                previous[signum] = signal.signal(signum, _exit_at_once)
     try:
         code = args.run(args)
-    except Interrupted as interrupted:  # outside training, or after its checkpoint was saved
+    except Interrupted as interrupted:  # training stopped by a signal, its checkpoint saved
         return 128 + interrupted.signum
-    except (InputError, CheckpointError) as error:
+    except Exception as error:
+        from jaxrnn.checkpoint import CheckpointError
+
+        if not isinstance(error, InputError | CheckpointError):
+            raise
         message = str(error).removeprefix(f"{args.command}: ")
         print(f"jaxrnn {args.command}: error: {message}", file=sys.stderr)
         return 2

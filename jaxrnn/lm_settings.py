@@ -74,6 +74,7 @@ CLI_NAMES = {
     "cell": "--cell",
 }
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+MAX_COUNT = 2**31 - 1  # steps, sizes and intervals: the compiled step counts in int32
 # Memory a run may plan for; more is refused before anything is allocated.
 MEMORY_LIMIT_BYTES = int(
     0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -199,6 +200,12 @@ def check_settings(
     for setting, value, valid, expected in _rules(train):
         if not valid:
             fail(fn, f"expected {names.get(setting, setting)} to be {expected}, got {value!r}")
+        if is_int(value) and value > MAX_COUNT:
+            fail(
+                fn,
+                f"expected {names.get(setting, setting)} at most {MAX_COUNT:,} (steps and sizes "
+                f"are counted in int32), got {value!r}",
+            )
     for setting in ("vocab_size", "hidden_size", "num_layers"):
         value = getattr(model, setting)
         if not is_int(value) or value < 1:

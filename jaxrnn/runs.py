@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from jaxrnn._checks import fail
+from jaxrnn.errors import fail
 
 LOCK_NAME = ".lock"
 CHECKPOINT_NAME = "checkpoint.npz"
