@@ -184,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _stopping = True  # the checkpoint is saved and said so; nothing may interrupt the rest
         print(f"resume with the same command and --resume (checkpoint in {out})")
         return 128 + interrupted.signum
-    if result.stopped_early:
+    if result.stopped_early and not result.failed:  # a failure was reported as it happened
         print(f"stopped early: {result.stopped_early}")
     nats = result.history["valid"][-1][2] if result.history["valid"] else float("nan")
     print(
@@ -197,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{args.ngram}-gram baseline (interpolated Kneser–Ney) on the same split: "
             f"{baseline.nats_per_token:.4f} nats/token, perplexity {baseline.perplexity:.2f}"
         )
-    print(f"checkpoint: {result.checkpoint}\nloss plot: {out / 'loss.png'}")
+    print(f"checkpoint: {result.checkpoint or 'none written'}\nloss plot: {out / 'loss.png'}")
     return 1 if result.failed else 0
 
 

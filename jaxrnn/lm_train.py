@@ -152,7 +152,7 @@ class TrainResult(NamedTuple):
     # "loss": per-step training losses; "valid": [step, train seconds, nats] rows;
     # "skipped_steps": updates refused for a non-finite loss or gradient (absent if none)
     history: dict
-    checkpoint: Path | None
+    checkpoint: Path | None  # None if nothing was kept on disk
     stopped_early: str | None  # why the run stopped before `steps`, if it did
     failed: bool = False  # stopped because training went wrong (diverged, non-finite steps)
 
@@ -676,6 +676,8 @@ def _train_in_folder(
             save()
         if out_dir is not None:
             plot_history(history, out_dir / "loss.png")
+    if checkpoint is not None and not checkpoint.exists():
+        checkpoint = None  # stopped (diverged) before its first checkpoint
     return TrainResult(state["params"], step, history, checkpoint, stopped_early, failed)
 
 
