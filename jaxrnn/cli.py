@@ -120,6 +120,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Before anything is read or trained: a run in --out is never replaced by accident.
     runs.check_run_folder(out, resume=args.resume, overwrite=args.overwrite, how=runs.CLI)
     _check_train_args(args)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch,
+        seq_len=args.seq_len,
+        stateful=args.stateful,
+        learning_rate=args.lr,
+        final_learning_rate=args.final_lr,
+        warmup_steps=args.warmup,
+        optimizer=args.optimizer,
+        clip_value=args.clip_value or None,
+        clip_norm=args.clip_norm or None,
+        reduce_time=args.reduce_time,
+        seed=args.seed,
+        minutes=args.minutes,
+        eval_every=args.eval_every,
+        sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every,
+        devices=args.devices,
+    )
+    check_settings(None, config, fn="train", names=CLI_NAMES)  # before the text is read
     body, default_mode = read_corpus_text(args.text, args.corpus)
     mode = args.mode or default_mode
     corpus = make_corpus(
@@ -140,25 +160,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         num_layers=args.layers,
         embedding_size=args.embedding or None,
         dropout=args.dropout,
-    )
-    config = TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch,
-        seq_len=args.seq_len,
-        stateful=args.stateful,
-        learning_rate=args.lr,
-        final_learning_rate=args.final_lr,
-        warmup_steps=args.warmup,
-        optimizer=args.optimizer,
-        clip_value=args.clip_value or None,
-        clip_norm=args.clip_norm or None,
-        reduce_time=args.reduce_time,
-        seed=args.seed,
-        minutes=args.minutes,
-        eval_every=args.eval_every,
-        sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every,
-        devices=args.devices,
     )
     time_steps = corpus.train[0].shape[1] if mode == "lines" else args.seq_len
     check_settings(model, config, fn="train", names=CLI_NAMES, time_steps=time_steps)

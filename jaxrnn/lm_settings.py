@@ -178,7 +178,7 @@ def gib(n_bytes: float) -> str:
 
 
 def check_settings(
-    model: LMConfig,
+    model: LMConfig | None,
     train: TrainConfig,
     *,
     fn: str = "train_lm",
@@ -190,12 +190,13 @@ def check_settings(
     than this machine has, with an estimate, before anything is allocated.
 
     ``names`` maps setting names to what the message calls them (the CLI passes `CLI_NAMES`);
-    ``time_steps`` is the length of a training example (default: ``train.seq_len``).
+    ``time_steps`` is the length of a training example (default: ``train.seq_len``). With
+    ``model=None`` only ``train`` is checked (before the text is read and the model known).
     """
     names = names or {}
     if not isinstance(train, TrainConfig):
         fail(fn, f"expected train to be a TrainConfig, got {type(train).__name__}")
-    if not isinstance(model, LMConfig):
+    if model is not None and not isinstance(model, LMConfig):
         fail(fn, f"expected model to be an LMConfig, got {type(model).__name__}")
     for setting, value, valid, expected in _rules(train):
         if not valid:
@@ -206,6 +207,8 @@ def check_settings(
                 f"expected {names.get(setting, setting)} at most {MAX_COUNT:,} (steps and sizes "
                 f"are counted in int32), got {value!r}",
             )
+    if model is None:
+        return
     for setting in ("vocab_size", "hidden_size", "num_layers"):
         value = getattr(model, setting)
         if not is_int(value) or value < 1:
