@@ -117,6 +117,8 @@ SUBMODULES = (
     "ngram",
     "nnx",
     "parallel",
+    "progress",
+    "runs",
     "scan",
     "text",
     "train",
