@@ -136,7 +136,12 @@ def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
             "None or a finite number > 0",
         ),
         ("reduce_time", train.reduce_time, train.reduce_time in ("mean", "sum"), "mean or sum"),
-        ("seed", train.seed, count(train.seed, 0), "an int >= 0"),
+        (
+            "seed",
+            train.seed,
+            is_int(train.seed) and 0 <= train.seed < 2**62,
+            "an int in [0, 2**62)",
+        ),
         (
             "minutes",
             train.minutes,
@@ -201,7 +206,7 @@ def check_settings(
     for setting, value, valid, expected in _rules(train):
         if not valid:
             fail(fn, f"expected {names.get(setting, setting)} to be {expected}, got {value!r}")
-        if is_int(value) and value > MAX_COUNT:
+        if is_int(value) and value > MAX_COUNT and setting != "seed":
             fail(
                 fn,
                 f"expected {names.get(setting, setting)} at most {MAX_COUNT:,} (steps and sizes "

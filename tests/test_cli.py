@@ -295,7 +295,7 @@ def test_cli_sample_refuses_what_cannot_be_drawn_before_allocating(trained, caps
 
 @pytest.mark.parametrize(
     "option, value",
-    [("--warmup", 10**12), ("--steps", 2**31), ("--seed", 10**20), ("--eval-every", 2**40)],
+    [("--warmup", 10**12), ("--steps", 2**31), ("--eval-every", 2**40)],
 )
 def test_cli_train_refuses_counts_beyond_int32(tmp_path, capsys, option, value):
     args = ["train", str(_names_file(tmp_path)), "--out", str(tmp_path / "run"), *TINY, *QUIET]
@@ -303,6 +303,12 @@ def test_cli_train_refuses_counts_beyond_int32(tmp_path, capsys, option, value):
     err = capsys.readouterr().err
     assert f"expected {option} at most 2,147,483,647" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_refuses_a_seed_beyond_int64(tmp_path, capsys):
+    args = ["train", str(_names_file(tmp_path)), "--out", str(tmp_path / "run"), *TINY, *QUIET]
+    assert cli.main([*args, "--seed", str(10**20)]) == 2
+    assert "expected --seed to be an int in [0, 2**62)" in capsys.readouterr().err
 
 
 def test_cli_interrupted_while_starting_exits_quietly(tmp_path):
