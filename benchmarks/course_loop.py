@@ -156,8 +156,9 @@ class Loop:
             self.elapsed.append(time.perf_counter() - clock_start)
 
 
-def end_to_end(iterations: int, sample_every: int) -> dict:
-    """The first pass from a fresh process: numpy's loop, then jaxrnn's, compilations included."""
+def loops(sample_every: int) -> tuple[list, Loop, Loop, list]:
+    """(names, numpy's loop, jaxrnn's loop, the durations of XLA compilations from now on), both
+    loops from the same parameters, in float64."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -170,6 +171,12 @@ def end_to_end(iterations: int, sample_every: int) -> dict:
     examples, char_to_ix, parameters = setup()
     reference = Loop(np_optimize, np_sample, parameters, char_to_ix, sample_every)
     jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, sample_every)
+    return examples, reference, jaxrnn, compiles
+
+
+def end_to_end(iterations: int, sample_every: int) -> dict:
+    """The first pass from a fresh process: numpy's loop, then jaxrnn's, compilations included."""
+    examples, reference, jaxrnn, compiles = loops(sample_every)
     start = time.perf_counter()
     reference.run(examples, iterations, start)
     numpy_seconds = time.perf_counter() - start
@@ -294,18 +301,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def steady_state(iterations: int, sample_every: int) -> dict:
     """A first pass to warm up, then a second in alternating chunks, in this process."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    from jaxrnn import course
-
-    compiles = []
-    jax.monitoring.register_event_duration_secs_listener(
-        lambda event, seconds, **_: compiles.append(seconds) if event == COMPILE_EVENT else None
-    )
-    examples, char_to_ix, parameters = setup()
-    reference = Loop(np_optimize, np_sample, parameters, char_to_ix, sample_every)
-    jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, sample_every)
+    examples, reference, jaxrnn, compiles = loops(sample_every)
     for loop in (reference, jaxrnn):
         loop.run(examples, iterations, time.perf_counter())
     first_samples = {id(loop): len(loop.sample_seconds) for loop in (reference, jaxrnn)}
