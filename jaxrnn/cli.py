@@ -82,7 +82,7 @@ def read_corpus_text(path: str | None, corpus: str | None) -> tuple[str, str]:
 
 
 def _checkpoint_path(path: str) -> Path:
-    from jaxrnn.lm_train import CHECKPOINT_NAME
+    from jaxrnn.runs import CHECKPOINT_NAME
 
     path = Path(path)
     return path / CHECKPOINT_NAME if path.is_dir() else path
