@@ -83,9 +83,12 @@ def earlier_run(tmp_path_factory) -> Path:
 
 def _files(folder: Path) -> dict[str, bytes]:
     """The bytes of every regular file in ``folder``, links not followed; ``.lock`` aside (its
-    content is the process id of the trainer that last held it)."""
+    content is the process id of the trainer that last held it). In the procfs folder, the names
+    that are not descriptor numbers: whatever a trainer might have created there."""
     if not folder.is_dir():
         return {}
+    if folder == UNWRITABLE:  # one entry per open descriptor, each changing as files are read
+        return {p.name: b"" for p in folder.iterdir() if not p.name.isdigit()}
     return {
         p.name: p.read_bytes()
         for p in folder.iterdir()
