@@ -9,7 +9,7 @@ under ``jax.jit``, ``block_until_ready``) of
 - ``min_gru`` and ``min_lstm`` in parallel mode (``jaxrnn.unroll``'s default for them: the gates
   of 32 steps per GEMM, then an elementwise scan over those steps),
 - ``min_gru(scan="associative")``: every step's gates at once, then ``jax.lax.associative_scan``,
-- ``min_gru`` in sequential mode (``parallel=False``: a ``lax.scan`` of its step),
+- ``min_gru`` in sequential mode (``implementation="scan"``: a ``lax.scan`` of its step),
 - jaxrnn's sequential ``gru()`` and ``lstm()``.
 
 Compilation (trace + compile) is timed on its own; one warm-up run follows and is excluded; the
@@ -46,9 +46,12 @@ VARIANTS = {  # label: (cell, parallel)
 }
 
 
+_IMPLEMENTATION = {True: "parallel", False: "scan"}
+
+
 def _train_step(cell, parallel: bool):
     def loss(params, xs):
-        return jaxrnn.unroll(cell, params, xs, parallel=parallel)[1].sum()
+        return jaxrnn.unroll(cell, params, xs, implementation=_IMPLEMENTATION[parallel])[1].sum()
 
     return jax.jit(jax.value_and_grad(loss))
 
@@ -72,7 +75,10 @@ def _check_modes_agree(params, xs) -> None:
     cell = jaxrnn.min_gru()
     with jax.default_matmul_precision("highest"):
         run = jax.jit(
-            lambda p, x, parallel: jaxrnn.unroll(cell, p, x, parallel=parallel)[1], static_argnums=2
+            lambda p, x, parallel: jaxrnn.unroll(
+                cell, p, x, implementation=_IMPLEMENTATION[parallel]
+            )[1],
+            static_argnums=2,
         )
         parallel, sequential = (np.asarray(run(params, xs, mode)) for mode in (True, False))
     np.testing.assert_allclose(parallel, sequential, rtol=1e-4, atol=1e-4)

@@ -46,8 +46,15 @@ def _time(fn, *args, repeats: int) -> tuple[float, float, float, float]:
 
 
 def _variants(cell, hoist: bool, unroll: int):
+    """The scan kernel with its two knobs (`jaxrnn.kernels.sequential_one`), over the batch."""
+
+    def one(params, x):
+        carry = cell.init_carry(params)
+        options = dict(reverse=False, remat=False, hoist=hoist, poison=False, unroll=unroll)
+        return jaxrnn.kernels.sequential_one(cell, params, x, carry, None, **options)[1]
+
     def forward(params, xs):
-        return jaxrnn.unroll(cell, params, xs, hoist_input_projection=hoist, unroll=unroll)[1]
+        return jax.vmap(one, in_axes=(None, 0))(params, xs)
 
     def loss(params, xs):
         return forward(params, xs).sum()

@@ -5,7 +5,7 @@ PyTorch before it is timed. jaxrnn's variants get their params from `jaxrnn.inte
 gradients go back through `jaxrnn.params_to_torch`, so a new variant only has to say how it runs
 the model. To time one, add a line to ``JAXRNN_VARIANTS``, e.g.::
 
-    "jaxrnn hoisted": Variant(functools.partial(jaxrnn_forward, hoist_input_projection=True)),
+    "jaxrnn hoisted": Variant(functools.partial(jaxrnn_forward, implementation="hoisted")),
     "jaxrnn my lstm": Variant(functools.partial(jaxrnn_forward, cells={"lstm": my_lstm()}),
                               kinds=("lstm",)),
 
@@ -81,11 +81,11 @@ class Variant(NamedTuple):
 JAXRNN_VARIANTS = {
     "jaxrnn": Variant(jaxrnn_forward, note="jaxrnn.unroll / jaxrnn.stacked under jax.jit"),
     "jaxrnn eager": Variant(eager_forward, jit=False, note="Python loop over cell.step, no jit"),
-    # The GRU has no pointwise part, so for it this would time the default again.
+    # The GRU has no fused kernel, so for it this would time the default again.
     "jaxrnn autodiff backward": Variant(
-        functools.partial(jaxrnn_forward, fused_backward=False),
+        functools.partial(jaxrnn_forward, implementation="scan"),
         kinds=("lstm",),
-        note="fused_backward=False: autodiff of lax.scan instead of unroll's own backward pass",
+        note='implementation="scan": autodiff of lax.scan instead of the fused backward pass',
     ),
 }
 

@@ -107,6 +107,7 @@ SUBMODULES = (
     "interop",
     "interop_flax",
     "interop_keras",
+    "kernels",
     "layers",
     "lm",
     "lm_settings",

@@ -19,10 +19,10 @@ Conventions, shared by every cell (the course's notation, transposed to row vect
   b = b_x + b_h; keeping both lets PyTorch weights carry over exactly (`jaxrnn.interop`).
 - Gates are stacked along the last axis in the order the docstring of each cell gives; for the LSTM
   and the reset-after GRU this is PyTorch's order.
-- ``step = step_projected ∘ project_input``: ``project_input`` is the input side x @ w_x + b_x of
-  all gates and can be computed for every time step at once, before the scan; ``step_projected``
-  is the recurrent side, one fused matmul a⟨t−1⟩ @ w_h per step (two for the reset-before GRU,
-  whose relevance gate acts before its candidate matmul).
+- ``step = step_projected ∘ project_input`` (the cell's `Structure`): ``project_input`` is the
+  input side x @ w_x + b_x of all gates and can be computed for every time step at once, before
+  the scan; ``step_projected`` is the recurrent side, one fused matmul a⟨t−1⟩ @ w_h per step (two
+  for the reset-before GRU, whose relevance gate acts before its candidate matmul).
 
 Initialisers: input weights Glorot-uniform per gate (He-normal for a ReLU RNN), recurrent weights
 orthogonal per gate, biases zero except the LSTM forget gate's input-side bias (``forget_bias``).
@@ -87,35 +87,69 @@ class LSTMState(NamedTuple):
 
 
 class Cell(NamedTuple):
-    """A recurrence as pure functions (in the spirit of ``optax.GradientTransformation``).
+    """A recurrence as three pure functions (in the spirit of ``optax.GradientTransformation``).
+
+    Any three functions with these signatures are a cell: `jaxrnn.unroll`, the layers, the models,
+    the language model and the samplers need nothing else.
 
     Attributes:
       init: ``(key, input_size, hidden_size, dtype=float32) -> params``.
       init_carry: ``(params, batch_shape=()) -> carry`` of zeros, each array (*batch_shape, H).
       step: ``(params, carry, x) -> (carry, y)``; x (*batch, input_size), y = a⟨t⟩ (*batch, H).
-      project_input: ``(params, x) -> z``; the input side x @ w_x + b_x of all gates,
-        x (*lead, input_size) -> z (*lead, G·H), for any leading axes (time included).
-      step_projected: ``(params, carry, z) -> (carry, y)``; the step given z = project_input(x).
-      name: a short description used in error messages, e.g. ``"lstm"``.
-      parallel_scan: None, or, for a cell whose recurrence is linear in its carry with
-        coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
-        carry) -> (carries, ys)``: every step at once for one example, xs (T, input_size) and
-        carry leaves (H,), returning the carry after every step (leaves (T, H)) and the outputs
-        (T, H). `jaxrnn.unroll` uses it when it is there (see its ``parallel`` argument).
-      pointwise: None, or, for a cell whose step is one affine map followed by elementwise work,
-        ``(params, carry, z) -> (carry, y)`` for one example, with z = x @ w_x + b_x + h @ w_h + b_h
-        (h the carry, or ``carry.h`` for the LSTM) and y = h⟨t⟩. `jaxrnn.unroll` uses it for its
-        own backward pass (see its ``fused_backward`` argument).
     """
 
     init: Callable[..., Params]
     init_carry: Callable[..., Carry]
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+
+
+class Structure(NamedTuple):
+    """What a built-in cell's ``step`` computes, in the parts that faster implementations read.
+
+    It belongs to the step function itself (see `structure`): a cell whose ``step`` is replaced
+    has no structure, and runs as the plain scan of its step.
+
+    Attributes:
+      name: a short description used in error messages, e.g. ``"lstm"``.
+      project_input: ``(params, x) -> z``; the input side x @ w_x + b_x of all gates,
+        x (*lead, input_size) -> z (*lead, G·H), for any leading axes (time included).
+      step_projected: ``(params, carry, z) -> (carry, y)``; the step given z = project_input(x).
+      pointwise: None, or, for a cell whose step is one affine map followed by elementwise work,
+        ``(params, carry, z) -> (carry, y)`` for one example, with z = x @ w_x + b_x + h @ w_h + b_h
+        (h the carry, or ``carry.h`` for the LSTM) and y = h⟨t⟩: what the fused backward pass of
+        `jaxrnn.kernels` differentiates by hand.
+      parallel_scan: None, or, for a cell whose recurrence is linear in its carry with
+        coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
+        carry) -> (carries, ys)``: every step at once for one example, xs (T, input_size) and
+        carry leaves (H,), returning the carry after every step (leaves (T, H)) and the outputs
+        (T, H).
+    """
+
+    name: str
     project_input: Callable[[Params, Array], Array]
     step_projected: Callable[[Params, Carry, Array], tuple[Carry, Array]]
-    name: str
-    parallel_scan: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None
     pointwise: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
+    parallel_scan: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None
+
+
+# Keyed by the step function itself, so that a structure never outlives the step it describes.
+_STRUCTURES: dict[Callable, Structure] = {}
+
+
+def structure(cell: Cell) -> Structure | None:
+    """The `Structure` of a built-in cell's step; None for any other step."""
+    try:
+        return _STRUCTURES.get(cell.step)
+    except TypeError:  # an unhashable step
+        return None
+
+
+def cell_name(cell: Cell) -> str:
+    """A short name for messages: the built-in cell's name, else the step function's."""
+    known = structure(cell)
+    if known is not None:
+        return known.name
+    return getattr(cell.step, "__qualname__", None) or type(cell.step).__name__
 
 
 def input_size(params: Params) -> int:
@@ -190,8 +224,9 @@ def _make_cell(
     """Wraps a one-example recurrent step in argument checks and batching, and builds the Cell.
 
     ``recurrent_weights=False`` is for params with only ``w_x`` and ``b_x`` (the gates see x
-    alone); ``parallel_scan_one``, if given, becomes ``Cell.parallel_scan`` with argument checks.
-    ``pointwise_one``, if given, is ``Cell.pointwise`` and ``step_projected_one`` is None: the step
+    alone); ``parallel_scan_one``, if given, becomes the `Structure`'s ``parallel_scan``, with
+    argument checks. ``pointwise_one``, if given, is the `Structure`'s ``pointwise`` and
+    ``step_projected_one`` is None: the step
     is then the affine map z = z_x + h @ w_h + b_h followed by it.
     """
     if pointwise_one is not None:
@@ -289,13 +324,13 @@ def _make_cell(
         return parallel_scan_one(params, xs, carry)
 
     step.__doc__ = step_projected_one.__doc__
+    step.__qualname__ = f"{name}.step"
     if parallel_scan_one is None:
         parallel_scan = None
     else:
         parallel_scan.__doc__ = parallel_scan_one.__doc__
-    return Cell(
-        init, init_carry, step, project_input, step_projected, name, parallel_scan, pointwise_one
-    )
+    _STRUCTURES[step] = Structure(name, project_input, step_projected, pointwise_one, parallel_scan)
+    return Cell(init, init_carry, step)
 
 
 # ------------------------------------------------------------------------------------ vanilla RNN

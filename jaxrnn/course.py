@@ -89,7 +89,7 @@ from jax.experimental.serialize_executable import deserialize_and_load, serializ
 
 from jaxrnn import cells
 from jaxrnn._checks import check_shape, fail, shape_of
-from jaxrnn.cells import LSTMParams, LSTMState, RNNParams
+from jaxrnn.cells import Cell, LSTMParams, LSTMState, RNNParams
 from jaxrnn.checkpoint import atomic_output
 from jaxrnn.layers import DenseParams, dense
 from jaxrnn.scan import unroll
@@ -224,8 +224,7 @@ def _emit_carry(params: LSTMParams, carry: LSTMState, x: jax.Array):
     return carry, carry
 
 
-# pointwise=None: unroll must run this step as given, not the cell's pointwise part.
-_LSTM_WITH_MEMORY = _LSTM._replace(step=_emit_carry, pointwise=None)
+_LSTM_WITH_MEMORY = Cell(_LSTM.init, _LSTM.init_carry, _emit_carry)
 
 
 def _lstm_gates(params: LSTMParams, carry: LSTMState, x: jax.Array):

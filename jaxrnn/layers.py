@@ -138,8 +138,7 @@ def bidirectional(
         reversed within its length. Same result as two scans, and faster on XLA:CPU (c1 LSTM:
         training step 168–171 ms against 195–201 ms, forward 51 against 54–56 ms;
         ``python -m benchmarks.bidirectional_fused``), hence on by default.
-      **unroll_options: passed to `jaxrnn.unroll` (``unroll``, ``remat``,
-        ``hoist_input_projection``).
+      **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
     Returns:
       ``(carry, ys)``: a `BidirectionalCarry` of the last carries, and the merged outputs
@@ -337,7 +336,7 @@ def stacked(
       merge: as in `bidirectional`, for the top layer if it is bidirectional.
       time_major: whether time is the first axis of ``xs`` and of the outputs.
       fused: as in `bidirectional`, for each bidirectional layer.
-      **unroll_options: passed to `jaxrnn.unroll` (``unroll``, ``remat``, ...).
+      **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
     Returns:
       ``(carries, ys)``: a tuple of every layer's last carry, bottom first, and the top layer's

@@ -176,7 +176,7 @@ def lm_apply(
       carry: per-layer initial carries (from `init_lm_carry` or a previous call); zeros if None.
       lengths: optional (*batch,) valid lengths of right-padded inputs.
       dropout_key: a PRNG key turns on dropout (training); None (inference) turns it off.
-      **unroll_options: passed to `jaxrnn.unroll` (``unroll``, ``remat``, ...).
+      **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
     Returns:
       ``(carry, logits)``: a tuple of per-layer carries, and logits (*batch, T, V).

@@ -28,10 +28,11 @@ The candidate h̃ goes through the paper's g(v) = v + 0.5 for v ≥ 0 and σ(v) 
 (continuous, increasing, positive, linear for large v), which makes b⟨t⟩ > 0.
 
 Both cells are ordinary `jaxrnn.cells.Cell` tuples: ``step`` is one step (for generation, and
-``jaxrnn.unroll(..., parallel=False)``), ``parallel_scan`` all steps of one example, which
-`jaxrnn.unroll` uses by default. There are no recurrent weights, so the params are ``w_x``
-(input_size, G·H) and ``b_x`` (G·H,) only, gates stacked along the last axis; the carry and the
-output are h⟨t⟩ (*batch, H), with h⟨0⟩ = 0 from ``init_carry``.
+``jaxrnn.unroll(..., implementation="scan")``); their `jaxrnn.cells.Structure` adds
+``parallel_scan``, all steps of one example, which `jaxrnn.unroll` uses by default. There are no
+recurrent weights, so the params are ``w_x`` (input_size, G·H) and ``b_x`` (G·H,) only, gates
+stacked along the last axis; the carry and the output are h⟨t⟩ (*batch, H), with h⟨0⟩ = 0 from
+``init_carry``.
 """
 
 from __future__ import annotations

@@ -270,8 +270,9 @@ def test_step_projected_after_project_input_equals_step(name, batch_shape):
     carry = random_carry(name, batch_shape, 5, jnp.float64, rng)
     x = jnp.asarray(rng.normal(0.0, 1.0, (*batch_shape, 4)))
 
-    z = cell.project_input(params, x)
-    got_carry, got_y = cell.step_projected(params, carry, z)
+    structure = jaxrnn.cells.structure(cell)
+    z = structure.project_input(params, x)
+    got_carry, got_y = structure.step_projected(params, carry, z)
     want_carry, want_y = cell.step(params, carry, x)
     np.testing.assert_allclose(got_y, want_y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(to_numpy(got_carry), to_numpy(want_carry), rtol=1e-12, atol=1e-12)
@@ -281,7 +282,7 @@ def test_step_projected_after_project_input_equals_step(name, batch_shape):
 def test_project_input_is_input_affine_over_leading_axes(name):
     params = random_params(name, 4, 5)
     xs = np.random.default_rng(8).normal(0.0, 1.0, (2, 6, 4))  # e.g. (batch, time, n_x)
-    z = CELLS[name].project_input(params, jnp.asarray(xs))
+    z = jaxrnn.cells.structure(CELLS[name]).project_input(params, jnp.asarray(xs))
     want = xs @ np.asarray(params.w_x) + np.asarray(params.b_x)
     assert z.shape == (2, 6, GATES[name] * 5)
     np.testing.assert_allclose(z, want, rtol=1e-12, atol=1e-12)

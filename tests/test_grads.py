@@ -88,7 +88,7 @@ UNROLL_OPTIONS = {
     "plain": {},
     "lengths": {"lengths": jnp.array(LENGTHS)},
     "lengths_reverse": {"lengths": jnp.array(LENGTHS), "reverse": True},
-    "remat_hoisted": {"remat": True, "hoist_input_projection": True},
+    "remat_hoisted": {"remat": True, "implementation": "hoisted"},
 }
 
 

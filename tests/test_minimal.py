@@ -1,7 +1,7 @@
 """minGRU and minLSTM: steps against numpy, the parallel scan against the sequential one, and an LM.
 
-The parallel mode (``jaxrnn.unroll`` with the cell's associative scan) is checked against
-the sequential mode (``parallel=False``, a ``lax.scan`` of ``cell.step``), which is itself checked
+The parallel mode (``jaxrnn.unroll`` with the cell's associative scan) is checked against the
+sequential mode (``implementation="scan"``, a ``lax.scan`` of ``cell.step``), itself checked
 against a plain numpy transcription of the paper's equations, written below.
 """
 
@@ -144,7 +144,7 @@ def test_unroll_sequential_matches_reference(name, dtype):
     lengths = np.array([T, 7, 0, 1], np.int32)
     for reverse in (False, True):
         last, ys = unroll_jit(
-            cell, params, xs, h0, lengths=lengths, reverse=reverse, parallel=False
+            cell, params, xs, h0, lengths=lengths, reverse=reverse, implementation="scan"
         )
         for b in range(batch):
             want_last, want_ys = reference_unroll(name, params, xs[b], h0[b], lengths[b], reverse)
@@ -199,13 +199,13 @@ def case_inputs(name, dtype, case):
 
 # Compiled once per cell and set of options: eager unrolls would dispatch op by op.
 unroll_jit = jax.jit(
-    jaxrnn.unroll, static_argnums=0, static_argnames=("reverse", "time_major", "parallel")
+    jaxrnn.unroll, static_argnums=0, static_argnames=("reverse", "time_major", "implementation")
 )
 
 
 def run_both(cell, params, xs, h0, **options):
-    parallel = unroll_jit(cell, params, xs, h0, parallel=True, **options)
-    sequential = unroll_jit(cell, params, xs, h0, parallel=False, **options)
+    parallel = unroll_jit(cell, params, xs, h0, implementation="parallel", **options)
+    sequential = unroll_jit(cell, params, xs, h0, implementation="scan", **options)
     return parallel, sequential
 
 
@@ -286,11 +286,11 @@ def test_parallel_is_the_default_and_sequential_options_fall_back(name):
 
     # The parallel scan runs block by block (see jaxrnn.minimal._blocked_recurrence): a lax.scan
     # over blocks whose body holds a nested scan over the block's steps; cell.step's scan is one.
-    assert jaxpr() == jaxpr(parallel=True)
+    assert jaxpr() == jaxpr(implementation="parallel")
     assert len(re.findall(r"\bscan\[", jaxpr())) == 2
-    assert len(re.findall(r"\bscan\[", jaxpr(parallel=False))) == 1
+    assert len(re.findall(r"\bscan\[", jaxpr(implementation="scan"))) == 1
     want = unroll_jit(cell, params, xs, h0, lengths=lengths)
-    for options in ({"remat": True}, {"remat": 4}, {"unroll": 3}, {"hoist_input_projection": True}):
+    for options in ({"remat": True}, {"remat": 4}, {"implementation": "hoisted"}):
         assert jaxpr(**options) != jaxpr()
         run = jax.jit(functools.partial(jaxrnn.unroll, cell, **options))
         got = run(params, xs, h0, lengths=lengths)
@@ -305,7 +305,13 @@ def loss_fn(cell, parallel, lengths, reverse):
 
     def loss(params, xs, h0):
         last, ys = jaxrnn.unroll(
-            cell, params, xs, h0, lengths=lengths, reverse=reverse, parallel=parallel
+            cell,
+            params,
+            xs,
+            h0,
+            lengths=lengths,
+            reverse=reverse,
+            implementation="parallel" if parallel else "scan",
         )
         w_ys = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         w_last = jnp.cos(jnp.arange(last.size, dtype=last.dtype)).reshape(last.shape)
@@ -410,19 +416,22 @@ def zeros32(*shape):
 def test_parallel_true_without_parallel_scan_is_input_error():
     cell = jaxrnn.gru()
     params = cell.init(jax.random.key(0), N_X, N_A)
-    with pytest.raises(jaxrnn.InputError, match=r"unroll: parallel=True needs a cell with a para"):
-        jaxrnn.unroll(cell, params, zeros32(2, T, N_X), parallel=True)
-    last, _ = jaxrnn.unroll(cell, params, zeros32(2, 3, N_X), parallel=False)
+    with pytest.raises(
+        jaxrnn.InputError, match=r"unroll: implementation='parallel' does not compute gru"
+    ):
+        jaxrnn.unroll(cell, params, zeros32(2, T, N_X), implementation="parallel")
+    last, _ = jaxrnn.unroll(cell, params, zeros32(2, 3, N_X), implementation="scan")
     assert last.shape == (2, N_A)
 
 
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"parallel": True, "remat": True}, r"parallel=True cannot be combined with remat"),
-        ({"parallel": True, "unroll": 2}, r"cannot be combined with unroll"),
-        ({"parallel": True, "hoist_input_projection": True}, r"with hoist_input_projection"),
-        ({"parallel": "yes"}, r"expected parallel to be None, True or False, got 'yes'"),
+        (
+            {"implementation": "parallel", "remat": True},
+            r"implementation='parallel' cannot be combined with remat",
+        ),
+        ({"implementation": "yes"}, r"expected implementation None or one of .*, got 'yes'"),
     ],
 )
 def test_unroll_parallel_bad_options_are_input_errors(options, match):
@@ -436,7 +445,7 @@ def test_bad_shapes_are_input_errors(name):
     cell = CELLS[name]
     params = cell.init(jax.random.key(0), N_X, N_A)
     with pytest.raises(jaxrnn.InputError, match=rf"{name}.parallel_scan: expected xs of shape"):
-        cell.parallel_scan(params, zeros32(2, T, N_X), zeros32(N_A))
+        jaxrnn.cells.structure(cell).parallel_scan(params, zeros32(2, T, N_X), zeros32(N_A))
     with pytest.raises(jaxrnn.InputError, match=r"unroll: expected xs of shape \(2, 37, 4\)"):
         jaxrnn.unroll(cell, params, zeros32(2, T, N_X + 1))
     with pytest.raises(jaxrnn.InputError, match=r"unroll: expected carry of shape \(2, 5\)"):
@@ -509,7 +518,7 @@ def test_associative_scan_matches_sequential_values_and_gradients(name, case):
                 lengths=lengths,
                 reverse=reverse,
                 time_major=time_major,
-                parallel=parallel,
+                implementation="parallel" if parallel else "scan",
             )
             return (jnp.sin(ys) * ys).sum() + (last**2).sum(), (last, ys)
 

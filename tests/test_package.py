@@ -41,7 +41,7 @@ def test_import_jaxrnn_then_a_submodule_by_attribute_in_a_fresh_process():
     script = (
         "import sys, jaxrnn\n"
         "print('jax' in sys.modules)\n"
-        "print(jaxrnn.nnx.RNN.__name__, jaxrnn.lstm().name)\n"
+        "print(jaxrnn.nnx.RNN.__name__, jaxrnn.cells.cell_name(jaxrnn.lstm()))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

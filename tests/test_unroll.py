@@ -234,12 +234,11 @@ def test_unroll_lengths_out_of_range_give_nan_under_jit():
 # ---------------------------------------------------------------------------------------- options
 
 OPTIONS = {
-    "unroll1": {"unroll": 1},
-    "unroll3": {"unroll": 3},
+    "scan": {"implementation": "scan"},
     "remat": {"remat": True},
     "remat_blocks_2": {"remat": 2},  # T = 5: one step left over after two blocks
     "remat_block_7": {"remat": 7},  # one block longer than the sequence
-    "hoist": {"hoist_input_projection": True},
+    "hoist": {"implementation": "hoisted"},
 }
 OPTION_LENGTHS = jnp.array([T, 2, 0])
 
@@ -329,13 +328,12 @@ def test_unroll_rejects_bad_remat(remat):
 PADDING_LENGTHS = jnp.array([[T, 2], [0, 1]])  # full, mixed and empty, two batch dimensions
 PADDING_PATHS = {
     "default": {},  # the fused backward pass for rnn, simplified_gru and lstm
-    "autodiff": {"fused_backward": False},
-    "unroll3": {"unroll": 3},
+    "autodiff": {"implementation": "scan"},
     "remat": {"remat": True},
     "remat_blocks_2": {"remat": 2},
-    "hoist": {"hoist_input_projection": True},
+    "hoist": {"implementation": "hoisted"},
     "reverse": {"reverse": True},
-    "reverse_autodiff": {"reverse": True, "fused_backward": False},
+    "reverse_autodiff": {"reverse": True, "implementation": "scan"},
     "time_major": {"time_major": True},
 }
 MIN_CELLS = {
@@ -348,7 +346,7 @@ MIN_PATHS = {
     "parallel": {},
     "parallel_reverse": {"reverse": True},
     "parallel_time_major": {"time_major": True},
-    "sequential": {"parallel": False},
+    "sequential": {"implementation": "scan"},
 }
 
 
@@ -542,9 +540,8 @@ def unroll_cases(draw):
         "time_major": draw(st.booleans()),
         # options that must not change the result ride along
         "options": {
-            "unroll": draw(st.integers(1, 3)),
             "remat": draw(st.booleans()),
-            "hoist_input_projection": draw(st.booleans()),
+            "implementation": draw(st.sampled_from([None, "scan", "hoisted"])),
         },
         "seed": draw(st.integers(0, 2**16)),
     }

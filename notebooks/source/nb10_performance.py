@@ -74,7 +74,7 @@ display(Markdown("\\n".join(rows)))
     md("""
 The same numbers as a picture: every implementation's time divided by jaxrnn's, per
 configuration. A bar above 1 is slower than jaxrnn, below 1 faster. "jaxrnn autodiff backward"
-is jaxrnn with `fused_backward=False`: `jax.grad` of the `lax.scan` instead of unroll's own
+is jaxrnn with `implementation="scan"`: `jax.grad` of the `lax.scan` instead of the fused
 backward pass. The eager Python loop over `cell.step` is left out here: it takes 2.4× (c3) to
 700× (c2, batch size 1) jaxrnn's time, and it is in the committed charts.
 """),
@@ -331,8 +331,10 @@ print(
     md("""
 ## The knobs of `unroll`
 
-`jaxrnn.unroll(cell, params, xs, unroll=k)` passes k to `lax.scan`: k steps per loop iteration,
-the same result, fewer loop iterations and more code for XLA to fuse across steps.
+`jaxrnn.unroll(cell, params, xs, implementation=...)` picks how the loop runs, always with the
+same result: `"hoisted"` computes the input side x⟨t⟩ W_x of every step as one matrix product
+before the loop, leaving only the recurrent product inside it (the default for the LSTM is
+`"fused"`, the loop with its own backward pass; `jaxrnn.kernels` lists them all).
 `remat=True` recomputes each step in the backward pass instead of storing its gate values, and
 `remat=k` keeps only every k-th carry: less memory, more recomputation. Below, one LSTM training
 step at c1's sizes (m = 32, n_x = 64, n_a = 256; n_a = 64 when run small) with a many-to-one
@@ -347,7 +349,7 @@ xs = jax.random.normal(jax.random.key(1), (32, T, n_x))
 k = math.isqrt(T)
 options = {
     "default": {},
-    "unroll=4": {"unroll": 4},
+    "hoisted": {"implementation": "hoisted"},
     "remat=True": {"remat": True},
     f"remat={k} (√T)": {"remat": k},
 }
@@ -383,9 +385,11 @@ Checkpointing changes the memory, not the gradients: XLA's temporary buffers fal
 17.4 MiB with `remat=True` and to 9.8 MiB with blocks of 16 steps. With a loss that reads every
 a⟨t⟩ instead (the committed benchmark), the (T_x, m, n_a) outputs and their gradients must be kept
 whatever the option, so blocks pay only at long T: 705 against 159 MiB at T = 10,000, nothing at
-T = 1,000. The times above came from a busy shared machine, where the options differed by up to
-1.36× from one another; the committed benchmark, run on a quieter one, measured no checkpointing,
-`remat=True` and blocks within 11% of each other, and `unroll=k` was not found faster on a CPU.
+T = 1,000. The times above come from a shared machine and change from run to run; in the stored run
+hoisting took 1.65× the default's time, and the remat options were within 1.12× of it. The
+committed benchmark, run on a quieter one, measured no checkpointing,
+`remat=True` and blocks within 11% of each other, and neither hoisting nor `lax.scan`'s `unroll=k`
+(a knob of the scan kernel, `jaxrnn.kernels.sequential_one`) was found faster on a CPU.
 """),
     md("""
 ## What changes on a GPU
@@ -393,8 +397,8 @@ T = 1,000. The times above came from a busy shared machine, where the options di
 No suite results from a GPU are committed, so this part is reasoning plus one measured table.
 `benchmarks/results/scan_options_gpu.md` timed `unroll` on an NVIDIA H100: the c1 LSTM forward
 pass in 1.59 ms (31.6 ms on the 2-core CPU of the suite) and its training step in 5.30 ms
-(95.6 ms); with `unroll=4`, 0.83 ms and 2.76 ms, almost twice as fast. On the CPU `unroll` was not
-found to help (README, "Speed knobs").
+(95.6 ms); with the scan kernel's `unroll=4`, 0.83 ms and 2.76 ms, almost twice as fast. On the
+CPU `unroll` was not found to help (README, "Speed knobs").
 
 - **Per-step overhead dominates.** A GPU computes a step's (32 × 320) · (320 × 1024) product in
   microseconds, so each time step costs about as much as launching its kernels and going round
@@ -406,7 +410,7 @@ found to help (README, "Speed knobs").
   arithmetic and compute the input projections of all steps as one large matrix product. XLA
   compiles the scan from generic operations; expect cuDNN to be ahead there, as oneDNN is on the
   CPU.
-- **Hoisting the input projection** (`hoist_input_projection=True`), measured slower on the CPU,
+- **Hoisting the input projection** (`implementation="hoisted"`), measured slower on the CPU,
   is a gain on the H100: c1 LSTM forward 1.59 → 1.17 ms, training step 5.30 → 4.54 ms.
 - **Parallel scans** (`min_gru`, `min_lstm`, `scan="associative"`) trade more work for fewer
   sequential steps, the trade a GPU rewards; on the CPU they gained nothing over step by step.

@@ -1,0 +1,388 @@
+"""Faster ways to run a known cell over time, each computing exactly what the plain scan computes.
+
+`jaxrnn.unroll` defines an unroll: the loop ``carry, ys[t] = cell.step(params, carry, xs[t])``
+as one ``lax.scan`` (``"scan"``), with its semantics (lengths, reverse, remat). This module holds
+the other implementations of that same function, and `choose` picks among them the way
+``jax.nn.dot_product_attention(implementation=...)`` does:
+
+===============  =============================================================  ==================
+implementation   what it does                                                   cells
+===============  =============================================================  ==================
+``"scan"``       ``lax.scan`` of ``cell.step``: the definition                  every cell
+``"hoisted"``    the input side x @ w_x + b_x of every step as one matmul       built-in cells
+                 before the scan; the scan does only the recurrent side
+``"fused"``      the scan with its own backward pass: the backward loop         rnn, simplified
+                 carries only ∂L/∂carry, each weight gradient is one matmul     GRU, LSTM
+                 over all steps after it
+``"parallel"``   the cell's ``parallel_scan``: gates of many steps at once      min_gru, min_lstm
+===============  =============================================================  ==================
+
+A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
+itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
+
+``None`` (automatic) takes ``"parallel"`` where the cell has it, else ``"fused"`` where it has a
+pointwise part, else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``,
+``jax.jacfwd``, ``jax.hessian``), which the fused backward pass lacks, take ``"scan"``.
+Forward mode is seen in the arguments while tracing; ``jax.jvp`` of a function that calls
+``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` there.
+
+Kernels take checked arguments, batch-major: xs (*batch, T, D), carry leaves (*batch, H),
+lengths None or (*batch,) ints; ``poison`` turns to NaN the examples whose length, only known at
+run time, lies outside [0, T].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn._checks import fail
+from jaxrnn.cells import Cell, LSTMState, cell_name, recurrent_state, structure
+
+IMPLEMENTATIONS = ("scan", "hoisted", "fused", "parallel")
+
+
+def available(cell: Cell) -> tuple[str, ...]:
+    """The implementations that compute ``cell``'s unroll, ``"scan"`` first."""
+    known = structure(cell)
+    if known is None:
+        return ("scan",)
+    names = ["scan", "hoisted"]
+    if known.pointwise is not None:
+        names.append("fused")
+    if known.parallel_scan is not None:
+        names.append("parallel")
+    return tuple(names)
+
+
+def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str:
+    """The implementation `jaxrnn.unroll` runs: ``implementation`` if given and possible, else the
+    fastest one that supports what was asked (see the module docstring).
+
+    Raises:
+      InputError: for an unknown name, one the cell lacks, or one that cannot do what was asked.
+    """
+    fn = "unroll"
+    cell_has = available(cell)
+    forward_mode = _has_forward_mode(traced_args)
+    if implementation is None:
+        if remat is not False:
+            return "scan"
+        if "parallel" in cell_has:  # plain lax.scans inside: every transform works
+            return "parallel"
+        if "fused" in cell_has and not forward_mode:
+            return "fused"
+        return "scan"
+    if implementation not in IMPLEMENTATIONS:
+        fail(
+            fn, f"expected implementation None or one of {IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    if implementation not in cell_has:
+        fail(
+            fn,
+            f"implementation={implementation!r} does not compute {cell_name(cell)}'s step; "
+            f"it has {cell_has}",
+            "leave implementation=None to choose automatically",
+        )
+    if implementation in ("fused", "parallel") and remat is not False:
+        fail(
+            fn,
+            f"implementation={implementation!r} cannot be combined with remat",
+            "leave implementation=None, or pass remat=False",
+        )
+    if implementation == "fused" and forward_mode:
+        fail(
+            fn,
+            "implementation='fused' has no forward-mode derivative (jax.jvp, jax.jacfwd)",
+            "leave implementation=None, which uses the scan there",
+        )
+    return implementation
+
+
+def _has_forward_mode(tree) -> bool:
+    """Whether any leaf is traced by a forward-mode transformation, at any depth of nesting."""
+    for leaf in jax.tree.leaves(tree):
+        while isinstance(leaf, jax.core.Tracer):
+            if type(leaf).__name__ == "JVPTracer":
+                return True
+            leaf = (
+                getattr(leaf, "val", None)
+                if hasattr(leaf, "val")
+                else getattr(leaf, "primal", None)
+            )
+    return False
+
+
+def run(implementation: str, cell: Cell, params, xs, carry, lengths, *, reverse, remat, poison):
+    """The unroll of ``cell`` by ``implementation``; returns (last carry, ys (*batch, T, H))."""
+    if implementation == "fused":
+        if xs.shape[-2] == 0:
+            implementation = "scan"
+        else:
+            return fused(cell, params, xs, carry, lengths, reverse=reverse, poison=poison)
+    if implementation == "parallel" and xs.shape[-2] == 0:
+        implementation = "scan"  # an empty sequence has nothing to scan in parallel
+
+    def one(xs, carry, length):
+        if implementation == "parallel":
+            return _parallel_one(cell, params, xs, carry, length, reverse=reverse, poison=poison)
+        return sequential_one(
+            cell,
+            params,
+            xs,
+            carry,
+            length,
+            reverse=reverse,
+            remat=remat,
+            hoist=implementation == "hoisted",
+            poison=poison,
+        )
+
+    for _ in xs.shape[:-2]:
+        one = jax.vmap(one, in_axes=(0, 0, None if lengths is None else 0))
+    return one(xs, carry, lengths)
+
+
+# ------------------------------------------------------------------------------- the scan itself
+
+
+def sequential_one(
+    cell: Cell, params, xs, carry, length, *, reverse, remat, hoist, poison, unroll=1
+):
+    """One example as a ``lax.scan``: xs (T, input_size), carry leaves (H,), length a scalar or
+    None. ``hoist`` computes the input side of every step before the loop (``"hoisted"``);
+    ``unroll`` is ``lax.scan``'s (steps per loop iteration: same result, a speed knob)."""
+    if hoist:
+        known = structure(cell)
+        inputs, step = known.project_input(params, xs), known.step_projected
+    else:
+        inputs, step = xs, cell.step
+
+    n_steps = xs.shape[0]
+    block = 0 if remat is False else int(remat)
+    if length is None:
+
+        def body(carry, x):
+            return step(params, carry, x)
+
+        scanned = inputs
+    else:
+
+        def body(carry, x_and_valid):
+            x, valid = x_and_valid
+            new_carry, y = step(params, carry, x)
+            # Past the example's end the carry is frozen and the output is zero. With reverse=True
+            # the padded steps come first, so the carry stays a⟨0⟩ until the last valid step.
+            carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
+            return carry, jnp.where(valid, y, jnp.zeros_like(y))
+
+        scanned = (inputs, jnp.arange(n_steps) < length)
+
+    if block <= 1:
+        if block == 1:
+            body = jax.checkpoint(body)
+        carry, ys = jax.lax.scan(body, carry, scanned, reverse=reverse, unroll=unroll)
+    else:
+        # Blocks of `block` steps: the outer scan stores one carry per block and the backward pass
+        # recomputes each block's steps from it. The T mod block steps left over run as a scan of
+        # their own (checkpointed per step) rather than as a padded block: padding the sequence
+        # would make the backward pass build a padded copy of the whole output cotangent.
+        n_main = n_steps - n_steps % block
+
+        def run_block(carry, block_inputs):
+            return jax.lax.scan(body, carry, block_inputs, reverse=reverse, unroll=unroll)
+
+        def run_blocks(carry):
+            blocks = jax.tree.map(lambda a: a[:n_main].reshape(-1, block, *a.shape[1:]), scanned)
+            carry, ys = jax.lax.scan(jax.checkpoint(run_block), carry, blocks, reverse=reverse)
+            return carry, ys.reshape(n_main, *ys.shape[2:])
+
+        def run_rest(carry):
+            rest = jax.tree.map(lambda a: a[n_main:], scanned)
+            return jax.lax.scan(jax.checkpoint(body), carry, rest, reverse=reverse, unroll=unroll)
+
+        if reverse:  # the leftover steps are the last in time, so a reverse pass meets them first
+            carry, ys_rest = run_rest(carry)
+            carry, ys_main = run_blocks(carry)
+        else:
+            carry, ys_main = run_blocks(carry)
+            carry, ys_rest = run_rest(carry)
+        ys = jnp.concatenate([ys_main, ys_rest])
+
+    if poison:
+        carry, ys = poisoned(carry, ys, length, n_steps)
+    return carry, ys
+
+
+def poisoned(carry, ys, length, n_steps):
+    """NaN carry and outputs where a length only known at run time is outside [0, T].
+
+    ``length`` has the batch shape (a scalar for one example), carry leaves (*batch, H) and
+    ys (*batch, T, H).
+    """
+    invalid = (length < 0) | (length > n_steps)
+    carry = jax.tree.map(lambda leaf: jnp.where(invalid[..., None], np.nan, leaf), carry)
+    return carry, jnp.where(invalid[..., None, None], np.nan, ys)
+
+
+# ------------------------------------------------------------------------------ the parallel form
+
+
+def _parallel_one(cell: Cell, params, xs, carry, length, *, reverse, poison):
+    """One example with the cell's ``parallel_scan``: xs (T, input_size), carry leaves (H,).
+
+    Padded steps come after the valid ones and each step depends only on earlier ones, so the
+    scan runs over all T steps and the carry is read at step L − 1. Reverse reads xs through the
+    permutation t -> L − 1 − t on the valid steps (padded ones stay), which is its own inverse.
+    """
+    n_steps = xs.shape[0]
+    last = n_steps - 1 if length is None else length - 1
+    if reverse:
+        t = jnp.arange(n_steps)
+        order = jnp.where(t <= last, last - t, t)
+        xs = xs[order]
+    carries, ys = structure(cell).parallel_scan(params, xs, carry)
+    if reverse:
+        ys = ys[order]
+    if length is None:
+        return jax.tree.map(lambda leaf: leaf[-1], carries), ys
+    index = jnp.clip(last, 0, n_steps - 1)
+    carry = jax.tree.map(
+        lambda leaf, first: jnp.where(length > 0, leaf[index], first), carries, carry
+    )
+    ys = jnp.where((jnp.arange(n_steps) < length)[:, None], ys, jnp.zeros_like(ys))
+    if poison:
+        carry, ys = poisoned(carry, ys, length, n_steps)
+    return carry, ys
+
+
+# ------------------------------------------------------------------------ the fused backward pass
+
+
+def fused(cell: Cell, params, xs, carry, lengths, *, reverse, poison, unroll=1):
+    """``"fused"``: xs (*batch, T, D), carry leaves (*batch, H), for a cell with a pointwise part.
+
+    The batch dimensions are flattened into one, N, and the whole batch goes through one
+    time-major scan, so that the weight gradients are matmuls over all T·N rows at once.
+    """
+    batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
+    # The cell's own argument checks (params of the right kind and shape), at no run-time cost.
+    jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
+    flat_xs = jnp.moveaxis(xs.reshape(-1, n_steps, xs.shape[-1]), 1, 0)  # (T, N, D)
+    flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
+    valid = None
+    if lengths is not None:
+        flat_lengths = jnp.reshape(lengths, -1)
+        valid = jnp.arange(n_steps)[:, None] < flat_lengths[None, :]  # (T, N)
+    last, ys = _scan_fused_backward(
+        structure(cell).pointwise,
+        params,
+        flat_xs,
+        flat_carry,
+        valid,
+        reverse=reverse,
+        unroll=unroll,
+    )
+    last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, leaf.shape[-1]), last)
+    ys = jnp.moveaxis(ys, 0, 1).reshape(*batch_shape, n_steps, ys.shape[-1])
+    if poison:
+        last, ys = poisoned(last, ys, jnp.asarray(lengths), n_steps)
+    return last, ys
+
+
+def _add_to_state(carry, d_h):
+    """carry + d_h on the part the recurrent matmul reads (see `jaxrnn.cells.recurrent_state`)."""
+    if isinstance(carry, LSTMState):
+        return carry._replace(h=carry.h + d_h)
+    return carry + d_h
+
+
+def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bool, unroll: int):
+    """A time-major scan of a cell with a pointwise part, and its own backward pass.
+
+    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps.
+    Returns (last carry, ys (T, N, H)), the same function as the plain scan over the batch.
+
+    Autodiff of ``lax.scan`` forms the weight gradients inside the backward loop, one small matmul
+    per step and weight. Here the backward loop carries only ∂L/∂carry and emits ∂L/∂z of every
+    step; each weight gradient is then one large matmul over all T·N rows, after the loop. Saved
+    for the backward pass: z and the carry after every step (the carry before a step is the one
+    after the previous step).
+    """
+    pointwise = jax.vmap(pointwise_one, in_axes=(None, 0, 0))
+
+    def gate_params(params):
+        # What the pointwise part may read (LSTM peepholes): the affine weights are not its own.
+        return params._replace(w_x=None, w_h=None, b_x=None, b_h=None)
+
+    def masked_pointwise(gates, carry_prev, z, valid_t):
+        new, _ = pointwise(gates, carry_prev, z)
+        if valid_t is None:
+            return new
+        # Past an example's end its carry is frozen, as in the plain scan.
+        return jax.tree.map(lambda n, o: jnp.where(valid_t[:, None], n, o), new, carry_prev)
+
+    def forward(params, xs, carry, valid):
+        def step(carry, x_and_valid):
+            x, valid_t = x_and_valid
+            bias = (params.b_x + params.b_h)[None, :]
+            z = x @ params.w_x + recurrent_state(carry) @ params.w_h + bias
+            new = masked_pointwise(gate_params(params), carry, z, valid_t)
+            return new, (z, new)
+
+        last, (zs, carries) = jax.lax.scan(step, carry, (xs, valid), reverse=reverse, unroll=unroll)
+        ys = recurrent_state(carries)  # every cell with a pointwise part outputs y⟨t⟩ = h⟨t⟩
+        ys = ys if valid is None else jnp.where(valid[..., None], ys, 0)
+        return (last, ys), (zs, carries)
+
+    @jax.custom_vjp
+    def scan_with_own_backward(params, xs, carry, valid):
+        return forward(params, xs, carry, valid)[0]
+
+    def run_forward(params, xs, carry, valid):
+        outputs, (zs, carries) = forward(params, xs, carry, valid)
+        return outputs, (params, xs, carry, valid, zs, carries)
+
+    def run_backward(residuals, cotangents):
+        params, xs, carry0, valid, zs, carries = residuals
+        d_last, d_ys = cotangents
+        if valid is not None:
+            d_ys = jnp.where(valid[..., None], d_ys, 0)
+
+        def before(first, after):  # the carry before each step: `after` shifted by one step
+            if reverse:
+                return jnp.concatenate([after[1:], first[None]], 0)
+            return jnp.concatenate([first[None], after[:-1]], 0)
+
+        previous = jax.tree.map(before, carry0, carries)
+        w_h_transposed = params.w_h.T
+
+        def step(acc, inputs):
+            d_carry, d_gates = acc
+            z, carry_prev, d_y, valid_t = inputs
+            _, pullback = jax.vjp(
+                lambda g, c, zz: masked_pointwise(g, c, zz, valid_t),
+                gate_params(params),
+                carry_prev,
+                z,
+            )
+            d_g, d_prev, d_z = pullback(_add_to_state(d_carry, d_y))
+            d_prev = _add_to_state(d_prev, d_z @ w_h_transposed)
+            return (d_prev, jax.tree.map(jnp.add, d_gates, d_g)), d_z
+
+        zero = jax.tree.map(jnp.zeros_like, gate_params(params))
+        (d_carry0, d_gates), d_zs = jax.lax.scan(
+            step, (d_last, zero), (zs, previous, d_ys, valid), reverse=not reverse, unroll=unroll
+        )
+        d_b = d_zs.sum((0, 1))
+        d_params = d_gates._replace(
+            w_x=jnp.einsum("tnd,tng->dg", xs, d_zs),
+            w_h=jnp.einsum("tnh,tng->hg", recurrent_state(previous), d_zs),
+            b_x=d_b,
+            b_h=d_b,
+        )
+        return d_params, d_zs @ params.w_x.T, d_carry0, None
+
+    scan_with_own_backward.defvjp(run_forward, run_backward)
+    return scan_with_own_backward(params, xs, carry, valid)
