@@ -104,6 +104,7 @@ SUBMODULES = (
     "checkpoint",
     "errors",
     "course",
+    "decode",
     "interop",
     "interop_flax",
     "interop_keras",

@@ -32,6 +32,7 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Cell
+from jaxrnn.decode import check_temperature, check_top_k, decode
 from jaxrnn.layers import DenseParams, dense, dense_init, dropout, embed_ids
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
 from jaxrnn.scan import unroll
@@ -308,7 +309,9 @@ def sample(
     """Samples novel sequences as in the course: a⟨0⟩ = 0, x⟨1⟩ = 0, draw y⟨t⟩ ~ ŷ⟨t⟩, feed it back.
 
     Each sample stops at ⟨EOS⟩ or after ``max_len`` tokens. All samples are drawn at once
-    (``jax.vmap`` over keys, one ``lax.scan`` over time, compiled once per set of static options).
+    (``jax.vmap`` over keys of `jaxrnn.decode.decode`), compiled once per number of samples,
+    length, ⟨EOS⟩ id, excluded ids and prompt; temperature and ``top_k`` are traced, so that
+    trying another one does not compile again.
 
     Args:
       key: a PRNG key; the same key gives the same samples.
@@ -327,13 +330,9 @@ def sample(
     _check_config(config)
     check_positive_int(fn, "num_samples", num_samples)
     check_positive_int(fn, "max_len", max_len)
-    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
-        fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
-    if not temperature >= 0:
-        fail(fn, f"expected temperature >= 0, got {temperature!r}")
+    temperature = check_temperature(fn, temperature)
     vocab = config.vocab_size
-    if top_k is not None:
-        check_int_in(fn, "top_k", top_k, 1, vocab + 1)
+    top_k = check_top_k(fn, top_k, vocab)
     if eos_id is not None:
         check_int_in(fn, "eos_id", eos_id, 0, vocab)
     for name, values in (("exclude_ids", exclude_ids), ("prompt", prompt)):
@@ -348,8 +347,8 @@ def sample(
         num_samples=num_samples,
         max_len=max_len,
         eos_id=eos_id,
-        temperature=float(temperature),
-        top_k=top_k,
+        temperature=jnp.asarray(temperature, jnp.float32),
+        top_k=jnp.asarray(vocab if top_k is None else top_k, jnp.int32),  # all V: no cut
         exclude_ids=tuple(sorted({int(i) for i in exclude_ids})),
         prompt=tuple(int(i) for i in prompt),
     )
@@ -357,16 +356,7 @@ def sample(
 
 @functools.partial(
     jax.jit,
-    static_argnames=(
-        "config",
-        "num_samples",
-        "max_len",
-        "eos_id",
-        "temperature",
-        "top_k",
-        "exclude_ids",
-        "prompt",
-    ),
+    static_argnames=("config", "num_samples", "max_len", "eos_id", "exclude_ids", "prompt"),
 )
 def _sample(
     params, key, *, config, num_samples, max_len, eos_id, temperature, top_k, exclude_ids, prompt
@@ -378,27 +368,12 @@ def _sample(
         carry, _ = lm_apply(params, config, jnp.asarray(inputs[:-1], jnp.int32), carry)
     first = jnp.asarray(inputs[-1], jnp.int32)
     never = jnp.zeros(config.vocab_size, bool).at[jnp.asarray(exclude_ids, jnp.int32)].set(True)
-    stop = -1 if eos_id is None else eos_id
-
-    def draw(key_t: Array, logits: Array) -> Array:
-        logits = jnp.where(never, -jnp.inf, logits)
-        if temperature == 0.0:
-            return jnp.argmax(logits).astype(jnp.int32)
-        logits = logits / temperature
-        if top_k is not None:
-            kth = jax.lax.top_k(logits, top_k)[0][-1]
-            logits = jnp.where(logits < kth, -jnp.inf, logits)
-        return jax.random.categorical(key_t, logits).astype(jnp.int32)
 
     def one_sample(key: Array) -> Samples:
-        def body(state, key_t):
-            carry, token, done = state
-            carry, logits = _step_all_layers(params, config, carry, token)
-            new = jnp.where(done, jnp.int32(max(stop, 0)), draw(key_t, logits))
-            return (carry, new, done | (new == stop)), (new, done)
+        def step(carry, token):
+            return _step_all_layers(params, config, carry, token)
 
-        init = (carry, first, jnp.asarray(False))
-        _, (ids, was_done) = jax.lax.scan(body, init, jax.random.split(key, max_len))
-        return Samples(ids, jnp.sum(~was_done).astype(jnp.int32))
+        options = dict(temperature=temperature, top_k=top_k, never=never)
+        return Samples(*decode(step, carry, first, key, max_len=max_len, eos_id=eos_id, **options))
 
     return jax.vmap(one_sample)(jax.random.split(key, num_samples))

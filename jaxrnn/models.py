@@ -10,8 +10,8 @@
 Every model takes the `Cell` as its first argument and its params second, so that
 ``functools.partial(tagger_apply, cell)`` is a pure function of arrays that ``jax.jit``,
 ``jax.vmap`` and ``jax.grad`` take as it is. Time loops over the inputs go through `jaxrnn.unroll`
-(right-padded batches with ``lengths``); loops that feed a drawn token back as the next input are a
-``lax.scan`` here, since each step needs the previous step's output.
+(right-padded batches with ``lengths``); loops that feed a drawn token back as the next input are
+`jaxrnn.decode.decode`, since each step needs the previous step's output.
 
 Token inputs are int ids. An id becomes an input vector through a learned embedding (a (V, E) table
 whose rows are token vectors) or, where the table is None, as the one-hot vector of size V, as in
@@ -42,13 +42,13 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, input_size
+from jaxrnn.decode import Feed, check_temperature, decode
 from jaxrnn.layers import DenseParams, dense, dense_init, embed_ids
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
 from jaxrnn.scan import check_xs, unroll
 
 Params = Any
 Pool = Literal["last", "mean", "max"]
-Feed = Literal["sample", "argmax"]
 
 # ---------------------------------------------------------------------------------------- params
 
@@ -95,19 +95,6 @@ def _check_ids(fn: str, name: str, ids, vocab: int, *, allow_start: bool = False
     hint = "−1 is the zero input x = 0; other ids index the vocabulary" if allow_start else ""
     check_values_in(fn, name, ids, -1 if allow_start else 0, vocab, hint=hint)
     return ids
-
-
-def _draw(key: Array | None, logits: Array, temperature: float) -> Array:
-    """argmax (key None or temperature 0) or a draw from softmax(logits / T), over the last axis."""
-    if key is None or temperature == 0.0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, logits / temperature, axis=-1).astype(jnp.int32)
-
-
-def _check_temperature(fn: str, temperature) -> float:
-    if not isinstance(temperature, int | float) or not temperature >= 0:
-        fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
-    return float(temperature)
 
 
 # ----------------------------------------------------------------------- many-to-many, T_x = T_y
@@ -397,7 +384,7 @@ def generate(
     """
     fn = "generate"
     check_positive_int(fn, "steps", steps)
-    temperature = _check_temperature(fn, temperature)
+    temperature = check_temperature(fn, temperature)
     if feed not in ("sample", "argmax"):
         fail(fn, f"expected feed 'sample' or 'argmax', got {feed!r}")
     k = _num_classes(params)
@@ -407,17 +394,12 @@ def generate(
         carry = cell.init_carry(params.recurrent)
     dtype = params.head.w.dtype
 
-    def body(state, key_t):
-        carry, x_id = state
+    def step(carry, x_id):
         carry, h = cell.step(params.recurrent, carry, embed_ids(params.embed, x_id, k, dtype))
-        logits = dense(params.head, h)
-        drawn = _draw(key_t, logits, temperature)
-        fed = drawn if feed == "sample" else jnp.argmax(logits).astype(jnp.int32)
-        return (carry, fed), drawn
+        return carry, dense(params.head, h)
 
-    init = (carry, first.astype(jnp.int32))
-    _, ids = jax.lax.scan(body, init, jax.random.split(key, steps))
-    return ids
+    options = dict(max_len=steps, temperature=temperature, feed=feed)
+    return decode(step, carry, first, key, **options).ids
 
 
 # ----------------------------------------------------------------- encoder–decoder, T_x ≠ T_y
@@ -620,21 +602,16 @@ def seq2seq_decode(
     check_positive_int(fn, "max_len", max_len)
     bos_id = check_int_in(fn, "bos_id", bos_id, -1, out_vocab)
     eos_id = check_int_in(fn, "eos_id", eos_id, 0, out_vocab)
-    temperature = _check_temperature(fn, temperature)
+    temperature = check_temperature(fn, temperature)
     carry = _encode(fn, cell, params, src_ids, src_lengths)
-    batch_shape = jnp.shape(src_ids)[:-1]
+    first = jnp.full(jnp.shape(src_ids)[:-1], bos_id, jnp.int32)
     dtype = params.head.w.dtype
 
-    def body(state, key_t):
-        carry, token, done = state
+    def step(carry, token):
         x = embed_ids(params.embed_out, token, out_vocab, dtype)
         carry, h = cell.step(params.decoder, carry, x)
-        new = _draw(key_t, dense(params.head, h), temperature)
-        new = jnp.where(done, jnp.int32(eos_id), new)
-        return (carry, new, done | (new == eos_id)), (new, done)
+        return carry, dense(params.head, h)
 
-    init = (carry, jnp.full(batch_shape, bos_id, jnp.int32), jnp.zeros(batch_shape, bool))
-    keys = None if key is None else jax.random.split(key, max_len)
-    _, (ids, was_done) = jax.lax.scan(body, init, keys, length=max_len)
-    lengths = jnp.sum(~was_done, axis=0).astype(jnp.int32)
-    return jnp.moveaxis(ids, 0, -1), lengths
+    options = dict(max_len=max_len, eos_id=eos_id, temperature=temperature)
+    ids, lengths = decode(step, carry, first, key, **options)
+    return ids, lengths

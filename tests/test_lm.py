@@ -362,7 +362,7 @@ def test_sample_first_token_frequencies_match_model(sampler_params, prompt, temp
         ({"max_len": 0}, "sample: expected max_len to be a positive int, got 0"),
         ({"top_k": 0}, "sample: expected top_k to be an int in [1, 7), got 0"),
         ({"top_k": 7}, "sample: expected top_k to be an int in [1, 7), got 7"),
-        ({"temperature": -1.0}, "sample: expected temperature >= 0, got -1.0"),
+        ({"temperature": -1.0}, "sample: expected temperature to be a number >= 0, got -1.0"),
         ({"num_samples": 0}, "sample: expected num_samples to be a positive int, got 0"),
         ({"exclude_ids": [2, 6]}, "sample: expected exclude_ids to be an int in [0, 6), got 6"),
         (
