@@ -152,9 +152,25 @@ def cell_name(cell: Cell) -> str:
     return getattr(cell.step, "__qualname__", None) or type(cell.step).__name__
 
 
-def input_size(params: Params) -> int:
-    """The number of input features n_x the params expect."""
-    return params.w_x.shape[0]
+def input_size(params: Params) -> int | None:
+    """The number of input features n_x the params expect: the rows of ``w_x``, or of the first
+    layer's for stacked params; None for params of another shape (a user's cell)."""
+    w_x = getattr(params, "w_x", None)
+    if w_x is not None:
+        return w_x.shape[0]
+    first = getattr(params, "forward", None)  # a bidirectional layer
+    if first is None:
+        layers = getattr(params, "layers", None)
+        first = layers[0] if isinstance(layers, tuple) and layers else None
+    return None if first is None else input_size(first)
+
+
+def params_dtype(params: Params):
+    """The dtype of the first floating-point array in params (the dtype inputs must have)."""
+    for leaf in jax.tree.leaves(params):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            return jnp.result_type(leaf)
+    return None
 
 
 def recurrent_state(carry: Carry) -> Array:

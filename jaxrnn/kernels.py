@@ -15,14 +15,17 @@ implementation   what it does                                                   
                  carries only ∂L/∂carry, each weight gradient is one matmul     GRU, LSTM
                  over all steps after it
 ``"parallel"``   the cell's ``parallel_scan``: gates of many steps at once      min_gru, min_lstm
+``"layerwise"``  a deep cell layer after layer (`jaxrnn.stacked`), each layer   ``layers.deep``
+                 over the whole sequence with its own fastest kernel
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
-``None`` (automatic) takes ``"parallel"`` where the cell has it, else ``"fused"`` where it has a
-pointwise part, else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``,
-``jax.jacfwd``, ``jax.hessian``), which the fused backward pass lacks, take ``"scan"``.
+``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"parallel"`` where the cell has
+it, else ``"fused"`` where it has a pointwise part, else ``"scan"``; ``remat`` and forward-mode
+differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused backward pass
+lacks, take ``"scan"``.
 Forward mode is seen in the arguments while tracing; ``jax.jvp`` of a function that calls
 ``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` there.
 
@@ -40,11 +43,22 @@ import numpy as np
 from jaxrnn._checks import fail
 from jaxrnn.cells import Cell, LSTMState, cell_name, recurrent_state, structure
 
-IMPLEMENTATIONS = ("scan", "hoisted", "fused", "parallel")
+IMPLEMENTATIONS = ("scan", "hoisted", "fused", "parallel", "layerwise")
+
+# deep cells (`jaxrnn.layers.deep`) by their step: (the cell of every layer, the layer loop)
+_LAYERWISE: dict = {}
+
+
+def describe_layers(deep_cell: Cell, layer_cell: Cell, run_layers) -> None:
+    """Records that ``deep_cell`` stacks ``layer_cell``, and ``run_layers`` (`jaxrnn.stacked`)
+    runs it layer after layer: the ``"layerwise"`` implementation."""
+    _LAYERWISE[deep_cell.step] = (layer_cell, run_layers)
 
 
 def available(cell: Cell) -> tuple[str, ...]:
     """The implementations that compute ``cell``'s unroll, ``"scan"`` first."""
+    if _LAYERWISE.get(cell.step) is not None:
+        return ("scan", "layerwise")
     known = structure(cell)
     if known is None:
         return ("scan",)
@@ -67,6 +81,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
     cell_has = available(cell)
     forward_mode = _has_forward_mode(traced_args)
     if implementation is None:
+        if "layerwise" in cell_has:  # each layer then takes its own fastest kernel
+            return "layerwise"
         if remat is not False:
             return "scan"
         if "parallel" in cell_has:  # plain lax.scans inside: every transform works
@@ -116,6 +132,11 @@ def _has_forward_mode(tree) -> bool:
 
 def run(implementation: str, cell: Cell, params, xs, carry, lengths, *, reverse, remat, poison):
     """The unroll of ``cell`` by ``implementation``; returns (last carry, ys (*batch, T, H))."""
+    if implementation == "layerwise":
+        layer_cell, run_layers = _LAYERWISE[cell.step]
+        options = dict(lengths=lengths, carry=tuple(carry), reverse=reverse, remat=remat)
+        last, ys = run_layers(layer_cell, params, xs, **options)
+        return tuple(last), ys
     if implementation == "fused":
         if xs.shape[-2] == 0:
             implementation = "scan"

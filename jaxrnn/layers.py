@@ -3,6 +3,8 @@
     dense          ŷ⟨t⟩ = W_ya a⟨t⟩ + b_y over all steps at once (the head, before its activation)
     bidirectional  a→⟨t⟩ reads x⟨1⟩ … x⟨t⟩, a←⟨t⟩ reads x⟨T⟩ … x⟨t⟩; the outputs are combined
     stacked        a^[l]⟨t⟩ = g(W_a^[l] [a^[l]⟨t−1⟩, a^[l−1]⟨t⟩] + b_a^[l]), layer on layer
+    deep           the same stack as one `Cell` (its step runs every layer once; its unroll is
+                   `stacked`)
 
 Each is a pure function of NamedTuple params, batched like `jaxrnn.unroll` (any number of leading
 batch dimensions, batch- or time-major) and with the same per-example ``lengths`` for right-padded
@@ -11,11 +13,13 @@ batches: padded steps give zero outputs and do not change the carry.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import kernels
 from jaxrnn._checks import (
     check_float_dtype,
     check_floating,
@@ -25,7 +29,7 @@ from jaxrnn._checks import (
     check_shape,
     fail,
 )
-from jaxrnn.cells import Array, Carry, Cell, Params, hidden_size, input_size
+from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, hidden_size, input_size
 from jaxrnn.scan import check_carry, check_xs, unroll
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
@@ -375,6 +379,8 @@ def stacked(
     _check_sequence(fn, _unidirectional(layers[0]), xs, lengths, time_major)
     for depth in range(1, len(layers)):
         below, layer = layers[depth - 1], layers[depth]
+        if not _has_sizes(below) or not _has_sizes(layer):
+            continue  # a user's cell: its own step checks what it reads
         n_out = hidden_size(_unidirectional(below)) * (
             2 if isinstance(below, BidirectionalParams) else 1
         )
@@ -428,6 +434,67 @@ def stacked(
             )
         last.append(layer_last)
     return tuple(last), xs
+
+
+@functools.cache
+def deep(cell: Cell, num_layers: int) -> Cell:
+    """``num_layers`` copies of ``cell`` stacked into one cell (haiku's ``DeepRNN``).
+
+        a^[0]⟨t⟩ = x⟨t⟩
+        carry^[l]⟨t⟩, a^[l]⟨t⟩ = cell.step(params.layers[l − 1], carry^[l]⟨t−1⟩, a^[l−1]⟨t⟩)
+        y⟨t⟩ = a^[L]⟨t⟩
+
+    The params are `StackedParams` of unidirectional layers (``init`` is `stacked_init`), the carry
+    a tuple of the layers' carries, bottom first. It is a `Cell` like any other: one ``step`` for
+    sampling, and `jaxrnn.unroll` of it runs `stacked` (layer after layer, each over the whole
+    sequence with its own fastest kernel), the same function as a scan of its step. Dropout
+    between layers is `stacked`'s.
+
+    Example:
+      >>> cell = jaxrnn.layers.deep(jaxrnn.lstm(), 2)
+      >>> params = cell.init(jax.random.key(0), input_size=3, hidden_size=8)
+      >>> carries, ys = jaxrnn.unroll(cell, params, jnp.ones((4, 10, 3)))
+      >>> len(carries), ys.shape
+      (2, (4, 10, 8))
+    """
+    check_positive_int("deep", "num_layers", num_layers)
+
+    def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> StackedParams:
+        return stacked_init(cell, key, input_size, hidden_size, num_layers=num_layers, dtype=dtype)
+
+    def init_carry(params: StackedParams, batch_shape: tuple[int, ...] = ()) -> tuple:
+        return tuple(cell.init_carry(layer, batch_shape) for layer in _layers("deep", params))
+
+    def step(params: StackedParams, carry: tuple, x: Array) -> tuple[tuple, Array]:
+        layers = _layers(f"deep({cell_name(cell)}, {num_layers}).step", params)
+        new_carry = []
+        for layer, layer_carry in zip(layers, carry, strict=True):
+            layer_carry, x = cell.step(layer, layer_carry, x)
+            new_carry.append(layer_carry)
+        return tuple(new_carry), x
+
+    step.__qualname__ = f"deep({cell_name(cell)}, {num_layers}).step"
+    stacked_cell = Cell(init, init_carry, step)
+    kernels.describe_layers(stacked_cell, cell, stacked)
+    return stacked_cell
+
+
+def _layers(fn: str, params) -> tuple:
+    if not isinstance(params, StackedParams):
+        fail(fn, f"expected params to be StackedParams, got {type(params).__name__}")
+    for depth, layer in enumerate(params.layers):
+        if isinstance(layer, BidirectionalParams):
+            fail(
+                fn,
+                f"expected unidirectional layers, got BidirectionalParams at layer {depth}",
+                "a bidirectional layer reads the future: run it with jaxrnn.stacked",
+            )
+    return params.layers
+
+
+def _has_sizes(layer: Params) -> bool:
+    """Whether the layer's params show their sizes (``w_x``, as every built-in cell's do)."""
+    return getattr(_unidirectional(layer), "w_x", None) is not None
 
 
 def _unidirectional(layer: Params) -> Params:

@@ -33,9 +33,17 @@ from jaxrnn._checks import (
 )
 from jaxrnn.cells import Array, Cell
 from jaxrnn.decode import check_temperature, check_top_k, decode
-from jaxrnn.layers import DenseParams, dense, dense_init, dropout, embed_ids
+from jaxrnn.layers import (
+    DenseParams,
+    StackedParams,
+    deep,
+    dense,
+    dense_init,
+    dropout,
+    embed_ids,
+    stacked,
+)
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
-from jaxrnn.scan import unroll
 
 START = -1  # the input id that means x = 0
 
@@ -69,7 +77,9 @@ class LMConfig(NamedTuple):
     hidden_size: int = 256
     num_layers: int = 1
     embedding_size: int | None = None  # None: one-hot inputs, as in the course
-    dropout: float = 0.0  # on every layer's input and on the head's input (never on the carry)
+    # on the embedded inputs, between layers (`jaxrnn.stacked`) and on the head's input; never on
+    # the carry (Zaremba et al. 2014)
+    dropout: float = 0.0
 
 
 class LMParams(NamedTuple):
@@ -184,21 +194,21 @@ def lm_apply(
     """
     _check_inputs("lm_apply", config, inputs)
     cell = cell_from_name(config.cell)
-    if carry is None:
-        carry = (None,) * len(params.layers)
-    keys = (
-        [None] * (len(params.layers) + 1)
-        if dropout_key is None
-        else list(jax.random.split(dropout_key, len(params.layers) + 1))
+    key_in = key_layers = key_out = None
+    if dropout_key is not None:
+        key_in, key_layers, key_out = jax.random.split(dropout_key, 3)
+    xs = dropout(key_in, config.dropout, embed(params, config, jnp.asarray(inputs)))
+    last, xs = stacked(
+        cell,
+        StackedParams(params.layers),
+        xs,
+        lengths=lengths,
+        carry=carry,
+        dropout_rate=config.dropout,
+        dropout_key=key_layers,
+        **unroll_options,
     )
-    xs = embed(params, config, jnp.asarray(inputs))
-    last = []
-    for depth, (layer, layer_carry) in enumerate(zip(params.layers, carry, strict=True)):
-        xs = dropout(keys[depth], config.dropout, xs)
-        layer_last, xs = unroll(cell, layer, xs, layer_carry, lengths=lengths, **unroll_options)
-        last.append(layer_last)
-    xs = dropout(keys[-1], config.dropout, xs)
-    return tuple(last), dense(params.head, xs)
+    return last, dense(params.head, dropout(key_out, config.dropout, xs))
 
 
 def lm_loss(
@@ -276,13 +286,9 @@ def next_token_log_probs(params: LMParams, config: LMConfig, prefix: Array) -> A
 
 def _step_all_layers(params: LMParams, config: LMConfig, carry: tuple, token: Array):
     """One time step through every layer: (carry, token id ()) -> (carry, logits (V,))."""
-    cell = cell_from_name(config.cell)
-    x = embed(params, config, token)
-    new_carry = []
-    for layer, layer_carry in zip(params.layers, carry, strict=True):
-        layer_carry, x = cell.step(layer, layer_carry, x)
-        new_carry.append(layer_carry)
-    return tuple(new_carry), dense(params.head, x)
+    cell = deep(cell_from_name(config.cell), len(params.layers))
+    carry, h = cell.step(StackedParams(params.layers), carry, embed(params, config, token))
+    return carry, dense(params.head, h)
 
 
 class Samples(NamedTuple):

@@ -32,7 +32,7 @@ from jaxrnn._checks import (
     concrete_or_none,
     fail,
 )
-from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, input_size
+from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, input_size, params_dtype
 
 
 def unroll(
@@ -190,12 +190,12 @@ def _unroll(
 def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
     """Checks the rank, input size and dtype of a sequence xs for the params; returns its shape."""
     shape = check_rank_at_least(fn, "xs", xs, 2, "(*batch, time, input_size)")
-    n_x = input_size(params)
+    n_x = input_size(params)  # None for a user's params: the cell's own step checks them
     layout = "(time, *batch, input_size)" if time_major else "(*batch, time, input_size)"
     check_shape(
         fn, "xs", xs, (*shape[:-1], n_x), f"xs is {layout} and the params expect input_size={n_x}"
     )
-    check_floating(fn, "xs", xs, params.w_x)
+    check_floating(fn, "xs", xs, params_dtype(params))
     return shape
 
 
@@ -215,7 +215,7 @@ def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) 
             want.shape,
             "the carry needs the batch dimensions of xs and the hidden size",
         )
-        check_floating(fn, "carry", got, params.w_x)
+        check_floating(fn, "carry", got, params_dtype(params))
 
 
 def _zero_padding(xs: Array, lengths: Array) -> Array:

@@ -227,3 +227,35 @@ def test_forcing_the_fused_kernel_under_forward_mode_is_a_clear_error():
             (xs,),
             (xs,),
         )
+
+
+def test_any_three_functions_are_a_cell_with_every_feature():
+    """A leaky integrator with params in a dict: no w_x, no structure, only the contract."""
+
+    def init(key, input_size, hidden_size, dtype=jnp.float32):
+        return {"w": jax.random.normal(key, (input_size, hidden_size), dtype), "leak": 0.5}
+
+    def init_carry(params, batch_shape=()):
+        return jnp.zeros((*batch_shape, params["w"].shape[1]), params["w"].dtype)
+
+    def step(params, carry, x):
+        carry = params["leak"] * carry + jnp.tanh(x @ params["w"])
+        return carry, carry
+
+    cell = jaxrnn.Cell(init, init_carry, step)
+    params = jax.tree.map(jnp.asarray, init(jax.random.key(0), 3, 4, jnp.float64))
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 3)))
+    lengths = jnp.array([5, 2])
+    last, ys = jaxrnn.unroll(cell, params, xs, lengths=lengths, reverse=True, remat=2)
+    for b, n in enumerate([5, 2]):
+        carry = jnp.zeros(4)
+        for t in reversed(range(n)):
+            carry, _ = step(params, carry, xs[b, t])
+            np.testing.assert_allclose(ys[b, t], carry, **TOL64)
+        np.testing.assert_allclose(last[b], carry, **TOL64)
+        assert not np.asarray(ys[b, n:]).any()
+    second = {"w": jnp.eye(4, dtype=jnp.float64), "leak": jnp.asarray(0.5, jnp.float64)}
+    deep = jaxrnn.layers.deep(cell, 2)
+    deep_last, deep_ys = jaxrnn.unroll(deep, jaxrnn.StackedParams((params, second)), xs)
+    assert deep_ys.shape == (2, 5, 4) and len(deep_last) == 2
+    jax.jvp(lambda xs: jaxrnn.unroll(cell, params, xs)[1], (xs,), (xs,))

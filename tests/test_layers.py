@@ -376,3 +376,43 @@ def test_errors_stacked_layers_do_not_fit():
         stacked(cell, StackedParams((bottom, top)), jnp.ones((2, 5, 3), jnp.float32))
     with pytest.raises(jaxrnn.InputError, match=r"stacked: expected dropout_rate .* got 1.0"):
         stacked(cell, StackedParams((bottom,)), jnp.ones((2, 5, 3), jnp.float32), dropout_rate=1.0)
+
+
+# ------------------------------------------------------------------------------ the deep cell
+
+
+@pytest.mark.parametrize("options", [{}, {"reverse": True}, {"lengths": jnp.array([7, 3, 0])}])
+def test_deep_cell_unroll_is_the_scan_of_its_step_and_stacked(options):
+    cell = jaxrnn.layers.deep(jaxrnn.gru(), 3)
+    params = cell.init(jax.random.key(0), 3, 5, jnp.float64)
+    xs = jnp.asarray(np.random.default_rng(0).normal(size=(3, 7, 3)))
+
+    def loss(params, implementation):
+        last, ys = jaxrnn.unroll(cell, params, xs, implementation=implementation, **options)
+        return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(last))
+
+    assert jaxrnn.kernels.available(cell) == ("scan", "layerwise")
+    for implementation in (None, "layerwise"):
+        got = jax.value_and_grad(loss)(params, implementation)
+        want = jax.value_and_grad(loss)(params, "scan")
+        _assert_trees_close(got, want, 1e-12)
+    by_layers = jaxrnn.stacked(jaxrnn.gru(), params, xs, **options)
+    _assert_trees_close(by_layers, jaxrnn.unroll(cell, params, xs, **options), 1e-12)
+
+
+def test_deep_cell_step_runs_every_layer_once():
+    inner = jaxrnn.lstm()
+    cell = jaxrnn.layers.deep(inner, 2)
+    params = cell.init(jax.random.key(1), 3, 4)
+    x = jnp.ones(3, jnp.float32)
+    carry, y = cell.step(params, cell.init_carry(params), x)
+    bottom, h = inner.step(params.layers[0], inner.init_carry(params.layers[0]), x)
+    top, want = inner.step(params.layers[1], inner.init_carry(params.layers[1]), h)
+    _assert_trees_close((carry, y), ((bottom, top), want), 0.0)
+
+
+def test_deep_cell_refuses_a_bidirectional_layer():
+    cell = jaxrnn.layers.deep(jaxrnn.gru(), 1)
+    params = jaxrnn.stacked_init(jaxrnn.gru(), jax.random.key(0), 3, 4, 1, bidirectional=True)
+    with pytest.raises(jaxrnn.InputError, match=r"expected unidirectional layers, got Bidir"):
+        cell.step(params, None, jnp.ones(3, jnp.float32))

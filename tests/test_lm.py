@@ -502,3 +502,25 @@ def test_scoring_rejects_ids_out_of_range(sampler_params, fn, name, values):
     )
     with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
         fn(sampler_params, SAMPLER, ids(values))
+
+
+def test_lm_dropout_acts_on_the_inputs_between_layers_and_on_the_head_input():
+    config = LMConfig(vocab_size=7, cell="gru", hidden_size=6, num_layers=2, dropout=0.3)
+    params = init_lm(jax.random.key(0), config)
+    inputs = jnp.array([[-1, 3, 1, 4], [-1, 2, 2, 0]])
+    key = jax.random.key(5)
+    _, logits = jaxrnn.lm.lm_apply(params, config, inputs, dropout_key=key)
+
+    key_in, key_layers, key_out = jax.random.split(key, 3)
+    xs = jaxrnn.layers.dropout(key_in, 0.3, jaxrnn.lm.embed(params, config, inputs))
+    _, hs = jaxrnn.stacked(
+        jaxrnn.gru(),
+        jaxrnn.StackedParams(params.layers),
+        xs,
+        dropout_rate=0.3,
+        dropout_key=key_layers,
+    )
+    want = jaxrnn.dense(params.head, jaxrnn.layers.dropout(key_out, 0.3, hs))
+    np.testing.assert_allclose(logits, want, rtol=1e-6, atol=1e-6)
+    _, plain = jaxrnn.lm.lm_apply(params, config, inputs)
+    assert not np.allclose(logits, plain)
