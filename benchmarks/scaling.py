@@ -4,9 +4,9 @@
 
 The step is `jaxrnn.make_train_step` (Adam) on the language model `jaxrnn train` builds: an LSTM
 with H = 256 over learned embeddings E = 64, vocabulary 64, sequences of T = 128 tokens (the
-suite's c1 sizes). With n devices the batch is split over `jaxrnn.data_mesh(n)`
-(`jaxrnn.shard_batch`), the parameters and optimizer state are replicated (`jaxrnn.replicate`),
-and XLA sums the gradients with an all-reduce. Two series:
+suite's c1 sizes). With n devices the batch is split over `jaxrnn.parallel.data_mesh(n)`
+(`jaxrnn.parallel.shard_batch`), the parameters and optimizer state are replicated
+(`jaxrnn.parallel.replicate`), and XLA sums the gradients with an all-reduce. Two series:
 
 - strong scaling: the global batch is fixed (B = 32), each device gets B / n rows;
 - weak scaling: each device gets 32 rows, the global batch is 32 n.
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         f"jax on {first['device_kind']}; Python {platform.python_version()}; "
         f"`os.cpu_count()` = {os.cpu_count()}.",
         "",
-        f"{model}: `jaxrnn.make_train_step` with Adam, the batch split over `jaxrnn.data_mesh(n)`, "
+        f"{model}: `jaxrnn.make_train_step` with Adam, the batch split over "
+        "`jaxrnn.parallel.data_mesh(n)`, "
         "params and optimizer state replicated. Median of "
         f"{args.steps} timed steps after the first call and 2 warm-up calls. × 1 device = "
         "sequences/s over the one-device run's. cpu/wall = process CPU time over wall time "

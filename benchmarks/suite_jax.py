@@ -2,8 +2,8 @@
 
 Every implementation starts from the same weights in PyTorch's layout and is checked against
 PyTorch before it is timed. jaxrnn's variants get their params from `jaxrnn.interop`, and their
-gradients go back through `jaxrnn.params_to_torch`, so a new variant only has to say how it runs
-the model. To time one, add a line to ``JAXRNN_VARIANTS``, e.g.::
+gradients go back through `jaxrnn.interop.params_to_torch`, so a new variant only has to say how it
+runs the model. To time one, add a line to ``JAXRNN_VARIANTS``, e.g.::
 
     "jaxrnn hoisted": Variant(functools.partial(jaxrnn_forward, implementation="hoisted")),
     "jaxrnn my lstm": Variant(functools.partial(jaxrnn_forward, cells={"lstm": my_lstm()}),
@@ -33,7 +33,10 @@ import jaxrnn
 from benchmarks.suite import Bench, Impl, Model
 
 CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after")}  # PyTorch's two cells
-_FROM_TORCH = {"lstm": jaxrnn.lstm_params_from_torch, "gru": jaxrnn.gru_params_from_torch}
+_FROM_TORCH = {
+    "lstm": jaxrnn.interop.lstm_params_from_torch,
+    "gru": jaxrnn.interop.gru_params_from_torch,
+}
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -111,14 +114,14 @@ def jaxrnn_params(model: Model, weights: dict):
 def jaxrnn_grads(grads) -> dict:
     """Gradients in jaxrnn's layout back to PyTorch's names (the GRU's z rows negated back)."""
     if not isinstance(grads, jaxrnn.StackedParams):
-        return jaxrnn.params_to_torch(grads)
+        return jaxrnn.interop.params_to_torch(grads)
     out = {}
     for layer, g in enumerate(grads.layers):
         if isinstance(g, jaxrnn.BidirectionalParams):
-            out.update(jaxrnn.params_to_torch(g.forward, layer))
-            out.update(jaxrnn.params_to_torch(g.backward, layer, reverse=True))
+            out.update(jaxrnn.interop.params_to_torch(g.forward, layer))
+            out.update(jaxrnn.interop.params_to_torch(g.backward, layer, reverse=True))
         else:
-            out.update(jaxrnn.params_to_torch(g, layer))
+            out.update(jaxrnn.interop.params_to_torch(g, layer))
     return out
 
 

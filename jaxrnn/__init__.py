@@ -1,8 +1,10 @@
 """jaxrnn: recurrent sequence models as pure step functions lifted over time by ``lax.scan``.
 
-Every public name below is importable from ``jaxrnn`` itself (``jaxrnn.lstm``, ``jaxrnn.unroll``),
-and every submodule is reachable as an attribute (``jaxrnn.nnx``, ``jaxrnn.lm_train``). Both are
-loaded on first use, so that ``import jaxrnn`` — and ``jaxrnn --help`` — does not import JAX.
+The core (cells, `unroll`, layers, losses, training steps) is importable from ``jaxrnn`` itself
+(``jaxrnn.lstm``, ``jaxrnn.unroll``); each family is a namespace reachable as an attribute
+(``jaxrnn.models``, ``jaxrnn.lm``, ``jaxrnn.interop``, ``jaxrnn.course``, ``jaxrnn.nnx``,
+``jaxrnn.parallel``, ``jaxrnn.kernels``). Both are loaded on first use, so that ``import jaxrnn``
+— and ``jaxrnn --help`` — does not import JAX.
 """
 
 from __future__ import annotations
@@ -26,30 +28,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "rnn",
         "simplified_gru",
     ),
-    "interop": (
-        "gru_params_from_torch",
-        "lstm_params_from_torch",
-        "lstm_state_from_flax",
-        "lstm_state_to_flax",
-        "params_from_keras",
-        "params_from_linen",
-        "params_from_nnx",
-        "params_to_keras",
-        "params_to_linen",
-        "params_to_nnx",
-        "params_to_torch",
-        "rnn_params_from_torch",
-        "stacked_carry_from_torch",
-        "stacked_carry_to_torch",
-        "stacked_params_from_torch",
-    ),
     "layers": (
-        "BidirectionalCarry",
         "BidirectionalParams",
         "DenseParams",
         "StackedParams",
         "bidirectional",
         "bidirectional_init",
+        "deep",
         "dense",
         "dense_init",
         "stacked",
@@ -61,38 +46,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "softmax_cross_entropy",
     ),
     "minimal": (
-        "MinGRUParams",
-        "MinLSTMParams",
         "min_gru",
         "min_lstm",
     ),
-    "models": (
-        "GeneratorParams",
-        "Seq2SeqParams",
-        "SequenceParams",
-        "classifier_apply",
-        "classifier_init",
-        "generate",
-        "generator_apply",
-        "generator_init",
-        "pool_over_time",
-        "seq2seq_apply",
-        "seq2seq_decode",
-        "seq2seq_init",
-        "seq2seq_loss",
-        "tagger_apply",
-        "tagger_init",
-    ),
-    "parallel": (
-        "data_mesh",
-        "replicate",
-        "shard_batch",
-    ),
     "scan": ("unroll",),
     "train": (
-        "StepMetrics",
-        "clip_by_global_norm",
-        "clip_elementwise",
         "make_optimizer",
         "make_train_step",
     ),

@@ -27,7 +27,7 @@ row. The functions here transpose on the way in and out:
     caches kept for the backward pass          ``jax.vjp``'s residuals, kept by JAX
     the hand-written backward functions        the pullback of ``jax.vjp`` of the step or unroll
     da: ∂L/∂a⟨t⟩ from above, every t            the cotangent of unroll's stacked outputs
-    clip(gradients, maxValue)                  `jaxrnn.clip_elementwise`
+    clip(gradients, maxValue)                  `jaxrnn.train.clip_elementwise`
     optimize(X, Y, a_prev, parameters, lr)     the forward pass and backpropagation through time
                                                written out, clipped, SGD: one compiled call
     X[t] = None: x⟨t⟩ is the zero vector        input id −1: a one-hot row of zeros
@@ -1057,7 +1057,7 @@ def lstm_backward(da: np.ndarray, caches: tuple) -> dict[str, np.ndarray]:
 def clip(gradients: dict, maxValue: float) -> dict[str, np.ndarray]:
     """Clips each entry of dWaa, dWax, dWya, db, dby to [−maxValue, maxValue].
 
-    Element-wise clipping is `jaxrnn.clip_elementwise` (optax's ``clip``).
+    Element-wise clipping is `jaxrnn.train.clip_elementwise` (optax's ``clip``).
 
     Args:
       gradients: dict with (at least) the keys dWaa, dWax, dWya, db, dby.

@@ -4,9 +4,10 @@
     carry, logits⟨t⟩ = step(carry, token⟨t−1⟩)        the model: embed, recurrent step(s), head
     token⟨t⟩ ~ softmax(logits⟨t⟩ / temperature)         argmax where temperature is 0
 
-`jaxrnn.generate` (one-to-many), `jaxrnn.seq2seq_decode` (the decoder of an encoder–decoder)
-and `jaxrnn.lm.sample` (the language model) are this loop with their own ``step``. The
-temperature and ``top_k`` are traced values: a new temperature runs the same compiled program.
+`jaxrnn.models.generate` (one-to-many), `jaxrnn.models.seq2seq_decode` (the decoder of an
+encoder–decoder) and `jaxrnn.lm.sample` (the language model) are this loop with their own
+``step``. The temperature and ``top_k`` are traced values: a new temperature runs the same
+compiled program.
 """
 
 from __future__ import annotations

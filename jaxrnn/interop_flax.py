@@ -133,7 +133,7 @@ def params_from_linen(variables: Mapping, cell: str) -> LSTMParams | GRUParams |
       >>> flax_cell = nn.LSTMCell(features=8)
       >>> carry = flax_cell.initialize_carry(jax.random.key(0), (2, 3))
       >>> variables = flax_cell.init(jax.random.key(1), carry, jnp.ones((2, 3)))
-      >>> params = jaxrnn.params_from_linen(variables, "lstm")
+      >>> params = jaxrnn.interop.params_from_linen(variables, "lstm")
       >>> params.w_x.shape, params.w_h.shape
       ((3, 32), (8, 32))
     """
@@ -263,7 +263,7 @@ def params_from_nnx(module) -> LSTMParams | GRUParams | RNNParams:
 
     Example:
       >>> flax_cell = nnx.GRUCell(3, 8, rngs=nnx.Rngs(0))
-      >>> params = jaxrnn.params_from_nnx(flax_cell)
+      >>> params = jaxrnn.interop.params_from_nnx(flax_cell)
       >>> carry, y = jaxrnn.gru(reset="after").step(params, jnp.zeros(8), jnp.ones(3))
     """
     fn = "params_from_nnx"
@@ -299,7 +299,7 @@ def params_to_nnx(params: LSTMParams | GRUParams | RNNParams, module):
 
     Example:
       >>> params = jaxrnn.lstm().init(jax.random.key(0), 3, 8)
-      >>> flax_cell = jaxrnn.params_to_nnx(params, nnx.LSTMCell(3, 8, rngs=nnx.Rngs(0)))
+      >>> flax_cell = jaxrnn.interop.params_to_nnx(params, nnx.LSTMCell(3, 8, rngs=nnx.Rngs(0)))
     """
     fn = "params_to_nnx"
     cell, w_i, b_i, w_r, b_r = _flax_sides(fn, params)

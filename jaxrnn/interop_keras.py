@@ -81,7 +81,7 @@ def params_from_keras(
 
         layer = keras.layers.GRU(16, return_sequences=True)  # reset_after=True
         layer.build((None, None, 3))
-        params = jaxrnn.params_from_keras(layer.get_weights(), "gru")
+        params = jaxrnn.interop.params_from_keras(layer.get_weights(), "gru")
         _, ys = jaxrnn.unroll(jaxrnn.gru(reset="after"), params, xs)  # layer(xs), within 1e-5
     """
     fn = "params_from_keras"

@@ -148,8 +148,10 @@ def tagger_apply(
 
     Example:
       >>> cell = jaxrnn.gru()
-      >>> params = jaxrnn.tagger_init(cell, jax.random.key(0), 3, hidden_size=8, num_outputs=1)
-      >>> jaxrnn.tagger_apply(cell, params, jnp.ones((4, 10, 3))).shape
+      >>> params = jaxrnn.models.tagger_init(
+      ...     cell, jax.random.key(0), 3, hidden_size=8, num_outputs=1
+      ... )
+      >>> jaxrnn.models.tagger_apply(cell, params, jnp.ones((4, 10, 3))).shape
       (4, 10, 1)
     """
     shape = check_xs("tagger_apply", params.recurrent, xs, time_major=False)
@@ -243,9 +245,9 @@ def classifier_apply(
 
     Example:
       >>> cell = jaxrnn.lstm()
-      >>> params = jaxrnn.classifier_init(cell, jax.random.key(0), 3, 8, num_classes=2)
+      >>> params = jaxrnn.models.classifier_init(cell, jax.random.key(0), 3, 8, num_classes=2)
       >>> xs, lengths = jnp.ones((4, 10, 3)), jnp.array([10, 3, 7, 1])
-      >>> jaxrnn.classifier_apply(cell, params, xs, lengths=lengths, pool="mean").shape
+      >>> jaxrnn.models.classifier_apply(cell, params, xs, lengths=lengths, pool="mean").shape
       (4, 2)
     """
     fn = "classifier_apply"
@@ -378,8 +380,10 @@ def generate(
 
     Example:
       >>> cell = jaxrnn.gru()
-      >>> params = jaxrnn.generator_init(cell, jax.random.key(0), num_classes=5, hidden_size=8)
-      >>> jaxrnn.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0).shape
+      >>> params = jaxrnn.models.generator_init(
+      ...     cell, jax.random.key(0), num_classes=5, hidden_size=8
+      ... )
+      >>> jaxrnn.models.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0).shape
       (6,)
     """
     fn = "generate"
@@ -589,9 +593,11 @@ def seq2seq_decode(
 
     Example:
       >>> cell = jaxrnn.lstm()
-      >>> params = jaxrnn.seq2seq_init(cell, jax.random.key(0), 8, 10, hidden_size=16, embed_size=4)
+      >>> params = jaxrnn.models.seq2seq_init(
+      ...     cell, jax.random.key(0), 8, 10, hidden_size=16, embed_size=4
+      ... )
       >>> src, src_lengths = jnp.zeros((2, 5), jnp.int32), jnp.array([5, 3])
-      >>> ids, lengths = jaxrnn.seq2seq_decode(
+      >>> ids, lengths = jaxrnn.models.seq2seq_decode(
       ...     cell, params, src, src_lengths, max_len=7, bos_id=9, eos_id=8
       ... )
       >>> ids.shape, lengths.shape

@@ -22,7 +22,8 @@ Compared with ``flax.nnx.RNN(flax.nnx.LSTMCell(...))`` (as of flax 0.12.8):
   order (u, f, c̃, o), so ``w_x = concat([ii, if_, ig, io] kernels)``,
   ``w_h = concat([hi, hf, hg, ho] kernels)``, ``b_h = concat([hi, hf, hg, ho] biases)`` and
   ``b_x = 0`` give the same outputs (flax's carry is ``(c, h)``, jaxrnn's ``LSTMState(h, c)``);
-  `jaxrnn.params_from_nnx` and `jaxrnn.params_to_nnx` do this, for the GRU and SimpleCell too.
+  `jaxrnn.interop.params_from_nnx` and `jaxrnn.interop.params_to_nnx` do this, for the GRU and
+  SimpleCell too.
   ``LSTMCell`` initialises all biases to zero; ``jaxrnn.lstm()`` sets the forget gate's ``b_x``
   to ``forget_bias`` = 1.
 - Padding. With ``seq_lengths``, ``nnx.RNN`` keeps running the cell over the padded steps: its
@@ -171,7 +172,7 @@ class Bidirectional(nnx.Module):
 
         Returns:
           The merged outputs (*batch, T, 2H) for ``"concat"``, or ``(carry, outputs)`` with
-          ``return_carry``, the carry a `jaxrnn.BidirectionalCarry`.
+          ``return_carry``, the carry a `jaxrnn.layers.BidirectionalCarry`.
         """
         last, ys = bidirectional(
             self.cell, self.params, xs, lengths=lengths, merge=self.merge, carry=carry

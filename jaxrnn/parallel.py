@@ -1,8 +1,8 @@
 """Data parallelism on JAX's own machinery: a device mesh, the batch sharded, parameters replicated.
 
-    mesh = jaxrnn.data_mesh(4)                        # one mesh axis, "data"
-    params, opt_state = jaxrnn.replicate((params, opt_state), mesh)
-    xs, ys = jaxrnn.shard_batch((xs, ys), mesh)       # rows split over the devices
+    mesh = jaxrnn.parallel.data_mesh(4)                        # one mesh axis, "data"
+    params, opt_state = jaxrnn.parallel.replicate((params, opt_state), mesh)
+    xs, ys = jaxrnn.parallel.shard_batch((xs, ys), mesh)       # rows split over the devices
     params, opt_state, metrics = train_step(params, opt_state, xs, ys)
 
 The train step is the usual `jaxrnn.make_train_step`: ``jax.jit`` propagates the shardings of its
@@ -66,7 +66,7 @@ def _check_mesh(fn: str, mesh: Any) -> None:
         fail(
             fn,
             f"expected mesh to be a jax.sharding.Mesh with one axis, {DATA_AXIS!r}, got {mesh!r}",
-            "make it with jaxrnn.data_mesh",
+            "make it with jaxrnn.parallel.data_mesh",
         )
 
 

@@ -25,7 +25,7 @@ def clip_elementwise(max_value: float) -> optax.GradientTransformation:
     """Clips every gradient entry to [−max_value, max_value], the course's ``clip(gradients, N)``.
 
     Example:
-      >>> optimizer = optax.chain(jaxrnn.clip_elementwise(5.0), optax.sgd(0.01))
+      >>> optimizer = optax.chain(jaxrnn.train.clip_elementwise(5.0), optax.sgd(0.01))
     """
     if not max_value > 0:
         fail("clip_elementwise", f"expected max_value > 0, got {max_value!r}")
@@ -101,8 +101,9 @@ def make_train_step(
     function does not stop by itself).
 
     The same step runs data-parallel on several devices: place params and optimizer state with
-    `jaxrnn.replicate` and each batch with `jaxrnn.shard_batch`, and ``jax.jit`` splits the
-    computation by rows, with XLA adding the per-device gradients (one all-reduce per step).
+    `jaxrnn.parallel.replicate` and each batch with `jaxrnn.parallel.shard_batch`, and ``jax.jit``
+    splits the computation by rows, with XLA adding the per-device gradients (one all-reduce per
+    step).
 
     Args:
       loss_fn: ``(params, *batch) -> scalar loss``.

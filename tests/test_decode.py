@@ -71,13 +71,13 @@ def test_lm_sample_compiles_once_for_every_temperature_and_top_k():
 
 def test_generate_takes_a_traced_temperature_under_jit():
     cell = jaxrnn.gru()
-    params = jaxrnn.generator_init(cell, jax.random.key(0), num_classes=5, hidden_size=8)
+    params = jaxrnn.models.generator_init(cell, jax.random.key(0), num_classes=5, hidden_size=8)
     run = jax.jit(
-        lambda t: jaxrnn.generate(cell, params, jax.random.key(1), steps=6, temperature=t)
+        lambda t: jaxrnn.models.generate(cell, params, jax.random.key(1), steps=6, temperature=t)
     )
     np.testing.assert_array_equal(
-        run(1.3), jaxrnn.generate(cell, params, jax.random.key(1), steps=6, temperature=1.3)
+        run(1.3), jaxrnn.models.generate(cell, params, jax.random.key(1), steps=6, temperature=1.3)
     )
     np.testing.assert_array_equal(
-        run(0.0), jaxrnn.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0)
+        run(0.0), jaxrnn.models.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0)
     )

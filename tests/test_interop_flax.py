@@ -43,7 +43,7 @@ def _flax_carry(cell_name, seed=7):
 
 
 def _to_jaxrnn_carry(cell_name, carry):
-    return jaxrnn.lstm_state_from_flax(carry) if cell_name == "lstm" else carry
+    return jaxrnn.interop.lstm_state_from_flax(carry) if cell_name == "lstm" else carry
 
 
 def _run_flax(step, carry, xs):
@@ -83,7 +83,7 @@ def test_linen_outputs_and_final_carry_match(name):
     xs, carry0 = _xs(), _flax_carry(cell_name)
     want_carry, want_ys = _run_flax(lambda c, x: flax_cell.apply(variables, c, x), carry0, xs)
 
-    params = jaxrnn.params_from_linen(variables, cell_name)
+    params = jaxrnn.interop.params_from_linen(variables, cell_name)
     last, ys = jaxrnn.unroll(cell, params, xs, _to_jaxrnn_carry(cell_name, carry0))
     np.testing.assert_allclose(ys, want_ys, rtol=0, atol=ATOL)
     _assert_close(last, _to_jaxrnn_carry(cell_name, want_carry))
@@ -93,7 +93,9 @@ def test_linen_outputs_and_final_carry_match(name):
 def test_linen_params_round_trip_exactly(name):
     cell_name = CELLS[name][0]
     _, variables = _linen_variables(name)
-    back = jaxrnn.params_to_linen(jaxrnn.params_from_linen(variables["params"], cell_name))
+    back = jaxrnn.interop.params_to_linen(
+        jaxrnn.interop.params_from_linen(variables["params"], cell_name)
+    )
     assert jax.tree.structure(back) == jax.tree.structure(variables)
     jax.tree.map(np.testing.assert_array_equal, back, variables)
 
@@ -106,7 +108,7 @@ def test_linen_from_jaxrnn_params_with_both_biases_match(name):
     xs, carry0 = _xs(), _flax_carry(cell_name)
     want_last, want_ys = jaxrnn.unroll(cell, params, xs, _to_jaxrnn_carry(cell_name, carry0))
 
-    variables = jaxrnn.params_to_linen(params)
+    variables = jaxrnn.interop.params_to_linen(params)
     flax_cell = linen_cls(features=H)
     last, ys = _run_flax(lambda c, x: flax_cell.apply(variables, c, x), carry0, xs)
     np.testing.assert_allclose(ys, want_ys, rtol=0, atol=ATOL)
@@ -123,7 +125,7 @@ def test_nnx_outputs_and_final_carry_match(name):
     xs, carry0 = _xs(), _flax_carry(cell_name)
     want_carry, want_ys = _run_flax(flax_cell, carry0, xs)
 
-    params = jaxrnn.params_from_nnx(flax_cell)
+    params = jaxrnn.interop.params_from_nnx(flax_cell)
     last, ys = jaxrnn.unroll(cell, params, xs, _to_jaxrnn_carry(cell_name, carry0))
     np.testing.assert_allclose(ys, want_ys, rtol=0, atol=ATOL)
     _assert_close(last, _to_jaxrnn_carry(cell_name, want_carry))
@@ -133,7 +135,7 @@ def test_nnx_outputs_and_final_carry_match(name):
 def test_nnx_params_round_trip_exactly(name):
     flax_cell = _nnx_cell(name)
     fresh = CELLS[name][3](D, H, rngs=nnx.Rngs(5))
-    back = jaxrnn.params_to_nnx(jaxrnn.params_from_nnx(flax_cell), fresh)
+    back = jaxrnn.interop.params_to_nnx(jaxrnn.interop.params_from_nnx(flax_cell), fresh)
     assert back is fresh
     want, got = nnx.state(flax_cell, nnx.Param), nnx.state(fresh, nnx.Param)
     assert jax.tree.structure(got) == jax.tree.structure(want)
@@ -149,7 +151,7 @@ def test_nnx_from_jaxrnn_params_match(name):
     xs, carry0 = _xs(), _flax_carry(cell_name)
     want_last, want_ys = jaxrnn.unroll(cell, params, xs, _to_jaxrnn_carry(cell_name, carry0))
 
-    flax_cell = jaxrnn.params_to_nnx(params, nnx_cls(D, H, rngs=nnx.Rngs(0)))
+    flax_cell = jaxrnn.interop.params_to_nnx(params, nnx_cls(D, H, rngs=nnx.Rngs(0)))
     last, ys = _run_flax(flax_cell, carry0, xs)
     np.testing.assert_allclose(ys, want_ys, rtol=0, atol=ATOL)
     _assert_close(_to_jaxrnn_carry(cell_name, last), want_last)
@@ -158,7 +160,7 @@ def test_nnx_from_jaxrnn_params_match(name):
 def test_nnx_and_linen_lstm_share_their_params():
     """nnx.LSTMCell -> jaxrnn -> linen LSTMCell: the same cell in both Flax APIs."""
     flax_cell = _nnx_cell("lstm")
-    variables = jaxrnn.params_to_linen(jaxrnn.params_from_nnx(flax_cell))
+    variables = jaxrnn.interop.params_to_linen(jaxrnn.interop.params_from_nnx(flax_cell))
     xs, carry0 = _xs(), _flax_carry("lstm")
     _, want = _run_flax(flax_cell, carry0, xs)
     _, got = _run_flax(lambda c, x: nn.LSTMCell(H).apply(variables, c, x), carry0, xs)
@@ -170,11 +172,11 @@ def test_nnx_and_linen_lstm_share_their_params():
 
 def test_lstm_state_converters_swap_h_and_c():
     c, h = jnp.zeros((2, 3)), jnp.ones((2, 3))
-    state = jaxrnn.lstm_state_from_flax((c, h))
+    state = jaxrnn.interop.lstm_state_from_flax((c, h))
     assert isinstance(state, jaxrnn.LSTMState)
     np.testing.assert_array_equal(state.h, h)
     np.testing.assert_array_equal(state.c, c)
-    back = jaxrnn.lstm_state_to_flax(state)
+    back = jaxrnn.interop.lstm_state_to_flax(state)
     np.testing.assert_array_equal(back[0], c)
     np.testing.assert_array_equal(back[1], h)
 
@@ -182,29 +184,29 @@ def test_lstm_state_converters_swap_h_and_c():
 def test_flax_converters_reject_bad_input():
     _, lstm_variables = _linen_variables("lstm")
     with pytest.raises(jaxrnn.InputError, match=r"flax.linen GRUCell \(cell='gru'\), with"):
-        jaxrnn.params_from_linen(lstm_variables, "gru")
+        jaxrnn.interop.params_from_linen(lstm_variables, "gru")
     with pytest.raises(jaxrnn.InputError, match="expected cell 'lstm', 'gru' or 'rnn'"):
-        jaxrnn.params_from_linen(lstm_variables, "lstm_cell")
+        jaxrnn.interop.params_from_linen(lstm_variables, "lstm_cell")
     bad = jax.tree.map(lambda a: a, lstm_variables)
     bad["params"]["hf"]["kernel"] = jnp.zeros((H, H + 1))
     with pytest.raises(jaxrnn.InputError, match=r"params\['hf'\].kernel of shape \(5, 5\)"):
-        jaxrnn.params_from_linen(bad, "lstm")
+        jaxrnn.interop.params_from_linen(bad, "lstm")
 
-    gru_params = jaxrnn.params_from_linen(_linen_variables("gru")[1], "gru")  # b_hn ≠ 0
+    gru_params = jaxrnn.interop.params_from_linen(_linen_variables("gru")[1], "gru")  # b_hn ≠ 0
     with pytest.raises(jaxrnn.InputError, match=r"params.b_h\[10:15\] .* to be zero"):
-        jaxrnn.params_to_nnx(gru_params, nnx.GRUCell(D, H, rngs=nnx.Rngs(0)))
+        jaxrnn.interop.params_to_nnx(gru_params, nnx.GRUCell(D, H, rngs=nnx.Rngs(0)))
     with pytest.raises(jaxrnn.InputError, match="expected a flax.nnx GRUCell for GRUParams, got"):
-        jaxrnn.params_to_nnx(gru_params, nnx.LSTMCell(D, H, rngs=nnx.Rngs(0)))
+        jaxrnn.interop.params_to_nnx(gru_params, nnx.LSTMCell(D, H, rngs=nnx.Rngs(0)))
     lstm_params = jaxrnn.lstm().init(jax.random.key(0), D, H)
     with pytest.raises(jaxrnn.InputError, match=r"module.dense_i.kernel of shape \(4, 20\) .* got"):
-        jaxrnn.params_to_nnx(lstm_params, nnx.OptimizedLSTMCell(D + 1, H, rngs=nnx.Rngs(0)))
+        jaxrnn.interop.params_to_nnx(lstm_params, nnx.OptimizedLSTMCell(D + 1, H, rngs=nnx.Rngs(0)))
     with pytest.raises(jaxrnn.InputError, match="residual=False"):
-        jaxrnn.params_from_nnx(nnx.SimpleCell(D, H, residual=True, rngs=nnx.Rngs(0)))
+        jaxrnn.interop.params_from_nnx(nnx.SimpleCell(D, H, residual=True, rngs=nnx.Rngs(0)))
     with pytest.raises(jaxrnn.InputError, match="flax.nnx LSTMCell, .* got Linear"):
-        jaxrnn.params_from_nnx(nnx.Linear(D, H, rngs=nnx.Rngs(0)))
+        jaxrnn.interop.params_from_nnx(nnx.Linear(D, H, rngs=nnx.Rngs(0)))
     with pytest.raises(jaxrnn.InputError, match="simplified GRU has no Flax cell"):
-        jaxrnn.params_to_linen(jaxrnn.simplified_gru().init(jax.random.key(0), D, H))
+        jaxrnn.interop.params_to_linen(jaxrnn.simplified_gru().init(jax.random.key(0), D, H))
     with pytest.raises(jaxrnn.InputError, match="got an LSTMState"):
-        jaxrnn.lstm_state_from_flax(jaxrnn.LSTMState(jnp.zeros(3), jnp.ones(3)))
+        jaxrnn.interop.lstm_state_from_flax(jaxrnn.LSTMState(jnp.zeros(3), jnp.ones(3)))
     with pytest.raises(jaxrnn.InputError, match=r"expected state to be an LSTMState\(h, c\)"):
-        jaxrnn.lstm_state_to_flax((jnp.zeros(3), jnp.ones(3)))
+        jaxrnn.interop.lstm_state_to_flax((jnp.zeros(3), jnp.ones(3)))

@@ -58,14 +58,14 @@ def test_keras_outputs_and_final_states_match(name):
     cell_name, cell, reset_after, bidirectional = CASES[name]
     fixture, weights, initial, states = _load(name)
     assert int(fixture["reset_after"]) in (-1, int(reset_after))
-    params = jaxrnn.params_from_keras(
+    params = jaxrnn.interop.params_from_keras(
         weights, cell_name, reset_after=reset_after, bidirectional=bidirectional
     )
     xs = jnp.asarray(fixture["x"])
     if bidirectional:
         last, ys = jaxrnn.bidirectional(cell, params, xs)
         half = len(states) // 2
-        want = jaxrnn.BidirectionalCarry(
+        want = jaxrnn.layers.BidirectionalCarry(
             _carry(cell_name, states[:half]), _carry(cell_name, states[half:])
         )
     else:
@@ -79,10 +79,10 @@ def test_keras_outputs_and_final_states_match(name):
 def test_keras_weights_round_trip_exactly(name):
     cell_name, _, reset_after, bidirectional = CASES[name]
     _, weights, _, _ = _load(name)
-    params = jaxrnn.params_from_keras(
+    params = jaxrnn.interop.params_from_keras(
         weights, cell_name, reset_after=reset_after, bidirectional=bidirectional
     )
-    back = jaxrnn.params_to_keras(params, reset_after=reset_after)
+    back = jaxrnn.interop.params_to_keras(params, reset_after=reset_after)
     assert len(back) == len(weights)
     for got, want in zip(back, weights, strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype
@@ -94,7 +94,7 @@ def test_keras_gru_update_gate_is_negated_and_reordered(reset):
     """jaxrnn (r, u, c̃) blocks are Keras's (r, −z, h), checked block by block."""
     cell = jaxrnn.gru(reset=reset)
     params = jax.tree.map(lambda p: p + 0.25, cell.init(jax.random.key(0), 2, 3))
-    kernel, recurrent, bias = jaxrnn.params_to_keras(params, reset_after=reset == "after")
+    kernel, recurrent, bias = jaxrnn.interop.params_to_keras(params, reset_after=reset == "after")
     z, r, h = np.split(kernel, 3, axis=-1)
     w_r, w_u, w_c = np.split(np.asarray(params.w_x), 3, axis=-1)
     np.testing.assert_array_equal(z, -w_u)
@@ -107,9 +107,9 @@ def test_keras_from_jaxrnn_folds_the_two_biases():
     """jaxrnn -> Keras (one bias) -> jaxrnn: same outputs, the bias sum in b_x, b_h zero."""
     cell = jaxrnn.lstm()
     params = jax.tree.map(lambda p: p + 0.1, cell.init(jax.random.key(1), 4, 6))
-    weights = jaxrnn.params_to_keras(params)
+    weights = jaxrnn.interop.params_to_keras(params)
     np.testing.assert_allclose(weights[2], params.b_x + params.b_h, rtol=0, atol=0)
-    back = jaxrnn.params_from_keras(weights, "lstm")
+    back = jaxrnn.interop.params_from_keras(weights, "lstm")
     np.testing.assert_array_equal(back.b_h, np.zeros(24, np.float32))
     xs = jax.random.normal(jax.random.key(2), (3, 5, 4), jnp.float32)
     np.testing.assert_allclose(
@@ -119,7 +119,7 @@ def test_keras_from_jaxrnn_folds_the_two_biases():
 
 def test_keras_without_bias():
     _, weights, _, _ = _load("gru_reset_after")
-    params = jaxrnn.params_from_keras(weights[:2], "gru")
+    params = jaxrnn.interop.params_from_keras(weights[:2], "gru")
     np.testing.assert_array_equal(params.b_x, np.zeros(18, np.float32))
     np.testing.assert_array_equal(params.b_h, np.zeros(18, np.float32))
 
@@ -128,27 +128,27 @@ def test_keras_converters_reject_bad_input():
     _, lstm_weights, _, _ = _load("lstm")
     _, gru_weights, _, _ = _load("gru_reset_after")
     with pytest.raises(jaxrnn.InputError, match=r"list of 3 arrays .* got 4"):
-        jaxrnn.params_from_keras(lstm_weights + [lstm_weights[2]], "lstm")
+        jaxrnn.interop.params_from_keras(lstm_weights + [lstm_weights[2]], "lstm")
     with pytest.raises(jaxrnn.InputError, match=r"list of 6 arrays .* per direction .* got 3"):
-        jaxrnn.params_from_keras(lstm_weights, "lstm", bidirectional=True)
+        jaxrnn.interop.params_from_keras(lstm_weights, "lstm", bidirectional=True)
     with pytest.raises(
         jaxrnn.InputError, match=r"weights\[1\] \(recurrent_kernel\) of shape \(H, 3·H\)"
     ):
-        jaxrnn.params_from_keras(lstm_weights, "gru")
+        jaxrnn.interop.params_from_keras(lstm_weights, "gru")
     with pytest.raises(jaxrnn.InputError, match=r"weights\[2\] \(bias\) of shape \(18,\), got \(2"):
-        jaxrnn.params_from_keras(gru_weights, "gru", reset_after=False)
+        jaxrnn.interop.params_from_keras(gru_weights, "gru", reset_after=False)
     with pytest.raises(jaxrnn.InputError, match=r"weights\[0\] \(kernel\) of shape \(D, 24\)"):
-        jaxrnn.params_from_keras([lstm_weights[0].T, *lstm_weights[1:]], "lstm")
+        jaxrnn.interop.params_from_keras([lstm_weights[0].T, *lstm_weights[1:]], "lstm")
     with pytest.raises(jaxrnn.InputError, match="expected cell 'lstm', 'gru' or 'rnn'"):
-        jaxrnn.params_from_keras(lstm_weights, "LSTM")
-    gru_params = jaxrnn.params_from_keras(gru_weights, "gru")
+        jaxrnn.interop.params_from_keras(lstm_weights, "LSTM")
+    gru_params = jaxrnn.interop.params_from_keras(gru_weights, "gru")
     with pytest.raises(jaxrnn.InputError, match="expected reset_after=True .* got None"):
-        jaxrnn.params_to_keras(gru_params)
+        jaxrnn.interop.params_to_keras(gru_params)
     simplified = jaxrnn.simplified_gru().init(jax.random.key(0), 2, 3)
     with pytest.raises(jaxrnn.InputError, match="simplified GRU has no Keras cell"):
-        jaxrnn.params_to_keras(simplified, reset_after=True)
+        jaxrnn.interop.params_to_keras(simplified, reset_after=True)
     peephole = jaxrnn.lstm(peephole=True).init(jax.random.key(0), 2, 3)
     with pytest.raises(jaxrnn.InputError, match="without peepholes"):
-        jaxrnn.params_to_keras(peephole)
+        jaxrnn.interop.params_to_keras(peephole)
     with pytest.raises(jaxrnn.InputError, match="expected params of type RNNParams"):
-        jaxrnn.params_to_keras({"w_x": 1})
+        jaxrnn.interop.params_to_keras({"w_x": 1})

@@ -231,8 +231,8 @@ def test_stacked_bidirectional_lstm_matches_torch_packed(fused):
     params = StackedParams(
         tuple(
             BidirectionalParams(
-                jaxrnn.lstm_params_from_torch(state_dict, layer=layer),
-                jaxrnn.lstm_params_from_torch(state_dict, layer=layer, reverse=True),
+                jaxrnn.interop.lstm_params_from_torch(state_dict, layer=layer),
+                jaxrnn.interop.lstm_params_from_torch(state_dict, layer=layer, reverse=True),
             )
             for layer in range(2)
         )

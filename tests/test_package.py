@@ -48,3 +48,34 @@ def test_import_jaxrnn_then_a_submodule_by_attribute_in_a_fresh_process():
     lines = result.stdout.split()
     assert lines[0] == "False"  # import jaxrnn alone imports no JAX
     assert lines[1:] == ["RNN", "lstm"]
+
+
+CORE = {
+    "InputError",
+    # cells and unroll
+    "Cell", "LSTMState", "RNNParams", "GRUParams", "LSTMParams", "rnn", "simplified_gru", "gru",
+    "lstm", "min_gru", "min_lstm", "hidden_size", "input_size", "unroll",
+    # layers
+    "BidirectionalParams", "StackedParams", "DenseParams", "bidirectional", "bidirectional_init",
+    "stacked", "stacked_init", "deep", "dense", "dense_init",
+    # losses and training
+    "softmax_cross_entropy", "sigmoid_cross_entropy", "sequence_mask", "make_optimizer",
+    "make_train_step",
+}  # fmt: skip
+
+
+def test_the_top_level_is_the_core_and_every_family_is_a_namespace():
+    top = {name for name in jaxrnn.__all__ if name not in jaxrnn.SUBMODULES}
+    assert top == CORE
+    families = {
+        "models": "tagger_init",
+        "lm": "sample",
+        "interop": "params_to_torch",
+        "course": "optimize",
+        "nnx": "RNN",
+        "parallel": "data_mesh",
+        "kernels": "IMPLEMENTATIONS",
+        "decode": "decode",
+    }
+    for family, name in families.items():
+        assert hasattr(getattr(jaxrnn, family), name), (family, name)

@@ -121,14 +121,14 @@ def train_step_run(mesh, rows: slice = slice(None)) -> tuple[list[float], Any, d
     placement = {}
     describe = mesh is not None and jax.process_count() == 1
     if mesh is not None:
-        params, opt_state = jaxrnn.replicate((params, opt_state), mesh)
-        carry = jaxrnn.shard_batch(carry, mesh)
+        params, opt_state = jaxrnn.parallel.replicate((params, opt_state), mesh)
+        carry = jaxrnn.parallel.shard_batch(carry, mesh)
     step_losses = []
     for step in range(STEP_COUNT):
         cols = slice(step * STEP_LEN, (step + 1) * STEP_LEN)
         batch = ids[:, cols], ids[:, cols.start + 1 : cols.stop + 1]
         if mesh is not None:
-            batch = jaxrnn.shard_batch(batch, mesh)
+            batch = jaxrnn.parallel.shard_batch(batch, mesh)
         if describe and step == 0:
             placement["batch"] = describe_sharded(batch[0], mesh)
             placement["params_in"] = describe_replicated((params, opt_state), mesh)
@@ -194,11 +194,11 @@ def four_device_checks(out: Path, one_device_checkpoint: Path) -> dict:
     """Everything measured on 4 devices; runs in the subprocess (see `main`)."""
     assert jax.device_count() == DEVICES, jax.devices()
     results = {"device_count": jax.device_count()}
-    mesh = jaxrnn.data_mesh()
+    mesh = jaxrnn.parallel.data_mesh()
     results["mesh"] = {
         "axis_names": list(mesh.axis_names),
         "devices": [d.id for d in mesh.devices.flat],
-        "first_two": [d.id for d in jaxrnn.data_mesh(2).devices.flat],
+        "first_two": [d.id for d in jaxrnn.parallel.data_mesh(2).devices.flat],
     }
     step_losses, params, placement = train_step_run(mesh)
     results["train_step"] = {"losses": step_losses, **placement}
@@ -255,8 +255,8 @@ def four_device_checks(out: Path, one_device_checkpoint: Path) -> dict:
     results["errors"] = {
         "train_lm_batch": error(lambda: run(lines, model, four._replace(batch_size=30))),
         "train_lm_devices": error(lambda: run(lines, model, four._replace(devices=8))),
-        "shard_batch": error(lambda: jaxrnn.shard_batch(np.zeros((30, 3)), mesh)),
-        "data_mesh": error(lambda: jaxrnn.data_mesh(8)),
+        "shard_batch": error(lambda: jaxrnn.parallel.shard_batch(np.zeros((30, 3)), mesh)),
+        "data_mesh": error(lambda: jaxrnn.parallel.data_mesh(8)),
     }
     return results
 
@@ -268,7 +268,7 @@ def one_of_two_processes(process_id: int, port: int, out: Path) -> None:
     assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
     half = STEP_BATCH // 2
     rows = slice(process_id * half, (process_id + 1) * half)
-    step_losses, params, _ = train_step_run(jaxrnn.data_mesh(), rows)
+    step_losses, params, _ = train_step_run(jaxrnn.parallel.data_mesh(), rows)
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]  # replicated: whole here
     np.savez(out / f"process_{process_id}.npz", np.asarray(step_losses), *leaves)
     jax.distributed.shutdown()
@@ -499,10 +499,10 @@ def test_two_processes_joined_by_jax_distributed_train_like_one_device(both, tmp
 
 def test_data_mesh_of_one_device():
     for devices in (None, 1, jax.devices()[:1]):
-        mesh = jaxrnn.data_mesh(devices)
+        mesh = jaxrnn.parallel.data_mesh(devices)
         assert mesh.axis_names == ("data",) and list(mesh.devices.flat) == jax.devices()[:1]
     with pytest.raises(jaxrnn.InputError, match="data_mesh: expected distinct devices, got"):
-        jaxrnn.data_mesh(jax.devices() * 2)
+        jaxrnn.parallel.data_mesh(jax.devices() * 2)
 
 
 @pytest.mark.parametrize(
@@ -516,34 +516,36 @@ def test_data_mesh_of_one_device():
 )
 def test_data_mesh_rejects_bad_devices(devices, expected):
     with pytest.raises(jaxrnn.InputError) as error:
-        jaxrnn.data_mesh(devices)
+        jaxrnn.parallel.data_mesh(devices)
     assert str(error.value).startswith(expected)
 
 
 def test_shard_batch_and_replicate_on_one_device_keep_the_values():
-    mesh = jaxrnn.data_mesh(1)
+    mesh = jaxrnn.parallel.data_mesh(1)
     inputs = np.arange(12, dtype=np.int32).reshape(3, 4)
-    placed, lengths, absent = jaxrnn.shard_batch((inputs, np.ones(3, np.int32), None), mesh)
+    placed, lengths, absent = jaxrnn.parallel.shard_batch(
+        (inputs, np.ones(3, np.int32), None), mesh
+    )
     assert absent is None
     assert placed.sharding == NamedSharding(mesh, P("data")) and placed.dtype == np.int32
     assert np.array_equal(placed, inputs) and np.array_equal(lengths, np.ones(3))
     params = {"w": jnp.ones((2, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
-    replicated = jaxrnn.replicate(params, mesh)
+    replicated = jaxrnn.parallel.replicate(params, mesh)
     assert replicated["w"].sharding == NamedSharding(mesh, P())
     assert jax.tree.map(np.array_equal, replicated, params) == {"w": True, "b": True}
 
 
 def test_shard_batch_and_replicate_reject_scalars_and_other_meshes():
-    mesh = jaxrnn.data_mesh(1)
+    mesh = jaxrnn.parallel.data_mesh(1)
     with pytest.raises(jaxrnn.InputError, match="shard_batch: expected every array of the batch"):
-        jaxrnn.shard_batch((np.zeros(3), np.float32(1.0)), mesh)
+        jaxrnn.parallel.shard_batch((np.zeros(3), np.float32(1.0)), mesh)
     with pytest.raises(jaxrnn.InputError, match="shard_batch: expected mesh to be a jax.sharding"):
-        jaxrnn.shard_batch(np.zeros(3), jax.devices())
+        jaxrnn.parallel.shard_batch(np.zeros(3), jax.devices())
     other = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("batch",))
     with pytest.raises(
         jaxrnn.InputError, match="replicate: expected mesh .* with one axis, .data."
     ):
-        jaxrnn.replicate(np.zeros(3), other)
+        jaxrnn.parallel.replicate(np.zeros(3), other)
 
 
 def test_train_lm_with_more_devices_than_there_are_is_input_error(corpora):

@@ -17,15 +17,15 @@ PAIRS = {
     "rnn_tanh": (
         lambda d, h, **kw: torch.nn.RNN(d, h, nonlinearity="tanh", **kw),
         jaxrnn.rnn("tanh"),
-        jaxrnn.rnn_params_from_torch,
+        jaxrnn.interop.rnn_params_from_torch,
     ),
     "rnn_relu": (
         lambda d, h, **kw: torch.nn.RNN(d, h, nonlinearity="relu", **kw),
         jaxrnn.rnn("relu"),
-        jaxrnn.rnn_params_from_torch,
+        jaxrnn.interop.rnn_params_from_torch,
     ),
-    "gru": (torch.nn.GRU, jaxrnn.gru(reset="after"), jaxrnn.gru_params_from_torch),
-    "lstm": (torch.nn.LSTM, jaxrnn.lstm(), jaxrnn.lstm_params_from_torch),
+    "gru": (torch.nn.GRU, jaxrnn.gru(reset="after"), jaxrnn.interop.gru_params_from_torch),
+    "lstm": (torch.nn.LSTM, jaxrnn.lstm(), jaxrnn.interop.lstm_params_from_torch),
 }
 
 
@@ -117,7 +117,7 @@ def test_torch_params_to_torch_round_trips(kind):
     params = jax.tree.map(lambda p: p + 0.1, cell.init(jax.random.key(3), 3, 4))  # biases ≠ 0
     module = _torch_module(kind, 3, 4, seed=5)
     module.load_state_dict(
-        {k: torch.from_numpy(v) for k, v in jaxrnn.params_to_torch(params).items()}
+        {k: torch.from_numpy(v) for k, v in jaxrnn.interop.params_to_torch(params).items()}
     )
     x = _inputs((2, 6, 3))
     with torch.no_grad():
@@ -131,9 +131,9 @@ def test_torch_params_to_torch_round_trips(kind):
 def test_torch_converter_rejects_wrong_cell_kind():
     lstm_state = _torch_module("lstm", 3, 4).state_dict()
     with pytest.raises(jaxrnn.InputError, match=r"weight_hh_l0 of shape \(3·H, H\)"):
-        jaxrnn.gru_params_from_torch(lstm_state)
+        jaxrnn.interop.gru_params_from_torch(lstm_state)
     with pytest.raises(jaxrnn.InputError, match="expected keys 'weight_ih_l1'"):
-        jaxrnn.lstm_params_from_torch(lstm_state, layer=1)
+        jaxrnn.interop.lstm_params_from_torch(lstm_state, layer=1)
 
 
 # ------------------------------------------------------------- whole modules: every layer at once
@@ -158,16 +158,16 @@ def test_torch_stacked_params_from_module_match_packed(kind, num_layers, bidirec
         out, state = module(packed, state0)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=8)
 
-    params = jaxrnn.stacked_params_from_torch(module, CELL_NAMES[kind])
+    params = jaxrnn.interop.stacked_params_from_torch(module, CELL_NAMES[kind])
     assert len(params.layers) == num_layers
     assert all(isinstance(p, jaxrnn.BidirectionalParams) == bidirectional for p in params.layers)
-    carry0 = jaxrnn.stacked_carry_from_torch(state0, bidirectional=bidirectional)
+    carry0 = jaxrnn.interop.stacked_carry_from_torch(state0, bidirectional=bidirectional)
     last, ys = jaxrnn.stacked(
         PAIRS[kind][1], params, jnp.asarray(x), lengths=jnp.asarray(lengths), carry=carry0
     )
     np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
     want = state if kind == "lstm" else (state,)
-    got = jaxrnn.stacked_carry_to_torch(last)
+    got = jaxrnn.interop.stacked_carry_to_torch(last)
     got = got if kind == "lstm" else (got,)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), rtol=0, atol=ATOL)
@@ -177,10 +177,10 @@ def test_torch_stacked_params_from_module_match_packed(kind, num_layers, bidirec
 def test_torch_stacked_params_round_trip_state_dict_equal(kind):
     module = _torch_module(kind, 3, 4, num_layers=2, bidirectional=True)
     state_dict = module.state_dict()
-    params = jaxrnn.stacked_params_from_torch(
+    params = jaxrnn.interop.stacked_params_from_torch(
         state_dict, CELL_NAMES[kind], num_layers=2, bidirectional=True
     )
-    back = jaxrnn.params_to_torch(params)
+    back = jaxrnn.interop.params_to_torch(params)
     assert list(back) == list(state_dict)  # the same keys, in the module's order
     for key, value in state_dict.items():
         np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
@@ -195,7 +195,8 @@ def test_torch_stacked_params_to_torch_loads_into_module(kind):
     params = jax.tree.map(lambda p: p + 0.1, params)  # non-zero biases
     module = _torch_module(kind, 3, 5, seed=6, num_layers=2, bidirectional=True)
     module.load_state_dict(
-        {k: torch.from_numpy(v) for k, v in jaxrnn.params_to_torch(params).items()}, strict=True
+        {k: torch.from_numpy(v) for k, v in jaxrnn.interop.params_to_torch(params).items()},
+        strict=True,
     )
     x = _inputs((2, 6, 3))
     with torch.no_grad():
@@ -206,27 +207,27 @@ def test_torch_stacked_params_to_torch_loads_into_module(kind):
 
 def test_torch_stacked_carry_round_trips():
     h_n, c_n = _inputs((4, 2, 5)), _inputs((4, 2, 5), seed=2)
-    carries = jaxrnn.stacked_carry_from_torch((h_n, c_n), bidirectional=True)
-    assert len(carries) == 2 and isinstance(carries[1], jaxrnn.BidirectionalCarry)
+    carries = jaxrnn.interop.stacked_carry_from_torch((h_n, c_n), bidirectional=True)
+    assert len(carries) == 2 and isinstance(carries[1], jaxrnn.layers.BidirectionalCarry)
     np.testing.assert_array_equal(carries[1].backward.c, c_n[3])
-    back_h, back_c = jaxrnn.stacked_carry_to_torch(carries)
+    back_h, back_c = jaxrnn.interop.stacked_carry_to_torch(carries)
     np.testing.assert_array_equal(back_h, h_n)
     np.testing.assert_array_equal(back_c, c_n)
     np.testing.assert_array_equal(
-        jaxrnn.stacked_carry_to_torch(jaxrnn.stacked_carry_from_torch(h_n)), h_n
+        jaxrnn.interop.stacked_carry_to_torch(jaxrnn.interop.stacked_carry_from_torch(h_n)), h_n
     )
 
 
 def test_torch_stacked_converters_reject_bad_input():
     state_dict = _torch_module("gru", 3, 4, num_layers=2).state_dict()
     with pytest.raises(jaxrnn.InputError, match="expected num_layers=3, got a state_dict of 2"):
-        jaxrnn.stacked_params_from_torch(state_dict, "gru", num_layers=3)
+        jaxrnn.interop.stacked_params_from_torch(state_dict, "gru", num_layers=3)
     with pytest.raises(jaxrnn.InputError, match="expected bidirectional=True, got a state_dict"):
-        jaxrnn.stacked_params_from_torch(state_dict, "gru", bidirectional=True)
+        jaxrnn.interop.stacked_params_from_torch(state_dict, "gru", bidirectional=True)
     with pytest.raises(jaxrnn.InputError, match=r"weight_hh_l0 of shape \(4·H, H\)"):
-        jaxrnn.stacked_params_from_torch(state_dict, "lstm")
+        jaxrnn.interop.stacked_params_from_torch(state_dict, "lstm")
     with pytest.raises(jaxrnn.InputError, match="expected cell 'lstm', 'gru' or 'rnn', got 'GRU'"):
-        jaxrnn.stacked_params_from_torch(state_dict, "GRU")
+        jaxrnn.interop.stacked_params_from_torch(state_dict, "GRU")
     cell = jaxrnn.gru(reset="after")
     mixed = jaxrnn.StackedParams(
         (
@@ -235,9 +236,9 @@ def test_torch_stacked_converters_reject_bad_input():
         )
     )
     with pytest.raises(jaxrnn.InputError, match="every layer bidirectional or none"):
-        jaxrnn.params_to_torch(mixed)
+        jaxrnn.interop.params_to_torch(mixed)
     with pytest.raises(jaxrnn.InputError, match=r"h_n of shape \(num_layers·2, \*batch, H\)"):
-        jaxrnn.stacked_carry_from_torch(_inputs((3, 2, 4)), bidirectional=True)
+        jaxrnn.interop.stacked_carry_from_torch(_inputs((3, 2, 4)), bidirectional=True)
 
 
 # ------------------------------------------------------------ bias=False modules, modules as input
@@ -248,8 +249,8 @@ def test_torch_stacked_converters_reject_bad_input():
 def test_torch_params_to_torch_round_trips_bias_free_modules_strictly(kind, bias):
     """A bias=False module comes in with zero biases and goes back out without bias entries."""
     module = _torch_module(kind, 3, 4, num_layers=2, bidirectional=True, bias=bias)
-    params = jaxrnn.stacked_params_from_torch(module, CELL_NAMES[kind])
-    back = jaxrnn.params_to_torch(params, bias=bias)
+    params = jaxrnn.interop.stacked_params_from_torch(module, CELL_NAMES[kind])
+    back = jaxrnn.interop.params_to_torch(params, bias=bias)
     state_dict = module.state_dict()
     assert list(back) == list(state_dict)
     for key, value in state_dict.items():
@@ -263,7 +264,7 @@ def test_torch_params_to_torch_round_trips_bias_free_modules_strictly(kind, bias
     np.testing.assert_allclose(ys, module(x)[0].detach().numpy(), rtol=0, atol=ATOL)
 
     one_layer = _torch_module(kind, 3, 4, bias=bias)
-    layer_dict = jaxrnn.params_to_torch(PAIRS[kind][2](one_layer), bias=bias)
+    layer_dict = jaxrnn.interop.params_to_torch(PAIRS[kind][2](one_layer), bias=bias)
     assert sorted(layer_dict) == sorted(one_layer.state_dict())
     fresh = _torch_module(kind, 3, 4, seed=8, bias=bias)
     fresh.load_state_dict({k: torch.from_numpy(v) for k, v in layer_dict.items()}, strict=True)
@@ -274,21 +275,21 @@ def test_torch_params_to_torch_round_trips_bias_free_modules_strictly(kind, bias
 def test_torch_params_to_torch_bias_false_refuses_to_drop_non_zero_biases():
     params = jaxrnn.gru(reset="after").init(jax.random.key(0), 3, 4)
     zero = params._replace(b_x=jnp.zeros_like(params.b_x), b_h=jnp.zeros_like(params.b_h))
-    assert "bias_ih_l0" not in jaxrnn.params_to_torch(zero, bias=False)
+    assert "bias_ih_l0" not in jaxrnn.interop.params_to_torch(zero, bias=False)
     with pytest.raises(
         jaxrnn.InputError,
         match=r"^params_to_torch: expected params.b_h all zero with bias=False, got values in "
         r"\[0.0, 0.25\]; a bias=False module has no biases to hold them: export for one with "
         r"bias=True$",
     ):
-        jaxrnn.params_to_torch(zero._replace(b_h=zero.b_h.at[5].set(0.25)), bias=False)
+        jaxrnn.interop.params_to_torch(zero._replace(b_h=zero.b_h.at[5].set(0.25)), bias=False)
     deep = jaxrnn.StackedParams(
         (jaxrnn.BidirectionalParams(zero, zero._replace(b_x=zero.b_x + 1)),)
     )
     with pytest.raises(jaxrnn.InputError, match=r"expected params.layers\[0\].backward.b_x all"):
-        jaxrnn.params_to_torch(deep, bias=False)
+        jaxrnn.interop.params_to_torch(deep, bias=False)
     with pytest.raises(jaxrnn.InputError, match="expected bias to be True or False, got 'no'"):
-        jaxrnn.params_to_torch(params, bias="no")
+        jaxrnn.interop.params_to_torch(params, bias="no")
 
 
 @pytest.mark.parametrize("kind", PAIRS)
@@ -310,7 +311,11 @@ def test_torch_one_layer_converters_take_a_module(kind):
 
 @pytest.mark.parametrize(
     "convert",
-    [jaxrnn.rnn_params_from_torch, jaxrnn.gru_params_from_torch, jaxrnn.lstm_params_from_torch],
+    [
+        jaxrnn.interop.rnn_params_from_torch,
+        jaxrnn.interop.gru_params_from_torch,
+        jaxrnn.interop.lstm_params_from_torch,
+    ],
 )
 def test_torch_one_layer_converters_reject_what_is_neither_module_nor_mapping(convert):
     with pytest.raises(
@@ -324,7 +329,7 @@ def test_torch_one_layer_converters_reject_what_is_neither_module_nor_mapping(co
         match=r"stacked_params_from_torch: expected module_or_state_dict to be a torch module .*"
         r"got ndarray",
     ):
-        jaxrnn.stacked_params_from_torch(np.zeros((4, 3)), "rnn")
+        jaxrnn.interop.stacked_params_from_torch(np.zeros((4, 3)), "rnn")
 
 
 # ---------------------------------------------------------------- h0 of a bidirectional module
@@ -337,16 +342,16 @@ def test_torch_stacked_carry_from_torch_infers_bidirectional_from_num_layers(kin
     state0 = _torch_initial_state(kind, 4, (3, 5))
     with torch.no_grad():
         out, _ = module(torch.from_numpy(x), state0)
-    carry0 = jaxrnn.stacked_carry_from_torch(state0, num_layers=2)
-    assert len(carry0) == 2 and all(isinstance(c, jaxrnn.BidirectionalCarry) for c in carry0)
-    given = jaxrnn.stacked_carry_from_torch(state0, num_layers=2, bidirectional=True)
+    carry0 = jaxrnn.interop.stacked_carry_from_torch(state0, num_layers=2)
+    assert len(carry0) == 2 and all(isinstance(c, jaxrnn.layers.BidirectionalCarry) for c in carry0)
+    given = jaxrnn.interop.stacked_carry_from_torch(state0, num_layers=2, bidirectional=True)
     jax.tree.map(np.testing.assert_array_equal, carry0, given)
-    params = jaxrnn.stacked_params_from_torch(module, kind)
+    params = jaxrnn.interop.stacked_params_from_torch(module, kind)
     _, ys = jaxrnn.stacked(PAIRS[kind][1], params, jnp.asarray(x), carry=carry0)
     np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=ATOL)
     # The same four entries are four layers of a unidirectional module.
-    four = jaxrnn.stacked_carry_from_torch(state0, num_layers=4)
-    assert len(four) == 4 and not any(isinstance(c, jaxrnn.BidirectionalCarry) for c in four)
+    four = jaxrnn.interop.stacked_carry_from_torch(state0, num_layers=4)
+    assert len(four) == 4 and not any(isinstance(c, jaxrnn.layers.BidirectionalCarry) for c in four)
 
 
 def test_torch_stacked_carry_from_torch_checks_num_layers():
@@ -357,21 +362,21 @@ def test_torch_stacked_carry_from_torch_checks_num_layers():
         r"\(num_layers=2, bidirectional=False\), got shape \(4, 3, 5\); a bidirectional "
         r"module's h_n has two entries per layer: bidirectional=True",
     ):
-        jaxrnn.stacked_carry_from_torch(h0, num_layers=2, bidirectional=False)
+        jaxrnn.interop.stacked_carry_from_torch(h0, num_layers=2, bidirectional=False)
     with pytest.raises(
         jaxrnn.InputError,
         match=r"expected h_n with 3 or 6 entries along axis 0 \(num_layers=3\), got shape "
         r"\(4, 3, 5\)$",
     ):
-        jaxrnn.stacked_carry_from_torch(h0, num_layers=3)
+        jaxrnn.interop.stacked_carry_from_torch(h0, num_layers=3)
     with pytest.raises(jaxrnn.InputError, match="expected num_layers to be a positive int, got 0"):
-        jaxrnn.stacked_carry_from_torch(h0, num_layers=0)
+        jaxrnn.interop.stacked_carry_from_torch(h0, num_layers=0)
 
 
 def test_torch_stacked_names_the_fix_for_a_bidirectional_h0_read_as_unidirectional():
     module = _torch_module("lstm", 4, 5, num_layers=2, bidirectional=True)
-    params = jaxrnn.stacked_params_from_torch(module, "lstm")
-    carry0 = jaxrnn.stacked_carry_from_torch(_torch_initial_state("lstm", 4, (3, 5)))
+    params = jaxrnn.interop.stacked_params_from_torch(module, "lstm")
+    carry0 = jaxrnn.interop.stacked_carry_from_torch(_torch_initial_state("lstm", 4, (3, 5)))
     assert len(carry0) == 4  # without bidirectional=True: one carry per entry of h0
     with pytest.raises(
         jaxrnn.InputError,

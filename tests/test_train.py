@@ -17,29 +17,29 @@ def _grads():
 
 def test_clip_elementwise_clamps_each_entry():
     grads = _grads()
-    clipped, _ = jaxrnn.clip_elementwise(5.0).update(grads, None)
+    clipped, _ = jaxrnn.train.clip_elementwise(5.0).update(grads, None)
     jax.tree.map(lambda c, g: np.testing.assert_array_equal(c, np.clip(g, -5, 5)), clipped, grads)
 
 
 def test_clip_by_global_norm_rescales_all_leaves_together():
     grads = _grads()
     norm = np.sqrt(sum(float((g**2).sum()) for g in jax.tree.leaves(grads)))
-    clipped, _ = jaxrnn.clip_by_global_norm(1.0).update(grads, None)
+    clipped, _ = jaxrnn.train.clip_by_global_norm(1.0).update(grads, None)
     jax.tree.map(
         lambda c, g: np.testing.assert_allclose(c, np.asarray(g) / norm, rtol=1e-12),
         clipped,
         grads,
     )
     small = jax.tree.map(lambda g: g * 1e-3 / norm, grads)
-    unchanged, _ = jaxrnn.clip_by_global_norm(1.0).update(small, None)
+    unchanged, _ = jaxrnn.train.clip_by_global_norm(1.0).update(small, None)
     jax.tree.map(np.testing.assert_array_equal, unchanged, small)
 
 
 def test_clipping_rejects_non_positive_bounds():
     with pytest.raises(jaxrnn.InputError, match="max_value > 0, got -1"):
-        jaxrnn.clip_elementwise(-1)
+        jaxrnn.train.clip_elementwise(-1)
     with pytest.raises(jaxrnn.InputError, match="max_norm > 0, got 0"):
-        jaxrnn.clip_by_global_norm(0)
+        jaxrnn.train.clip_by_global_norm(0)
 
 
 def test_make_optimizer_sgd_with_clipping_matches_numpy():

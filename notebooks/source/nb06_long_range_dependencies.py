@@ -20,7 +20,7 @@ Here we measure it on a toy version of the sentence, with the distance under our
 
 x⟨1⟩ is *cat* or *cats*, with probability ½ each; then come `distance` words drawn at random from
 the rest of the vocabulary; after the last word, x⟨T_x⟩ with T_x = distance + 1, the model must
-say *was* or *were*. It is a many-to-one model (`jaxrnn.classifier_init`/`classifier_apply`):
+say *was* or *were*. It is a many-to-one model (`jaxrnn.models.classifier_init`/`classifier_apply`):
 a softmax over two classes on a⟨T_x⟩. The words are one-hot vectors, n_x = 10. Guessing gives an
 accuracy of 50%.
 """),
@@ -79,7 +79,8 @@ optimizer = jaxrnn.make_optimizer(1e-2, name="adam")
 @functools.cache  # one compiled step per cell
 def train_step(cell):
     def loss_fn(params, ids, y, lengths):
-        logits = jaxrnn.classifier_apply(cell, params, jax.nn.one_hot(ids, n_x), lengths=lengths)
+        xs = jax.nn.one_hot(ids, n_x)
+        logits = jaxrnn.models.classifier_apply(cell, params, xs, lengths=lengths)
         log_p = jax.nn.log_softmax(logits)[jnp.arange(len(y)), y]
         return -jnp.mean(log_p), jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
@@ -89,7 +90,7 @@ def train_step(cell):
 
 def stacked_init(cell, key):  # len(grid) models, stacked along a leading axis
     keys = jax.random.split(key, len(grid))
-    models = [jaxrnn.classifier_init(cell, k, n_x, n_a, num_classes=2) for k in keys]
+    models = [jaxrnn.models.classifier_init(cell, k, n_x, n_a, num_classes=2) for k in keys]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *models)
 
 
@@ -167,7 +168,8 @@ differ). Training can only pick up the subject x⟨1⟩ if this gradient reaches
 def input_gradient(cell):  # ‖∂(z_were − z_was)/∂x⟨t⟩‖ for every t, mean over a batch
     def norms(params, xs):
         def margin(xs):  # Σ over the batch of z_were − z_was
-            return jnp.sum(jaxrnn.classifier_apply(cell, params, xs) @ jnp.array([-1.0, 1.0]))
+            logits = jaxrnn.models.classifier_apply(cell, params, xs)
+            return jnp.sum(logits @ jnp.array([-1.0, 1.0]))
 
         return jnp.linalg.norm(jax.grad(margin)(xs), axis=-1).mean(axis=0)
 

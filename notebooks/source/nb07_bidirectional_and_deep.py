@@ -61,15 +61,14 @@ for sentence, y in zip(ids, tags, strict=True):
 ## A unidirectional and a bidirectional tagger
 
 Both use basic RNN cells with n_a = 32 (for the BRNN, 32 in each direction) and a sigmoid output
-per word, trained with the binary cross-entropy of the course's NER example. `jaxrnn.tagger_apply`
-is the unidirectional tagger; the bidirectional one is `jaxrnn.bidirectional`, which returns
-[a→⟨t⟩, a←⟨t⟩] for every t, followed by the same dense head.
-
-We train the two models side by side in one jitted step, on the same batches. Their parameters
-are separate, so the gradient of the summed loss with respect to one model's parameters is that
-model's own gradient, and Adam updates every parameter on its own: the same as two separate
-training runs, compiled once. Each batch is 64 new random sentences and the step reports its
-predictions before it learns from them, so the accuracies below are measured on unseen sentences.
+per word, trained with the binary cross-entropy of the course's NER example.
+`jaxrnn.models.tagger_apply` is the unidirectional tagger; the bidirectional one is
+`jaxrnn.bidirectional`, which returns [a→⟨t⟩, a←⟨t⟩] for every t, followed by the same dense head.
+We train the two models side by side in one jitted step, on the same batches. Their parameters are
+separate, so the gradient of the summed loss with respect to one model's parameters is that model's
+own gradient, and Adam updates every parameter on its own: the same as two separate training runs,
+compiled once. Each batch is 64 new random sentences and the step reports its predictions before it
+learns from them, so the accuracies below are measured on unseen sentences.
 """),
     code("""
 def train_side_by_side(losses, params, next_batch, steps, learning_rate):
@@ -93,7 +92,7 @@ def train_side_by_side(losses, params, next_batch, steps, learning_rate):
 
 cell, n_a = jaxrnn.rnn(), 32
 logits_fns = {
-    "unidirectional": lambda p, ids: jaxrnn.tagger_apply(cell, p, jax.nn.one_hot(ids, n_x)),
+    "unidirectional": lambda p, ids: jaxrnn.models.tagger_apply(cell, p, jax.nn.one_hot(ids, n_x)),
     "bidirectional": lambda p, ids: jaxrnn.dense(
         p[1], jaxrnn.bidirectional(cell, p[0], jax.nn.one_hot(ids, n_x))[1]
     ),
@@ -114,7 +113,7 @@ def tagging_loss(logits_fn):
 
 key_uni, key_bi, key_head = jax.random.split(jax.random.key(0), 3)
 params = {
-    "unidirectional": jaxrnn.tagger_init(cell, key_uni, n_x, n_a, num_outputs=1),
+    "unidirectional": jaxrnn.models.tagger_init(cell, key_uni, n_x, n_a, num_outputs=1),
     "bidirectional": (
         jaxrnn.bidirectional_init(cell, key_bi, n_x, n_a),
         jaxrnn.dense_init(key_head, 2 * n_a, 1),

@@ -56,7 +56,7 @@ print("x:", images.shape, " train:", len(train_idx), " test:", len(test))
 
 
 def classifier_loss(params, xs, ys):
-    logits = jaxrnn.classifier_apply(cell, params, xs)  # (m, 10): one output per sequence
+    logits = jaxrnn.models.classifier_apply(cell, params, xs)  # (m, 10): one output per sequence
     return jaxrnn.softmax_cross_entropy(logits[:, None], ys[:, None]).mean()  # T_y = 1
 
 
@@ -65,20 +65,20 @@ def digit_batch(m=128):
     return images[batch], labels[batch]
 
 
-classifier = jaxrnn.classifier_init(cell, jax.random.key(0), 8, n_a, num_classes=10)
+classifier = jaxrnn.models.classifier_init(cell, jax.random.key(0), 8, n_a, num_classes=10)
 classifier, losses = train(classifier_loss, classifier, digit_batch, 30 if SMALL else 400)
 print(f"training loss: first step {losses[0]:.2f}, last 20 steps {losses[-20:].mean():.3f}")
 """),
     md("""
 A many-to-one RNN still computes a⟨t⟩ at every step; it only puts its head on the last one. The
-same params in `jaxrnn.tagger_apply` put the head on every a⟨t⟩, which tells us what the
+same params in `jaxrnn.models.tagger_apply` put the head on every a⟨t⟩, which tells us what the
 classifier would answer after reading only the first t rows; at t = 8 it is the answer of
 `classifier_apply` (whose default `pool="last"` takes a⟨T_x⟩).
 """),
     code("""
 @jax.jit
 def read(params, xs):  # the digit the head would answer after each row: (m, T_x)
-    return jnp.argmax(jaxrnn.tagger_apply(cell, params, xs), axis=-1)
+    return jnp.argmax(jaxrnn.models.tagger_apply(cell, params, xs), axis=-1)
 
 
 guesses = np.asarray(read(classifier, images[test]))
@@ -129,7 +129,7 @@ print("distinct rows in the data:", len(np.unique(row_ids)))
 
 
 def generator_loss(params, input_ids, target_ids):
-    logits = jaxrnn.generator_apply(cell, params, input_ids)  # (m, 8, 266)
+    logits = jaxrnn.models.generator_apply(cell, params, input_ids)  # (m, 8, 266)
     return jaxrnn.softmax_cross_entropy(logits, target_ids).mean()
 
 
@@ -138,19 +138,21 @@ def row_batch(m=128):
     return inputs[batch], row_ids[batch]
 
 
-generator = jaxrnn.generator_init(cell, jax.random.key(1), LABEL + 10, n_a, embed_size=16)
+generator = jaxrnn.models.generator_init(cell, jax.random.key(1), LABEL + 10, n_a, embed_size=16)
 generator, losses = train(generator_loss, generator, row_batch, 30 if SMALL else 400)
 print(f"cross-entropy per row: first step {losses[0]:.2f}, last 20 steps {losses[-20:].mean():.2f}")
 """),
     md("""
-`jaxrnn.generate` draws y⟨t⟩ from ŷ⟨t⟩ and feeds it back; `jax.vmap` runs it for many keys and
-first inputs at once. 36 drawings of each digit, with the classifier above as the judge: how
+`jaxrnn.models.generate` draws y⟨t⟩ from ŷ⟨t⟩ and feeds it back; `jax.vmap` runs it for many keys
+and first inputs at once. 36 drawings of each digit, with the classifier above as the judge: how
 many does it read as the digit that was asked for? (On the thresholded held-out digits it is
 right for the fraction printed first.)
 """),
     code("""
 asked = np.repeat(np.arange(10), 36)  # 360 drawings, as many as the test images
-draw = jax.jit(jax.vmap(lambda key, first: jaxrnn.generate(cell, generator, key, first, steps=8)))
+draw = jax.jit(
+    jax.vmap(lambda key, first: jaxrnn.models.generate(cell, generator, key, first, steps=8))
+)
 drawn = np.asarray(draw(jax.random.split(jax.random.key(2), len(asked)), LABEL + asked))
 drawn_bits = (drawn[..., None] >> np.arange(8)) & 1  # back to pixels: (360, 8 rows, 8)
 
@@ -231,13 +233,13 @@ def number_batch(m=64):
 
 
 def translation_loss(params, *batch):
-    return jaxrnn.seq2seq_loss(cell, params, *batch, bos_id=BOS)
+    return jaxrnn.models.seq2seq_loss(cell, params, *batch, bos_id=BOS)
 
 
-seq2seq = jaxrnn.seq2seq_init(cell, jax.random.key(3), len(WORD_ID), 12, n_a, embed_size=16)
+seq2seq = jaxrnn.models.seq2seq_init(cell, jax.random.key(3), len(WORD_ID), 12, n_a, embed_size=16)
 seq2seq, losses = train(translation_loss, seq2seq, number_batch, 60 if SMALL else 1500)
 decode = jax.jit(
-    lambda params, src, src_len: jaxrnn.seq2seq_decode(
+    lambda params, src, src_len: jaxrnn.models.seq2seq_decode(
         cell, params, src, src_len, max_len=4, bos_id=BOS, eos_id=EOS
     )
 )
