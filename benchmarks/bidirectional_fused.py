@@ -1,4 +1,4 @@
-"""Bidirectional LSTM: both directions in one scan (``fused=True``) against two scans.
+"""Bidirectional LSTM: both directions in one scan (``batch_directions=True``) against two scans.
 
     python -m benchmarks.bidirectional_fused [--repeats 7]
 
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     for fused in (False, True):
 
         def forward(params, xs, fused=fused):
-            return jaxrnn.bidirectional(cell, params, xs, lengths=lengths, fused=fused)[1]
+            return jaxrnn.bidirectional(cell, params, xs, lengths=lengths, batch_directions=fused)[
+                1
+            ]
 
         train = jax.jit(jax.grad(lambda params, xs, f=forward: f(params, xs).sum()))
         forward = jax.jit(forward)

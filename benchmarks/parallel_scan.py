@@ -46,7 +46,7 @@ VARIANTS = {  # label: (cell, parallel)
 }
 
 
-_IMPLEMENTATION = {True: "parallel", False: "scan"}
+_IMPLEMENTATION = {True: "time_parallel", False: "scan"}
 
 
 def _train_step(cell, parallel: bool):

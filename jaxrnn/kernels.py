@@ -14,7 +14,7 @@ implementation   what it does                                                   
 ``"fused"``      the scan with its own backward pass: the backward loop         rnn, simplified
                  carries only ∂L/∂carry, each weight gradient is one matmul     GRU, LSTM
                  over all steps after it
-``"parallel"``   the cell's ``parallel_scan``: gates of many steps at once      min_gru, min_lstm
+``"time_parallel"``  the cell's ``parallel_scan``: gates of many steps at once   min_gru, min_lstm
 ``"layerwise"``  a deep cell layer after layer (`jaxrnn.stacked`), each layer   ``layers.deep``
                  over the whole sequence with its own fastest kernel
 ===============  =============================================================  ==================
@@ -22,7 +22,7 @@ implementation   what it does                                                   
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
-``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"parallel"`` where the cell has
+``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, else ``"fused"`` where it has a pointwise part, else ``"scan"``; ``remat`` and forward-mode
 differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused backward pass
 lacks, take ``"scan"``.
@@ -43,7 +43,7 @@ import numpy as np
 from jaxrnn._checks import fail
 from jaxrnn.cells import Cell, LSTMState, cell_name, recurrent_state, structure
 
-IMPLEMENTATIONS = ("scan", "hoisted", "fused", "parallel", "layerwise")
+IMPLEMENTATIONS = ("scan", "hoisted", "fused", "time_parallel", "layerwise")
 
 # deep cells (`jaxrnn.layers.deep`) by their step: (the cell of every layer, the layer loop)
 _LAYERWISE: dict = {}
@@ -66,7 +66,7 @@ def available(cell: Cell) -> tuple[str, ...]:
     if known.pointwise is not None:
         names.append("fused")
     if known.parallel_scan is not None:
-        names.append("parallel")
+        names.append("time_parallel")
     return tuple(names)
 
 
@@ -85,8 +85,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             return "layerwise"
         if remat is not False:
             return "scan"
-        if "parallel" in cell_has:  # plain lax.scans inside: every transform works
-            return "parallel"
+        if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
+            return "time_parallel"
         if "fused" in cell_has and not forward_mode:
             return "fused"
         return "scan"
@@ -101,7 +101,7 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             f"it has {cell_has}",
             "leave implementation=None to choose automatically",
         )
-    if implementation in ("fused", "parallel") and remat is not False:
+    if implementation in ("fused", "time_parallel") and remat is not False:
         fail(
             fn,
             f"implementation={implementation!r} cannot be combined with remat",
@@ -142,11 +142,11 @@ def run(implementation: str, cell: Cell, params, xs, carry, lengths, *, reverse,
             implementation = "scan"
         else:
             return fused(cell, params, xs, carry, lengths, reverse=reverse, poison=poison)
-    if implementation == "parallel" and xs.shape[-2] == 0:
+    if implementation == "time_parallel" and xs.shape[-2] == 0:
         implementation = "scan"  # an empty sequence has nothing to scan in parallel
 
     def one(xs, carry, length):
-        if implementation == "parallel":
+        if implementation == "time_parallel":
             return _parallel_one(cell, params, xs, carry, length, reverse=reverse, poison=poison)
         return sequential_one(
             cell,

@@ -111,7 +111,7 @@ def bidirectional(
     merge: Merge = "concat",
     carry: tuple[Carry | None, Carry | None] | None = None,
     time_major: bool = False,
-    fused: bool = True,
+    batch_directions: bool = True,
     **unroll_options: Any,
 ) -> tuple[BidirectionalCarry, Array | tuple[Array, Array]]:
     """A bidirectional RNN (BRNN): one cell reads the sequence forwards, another backwards.
@@ -137,11 +137,10 @@ def bidirectional(
         (a→, a←) of arrays.
       carry: optional initial carries ``(forward, backward)``; zeros if None (either may be None).
       time_major: whether time is the first axis of ``xs`` and of the outputs.
-      fused: run both directions in one ``lax.scan``: the params are stacked along a new leading
-        axis and the step is ``vmap``-ed over it, with the backward direction reading each example
-        reversed within its length. Same result as two scans, and faster on XLA:CPU (c1 LSTM:
-        training step 168–171 ms against 195–201 ms, forward 51 against 54–56 ms;
-        ``python -m benchmarks.bidirectional_fused``), hence on by default.
+      batch_directions: run both directions in one ``lax.scan``: the params are stacked along a
+        new leading axis and the step is ``vmap``-ed over it, with the backward direction reading
+        each example reversed within its length. Same result as two scans; on by default because
+        it measured faster on XLA:CPU (``python -m benchmarks.bidirectional_fused``).
       **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
     Returns:
@@ -177,8 +176,8 @@ def bidirectional(
         fail(fn, f"expected carry to be a pair (forward, backward), got {type(carry).__name__}")
 
     options = dict(lengths=lengths, time_major=time_major, **unroll_options)
-    if fused:
-        last, ys = _fused_bidirectional(cell, params, xs, carry, batch_shape, options)
+    if batch_directions:
+        last, ys = _batched_directions(cell, params, xs, carry, batch_shape, options)
     else:
         last_f, ys_f = unroll(cell, params.forward, xs, carry[0], **options)
         last_b, ys_b = unroll(cell, params.backward, xs, carry[1], reverse=True, **options)
@@ -186,7 +185,7 @@ def bidirectional(
     return last, _merge(merge, *ys)
 
 
-def _fused_bidirectional(cell, params, xs, carry, batch_shape, options):
+def _batched_directions(cell, params, xs, carry, batch_shape, options):
     """Both directions in one scan: vmap over a leading direction axis of params, xs and carry."""
     time_axis = 0 if options["time_major"] else xs.ndim - 2
     carries = []
@@ -312,7 +311,7 @@ def stacked(
     dropout_key: Array | None = None,
     merge: Merge = "concat",
     time_major: bool = False,
-    fused: bool = True,
+    batch_directions: bool = True,
     **unroll_options: Any,
 ) -> tuple[tuple, Array | tuple[Array, Array]]:
     """A deep RNN: each layer reads the outputs of the layer below, step by step.
@@ -339,7 +338,7 @@ def stacked(
       dropout_key: a PRNG key turns dropout on (training); None (inference) turns it off.
       merge: as in `bidirectional`, for the top layer if it is bidirectional.
       time_major: whether time is the first axis of ``xs`` and of the outputs.
-      fused: as in `bidirectional`, for each bidirectional layer.
+      batch_directions: as in `bidirectional`, for each bidirectional layer.
       **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
     Returns:
@@ -419,7 +418,7 @@ def stacked(
                 merge=merge if depth == len(layers) - 1 else "concat",
                 carry=layer_carry,
                 time_major=time_major,
-                fused=fused,
+                batch_directions=batch_directions,
                 **unroll_options,
             )
         else:

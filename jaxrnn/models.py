@@ -63,7 +63,7 @@ class SequenceParams(NamedTuple):
 class GeneratorParams(NamedTuple):
     """Params of the one-to-many generator of `generator_init`."""
 
-    embed: Array | None  # (K, E) input vectors of the K classes; None: one-hot inputs (E = K)
+    embedding: Array | None  # (K, E) input vectors of the K classes; None: one-hot inputs (E = K)
     recurrent: Params  # the cell's params, input size E
     head: DenseParams  # (H, K)
 
@@ -74,8 +74,8 @@ class Seq2SeqParams(NamedTuple):
 
     encoder: Params  # the cell's params, input size E (or in_vocab with one-hot source ids)
     decoder: Params  # the cell's params, input size E
-    embed_in: Array | None  # (in_vocab, E) source token vectors; None: one-hot source ids
-    embed_out: Array  # (out_vocab, E) target token vectors, fed to the decoder
+    embedding_in: Array | None  # (in_vocab, E) source token vectors; None: one-hot source ids
+    embedding_out: Array  # (out_vocab, E) target token vectors, fed to the decoder
     head: DenseParams  # (H, out_vocab)
 
 
@@ -101,7 +101,7 @@ def _check_ids(fn: str, name: str, ids, vocab: int, *, allow_start: bool = False
 
 
 def tagger_init(
-    cell: Cell, key: Array, input_size: int, hidden_size: int, num_outputs: int, dtype=jnp.float32
+    cell: Cell, key: Array, input_size: int, hidden_size: int, num_classes: int, dtype=jnp.float32
 ) -> SequenceParams:
     """Params of a many-to-many model with one output per input step (T_y = T_x).
 
@@ -110,17 +110,17 @@ def tagger_init(
       key: a PRNG key.
       input_size: n_x, the features of each x⟨t⟩.
       hidden_size: H.
-      num_outputs: K, the logits per step (K sigmoid units, or K classes of one softmax).
+      num_classes: K, the logits per step (K sigmoid units, or K classes of one softmax).
       dtype: the params' dtype.
 
     Returns:
       `SequenceParams` (the cell's params, a Glorot-uniform head (H, K) with zero bias).
     """
-    check_positive_int("tagger_init", "num_outputs", num_outputs)
+    check_positive_int("tagger_init", "num_classes", num_classes)
     key_rnn, key_head = jax.random.split(key)
     return SequenceParams(
         cell.init(key_rnn, input_size, hidden_size, dtype),
-        dense_init(key_head, hidden_size, num_outputs, dtype),
+        dense_init(key_head, hidden_size, num_classes, dtype),
     )
 
 
@@ -149,7 +149,7 @@ def tagger_apply(
     Example:
       >>> cell = jaxrnn.gru()
       >>> params = jaxrnn.models.tagger_init(
-      ...     cell, jax.random.key(0), 3, hidden_size=8, num_outputs=1
+      ...     cell, jax.random.key(0), 3, hidden_size=8, num_classes=1
       ... )
       >>> jaxrnn.models.tagger_apply(cell, params, jnp.ones((4, 10, 3))).shape
       (4, 10, 1)
@@ -267,7 +267,7 @@ def generator_init(
     key: Array,
     num_classes: int,
     hidden_size: int,
-    embed_size: int | None = None,
+    embedding_size: int | None = None,
     dtype=jnp.float32,
 ) -> GeneratorParams:
     """Params of a one-to-many generator over K classes (music or name generation in the course).
@@ -277,7 +277,7 @@ def generator_init(
       key: a PRNG key.
       num_classes: K, the classes drawn at each step (and fed back as the next input).
       hidden_size: H.
-      embed_size: E for learned N(0, 1) input vectors; None feeds one-hot vectors (E = K).
+      embedding_size: E for learned N(0, 1) input vectors; None feeds one-hot vectors (E = K).
       dtype: the params' dtype.
 
     Returns:
@@ -285,13 +285,13 @@ def generator_init(
     """
     fn = "generator_init"
     check_positive_int(fn, "num_classes", num_classes)
-    if embed_size is not None:
-        check_positive_int(fn, "embed_size", embed_size)
+    if embedding_size is not None:
+        check_positive_int(fn, "embedding_size", embedding_size)
     key_embed, key_rnn, key_head = jax.random.split(key, 3)
     embed = None
-    if embed_size is not None:
-        embed = _embedding_init(key_embed, num_classes, embed_size, dtype)
-    n_x = num_classes if embed_size is None else embed_size
+    if embedding_size is not None:
+        embed = _embedding_init(key_embed, num_classes, embedding_size, dtype)
+    n_x = num_classes if embedding_size is None else embedding_size
     return GeneratorParams(
         embed,
         cell.init(key_rnn, n_x, hidden_size, dtype),
@@ -332,7 +332,7 @@ def generator_apply(
     check_rank_at_least(fn, "input_ids", input_ids, 1, "(*batch, time)")
     input_ids = _check_ids(fn, "input_ids", input_ids, k, allow_start=True)
     check_lengths(fn, lengths, input_ids.shape[:-1], of="input_ids")
-    xs = embed_ids(params.embed, input_ids, k, params.head.w.dtype)
+    xs = embed_ids(params.embedding, input_ids, k, params.head.w.dtype)
     _, hs = unroll(cell, params.recurrent, xs, carry, lengths=lengths)
     return dense(params.head, hs)
 
@@ -399,7 +399,7 @@ def generate(
     dtype = params.head.w.dtype
 
     def step(carry, x_id):
-        carry, h = cell.step(params.recurrent, carry, embed_ids(params.embed, x_id, k, dtype))
+        carry, h = cell.step(params.recurrent, carry, embed_ids(params.embedding, x_id, k, dtype))
         return carry, dense(params.head, h)
 
     options = dict(max_len=steps, temperature=temperature, feed=feed)
@@ -415,7 +415,7 @@ def seq2seq_init(
     in_vocab: int,
     out_vocab: int,
     hidden_size: int,
-    embed_size: int,
+    embedding_size: int,
     *,
     one_hot_source: bool = False,
     dtype=jnp.float32,
@@ -428,8 +428,8 @@ def seq2seq_init(
       in_vocab: the source vocabulary size.
       out_vocab: the target vocabulary size, ⟨EOS⟩ (and ⟨BOS⟩, if it is a token) included.
       hidden_size: H, shared by the encoder and the decoder.
-      embed_size: E, the size of the learned N(0, 1) token vectors.
-      one_hot_source: feed source ids to the encoder as one-hot vectors (``embed_in`` None).
+      embedding_size: E, the size of the learned N(0, 1) token vectors.
+      one_hot_source: feed source ids to the encoder as one-hot vectors (``embedding_in`` None).
       dtype: the params' dtype.
 
     Returns:
@@ -438,22 +438,26 @@ def seq2seq_init(
     fn = "seq2seq_init"
     check_positive_int(fn, "in_vocab", in_vocab)
     check_positive_int(fn, "out_vocab", out_vocab)
-    check_positive_int(fn, "embed_size", embed_size)
+    check_positive_int(fn, "embedding_size", embedding_size)
     key_in, key_out, key_enc, key_dec, key_head = jax.random.split(key, 5)
-    embed_in = None if one_hot_source else _embedding_init(key_in, in_vocab, embed_size, dtype)
+    embedding_in = (
+        None if one_hot_source else _embedding_init(key_in, in_vocab, embedding_size, dtype)
+    )
     return Seq2SeqParams(
-        encoder=cell.init(key_enc, in_vocab if one_hot_source else embed_size, hidden_size, dtype),
-        decoder=cell.init(key_dec, embed_size, hidden_size, dtype),
-        embed_in=embed_in,
-        embed_out=_embedding_init(key_out, out_vocab, embed_size, dtype),
+        encoder=cell.init(
+            key_enc, in_vocab if one_hot_source else embedding_size, hidden_size, dtype
+        ),
+        decoder=cell.init(key_dec, embedding_size, hidden_size, dtype),
+        embedding_in=embedding_in,
+        embedding_out=_embedding_init(key_out, out_vocab, embedding_size, dtype),
         head=dense_init(key_head, hidden_size, out_vocab, dtype),
     )
 
 
 def _in_vocab(params: Seq2SeqParams) -> int:
-    if params.embed_in is None:
+    if params.embedding_in is None:
         return input_size(params.encoder)
-    return params.embed_in.shape[0]
+    return params.embedding_in.shape[0]
 
 
 def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) -> Carry:
@@ -462,7 +466,7 @@ def _encode(fn: str, cell: Cell, params: Seq2SeqParams, src_ids, src_lengths) ->
     vocab = _in_vocab(params)
     src_ids = _check_ids(fn, "src_ids", src_ids, vocab)
     check_lengths(fn, src_lengths, src_ids.shape[:-1], name="src_lengths", of="src_ids")
-    xs = embed_ids(params.embed_in, src_ids, vocab, params.head.w.dtype, start=False)
+    xs = embed_ids(params.embedding_in, src_ids, vocab, params.head.w.dtype, start=False)
     carry, _ = unroll(cell, params.encoder, xs, lengths=src_lengths)
     return carry
 
@@ -517,8 +521,8 @@ def seq2seq_apply(
     # ⟨BOS⟩ may be −1, the zero input; a target may not (under jit it reads as NaN)
     xs = jnp.concatenate(
         [
-            embed_ids(params.embed_out, bos, out_vocab, dtype),
-            embed_ids(params.embed_out, tgt_ids[..., :-1], out_vocab, dtype, start=False),
+            embed_ids(params.embedding_out, bos, out_vocab, dtype),
+            embed_ids(params.embedding_out, tgt_ids[..., :-1], out_vocab, dtype, start=False),
         ],
         axis=-2,
     )
@@ -594,7 +598,7 @@ def seq2seq_decode(
     Example:
       >>> cell = jaxrnn.lstm()
       >>> params = jaxrnn.models.seq2seq_init(
-      ...     cell, jax.random.key(0), 8, 10, hidden_size=16, embed_size=4
+      ...     cell, jax.random.key(0), 8, 10, hidden_size=16, embedding_size=4
       ... )
       >>> src, src_lengths = jnp.zeros((2, 5), jnp.int32), jnp.array([5, 3])
       >>> ids, lengths = jaxrnn.models.seq2seq_decode(
@@ -614,7 +618,7 @@ def seq2seq_decode(
     dtype = params.head.w.dtype
 
     def step(carry, token):
-        x = embed_ids(params.embed_out, token, out_vocab, dtype)
+        x = embed_ids(params.embedding_out, token, out_vocab, dtype)
         carry, h = cell.step(params.decoder, carry, x)
         return carry, dense(params.head, h)
 

@@ -71,9 +71,9 @@ def unroll(
         and recomputes the step. An int k ≥ 2 keeps only the carry at every k-th step and
         recomputes blocks of k steps: memory O(T/k + k) carries instead of O(T).
       implementation: None (automatic), or one of ``"scan"`` (``lax.scan`` of ``cell.step``, the
-        definition), ``"hoisted"``, ``"fused"``, ``"parallel"``: see `jaxrnn.kernels`. Every one
-        computes the same function up to rounding; None takes the fastest that the cell has and
-        that supports what is asked (remat, forward-mode differentiation).
+        definition), ``"hoisted"``, ``"fused"``, ``"time_parallel"``, ``"layerwise"``: see
+        `jaxrnn.kernels`. Every one computes the same function up to rounding; None takes the
+        fastest that the cell has and that supports what is asked (remat, forward mode).
 
     Returns:
       ``(carry, ys)``: the last carry (each array (*batch, H)) and the outputs a⟨1⟩…a⟨T⟩,

@@ -209,7 +209,7 @@ def test_eager_calls_reuse_their_compiled_program():
             r"\('scan', 'hoisted'\)",
         ),
         ("lstm", {"implementation": "fused", "remat": True}, "cannot be combined with remat"),
-        ("lstm", {"implementation": "parallel"}, "does not compute lstm's step"),
+        ("lstm", {"implementation": "time_parallel"}, "does not compute lstm's step"),
         ("lstm", {"implementation": "yes"}, "expected implementation None or one of"),
     ],
 )

@@ -30,10 +30,12 @@ LENGTHS = np.array([7, 3, 0, 1])  # full, partial, empty and one step, over T = 
 
 # Compiled once per cell, shape and option; an eager unroll compiles its scan on every call.
 BIDIRECTIONAL = jax.jit(
-    bidirectional, static_argnums=0, static_argnames=("merge", "time_major", "fused")
+    bidirectional, static_argnums=0, static_argnames=("merge", "time_major", "batch_directions")
 )
 STACKED = jax.jit(
-    stacked, static_argnums=0, static_argnames=("merge", "time_major", "fused", "dropout_rate")
+    stacked,
+    static_argnums=0,
+    static_argnames=("merge", "time_major", "batch_directions", "dropout_rate"),
 )
 UNROLL = jax.jit(jaxrnn.unroll, static_argnums=0, static_argnames="reverse")
 
@@ -105,10 +107,12 @@ def test_bidirectional_padded_batch_equals_each_example_alone(kind, fused):
     params, xs = _bidirectional_setup(cell)
     padding = jnp.asarray(np.arange(xs.shape[1]) >= LENGTHS[:, None])[..., None]
     xs = jnp.where(padding, 1e3, xs)  # garbage past each length must not leak into any output
-    last, ys = BIDIRECTIONAL(cell, params, xs, lengths=jnp.asarray(LENGTHS), fused=fused)
+    last, ys = BIDIRECTIONAL(cell, params, xs, lengths=jnp.asarray(LENGTHS), batch_directions=fused)
 
     for b, length in enumerate(LENGTHS):
-        alone_last, alone_ys = BIDIRECTIONAL(cell, params, xs[b, :length], fused=fused)  # no batch
+        alone_last, alone_ys = BIDIRECTIONAL(
+            cell, params, xs[b, :length], batch_directions=fused
+        )  # no batch
         example_last = jax.tree.map(lambda leaf, b=b: leaf[b], last)
         _assert_trees_close(example_last, alone_last, 1e-12)
         np.testing.assert_allclose(ys[b, :length], alone_ys, rtol=0, atol=1e-12)
@@ -151,14 +155,26 @@ def test_bidirectional_fused_matches_two_scans_values_and_grads(lengths, time_ma
 
     def loss(params, xs, fused):
         last, ys = BIDIRECTIONAL(
-            cell, params, xs, lengths=lengths, carry=carry, time_major=time_major, fused=fused
+            cell,
+            params,
+            xs,
+            lengths=lengths,
+            carry=carry,
+            time_major=time_major,
+            batch_directions=fused,
         )
         weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
 
     outputs = {
         fused: BIDIRECTIONAL(
-            cell, params, xs, lengths=lengths, carry=carry, time_major=time_major, fused=fused
+            cell,
+            params,
+            xs,
+            lengths=lengths,
+            carry=carry,
+            time_major=time_major,
+            batch_directions=fused,
         )
         for fused in (False, True)
     }
@@ -244,7 +260,7 @@ def test_stacked_bidirectional_lstm_matches_torch_packed(fused):
         for layer in range(2)
     )
     last, ys = STACKED(
-        jaxrnn.lstm(), params, jnp.asarray(x), lengths=lengths, carry=carry, fused=fused
+        jaxrnn.lstm(), params, jnp.asarray(x), lengths=lengths, carry=carry, batch_directions=fused
     )
 
     np.testing.assert_allclose(ys, out.numpy(), rtol=0, atol=1e-5)
@@ -350,7 +366,7 @@ def test_errors_lengths_wrong_shape():
     message = r"expected lengths of shape \(4,\), got \(3,\); lengths has one entry per example"
     for fused in (False, True):
         with pytest.raises(jaxrnn.InputError, match="bidirectional: " + message):
-            bidirectional(cell, params, xs, lengths=jnp.array([1, 2, 3]), fused=fused)
+            bidirectional(cell, params, xs, lengths=jnp.array([1, 2, 3]), batch_directions=fused)
     with pytest.raises(jaxrnn.InputError, match="stacked: " + message):
         stacked(cell, StackedParams((params,)), xs, lengths=jnp.array([1, 2, 3]))
 

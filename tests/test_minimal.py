@@ -204,7 +204,7 @@ unroll_jit = jax.jit(
 
 
 def run_both(cell, params, xs, h0, **options):
-    parallel = unroll_jit(cell, params, xs, h0, implementation="parallel", **options)
+    parallel = unroll_jit(cell, params, xs, h0, implementation="time_parallel", **options)
     sequential = unroll_jit(cell, params, xs, h0, implementation="scan", **options)
     return parallel, sequential
 
@@ -286,7 +286,7 @@ def test_parallel_is_the_default_and_sequential_options_fall_back(name):
 
     # The parallel scan runs block by block (see jaxrnn.minimal._blocked_recurrence): a lax.scan
     # over blocks whose body holds a nested scan over the block's steps; cell.step's scan is one.
-    assert jaxpr() == jaxpr(implementation="parallel")
+    assert jaxpr() == jaxpr(implementation="time_parallel")
     assert len(re.findall(r"\bscan\[", jaxpr())) == 2
     assert len(re.findall(r"\bscan\[", jaxpr(implementation="scan"))) == 1
     want = unroll_jit(cell, params, xs, h0, lengths=lengths)
@@ -311,7 +311,7 @@ def loss_fn(cell, parallel, lengths, reverse):
             h0,
             lengths=lengths,
             reverse=reverse,
-            implementation="parallel" if parallel else "scan",
+            implementation="time_parallel" if parallel else "scan",
         )
         w_ys = jnp.sin(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         w_last = jnp.cos(jnp.arange(last.size, dtype=last.dtype)).reshape(last.shape)
@@ -417,9 +417,9 @@ def test_parallel_true_without_parallel_scan_is_input_error():
     cell = jaxrnn.gru()
     params = cell.init(jax.random.key(0), N_X, N_A)
     with pytest.raises(
-        jaxrnn.InputError, match=r"unroll: implementation='parallel' does not compute gru"
+        jaxrnn.InputError, match=r"unroll: implementation='time_parallel' does not compute gru"
     ):
-        jaxrnn.unroll(cell, params, zeros32(2, T, N_X), implementation="parallel")
+        jaxrnn.unroll(cell, params, zeros32(2, T, N_X), implementation="time_parallel")
     last, _ = jaxrnn.unroll(cell, params, zeros32(2, 3, N_X), implementation="scan")
     assert last.shape == (2, N_A)
 
@@ -428,8 +428,8 @@ def test_parallel_true_without_parallel_scan_is_input_error():
     "options, match",
     [
         (
-            {"implementation": "parallel", "remat": True},
-            r"implementation='parallel' cannot be combined with remat",
+            {"implementation": "time_parallel", "remat": True},
+            r"implementation='time_parallel' cannot be combined with remat",
         ),
         ({"implementation": "yes"}, r"expected implementation None or one of .*, got 'yes'"),
     ],
@@ -519,7 +519,7 @@ def test_associative_scan_matches_sequential_values_and_gradients(name, case):
                 lengths=lengths,
                 reverse=reverse,
                 time_major=time_major,
-                implementation="parallel" if parallel else "scan",
+                implementation="time_parallel" if parallel else "scan",
             )
             return (jnp.sin(ys) * ys).sum() + (last**2).sum(), (last, ys)
 

@@ -97,7 +97,7 @@ def repeats_batch(rng, n, n_steps=15, vocab=4):
 
 def test_tagger_learns_to_tag_repeated_tokens():
     cell = jaxrnn.gru()
-    params = tagger_init(cell, jax.random.key(0), input_size=4, hidden_size=32, num_outputs=1)
+    params = tagger_init(cell, jax.random.key(0), input_size=4, hidden_size=32, num_classes=1)
 
     def loss_fn(params, xs, lengths, tags):
         logits = tagger_apply(cell, params, xs, lengths=lengths)
@@ -211,27 +211,27 @@ def test_classifier_learns_parity_of_variable_length_bit_strings():
 # ------------------------------------------------------------------------------------- one-to-many
 
 
-def generator_setup(name, embed_size):
+def generator_setup(name, embedding_size):
     cell = CELLS[name]
-    params = generator_init(cell, jax.random.key(0), 5, 4, embed_size, dtype=jnp.float64)
+    params = generator_init(cell, jax.random.key(0), 5, 4, embedding_size, dtype=jnp.float64)
     return cell, noisy(params, scale=0.5)
 
 
 @pytest.mark.parametrize(
-    ("feed", "embed_size"),
+    ("feed", "embedding_size"),
     [("sample", None), ("argmax", 3)],
     ids=["sample_one_hot", "argmax_embed"],
 )
 @pytest.mark.parametrize("name", CELLS)
-def test_generate_matches_python_loop(name, feed, embed_size):
-    cell, params = generator_setup(name, embed_size)
+def test_generate_matches_python_loop(name, feed, embedding_size):
+    cell, params = generator_setup(name, embedding_size)
     key, steps, temperature = jax.random.key(3), 9, 0.7
     got = jax.jit(
         functools.partial(generate, cell, steps=steps, temperature=temperature, feed=feed)
     )(params, key, 2)
     carry, token, expected = cell.init_carry(params.recurrent), 2, []
     for key_t in jax.random.split(key, steps):
-        x = np.eye(5)[token] if params.embed is None else params.embed[token]
+        x = np.eye(5)[token] if params.embedding is None else params.embedding[token]
         carry, h = cell.step(params.recurrent, carry, x)
         logits = head(params, h)
         drawn = int(jax.random.categorical(key_t, jnp.asarray(logits) / temperature))
@@ -296,7 +296,7 @@ def seq2seq_setup(name, one_hot_source):
 def loop_encode(cell, params, src):
     carry = cell.init_carry(params.encoder)
     for token in np.asarray(src):
-        x = np.eye(IN_VOCAB)[token] if params.embed_in is None else params.embed_in[token]
+        x = np.eye(IN_VOCAB)[token] if params.embedding_in is None else params.embedding_in[token]
         carry, _ = cell.step(params.encoder, carry, x)
     return carry
 
@@ -308,7 +308,7 @@ def loop_decode(cell, params, src, src_lengths, max_len, key, temperature):
     carry = jax.tree.map(lambda *leaves: jnp.stack(leaves), *carries)
     tokens, raw = np.full(len(src), BOS), []
     for t in range(max_len):
-        carry, h = cell.step(params.decoder, carry, params.embed_out[tokens])
+        carry, h = cell.step(params.decoder, carry, params.embedding_out[tokens])
         logits = head(params, h)
         if key is None:
             tokens = logits.argmax(-1)
@@ -364,7 +364,7 @@ def test_seq2seq_loss_matches_python_loop(name):
     for s, n_s, y, n_y in zip(src, src_lengths, tgt, tgt_lengths, strict=True):
         carry, token, nll = loop_encode(cell, params, s[:n_s]), BOS, 0.0
         for target in np.asarray(y[:n_y]):  # teacher forcing: the true token is fed back
-            carry, h = cell.step(params.decoder, carry, params.embed_out[token])
+            carry, h = cell.step(params.decoder, carry, params.embedding_out[token])
             logits = head(params, h)
             nll -= logits[target] - np.log(np.exp(logits).sum())
             token = target
@@ -424,10 +424,10 @@ def test_seq2seq_learns_to_reverse_sequences():
 # ------------------------------------------------------------------- out-of-range ids under jit
 
 
-@pytest.mark.parametrize("embed_size", [None, 3], ids=["one_hot", "embed"])
+@pytest.mark.parametrize("embedding_size", [None, 3], ids=["one_hot", "embed"])
 @pytest.mark.parametrize("bad", [5, -2])
-def test_generator_apply_ids_out_of_range_give_nan_under_jit(bad, embed_size):
-    cell, params = generator_setup("gru", embed_size)
+def test_generator_apply_ids_out_of_range_give_nan_under_jit(bad, embedding_size):
+    cell, params = generator_setup("gru", embedding_size)
     apply = jax.jit(functools.partial(generator_apply, cell))
     good = jnp.array([[-1, 2, 3, 1], [-1, 4, 0, 2]], jnp.int32)
     want = apply(params, good)
@@ -554,9 +554,13 @@ def test_errors_seq2seq_loss_bad_targets():
 
 def test_errors_init_bad_sizes():
     cell = jaxrnn.gru()
-    with pytest.raises(jaxrnn.InputError, match="tagger_init: expected num_outputs to be a posi"):
+    with pytest.raises(jaxrnn.InputError, match="tagger_init: expected num_classes to be a posi"):
         tagger_init(cell, jax.random.key(0), 3, 4, 0)
-    with pytest.raises(jaxrnn.InputError, match="seq2seq_init: expected embed_size to be a posi"):
-        seq2seq_init(cell, jax.random.key(0), 3, 4, 8, embed_size=None)
-    with pytest.raises(jaxrnn.InputError, match="generator_init: expected embed_size to be a po"):
-        generator_init(cell, jax.random.key(0), 3, 4, embed_size=0)
+    with pytest.raises(
+        jaxrnn.InputError, match="seq2seq_init: expected embedding_size to be a posi"
+    ):
+        seq2seq_init(cell, jax.random.key(0), 3, 4, 8, embedding_size=None)
+    with pytest.raises(
+        jaxrnn.InputError, match="generator_init: expected embedding_size to be a po"
+    ):
+        generator_init(cell, jax.random.key(0), 3, 4, embedding_size=0)

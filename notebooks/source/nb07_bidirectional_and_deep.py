@@ -113,7 +113,7 @@ def tagging_loss(logits_fn):
 
 key_uni, key_bi, key_head = jax.random.split(jax.random.key(0), 3)
 params = {
-    "unidirectional": jaxrnn.models.tagger_init(cell, key_uni, n_x, n_a, num_outputs=1),
+    "unidirectional": jaxrnn.models.tagger_init(cell, key_uni, n_x, n_a, num_classes=1),
     "bidirectional": (
         jaxrnn.bidirectional_init(cell, key_bi, n_x, n_a),
         jaxrnn.dense_init(key_head, 2 * n_a, 1),

@@ -138,7 +138,9 @@ def row_batch(m=128):
     return inputs[batch], row_ids[batch]
 
 
-generator = jaxrnn.models.generator_init(cell, jax.random.key(1), LABEL + 10, n_a, embed_size=16)
+generator = jaxrnn.models.generator_init(
+    cell, jax.random.key(1), LABEL + 10, n_a, embedding_size=16
+)
 generator, losses = train(generator_loss, generator, row_batch, 30 if SMALL else 400)
 print(f"cross-entropy per row: first step {losses[0]:.2f}, last 20 steps {losses[-20:].mean():.2f}")
 """),
@@ -236,7 +238,9 @@ def translation_loss(params, *batch):
     return jaxrnn.models.seq2seq_loss(cell, params, *batch, bos_id=BOS)
 
 
-seq2seq = jaxrnn.models.seq2seq_init(cell, jax.random.key(3), len(WORD_ID), 12, n_a, embed_size=16)
+seq2seq = jaxrnn.models.seq2seq_init(
+    cell, jax.random.key(3), len(WORD_ID), 12, n_a, embedding_size=16
+)
 seq2seq, losses = train(translation_loss, seq2seq, number_batch, 60 if SMALL else 1500)
 decode = jax.jit(
     lambda params, src, src_len: jaxrnn.models.seq2seq_decode(
