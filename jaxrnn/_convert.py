@@ -13,11 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import fail
-from jaxrnn.cells import GRUParams, LSTMParams, RNNParams
+from jaxrnn.cells import GRUParams, LSTMParams, ReLURNNParams, ResetAfterGRUParams, RNNParams
 
-# cell kind -> (params type, number of gate blocks G)
-CELLS = {"rnn": (RNNParams, 1), "gru": (GRUParams, 3), "lstm": (LSTMParams, 4)}
-GATES = {params_type: gates for params_type, gates in CELLS.values()}
+# cell kind -> (params type, number of gate blocks G); the other frameworks' GRU resets after
+CELLS = {"rnn": (RNNParams, 1), "gru": (ResetAfterGRUParams, 3), "lstm": (LSTMParams, 4)}
+GATES = {RNNParams: 1, ReLURNNParams: 1, GRUParams: 3, ResetAfterGRUParams: 3, LSTMParams: 4}
+
+
+def check_reset_after(fn: str, params, target: str) -> None:
+    """Raise for the course's GRU (reset before), which ``target``'s GRU does not compute."""
+    if type(params) is GRUParams and params.w_h.shape[-1] == 3 * params.w_h.shape[0]:
+        fail(
+            fn,
+            f"expected ResetAfterGRUParams ({target}'s GRU is jaxrnn.gru(reset='after')), got "
+            "GRUParams, the params of the course's gru(reset='before')",
+        )
 
 
 def as_numpy(value) -> np.ndarray:

@@ -60,13 +60,28 @@ class RNNParams(NamedTuple):
     b_h: Array  # (H,)
 
 
+class ReLURNNParams(RNNParams):
+    """`RNNParams` of ``rnn("relu")``: the type says which activation the weights were made for."""
+
+    __slots__ = ()
+
+
 class GRUParams(NamedTuple):
-    """GRU weights; gates stacked along the last axis, G = 2 (simplified) or 3 (full)."""
+    """GRU weights of the course's GRUs, ``gru()`` (reset before, G = 3) and ``simplified_gru()``
+    (G = 2); gates stacked along the last axis."""
 
     w_x: Array  # (input_size, G·H)
     w_h: Array  # (H, G·H)
     b_x: Array  # (G·H,)
     b_h: Array  # (G·H,)
+
+
+class ResetAfterGRUParams(GRUParams):
+    """`GRUParams` of ``gru(reset="after")``, PyTorch's, Keras's and Flax's GRU (G = 3): the same
+    arrays compute another function through the course's GRU, so the type says which they are
+    for."""
+
+    __slots__ = ()
 
 
 class LSTMParams(NamedTuple):
@@ -150,6 +165,46 @@ def cell_name(cell: Cell) -> str:
     if known is not None:
         return known.name
     return getattr(cell.step, "__qualname__", None) or type(cell.step).__name__
+
+
+# Each built-in params type and the cell it belongs to, for messages and `cell_for`.
+_VARIANT = {
+    RNNParams: "rnn('tanh')",
+    ReLURNNParams: "rnn('relu')",
+    GRUParams: "gru(reset='before') or simplified_gru()",
+    ResetAfterGRUParams: "gru(reset='after')",
+    LSTMParams: "lstm()",
+}
+
+
+def check_variant(fn: str, params: Params, expected: type) -> None:
+    """Raise unless built-in params are of the ``expected`` type: weights of one variant never run
+    through another's step (PyTorch's GRU through the course's GRU, ReLU weights through tanh)."""
+    given = type(params)
+    if given is expected or given not in _VARIANT:
+        return
+    fail(
+        fn,
+        f"expected {expected.__name__}, the params of {_VARIANT[expected]}, got {given.__name__}, "
+        f"the params of {_VARIANT[given]}",
+        f"run them with jaxrnn.{_VARIANT[given].split(' or ')[0]} (jaxrnn.cells.cell_for(params))",
+    )
+
+
+def cell_for(params: Params) -> Cell:
+    """The built-in cell that built-in params belong to: ``cell_for(params).step(params, …)``.
+
+    Raises:
+      InputError: for params that are not of a built-in cell.
+    """
+    cell_of = _CELL_OF.get(type(params))
+    if cell_of is None:
+        fail("cell_for", f"expected the params of a built-in cell, got {type(params).__name__}")
+    return cell_of(params)
+
+
+# params type -> the cell its params belong to; `jaxrnn.minimal` adds its own two
+_CELL_OF: dict[type, Callable[[Params], Cell]] = {}
 
 
 def input_size(params: Params) -> int | None:
@@ -236,6 +291,7 @@ def _make_cell(
     recurrent_weights: bool = True,
     parallel_scan_one: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None,
     pointwise_one: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None,
+    params_type: type | None = None,
 ) -> Cell:
     """Wraps a one-example recurrent step in argument checks and batching, and builds the Cell.
 
@@ -258,6 +314,8 @@ def _make_cell(
         return carry_from_zeros(zeros)
 
     def check_params(fn: str, params: Params) -> None:
+        if params_type is not None:
+            check_variant(fn, params, params_type)
         if not recurrent_weights:
             n_x = check_rank_at_least(fn, "params.w_x", params.w_x, 2, "(input_size, G·H)")[0]
             n_a = hidden_size(params)
@@ -354,8 +412,12 @@ def _make_cell(
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
-@functools.cache
 def rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
+    return _rnn(activation)
+
+
+@functools.cache
+def _rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
     """The basic RNN cell (course notation).
 
         a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a) = g(W_a [a⟨t−1⟩, x⟨t⟩] + b_a),  g = tanh or relu
@@ -381,18 +443,25 @@ def rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
         fail("rnn", f"expected activation 'tanh' or 'relu', got {activation!r}")
     g = _ACTIVATIONS[activation]
     input_init = _he if activation == "relu" else _glorot
+    params_type = ReLURNNParams if activation == "relu" else RNNParams
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> RNNParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 1, dtype, input_init)
         zeros = jnp.zeros((hidden_size,), dtype)
-        return RNNParams(w_x, w_h, zeros, zeros)
+        return params_type(w_x, w_h, zeros, zeros)
 
     def pointwise(params: RNNParams, a_prev: Array, z: Array) -> tuple[Array, Array]:
         a = g(z)  # a⟨t⟩ = g(W_ax x⟨t⟩ + W_aa a⟨t−1⟩ + b_a), the affine part already in z
         return a, a
 
     return _make_cell(
-        f"rnn({activation})", 1, init, None, lambda zeros: zeros, pointwise_one=pointwise
+        f"rnn({activation})",
+        1,
+        init,
+        None,
+        lambda zeros: zeros,
+        pointwise_one=pointwise,
+        params_type=params_type,
     )
 
 
@@ -424,11 +493,23 @@ def simplified_gru() -> Cell:
         c = update * candidate + (1 - update) * c_prev
         return c, c
 
-    return _make_cell("simplified_gru", 2, init, None, lambda zeros: zeros, pointwise_one=pointwise)
+    return _make_cell(
+        "simplified_gru",
+        2,
+        init,
+        None,
+        lambda zeros: zeros,
+        pointwise_one=pointwise,
+        params_type=GRUParams,
+    )
+
+
+def gru(reset: Literal["before", "after"] = "before") -> Cell:
+    return _gru(reset)
 
 
 @functools.cache
-def gru(reset: Literal["before", "after"] = "before") -> Cell:
+def _gru(reset: Literal["before", "after"] = "before") -> Cell:
     """The full GRU, with relevance gate Γ_r and update gate Γ_u.
 
     ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the
@@ -458,10 +539,12 @@ def gru(reset: Literal["before", "after"] = "before") -> Cell:
     if reset not in ("before", "after"):
         fail("gru", f"expected reset 'before' or 'after', got {reset!r}")
 
+    params_type = GRUParams if reset == "before" else ResetAfterGRUParams
+
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> GRUParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 3, dtype, _glorot)
         zeros = jnp.zeros((3 * hidden_size,), dtype)
-        return GRUParams(w_x, w_h, zeros, zeros)
+        return params_type(w_x, w_h, zeros, zeros)
 
     def step_reset_before(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
         n_a = c_prev.shape[-1]
@@ -485,14 +568,20 @@ def gru(reset: Literal["before", "after"] = "before") -> Cell:
         return c, c
 
     step = step_reset_before if reset == "before" else step_reset_after
-    return _make_cell(f"gru(reset={reset})", 3, init, step, lambda zeros: zeros)
+    return _make_cell(
+        f"gru(reset={reset})", 3, init, step, lambda zeros: zeros, params_type=params_type
+    )
 
 
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-@functools.cache
 def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
+    return _lstm(peephole, forget_bias)
+
+
+@functools.cache
+def _lstm(peephole: bool = False, forget_bias: float = 1.0) -> Cell:
     """The LSTM cell of the course (Hochreiter & Schmidhuber 1997, with a forget gate).
 
         c̃⟨t⟩ = tanh(W_c [a⟨t−1⟩, x⟨t⟩] + b_c)
@@ -539,5 +628,28 @@ def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
 
     name = "lstm(peephole)" if peephole else "lstm"
     return _make_cell(
-        name, 4, init, None, lambda zeros: LSTMState(zeros, zeros), pointwise_one=pointwise
+        name,
+        4,
+        init,
+        None,
+        lambda zeros: LSTMState(zeros, zeros),
+        pointwise_one=pointwise,
+        params_type=LSTMParams,
     )
+
+
+# One Cell per variant, however its options are spelled: gru() is gru("before"), lstm() is
+# lstm(peephole=False).
+rnn.__doc__, gru.__doc__, lstm.__doc__ = _rnn.__doc__, _gru.__doc__, _lstm.__doc__
+
+_CELL_OF.update(
+    {
+        RNNParams: lambda params: rnn("tanh"),
+        ReLURNNParams: lambda params: rnn("relu"),
+        ResetAfterGRUParams: lambda params: gru("after"),
+        GRUParams: lambda params: (
+            simplified_gru() if params.w_h.shape[-1] == 2 * params.w_h.shape[0] else gru("before")
+        ),
+        LSTMParams: lambda params: lstm(peephole=params.peephole is not None),
+    }
+)

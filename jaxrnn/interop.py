@@ -29,8 +29,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import check_positive_int, fail
-from jaxrnn._convert import as_numpy, check_cell, export_arrays, reorder_gates, to_jax
-from jaxrnn.cells import GRUParams, LSTMParams, LSTMState, RNNParams
+from jaxrnn._convert import (
+    as_numpy,
+    check_cell,
+    check_reset_after,
+    export_arrays,
+    reorder_gates,
+    to_jax,
+)
+from jaxrnn.cells import (
+    GRUParams,
+    LSTMParams,
+    LSTMState,
+    ReLURNNParams,
+    ResetAfterGRUParams,
+    RNNParams,
+)
 from jaxrnn.interop_flax import (
     lstm_state_from_flax,
     lstm_state_to_flax,
@@ -107,32 +121,52 @@ def _state_dict(fn: str, name: str, module_or_state_dict) -> Mapping:
     )
 
 
-def _from_torch(fn: str, cell: str, state_dict, layer: int, reverse: bool):
+def _relu(module_or_state_dict) -> bool:
+    """Whether a torch RNN module uses ReLU; a state dict cannot say, and is taken as tanh."""
+    return getattr(module_or_state_dict, "nonlinearity", "tanh") == "relu"
+
+
+def _from_torch(fn: str, cell: str, state_dict, layer: int, reverse: bool, relu: bool = False):
     params_type, gates = check_cell(fn, cell)
+    if cell == "rnn" and relu:
+        params_type = ReLURNNParams
     arrays = _read(fn, _state_dict(fn, "state_dict", state_dict), layer, reverse, gates)
     if cell == "gru":
         arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
     return to_jax(params_type, *arrays)
 
 
-def rnn_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> RNNParams:
-    """`RNNParams` for ``jaxrnn.rnn(nonlinearity)`` from a ``torch.nn.RNN`` or its state dict.
+def rnn_params_from_torch(
+    state_dict, layer: int = 0, reverse: bool = False, nonlinearity: str | None = None
+) -> RNNParams:
+    """`RNNParams` for ``jaxrnn.rnn()``, or `ReLURNNParams` for ``jaxrnn.rnn("relu")``, from a
+    ``torch.nn.RNN`` or its state dict.
 
     Args:
       state_dict: the module, or ``module.state_dict()`` (arrays or tensors). A module made with
         ``bias=False`` has no bias entries; its biases come in as zeros.
       layer: which layer of a stacked module (``_l{layer}``).
       reverse: the backward direction of a bidirectional module (``_reverse``).
+      nonlinearity: ``"tanh"`` or ``"relu"``; None takes the module's (a state dict does not say
+        which, and is taken as ``"tanh"``).
 
     Raises:
       InputError: for anything but a module or a mapping, missing keys, or weights of another
         kind of cell.
     """
-    return _from_torch("rnn_params_from_torch", "rnn", state_dict, layer, reverse)
+    fn = "rnn_params_from_torch"
+    if nonlinearity is None:
+        relu = _relu(state_dict)
+    elif nonlinearity in ("tanh", "relu"):
+        relu = nonlinearity == "relu"
+    else:
+        fail(fn, f"expected nonlinearity None, 'tanh' or 'relu', got {nonlinearity!r}")
+    return _from_torch(fn, "rnn", state_dict, layer, reverse, relu=relu)
 
 
-def gru_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> GRUParams:
-    """`GRUParams` for ``jaxrnn.gru(reset="after")`` from a ``torch.nn.GRU`` or its state dict.
+def gru_params_from_torch(state_dict, layer: int = 0, reverse: bool = False) -> ResetAfterGRUParams:
+    """`ResetAfterGRUParams` for ``jaxrnn.gru(reset="after")`` from a ``torch.nn.GRU`` or its
+    state dict.
 
     Arguments as `rnn_params_from_torch`.
     Gate order (r, z, n) is kept; the z rows are negated so that Γ_u = σ(−z-preactivation) = 1 − z.
@@ -202,13 +236,12 @@ def stacked_params_from_torch(
             + ("with" if found_bidirectional else "without")
             + " '_reverse' keys",
         )
-    layers = []
+    layers, relu = [], _relu(module_or_state_dict)
     for layer in range(found_layers):
-        forward = _from_torch(fn, cell, state_dict, layer, False)
+        forward = _from_torch(fn, cell, state_dict, layer, False, relu)
         if found_bidirectional:
-            layers.append(
-                BidirectionalParams(forward, _from_torch(fn, cell, state_dict, layer, True))
-            )
+            backward = _from_torch(fn, cell, state_dict, layer, True, relu)
+            layers.append(BidirectionalParams(forward, backward))
         else:
             layers.append(forward)
     return StackedParams(tuple(layers))
@@ -228,6 +261,7 @@ def _to_torch(
                     "a bias=False module has no biases to hold them: export for one with bias=True",
                 )
     arrays = [w_x, w_h, b_x, b_h]
+    check_reset_after(fn, params, "PyTorch")
     if isinstance(params, GRUParams):
         arrays = [reorder_gates(a, *_Z_NEGATED) for a in arrays]
     w_x, w_h, b_x, b_h = arrays

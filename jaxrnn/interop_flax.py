@@ -45,8 +45,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn._checks import fail
-from jaxrnn._convert import CELLS, as_numpy, check_cell, export_arrays, reorder_gates, to_jax
-from jaxrnn.cells import GRUParams, LSTMParams, LSTMState, RNNParams
+from jaxrnn._convert import (
+    CELLS,
+    as_numpy,
+    check_cell,
+    check_reset_after,
+    export_arrays,
+    reorder_gates,
+    to_jax,
+)
+from jaxrnn.cells import (
+    GRUParams,
+    LSTMParams,
+    LSTMState,
+    ReLURNNParams,
+    ResetAfterGRUParams,
+    RNNParams,
+)
 
 __all__ = [
     "lstm_state_from_flax",
@@ -67,7 +82,7 @@ _LINEN = {
     "rnn": (("i",), ("h",), {"i"}),
 }
 _LINEN_CLASS = {"lstm": "LSTMCell or OptimizedLSTMCell", "gru": "GRUCell", "rnn": "SimpleCell"}
-_KIND = {LSTMParams: "lstm", GRUParams: "gru", RNNParams: "rnn"}
+_KIND = {LSTMParams: "lstm", ResetAfterGRUParams: "gru", RNNParams: "rnn", ReLURNNParams: "rnn"}
 
 
 def _assemble(cell: str, parts_x, parts_h):
@@ -173,6 +188,7 @@ def _flax_sides(fn: str, params, name: str = "params"):
     except b_r[2H:] of a GRU (linen's hn bias), which may be non-zero.
     """
     w_x, w_h, b_x, b_h = export_arrays(fn, params, "Flax", name)
+    check_reset_after(fn, params, "Flax")
     cell = _KIND[type(params)]
     zeros = np.zeros_like(b_x)
     if cell == "lstm":

@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxrnn._checks import fail
 from jaxrnn._convert import as_numpy, check_cell, export_arrays, reorder_gates, to_jax
-from jaxrnn.cells import GRUParams, LSTMParams, RNNParams
+from jaxrnn.cells import GRUParams, LSTMParams, ResetAfterGRUParams, RNNParams
 from jaxrnn.layers import BidirectionalParams
 
 __all__ = ["params_from_keras", "params_to_keras"]
@@ -133,6 +133,7 @@ def _one_from_keras(fn: str, weights: Sequence, cell: str, reset_after: bool, fi
     arrays = [kernel, recurrent, b_x, b_h]
     if cell == "gru":
         arrays = [reorder_gates(a, *_KERAS_TO_JAXRNN_GRU) for a in arrays]
+        params_type = ResetAfterGRUParams if reset_after else GRUParams
     return to_jax(params_type, *arrays)
 
 
@@ -150,9 +151,9 @@ def params_to_keras(
     Args:
       params: `LSTMParams` (no peepholes), `GRUParams` of the full GRU, `RNNParams`, or
         `BidirectionalParams` of one of them (for ``keras.layers.Bidirectional``).
-      reset_after: required for GRU params: True for params of ``jaxrnn.gru(reset="after")``
-        (a Keras ``GRU(reset_after=True)``), False for ``gru(reset="before")``
-        (``GRU(reset_after=False)``). Ignored for the other cells.
+      reset_after: for GRU params, the Keras layer's ``reset_after``; None takes it from the
+        params' type (`ResetAfterGRUParams`: True, `GRUParams`: False), and a value that
+        contradicts the type is an error. Ignored for the other cells.
 
     Returns:
       [kernel (D, G·H), recurrent_kernel (H, G·H), bias (G·H,) or (2, 3H)], numpy arrays; for
@@ -174,11 +175,20 @@ def _one_to_keras(fn: str, params, reset_after: bool | None, name: str) -> list[
     w_x, w_h, b_x, b_h = export_arrays(fn, params, "Keras", name)
     if not isinstance(params, GRUParams):
         return [np.array(w_x), np.array(w_h), b_x + b_h]
+    variant = isinstance(params, ResetAfterGRUParams)  # the params say which GRU they are for
+    if reset_after is None:
+        reset_after = variant
     if reset_after not in (True, False):
         fail(
             fn,
             f"expected reset_after=True (params of jaxrnn.gru(reset='after')) or False "
             f"(gru(reset='before')) for GRU params, got {reset_after!r}",
+        )
+    if reset_after != variant:
+        fail(
+            fn,
+            f"expected reset_after={variant} for {type(params).__name__}, got {reset_after}",
+            "a Keras GRU with the other reset_after computes another function",
         )
     w_x, w_h, b_x, b_h = (reorder_gates(a, *_JAXRNN_TO_KERAS_GRU) for a in (w_x, w_h, b_x, b_h))
     return [w_x, w_h, np.stack([b_x, b_h]) if reset_after else b_x + b_h]

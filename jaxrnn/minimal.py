@@ -197,8 +197,12 @@ def _min_gru_decay_and_input(pre: Array) -> tuple[Array, Array]:
     return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * _g(v)
 
 
-@functools.cache
 def min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
+    return _min_gru(scan)
+
+
+@functools.cache
+def _min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minGRU: a GRU whose update gate and candidate read only the input.
 
         z⟨t⟩ = σ(x⟨t⟩ W_z + b_z)
@@ -273,8 +277,12 @@ def _min_lstm_decay_and_input(pre: Array) -> tuple[Array, Array]:
     return forget, update * _g(v)
 
 
-@functools.cache
 def min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
+    return _min_lstm(scan)
+
+
+@functools.cache
+def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minLSTM: an LSTM with input-only gates, normalised so that f′ + i′ = 1, and no output gate.
 
         f⟨t⟩ = σ(x⟨t⟩ W_f + b_f),   i⟨t⟩ = σ(x⟨t⟩ W_i + b_i)
@@ -313,3 +321,9 @@ def min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
         recurrent_weights=False,
         parallel_scan_one=_parallel_scan(scan, _min_lstm_decay_and_input),
     )
+
+
+# One Cell per variant, however its options are spelled: min_gru() is min_gru("blocked").
+min_gru.__doc__, min_lstm.__doc__ = _min_gru.__doc__, _min_lstm.__doc__
+
+cells._CELL_OF.update({MinGRUParams: lambda p: min_gru(), MinLSTMParams: lambda p: min_lstm()})

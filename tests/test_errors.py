@@ -121,5 +121,27 @@ def test_errors_bad_cell_options_and_sizes():
 
 def test_errors_params_of_another_cell_are_rejected():
     gru_params = jaxrnn.gru().init(jax.random.key(0), 3, 4)
-    with pytest.raises(jaxrnn.InputError, match=r"expected params.w_h of shape \(4, 16\)"):
+    with pytest.raises(jaxrnn.InputError, match=r"expected LSTMParams, the params of lstm\(\)"):
         jaxrnn.unroll(jaxrnn.lstm(), gru_params, jnp.ones((5, 3), jnp.float32))
+
+
+def test_errors_params_know_their_variant():
+    """PyTorch's GRU weights through the course's GRU and ReLU weights through tanh are refused,
+    naming both variants; cell_for gives the cell that runs them."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    gru, relu = torch.nn.GRU(3, 4), torch.nn.RNN(3, 4, nonlinearity="relu")
+    cases = [
+        (jaxrnn.interop.gru_params_from_torch(gru), jaxrnn.gru(), jaxrnn.gru("after")),
+        (jaxrnn.interop.rnn_params_from_torch(relu), jaxrnn.rnn(), jaxrnn.rnn("relu")),
+        (jaxrnn.rnn("relu").init(jax.random.key(0), 3, 4), jaxrnn.rnn("tanh"), jaxrnn.rnn("relu")),
+        (jaxrnn.gru().init(jax.random.key(0), 3, 4), jaxrnn.gru("after"), jaxrnn.gru()),
+    ]
+    xs = jnp.ones((5, 3), jnp.float32)
+    for params, wrong, right in cases:
+        assert jaxrnn.cells.cell_for(params) is right
+        with pytest.raises(jaxrnn.InputError, match=r"expected \w+Params, the params of .* got"):
+            jaxrnn.unroll(wrong, params, xs)
+        jaxrnn.unroll(right, params, xs)
+    with pytest.raises(jaxrnn.InputError, match="expected ResetAfterGRUParams .* got GRUParams"):
+        jaxrnn.interop.params_to_torch(jaxrnn.gru().init(jax.random.key(0), 3, 4))

@@ -48,7 +48,7 @@ def random_params(name: str, rng: np.random.Generator, n_x: int = N_X, n_a: int 
     # |a<0>| <= 1, |x w_x| <= 0.3, |a| <= 3 by induction, |a w_h| <= 0.6 and |b_h| <= 0.1. A
     # finite-difference step of 1e-5 cannot cross it.
     sign = np.where(np.arange(n_a) % 2 == 0, 1.0, -1.0)
-    return jaxrnn.RNNParams(
+    return type(params)(  # ReLURNNParams: the type says they are a ReLU RNN's
         w_x=jnp.asarray(rng.uniform(-0.1, 0.1, (n_x, n_a))),
         w_h=jnp.asarray(rng.uniform(-0.05, 0.05, (n_a, n_a))),
         b_x=jnp.asarray(2.0 * sign + rng.uniform(-0.1, 0.1, n_a)),

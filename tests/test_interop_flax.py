@@ -195,7 +195,9 @@ def test_flax_converters_reject_bad_input():
     gru_params = jaxrnn.interop.params_from_linen(_linen_variables("gru")[1], "gru")  # b_hn ≠ 0
     with pytest.raises(jaxrnn.InputError, match=r"params.b_h\[10:15\] .* to be zero"):
         jaxrnn.interop.params_to_nnx(gru_params, nnx.GRUCell(D, H, rngs=nnx.Rngs(0)))
-    with pytest.raises(jaxrnn.InputError, match="expected a flax.nnx GRUCell for GRUParams, got"):
+    with pytest.raises(
+        jaxrnn.InputError, match="expected a flax.nnx GRUCell for ResetAfterGRUParams, got"
+    ):
         jaxrnn.interop.params_to_nnx(gru_params, nnx.LSTMCell(D, H, rngs=nnx.Rngs(0)))
     lstm_params = jaxrnn.lstm().init(jax.random.key(0), D, H)
     with pytest.raises(jaxrnn.InputError, match=r"module.dense_i.kernel of shape \(4, 20\) .* got"):

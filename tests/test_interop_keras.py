@@ -142,8 +142,14 @@ def test_keras_converters_reject_bad_input():
     with pytest.raises(jaxrnn.InputError, match="expected cell 'lstm', 'gru' or 'rnn'"):
         jaxrnn.interop.params_from_keras(lstm_weights, "LSTM")
     gru_params = jaxrnn.interop.params_from_keras(gru_weights, "gru")
-    with pytest.raises(jaxrnn.InputError, match="expected reset_after=True .* got None"):
-        jaxrnn.interop.params_to_keras(gru_params)
+    inferred = jaxrnn.interop.params_to_keras(gru_params)  # the params say which GRU they are
+    explicit = jaxrnn.interop.params_to_keras(gru_params, reset_after=True)
+    for got, want in zip(inferred, explicit, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(
+        jaxrnn.InputError, match="expected reset_after=True for ResetAfterGRUParams"
+    ):
+        jaxrnn.interop.params_to_keras(gru_params, reset_after=False)
     simplified = jaxrnn.simplified_gru().init(jax.random.key(0), 2, 3)
     with pytest.raises(jaxrnn.InputError, match="simplified GRU has no Keras cell"):
         jaxrnn.interop.params_to_keras(simplified, reset_after=True)

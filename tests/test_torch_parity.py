@@ -1,5 +1,7 @@
 """PyTorch's nn.RNN, nn.GRU and nn.LSTM, given the same weights, compute what jaxrnn computes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +24,7 @@ PAIRS = {
     "rnn_relu": (
         lambda d, h, **kw: torch.nn.RNN(d, h, nonlinearity="relu", **kw),
         jaxrnn.rnn("relu"),
-        jaxrnn.interop.rnn_params_from_torch,
+        functools.partial(jaxrnn.interop.rnn_params_from_torch, nonlinearity="relu"),
     ),
     "gru": (torch.nn.GRU, jaxrnn.gru(reset="after"), jaxrnn.interop.gru_params_from_torch),
     "lstm": (torch.nn.LSTM, jaxrnn.lstm(), jaxrnn.interop.lstm_params_from_torch),

@@ -419,7 +419,9 @@ def test_bidirectional_nonfinite_padding_changes_no_value_or_gradient(name, fuse
     cell = CELLS[name]
 
     def run(params, xs):
-        return jaxrnn.bidirectional(cell, params, xs, lengths=PADDING_LENGTHS, batch_directions=fused)
+        return jaxrnn.bidirectional(
+            cell, params, xs, lengths=PADDING_LENGTHS, batch_directions=fused
+        )
 
     params = jaxrnn.BidirectionalParams(random_params(name, seed=5), random_params(name, seed=6))
     assert_padding_never_read(run, params, random_xs((2, 2, T, N_X)), PADDING_LENGTHS)
