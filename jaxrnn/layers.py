@@ -378,16 +378,17 @@ def stacked(
     _check_sequence(fn, _unidirectional(layers[0]), xs, lengths, time_major)
     for depth in range(1, len(layers)):
         below, layer = layers[depth - 1], layers[depth]
-        if not _has_sizes(below) or not _has_sizes(layer):
+        n_in = input_size(_unidirectional(layer))
+        if n_in is None or input_size(_unidirectional(below)) is None:
             continue  # a user's cell: its own step checks what it reads
         n_out = hidden_size(_unidirectional(below)) * (
             2 if isinstance(below, BidirectionalParams) else 1
         )
-        if input_size(_unidirectional(layer)) != n_out:
+        if n_in != n_out:
             fail(
                 fn,
                 f"expected params.layers[{depth}] with input_size={n_out} (the outputs of layer "
-                f"{depth - 1}), got input_size={input_size(_unidirectional(layer))}",
+                f"{depth - 1}), got input_size={n_in}",
             )
     if carry is None:
         carry = (None,) * len(layers)
@@ -464,15 +465,17 @@ def deep(cell: Cell, num_layers: int) -> Cell:
     def init_carry(params: StackedParams, batch_shape: tuple[int, ...] = ()) -> tuple:
         return tuple(cell.init_carry(layer, batch_shape) for layer in _layers("deep", params))
 
+    name = f"deep({cell_name(cell)}, {num_layers})"
+
     def step(params: StackedParams, carry: tuple, x: Array) -> tuple[tuple, Array]:
-        layers = _layers(f"deep({cell_name(cell)}, {num_layers}).step", params)
+        layers = _layers(f"{name}.step", params)
         new_carry = []
         for layer, layer_carry in zip(layers, carry, strict=True):
             layer_carry, x = cell.step(layer, layer_carry, x)
             new_carry.append(layer_carry)
         return tuple(new_carry), x
 
-    step.__qualname__ = f"deep({cell_name(cell)}, {num_layers}).step"
+    step.__qualname__ = f"{name}.step"
     stacked_cell = Cell(init, init_carry, step)
     kernels.describe_layers(stacked_cell, cell, stacked)
     return stacked_cell
@@ -489,11 +492,6 @@ def _layers(fn: str, params) -> tuple:
                 "a bidirectional layer reads the future: run it with jaxrnn.stacked",
             )
     return params.layers
-
-
-def _has_sizes(layer: Params) -> bool:
-    """Whether the layer's params show their sizes (``w_x``, as every built-in cell's do)."""
-    return getattr(_unidirectional(layer), "w_x", None) is not None
 
 
 def _unidirectional(layer: Params) -> Params:
