@@ -153,31 +153,16 @@ def test_bidirectional_fused_matches_two_scans_values_and_grads(lengths, time_ma
         xs = jnp.swapaxes(xs, 0, 1)
     lengths = None if lengths is None else jnp.asarray(lengths)
 
+    def run(params, xs, fused):
+        options = dict(lengths=lengths, carry=carry, time_major=time_major)
+        return BIDIRECTIONAL(cell, params, xs, batch_directions=fused, **options)
+
     def loss(params, xs, fused):
-        last, ys = BIDIRECTIONAL(
-            cell,
-            params,
-            xs,
-            lengths=lengths,
-            carry=carry,
-            time_major=time_major,
-            batch_directions=fused,
-        )
+        last, ys = run(params, xs, fused)
         weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
         return jnp.sum(weights * ys) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
 
-    outputs = {
-        fused: BIDIRECTIONAL(
-            cell,
-            params,
-            xs,
-            lengths=lengths,
-            carry=carry,
-            time_major=time_major,
-            batch_directions=fused,
-        )
-        for fused in (False, True)
-    }
+    outputs = {fused: run(params, xs, fused) for fused in (False, True)}
     _assert_trees_close(outputs[True], outputs[False], 1e-13)
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
     _assert_trees_close(grad(params, xs, True), grad(params, xs, False), 1e-12)
