@@ -145,3 +145,13 @@ def test_errors_params_know_their_variant():
         jaxrnn.unroll(right, params, xs)
     with pytest.raises(jaxrnn.InputError, match="expected ResetAfterGRUParams .* got GRUParams"):
         jaxrnn.interop.params_to_torch(jaxrnn.gru().init(jax.random.key(0), 3, 4))
+
+
+def test_errors_cell_for_and_deep_name_what_they_cannot_take():
+    with pytest.raises(jaxrnn.InputError, match="cell_for: expected the params of a built-in cell"):
+        jaxrnn.cells.cell_for({"w": jnp.ones(3)})
+    with pytest.raises(jaxrnn.InputError, match="deep: expected num_layers to be a positive int"):
+        jaxrnn.deep(jaxrnn.gru(), 0)
+    with pytest.raises(jaxrnn.InputError, match=r"expected params to be StackedParams, got GRUP"):
+        cell = jaxrnn.deep(jaxrnn.gru(), 1)
+        cell.step(jaxrnn.gru().init(jax.random.key(0), 3, 4), None, jnp.ones(3, jnp.float32))
