@@ -23,7 +23,17 @@ import sys
 import time
 from pathlib import Path
 
-CORE = ("cells.py", "scan.py", "kernels.py", "layers.py", "models.py", "lm.py", "lm_train.py")
+CORE = (
+    "cells.py",
+    "scan.py",
+    "kernels.py",
+    "layers.py",
+    "models.py",
+    "lm.py",
+    "lm_train.py",
+    "lm_state.py",
+    "lm_eval.py",
+)
 
 
 def _sizes(repo: Path) -> dict:

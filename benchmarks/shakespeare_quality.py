@@ -161,8 +161,8 @@ def worker_jaxrnn(path: Path, minutes: float, eval_every: float, seed: int) -> l
     result = train_lm(corpus, model, config, progress=False, log=print)
     # The loop evaluates with evaluate_lm's default chunk; the torch worker reads EVAL_CHUNK.
     again = evaluate_lm(result.params, model, corpus, rows=EVAL_ROWS, seq_len=EVAL_CHUNK)
-    assert abs(again - result.history["valid"][-1][2]) < 1e-3
-    curve = [[s, t, v] for s, t, v in result.history["valid"]]
+    assert abs(again - result.history.valid[-1].nats) < 1e-3
+    curve = [[s, t, v] for s, t, v in result.history.valid]
     for s, t, v in curve:
         print(f"jaxrnn  {t:7.1f} s  step {s:6d}  valid {v:.4f}", flush=True)
     return curve

@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         "rss_mib_at_end": float(rss[-1]),
         "rss_mib_max": float(rss.max()),
         "rss_slope_mib_per_min": slope,
-        "final_train_loss": float(np.mean(result.history["loss"][-200:])),
-        "losses": result.history["loss"],
+        "final_train_loss": float(np.mean(result.history.loss[-200:])),
+        "losses": result.history.loss,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -129,8 +129,8 @@ def plot(t, rss, history, path: Path) -> None:
     top.set_ylim(0, rss.max() * 1.15)
     top.set_title("Soak: memory of a long training run")
     top.grid(alpha=0.3)
-    losses = np.asarray(history["loss"], float)
-    seconds = history["seconds"]
+    losses = np.asarray(history.loss, float)
+    seconds = history.seconds
     # training seconds per step are about even; spread the steps over the run's wall time
     steps_t = np.linspace(0, t[-1], len(losses))
     window = max(1, len(losses) // 200)

@@ -6,6 +6,7 @@ nothing at run time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -144,3 +145,23 @@ def check_int_in(fn: str, name: str, value, low: int, high: int) -> int:
         got = value if is_int else repr(value)
         fail(fn, f"expected {name} to be an int in [{low}, {high}), got {got}")
     return int(value)
+
+
+# Memory a run may plan for; more is refused before anything is allocated.
+MEMORY_LIMIT_BYTES = int(
+    0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if hasattr(os, "sysconf")
+    else 16 * 2**30
+)
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB"
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -187,10 +187,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 128 + interrupted.signum
     if result.stopped_early and not result.failed:  # a failure was reported as it happened
         print(f"stopped early: {result.stopped_early}")
-    nats = result.history["valid"][-1][2] if result.history["valid"] else float("nan")
+    nats = result.history.valid[-1].nats if result.history.valid else float("nan")
     print(
         f"validation: {nats:.4f} nats/token, perplexity {perplexity(nats):.2f} "
-        f"(after {result.step} steps, {result.history['seconds']:.0f} s of training)"
+        f"(after {result.step} steps, {result.history.seconds:.0f} s of training)"
     )
     if args.ngram and not result.failed:
         baseline = ngram_baseline(corpus, args.ngram)
@@ -226,7 +226,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _require(args.top_k is None or args.top_k >= 1, "--top-k", "an int >= 1", args.top_k)
     _require(0 <= args.seed < 2**63, "--seed", "an int in [0, 2**63)", args.seed)
     params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
-    from jaxrnn.lm_settings import MEMORY_LIMIT_BYTES, gib
+    from jaxrnn._checks import MEMORY_LIMIT_BYTES, gib
 
     # ids, and per step and sample the logits and every layer's carry, in 4-byte numbers
     per_sample = args.max_len * (3 + model.vocab_size) + 4 * model.hidden_size * model.num_layers

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     result = train_lm(
         corpus, model, config, args.out, resume=args.resume, overwrite=not args.resume
     )
-    nats = result.history["valid"][-1][2]
+    nats = result.history.valid[-1].nats
 
     # The traditional baseline on the very same split: n-grams with interpolated Kneser–Ney.
     print("\nvalidation perplexity (exp of mean nats per character, ⟨EOS⟩ included):")

@@ -44,8 +44,7 @@ from jaxrnn.layers import (
     stacked,
 )
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
-
-START = -1  # the input id that means x = 0
+from jaxrnn.text import START
 
 CELL_NAMES = {
     "rnn": lambda: cells_lib.rnn("tanh"),

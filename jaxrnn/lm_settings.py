@@ -1,6 +1,7 @@
 """What a language-model run may be configured with, and the checks of every setting.
 
-`TrainConfig` says how to train. `check_settings` refuses, before anything is allocated, settings
+`TrainConfig` says how to train, and `make_lm_optimizer` builds the optimizer it describes.
+`check_settings` refuses, before anything is allocated, settings
 no run can use and model sizes that would not fit in memory; `checked_metadata` does the same for
 the settings a checkpoint holds, before anything is built from them; `divergence` tells from the
 validation losses that a run has gone wrong; `changed_settings` lists what a resumed run changed.
@@ -9,16 +10,15 @@ validation losses that a run has gone wrong; `changed_settings` lists what a res
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-import numpy as np
-
+from jaxrnn import _checks
 from jaxrnn import text as text_lib
-from jaxrnn._checks import fail
+from jaxrnn._checks import fail, gib, is_int, is_number
 from jaxrnn.checkpoint import CheckpointError, config_from_json
 from jaxrnn.lm import LMConfig
+from jaxrnn.train import learning_rate_schedule, make_optimizer
 
 
 class TrainConfig(NamedTuple):
@@ -48,6 +48,20 @@ class TrainConfig(NamedTuple):
     devices: int | None = None
 
 
+def make_lm_optimizer(config: TrainConfig):
+    """The optax optimizer a `TrainConfig` describes (clipping first, then the update rule, at
+    the rate of `jaxrnn.train.learning_rate_schedule`)."""
+    rate = learning_rate_schedule(
+        config.learning_rate,
+        steps=config.steps,
+        warmup_steps=config.warmup_steps,
+        final=config.final_learning_rate,
+    )
+    return make_optimizer(
+        rate, name=config.optimizer, clip_value=config.clip_value, clip_norm=config.clip_norm
+    )
+
+
 # How the command line names each setting, for messages that tell the user what to change.
 CLI_NAMES = {
     "steps": "--steps",
@@ -75,20 +89,6 @@ CLI_NAMES = {
 }
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MAX_COUNT = 2**31 - 1  # steps, sizes and intervals: the compiled step counts in int32
-# Memory a run may plan for; more is refused before anything is allocated.
-MEMORY_LIMIT_BYTES = int(
-    0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if hasattr(os, "sysconf")
-    else 16 * 2**30
-)
-
-
-def is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
@@ -178,10 +178,6 @@ def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
     ]
 
 
-def gib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:,.1f} GiB"
-
-
 def check_settings(
     model: LMConfig | None,
     train: TrainConfig,
@@ -228,7 +224,7 @@ def check_settings(
     if not is_number(model.dropout) or not 0.0 <= model.dropout < 1.0:
         fail(fn, f"expected {names.get('dropout', 'dropout')} in [0, 1), got {model.dropout!r}")
     n_params, step_bytes = estimate_memory(model, train, time_steps)
-    if step_bytes > MEMORY_LIMIT_BYTES:
+    if step_bytes > _checks.MEMORY_LIMIT_BYTES:
         hidden, batch = (
             names.get("hidden_size", "hidden_size"),
             names.get("batch_size", "batch_size"),
@@ -237,7 +233,7 @@ def check_settings(
             fn,
             f"a training step would need about {gib(step_bytes)} ({n_params:,} parameters, "
             f"batch {train.batch_size} of {time_steps or train.seq_len} steps), more than the "
-            f"{gib(MEMORY_LIMIT_BYTES)} this machine can "
+            f"{gib(_checks.MEMORY_LIMIT_BYTES)} this machine can "
             "give",
             f"use a smaller {hidden} or {batch}",
         )

@@ -1,4 +1,5 @@
-"""A training run's folder and signals: one writer per folder, and a stop that never loses work.
+"""A training run's folder, signals and history: one writer per folder, a stop that never loses
+work, and the record of what was trained.
 
 Before a step is trained, `claim_run_folder` makes sure the folder can take the run — it is a
 folder, it can be written, it holds no other run unless asked to resume or replace it — and takes
@@ -7,11 +8,15 @@ the same folder is refused instead of interleaving its checkpoints with the firs
 
 `StopOnSignal` turns SIGINT and SIGTERM into a request the training loop reads between steps, so
 that a signal never lands inside a save, and a save always completes before the process exits.
+
+`History` is what a run has done so far (losses, evaluations, training time); a checkpoint keeps
+it, so a resumed run carries on with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -37,25 +42,73 @@ class OptionNames(NamedTuple):
     steps: str = "train.steps"
 
 
+class Evaluation(NamedTuple):
+    """One validation of a run."""
+
+    step: int  # steps trained when it was measured
+    seconds: float  # training time by then (evaluations excluded)
+    nats: float  # validation loss, nats per predicted token
+
+
+@dataclasses.dataclass
+class History:
+    """What a run has done: saved in its checkpoint as JSON, ``to_dict`` and ``from_dict``."""
+
+    loss: list[float] = dataclasses.field(default_factory=list)  # training loss of each step
+    valid: list[Evaluation] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0  # training time, evaluations and checkpoints excluded
+    skipped_steps: int = 0  # updates refused for a non-finite loss, gradient or update
+
+    def to_dict(self) -> dict:
+        saved = {"loss": list(self.loss), "valid": [list(row) for row in self.valid]}
+        saved["seconds"] = self.seconds
+        if self.skipped_steps:
+            saved["skipped_steps"] = self.skipped_steps
+        return saved
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> History:
+        """The history of a checkpoint's metadata (checked by `lm_settings.checked_metadata`)."""
+        return cls(
+            loss=list(saved["loss"]),
+            valid=[Evaluation(int(s), float(t), float(n)) for s, t, n in saved["valid"]],
+            seconds=float(saved["seconds"]),
+            skipped_steps=int(saved.get("skipped_steps", 0)),
+        )
+
+
 API = OptionNames()
 CLI = OptionNames("train", "--resume", "--overwrite", "a new --out", "--steps")
 
 
-def _checkpoint_step(checkpoint: Path) -> str:
+def _saved_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint was saved at; None if it cannot be read or does not say."""
     from jaxrnn.checkpoint import CheckpointError, read_metadata
 
     try:
         step = read_metadata(checkpoint).get("step")
     except CheckpointError:
-        return "an unreadable checkpoint"
-    return f"a checkpoint at step {step}" if isinstance(step, int) else "a checkpoint"
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def _checkpoint_step(checkpoint: Path) -> str:
+    step = _saved_step(checkpoint)
+    return "a checkpoint" if step is None else f"a checkpoint at step {step}"
 
 
 def check_run_folder(
-    out_dir: Path, *, resume: bool, overwrite: bool, how: OptionNames = API
+    out_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    steps: int | None = None,
+    how: OptionNames = API,
 ) -> None:
     """Raises `InputError` unless ``out_dir`` can take this run: a folder (or nothing yet) that
-    holds no checkpoint unless ``resume`` or ``overwrite``, and a checkpoint if ``resume``.
+    holds no checkpoint unless ``resume`` or ``overwrite``, and a checkpoint if ``resume``, saved
+    at no more than ``steps`` steps when ``steps`` is given (`CheckpointError` if that checkpoint
+    cannot be read).
 
     Reads only: nothing in the folder is created, changed or removed.
     """
@@ -79,6 +132,18 @@ def check_run_folder(
             f"continue it with {how.resume}, or choose {how.other}, or {how.overwrite} to replace"
             " it",
         )
+    if not resume or steps is None:
+        return
+    from jaxrnn.checkpoint import read_metadata
+
+    done = read_metadata(checkpoint).get("step")  # a CheckpointError if it cannot be read
+    if isinstance(done, int) and done > steps:
+        fail(
+            fn,
+            f"the checkpoint in {out_dir} is at step {done}, past the {steps} steps asked for; "
+            "nothing was trained",
+            f"set {how.steps} above {done} to train further",
+        )
 
 
 def _check_writable(fn: str, out_dir: Path) -> None:
@@ -93,7 +158,12 @@ def _check_writable(fn: str, out_dir: Path) -> None:
 
 @contextlib.contextmanager
 def claim_run_folder(
-    out_dir: Path, *, resume: bool, overwrite: bool, how: OptionNames = API
+    out_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    steps: int | None = None,
+    how: OptionNames = API,
 ) -> Iterator[None]:
     """Checks ``out_dir`` (`check_run_folder`), proves it writable, and holds its lock while the
     block runs.
@@ -103,7 +173,7 @@ def claim_run_folder(
         its lock (another trainer is writing there).
     """
     fn = how.fn
-    check_run_folder(out_dir, resume=resume, overwrite=overwrite, how=how)
+    check_run_folder(out_dir, resume=resume, overwrite=overwrite, steps=steps, how=how)
     _check_writable(fn, out_dir)
     lock_path = out_dir / LOCK_NAME
     try:

@@ -6,8 +6,9 @@ text the newline is simply the EOS token); at word level it is ``"<eos>"``, prod
 newline. ⟨UNK⟩ (``"<unk>"``) stands for every token the vocabulary does not hold; it is one token,
 never produced by splitting text.
 
-The batchers are pure functions of ``(seed, step)``, so a resumed training run sees exactly the
-batches it would have seen without the interruption.
+A `Corpus` is a text made ready for a language model: split into training and validation parts
+and encoded. The batchers are pure functions of ``(seed, step)``, so a resumed training run sees
+exactly the batches it would have seen without the interruption.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
-from jaxrnn._checks import fail
+from jaxrnn import _checks
+from jaxrnn._checks import fail, gib, is_int, is_number
 
 Level = Literal["char", "word"]
 UNK = "<unk>"
 EOS = {"char": "\n", "word": "<eos>"}
+START = -1  # the input id that means x = 0: a language model's first input, before any token
 WORD_PATTERN = re.compile(r"[\w']+|[^\w\s]")  # words (with apostrophes) and single punctuation
 
 
@@ -387,3 +390,130 @@ def split_lines(
     n_train = _n_train("split_lines", len(lines), fraction, "lines")
     shuffled = [lines[i] for i in np.random.default_rng(seed).permutation(len(lines))]
     return shuffled[:n_train], shuffled[n_train:]
+
+
+class Corpus(NamedTuple):
+    """A text prepared for a language model.
+
+    ``mode="lines"``: each line is a sentence (a name, a sentence); ``train`` and ``valid`` are
+    ``(targets (N, T) int32, lengths (N,) int32)``, each line followed by ⟨EOS⟩ and right-padded.
+    ``mode="stream"``: the text is one long sequence; ``train`` and ``valid`` are ``(ids (n,),)``.
+    """
+
+    vocab: Vocab
+    mode: Literal["lines", "stream"]
+    train: tuple
+    valid: tuple
+
+
+def make_corpus(
+    text: str,
+    *,
+    level: Level = "char",
+    mode: Literal["lines", "stream"] = "lines",
+    valid_fraction: float = 0.1,
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    lowercase: bool = False,
+    max_len: int | None = None,
+    seed: int = 0,
+) -> Corpus:
+    """Splits ``text`` into training and validation parts and encodes both with a vocabulary built
+    on the training part (so validation may hold ⟨UNK⟩).
+
+    Lines mode shuffles the non-empty lines with ``seed`` before the split; stream mode takes the
+    first ``1 − valid_fraction`` of the characters for training and the rest for validation.
+    ``max_len`` truncates long lines (lines mode; ⟨EOS⟩ included).
+    """
+    fn = "make_corpus"
+    if mode not in ("lines", "stream"):
+        fail(fn, f"expected mode 'lines' or 'stream', got {mode!r}")
+    if not is_number(valid_fraction) or not 0 < valid_fraction < 1:
+        fail(fn, f"expected valid_fraction strictly between 0 and 1, got {valid_fraction!r}")
+    if max_len is not None and (not is_int(max_len) or max_len < 1):
+        fail(fn, f"expected max_len None or an int >= 1, got {max_len!r}")
+    if mode == "lines":
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) < 2:
+            fail(fn, f"expected a text with at least 2 non-empty lines, got {len(lines)}")
+        train_lines, valid_lines = split_lines(lines, 1 - valid_fraction, seed)
+        vocab = build_vocab(
+            train_lines, level=level, max_size=max_vocab, min_count=min_count, lowercase=lowercase
+        )
+        encoded = [vocab.encode_lines(part) for part in (train_lines, valid_lines)]
+        longest = max(len(ids) for part in encoded for ids in part)
+        width = longest if max_len is None else min(longest, max_len)
+        padded_bytes = 2 * 4 * width * sum(len(part) for part in encoded)  # targets and inputs
+        if padded_bytes > _checks.MEMORY_LIMIT_BYTES / 4:
+            fail(
+                fn,
+                f"padding {len(lines):,} lines to the longest one ({longest:,} tokens) would take "
+                f"about {gib(padded_bytes)}",
+                "pass max_len (jaxrnn train --max-len) to truncate long lines, or use mode "
+                "'stream' (--mode stream)",
+            )
+        train, valid = (pad_batch(part, pad_id=vocab.eos_id, max_len=width) for part in encoded)
+        return Corpus(vocab, mode, train, valid)
+    train_text, valid_text = split_text(text, 1 - valid_fraction)
+    vocab = build_vocab(
+        [train_text], level=level, max_size=max_vocab, min_count=min_count, lowercase=lowercase
+    )
+    return Corpus(vocab, mode, (vocab.encode(train_text),), (vocab.encode(valid_text),))
+
+
+class Batch(NamedTuple):
+    """The examples of one training step."""
+
+    inputs: np.ndarray  # int32 (B, T); lines start with START, the id that means x⟨1⟩ = 0
+    targets: np.ndarray  # int32 (B, T): the id after each input
+    lengths: np.ndarray | None  # int32 (B,) in lines mode; None in stream mode (no padding)
+    fresh_carry: bool  # start from a zero carry: always, except a stateful stream's later chunks
+
+
+def training_batch(
+    corpus: Corpus, step: int, *, batch_size: int, seq_len: int, seed: int, stateful: bool = False
+) -> Batch:
+    """The batch of training step ``step``, a pure function of ``(seed, step)``.
+
+    Lines mode: ``batch_size`` lines by `batch_indices`, teacher-forced. Stream mode: random
+    windows of ``seq_len`` tokens (`stream_windows`), or with ``stateful`` the consecutive chunks
+    of `stream_chunks`, whose carry passes on from one step to the next.
+    """
+    if corpus.mode == "lines":
+        targets, lengths = corpus.train
+        rows = batch_indices(len(targets), batch_size, seed=seed, step=step)
+        targets = targets[rows]
+        start = np.full((len(rows), 1), START, targets.dtype)
+        inputs = np.concatenate([start, targets[:, :-1]], axis=1)
+        return Batch(inputs, targets, lengths[rows], True)
+    (ids,) = corpus.train
+    if stateful:
+        inputs, targets, first = stream_chunks(
+            ids, batch_size=batch_size, seq_len=seq_len, step=step
+        )
+        return Batch(inputs, targets, None, first)
+    inputs, targets = stream_windows(
+        ids, batch_size=batch_size, seq_len=seq_len, seed=seed, step=step
+    )
+    return Batch(inputs, targets, None, True)
+
+
+def stream_rows(ids: np.ndarray, rows: int, seq_len: int) -> tuple[np.ndarray, ...]:
+    """A stream cut into ``rows`` contiguous rows for evaluation with the carry passed on.
+
+    Returns ``(inputs, targets, lengths)``: int32 (rows, W) each, W a multiple of ``seq_len``,
+    right-padded, targets[r, t] the id after inputs[r, t]; lengths (rows,) the valid part of each
+    row. Together the rows hold every one of the stream's n − 1 next-token predictions once.
+    """
+    n_targets = len(ids) - 1
+    row_len = -(-n_targets // rows)
+    width = -(-row_len // seq_len) * seq_len
+    inputs = np.zeros((rows, width), np.int32)
+    targets = np.zeros((rows, width), np.int32)
+    lengths = np.zeros(rows, np.int32)
+    for r in range(rows):
+        begin, end = r * row_len, min((r + 1) * row_len, n_targets)
+        lengths[r] = max(end - begin, 0)
+        inputs[r, : lengths[r]] = ids[begin:end]
+        targets[r, : lengths[r]] = ids[begin + 1 : end + 1]
+    return inputs, targets, lengths

@@ -42,6 +42,23 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.clip_by_global_norm(max_norm)
 
 
+def learning_rate_schedule(
+    peak: float, *, steps: int, warmup_steps: int = 0, final: float | None = None
+) -> float | optax.Schedule:
+    """The learning rate of a run of ``steps`` steps: ``peak`` throughout, or a linear warm-up
+    from 0 over ``warmup_steps`` and then a cosine decay from ``peak`` to ``final`` at ``steps``
+    (``final`` None: no decay). A plain float when it is constant, so optax sees a number."""
+    if final is None and warmup_steps == 0:
+        return peak
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup_steps else peak,
+        peak_value=peak,
+        warmup_steps=warmup_steps,
+        decay_steps=max(steps, warmup_steps + 1),
+        end_value=peak if final is None else final,
+    )
+
+
 def make_optimizer(
     learning_rate: float | optax.Schedule,
     *,

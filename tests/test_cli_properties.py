@@ -208,12 +208,13 @@ def test_cli_train_reports_an_unwritable_out_before_the_first_step(capsys):
 
 
 def test_a_plot_written_over_a_symlink_replaces_the_link_not_its_target(tmp_path):
-    from jaxrnn.lm_train import plot_history
+    from jaxrnn.plots import plot_history
+    from jaxrnn.runs import Evaluation, History
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     link = tmp_path / "loss.png"
     link.symlink_to(victim)
-    plot_history({"loss": [3.0, 2.5, 2.0], "valid": [[3, 0.0, 2.1]], "seconds": 1.0}, link)
+    plot_history(History([3.0, 2.5, 2.0], [Evaluation(3, 0.0, 2.1)], seconds=1.0), link)
     assert victim.read_text() == "precious"
     assert not link.is_symlink() and link.read_bytes()[:4] == b"\x89PNG"

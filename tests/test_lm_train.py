@@ -1,5 +1,6 @@
 """Training a language model: exact resumption, interruption, evaluation, and non-finite runs."""
 
+import json
 import math
 import re
 import shutil
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrnn import lm_settings, lm_train
+from jaxrnn import _checks, lm_settings, lm_train
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, lm_apply, token_log_probs
@@ -68,10 +69,10 @@ def lines_run(lines_corpus, tmp_path_factory):
 def assert_same_run(got, expected):
     """Bit for bit: every training loss, every validation loss, every parameter."""
     assert got.step == expected.step
-    assert got.history["loss"] == expected.history["loss"]
+    assert got.history.loss == expected.history.loss
     # validation rows are [step, training seconds, nats]; the seconds are wall-clock time
-    assert [(s, nats) for s, _, nats in got.history["valid"]] == [
-        (s, nats) for s, _, nats in expected.history["valid"]
+    assert [(s, nats) for s, _, nats in got.history.valid] == [
+        (s, nats) for s, _, nats in expected.history.valid
     ]
     leaves = jax.tree.leaves(got.params), jax.tree.leaves(expected.params)
     assert len(leaves[0]) == len(leaves[1])
@@ -82,9 +83,9 @@ def assert_same_run(got, expected):
 def test_train_lm_uninterrupted_run_learns(lines_corpus, lines_run):
     result, messages, out_dir = lines_run
     assert result.step == LINES_TRAIN.steps and result.stopped_early is None
-    assert len(result.history["loss"]) == LINES_TRAIN.steps
-    assert [row[0] for row in result.history["valid"]] == [20, 40]
-    first, last = result.history["valid"][0][2], result.history["valid"][-1][2]
+    assert len(result.history.loss) == LINES_TRAIN.steps
+    assert [row[0] for row in result.history.valid] == [20, 40]
+    first, last = result.history.valid[0].nats, result.history.valid[-1].nats
     # below the uniform guess over the vocabulary, and falling
     assert last < first < np.log(lines_corpus.vocab.size)
     assert any(m.startswith("samples after step 25") for m in messages)
@@ -99,7 +100,7 @@ def test_train_lm_resume_is_bit_exact_lines_lstm_dropout(lines_corpus, lines_run
     stopped, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, stop_after=23)
     assert stopped.step == 23 and stopped.stopped_early is None
     assert read_metadata(tmp_path / "checkpoint.npz")["step"] == 23
-    assert stopped.history["loss"] == full.history["loss"][:23]
+    assert stopped.history.loss == full.history.loss[:23]
     resumed, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, resume=True)
     assert_same_run(resumed, full)
 
@@ -139,7 +140,7 @@ def test_train_lm_keyboard_interrupt_saves_and_resumes(lines_corpus, lines_run, 
     assert messages[-1] == f"interrupted at step 20; checkpoint saved to {checkpoint}"
     metadata = read_metadata(checkpoint)
     assert metadata["step"] == 20
-    assert metadata["history"]["loss"] == full.history["loss"][:20]
+    assert metadata["history"]["loss"] == full.history.loss[:20]
     resumed, _ = run(lines_corpus, model, LINES_TRAIN, tmp_path, resume=True)
     assert_same_run(resumed, full)
 
@@ -151,7 +152,7 @@ def test_load_lm_returns_trained_model(lines_corpus, lines_run):
     assert vocab == lines_corpus.vocab
     assert metadata["step"] == LINES_TRAIN.steps
     assert metadata["train"] == LINES_TRAIN._asdict()
-    assert metadata["history"]["loss"] == result.history["loss"]
+    assert metadata["history"]["loss"] == result.history.loss
     assert jax.tree.structure(params) == jax.tree.structure(result.params)
     for got, expected in zip(jax.tree.leaves(params), jax.tree.leaves(result.params), strict=True):
         assert got.dtype == expected.dtype and np.array_equal(got, expected)
@@ -246,7 +247,7 @@ def test_train_lm_stops_on_nan_loss_and_keeps_params(lines_corpus, monkeypatch):
     assert result.step == 5
     assert "5 steps in a row had a non-finite loss" in result.stopped_early
     assert result.stopped_early in messages
-    assert np.isnan(result.history["loss"]).all()
+    assert np.isnan(result.history.loss).all()
     # every update was skipped: the params are the initial ones
     initial = init_lm(jax.random.key(train.seed), model)
     for got, expected in zip(jax.tree.leaves(result.params), jax.tree.leaves(initial), strict=True):
@@ -269,12 +270,12 @@ def test_train_lm_counts_and_reports_isolated_non_finite_steps(lines_corpus, mon
     train = LINES_TRAIN._replace(steps=12, max_nonfinite_steps=2, sample_every=0)
     result, messages = run(lines_corpus, model, train)
     assert result.stopped_early is None and result.step == 12  # never 2 in a row
-    assert result.history["skipped_steps"] == 4
+    assert result.history.skipped_steps == 4
     skipped = [m for m in messages if "update skipped" in m]
     assert [m.split(":")[0] for m in skipped] == ["step 2", "step 5", "step 8", "step 11"]
     assert "(1 in a row, 4 in this run)" in skipped[-1]
-    assert np.isinf(result.history["loss"][1::3]).all()
-    assert np.isfinite(result.history["loss"][0::3]).all()
+    assert np.isinf(result.history.loss[1::3]).all()
+    assert np.isfinite(result.history.loss[0::3]).all()
     for leaf in jax.tree.leaves(result.params):
         assert np.all(np.isfinite(leaf))
 
@@ -286,10 +287,10 @@ def test_train_lm_stops_on_absurd_learning_rate(lines_corpus):
     )
     result, messages = run(lines_corpus, model, train)
     _assert_stopped_for_non_finite(result, model, train)
-    losses = np.asarray(result.history["loss"])
+    losses = np.asarray(result.history.loss)
     assert np.isfinite(losses[0]) and not np.isfinite(losses[-5:]).any()
     assert result.stopped_early in messages
-    assert result.history["valid"][-1][0] == result.step  # evaluated where it stopped
+    assert result.history.valid[-1].step == result.step  # evaluated where it stopped
 
 
 def test_train_lm_reports_overflowing_perplexity_as_inf_and_stops_as_diverged(
@@ -379,7 +380,7 @@ def test_make_corpus_names_the_bad_valid_fraction_and_refuses_huge_padding(monke
     with pytest.raises(InputError, match=r"valid_fraction strictly between 0 and 1, got 0"):
         make_corpus(text, valid_fraction=0)
     huge = "\n".join(["ab"] * 20_000 + ["x" * 200_000])  # 20,001 lines padded to 200,001
-    monkeypatch.setattr(lm_settings, "MEMORY_LIMIT_BYTES", 4 * 2**30)
+    monkeypatch.setattr(_checks, "MEMORY_LIMIT_BYTES", 4 * 2**30)
     with pytest.raises(InputError, match=r"would take about [\d.]+ GiB; pass max_len"):
         make_corpus(huge)
     assert make_corpus(huge, max_len=10).train[0].shape[1] == 10
@@ -423,3 +424,14 @@ def test_ngram_baseline_uses_the_corpus_split_without_padding():
     got = lm_train.ngram_baseline(corpus, 3)
     assert got == direct
     assert got.n_tokens == int(corpus.valid[1].sum())  # every token and ⟨EOS⟩, no padding
+
+
+def test_history_round_trips_through_a_checkpoints_json():
+    from jaxrnn.runs import Evaluation, History
+
+    history = History([3.0, 2.5], [Evaluation(2, 1.5, 2.25)], seconds=1.5, skipped_steps=1)
+    saved = json.loads(json.dumps(history.to_dict()))
+    assert saved == {"loss": [3.0, 2.5], "valid": [[2, 1.5, 2.25]], "seconds": 1.5,
+                     "skipped_steps": 1}  # fmt: skip
+    assert History.from_dict(saved) == history
+    assert "skipped_steps" not in History().to_dict()  # as written before it was counted

@@ -488,7 +488,7 @@ def test_min_gru_lm_learns_names_nearly_as_well_as_gru():
     for cell in ("gru", "min_gru"):
         model = lm.LMConfig(corpus.vocab.size, cell=cell, hidden_size=64, embedding_size=16)
         result = lm_train.train_lm(corpus, model, train, progress=False, log=lambda _: None)
-        valid[cell] = result.history["valid"][-1][2]
+        valid[cell] = result.history.valid[-1].nats
     assert valid["gru"] < 0.8 * unigram and valid["min_gru"] < 0.8 * unigram
     assert valid["min_gru"] < 1.10 * valid["gru"], valid
 

@@ -35,13 +35,24 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxrnn
-from jaxrnn import cli, lm_train
+from jaxrnn import cli, lm_state
 from jaxrnn.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, init_lm_carry, lm_loss
-from jaxrnn.lm_train import CHECKPOINT_NAME, TrainConfig, load_lm, make_corpus, train_lm
+from jaxrnn.lm_train import (
+    CHECKPOINT_NAME,
+    History,
+    TrainConfig,
+    load_lm,
+    make_corpus,
+    train_lm,
+)
 
 DEVICES = 4
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+# Params after Adam steps: Adam divides each update by the root of its second moment, so a
+# gradient entry near zero that differs in its last bits (another summation order) moves its
+# parameter by a few 1e-6 more or less; the losses above are held to TOLERANCE.
+PARAMS_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 NAMES = resources.files("jaxrnn").joinpath("data/names.txt").read_text().split()
 LINES_TEXT = "\n".join(NAMES[:400]) + "\n"
@@ -83,14 +94,18 @@ def run(corpus, model, train, out_dir=None, **kwargs):
     return train_lm(corpus, model, train, out_dir, progress=False, **kwargs)
 
 
+def history_of(result_or_metadata) -> History:
+    if isinstance(result_or_metadata, dict):
+        return History.from_dict(result_or_metadata["history"])
+    return result_or_metadata.history
+
+
 def losses(result_or_metadata) -> np.ndarray:
-    history = getattr(result_or_metadata, "history", None) or result_or_metadata["history"]
-    return np.asarray(history["loss"])
+    return np.asarray(history_of(result_or_metadata).loss)
 
 
 def valid_nats(result_or_metadata) -> np.ndarray:
-    history = getattr(result_or_metadata, "history", None) or result_or_metadata["history"]
-    return np.asarray([nats for _, _, nats in history["valid"]])
+    return np.asarray([row.nats for row in history_of(result_or_metadata).valid])
 
 
 # ------------------------------------------------------ the train step, shared by both processes
@@ -389,7 +404,7 @@ def test_train_step_on_four_devices_equals_one_device(both):
     expected_params = jax.tree.leaves(reference["train_step_params"])
     assert len(saved.files) == len(expected_params)
     for i, leaf in enumerate(expected_params):
-        np.testing.assert_allclose(saved[f"arr_{i}"], leaf, **TOLERANCE)
+        np.testing.assert_allclose(saved[f"arr_{i}"], leaf, **PARAMS_TOLERANCE)
 
 
 def test_train_lm_lines_through_cli_on_four_devices_equals_one_device(both):
@@ -403,7 +418,7 @@ def test_train_lm_lines_through_cli_on_four_devices_equals_one_device(both):
     np.testing.assert_allclose(losses(metadata), losses(expected), **TOLERANCE)
     np.testing.assert_allclose(valid_nats(metadata), valid_nats(expected), **TOLERANCE)
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected.params), strict=True):
-        np.testing.assert_allclose(got, want, **TOLERANCE)
+        np.testing.assert_allclose(got, want, **PARAMS_TOLERANCE)
 
 
 def test_train_lm_stream_stateful_on_four_devices_equals_one_device(both):
@@ -442,7 +457,7 @@ def test_four_device_checkpoint_is_the_same_file_and_resumes_on_one_device(both)
     for got, want in zip(
         jax.tree.leaves(resumed.params), jax.tree.leaves(expected.params), strict=True
     ):
-        np.testing.assert_allclose(got, want, **TOLERANCE)
+        np.testing.assert_allclose(got, want, **PARAMS_TOLERANCE)
 
 
 def test_automatic_device_count_and_bad_device_counts(both):
@@ -491,7 +506,7 @@ def test_two_processes_joined_by_jax_distributed_train_like_one_device(both, tmp
         np.testing.assert_allclose(got[0], reference["train_step_losses"], **TOLERANCE)
         assert len(got[1:]) == len(expected)
         for leaf, want in zip(got[1:], expected, strict=True):
-            np.testing.assert_allclose(leaf, want, **TOLERANCE)
+            np.testing.assert_allclose(leaf, want, **PARAMS_TOLERANCE)
 
 
 # ------------------------------------------------------------------- one device, in this process
@@ -560,7 +575,7 @@ def test_checkpoint_written_before_the_devices_field_still_loads(both, corpora, 
     _, _, reference = both
     lines, _ = corpora
     template = jax.eval_shape(
-        lambda: lm_train._initial_state(lines_model(lines), LINES_TRAIN, "lines")
+        lambda: lm_state.init_train_state(lines_model(lines), LINES_TRAIN, "lines")._asdict()
     )
     state, metadata = load_checkpoint(reference["stopped"].checkpoint, template)
     del metadata["train"]["devices"]

@@ -269,3 +269,39 @@ def test_split_lines_deterministic_shuffle():
     assert train + valid != lines  # shuffled
     with pytest.raises(InputError, match=r"split_lines: expected at least 2 lines to split, got 1"):
         split_lines(["only"])
+
+
+def test_training_batch_is_the_same_batch_for_the_same_seed_and_step_in_every_mode():
+    from jaxrnn.text import START, make_corpus, training_batch
+
+    names = "\n".join(["anna", "bob", "carl", "dora", "emil", "frida", "gus", "hana"] * 4)
+    lines = make_corpus(names, mode="lines", valid_fraction=0.25)
+    batch = training_batch(lines, 3, batch_size=4, seq_len=0, seed=7)
+    again = training_batch(lines, 3, batch_size=4, seq_len=0, seed=7)
+    other = training_batch(lines, 4, batch_size=4, seq_len=0, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(batch[:3], again[:3], strict=True))
+    assert not np.array_equal(batch.targets, other.targets)
+    assert (batch.inputs[:, 0] == START).all() and batch.fresh_carry
+    assert np.array_equal(batch.inputs[:, 1:], batch.targets[:, :-1])
+    rows = {tuple(row) for row in lines.train[0]}
+    assert all(tuple(row) in rows for row in batch.targets)
+    assert np.array_equal(batch.lengths, [lines.train[1][i] for i in _rows_of(lines, batch)])
+
+    stream = make_corpus(names, mode="stream", valid_fraction=0.25)
+    (ids,) = stream.train
+    windows = training_batch(stream, 2, batch_size=3, seq_len=5, seed=1)
+    assert windows.lengths is None and windows.fresh_carry
+    for inputs, targets in zip(windows.inputs, windows.targets, strict=True):
+        start = next(s for s in range(len(ids) - 5) if np.array_equal(ids[s : s + 5], inputs))
+        assert np.array_equal(ids[start + 1 : start + 6], targets)
+    chunks = [
+        training_batch(stream, step, batch_size=3, seq_len=5, seed=1, stateful=True)
+        for step in range(3)
+    ]
+    assert [chunk.fresh_carry for chunk in chunks] == [True, False, False]
+    assert np.array_equal(chunks[1].inputs[:, 0], chunks[0].targets[:, -1])  # rows continue
+
+
+def _rows_of(corpus, batch):
+    targets = [tuple(row) for row in corpus.train[0]]
+    return [targets.index(tuple(row)) for row in batch.targets]

@@ -153,3 +153,16 @@ def test_train_step_rejects_non_scalar_loss():
     step = jaxrnn.make_train_step(per_example, optax.sgd(0.1))
     with pytest.raises((jaxrnn.InputError, TypeError), match="scalar"):
         step(params, optax.sgd(0.1).init(params), xs, labels)
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_final():
+    from jaxrnn.train import learning_rate_schedule
+
+    assert learning_rate_schedule(0.1, steps=100) == 0.1  # a constant rate stays a number
+    schedule = learning_rate_schedule(0.1, steps=100, warmup_steps=10, final=0.001)
+    rates = np.asarray([schedule(step) for step in (0, 5, 10, 55, 100)])
+    np.testing.assert_allclose(rates[:3], [0.0, 0.05, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(rates[3], 0.001 + (0.1 - 0.001) * 0.5, rtol=1e-6)  # cosine halfway
+    np.testing.assert_allclose(rates[4], 0.001, rtol=1e-6)
+    no_warmup = learning_rate_schedule(0.1, steps=100, final=0.01)
+    np.testing.assert_allclose([no_warmup(0), no_warmup(100)], [0.1, 0.01], rtol=1e-6)
