@@ -1136,9 +1136,12 @@ def crafted_checkpoints(env: Env, source: Path) -> dict[str, Path]:
     put("num_layers 0", header_with(lambda h: h["metadata"]["model"].__setitem__("num_layers", 0)))
     put(
         "cell 'os.system'",
-        header_with(lambda h: h["metadata"]["model"].__setitem__("cell", "os.system")),
+        header_with(lambda h: h["metadata"]["model"].__setitem__("cell_name", "os.system")),
     )
-    put("dropout 2.0", header_with(lambda h: h["metadata"]["model"].__setitem__("dropout", 2.0)))
+    put(
+        "dropout 2.0",
+        header_with(lambda h: h["metadata"]["model"].__setitem__("dropout_rate", 2.0)),
+    )
     step_text = json.dumps(header).replace(
         f'"step": {header["metadata"]["step"]}', '"step": 1e400', 1
     )

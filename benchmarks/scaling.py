@@ -51,7 +51,7 @@ def measure(devices: int, batch: int, steps: int) -> dict:
     from jaxrnn.lm import LMConfig, init_lm, lm_loss
     from jaxrnn.parallel import data_mesh, replicate, shard_batch
 
-    model = LMConfig(VOCAB, cell="lstm", hidden_size=HIDDEN, embedding_size=EMBEDDING)
+    model = LMConfig(VOCAB, cell_name="lstm", hidden_size=HIDDEN, embedding_size=EMBEDDING)
     optimizer = jaxrnn.make_optimizer(1e-3)
 
     def loss_fn(params, inputs, targets):

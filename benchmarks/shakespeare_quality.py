@@ -37,7 +37,7 @@ MARKS_MIN = (2, 5, 10)
 # Chosen by measuring loss against steps for a dozen candidates (cells, widths, depths, batch
 # shapes, stateful or random windows, schedules, dropout), and steps per second on this CPU.
 JAXRNN_MODEL = {
-    "cell": "lstm",
+    "cell_name": "lstm",
     "hidden_size": 512,
     "num_layers": 1,
     "embedding_size": 64,

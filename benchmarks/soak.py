@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     text = resources.files("jaxrnn").joinpath("data/shakespeare.txt").read_text()
     corpus = make_corpus(text, mode="stream")
     model = LMConfig(
-        corpus.vocab.size, cell="lstm", hidden_size=256, num_layers=2, embedding_size=32
+        corpus.vocab.size, cell_name="lstm", hidden_size=256, num_layers=2, embedding_size=32
     )
     train = TrainConfig(
         steps=10**9,  # the time budget ends the run

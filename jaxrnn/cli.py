@@ -155,11 +155,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     model = LMConfig(
         vocab_size=corpus.vocab.size,
-        cell=args.cell,
+        cell_name=args.cell,
         hidden_size=args.hidden,
         num_layers=args.layers,
         embedding_size=args.embedding or None,
-        dropout=args.dropout,
+        dropout_rate=args.dropout,
     )
     time_steps = corpus.train[0].shape[1] if mode == "lines" else args.seq_len
     check_settings(model, config, fn="train", names=CLI_NAMES, time_steps=time_steps)

@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> None:
 
     model = LMConfig(
         vocab_size=corpus.vocab.size,
-        cell="lstm",
+        cell_name="lstm",
         hidden_size=256,
         num_layers=2,
         embedding_size=32,
-        dropout=0.5,
+        dropout_rate=0.5,
     )
     config = TrainConfig(
         steps=args.steps,

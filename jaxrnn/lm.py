@@ -34,7 +34,6 @@ from jaxrnn._checks import (
 from jaxrnn.cells import Array, Cell
 from jaxrnn.decode import check_temperature, check_top_k, decode
 from jaxrnn.layers import (
-    DenseParams,
     StackedParams,
     deep,
     dense,
@@ -44,6 +43,7 @@ from jaxrnn.layers import (
     stacked,
 )
 from jaxrnn.losses import Reduction, sequence_mask, softmax_cross_entropy
+from jaxrnn.models import GeneratorParams
 from jaxrnn.text import START
 
 CELL_NAMES = {
@@ -72,21 +72,13 @@ class LMConfig(NamedTuple):
     """The shape of a language model; hashable, JSON-able (``config._asdict()``)."""
 
     vocab_size: int
-    cell: str = "lstm"
+    cell_name: str = "lstm"  # a name in CELL_NAMES
     hidden_size: int = 256
     num_layers: int = 1
     embedding_size: int | None = None  # None: one-hot inputs, as in the course
     # on the embedded inputs, between layers (`jaxrnn.stacked`) and on the head's input; never on
     # the carry (Zaremba et al. 2014)
-    dropout: float = 0.0
-
-
-class LMParams(NamedTuple):
-    """Parameters of a recurrent language model."""
-
-    embedding: Array | None  # (V, E) rows are token vectors; None with one-hot inputs
-    layers: tuple  # one params NamedTuple per recurrent layer, bottom first
-    head: DenseParams  # (H, V): logits = a⟨t⟩ @ w + b
+    dropout_rate: float = 0.0
 
 
 def _check_config(config: LMConfig) -> None:
@@ -99,16 +91,26 @@ def _check_config(config: LMConfig) -> None:
         not isinstance(config.embedding_size, int) or config.embedding_size < 1
     ):
         fail(fn, f"expected embedding_size None or a positive int, got {config.embedding_size!r}")
-    if not 0.0 <= config.dropout < 1.0:
-        fail(fn, f"expected dropout in [0, 1), got {config.dropout!r}")
-    cell_from_name(config.cell)
+    if not 0.0 <= config.dropout_rate < 1.0:
+        fail(fn, f"expected dropout_rate in [0, 1), got {config.dropout_rate!r}")
+    cell_from_name(config.cell_name)
 
 
-def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
-    """Initial parameters: N(0, 1) embeddings, the cells' own initialisers, a Glorot head."""
+def lm_cell(config: LMConfig) -> Cell:
+    """The recurrent part of the model: ``config.num_layers`` of the named cell stacked into one
+    deep cell (`jaxrnn.deep`), whose params are a `jaxrnn.StackedParams`."""
+    _check_config(config)
+    return deep(cell_from_name(config.cell_name), config.num_layers)
+
+
+def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> GeneratorParams:
+    """Initial parameters: N(0, 1) embeddings, the cells' own initialisers, a Glorot head.
+
+    A language model is a generator (`jaxrnn.models.generate`) over the deep cell `lm_cell`: its
+    params are a `jaxrnn.models.GeneratorParams` whose ``recurrent`` part is `StackedParams`."""
     check_float_dtype("init_lm", dtype)
     _check_config(config)
-    cell = cell_from_name(config.cell)
+    cell = cell_from_name(config.cell_name)
     key_emb, key_head, *keys = jax.random.split(key, 2 + config.num_layers)
     embedding = None
     input_size = config.vocab_size
@@ -120,13 +122,14 @@ def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> LMParams:
         layers.append(cell.init(k, input_size, config.hidden_size, dtype))
         input_size = config.hidden_size
     head = dense_init(key_head, config.hidden_size, config.vocab_size, dtype)
-    return LMParams(embedding, tuple(layers), head)
+    return GeneratorParams(embedding, StackedParams(tuple(layers)), head)
 
 
-def init_lm_carry(params: LMParams, config: LMConfig, batch_shape: tuple[int, ...] = ()) -> tuple:
+def init_lm_carry(
+    params: GeneratorParams, config: LMConfig, batch_shape: tuple[int, ...] = ()
+) -> tuple:
     """a⟨0⟩ = 0 for every layer: a tuple of per-layer carries, each array (*batch_shape, H)."""
-    cell = cell_from_name(config.cell)
-    return tuple(cell.init_carry(p, batch_shape) for p in params.layers)
+    return lm_cell(config).init_carry(params.recurrent, batch_shape)
 
 
 def teacher_forcing_inputs(targets: Array) -> Array:
@@ -137,7 +140,7 @@ def teacher_forcing_inputs(targets: Array) -> Array:
     return jnp.concatenate([start, targets[..., :-1]], axis=-1)
 
 
-def embed(params: LMParams, config: LMConfig, ids: Array) -> Array:
+def embed(params: GeneratorParams, config: LMConfig, ids: Array) -> Array:
     """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros,
     and an id outside [−1, V), which ``jit`` cannot check, NaN (see `jaxrnn.layers.embed_ids`)."""
     return embed_ids(params.embedding, ids, config.vocab_size, params.head.w.dtype)
@@ -164,7 +167,7 @@ def _check_ids(fn: str, name: str, config: LMConfig, ids) -> Array:
 
 
 def lm_apply(
-    params: LMParams,
+    params: GeneratorParams,
     config: LMConfig,
     inputs: Array,
     carry: tuple | None = None,
@@ -192,26 +195,26 @@ def lm_apply(
       ``(carry, logits)``: a tuple of per-layer carries, and logits (*batch, T, V).
     """
     _check_inputs("lm_apply", config, inputs)
-    cell = cell_from_name(config.cell)
+    cell = cell_from_name(config.cell_name)
     key_in = key_layers = key_out = None
     if dropout_key is not None:
         key_in, key_layers, key_out = jax.random.split(dropout_key, 3)
-    xs = dropout(key_in, config.dropout, embed(params, config, jnp.asarray(inputs)))
+    xs = dropout(key_in, config.dropout_rate, embed(params, config, jnp.asarray(inputs)))
     last, xs = stacked(
         cell,
-        StackedParams(params.layers),
+        params.recurrent,
         xs,
         lengths=lengths,
         carry=carry,
-        dropout_rate=config.dropout,
+        dropout_rate=config.dropout_rate,
         dropout_key=key_layers,
         **unroll_options,
     )
-    return last, dense(params.head, dropout(key_out, config.dropout, xs))
+    return last, dense(params.head, dropout(key_out, config.dropout_rate, xs))
 
 
 def lm_loss(
-    params: LMParams,
+    params: GeneratorParams,
     config: LMConfig,
     inputs: Array,
     targets: Array,
@@ -234,7 +237,7 @@ def lm_loss(
 
 
 def token_log_probs(
-    params: LMParams, config: LMConfig, targets: Array, lengths: Array | None = None
+    params: GeneratorParams, config: LMConfig, targets: Array, lengths: Array | None = None
 ) -> Array:
     """log P(y⟨t⟩ | y⟨1⟩ … y⟨t−1⟩) of every token, starting from a⟨0⟩ = 0 and x⟨1⟩ = 0.
 
@@ -261,13 +264,13 @@ def token_log_probs(
 
 
 def sentence_log_prob(
-    params: LMParams, config: LMConfig, targets: Array, lengths: Array | None = None
+    params: GeneratorParams, config: LMConfig, targets: Array, lengths: Array | None = None
 ) -> Array:
     """log P(y⟨1⟩ … y⟨T⟩) = Σ_t log P(y⟨t⟩ | y⟨<t⟩): targets (*batch, T) -> (*batch,) in nats."""
     return token_log_probs(params, config, targets, lengths).sum(-1)
 
 
-def next_token_log_probs(params: LMParams, config: LMConfig, prefix: Array) -> Array:
+def next_token_log_probs(params: GeneratorParams, config: LMConfig, prefix: Array) -> Array:
     """log P(next | prefix) over the vocabulary: prefix (*batch, T) ids (T may be 0) -> (*batch, V).
 
     With an empty prefix it is the distribution of the first token, P(y⟨1⟩). Prefix ids are in
@@ -283,10 +286,9 @@ def next_token_log_probs(params: LMParams, config: LMConfig, prefix: Array) -> A
     return jnp.where(bad, jnp.nan, log_probs)
 
 
-def _step_all_layers(params: LMParams, config: LMConfig, carry: tuple, token: Array):
+def _step_all_layers(params: GeneratorParams, config: LMConfig, carry: tuple, token: Array):
     """One time step through every layer: (carry, token id ()) -> (carry, logits (V,))."""
-    cell = deep(cell_from_name(config.cell), len(params.layers))
-    carry, h = cell.step(StackedParams(params.layers), carry, embed(params, config, token))
+    carry, h = lm_cell(config).step(params.recurrent, carry, embed(params, config, token))
     return carry, dense(params.head, h)
 
 
@@ -299,7 +301,7 @@ class Samples(NamedTuple):
 
 
 def sample(
-    params: LMParams,
+    params: GeneratorParams,
     config: LMConfig,
     key: Array,
     *,

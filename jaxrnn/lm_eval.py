@@ -15,15 +15,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import ngram
-from jaxrnn.lm import LMConfig, LMParams, init_lm_carry, lm_apply, lm_loss, teacher_forcing_inputs
+from jaxrnn.lm import LMConfig, init_lm_carry, lm_apply, lm_loss, teacher_forcing_inputs
 from jaxrnn.losses import sequence_mask
+from jaxrnn.models import GeneratorParams
 from jaxrnn.text import Corpus, stream_rows
 
 __all__ = ["evaluate_lm", "ngram_baseline", "perplexity", "unigram_nats"]
 
 
 def evaluate_lm(
-    params: LMParams, model: LMConfig, corpus: Corpus, *, rows: int = 32, seq_len: int = 256
+    params: GeneratorParams, model: LMConfig, corpus: Corpus, *, rows: int = 32, seq_len: int = 256
 ) -> float:
     """Validation loss in nats per predicted token (every token of the validation part counted).
 

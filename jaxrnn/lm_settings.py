@@ -84,8 +84,8 @@ CLI_NAMES = {
     "hidden_size": "--hidden",
     "num_layers": "--layers",
     "embedding_size": "--embedding",
-    "dropout": "--dropout",
-    "cell": "--cell",
+    "dropout_rate": "--dropout",
+    "cell_name": "--cell",
 }
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 MAX_COUNT = 2**31 - 1  # steps, sizes and intervals: the compiled step counts in int32
@@ -221,8 +221,12 @@ def check_settings(
             f"expected {names.get('embedding_size', 'embedding_size')} to be None or an int >= 1"
             f", got {embedding!r}",
         )
-    if not is_number(model.dropout) or not 0.0 <= model.dropout < 1.0:
-        fail(fn, f"expected {names.get('dropout', 'dropout')} in [0, 1), got {model.dropout!r}")
+    if not is_number(model.dropout_rate) or not 0.0 <= model.dropout_rate < 1.0:
+        fail(
+            fn,
+            f"expected {names.get('dropout_rate', 'dropout_rate')} in [0, 1), "
+            f"got {model.dropout_rate!r}",
+        )
     n_params, step_bytes = estimate_memory(model, train, time_steps)
     if step_bytes > _checks.MEMORY_LIMIT_BYTES:
         hidden, batch = (
@@ -243,7 +247,7 @@ def estimate_memory(model: LMConfig, train: TrainConfig, seq_len: int | None = N
     """(parameter count, bytes) of a training step, roughly: parameters, gradients and two
     optimizer moments, plus the activations BPTT keeps for every step (float32)."""
     gates = {"lstm": 4, "lstm_peephole": 4, "gru": 3, "gru_reset_after": 3, "min_lstm": 3}
-    g = gates.get(model.cell, 2)
+    g = gates.get(model.cell_name, 2)
     inputs = model.embedding_size or model.vocab_size
     hidden, vocab, layers = model.hidden_size, model.vocab_size, model.num_layers
     n_params = (
@@ -255,6 +259,17 @@ def estimate_memory(model: LMConfig, train: TrainConfig, seq_len: int | None = N
     time_steps = train.seq_len if seq_len is None else seq_len
     per_step = train.batch_size * ((g + 2) * hidden * layers + inputs + 2 * vocab)
     return n_params, 4 * (4 * n_params + time_steps * per_step)
+
+
+# LMConfig fields under the names that checkpoints written before their renaming hold
+_OLD_LMCONFIG_NAMES = {"cell": "cell_name", "dropout": "dropout_rate"}
+
+
+def _renamed(model: object) -> object:
+    """A checkpoint's model config with the fields' current names (older files keep old ones)."""
+    if not isinstance(model, dict) or set(_OLD_LMCONFIG_NAMES.values()) & set(model):
+        return model
+    return {_OLD_LMCONFIG_NAMES.get(name, name): value for name, value in model.items()}
 
 
 def checked_metadata(
@@ -270,7 +285,7 @@ def checked_metadata(
     """
     if metadata.get("kind") != "jaxrnn.lm":
         raise CheckpointError(f"{path}: not a jaxrnn language-model checkpoint")
-    model = config_from_json(LMConfig, metadata.get("model"), path, "model config")
+    model = config_from_json(LMConfig, _renamed(metadata.get("model")), path, "model config")
     train = config_from_json(TrainConfig, metadata.get("train"), path, "training config")
     max_params, max_layers, max_int = 2**31, 256, 2**62
 
@@ -295,8 +310,8 @@ def checked_metadata(
             f"the model would have about {n_params:.3g} parameters, more than the "
             f"{max_params:,} a checkpoint may hold"
         )
-    if not 0 <= model.dropout < 1:
-        raise refuse(f"the model's dropout {model.dropout} is not in [0, 1)")
+    if not 0 <= model.dropout_rate < 1:
+        raise refuse(f"the model's dropout_rate {model.dropout_rate} is not in [0, 1)")
     for setting, value in train._asdict().items():
         if type(value) in (int, float) and not 0 <= value <= max_int:
             raise refuse(f"the training setting {setting} {value} is not in [0, {max_int}]")

@@ -19,8 +19,9 @@ import numpy as np
 from jaxrnn import lm_settings
 from jaxrnn import text as text_lib
 from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from jaxrnn.lm import LMConfig, LMParams, init_lm, init_lm_carry
+from jaxrnn.lm import LMConfig, init_lm, init_lm_carry
 from jaxrnn.lm_settings import TrainConfig, make_lm_optimizer
+from jaxrnn.models import GeneratorParams
 from jaxrnn.runs import History
 
 __all__ = ["TrainState", "init_train_state", "load_lm", "resume_state", "save_state"]
@@ -29,7 +30,7 @@ __all__ = ["TrainState", "init_train_state", "load_lm", "resume_state", "save_st
 class TrainState(NamedTuple):
     """What a training step changes; saved under the names ``params``, ``opt_state``, ``carry``."""
 
-    params: LMParams
+    params: GeneratorParams
     opt_state: Any  # the optimizer's state, a pytree of arrays
     carry: Any  # stateful stream mode: the carry handed from one chunk to the next; else None
 
@@ -112,7 +113,7 @@ def resume_state(
     return state, metadata["step"], History.from_dict(metadata["history"]), saved_train
 
 
-def load_lm(path: str | Path) -> tuple[LMParams, LMConfig, text_lib.Vocab, dict]:
+def load_lm(path: str | Path) -> tuple[GeneratorParams, LMConfig, text_lib.Vocab, dict]:
     """Reads a language-model checkpoint; returns (params, model config, vocabulary, metadata).
 
     Raises:

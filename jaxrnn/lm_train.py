@@ -33,10 +33,11 @@ import numpy as np
 from jaxrnn import lm_settings, parallel, runs
 from jaxrnn import progress as progress_lib
 from jaxrnn._checks import fail, is_int
-from jaxrnn.lm import LMConfig, LMParams, lm_loss, sample
+from jaxrnn.lm import LMConfig, lm_loss, sample
 from jaxrnn.lm_eval import evaluate_lm, ngram_baseline, perplexity, unigram_nats
 from jaxrnn.lm_settings import TrainConfig, make_lm_optimizer
 from jaxrnn.lm_state import TrainState, init_train_state, load_lm, resume_state, save_state
+from jaxrnn.models import GeneratorParams
 from jaxrnn.plots import plot_history
 from jaxrnn.runs import CHECKPOINT_NAME, Evaluation, History
 from jaxrnn.text import Corpus, make_corpus, stream_rows, training_batch
@@ -63,7 +64,7 @@ __all__ = [
 
 
 class TrainResult(NamedTuple):
-    params: LMParams
+    params: GeneratorParams
     step: int
     history: History
     checkpoint: Path | None  # None if nothing was kept on disk
@@ -105,7 +106,7 @@ def _make_step(model: LMConfig, train: TrainConfig):
             lengths=lengths,
             carry=carry,
             reduce_time=train.reduce_time,
-            dropout_key=dropout_key if model.dropout > 0 else None,
+            dropout_key=dropout_key if model.dropout_rate > 0 else None,
         )
 
     return make_train_step(loss_fn, make_lm_optimizer(train), has_aux=True)

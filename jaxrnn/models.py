@@ -61,10 +61,11 @@ class SequenceParams(NamedTuple):
 
 
 class GeneratorParams(NamedTuple):
-    """Params of the one-to-many generator of `generator_init`."""
+    """Params of a one-to-many generator (`generator_init`), and of a language model
+    (`jaxrnn.lm.init_lm`), which is a generator over a deep cell."""
 
     embedding: Array | None  # (K, E) input vectors of the K classes; None: one-hot inputs (E = K)
-    recurrent: Params  # the cell's params, input size E
+    recurrent: Params  # the cell's params, input size E (a deep cell's `StackedParams`)
     head: DenseParams  # (H, K)
 
 

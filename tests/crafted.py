@@ -26,7 +26,7 @@ from jaxrnn.lm import LMConfig, init_lm
 from jaxrnn.lm_train import TrainConfig, make_corpus, make_lm_optimizer
 
 TEXT = "anna\nbob\ncarl\ndora\nemil\n"
-MODEL = LMConfig(vocab_size=0, cell="gru", hidden_size=4)  # vocab_size set from the corpus
+MODEL = LMConfig(vocab_size=0, cell_name="gru", hidden_size=4)  # vocab_size set from the corpus
 TRAIN = TrainConfig(steps=4, batch_size=2, eval_every=2, sample_every=0, checkpoint_every=2)
 STEP = 2
 HISTORY = {"loss": [2.5, float("nan")], "valid": [[2, 0.25, 2.4]], "seconds": 0.25}
@@ -436,11 +436,11 @@ ENTRIES = [
     Entry("lm-vocab-size-2e40", "lm", meta("model.vocab_size", 2**40)),
     Entry("lm-embedding-size-negative", "lm", meta("model.embedding_size", -1)),
     Entry("lm-embedding-size-huge", "lm", meta("model.embedding_size", 2**30)),
-    Entry("lm-cell-unknown", "lm", meta("model.cell", "transformer")),
-    Entry("lm-cell-number", "lm", meta("model.cell", 3)),
-    Entry("lm-dropout-nan", "lm", meta("model.dropout", Raw("NaN"))),
-    Entry("lm-dropout-infinity", "lm", meta("model.dropout", Raw("Infinity"))),
-    Entry("lm-dropout-1.5", "lm", meta("model.dropout", 1.5)),
+    Entry("lm-cell-unknown", "lm", meta("model.cell_name", "transformer")),
+    Entry("lm-cell-number", "lm", meta("model.cell_name", 3)),
+    Entry("lm-dropout-nan", "lm", meta("model.dropout_rate", Raw("NaN"))),
+    Entry("lm-dropout-infinity", "lm", meta("model.dropout_rate", Raw("Infinity"))),
+    Entry("lm-dropout-1.5", "lm", meta("model.dropout_rate", 1.5)),
     Entry("lm-train-array", "lm", meta("train", [])),
     Entry("lm-train-unknown-key", "lm", meta("train.momentum", 0.9)),
     Entry("lm-train-batch-size-zero", "lm", meta("train.batch_size", 0)),

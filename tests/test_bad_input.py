@@ -424,7 +424,7 @@ def test_text_files_read_or_clear_error(tmp_path_factory, data):
     assert targets.dtype == np.int32 and (targets < corpus.vocab.size).all()
 
 
-SAMPLER = lm.LMConfig(vocab_size=6, cell="gru", hidden_size=8, embedding_size=4)
+SAMPLER = lm.LMConfig(vocab_size=6, cell_name="gru", hidden_size=8, embedding_size=4)
 SAMPLER_PARAMS = lm.init_lm(jax.random.key(0), SAMPLER)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -311,6 +312,18 @@ def test_cli_train_refuses_a_seed_beyond_int64(tmp_path, capsys):
     assert "expected --seed to be an int in [0, 2**62)" in capsys.readouterr().err
 
 
+def _wait_until_python_catches_sigint(pid: int) -> None:
+    """Until the interpreter has installed its SIGINT handler (bit 2 of SigCgt): before that a
+    SIGINT kills the process at once, however the program is written."""
+    deadline = time.monotonic() + 1800  # a hang guard, not a speed check
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)):
+            return
+        time.sleep(0.01)
+
+
 def test_cli_interrupted_while_starting_exits_quietly(tmp_path):
     """SIGINT while the command is still importing JAX or reading the corpus: exit 130 at once,
     no traceback, nothing written."""
@@ -321,6 +334,7 @@ def test_cli_interrupted_while_starting_exits_quietly(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _wait_until_python_catches_sigint(process.pid)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=1800)  # a hang guard, not a speed check

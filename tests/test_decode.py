@@ -49,7 +49,7 @@ def test_decode_stops_at_eos_and_feeds_back_what_it_drew():
 
 
 def test_lm_sample_compiles_once_for_every_temperature_and_top_k():
-    config = lm_lib.LMConfig(vocab_size=6, cell="gru", hidden_size=8)
+    config = lm_lib.LMConfig(vocab_size=6, cell_name="gru", hidden_size=8)
     params = lm_lib.init_lm(jax.random.key(0), config)
     before = lm_lib._sample._cache_size()
     samples = {}

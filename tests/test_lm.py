@@ -42,7 +42,7 @@ lm_apply, next_token_log_probs, sentence_log_prob, token_log_probs = (
 
 def numpy_forward(params, config, inputs):
     """logits (B, T, V) and each layer's last carry, one example, one step, one layer at a time."""
-    step = STEPS[REFERENCE_STEP[config.cell]]
+    step = STEPS[REFERENCE_STEP[config.cell_name]]
     vocab, hidden = config.vocab_size, config.hidden_size
     embedding = None if params.embedding is None else np.asarray(params.embedding)
     w, b = np.asarray(params.head.w), np.asarray(params.head.b)
@@ -51,7 +51,8 @@ def numpy_forward(params, config, inputs):
     last = []
     for row, tokens in enumerate(np.asarray(inputs)):
         zero = np.zeros(hidden)
-        carries = [(zero, zero) if config.cell == "lstm" else zero for _ in params.layers]
+        layers = params.recurrent.layers
+        carries = [(zero, zero) if config.cell_name == "lstm" else zero for _ in layers]
         for t, token in enumerate(tokens):
             if token == -1:
                 x = np.zeros(n_in)  # x⟨1⟩ = 0
@@ -59,7 +60,7 @@ def numpy_forward(params, config, inputs):
                 x = np.eye(vocab)[token]  # one-hot
             else:
                 x = embedding[token]
-            for depth, layer in enumerate(params.layers):
+            for depth, layer in enumerate(layers):
                 carries[depth], x = step(layer, carries[depth], x)
             logits[row, t] = x @ w + b
         last.append(carries)
@@ -75,7 +76,7 @@ def carry_to_numpy(carry, row):
 @pytest.mark.parametrize("embedding_size", [None, 4], ids=["one_hot", "embedding"])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_lm_apply_matches_numpy_forward(cell, embedding_size):
-    config = LMConfig(7, cell=cell, hidden_size=5, num_layers=2, embedding_size=embedding_size)
+    config = LMConfig(7, cell_name=cell, hidden_size=5, num_layers=2, embedding_size=embedding_size)
     params = random_lm(config)
     # −1 (the zero input) first, as teacher forcing feeds it, and once more in the middle.
     inputs = np.array([[-1, 3, 0, 6, 2, 2], [-1, 1, -1, 5, 4, 0], [-1, 6, 6, 6, 1, 3]])
@@ -97,8 +98,8 @@ def test_teacher_forcing_inputs_shifts_targets_behind_the_zero_input():
 # ------------------------------------------------------------------------ sentence probabilities
 
 CONFIGS = {
-    "lstm_embedding": LMConfig(6, cell="lstm", hidden_size=5, num_layers=2, embedding_size=3),
-    "gru_one_hot": LMConfig(6, cell="gru", hidden_size=4),
+    "lstm_embedding": LMConfig(6, cell_name="lstm", hidden_size=5, num_layers=2, embedding_size=3),
+    "gru_one_hot": LMConfig(6, cell_name="gru", hidden_size=4),
 }
 
 
@@ -162,7 +163,7 @@ def test_sentence_log_prob_lengths_mask_padding():
 
 @pytest.mark.parametrize("cell, length", [("rnn", 2), ("gru", 2), ("lstm", 3)])
 def test_sentence_log_prob_sums_to_one_over_all_sequences(cell, length):
-    config = LMConfig(3, cell=cell, hidden_size=4, num_layers=2)
+    config = LMConfig(3, cell_name=cell, hidden_size=4, num_layers=2)
     params = random_lm(config, scale=1.0)
     every = np.array(list(itertools.product(range(3), repeat=length)), np.int32)  # (3^T, T)
     log_probs = sentence_log_prob(params, config, every)
@@ -172,7 +173,7 @@ def test_sentence_log_prob_sums_to_one_over_all_sequences(cell, length):
 
 # ---------------------------------------------------------------------------------------- sampling
 
-SAMPLER = LMConfig(6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
+SAMPLER = LMConfig(6, cell_name="lstm", hidden_size=8, num_layers=2, embedding_size=4)
 EOS = 0
 
 
@@ -396,12 +397,12 @@ def test_lm_apply_rejects_float_inputs(sampler_params):
     "config, message",
     [
         (
-            LMConfig(5, cell="transformer"),
+            LMConfig(5, cell_name="transformer"),
             "cell_from_name: expected cell in ['gru', 'gru_reset_after', 'lstm', 'lstm_peephole', "
             "'min_gru', 'min_lstm', 'rnn', 'rnn_relu', 'simplified_gru'], got 'transformer'",
         ),
         (LMConfig(0), "LMConfig: expected vocab_size to be a positive int, got 0"),
-        (LMConfig(5, dropout=1.0), "LMConfig: expected dropout in [0, 1), got 1.0"),
+        (LMConfig(5, dropout_rate=1.0), "LMConfig: expected dropout_rate in [0, 1), got 1.0"),
         (LMConfig(5, embedding_size=0), "expected embedding_size None or a positive int, got 0"),
     ],
 )
@@ -417,7 +418,9 @@ def test_lm_config_rejects_bad_values(config, message):
 @pytest.mark.parametrize("bad", [6, 100, -2])
 @pytest.mark.parametrize("embedding_size", [None, 4], ids=["one_hot", "embedding"])
 def test_lm_apply_ids_out_of_range_give_nan_under_jit(embedding_size, bad):
-    config = LMConfig(6, cell="gru", hidden_size=5, num_layers=2, embedding_size=embedding_size)
+    config = LMConfig(
+        6, cell_name="gru", hidden_size=5, num_layers=2, embedding_size=embedding_size
+    )
     params = random_lm(config)
     good = np.array([[-1, 2, 3, 1], [-1, 4, 0, 5]], np.int32)
     inputs = good.copy()
@@ -505,7 +508,7 @@ def test_scoring_rejects_ids_out_of_range(sampler_params, fn, name, values):
 
 
 def test_lm_dropout_acts_on_the_inputs_between_layers_and_on_the_head_input():
-    config = LMConfig(vocab_size=7, cell="gru", hidden_size=6, num_layers=2, dropout=0.3)
+    config = LMConfig(vocab_size=7, cell_name="gru", hidden_size=6, num_layers=2, dropout_rate=0.3)
     params = init_lm(jax.random.key(0), config)
     inputs = jnp.array([[-1, 3, 1, 4], [-1, 2, 2, 0]])
     key = jax.random.key(5)
@@ -515,7 +518,7 @@ def test_lm_dropout_acts_on_the_inputs_between_layers_and_on_the_head_input():
     xs = jaxrnn.layers.dropout(key_in, 0.3, jaxrnn.lm.embed(params, config, inputs))
     _, hs = jaxrnn.stacked(
         jaxrnn.gru(),
-        jaxrnn.StackedParams(params.layers),
+        params.recurrent,
         xs,
         dropout_rate=0.3,
         dropout_key=key_layers,
@@ -524,3 +527,22 @@ def test_lm_dropout_acts_on_the_inputs_between_layers_and_on_the_head_input():
     np.testing.assert_allclose(logits, want, rtol=1e-6, atol=1e-6)
     _, plain = jaxrnn.lm.lm_apply(params, config, inputs)
     assert not np.allclose(logits, plain)
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_a_language_model_is_a_generator_over_its_deep_cell(num_layers):
+    config = LMConfig(vocab_size=7, cell_name="gru", hidden_size=6, num_layers=num_layers,
+                      embedding_size=4)  # fmt: skip
+    params = jaxrnn.lm.init_lm(jax.random.key(0), config)
+    assert isinstance(params, jaxrnn.models.GeneratorParams)
+    assert isinstance(params.recurrent, jaxrnn.StackedParams)
+    assert len(params.recurrent.layers) == num_layers
+    inputs = jax.random.randint(jax.random.key(1), (3, 5), -1, 7)
+    _, logits = jaxrnn.lm.lm_apply(params, config, inputs)
+    cell = jaxrnn.lm.lm_cell(config)
+    expected = jaxrnn.models.generator_apply(cell, params, inputs)
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+    greedy = jaxrnn.lm.sample(params, config, jax.random.key(2), num_samples=1, max_len=6,
+                              temperature=0.0).ids[0]  # fmt: skip
+    drawn = jaxrnn.models.generate(cell, params, jax.random.key(2), steps=6, temperature=0.0)
+    np.testing.assert_array_equal(greedy, drawn)

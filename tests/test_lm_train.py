@@ -48,7 +48,7 @@ def stream_corpus():
 
 
 def lines_model(corpus):
-    return LMConfig(corpus.vocab.size, cell="lstm", hidden_size=16, dropout=0.2)
+    return LMConfig(corpus.vocab.size, cell_name="lstm", hidden_size=16, dropout_rate=0.2)
 
 
 def run(corpus, model, train, out_dir=None, **kwargs):
@@ -106,7 +106,7 @@ def test_train_lm_resume_is_bit_exact_lines_lstm_dropout(lines_corpus, lines_run
 
 
 def test_train_lm_resume_is_bit_exact_stream_stateful_gru(stream_corpus, tmp_path):
-    model = LMConfig(stream_corpus.vocab.size, cell="gru", hidden_size=16, embedding_size=8)
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=16, embedding_size=8)
     # the 40 steps go round the stream's chunks more than once, so the carry is reset in between
     (ids,) = stream_corpus.train
     assert (len(ids) - 1) // STREAM_TRAIN.batch_size // STREAM_TRAIN.seq_len < 40
@@ -158,6 +158,31 @@ def test_load_lm_returns_trained_model(lines_corpus, lines_run):
         assert got.dtype == expected.dtype and np.array_equal(got, expected)
 
 
+def test_a_checkpoint_with_the_model_fields_old_names_loads_and_resumes(
+    lines_corpus, lines_run, tmp_path
+):
+    """Files written while LMConfig's fields were called ``cell`` and ``dropout`` still load."""
+    from jaxrnn.checkpoint import load_checkpoint
+    from jaxrnn.lm_state import init_train_state
+
+    _, _, out_dir = lines_run
+    model = lines_model(lines_corpus)
+    template = jax.eval_shape(lambda: init_train_state(model, LINES_TRAIN, "lines")._asdict())
+    state, metadata = load_checkpoint(out_dir / "checkpoint.npz", template)
+    saved = metadata["model"]
+    saved["cell"], saved["dropout"] = saved.pop("cell_name"), saved.pop("dropout_rate")
+    old = tmp_path / "old"
+    old.mkdir()
+    save_checkpoint(old / "checkpoint.npz", state, metadata)
+    params, config, _, _ = load_lm(old / "checkpoint.npz")
+    assert config == model and config.cell_name == "lstm" and config.dropout_rate == 0.2
+    resumed, messages = run(
+        lines_corpus, model, LINES_TRAIN._replace(steps=LINES_TRAIN.steps + 2), old, resume=True
+    )
+    assert resumed.step == LINES_TRAIN.steps + 2
+    assert any(m.startswith(f"resuming from step {LINES_TRAIN.steps}") for m in messages)
+
+
 def test_load_lm_rejects_other_checkpoints(tmp_path):
     save_checkpoint(tmp_path / "other.npz", {"w": np.ones(2)}, {"kind": "something else"})
     with pytest.raises(CheckpointError, match="not a jaxrnn language-model checkpoint"):
@@ -187,7 +212,7 @@ def _stream_nll_unchunked(params, model, ids):
 
 
 def test_evaluate_lm_stream_equals_unchunked_computation(stream_corpus):
-    model = LMConfig(stream_corpus.vocab.size, cell="lstm", hidden_size=8, num_layers=2)
+    model = LMConfig(stream_corpus.vocab.size, cell_name="lstm", hidden_size=8, num_layers=2)
     params = _random_params(model)
     (ids,) = stream_corpus.valid
     n_targets = len(ids) - 1
@@ -209,7 +234,7 @@ def test_evaluate_lm_stream_equals_unchunked_computation(stream_corpus):
 
 @pytest.mark.parametrize("rows", [32, 7])
 def test_evaluate_lm_lines_equals_mean_token_log_prob(lines_corpus, rows):
-    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8, embedding_size=5)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="gru", hidden_size=8, embedding_size=5)
     params = _random_params(model)
     targets, lengths = lines_corpus.valid
     assert len(targets) % rows  # a partial last batch
@@ -240,7 +265,7 @@ def test_train_lm_stops_on_nan_loss_and_keeps_params(lines_corpus, monkeypatch):
         return real(nan_loss, optimizer, **kwargs)
 
     monkeypatch.setattr(lm_train, "make_train_step", make_nan_step)
-    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="gru", hidden_size=8)
     train = LINES_TRAIN._replace(max_nonfinite_steps=5, sample_every=0)
     result, messages = run(lines_corpus, model, train)
     _assert_stopped_for_non_finite(result, model, train)
@@ -266,7 +291,7 @@ def test_train_lm_counts_and_reports_isolated_non_finite_steps(lines_corpus, mon
         return real(flaky_loss, optimizer, **kwargs)
 
     monkeypatch.setattr(lm_train, "make_train_step", make_flaky_step)
-    model = LMConfig(lines_corpus.vocab.size, cell="gru", hidden_size=8)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="gru", hidden_size=8)
     train = LINES_TRAIN._replace(steps=12, max_nonfinite_steps=2, sample_every=0)
     result, messages = run(lines_corpus, model, train)
     assert result.stopped_early is None and result.step == 12  # never 2 in a row
@@ -281,7 +306,7 @@ def test_train_lm_counts_and_reports_isolated_non_finite_steps(lines_corpus, mon
 
 
 def test_train_lm_stops_on_absurd_learning_rate(lines_corpus):
-    model = LMConfig(lines_corpus.vocab.size, cell="rnn_relu", hidden_size=8)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="rnn_relu", hidden_size=8)
     train = LINES_TRAIN._replace(
         learning_rate=1e6, clip_value=None, max_nonfinite_steps=5, sample_every=0
     )
@@ -298,7 +323,7 @@ def test_train_lm_reports_overflowing_perplexity_as_inf_and_stops_as_diverged(
 ):
     """A validation loss of 1000 nats is reported with perplexity inf, and, being far above what
     token frequencies alone give, stops the run as diverged without overwriting its checkpoint."""
-    model = LMConfig(lines_corpus.vocab.size, cell="rnn", hidden_size=4)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="rnn", hidden_size=4)
     train = LINES_TRAIN._replace(steps=4, eval_every=1, sample_every=0, checkpoint_every=1)
     first, _ = run(lines_corpus, model, train._replace(steps=2), tmp_path)
     saved = (tmp_path / "checkpoint.npz").read_bytes()
@@ -327,7 +352,7 @@ def test_divergence_rules():
 
 def test_train_lm_with_a_huge_learning_rate_stops_as_diverged(lines_corpus, tmp_path):
     """The run a user starts with --lr 1e6 ends early with a message, not 4e6 nats/token."""
-    model = LMConfig(lines_corpus.vocab.size, cell="lstm", hidden_size=16)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="lstm", hidden_size=16)
     train = LINES_TRAIN._replace(
         steps=60, eval_every=5, sample_every=0, learning_rate=1e6, clip_value=None
     )
@@ -368,7 +393,7 @@ def test_train_lm_refuses_settings_no_run_can_use_before_touching_the_folder(
 
 
 def test_train_lm_refuses_a_model_too_big_for_memory(lines_corpus):
-    model = LMConfig(lines_corpus.vocab.size, cell="lstm", hidden_size=10**6)
+    model = LMConfig(lines_corpus.vocab.size, cell_name="lstm", hidden_size=10**6)
     with pytest.raises(InputError, match=r"would need about [\d,.]+ GiB .* use a smaller"):
         run(lines_corpus, model, LINES_TRAIN)
 
@@ -395,7 +420,9 @@ def test_truncated_bptt_carry_flows_across_chunk_boundaries():
     first, second = rng.integers(0, 2, 6000), rng.integers(0, 2, 6000)
     text = "".join("ab"[bit] for bit in np.stack([first, second, first], 1).ravel())
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
-    model = LMConfig(vocab_size=corpus.vocab.size, cell="gru", hidden_size=16, embedding_size=8)
+    model = LMConfig(
+        vocab_size=corpus.vocab.size, cell_name="gru", hidden_size=16, embedding_size=8
+    )
     config = TrainConfig(
         steps=1500,
         batch_size=32,

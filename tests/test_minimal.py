@@ -486,7 +486,7 @@ def test_min_gru_lm_learns_names_nearly_as_well_as_gru():
     unigram = lm_train.ngram_baseline(corpus, 1).nats_per_token
     valid = {}
     for cell in ("gru", "min_gru"):
-        model = lm.LMConfig(corpus.vocab.size, cell=cell, hidden_size=64, embedding_size=16)
+        model = lm.LMConfig(corpus.vocab.size, cell_name=cell, hidden_size=64, embedding_size=16)
         result = lm_train.train_lm(corpus, model, train, progress=False, log=lambda _: None)
         valid[cell] = result.history.valid[-1].nats
     assert valid["gru"] < 0.8 * unigram and valid["min_gru"] < 0.8 * unigram

@@ -82,11 +82,11 @@ CLI_TRAIN = [
 
 
 def lines_model(corpus):
-    return LMConfig(corpus.vocab.size, cell="lstm", hidden_size=16, dropout=0.2)
+    return LMConfig(corpus.vocab.size, cell_name="lstm", hidden_size=16, dropout_rate=0.2)
 
 
 def stream_model(corpus):
-    return LMConfig(corpus.vocab.size, cell="gru", hidden_size=16, embedding_size=8)
+    return LMConfig(corpus.vocab.size, cell_name="gru", hidden_size=16, embedding_size=8)
 
 
 def run(corpus, model, train, out_dir=None, **kwargs):
@@ -110,7 +110,7 @@ def valid_nats(result_or_metadata) -> np.ndarray:
 
 # ------------------------------------------------------ the train step, shared by both processes
 
-STEP_MODEL = LMConfig(30, cell="lstm", hidden_size=16, dropout=0.2)
+STEP_MODEL = LMConfig(30, cell_name="lstm", hidden_size=16, dropout_rate=0.2)
 STEP_BATCH, STEP_LEN, STEP_COUNT = 16, 12, 6
 
 

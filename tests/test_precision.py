@@ -90,7 +90,7 @@ def test_losses_accumulate_low_precision_logits_in_float32(dtype):
 
 
 def test_bfloat16_language_model_trains_like_float32():
-    config = jaxrnn.lm.LMConfig(vocab_size=12, cell="lstm", hidden_size=32, embedding_size=8)
+    config = jaxrnn.lm.LMConfig(vocab_size=12, cell_name="lstm", hidden_size=32, embedding_size=8)
     targets = (jnp.arange(30) % 12)[None].repeat(16, 0)  # a cycle: learnable in a few steps
     inputs = jaxrnn.lm.teacher_forcing_inputs(targets)
     optimizer = jaxrnn.make_optimizer(1e-2)

@@ -68,10 +68,12 @@ from jaxrnn.lm import init_lm, lm_loss
 from jaxrnn.lm_train import evaluate_lm
 
 if SMALL:
-    model = LMConfig(vocab.size, cell="lstm", hidden_size=32, embedding_size=16)
+    model = LMConfig(vocab.size, cell_name="lstm", hidden_size=32, embedding_size=16)
     steps, eval_every = 40, 20
 else:
-    model = LMConfig(vocab.size, cell="lstm", hidden_size=128, embedding_size=32, dropout=0.2)
+    model = LMConfig(
+        vocab.size, cell_name="lstm", hidden_size=128, embedding_size=32, dropout_rate=0.2
+    )
     steps, eval_every = 2000, 250
 learning_rate = optax.cosine_decay_schedule(5e-3, steps, alpha=0.04)
 optimizer = jaxrnn.make_optimizer(learning_rate, name="adam", clip_value=5.0)
