@@ -135,16 +135,17 @@ class Structure(NamedTuple):
         `jaxrnn.kernels` differentiates by hand.
       parallel_scan: None, or, for a cell whose recurrence is linear in its carry with
         coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
-        carry) -> (carries, ys)``: every step at once for one example, xs (T, input_size) and
-        carry leaves (H,), returning the carry after every step (leaves (T, H)) and the outputs
-        (T, H).
+        carry, starts=None) -> (carries, ys)``: every step at once for one example, xs
+        (T, input_size) and carry leaves (H,), returning the carry after every step (leaves
+        (T, H)) and the outputs (T, H). ``starts``, (T,) bool, resets the carry to ``carry``
+        before the steps where it is true.
     """
 
     name: str
     project_input: Callable[[Params, Array], Array]
     step_projected: Callable[[Params, Carry, Array], tuple[Carry, Array]]
     pointwise: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
-    parallel_scan: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None
+    parallel_scan: Callable[..., tuple[Carry, Array]] | None = None
 
 
 # Keyed by the step function itself, so that a structure never outlives the step it describes.
@@ -289,7 +290,7 @@ def _make_cell(
     carry_from_zeros: Callable[[Array], Carry],
     *,
     recurrent_weights: bool = True,
-    parallel_scan_one: Callable[[Params, Array, Carry], tuple[Carry, Array]] | None = None,
+    parallel_scan_one: Callable[..., tuple[Carry, Array]] | None = None,
     pointwise_one: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None,
     params_type: type | None = None,
 ) -> Cell:
@@ -382,7 +383,7 @@ def _make_cell(
 
         return _vmap_leading(one, len(shape) - 1, (None, 0, 0))(params, carry, x)
 
-    def parallel_scan(params: Params, xs: Array, carry: Carry) -> tuple[Carry, Array]:
+    def parallel_scan(params: Params, xs: Array, carry: Carry, starts=None) -> tuple[Carry, Array]:
         fn = f"{name}.parallel_scan"
         check_params(fn, params)
         check_rank_at_least(fn, "xs", xs, 2, "(time, input_size)")
@@ -395,7 +396,7 @@ def _make_cell(
         )
         check_floating(fn, "xs", xs, params.w_x)
         check_carry(fn, params, carry, ())
-        return parallel_scan_one(params, xs, carry)
+        return parallel_scan_one(params, xs, carry, starts)
 
     step.__doc__ = step_projected_one.__doc__
     step.__qualname__ = f"{name}.step"

@@ -30,8 +30,9 @@ Forward mode is seen in the arguments while tracing; ``jax.jvp`` of a function t
 ``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` there.
 
 Kernels take checked arguments, batch-major: xs (*batch, T, D), carry leaves (*batch, H),
-lengths None or (*batch,) ints; ``poison`` turns to NaN the examples whose length, only known at
-run time, lies outside [0, T].
+lengths None or (*batch,) ints, resets None or (*batch, T) bools (none past a length); every
+kernel handles resets, each in its own way (`reading_starts`); ``poison`` turns to NaN the
+examples whose length, only known at run time, lies outside [0, T].
 """
 
 from __future__ import annotations
@@ -130,30 +131,36 @@ def _has_forward_mode(tree) -> bool:
     return False
 
 
-def run(implementation: str, cell: Cell, params, xs, carry, lengths, *, reverse, remat, poison):
+def run(
+    implementation: str, cell: Cell, params, xs, carry, lengths, *, resets, reverse, remat, poison
+):
     """The unroll of ``cell`` by ``implementation``; returns (last carry, ys (*batch, T, H))."""
     if implementation == "layerwise":
         layer_cell, run_layers = _LAYERWISE[cell.step]
-        options = dict(lengths=lengths, carry=tuple(carry), reverse=reverse, remat=remat)
-        last, ys = run_layers(layer_cell, params, xs, **options)
+        options = dict(lengths=lengths, resets=resets, reverse=reverse, remat=remat)
+        last, ys = run_layers(layer_cell, params, xs, carry=tuple(carry), **options)
         return tuple(last), ys
+    starts = None if resets is None else reading_starts(resets, reverse)
     if implementation == "fused":
         if xs.shape[-2] == 0:
             implementation = "scan"
         else:
-            return fused(cell, params, xs, carry, lengths, reverse=reverse, poison=poison)
+            return fused(cell, params, xs, carry, lengths, starts, reverse=reverse, poison=poison)
     if implementation == "time_parallel" and xs.shape[-2] == 0:
         implementation = "scan"  # an empty sequence has nothing to scan in parallel
 
-    def one(xs, carry, length):
+    def one(xs, carry, length, starts):
         if implementation == "time_parallel":
-            return _parallel_one(cell, params, xs, carry, length, reverse=reverse, poison=poison)
+            return _parallel_one(
+                cell, params, xs, carry, length, starts, reverse=reverse, poison=poison
+            )
         return sequential_one(
             cell,
             params,
             xs,
             carry,
             length,
+            starts,
             reverse=reverse,
             remat=remat,
             hoist=implementation == "hoisted",
@@ -161,19 +168,35 @@ def run(implementation: str, cell: Cell, params, xs, carry, lengths, *, reverse,
         )
 
     for _ in xs.shape[:-2]:
-        one = jax.vmap(one, in_axes=(0, 0, None if lengths is None else 0))
-    return one(xs, carry, lengths)
+        one = jax.vmap(
+            one, in_axes=(0, 0, None if lengths is None else 0, None if starts is None else 0)
+        )
+    return one(xs, carry, lengths, starts)
+
+
+def reading_starts(resets, reverse: bool):
+    """The steps before which the carry is reset, in the order the steps are read.
+
+    ``resets`` (*batch, T) marks the first step of each segment. Read forwards, the carry is reset
+    there. Read backwards, each segment starts from its own last step, the step before a reset.
+    """
+    if not reverse:
+        return resets
+    after = jnp.zeros_like(resets[..., :1])
+    return jnp.concatenate([resets[..., 1:], after], axis=-1)
 
 
 # ------------------------------------------------------------------------------- the scan itself
 
 
 def sequential_one(
-    cell: Cell, params, xs, carry, length, *, reverse, remat, hoist, poison, unroll=1
+    cell: Cell, params, xs, carry, length, starts=None, *, reverse, remat, hoist, poison, unroll=1
 ):
     """One example as a ``lax.scan``: xs (T, input_size), carry leaves (H,), length a scalar or
-    None. ``hoist`` computes the input side of every step before the loop (``"hoisted"``);
-    ``unroll`` is ``lax.scan``'s (steps per loop iteration: same result, a speed knob)."""
+    None, starts None or (T,) bool (reset the carry to ``carry`` before these steps, in the order
+    they are read: see `reading_starts`). ``hoist`` computes the input side of every step before
+    the loop (``"hoisted"``); ``unroll`` is ``lax.scan``'s (steps per loop iteration: same result,
+    a speed knob)."""
     if hoist:
         known = structure(cell)
         inputs, step = known.project_input(params, xs), known.step_projected
@@ -182,23 +205,23 @@ def sequential_one(
 
     n_steps = xs.shape[0]
     block = 0 if remat is False else int(remat)
-    if length is None:
+    initial = carry
 
-        def body(carry, x):
-            return step(params, carry, x)
+    def body(carry, x_valid_start):
+        x, valid, start = x_valid_start
+        read = carry
+        if start is not None:
+            read = jax.tree.map(lambda first, old: jnp.where(start, first, old), initial, carry)
+        new_carry, y = step(params, read, x)
+        if valid is None:
+            return new_carry, y
+        # Past the example's end the carry is frozen and the output is zero. With reverse=True
+        # the padded steps come first, so the carry stays a⟨0⟩ until the last valid step.
+        carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
+        return carry, jnp.where(valid, y, jnp.zeros_like(y))
 
-        scanned = inputs
-    else:
-
-        def body(carry, x_and_valid):
-            x, valid = x_and_valid
-            new_carry, y = step(params, carry, x)
-            # Past the example's end the carry is frozen and the output is zero. With reverse=True
-            # the padded steps come first, so the carry stays a⟨0⟩ until the last valid step.
-            carry = jax.tree.map(lambda new, old: jnp.where(valid, new, old), new_carry, carry)
-            return carry, jnp.where(valid, y, jnp.zeros_like(y))
-
-        scanned = (inputs, jnp.arange(n_steps) < length)
+    valid = None if length is None else jnp.arange(n_steps) < length
+    scanned = (inputs, valid, starts)
 
     if block <= 1:
         if block == 1:
@@ -250,8 +273,9 @@ def poisoned(carry, ys, length, n_steps):
 # ------------------------------------------------------------------------------ the parallel form
 
 
-def _parallel_one(cell: Cell, params, xs, carry, length, *, reverse, poison):
-    """One example with the cell's ``parallel_scan``: xs (T, input_size), carry leaves (H,).
+def _parallel_one(cell: Cell, params, xs, carry, length, starts, *, reverse, poison):
+    """One example with the cell's ``parallel_scan``: xs (T, input_size), carry leaves (H,),
+    starts None or (T,) bool in reading order.
 
     Padded steps come after the valid ones and each step depends only on earlier ones, so the
     scan runs over all T steps and the carry is read at step L − 1. Reverse reads xs through the
@@ -263,7 +287,8 @@ def _parallel_one(cell: Cell, params, xs, carry, length, *, reverse, poison):
         t = jnp.arange(n_steps)
         order = jnp.where(t <= last, last - t, t)
         xs = xs[order]
-    carries, ys = structure(cell).parallel_scan(params, xs, carry)
+        starts = None if starts is None else starts[order]
+    carries, ys = structure(cell).parallel_scan(params, xs, carry, starts)
     if reverse:
         ys = ys[order]
     if length is None:
@@ -281,8 +306,9 @@ def _parallel_one(cell: Cell, params, xs, carry, length, *, reverse, poison):
 # ------------------------------------------------------------------------ the fused backward pass
 
 
-def fused(cell: Cell, params, xs, carry, lengths, *, reverse, poison, unroll=1):
-    """``"fused"``: xs (*batch, T, D), carry leaves (*batch, H), for a cell with a pointwise part.
+def fused(cell: Cell, params, xs, carry, lengths, starts=None, *, reverse, poison, unroll=1):
+    """``"fused"``: xs (*batch, T, D), carry leaves (*batch, H), starts None or (*batch, T) bool
+    in reading order, for a cell with a pointwise part.
 
     The batch dimensions are flattened into one, N, and the whole batch goes through one
     time-major scan, so that the weight gradients are matmuls over all T·N rows at once.
@@ -296,12 +322,15 @@ def fused(cell: Cell, params, xs, carry, lengths, *, reverse, poison, unroll=1):
     if lengths is not None:
         flat_lengths = jnp.reshape(lengths, -1)
         valid = jnp.arange(n_steps)[:, None] < flat_lengths[None, :]  # (T, N)
+    if starts is not None:
+        starts = jnp.reshape(starts, (-1, n_steps)).T  # (T, N)
     last, ys = _scan_fused_backward(
         structure(cell).pointwise,
         params,
         flat_xs,
         flat_carry,
         valid,
+        starts,
         reverse=reverse,
         unroll=unroll,
     )
@@ -319,17 +348,21 @@ def _add_to_state(carry, d_h):
     return carry + d_h
 
 
-def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bool, unroll: int):
+def _scan_fused_backward(
+    pointwise_one, params, xs, carry, valid, starts, *, reverse: bool, unroll: int
+):
     """A time-major scan of a cell with a pointwise part, and its own backward pass.
 
-    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps.
-    Returns (last carry, ys (T, N, H)), the same function as the plain scan over the batch.
+    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps,
+    starts None or a (T, N) bool mask of the steps that read the initial carry instead of the
+    previous one. Returns (last carry, ys (T, N, H)), the same function as the plain scan over the
+    batch.
 
     Autodiff of ``lax.scan`` forms the weight gradients inside the backward loop, one small matmul
     per step and weight. Here the backward loop carries only ∂L/∂carry and emits ∂L/∂z of every
     step; each weight gradient is then one large matmul over all T·N rows, after the loop. Saved
     for the backward pass: z and the carry after every step (the carry before a step is the one
-    after the previous step).
+    after the previous step, or the initial carry where the step starts a segment).
     """
     pointwise = jax.vmap(pointwise_one, in_axes=(None, 0, 0))
 
@@ -344,29 +377,38 @@ def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bo
         # Past an example's end its carry is frozen, as in the plain scan.
         return jax.tree.map(lambda n, o: jnp.where(valid_t[:, None], n, o), new, carry_prev)
 
-    def forward(params, xs, carry, valid):
-        def step(carry, x_and_valid):
-            x, valid_t = x_and_valid
+    def restarted(start_t, first, carry):
+        if start_t is None:
+            return carry
+        return jax.tree.map(lambda f, c: jnp.where(start_t[:, None], f, c), first, carry)
+
+    def forward(params, xs, carry, valid, starts):
+        first = carry
+
+        def step(carry, x_valid_start):
+            x, valid_t, start_t = x_valid_start
+            carry = restarted(start_t, first, carry)
             bias = (params.b_x + params.b_h)[None, :]
             z = x @ params.w_x + recurrent_state(carry) @ params.w_h + bias
             new = masked_pointwise(gate_params(params), carry, z, valid_t)
             return new, (z, new)
 
-        last, (zs, carries) = jax.lax.scan(step, carry, (xs, valid), reverse=reverse, unroll=unroll)
+        scanned = (xs, valid, starts)
+        last, (zs, carries) = jax.lax.scan(step, carry, scanned, reverse=reverse, unroll=unroll)
         ys = recurrent_state(carries)  # every cell with a pointwise part outputs y⟨t⟩ = h⟨t⟩
         ys = ys if valid is None else jnp.where(valid[..., None], ys, 0)
         return (last, ys), (zs, carries)
 
     @jax.custom_vjp
-    def scan_with_own_backward(params, xs, carry, valid):
-        return forward(params, xs, carry, valid)[0]
+    def scan_with_own_backward(params, xs, carry, valid, starts):
+        return forward(params, xs, carry, valid, starts)[0]
 
-    def run_forward(params, xs, carry, valid):
-        outputs, (zs, carries) = forward(params, xs, carry, valid)
-        return outputs, (params, xs, carry, valid, zs, carries)
+    def run_forward(params, xs, carry, valid, starts):
+        outputs, (zs, carries) = forward(params, xs, carry, valid, starts)
+        return outputs, (params, xs, carry, valid, starts, zs, carries)
 
     def run_backward(residuals, cotangents):
-        params, xs, carry0, valid, zs, carries = residuals
+        params, xs, carry0, valid, starts, zs, carries = residuals
         d_last, d_ys = cotangents
         if valid is not None:
             d_ys = jnp.where(valid[..., None], d_ys, 0)
@@ -377,11 +419,17 @@ def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bo
             return jnp.concatenate([first[None], after[:-1]], 0)
 
         previous = jax.tree.map(before, carry0, carries)
+        if starts is not None:
+            previous = jax.tree.map(
+                lambda first, prev: jnp.where(starts[..., None], first[None], prev),
+                carry0,
+                previous,
+            )
         w_h_transposed = params.w_h.T
 
         def step(acc, inputs):
-            d_carry, d_gates = acc
-            z, carry_prev, d_y, valid_t = inputs
+            d_carry, d_gates, d_first = acc
+            z, carry_prev, d_y, valid_t, start_t = inputs
             _, pullback = jax.vjp(
                 lambda g, c, zz: masked_pointwise(g, c, zz, valid_t),
                 gate_params(params),
@@ -390,12 +438,26 @@ def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bo
             )
             d_g, d_prev, d_z = pullback(_add_to_state(d_carry, d_y))
             d_prev = _add_to_state(d_prev, d_z @ w_h_transposed)
-            return (d_prev, jax.tree.map(jnp.add, d_gates, d_g)), d_z
+            d_gates = jax.tree.map(jnp.add, d_gates, d_g)
+            if start_t is not None:  # a segment's first step read the initial carry
+                at_start = start_t[:, None]
+                d_first = jax.tree.map(
+                    lambda acc, d: acc + jnp.where(at_start, d, 0), d_first, d_prev
+                )
+                d_prev = jax.tree.map(lambda d: jnp.where(at_start, 0, d), d_prev)
+            return (d_prev, d_gates, d_first), d_z
 
         zero = jax.tree.map(jnp.zeros_like, gate_params(params))
-        (d_carry0, d_gates), d_zs = jax.lax.scan(
-            step, (d_last, zero), (zs, previous, d_ys, valid), reverse=not reverse, unroll=unroll
+        no_first = None if starts is None else jax.tree.map(jnp.zeros_like, carry0)
+        (d_carry0, d_gates, d_first), d_zs = jax.lax.scan(
+            step,
+            (d_last, zero, no_first),
+            (zs, previous, d_ys, valid, starts),
+            reverse=not reverse,
+            unroll=unroll,
         )
+        if starts is not None:
+            d_carry0 = jax.tree.map(jnp.add, d_carry0, d_first)
         d_b = d_zs.sum((0, 1))
         d_params = d_gates._replace(
             w_x=jnp.einsum("tnd,tng->dg", xs, d_zs),
@@ -403,7 +465,7 @@ def _scan_fused_backward(pointwise_one, params, xs, carry, valid, *, reverse: bo
             b_x=d_b,
             b_h=d_b,
         )
-        return d_params, d_zs @ params.w_x.T, d_carry0, None
+        return d_params, d_zs @ params.w_x.T, d_carry0, None, None
 
     scan_with_own_backward.defvjp(run_forward, run_backward)
-    return scan_with_own_backward(params, xs, carry, valid)
+    return scan_with_own_backward(params, xs, carry, valid, starts)

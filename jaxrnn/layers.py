@@ -30,7 +30,7 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, hidden_size, input_size
-from jaxrnn.scan import check_carry, check_xs, unroll
+from jaxrnn.scan import check_carry, check_resets, check_xs, unroll
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
 _MERGES = ("concat", "sum", "mean", "product", None)
@@ -108,6 +108,7 @@ def bidirectional(
     xs: Array,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     merge: Merge = "concat",
     carry: tuple[Carry | None, Carry | None] | None = None,
     time_major: bool = False,
@@ -132,6 +133,9 @@ def bidirectional(
       params: `BidirectionalParams`, from `bidirectional_init`.
       xs: inputs (*batch, T, input_size), or (T, *batch, input_size) with ``time_major``.
       lengths: optional int array of shape ``batch``: example i has valid steps 0 … lengths[i] − 1.
+      resets: optional bool array (*batch, T) (or (T, *batch) with ``time_major``) of the steps
+        that start a new segment, as in `jaxrnn.unroll`. Each segment is read forwards and
+        backwards within itself: neither direction carries anything across a reset.
       merge: how a→⟨t⟩ and a←⟨t⟩ (each (…, H)) are combined: ``"concat"`` [a→, a←] (…, 2H),
         ``"sum"`` a→ + a←, ``"mean"`` (a→ + a←) / 2, ``"product"`` a→ * a←, or None for the pair
         (a→, a←) of arrays.
@@ -169,13 +173,16 @@ def bidirectional(
     if "reverse" in unroll_options:
         fail(fn, "expected no reverse option; the backward direction is reversed already")
     batch_shape = _check_sequence(fn, params.forward, xs, lengths, time_major)
+    if resets is not None:
+        n_steps = jnp.shape(xs)[0 if time_major else -2]
+        resets = check_resets(fn, resets, n_steps, batch_shape, time_major)
     _check_same_shapes(fn, params)
     if carry is None:
         carry = (None, None)
     elif not (isinstance(carry, tuple) and len(carry) == 2):
         fail(fn, f"expected carry to be a pair (forward, backward), got {type(carry).__name__}")
 
-    options = dict(lengths=lengths, time_major=time_major, **unroll_options)
+    options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     if batch_directions:
         last, ys = _batched_directions(cell, params, xs, carry, batch_shape, options)
     else:
@@ -199,15 +206,33 @@ def _batched_directions(cell, params, xs, carry, batch_shape, options):
     def stack(forward, backward):
         return jnp.stack([forward, backward])
 
-    def run(params, xs, carry):
-        return unroll(cell, params, xs, carry, **options)
+    options = dict(options)
+    lengths, resets = options.pop("lengths"), options.pop("resets")
+    xs_backward = _reverse_within_lengths(xs, lengths, time_axis)
+    if resets is None:
+        resets_both = None
+    else:
+        # Read backwards, a segment starts at its own last step: where the next step resets.
+        resets = jnp.moveaxis(jnp.asarray(resets), time_axis, -1)
+        ends = kernels.reading_starts(resets, reverse=True)
+        if lengths is not None:  # the last valid step starts the backward reading anyway
+            lengths = jnp.asarray(lengths)
+            t = jax.lax.broadcasted_iota(lengths.dtype, ends.shape, ends.ndim - 1)
+            ends = ends & (t < lengths[..., None])
+        ends = _reverse_within_lengths(ends[..., None], lengths, ends.ndim - 1)[..., 0]
+        resets_both = jnp.moveaxis(jnp.stack([resets, ends]), -1, time_axis + 1)
 
-    xs_backward = _reverse_within_lengths(xs, options["lengths"], time_axis)
-    last, ys = jax.vmap(run)(
-        jax.tree.map(stack, *params), stack(xs, xs_backward), jax.tree.map(stack, *carries)
+    def run(params, xs, carry, resets):
+        return unroll(cell, params, xs, carry, lengths=lengths, resets=resets, **options)
+
+    last, ys = jax.vmap(run, in_axes=(0, 0, 0, None if resets is None else 0))(
+        jax.tree.map(stack, *params),
+        stack(xs, xs_backward),
+        jax.tree.map(stack, *carries),
+        resets_both,
     )
     last = BidirectionalCarry(*(jax.tree.map(lambda leaf, d=d: leaf[d], last) for d in (0, 1)))
-    return last, (ys[0], _reverse_within_lengths(ys[1], options["lengths"], time_axis))
+    return last, (ys[0], _reverse_within_lengths(ys[1], lengths, time_axis))
 
 
 def _reverse_within_lengths(a: Array, lengths: Array | None, time_axis: int) -> Array:
@@ -306,6 +331,7 @@ def stacked(
     xs: Array,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     carry: tuple | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
@@ -332,6 +358,8 @@ def stacked(
         and bidirectional ones).
       xs: inputs (*batch, T, input_size), or (T, *batch, input_size) with ``time_major``.
       lengths: optional int array of shape ``batch`` of valid lengths, used by every layer.
+      resets: optional bool array (*batch, T) (or (T, *batch) with ``time_major``) of the steps
+        that start a new segment, used by every layer (see `jaxrnn.unroll`).
       carry: optional tuple of initial carries, one per layer (a `BidirectionalCarry` or pair for a
         bidirectional layer); zeros if None, or for a layer whose entry is None.
       dropout_rate: in [0, 1); a Python number.
@@ -416,6 +444,7 @@ def stacked(
                 layer,
                 xs,
                 lengths=lengths,
+                resets=resets,
                 merge=merge if depth == len(layers) - 1 else "concat",
                 carry=layer_carry,
                 time_major=time_major,
@@ -429,6 +458,7 @@ def stacked(
                 xs,
                 layer_carry,
                 lengths=lengths,
+                resets=resets,
                 time_major=time_major,
                 **unroll_options,
             )

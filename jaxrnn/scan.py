@@ -30,6 +30,7 @@ from jaxrnn._checks import (
     check_rank_at_least,
     check_shape,
     concrete_or_none,
+    dtype_of,
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, input_size, params_dtype
@@ -42,6 +43,7 @@ def unroll(
     carry: Carry | None = None,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     time_major: bool = False,
     reverse: bool = False,
     remat: bool | int = False,
@@ -63,6 +65,12 @@ def unroll(
         they turn that example's outputs and carry to NaN rather than give a silent wrong answer.
         Padded steps of ``xs`` are never read: whatever they hold, NaN and Inf included, changes
         neither the results nor their gradients, and the gradient with respect to them is zero.
+      resets: optional bool array (*batch, T), or (T, *batch) with ``time_major``: where it is
+        true, that step starts a new segment, whose carry begins again at the initial carry
+        ``carry`` (an episode that ends inside a rollout). Each segment computes what it would
+        alone, values and gradients: nothing flows across a reset. A reset past an example's
+        length is ignored (it never wakes a finished example); with ``reverse`` each segment is
+        read backwards within itself, from its own last step.
       time_major: whether time is the first axis of ``xs`` (and of the outputs).
       reverse: process the sequence from the last step to the first. Outputs stay aligned with
         their inputs: ys[t] is the output after reading xs[t].
@@ -100,10 +108,10 @@ def unroll(
     if not isinstance(cell, Cell):
         fail(fn, f"expected cell to be a jaxrnn.Cell, got {type(cell).__name__}")
     chosen = kernels.choose(
-        cell, implementation, remat=remat, traced_args=(params, xs, carry, lengths)
+        cell, implementation, remat=remat, traced_args=(params, xs, carry, lengths, resets)
     )
     options = dict(time_major=bool(time_major), reverse=bool(reverse), remat=remat)
-    if _concrete_arrays(params, xs, carry, lengths):
+    if _concrete_arrays(params, xs, carry, lengths, resets):
         n_steps = np.shape(xs)[0 if time_major else -2] if np.ndim(xs) >= 2 else 0
         if lengths is not None:
             _check_known_lengths(fn, np.asarray(lengths), n_steps)
@@ -112,8 +120,8 @@ def unroll(
         except TypeError:  # a cell of unhashable functions: traced afresh at each call
             compiled = None
         if compiled is not None:
-            return compiled(params, xs, carry, lengths)
-    return _unroll(cell, chosen, params, xs, carry, lengths, **options)
+            return compiled(params, xs, carry, lengths, resets)
+    return _unroll(cell, chosen, params, xs, carry, lengths, resets, **options)
 
 
 def _concrete_arrays(*trees) -> bool:
@@ -132,8 +140,10 @@ def _compiled(cell: Cell, implementation: str, **options):
     Lengths were checked against T before the call, so the program does not poison them.
     """
 
-    def run(params, xs, carry, lengths):
-        return _unroll(cell, implementation, params, xs, carry, lengths, **options, poison=False)
+    def run(params, xs, carry, lengths, resets):
+        return _unroll(
+            cell, implementation, params, xs, carry, lengths, resets, **options, poison=False
+        )
 
     return jax.jit(run)
 
@@ -146,7 +156,18 @@ def _check_known_lengths(fn: str, known: np.ndarray, n_steps: int) -> None:
 
 
 def _unroll(
-    cell, implementation, params, xs, carry, lengths, *, time_major, reverse, remat, poison=None
+    cell,
+    implementation,
+    params,
+    xs,
+    carry,
+    lengths,
+    resets,
+    *,
+    time_major,
+    reverse,
+    remat,
+    poison=None,
 ):
     """`unroll` with checked options: checks the arrays, then runs the chosen kernel."""
     fn = "unroll"
@@ -172,6 +193,12 @@ def _unroll(
             _check_known_lengths(fn, known, n_steps)
         xs = _zero_padding(xs, jnp.asarray(lengths))
     poison = unknown_lengths if poison is None else poison
+    if resets is not None:
+        resets = check_resets(fn, resets, n_steps, batch_shape, time_major)
+        if time_major:
+            resets = jnp.moveaxis(resets, 0, -1)
+        if lengths is not None:  # a reset past the end would wake a finished example
+            resets = resets & _before_lengths(resets.shape, jnp.asarray(lengths))
 
     carry, ys = kernels.run(
         implementation,
@@ -180,11 +207,27 @@ def _unroll(
         xs,
         carry,
         lengths,
+        resets=resets,
         reverse=reverse,
         remat=remat,
         poison=poison,
     )
     return carry, (jnp.moveaxis(ys, -2, 0) if time_major else ys)
+
+
+def check_resets(fn: str, resets, n_steps: int, batch_shape, time_major: bool) -> Array:
+    """Raise `InputError` unless ``resets`` is a bool array with one entry per example and step;
+    returns it as a jax array."""
+    layout = (n_steps, *batch_shape) if time_major else (*batch_shape, n_steps)
+    meaning = "(time, *batch)" if time_major else "(*batch, time)"
+    check_shape(fn, "resets", resets, layout, f"resets is {meaning}, one flag per step of xs")
+    if dtype_of(fn, "resets", resets) != jnp.bool_:
+        fail(
+            fn,
+            f"expected resets to have dtype bool, got {jnp.result_type(resets)}",
+            "true where a step starts a new segment, e.g. resets = done_before.astype(bool)",
+        )
+    return jnp.asarray(resets)
 
 
 def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
@@ -216,6 +259,11 @@ def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) 
             "the carry needs the batch dimensions of xs and the hidden size",
         )
         check_floating(fn, "carry", got, params_dtype(params))
+
+
+def _before_lengths(shape, lengths: Array) -> Array:
+    """A bool mask of ``shape`` (*batch, T): step t < lengths (*batch,)."""
+    return jax.lax.broadcasted_iota(lengths.dtype, shape, len(shape) - 1) < lengths[..., None]
 
 
 def _zero_padding(xs: Array, lengths: Array) -> Array:
