@@ -31,6 +31,7 @@ orthogonal per gate, biases zero except the LSTM forget gate's input-side bias (
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -505,12 +506,21 @@ def simplified_gru() -> Cell:
     )
 
 
-def gru(reset: Literal["before", "after"] = "before") -> Cell:
-    return _gru(reset)
+def gru(
+    reset: Literal["before", "after"] = "before",
+    *,
+    update_bias: float = 0.0,
+    chrono: int | None = None,
+) -> Cell:
+    return _gru(reset, update_bias, chrono)
 
 
 @functools.cache
-def _gru(reset: Literal["before", "after"] = "before") -> Cell:
+def _gru(
+    reset: Literal["before", "after"] = "before",
+    update_bias: float = 0.0,
+    chrono: int | None = None,
+) -> Cell:
     """The full GRU, with relevance gate Γ_r and update gate Γ_u.
 
     ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the
@@ -533,19 +543,31 @@ def _gru(reset: Literal["before", "after"] = "before") -> Cell:
 
     Args:
       reset: where the relevance gate acts, ``"before"`` (course) or ``"after"`` (PyTorch).
+      update_bias: the initial input-side bias of Γ_u. Negative values start the cell near
+        "keep" (Γ_u ≈ 0 copies c⟨t−1⟩), which is what lets a GRU learn dependencies over tens of
+        steps (notebook 06); 0 is PyTorch's and Flax's start.
+      chrono: None, or T_max ≥ 2 for chrono initialisation (Tallec & Ollivier 2018): each unit's
+        update bias is −log u with u uniform in [1, T_max − 1], so the units start with memory
+        time scales spread up to about T_max steps. It replaces ``update_bias``.
 
     Returns:
       A `Cell` with `GRUParams` (G = 3) and a carry c⟨t⟩ of shape (*batch, H).
     """
     if reset not in ("before", "after"):
         fail("gru", f"expected reset 'before' or 'after', got {reset!r}")
+    _check_gate_init("gru", "update_bias", update_bias, chrono)
 
     params_type = GRUParams if reset == "before" else ResetAfterGRUParams
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> GRUParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 3, dtype, _glorot)
         zeros = jnp.zeros((3 * hidden_size,), dtype)
-        return params_type(w_x, w_h, zeros, zeros)
+        if chrono is None:
+            update = jnp.full((hidden_size,), update_bias, dtype)
+        else:
+            update = -_chrono_bias(key, hidden_size, chrono, dtype)
+        b_x = zeros.at[hidden_size : 2 * hidden_size].set(update)
+        return params_type(w_x, w_h, b_x, zeros)
 
     def step_reset_before(params: GRUParams, c_prev: Array, z_x: Array) -> tuple[Array, Array]:
         n_a = c_prev.shape[-1]
@@ -577,12 +599,12 @@ def _gru(reset: Literal["before", "after"] = "before") -> Cell:
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-def lstm(*, peephole: bool = False, forget_bias: float = 1.0) -> Cell:
-    return _lstm(peephole, forget_bias)
+def lstm(*, peephole: bool = False, forget_bias: float = 1.0, chrono: int | None = None) -> Cell:
+    return _lstm(peephole, forget_bias, chrono)
 
 
 @functools.cache
-def _lstm(peephole: bool = False, forget_bias: float = 1.0) -> Cell:
+def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None = None) -> Cell:
     """The LSTM cell of the course (Hochreiter & Schmidhuber 1997, with a forget gate).
 
         c̃⟨t⟩ = tanh(W_c [a⟨t−1⟩, x⟨t⟩] + b_c)
@@ -602,16 +624,24 @@ def _lstm(peephole: bool = False, forget_bias: float = 1.0) -> Cell:
       peephole: whether ``init`` creates peephole weights (initialised to zero).
       forget_bias: the initial input-side bias of the forget gate. 1.0 keeps the memory cell open
         early in training (Jozefowicz et al. 2015); it lives in ``params.b_x``, not in the step.
+      chrono: None, or T_max ≥ 2 for chrono initialisation (Tallec & Ollivier 2018): each unit's
+        forget bias is log u with u uniform in [1, T_max − 1] and its update (input) bias is the
+        negative of that, so the units start with memory time scales spread up to about T_max
+        steps. It replaces ``forget_bias``.
 
     Returns:
       A `Cell` with `LSTMParams` and carry `LSTMState` (h, c), each of shape (*batch, H).
     """
+    _check_gate_init("lstm", "forget_bias", forget_bias, chrono)
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> LSTMParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 4, dtype, _glorot)
-        b_x = (
-            jnp.zeros((4 * hidden_size,), dtype).at[hidden_size : 2 * hidden_size].set(forget_bias)
-        )
+        b_x = jnp.zeros((4 * hidden_size,), dtype)
+        if chrono is None:
+            b_x = b_x.at[hidden_size : 2 * hidden_size].set(forget_bias)
+        else:
+            forget = _chrono_bias(key, hidden_size, chrono, dtype)
+            b_x = b_x.at[:hidden_size].set(-forget).at[hidden_size : 2 * hidden_size].set(forget)
         peep = jnp.zeros((3, hidden_size), dtype) if peephole else None
         return LSTMParams(w_x, w_h, b_x, jnp.zeros((4 * hidden_size,), dtype), peep)
 
@@ -637,6 +667,25 @@ def _lstm(peephole: bool = False, forget_bias: float = 1.0) -> Cell:
         pointwise_one=pointwise,
         params_type=LSTMParams,
     )
+
+
+def _check_gate_init(fn: str, bias_name: str, bias, chrono) -> None:
+    if isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias):
+        fail(fn, f"expected {bias_name} to be a finite number, got {bias!r}")
+    if chrono is not None and (
+        isinstance(chrono, bool) or not isinstance(chrono, int) or chrono < 2
+    ):
+        fail(fn, f"expected chrono to be None or an int T_max >= 2, got {chrono!r}")
+
+
+def _chrono_bias(key: Array, hidden_size: int, t_max: int, dtype) -> Array:
+    """log u, u ~ uniform[1, T_max − 1], one per unit (Tallec & Ollivier 2018).
+
+    Drawn from a key of its own, so the weights are those of the same key without chrono."""
+    u = jax.random.uniform(
+        jax.random.fold_in(key, 1), (hidden_size,), jnp.float32, 1.0, max(t_max - 1, 1)
+    )
+    return jnp.log(u).astype(dtype)
 
 
 # One Cell per variant, however its options are spelled: gru() is gru("before"), lstm() is

@@ -286,3 +286,63 @@ def test_project_input_is_input_affine_over_leading_axes(name):
     want = xs @ np.asarray(params.w_x) + np.asarray(params.b_x)
     assert z.shape == (2, 6, GATES[name] * 5)
     np.testing.assert_allclose(z, want, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------ gate initialisation
+
+
+def _gates_at_rest(cell, params):
+    """The sigmoid of each gate's pre-activation for x = 0 and a zero carry, (G, H)."""
+    hidden = params.w_h.shape[0]
+    z = params.b_x + params.b_h
+    return jax.nn.sigmoid(z.reshape(-1, hidden))
+
+
+def test_gru_update_bias_sets_the_update_gate_only_and_keeps_the_weights():
+    key = jax.random.key(0)
+    default = jaxrnn.gru("after").init(key, 3, 5)
+    biased = jaxrnn.gru("after", update_bias=-2.0).init(key, 3, 5)
+    np.testing.assert_array_equal(biased.w_x, default.w_x)
+    np.testing.assert_array_equal(biased.w_h, default.w_h)
+    np.testing.assert_array_equal(biased.b_x, np.r_[np.zeros(5), np.full(5, -2.0), np.zeros(5)])
+    np.testing.assert_array_equal(biased.b_h, np.zeros(15))
+
+
+@pytest.mark.parametrize("reset", ["before", "after"])
+def test_gru_chrono_spreads_the_memory_time_scales_up_to_t_max(reset):
+    t_max, hidden = 100, 64
+    cell = jaxrnn.gru(reset, chrono=t_max)
+    params = cell.init(jax.random.key(1), 3, hidden)
+    update = _gates_at_rest(cell, params)[1]  # Γ_u, the share of the new candidate
+    time_scale = 1.0 / update  # steps until the old state has decayed by about e
+    assert np.all(time_scale >= 2.0 - 1e-5) and np.all(time_scale <= t_max + 1e-3)
+    assert time_scale.max() > t_max / 2 and time_scale.min() < 10
+    default = _gates_at_rest(jaxrnn.gru(reset), jaxrnn.gru(reset).init(jax.random.key(1), 3, 64))
+    np.testing.assert_allclose(1.0 / default[1], 2.0)  # σ(0) = 1/2: a time scale of 2 steps
+
+
+def test_lstm_chrono_ties_the_input_gate_to_the_forget_gate():
+    t_max = 40
+    params = jaxrnn.lstm(chrono=t_max).init(jax.random.key(2), 3, 32)
+    update, forget = _gates_at_rest(None, params)[:2]
+    np.testing.assert_allclose(update + forget, 1.0, rtol=1e-6)
+    time_scale = 1.0 / (1.0 - forget)
+    assert np.all(time_scale >= 2.0 - 1e-5) and np.all(time_scale <= t_max + 1e-3)
+    assert len(np.unique(np.asarray(forget))) == 32
+    np.testing.assert_array_equal(params.b_x[64:], 0.0)  # candidate and output gates untouched
+    same_weights = jaxrnn.lstm().init(jax.random.key(2), 3, 32)
+    np.testing.assert_array_equal(params.w_x, same_weights.w_x)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: jaxrnn.lstm(chrono=1), "chrono to be None or an int T_max >= 2, got 1"),
+        (lambda: jaxrnn.gru(chrono=2.5), "chrono to be None or an int T_max >= 2, got 2.5"),
+        (lambda: jaxrnn.gru(update_bias=float("nan")), "update_bias to be a finite number"),
+        (lambda: jaxrnn.lstm(forget_bias="1"), "forget_bias to be a finite number"),
+    ],
+)
+def test_gate_initialisation_options_refuse_what_they_cannot_use(make, message):
+    with pytest.raises(jaxrnn.InputError, match=message):
+        make()
