@@ -1,4 +1,5 @@
-"""Flax NNX modules around the pure functions: `RNN`, `Bidirectional` and `StackedRNN`.
+"""Flax NNX modules around the pure functions: the layers `RNN`, `Bidirectional` and
+`StackedRNN`, and the ready models `Tagger`, `Classifier`, `Seq2Seq` and `LanguageModel`.
 
 Each module holds a cell's weights as ``nnx.Param`` leaves, one per field of the cell's params
 NamedTuple (``w_x``, ``w_h``, ``b_x``, ``b_h`` and, for a peephole LSTM, ``peephole``), and its
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrnn import lm, models
 from jaxrnn._checks import check_positive_int, fail
 from jaxrnn.cells import Cell
 from jaxrnn.layers import (
@@ -53,7 +55,15 @@ from jaxrnn.scan import unroll
 
 Array = jax.Array
 
-__all__ = ["RNN", "Bidirectional", "StackedRNN"]
+__all__ = [
+    "RNN",
+    "Bidirectional",
+    "StackedRNN",
+    "Tagger",
+    "Classifier",
+    "Seq2Seq",
+    "LanguageModel",
+]
 
 
 class RNN(nnx.Module):
@@ -98,6 +108,7 @@ class RNN(nnx.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         carry: Any = None,
         reverse: bool = False,
         return_carry: bool = False,
@@ -108,6 +119,8 @@ class RNN(nnx.Module):
           xs: inputs (*batch, T, input_size).
           lengths: optional int array of shape ``batch``; as in `jaxrnn.unroll`, padded steps give
             zero outputs and the carry is the last valid one.
+          resets: optional bool (*batch, T), the steps that start a new segment from the
+            initial carry (`jaxrnn.unroll`).
           carry: the initial carry; zeros if None.
           reverse: read each sequence from its last valid step to its first.
           return_carry: also return the last carry.
@@ -115,7 +128,9 @@ class RNN(nnx.Module):
         Returns:
           The outputs (*batch, T, H), or ``(carry, outputs)`` with ``return_carry``.
         """
-        last, ys = unroll(self.cell, self.params, xs, carry, lengths=lengths, reverse=reverse)
+        last, ys = unroll(
+            self.cell, self.params, xs, carry, lengths=lengths, resets=resets, reverse=reverse
+        )
         return (last, ys) if return_carry else ys
 
 
@@ -165,6 +180,7 @@ class Bidirectional(nnx.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         carry: tuple[Any, Any] | None = None,
         return_carry: bool = False,
     ) -> Any:
@@ -175,7 +191,13 @@ class Bidirectional(nnx.Module):
           ``return_carry``, the carry a `jaxrnn.layers.BidirectionalCarry`.
         """
         last, ys = bidirectional(
-            self.cell, self.params, xs, lengths=lengths, merge=self.merge, carry=carry
+            self.cell,
+            self.params,
+            xs,
+            lengths=lengths,
+            resets=resets,
+            merge=self.merge,
+            carry=carry,
         )
         return (last, ys) if return_carry else ys
 
@@ -255,6 +277,7 @@ class StackedRNN(nnx.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         carry: tuple | None = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
@@ -283,9 +306,235 @@ class StackedRNN(nnx.Module):
             self.params,
             xs,
             lengths=lengths,
+            resets=resets,
             carry=carry,
             dropout_rate=self.dropout_rate,
             dropout_key=key,
             merge=self.merge,
         )
         return (last, ys) if return_carry else ys
+
+
+# ------------------------------------------------------------------------------ the ready models
+
+
+def _is_variable(leaf) -> bool:
+    return isinstance(leaf, nnx.Variable)
+
+
+class _Model(nnx.Module):
+    """A model whose weights are a functional params pytree, held as ``nnx.Param`` leaves.
+
+    ``params`` rebuilds that pytree (the NamedTuples of `jaxrnn.models` or `jaxrnn.lm`) from the
+    current values, so each model's ``__call__`` is the functional call on ``params``.
+    """
+
+    def __init__(self, params: Any):
+        self.weights = nnx.data(jax.tree.map(nnx.Param, params))
+
+    @property
+    def params(self) -> Any:
+        return jax.tree.map(lambda v: v[...], self.weights, is_leaf=_is_variable)
+
+
+class Tagger(_Model):
+    """Many-to-many, one output per input step: `jaxrnn.models.tagger_apply` as a module.
+
+    Args:
+      cell: a jaxrnn `Cell`.
+      input_size, hidden_size, num_classes: n_x, H and K, the logits per step.
+      rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.tagger_init`.
+      dtype: the weights' dtype.
+
+    Example:
+      >>> model = jaxrnn.nnx.Tagger(jaxrnn.gru(), 3, 8, 5, rngs=nnx.Rngs(0))
+      >>> model(jnp.ones((4, 10, 3)), lengths=jnp.array([10, 7, 1, 0])).shape
+      (4, 10, 5)
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        num_classes: int,
+        *,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+    ):
+        self.cell = cell
+        super().__init__(
+            models.tagger_init(cell, rngs.params(), input_size, hidden_size, num_classes, dtype)
+        )
+
+    def __call__(self, xs: Array, *, lengths: Array | None = None) -> Array:
+        """Logits (*batch, T, K) of xs (*batch, T, input_size); zero-state start."""
+        return models.tagger_apply(self.cell, self.params, xs, lengths=lengths)
+
+
+class Classifier(_Model):
+    """Many-to-one, one label per sequence: `jaxrnn.models.classifier_apply` as a module.
+
+    Args:
+      cell: a jaxrnn `Cell`.
+      input_size, hidden_size, num_classes: n_x, H and K, the logits per sequence.
+      pool: ``"last"``, ``"mean"`` or ``"max"`` over the valid steps
+        (`jaxrnn.models.pool_over_time`).
+      rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.classifier_init`.
+      dtype: the weights' dtype.
+
+    Example:
+      >>> model = jaxrnn.nnx.Classifier(jaxrnn.lstm(), 3, 8, 2, rngs=nnx.Rngs(0))
+      >>> model(jnp.ones((4, 10, 3)), lengths=jnp.array([10, 7, 1, 0])).shape
+      (4, 2)
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        input_size: int,
+        hidden_size: int,
+        num_classes: int,
+        *,
+        pool: str = "last",
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+    ):
+        self.cell = cell
+        self.pool = pool
+        super().__init__(
+            models.classifier_init(cell, rngs.params(), input_size, hidden_size, num_classes, dtype)
+        )
+
+    def __call__(self, xs: Array, *, lengths: Array | None = None) -> Array:
+        """Logits (*batch, K) of xs (*batch, T, input_size)."""
+        return models.classifier_apply(self.cell, self.params, xs, lengths=lengths, pool=self.pool)
+
+
+class Seq2Seq(_Model):
+    """An encoder–decoder: `jaxrnn.models.seq2seq_apply` (training) and ``decode``.
+
+    Args:
+      cell: a jaxrnn `Cell`, the same type for encoder and decoder.
+      in_vocab, out_vocab: the source and target vocabulary sizes.
+      hidden_size, embedding_size: H and E.
+      bos_id: the decoder's first input, an id in [0, out_vocab), or −1 for the zero vector.
+      rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.seq2seq_init`.
+      dtype: the weights' dtype.
+
+    Example:
+      >>> model = jaxrnn.nnx.Seq2Seq(jaxrnn.gru(), 6, 7, 16, 8, bos_id=6, rngs=nnx.Rngs(0))
+      >>> src, tgt = jnp.zeros((2, 5), int), jnp.zeros((2, 4), int)
+      >>> model(src, None, tgt, None).shape
+      (2, 4, 7)
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        in_vocab: int,
+        out_vocab: int,
+        hidden_size: int,
+        embedding_size: int,
+        *,
+        bos_id: int,
+        rngs: nnx.Rngs,
+        dtype=jnp.float32,
+    ):
+        self.cell = cell
+        self.bos_id = bos_id
+        key = rngs.params()
+        params = models.seq2seq_init(
+            cell, key, in_vocab, out_vocab, hidden_size, embedding_size, dtype=dtype
+        )
+        super().__init__(params)
+
+    def __call__(
+        self,
+        src_ids: Array,
+        src_lengths: Array | None,
+        tgt_ids: Array,
+        tgt_lengths: Array | None,
+    ) -> Array:
+        """Decoder logits (*batch, T_y, out_vocab) under teacher forcing."""
+        return models.seq2seq_apply(
+            self.cell,
+            self.params,
+            src_ids,
+            src_lengths,
+            tgt_ids,
+            tgt_lengths,
+            bos_id=self.bos_id,
+        )
+
+    def decode(
+        self,
+        src_ids: Array,
+        src_lengths: Array | None,
+        *,
+        max_len: int,
+        eos_id: int,
+        key: Array | None = None,
+        temperature: float = 1.0,
+    ) -> tuple[Array, Array]:
+        """``(ids (*batch, max_len), lengths (*batch,))``: `jaxrnn.models.seq2seq_decode`."""
+        return models.seq2seq_decode(
+            self.cell,
+            self.params,
+            src_ids,
+            src_lengths,
+            max_len=max_len,
+            bos_id=self.bos_id,
+            eos_id=eos_id,
+            key=key,
+            temperature=temperature,
+        )
+
+
+class LanguageModel(_Model):
+    """A word- or character-level language model: `jaxrnn.lm.lm_apply` and ``sample``.
+
+    Args:
+      config: a `jaxrnn.lm.LMConfig` (vocabulary, cell name, sizes, layers, dropout).
+      rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.lm.init_lm`, and, with
+        ``dropout_rate`` > 0, the ``dropout`` stream gives each training call its dropout key.
+      deterministic: turns dropout off (evaluation); a call's own ``deterministic`` overrides it.
+      dtype: the weights' dtype.
+
+    Example:
+      >>> config = jaxrnn.lm.LMConfig(vocab_size=28, hidden_size=16, embedding_size=8)
+      >>> model = jaxrnn.nnx.LanguageModel(config, rngs=nnx.Rngs(0))
+      >>> model(jnp.zeros((2, 5), int)).shape
+      (2, 5, 28)
+    """
+
+    def __init__(self, config, *, rngs: nnx.Rngs, deterministic: bool = False, dtype=jnp.float32):
+        self.config = config
+        self.deterministic = deterministic
+        super().__init__(lm.init_lm(rngs.params(), config, dtype))
+        self.rngs = rngs["dropout"].fork() if config.dropout_rate > 0 else nnx.data(None)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        *,
+        lengths: Array | None = None,
+        carry: tuple | None = None,
+        return_carry: bool = False,
+        deterministic: bool | None = None,
+    ) -> Any:
+        """Logits (*batch, T, vocab_size) of input ids (*batch, T) (−1 is the zero start input);
+        with ``return_carry``, ``(carries, logits)``."""
+        deterministic = self.deterministic if deterministic is None else deterministic
+        key = None
+        if not deterministic and self.config.dropout_rate > 0:
+            key = self.rngs()
+        last, logits = lm.lm_apply(
+            self.params, self.config, input_ids, carry, lengths=lengths, dropout_key=key
+        )
+        return (last, logits) if return_carry else logits
+
+    def sample(self, key: Array, **options: Any):
+        """Novel sequences: `jaxrnn.lm.sample` with these weights (``num_samples``, ``max_len``,
+        ``eos_id``, ``temperature``, ``top_k``, …)."""
+        return lm.sample(self.params, self.config, key, **options)
