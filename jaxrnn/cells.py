@@ -548,14 +548,14 @@ def _gru(
         steps (notebook 06); 0 is PyTorch's and Flax's start.
       chrono: None, or T_max ≥ 2 for chrono initialisation (Tallec & Ollivier 2018): each unit's
         update bias is −log u with u uniform in [1, T_max − 1], so the units start with memory
-        time scales spread up to about T_max steps. It replaces ``update_bias``.
+        time scales spread up to about T_max steps. It replaces ``update_bias``: give one of them.
 
     Returns:
       A `Cell` with `GRUParams` (G = 3) and a carry c⟨t⟩ of shape (*batch, H).
     """
     if reset not in ("before", "after"):
         fail("gru", f"expected reset 'before' or 'after', got {reset!r}")
-    _check_gate_init("gru", "update_bias", update_bias, chrono)
+    _check_gate_init("gru", "update_bias", update_bias, chrono, default=0.0)
 
     params_type = GRUParams if reset == "before" else ResetAfterGRUParams
 
@@ -627,12 +627,12 @@ def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None =
       chrono: None, or T_max ≥ 2 for chrono initialisation (Tallec & Ollivier 2018): each unit's
         forget bias is log u with u uniform in [1, T_max − 1] and its update (input) bias is the
         negative of that, so the units start with memory time scales spread up to about T_max
-        steps. It replaces ``forget_bias``.
+        steps. It replaces ``forget_bias``: give one of them.
 
     Returns:
       A `Cell` with `LSTMParams` and carry `LSTMState` (h, c), each of shape (*batch, H).
     """
-    _check_gate_init("lstm", "forget_bias", forget_bias, chrono)
+    _check_gate_init("lstm", "forget_bias", forget_bias, chrono, default=1.0)
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> LSTMParams:
         w_x, w_h = _init_weights(key, input_size, hidden_size, 4, dtype, _glorot)
@@ -669,13 +669,20 @@ def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None =
     )
 
 
-def _check_gate_init(fn: str, bias_name: str, bias, chrono) -> None:
+def _check_gate_init(fn: str, bias_name: str, bias, chrono, default: float) -> None:
     if isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias):
         fail(fn, f"expected {bias_name} to be a finite number, got {bias!r}")
     if chrono is not None and (
         isinstance(chrono, bool) or not isinstance(chrono, int) or chrono < 2
     ):
         fail(fn, f"expected chrono to be None or an int T_max >= 2, got {chrono!r}")
+    if chrono is not None and bias != default:
+        fail(
+            fn,
+            f"expected {bias_name} or chrono, got both ({bias_name}={bias!r}, chrono={chrono!r}); "
+            f"chrono draws the bias {bias_name} would set",
+            "keep one of them",
+        )
 
 
 def _chrono_bias(key: Array, hidden_size: int, t_max: int, dtype) -> Array:

@@ -341,6 +341,14 @@ def test_lstm_chrono_ties_the_input_gate_to_the_forget_gate():
         (lambda: jaxrnn.gru(chrono=2.5), "chrono to be None or an int T_max >= 2, got 2.5"),
         (lambda: jaxrnn.gru(update_bias=float("nan")), "update_bias to be a finite number"),
         (lambda: jaxrnn.lstm(forget_bias="1"), "forget_bias to be a finite number"),
+        (
+            lambda: jaxrnn.gru(update_bias=-3.0, chrono=80),
+            r"expected update_bias or chrono, got both \(update_bias=-3.0, chrono=80\)",
+        ),
+        (
+            lambda: jaxrnn.lstm(forget_bias=3.0, chrono=80),
+            r"expected forget_bias or chrono, got both \(forget_bias=3.0, chrono=80\)",
+        ),
     ],
 )
 def test_gate_initialisation_options_refuse_what_they_cannot_use(make, message):
