@@ -125,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         seq_len=args.seq_len,
         stateful=args.stateful,
+        pack=args.pack is not False,
         learning_rate=args.lr,
         final_learning_rate=args.final_lr,
         warmup_steps=args.warmup,
@@ -142,6 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_settings(None, config, fn="train", names=CLI_NAMES)  # before the text is read
     body, default_mode = read_corpus_text(args.text, args.corpus)
     mode = args.mode or default_mode
+    if args.pack and mode != "lines":  # asked for, not the default
+        raise InputError(
+            f"--pack packs lines, so it needs --mode lines; got --mode {mode}, whose text is one "
+            "stream with no padding to save"
+        )
+    config = config._replace(pack=config.pack and mode == "lines")
     corpus = make_corpus(
         body,
         level=args.level,
@@ -376,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--batch", type=int, default=32, help="sequences per step")
     opt.add_argument("--seq-len", type=int, default=128, help="stream mode: tokens per example")
     opt.add_argument("--stateful", action="store_true", help="stream mode: truncated BPTT")
+    opt.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        help="lines mode: several whole lines to a row, each from a reset state, not one line "
+        "padded to the longest (default: --pack)",
+    )
     opt.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the update rule")
     opt.add_argument("--lr", type=float, default=2e-3, help="learning rate (peak, with --warmup)")
     opt.add_argument(

@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
         sample_every=1000,
         checkpoint_every=500,
     )
-    print(f"model: {model}\ntraining: {config.steps} steps of {config.batch_size} names, Adam")
+    print(
+        f"model: {model}\ntraining: {config.steps} steps of {config.batch_size} rows of names "
+        "packed several to a row, Adam"
+    )
     if not args.resume and (args.out / "checkpoint.npz").exists():
         print(f"replacing the earlier demo run in {args.out} (--resume continues it instead)")
     result = train_lm(

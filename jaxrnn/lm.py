@@ -173,6 +173,7 @@ def lm_apply(
     carry: tuple | None = None,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     dropout_key: Array | None = None,
     **unroll_options: Any,
 ) -> tuple[tuple, Array]:
@@ -188,6 +189,8 @@ def lm_apply(
         than a silent wrong number. Padded steps (with ``lengths``) are not read.
       carry: per-layer initial carries (from `init_lm_carry` or a previous call); zeros if None.
       lengths: optional (*batch,) valid lengths of right-padded inputs.
+      resets: optional bool (*batch, T): where true, every layer's carry starts again from
+        ``carry`` before that step, so several lines packed into one row are each read alone.
       dropout_key: a PRNG key turns on dropout (training); None (inference) turns it off.
       **unroll_options: passed to `jaxrnn.unroll` (``remat``, ``implementation``).
 
@@ -205,6 +208,7 @@ def lm_apply(
         params.recurrent,
         xs,
         lengths=lengths,
+        resets=resets,
         carry=carry,
         dropout_rate=config.dropout_rate,
         dropout_key=key_layers,
@@ -220,6 +224,7 @@ def lm_loss(
     targets: Array,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     carry: tuple | None = None,
     reduce_time: Reduction = "mean",
     dropout_key: Array | None = None,
@@ -227,13 +232,40 @@ def lm_loss(
     """Softmax cross-entropy of the targets, averaged over the batch; returns (loss, last carry).
 
     With ``reduce_time="mean"`` the loss is in nats per token (each example's valid steps averaged,
-    then the examples); with ``"sum"`` it is the course's Σ_t L⟨t⟩, averaged over examples.
+    then the examples); with ``"sum"`` it is the course's Σ_t L⟨t⟩, averaged over examples. With
+    ``resets`` (lines packed into rows, see `lm_apply`) each line, from one reset to the next, is
+    an example: the loss is the one its lines would have, each alone in its own padded row.
     """
     carry, logits = lm_apply(
-        params, config, inputs, carry, lengths=lengths, dropout_key=dropout_key
+        params, config, inputs, carry, lengths=lengths, resets=resets, dropout_key=dropout_key
     )
-    per_example = softmax_cross_entropy(logits, targets, lengths, reduce_time=reduce_time)
-    return per_example.mean(), carry
+    if resets is None:
+        per_example = softmax_cross_entropy(logits, targets, lengths, reduce_time=reduce_time)
+        return per_example.mean(), carry
+    # every step a sequence of its own: the per-step losses, checked as any others
+    per_step = softmax_cross_entropy(logits[..., None, :], targets[..., None], reduce_time="sum")
+    return _mean_over_lines(per_step, lengths, jnp.asarray(resets), reduce_time), carry
+
+
+def _mean_over_lines(
+    per_step: Array, lengths: Array | None, resets: Array, reduce_time: Reduction
+) -> Array:
+    """The mean over lines of each line's summed or averaged loss; a line runs from a reset (or
+    its row's start) to the next reset (or its row's valid end)."""
+    n_steps = per_step.shape[-1]
+    per_step, resets = per_step.reshape(-1, n_steps), resets.reshape(-1, n_steps)
+    valid = jnp.ones_like(resets)
+    if lengths is not None:
+        valid = sequence_mask(jnp.reshape(lengths, -1), n_steps)
+    per_step = jnp.where(valid, per_step, 0.0)
+    rows = jnp.arange(per_step.shape[0])[:, None]
+    line = jnp.cumsum(resets & valid, axis=-1) + (n_steps + 1) * rows
+    n_lines = per_step.shape[0] * (n_steps + 1)
+    tokens = jax.ops.segment_sum(valid.ravel().astype(per_step.dtype), line.ravel(), n_lines)
+    totals = jax.ops.segment_sum(per_step.ravel(), line.ravel(), n_lines)
+    per_line = totals / jnp.maximum(tokens, 1) if reduce_time == "mean" else totals
+    present = tokens > 0
+    return jnp.where(present, per_line, 0.0).sum() / jnp.maximum(present.sum(), 1)
 
 
 def token_log_probs(

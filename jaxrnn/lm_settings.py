@@ -28,6 +28,9 @@ class TrainConfig(NamedTuple):
     batch_size: int = 32
     seq_len: int = 128  # stream mode: tokens per example and step
     stateful: bool = False  # stream mode: consecutive chunks, carry passed on (truncated BPTT)
+    # Lines mode: several whole lines to a row, each read from a reset carry, rather than one line
+    # padded to the longest (same step, 1.3-1.8x the tokens: benchmarks/results/packing_cpu.md).
+    pack: bool = True
     learning_rate: float = 2e-3
     final_learning_rate: float | None = None  # cosine decay to it at `steps`; None: constant
     warmup_steps: int = 0
@@ -67,6 +70,7 @@ CLI_NAMES = {
     "steps": "--steps",
     "batch_size": "--batch",
     "seq_len": "--seq-len",
+    "pack": "--pack",
     "learning_rate": "--lr",
     "final_learning_rate": "--final-lr",
     "warmup_steps": "--warmup",
@@ -104,6 +108,7 @@ def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
         ("steps", train.steps, count(train.steps, 1), "an int >= 1"),
         ("batch_size", train.batch_size, count(train.batch_size, 1), "an int >= 1"),
         ("seq_len", train.seq_len, count(train.seq_len, 1), "an int >= 1"),
+        ("pack", train.pack, isinstance(train.pack, bool), "True or False"),
         (
             "learning_rate",
             train.learning_rate,
@@ -272,6 +277,13 @@ def _renamed(model: object) -> object:
     return {_OLD_LMCONFIG_NAMES.get(name, name): value for name, value in model.items()}
 
 
+def _unpacked(train: object) -> object:
+    """A checkpoint's training config; files written before lines were packed padded them."""
+    if isinstance(train, dict) and "pack" not in train:
+        return {**train, "pack": False}
+    return train
+
+
 def checked_metadata(
     path: str | Path, metadata: dict
 ) -> tuple[LMConfig, TrainConfig, text_lib.Vocab]:
@@ -286,7 +298,7 @@ def checked_metadata(
     if metadata.get("kind") != "jaxrnn.lm":
         raise CheckpointError(f"{path}: not a jaxrnn language-model checkpoint")
     model = config_from_json(LMConfig, _renamed(metadata.get("model")), path, "model config")
-    train = config_from_json(TrainConfig, metadata.get("train"), path, "training config")
+    train = config_from_json(TrainConfig, _unpacked(metadata.get("train")), path, "training config")
     max_params, max_layers, max_int = 2**31, 256, 2**62
 
     def refuse(message: str) -> CheckpointError:

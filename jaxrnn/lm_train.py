@@ -96,7 +96,7 @@ def _device_count(train: TrainConfig) -> int:
 
 
 def _make_step(model: LMConfig, train: TrainConfig):
-    def loss_fn(params, inputs, targets, lengths, carry, step):
+    def loss_fn(params, inputs, targets, lengths, resets, carry, step):
         dropout_key = jax.random.fold_in(jax.random.key(train.seed + 1), step)
         return lm_loss(
             params,
@@ -104,6 +104,7 @@ def _make_step(model: LMConfig, train: TrainConfig):
             inputs,
             targets,
             lengths=lengths,
+            resets=resets,
             carry=carry,
             reduce_time=train.reduce_time,
             dropout_key=dropout_key if model.dropout_rate > 0 else None,
@@ -170,12 +171,13 @@ class _Run:
             seq_len=train.seq_len,
             seed=train.seed,
             stateful=train.stateful,
+            pack=train.pack,
         )
         carry = self.state.carry
         if batch.fresh_carry and carry is not None:
             carry = jax.tree.map(jnp.zeros_like, carry)
         start = time.perf_counter()
-        arrays = (batch.inputs, batch.targets, batch.lengths, carry)
+        arrays = (batch.inputs, batch.targets, batch.lengths, batch.resets, carry)
         placed = parallel.shard_batch(arrays, self.mesh)
         params, opt_state, metrics, new_carry = self.train_step(
             self.state.params, self.state.opt_state, *placed, self.step

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property, lru_cache
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -468,19 +468,117 @@ class Batch(NamedTuple):
     targets: np.ndarray  # int32 (B, T): the id after each input
     lengths: np.ndarray | None  # int32 (B,) in lines mode; None in stream mode (no padding)
     fresh_carry: bool  # start from a zero carry: always, except a stateful stream's later chunks
+    resets: np.ndarray | None = None  # bool (B, T), packed lines: True where each line starts
+
+
+def pack_lines(lengths: np.ndarray, *, rows: int, width: int) -> list[np.ndarray]:
+    """Packs lines, in the order given, into batches of ``rows`` rows of ``width`` tokens.
+
+    First fit: each line goes to the end of the first row of the open batch with room for it; a
+    line that fits in no row closes the batch and opens the next. The last batch, which the lines
+    ran out in, is dropped as incomplete.
+
+    Args:
+      lengths: int (N,) line lengths, each in [1, width].
+
+    Returns:
+      one int64 array (n, 3) per batch: for each of its lines, the line's position in
+      ``lengths``, its row and the column it starts at.
+    """
+    fn = "pack_lines"
+    _check_int(fn, "rows", rows, 1)
+    _check_int(fn, "width", width, 1)
+    lengths = _check_ids(fn, "lengths", lengths)
+    if lengths.size and not 1 <= lengths.min() <= lengths.max() <= width:
+        fail(fn, f"expected lengths in [1, width={width}], got {lengths.min()}…{lengths.max()}")
+    batches, placed, ends = [], [], [0] * rows
+    for position, n in enumerate(lengths.tolist()):
+        row = next((r for r, end in enumerate(ends) if end + n <= width), None)
+        if row is None:
+            batches.append(np.array(placed, np.int64).reshape(-1, 3))
+            placed, ends, row = [], [0] * rows, 0
+        placed.append((position, row, ends[row]))
+        ends[row] += n
+    return batches
+
+
+@lru_cache(maxsize=2)
+def _packed_epoch(lengths: bytes, rows: int, width: int, seed: int, epoch: int):
+    """(order, batches): epoch ``epoch``'s permutation of the lines and its packing."""
+    line_lengths = np.frombuffer(lengths, np.int32)
+    order = np.random.default_rng([seed, epoch]).permutation(len(line_lengths))
+    return order, pack_lines(line_lengths[order], rows=rows, width=width)
+
+
+@cache
+def _packed_epoch_size(lengths: bytes, rows: int, width: int, seed: int, epoch: int) -> int:
+    return len(_packed_epoch(lengths, rows, width, seed, epoch)[1])
+
+
+def packed_batch(
+    targets: np.ndarray, lengths: np.ndarray, step: int, *, batch_size: int, seed: int
+) -> Batch:
+    """Training step ``step``'s lines packed several to a row, a pure function of ``(seed, step)``.
+
+    Each epoch takes the lines in the order of ``default_rng([seed, epoch]).permutation`` and packs
+    them with `pack_lines` into batches of ``batch_size`` rows as wide as ``targets``; step k takes
+    the epoch's batches one after another. Every line begins with `START` and a reset, so a model
+    reads each line from its initial carry exactly as if it were alone in its row, while the row
+    holds several lines instead of one line and its padding.
+
+    Args:
+      targets: int32 (N, T) right-padded lines, each ending in ⟨EOS⟩, with ``lengths`` int32 (N,).
+
+    Returns:
+      a `Batch` with ``lengths`` the filled part of each row and ``resets`` bool (B, T).
+    """
+    fn = "packed_batch"
+    _check_int(fn, "batch_size", batch_size, 1)
+    _check_int(fn, "seed", seed, 0)
+    _check_int(fn, "step", step, 0)
+    key = (np.ascontiguousarray(lengths, np.int32).tobytes(), batch_size, targets.shape[1], seed)
+    if _packed_epoch_size(*key, 0) == 0:
+        fail(fn, f"expected lines for at least one full batch of {batch_size} rows")
+    epoch = 0
+    while step >= (size := _packed_epoch_size(*key, epoch)):
+        step, epoch = step - size, epoch + 1
+    order, batches = _packed_epoch(*key, epoch)
+    inputs = np.zeros((batch_size, targets.shape[1]), np.int32)
+    packed = np.zeros_like(inputs)
+    resets = np.zeros(inputs.shape, bool)
+    filled = np.zeros(batch_size, np.int32)
+    for position, row, column in batches[step].tolist():
+        line = order[position]
+        n = lengths[line]
+        packed[row, column : column + n] = targets[line, :n]
+        inputs[row, column] = START
+        inputs[row, column + 1 : column + n] = targets[line, : n - 1]
+        resets[row, column] = True
+        filled[row] = column + n
+    return Batch(inputs, packed, filled, True, resets)
 
 
 def training_batch(
-    corpus: Corpus, step: int, *, batch_size: int, seq_len: int, seed: int, stateful: bool = False
+    corpus: Corpus,
+    step: int,
+    *,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    stateful: bool = False,
+    pack: bool = False,
 ) -> Batch:
     """The batch of training step ``step``, a pure function of ``(seed, step)``.
 
-    Lines mode: ``batch_size`` lines by `batch_indices`, teacher-forced. Stream mode: random
-    windows of ``seq_len`` tokens (`stream_windows`), or with ``stateful`` the consecutive chunks
-    of `stream_chunks`, whose carry passes on from one step to the next.
+    Lines mode: ``batch_size`` lines by `batch_indices`, teacher-forced, or with ``pack`` rows of
+    several whole lines each (`packed_batch`). Stream mode: random windows of ``seq_len`` tokens
+    (`stream_windows`), or with ``stateful`` the consecutive chunks of `stream_chunks`, whose
+    carry passes on from one step to the next.
     """
     if corpus.mode == "lines":
         targets, lengths = corpus.train
+        if pack:
+            return packed_batch(targets, lengths, step, batch_size=batch_size, seed=seed)
         rows = batch_indices(len(targets), batch_size, seed=seed, step=step)
         targets = targets[rows]
         start = np.full((len(rows), 1), START, targets.dtype)

@@ -341,3 +341,23 @@ def test_cli_interrupted_while_starting_exits_quietly(tmp_path):
     assert process.returncode == 130, output
     assert "Traceback" not in output
     assert not (out / "checkpoint.npz").exists()
+
+
+def test_cli_packs_lines_by_default_and_refuses_pack_for_a_stream(trained, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    more = [a if a != "40" else "44" for a in TINY]
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *more, *QUIET]
+    assert read_metadata(out / "checkpoint.npz")["train"]["pack"] is True  # the default
+    assert cli.main([*args, "--resume", "--no-pack"]) == 0
+    printed = capsys.readouterr().out
+    assert "training settings changed since the checkpoint: steps 40 -> 44, pack True -> False" in (
+        printed
+    )
+    assert read_metadata(out / "checkpoint.npz")["train"]["pack"] is False
+
+    stream = ["train", str(_names_file(tmp_path)), "--out", str(tmp_path / "stream"), *TINY]
+    assert cli.main([*stream, *QUIET, "--mode", "stream", "--pack"]) == 2
+    err = capsys.readouterr().err
+    assert "--pack packs lines, so it needs --mode lines; got --mode stream" in err
+    assert not (tmp_path / "stream").exists()

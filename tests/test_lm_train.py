@@ -14,7 +14,7 @@ import pytest
 from jaxrnn import _checks, lm_settings, lm_train
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
-from jaxrnn.lm import LMConfig, init_lm, lm_apply, token_log_probs
+from jaxrnn.lm import LMConfig, init_lm, lm_apply, lm_loss, token_log_probs
 from jaxrnn.lm_train import TrainConfig, evaluate_lm, load_lm, make_corpus, train_lm
 
 NAMES = resources.files("jaxrnn").joinpath("data/names.txt").read_text()
@@ -161,7 +161,8 @@ def test_load_lm_returns_trained_model(lines_corpus, lines_run):
 def test_a_checkpoint_with_the_model_fields_old_names_loads_and_resumes(
     lines_corpus, lines_run, tmp_path
 ):
-    """Files written while LMConfig's fields were called ``cell`` and ``dropout`` still load."""
+    """Files written while LMConfig's fields were called ``cell`` and ``dropout``, and before
+    lines were packed, still load; resuming says that the lines are now packed."""
     from jaxrnn.checkpoint import load_checkpoint
     from jaxrnn.lm_state import init_train_state
 
@@ -171,6 +172,7 @@ def test_a_checkpoint_with_the_model_fields_old_names_loads_and_resumes(
     state, metadata = load_checkpoint(out_dir / "checkpoint.npz", template)
     saved = metadata["model"]
     saved["cell"], saved["dropout"] = saved.pop("cell_name"), saved.pop("dropout_rate")
+    del metadata["train"]["pack"]
     old = tmp_path / "old"
     old.mkdir()
     save_checkpoint(old / "checkpoint.npz", state, metadata)
@@ -181,6 +183,7 @@ def test_a_checkpoint_with_the_model_fields_old_names_loads_and_resumes(
     )
     assert resumed.step == LINES_TRAIN.steps + 2
     assert any(m.startswith(f"resuming from step {LINES_TRAIN.steps}") for m in messages)
+    assert any(m.endswith(", pack False -> True") for m in messages)
 
 
 def test_load_lm_rejects_other_checkpoints(tmp_path):
@@ -462,3 +465,63 @@ def test_history_round_trips_through_a_checkpoints_json():
                      "skipped_steps": 1}  # fmt: skip
     assert History.from_dict(saved) == history
     assert "skipped_steps" not in History().to_dict()  # as written before it was counted
+
+
+def test_a_packed_batch_has_the_loss_and_gradients_of_its_lines_each_alone(lines_corpus):
+    from jaxrnn.text import START, training_batch
+
+    model = LMConfig(lines_corpus.vocab.size, cell_name="lstm", hidden_size=8, num_layers=2)
+    params = init_lm(jax.random.key(0), model)
+    batch = training_batch(lines_corpus, 5, batch_size=6, seq_len=0, seed=1, pack=True)
+    segments = []  # (row, start, end) of each packed line: from one reset to the next
+    for row, filled in enumerate(batch.lengths.tolist()):
+        starts = np.flatnonzero(batch.resets[row, :filled]).tolist()
+        segments += zip([row] * len(starts), starts, [*starts[1:], filled], strict=True)
+    assert len(segments) > 6  # several lines share rows
+    width = batch.targets.shape[1]
+    alone = np.zeros((len(segments), width), np.int32)
+    alone_lengths = np.array([end - start for _, start, end in segments], np.int32)
+    for i, (row, start, end) in enumerate(segments):
+        alone[i, : end - start] = batch.targets[row, start:end]
+
+    for reduce_time in ("mean", "sum"):
+
+        def packed_loss(params, reduce_time=reduce_time):
+            arrays = (batch.inputs, batch.targets)
+            loss, _ = lm_loss(
+                params,
+                model,
+                *arrays,
+                lengths=batch.lengths,
+                resets=batch.resets,
+                reduce_time=reduce_time,
+            )
+            return loss
+
+        def loss_alone(params, reduce_time=reduce_time):
+            inputs = np.concatenate([np.full((len(alone), 1), START), alone[:, :-1]], axis=1)
+            loss, _ = lm_loss(
+                params, model, inputs, alone, lengths=alone_lengths, reduce_time=reduce_time
+            )
+            return loss
+
+        got, grad_packed = jax.value_and_grad(packed_loss)(params)
+        expected, grad_alone = jax.value_and_grad(loss_alone)(params)
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        for g, e in zip(jax.tree.leaves(grad_packed), jax.tree.leaves(grad_alone), strict=True):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_train_lm_padded_lines_resume_bit_exact_and_learn_no_better_than_packed(
+    lines_corpus, lines_run, tmp_path
+):
+    padded = LINES_TRAIN._replace(pack=False)
+    assert LINES_TRAIN.pack  # lines_run packs, the default
+    model = lines_model(lines_corpus)
+    full, _ = run(lines_corpus, model, padded)
+    packed, _, _ = lines_run
+    # the same steps: packed rows hold more lines, and learn at least as much
+    assert packed.history.valid[-1].nats < full.history.valid[-1].nats + 0.05
+    run(lines_corpus, model, padded, tmp_path, stop_after=23)
+    resumed, _ = run(lines_corpus, model, padded, tmp_path, resume=True)
+    assert_same_run(resumed, full)

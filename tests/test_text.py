@@ -305,3 +305,74 @@ def test_training_batch_is_the_same_batch_for_the_same_seed_and_step_in_every_mo
 def _rows_of(corpus, batch):
     targets = [tuple(row) for row in corpus.train[0]]
     return [targets.index(tuple(row)) for row in batch.targets]
+
+
+def _segments(batch):
+    """Each packed line as (row, start, end): cut at the resets, within the row's filled part."""
+    out = []
+    for row, (resets, filled) in enumerate(zip(batch.resets, batch.lengths, strict=True)):
+        starts = [int(t) for t in np.flatnonzero(resets[:filled])]
+        out += [(row, s, e) for s, e in zip(starts, [*starts[1:], int(filled)], strict=True)]
+    return out
+
+
+def test_packed_batches_hold_every_line_whole_once_per_epoch_each_after_a_reset():
+    from jaxrnn.text import START, make_corpus, pack_lines, training_batch
+
+    text = resources.files("jaxrnn").joinpath("data/names.txt").read_text()
+    corpus = make_corpus("\n".join(text.splitlines()[:400]), mode="lines")
+    targets, lengths = corpus.train
+    width, rows, seed = targets.shape[1], 8, 3
+
+    def lines_of(positions, order):
+        return sorted(tuple(targets[i, : lengths[i]]) for i in order[positions])
+
+    def packed(step):
+        return training_batch(corpus, step, batch_size=rows, seq_len=0, seed=seed, pack=True)
+
+    # the documented order: epoch e's permutation, packed first fit
+    orders = [np.random.default_rng([seed, e]).permutation(len(lengths)) for e in (0, 1)]
+    epoch_0 = pack_lines(lengths[orders[0]], rows=rows, width=width)
+    seen, filled = [], 0
+    for step in range(len(epoch_0)):
+        batch = packed(step)
+        again = packed(step)
+        assert all(np.array_equal(a, b) for a, b in zip(batch, again, strict=True))
+        assert batch.inputs.shape == batch.targets.shape == batch.resets.shape == (rows, width)
+        assert batch.fresh_carry and batch.lengths.min() >= 1
+        assert not batch.resets[np.arange(width) >= batch.lengths[:, None]].any()
+        for row, start, end in _segments(batch):
+            line = tuple(batch.targets[row, start:end])
+            assert line[-1] == corpus.vocab.eos_id  # whole: ⟨EOS⟩ last
+            assert batch.inputs[row, start] == START
+            assert np.array_equal(batch.inputs[row, start + 1 : end], line[:-1])
+            seen.append(line)
+        filled += batch.lengths.sum()
+    # every line of the epoch once, in the epoch's order; only the last, incomplete batch dropped
+    n_packed = sum(map(len, epoch_0))
+    assert sorted(seen) == lines_of(slice(0, n_packed), orders[0])
+    assert len(lengths) - n_packed <= width * rows  # what one more batch could hold
+    # several lines to a row: more of the rows' positions are real tokens than with padding
+    assert filled / (len(epoch_0) * rows * width) > lengths.mean() / width + 0.1
+    # the next step opens epoch 1, in its own order
+    first_of_epoch_1 = pack_lines(lengths[orders[1]], rows=rows, width=width)[0]
+    next_lines = sorted(
+        tuple(packed(len(epoch_0)).targets[row, start:end])
+        for row, start, end in _segments(packed(len(epoch_0)))
+    )
+    assert next_lines == lines_of(slice(0, len(first_of_epoch_1)), orders[1])
+
+
+def test_pack_lines_is_first_fit_and_refuses_lines_wider_than_a_row():
+    from jaxrnn.text import pack_lines
+
+    batches = pack_lines(np.array([4, 3, 2, 5, 1, 6, 6, 6]), rows=2, width=6)
+    # 4 → row 0; 3 → row 1; 2 → row 0 (4 + 2 fits); 5 fits nowhere: the next batch
+    assert [b.tolist() for b in batches] == [
+        [[0, 0, 0], [1, 1, 0], [2, 0, 4]],
+        [[3, 0, 0], [4, 0, 5], [5, 1, 0]],
+    ]  # the last batch, [6] and [6], ran out of lines: dropped
+    with pytest.raises(
+        InputError, match=r"pack_lines: expected lengths in \[1, width=6\], got 1…7"
+    ):
+        pack_lines(np.array([1, 7]), rows=2, width=6)
