@@ -505,23 +505,17 @@ def test_a_packed_batch_has_the_loss_and_gradients_of_its_lines_each_alone(lines
             )
             return loss
 
-        got, grad_packed = jax.value_and_grad(packed_loss)(params)
-        expected, grad_alone = jax.value_and_grad(loss_alone)(params)
+        got, grad_packed = jax.jit(jax.value_and_grad(packed_loss))(params)
+        expected, grad_alone = jax.jit(jax.value_and_grad(loss_alone))(params)
         np.testing.assert_allclose(got, expected, rtol=1e-5)
         for g, e in zip(jax.tree.leaves(grad_packed), jax.tree.leaves(grad_alone), strict=True):
             np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-6)
 
 
-def test_train_lm_padded_lines_resume_bit_exact_and_learn_no_better_than_packed(
-    lines_corpus, lines_run, tmp_path
-):
-    padded = LINES_TRAIN._replace(pack=False)
+def test_train_lm_padded_lines_learn_no_better_than_packed(lines_corpus, lines_run):
     assert LINES_TRAIN.pack  # lines_run packs, the default
-    model = lines_model(lines_corpus)
-    full, _ = run(lines_corpus, model, padded)
+    padded, _ = run(lines_corpus, lines_model(lines_corpus), LINES_TRAIN._replace(pack=False))
     packed, _, _ = lines_run
+    assert padded.step == packed.step
     # the same steps: packed rows hold more lines, and learn at least as much
-    assert packed.history.valid[-1].nats < full.history.valid[-1].nats + 0.05
-    run(lines_corpus, model, padded, tmp_path, stop_after=23)
-    resumed, _ = run(lines_corpus, model, padded, tmp_path, resume=True)
-    assert_same_run(resumed, full)
+    assert packed.history.valid[-1].nats < padded.history.valid[-1].nats + 0.05
