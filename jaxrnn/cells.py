@@ -138,8 +138,8 @@ class Structure(NamedTuple):
         coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
         carry, starts=None) -> (carries, ys)``: every step at once for one example, xs
         (T, input_size) and carry leaves (H,), returning the carry after every step (leaves
-        (T, H)) and the outputs (T, H). ``starts``, (T,) bool, resets the carry to ``carry``
-        before the steps where it is true.
+        (T, H)) and the outputs (T, H). ``starts``, (T,) bool, resets the carry before the steps
+        where it is true, to ``restart`` (leaves (H,)) if given, else to ``carry``.
     """
 
     name: str
@@ -384,7 +384,9 @@ def _make_cell(
 
         return _vmap_leading(one, len(shape) - 1, (None, 0, 0))(params, carry, x)
 
-    def parallel_scan(params: Params, xs: Array, carry: Carry, starts=None) -> tuple[Carry, Array]:
+    def parallel_scan(
+        params: Params, xs: Array, carry: Carry, starts=None, restart=None
+    ) -> tuple[Carry, Array]:
         fn = f"{name}.parallel_scan"
         check_params(fn, params)
         check_rank_at_least(fn, "xs", xs, 2, "(time, input_size)")
@@ -397,7 +399,9 @@ def _make_cell(
         )
         check_floating(fn, "xs", xs, params.w_x)
         check_carry(fn, params, carry, ())
-        return parallel_scan_one(params, xs, carry, starts)
+        if restart is not None:
+            check_carry(fn, params, restart, ())
+        return parallel_scan_one(params, xs, carry, starts, restart)
 
     step.__doc__ = step_projected_one.__doc__
     step.__qualname__ = f"{name}.step"

@@ -132,27 +132,45 @@ def _has_forward_mode(tree) -> bool:
 
 
 def run(
-    implementation: str, cell: Cell, params, xs, carry, lengths, *, resets, reverse, remat, poison
+    implementation: str,
+    cell: Cell,
+    params,
+    xs,
+    carry,
+    lengths,
+    *,
+    resets,
+    reverse,
+    remat,
+    poison,
+    reset_carry=None,
 ):
-    """The unroll of ``cell`` by ``implementation``; returns (last carry, ys (*batch, T, H))."""
+    """The unroll of ``cell`` by ``implementation``; returns (last carry, ys (*batch, T, H)).
+
+    ``reset_carry`` (None: ``carry``) is where the carry starts again at each reset."""
     if implementation == "layerwise":
         layer_cell, run_layers = _LAYERWISE[cell.step]
         options = dict(lengths=lengths, resets=resets, reverse=reverse, remat=remat)
+        if reset_carry is not None:
+            options["reset_carry"] = tuple(reset_carry)
         last, ys = run_layers(layer_cell, params, xs, carry=tuple(carry), **options)
         return tuple(last), ys
     starts = None if resets is None else reading_starts(resets, reverse)
+    restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "fused":
         if xs.shape[-2] == 0:
             implementation = "scan"
         else:
-            return fused(cell, params, xs, carry, lengths, starts, reverse=reverse, poison=poison)
+            return fused(
+                cell, params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
+            )
     if implementation == "time_parallel" and xs.shape[-2] == 0:
         implementation = "scan"  # an empty sequence has nothing to scan in parallel
 
-    def one(xs, carry, length, starts):
+    def one(xs, carry, length, starts, restart):
         if implementation == "time_parallel":
             return _parallel_one(
-                cell, params, xs, carry, length, starts, reverse=reverse, poison=poison
+                cell, params, xs, carry, length, starts, restart, reverse=reverse, poison=poison
             )
         return sequential_one(
             cell,
@@ -161,6 +179,7 @@ def run(
             carry,
             length,
             starts,
+            restart,
             reverse=reverse,
             remat=remat,
             hoist=implementation == "hoisted",
@@ -169,9 +188,9 @@ def run(
 
     for _ in xs.shape[:-2]:
         one = jax.vmap(
-            one, in_axes=(0, 0, None if lengths is None else 0, None if starts is None else 0)
+            one, in_axes=(0, 0, None if lengths is None else 0, None if starts is None else 0, 0)
         )
-    return one(xs, carry, lengths, starts)
+    return one(xs, carry, lengths, starts, restart)
 
 
 def reading_starts(resets, reverse: bool):
@@ -190,13 +209,25 @@ def reading_starts(resets, reverse: bool):
 
 
 def sequential_one(
-    cell: Cell, params, xs, carry, length, starts=None, *, reverse, remat, hoist, poison, unroll=1
+    cell: Cell,
+    params,
+    xs,
+    carry,
+    length,
+    starts=None,
+    restart=None,
+    *,
+    reverse,
+    remat,
+    hoist,
+    poison,
+    unroll=1,
 ):
     """One example as a ``lax.scan``: xs (T, input_size), carry leaves (H,), length a scalar or
-    None, starts None or (T,) bool (reset the carry to ``carry`` before these steps, in the order
-    they are read: see `reading_starts`). ``hoist`` computes the input side of every step before
-    the loop (``"hoisted"``); ``unroll`` is ``lax.scan``'s (steps per loop iteration: same result,
-    a speed knob)."""
+    None, starts None or (T,) bool (reset the carry before these steps, in the order they are
+    read: see `reading_starts`) to ``restart`` (leaves (H,); None: ``carry``). ``hoist``
+    computes the input side of every step before the loop (``"hoisted"``); ``unroll`` is
+    ``lax.scan``'s (steps per loop iteration: same result, a speed knob)."""
     if hoist:
         known = structure(cell)
         inputs, step = known.project_input(params, xs), known.step_projected
@@ -205,7 +236,7 @@ def sequential_one(
 
     n_steps = xs.shape[0]
     block = 0 if remat is False else int(remat)
-    initial = carry
+    initial = carry if restart is None else restart
 
     def body(carry, x_valid_start):
         x, valid, start = x_valid_start
@@ -273,9 +304,9 @@ def poisoned(carry, ys, length, n_steps):
 # ------------------------------------------------------------------------------ the parallel form
 
 
-def _parallel_one(cell: Cell, params, xs, carry, length, starts, *, reverse, poison):
+def _parallel_one(cell: Cell, params, xs, carry, length, starts, restart, *, reverse, poison):
     """One example with the cell's ``parallel_scan``: xs (T, input_size), carry leaves (H,),
-    starts None or (T,) bool in reading order.
+    starts None or (T,) bool in reading order, restart leaves (H,) where they reset to.
 
     Padded steps come after the valid ones and each step depends only on earlier ones, so the
     scan runs over all T steps and the carry is read at step L − 1. Reverse reads xs through the
@@ -288,7 +319,7 @@ def _parallel_one(cell: Cell, params, xs, carry, length, starts, *, reverse, poi
         order = jnp.where(t <= last, last - t, t)
         xs = xs[order]
         starts = None if starts is None else starts[order]
-    carries, ys = structure(cell).parallel_scan(params, xs, carry, starts)
+    carries, ys = structure(cell).parallel_scan(params, xs, carry, starts, restart)
     if reverse:
         ys = ys[order]
     if length is None:
@@ -306,9 +337,12 @@ def _parallel_one(cell: Cell, params, xs, carry, length, starts, *, reverse, poi
 # ------------------------------------------------------------------------ the fused backward pass
 
 
-def fused(cell: Cell, params, xs, carry, lengths, starts=None, *, reverse, poison, unroll=1):
+def fused(
+    cell: Cell, params, xs, carry, lengths, starts=None, restart=None, *, reverse, poison, unroll=1
+):
     """``"fused"``: xs (*batch, T, D), carry leaves (*batch, H), starts None or (*batch, T) bool
-    in reading order, for a cell with a pointwise part.
+    in reading order, restart (None: carry) the carry leaves (*batch, H) they reset to, for a cell
+    with a pointwise part.
 
     The batch dimensions are flattened into one, N, and the whole batch goes through one
     time-major scan, so that the weight gradients are matmuls over all T·N rows at once.
@@ -318,6 +352,8 @@ def fused(cell: Cell, params, xs, carry, lengths, starts=None, *, reverse, poiso
     jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
     flat_xs = jnp.moveaxis(xs.reshape(-1, n_steps, xs.shape[-1]), 1, 0)  # (T, N, D)
     flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
+    restart = carry if restart is None else restart
+    flat_restart = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), restart)
     valid = None
     if lengths is not None:
         flat_lengths = jnp.reshape(lengths, -1)
@@ -329,6 +365,7 @@ def fused(cell: Cell, params, xs, carry, lengths, starts=None, *, reverse, poiso
         params,
         flat_xs,
         flat_carry,
+        flat_restart,
         valid,
         starts,
         reverse=reverse,
@@ -349,20 +386,20 @@ def _add_to_state(carry, d_h):
 
 
 def _scan_fused_backward(
-    pointwise_one, params, xs, carry, valid, starts, *, reverse: bool, unroll: int
+    pointwise_one, params, xs, carry, restart, valid, starts, *, reverse: bool, unroll: int
 ):
     """A time-major scan of a cell with a pointwise part, and its own backward pass.
 
-    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps,
-    starts None or a (T, N) bool mask of the steps that read the initial carry instead of the
-    previous one. Returns (last carry, ys (T, N, H)), the same function as the plain scan over the
-    batch.
+    xs (T, N, input_size), carry and restart leaves (N, H), valid None or a (T, N) bool mask of
+    real steps, starts None or a (T, N) bool mask of the steps that read ``restart`` instead of
+    the previous carry. Returns (last carry, ys (T, N, H)), the same function as the plain scan
+    over the batch.
 
     Autodiff of ``lax.scan`` forms the weight gradients inside the backward loop, one small matmul
     per step and weight. Here the backward loop carries only ∂L/∂carry and emits ∂L/∂z of every
     step; each weight gradient is then one large matmul over all T·N rows, after the loop. Saved
     for the backward pass: z and the carry after every step (the carry before a step is the one
-    after the previous step, or the initial carry where the step starts a segment).
+    after the previous step, or ``restart`` where the step starts a segment).
     """
     pointwise = jax.vmap(pointwise_one, in_axes=(None, 0, 0))
 
@@ -382,8 +419,8 @@ def _scan_fused_backward(
             return carry
         return jax.tree.map(lambda f, c: jnp.where(start_t[:, None], f, c), first, carry)
 
-    def forward(params, xs, carry, valid, starts):
-        first = carry
+    def forward(params, xs, carry, restart, valid, starts):
+        first = restart
 
         def step(carry, x_valid_start):
             x, valid_t, start_t = x_valid_start
@@ -400,15 +437,15 @@ def _scan_fused_backward(
         return (last, ys), (zs, carries)
 
     @jax.custom_vjp
-    def scan_with_own_backward(params, xs, carry, valid, starts):
-        return forward(params, xs, carry, valid, starts)[0]
+    def scan_with_own_backward(params, xs, carry, restart, valid, starts):
+        return forward(params, xs, carry, restart, valid, starts)[0]
 
-    def run_forward(params, xs, carry, valid, starts):
-        outputs, (zs, carries) = forward(params, xs, carry, valid, starts)
-        return outputs, (params, xs, carry, valid, starts, zs, carries)
+    def run_forward(params, xs, carry, restart, valid, starts):
+        outputs, (zs, carries) = forward(params, xs, carry, restart, valid, starts)
+        return outputs, (params, xs, carry, restart, valid, starts, zs, carries)
 
     def run_backward(residuals, cotangents):
-        params, xs, carry0, valid, starts, zs, carries = residuals
+        params, xs, carry0, restart, valid, starts, zs, carries = residuals
         d_last, d_ys = cotangents
         if valid is not None:
             d_ys = jnp.where(valid[..., None], d_ys, 0)
@@ -422,7 +459,7 @@ def _scan_fused_backward(
         if starts is not None:
             previous = jax.tree.map(
                 lambda first, prev: jnp.where(starts[..., None], first[None], prev),
-                carry0,
+                restart,
                 previous,
             )
         w_h_transposed = params.w_h.T
@@ -439,7 +476,7 @@ def _scan_fused_backward(
             d_g, d_prev, d_z = pullback(_add_to_state(d_carry, d_y))
             d_prev = _add_to_state(d_prev, d_z @ w_h_transposed)
             d_gates = jax.tree.map(jnp.add, d_gates, d_g)
-            if start_t is not None:  # a segment's first step read the initial carry
+            if start_t is not None:  # a segment's first step read the restart carry
                 at_start = start_t[:, None]
                 d_first = jax.tree.map(
                     lambda acc, d: acc + jnp.where(at_start, d, 0), d_first, d_prev
@@ -448,7 +485,7 @@ def _scan_fused_backward(
             return (d_prev, d_gates, d_first), d_z
 
         zero = jax.tree.map(jnp.zeros_like, gate_params(params))
-        no_first = None if starts is None else jax.tree.map(jnp.zeros_like, carry0)
+        no_first = jax.tree.map(jnp.zeros_like, restart)
         (d_carry0, d_gates, d_first), d_zs = jax.lax.scan(
             step,
             (d_last, zero, no_first),
@@ -456,8 +493,6 @@ def _scan_fused_backward(
             reverse=not reverse,
             unroll=unroll,
         )
-        if starts is not None:
-            d_carry0 = jax.tree.map(jnp.add, d_carry0, d_first)
         d_b = d_zs.sum((0, 1))
         d_params = d_gates._replace(
             w_x=jnp.einsum("tnd,tng->dg", xs, d_zs),
@@ -465,7 +500,7 @@ def _scan_fused_backward(
             b_x=d_b,
             b_h=d_b,
         )
-        return d_params, d_zs @ params.w_x.T, d_carry0, None, None
+        return d_params, d_zs @ params.w_x.T, d_carry0, d_first, None, None
 
     scan_with_own_backward.defvjp(run_forward, run_backward)
-    return scan_with_own_backward(params, xs, carry, valid, starts)
+    return scan_with_own_backward(params, xs, carry, restart, valid, starts)

@@ -111,6 +111,7 @@ def bidirectional(
     resets: Array | None = None,
     merge: Merge = "concat",
     carry: tuple[Carry | None, Carry | None] | None = None,
+    reset_carry: tuple[Carry | None, Carry | None] | None = None,
     time_major: bool = False,
     batch_directions: bool = True,
     **unroll_options: Any,
@@ -140,6 +141,8 @@ def bidirectional(
         ``"sum"`` a→ + a←, ``"mean"`` (a→ + a←) / 2, ``"product"`` a→ * a←, or None for the pair
         (a→, a←) of arrays.
       carry: optional initial carries ``(forward, backward)``; zeros if None (either may be None).
+      reset_carry: with ``resets``, optional ``(forward, backward)`` carries each direction starts
+        again from at a reset, as in `jaxrnn.unroll`; ``carry`` where None.
       time_major: whether time is the first axis of ``xs`` and of the outputs.
       batch_directions: run both directions in one ``lax.scan``: the params are stacked along a
         new leading axis and the step is ``vmap``-ed over it, with the backward direction reading
@@ -177,31 +180,50 @@ def bidirectional(
         n_steps = jnp.shape(xs)[0 if time_major else -2]
         resets = check_resets(fn, resets, n_steps, batch_shape, time_major)
     _check_same_shapes(fn, params)
-    if carry is None:
-        carry = (None, None)
-    elif not (isinstance(carry, tuple) and len(carry) == 2):
-        fail(fn, f"expected carry to be a pair (forward, backward), got {type(carry).__name__}")
+    carry, reset_carry = (
+        _direction_pair(fn, name, value)
+        for name, value in (("carry", carry), ("reset_carry", reset_carry))
+    )
 
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     if batch_directions:
-        last, ys = _batched_directions(cell, params, xs, carry, batch_shape, options)
+        last, ys = _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, options)
     else:
-        last_f, ys_f = unroll(cell, params.forward, xs, carry[0], **options)
-        last_b, ys_b = unroll(cell, params.backward, xs, carry[1], reverse=True, **options)
+        last_f, ys_f = unroll(
+            cell, params.forward, xs, carry[0], reset_carry=reset_carry[0], **options
+        )
+        last_b, ys_b = unroll(
+            cell, params.backward, xs, carry[1], reset_carry=reset_carry[1], reverse=True, **options
+        )
         last, ys = BidirectionalCarry(last_f, last_b), (ys_f, ys_b)
     return last, _merge(merge, *ys)
 
 
-def _batched_directions(cell, params, xs, carry, batch_shape, options):
+def _direction_pair(fn: str, name: str, value) -> tuple:
+    if value is None:
+        return (None, None)
+    if not (isinstance(value, tuple) and len(value) == 2):
+        fail(fn, f"expected {name} to be a pair (forward, backward), got {type(value).__name__}")
+    return value
+
+
+def _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, options):
     """Both directions in one scan: vmap over a leading direction axis of params, xs and carry."""
     time_axis = 0 if options["time_major"] else xs.ndim - 2
-    carries = []
-    for direction, given in zip(params, carry, strict=True):
+    carries, restarts = [], []
+    for direction, given, restart in zip(params, carry, reset_carry, strict=True):
         if given is None:
             given = cell.init_carry(direction, batch_shape)
         else:
             check_carry("bidirectional", cell, direction, given, batch_shape)
+        if restart is not None:
+            check_carry("bidirectional", cell, direction, restart, batch_shape, "reset_carry")
         carries.append(given)
+        restarts.append(given if restart is None else restart)
+    if reset_carry == (None, None):
+        restarts = None
+    elif options["resets"] is None:
+        fail("bidirectional", "expected resets with reset_carry, got resets=None")
 
     def stack(forward, backward):
         return jnp.stack([forward, backward])
@@ -214,22 +236,28 @@ def _batched_directions(cell, params, xs, carry, batch_shape, options):
     else:
         # Read backwards, a segment starts at its own last step: where the next step resets.
         resets = jnp.moveaxis(jnp.asarray(resets), time_axis, -1)
-        ends = kernels.reading_starts(resets, reverse=True)
-        if lengths is not None:  # the last valid step starts the backward reading anyway
+        if lengths is not None:
+            # A reset past the end is dropped (as unroll drops it) before the backward reading
+            # is worked out: the last valid step starts that reading from ``carry``, never anew.
             lengths = jnp.asarray(lengths)
-            t = jax.lax.broadcasted_iota(lengths.dtype, ends.shape, ends.ndim - 1)
-            ends = ends & (t < lengths[..., None])
+            t = jax.lax.broadcasted_iota(lengths.dtype, resets.shape, resets.ndim - 1)
+            resets = resets & (t < lengths[..., None])
+        ends = kernels.reading_starts(resets, reverse=True)
         ends = _reverse_within_lengths(ends[..., None], lengths, ends.ndim - 1)[..., 0]
         resets_both = jnp.moveaxis(jnp.stack([resets, ends]), -1, time_axis + 1)
 
-    def run(params, xs, carry, resets):
-        return unroll(cell, params, xs, carry, lengths=lengths, resets=resets, **options)
+    def run(params, xs, carry, resets, restart):
+        return unroll(
+            cell, params, xs, carry, lengths=lengths, resets=resets, reset_carry=restart, **options
+        )
 
-    last, ys = jax.vmap(run, in_axes=(0, 0, 0, None if resets is None else 0))(
+    in_axes = (0, 0, 0, None if resets is None else 0, None if restarts is None else 0)
+    last, ys = jax.vmap(run, in_axes=in_axes)(
         jax.tree.map(stack, *params),
         stack(xs, xs_backward),
         jax.tree.map(stack, *carries),
         resets_both,
+        None if restarts is None else jax.tree.map(stack, *restarts),
     )
     last = BidirectionalCarry(*(jax.tree.map(lambda leaf, d=d: leaf[d], last) for d in (0, 1)))
     return last, (ys[0], _reverse_within_lengths(ys[1], lengths, time_axis))
@@ -333,6 +361,7 @@ def stacked(
     lengths: Array | None = None,
     resets: Array | None = None,
     carry: tuple | None = None,
+    reset_carry: tuple | None = None,
     dropout_rate: float = 0.0,
     dropout_key: Array | None = None,
     merge: Merge = "concat",
@@ -362,6 +391,9 @@ def stacked(
         that start a new segment, used by every layer (see `jaxrnn.unroll`).
       carry: optional tuple of initial carries, one per layer (a `BidirectionalCarry` or pair for a
         bidirectional layer); zeros if None, or for a layer whose entry is None.
+      reset_carry: with ``resets``, an optional tuple of the carries each layer starts again from
+        at a reset, one per layer as ``carry`` (see `jaxrnn.unroll`); that layer's ``carry`` where
+        None.
       dropout_rate: in [0, 1); a Python number.
       dropout_key: a PRNG key turns dropout on (training); None (inference) turns it off.
       merge: as in `bidirectional`, for the top layer if it is bidirectional.
@@ -430,13 +462,20 @@ def stacked(
                 "a bidirectional PyTorch h0 needs stacked_carry_from_torch(..., bidirectional=True)"
             )
         fail(fn, f"{expected}, got {len(carry)} carries for {len(layers)} layers", hint)
+    if reset_carry is None:
+        reset_carry = (None,) * len(layers)
+    elif not isinstance(reset_carry, tuple) or len(reset_carry) != len(layers):
+        got = len(reset_carry) if isinstance(reset_carry, tuple) else type(reset_carry).__name__
+        fail(fn, f"expected reset_carry to be a tuple of {len(layers)} carries or None, got {got}")
 
     keys = [None] * len(layers)
     if dropout_key is not None and dropout_rate > 0 and len(layers) > 1:
         keys[1:] = list(jax.random.split(dropout_key, len(layers) - 1))
 
     last = []
-    for depth, (layer, layer_carry, key) in enumerate(zip(layers, carry, keys, strict=True)):
+    for depth, (layer, layer_carry, layer_restart, key) in enumerate(
+        zip(layers, carry, reset_carry, keys, strict=True)
+    ):
         xs = dropout(key, dropout_rate, xs)
         if isinstance(layer, BidirectionalParams):
             layer_last, xs = bidirectional(
@@ -447,6 +486,7 @@ def stacked(
                 resets=resets,
                 merge=merge if depth == len(layers) - 1 else "concat",
                 carry=layer_carry,
+                reset_carry=layer_restart,
                 time_major=time_major,
                 batch_directions=batch_directions,
                 **unroll_options,
@@ -459,6 +499,7 @@ def stacked(
                 layer_carry,
                 lengths=lengths,
                 resets=resets,
+                reset_carry=layer_restart,
                 time_major=time_major,
                 **unroll_options,
             )

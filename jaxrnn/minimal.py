@@ -121,20 +121,21 @@ def _projected(params, xs: Array) -> Array:
 _BLOCK = 32
 
 
-def _restarted(a: Array, b: Array, h0: Array, starts: Array | None) -> tuple[Array, Array]:
-    """(a, b) with a reset before each step where ``starts`` (…,) is true: there h⟨t⟩ reads h⟨0⟩
-    instead of h⟨t−1⟩, so its coefficient a⟨t⟩ becomes zero and a⟨t⟩ h⟨0⟩ joins b⟨t⟩."""
+def _restarted(a: Array, b: Array, restart: Array, starts: Array | None) -> tuple[Array, Array]:
+    """(a, b) with a reset before each step where ``starts`` (…,) is true: there h⟨t⟩ reads
+    ``restart`` instead of h⟨t−1⟩, so its coefficient a⟨t⟩ becomes zero and a⟨t⟩ · restart joins
+    b⟨t⟩."""
     if starts is None:
         return a, b
     start = starts[..., None]
-    return jnp.where(start, jnp.zeros_like(a), a), jnp.where(start, b + a * h0[None], b)
+    return jnp.where(start, jnp.zeros_like(a), a), jnp.where(start, b + a * restart[None], b)
 
 
-def _blocked_recurrence(params, xs: Array, h0: Array, starts, decay_and_input) -> Array:
+def _blocked_recurrence(params, xs: Array, h0: Array, starts, restart, decay_and_input) -> Array:
     """h⟨t⟩ = a⟨t⟩ ⊙ h⟨t−1⟩ + b⟨t⟩ for one example, block by block: xs (T, input_size) -> (T, H).
 
     ``decay_and_input`` maps pre-activations x w_x + b_x (…, G·H) to (a, b), each (…, H);
-    ``starts`` is None or (T,) bool, the steps before which h is reset to h⟨0⟩. The
+    ``starts`` is None or (T,) bool, the steps before which h is reset to ``restart``. The
     sequence is cut into blocks of `_BLOCK` steps; a ``lax.scan`` over the blocks computes each
     block's pre-activations with one GEMM and its gates at once, then runs the recurrence over the
     block's steps with an inner ``lax.scan``. Every intermediate of a block stays in cache, where
@@ -152,7 +153,7 @@ def _blocked_recurrence(params, xs: Array, h0: Array, starts, decay_and_input) -
 
     def block(h, xs_and_starts):
         xs_block, starts_block = xs_and_starts
-        a, b = _restarted(*decay_and_input(_projected(params, xs_block)), h0, starts_block)
+        a, b = _restarted(*decay_and_input(_projected(params, xs_block)), restart, starts_block)
 
         def step(h, a_b):
             h = a_b[0] * h + a_b[1]
@@ -164,9 +165,11 @@ def _blocked_recurrence(params, xs: Array, h0: Array, starts, decay_and_input) -
     return hs.reshape(n_blocks * _BLOCK, -1)[:n_steps]
 
 
-def _associative_recurrence(params, xs: Array, h0: Array, starts, decay_and_input) -> Array:
+def _associative_recurrence(
+    params, xs: Array, h0: Array, starts, restart, decay_and_input
+) -> Array:
     """As `_blocked_recurrence`, with every step's gates at once and `linear_recurrence`."""
-    a, b = _restarted(*decay_and_input(_projected(params, xs)), h0, starts)
+    a, b = _restarted(*decay_and_input(_projected(params, xs)), restart, starts)
     return linear_recurrence(a, b, h0)
 
 
@@ -174,14 +177,15 @@ _RECURRENCES = {"blocked": _blocked_recurrence, "associative": _associative_recu
 
 
 def _parallel_scan(scan: str, decay_and_input):
-    """A ``parallel_scan``: (params, xs (T, D), h0 (H,), starts None or (T,) bool) -> (hs, hs),
-    each (T, H), one example."""
+    """A ``parallel_scan``: (params, xs (T, D), h0 (H,), starts None or (T,) bool, restart None
+    or (H,), h0 if None) -> (hs, hs), each (T, H), one example."""
     if scan not in _RECURRENCES:
         fail("min_gru/min_lstm", f"expected scan 'blocked' or 'associative', got {scan!r}")
     recurrence = _RECURRENCES[scan]
 
-    def parallel_scan(params, xs: Array, h0: Array, starts=None) -> tuple[Array, Array]:
-        hs = recurrence(params, xs, h0, starts, decay_and_input)
+    def parallel_scan(params, xs: Array, h0: Array, starts=None, restart=None):
+        restart = h0 if restart is None else restart
+        hs = recurrence(params, xs, h0, starts, restart, decay_and_input)
         return hs, hs
 
     return parallel_scan

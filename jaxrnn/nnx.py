@@ -110,6 +110,7 @@ class RNN(nnx.Module):
         lengths: Array | None = None,
         resets: Array | None = None,
         carry: Any = None,
+        reset_carry: Any = None,
         reverse: bool = False,
         return_carry: bool = False,
     ) -> Array | tuple[Any, Array]:
@@ -122,6 +123,8 @@ class RNN(nnx.Module):
           resets: optional bool (*batch, T), the steps that start a new segment from the
             initial carry (`jaxrnn.unroll`).
           carry: the initial carry; zeros if None.
+          reset_carry: with ``resets``, the carry each segment after a reset starts from, if not
+            ``carry`` (`jaxrnn.unroll`).
           reverse: read each sequence from its last valid step to its first.
           return_carry: also return the last carry.
 
@@ -129,7 +132,14 @@ class RNN(nnx.Module):
           The outputs (*batch, T, H), or ``(carry, outputs)`` with ``return_carry``.
         """
         last, ys = unroll(
-            self.cell, self.params, xs, carry, lengths=lengths, resets=resets, reverse=reverse
+            self.cell,
+            self.params,
+            xs,
+            carry,
+            lengths=lengths,
+            resets=resets,
+            reset_carry=reset_carry,
+            reverse=reverse,
         )
         return (last, ys) if return_carry else ys
 
@@ -182,6 +192,7 @@ class Bidirectional(nnx.Module):
         lengths: Array | None = None,
         resets: Array | None = None,
         carry: tuple[Any, Any] | None = None,
+        reset_carry: tuple[Any, Any] | None = None,
         return_carry: bool = False,
     ) -> Any:
         """Runs both directions over ``xs`` (*batch, T, input_size).
@@ -198,6 +209,7 @@ class Bidirectional(nnx.Module):
             resets=resets,
             merge=self.merge,
             carry=carry,
+            reset_carry=reset_carry,
         )
         return (last, ys) if return_carry else ys
 
@@ -279,6 +291,7 @@ class StackedRNN(nnx.Module):
         lengths: Array | None = None,
         resets: Array | None = None,
         carry: tuple | None = None,
+        reset_carry: tuple | None = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
         rngs: nnx.Rngs | nnx.RngStream | None = None,
@@ -289,6 +302,8 @@ class StackedRNN(nnx.Module):
           xs: inputs (*batch, T, input_size).
           lengths: optional int array of shape ``batch`` of valid lengths.
           carry: optional tuple of initial carries, one per layer.
+          reset_carry: with ``resets``, an optional tuple of the carries each layer starts again
+            from at a reset (`jaxrnn.stacked`).
           return_carry: also return the tuple of every layer's last carry, bottom first.
           deterministic: overrides ``self.deterministic`` for this call.
           rngs: overrides the constructor's dropout stream for this call.
@@ -308,6 +323,7 @@ class StackedRNN(nnx.Module):
             lengths=lengths,
             resets=resets,
             carry=carry,
+            reset_carry=reset_carry,
             dropout_rate=self.dropout_rate,
             dropout_key=key,
             merge=self.merge,

@@ -44,6 +44,7 @@ def unroll(
     *,
     lengths: Array | None = None,
     resets: Array | None = None,
+    reset_carry: Carry | None = None,
     time_major: bool = False,
     reverse: bool = False,
     remat: bool | int = False,
@@ -71,6 +72,9 @@ def unroll(
         alone, values and gradients: nothing flows across a reset. A reset past an example's
         length is ignored (it never wakes a finished example); with ``reverse`` each segment is
         read backwards within itself, from its own last step.
+      reset_carry: with ``resets``, the carry each segment after a reset begins at, if not
+        ``carry``: a rollout that goes on from the last one's carry while each new episode starts
+        from zeros passes ``carry=last`` and ``reset_carry=cell.init_carry(params, batch)``.
       time_major: whether time is the first axis of ``xs`` (and of the outputs).
       reverse: process the sequence from the last step to the first. Outputs stay aligned with
         their inputs: ys[t] is the output after reading xs[t].
@@ -107,11 +111,20 @@ def unroll(
         fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
     if not isinstance(cell, Cell):
         fail(fn, f"expected cell to be a jaxrnn.Cell, got {type(cell).__name__}")
+    if reset_carry is not None and resets is None:
+        fail(
+            fn,
+            "expected resets with reset_carry, got resets=None",
+            "reset_carry is where the carry starts again at each reset; without resets it is idle",
+        )
     chosen = kernels.choose(
-        cell, implementation, remat=remat, traced_args=(params, xs, carry, lengths, resets)
+        cell,
+        implementation,
+        remat=remat,
+        traced_args=(params, xs, carry, lengths, resets, reset_carry),
     )
     options = dict(time_major=bool(time_major), reverse=bool(reverse), remat=remat)
-    if _concrete_arrays(params, xs, carry, lengths, resets):
+    if _concrete_arrays(params, xs, carry, lengths, resets, reset_carry):
         n_steps = np.shape(xs)[0 if time_major else -2] if np.ndim(xs) >= 2 else 0
         if lengths is not None:
             _check_known_lengths(fn, np.asarray(lengths), n_steps)
@@ -120,8 +133,8 @@ def unroll(
         except TypeError:  # a cell of unhashable functions: traced afresh at each call
             compiled = None
         if compiled is not None:
-            return compiled(params, xs, carry, lengths, resets)
-    return _unroll(cell, chosen, params, xs, carry, lengths, resets, **options)
+            return compiled(params, xs, carry, lengths, resets, reset_carry)
+    return _unroll(cell, chosen, params, xs, carry, lengths, resets, reset_carry, **options)
 
 
 def _concrete_arrays(*trees) -> bool:
@@ -140,9 +153,18 @@ def _compiled(cell: Cell, implementation: str, **options):
     Lengths were checked against T before the call, so the program does not poison them.
     """
 
-    def run(params, xs, carry, lengths, resets):
+    def run(params, xs, carry, lengths, resets, reset_carry):
         return _unroll(
-            cell, implementation, params, xs, carry, lengths, resets, **options, poison=False
+            cell,
+            implementation,
+            params,
+            xs,
+            carry,
+            lengths,
+            resets,
+            reset_carry,
+            **options,
+            poison=False,
         )
 
     return jax.jit(run)
@@ -163,6 +185,7 @@ def _unroll(
     carry,
     lengths,
     resets,
+    reset_carry=None,
     *,
     time_major,
     reverse,
@@ -182,6 +205,8 @@ def _unroll(
         carry = cell.init_carry(params, batch_shape)
     else:
         check_carry(fn, cell, params, carry, batch_shape)
+    if reset_carry is not None:
+        check_carry(fn, cell, params, reset_carry, batch_shape, name="reset_carry")
 
     unknown_lengths = False
     if lengths is not None:
@@ -208,6 +233,7 @@ def _unroll(
         carry,
         lengths,
         resets=resets,
+        reset_carry=reset_carry,
         reverse=reverse,
         remat=remat,
         poison=poison,
@@ -242,23 +268,25 @@ def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
     return shape
 
 
-def check_carry(fn: str, cell: Cell, params: Params, carry: Carry, batch_shape) -> None:
+def check_carry(
+    fn: str, cell: Cell, params: Params, carry: Carry, batch_shape, name: str = "carry"
+) -> None:
     expected = jax.eval_shape(functools.partial(cell.init_carry, params, batch_shape))
     if jax.tree.structure(carry) != jax.tree.structure(expected):
         fail(
             fn,
-            f"expected carry with the structure of {cell_name(cell)}'s init_carry, "
+            f"expected {name} with the structure of {cell_name(cell)}'s init_carry, "
             f"{jax.tree.structure(expected)}, got {jax.tree.structure(carry)}",
         )
     for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected), strict=True):
         check_shape(
             fn,
-            "carry",
+            name,
             got,
             want.shape,
-            "the carry needs the batch dimensions of xs and the hidden size",
+            f"the {name} needs the batch dimensions of xs and the hidden size",
         )
-        check_floating(fn, "carry", got, params_dtype(params))
+        check_floating(fn, name, got, params_dtype(params))
 
 
 def _before_lengths(shape, lengths: Array) -> Array:

@@ -205,3 +205,33 @@ def test_stacked_rejects_bad_arguments():
         jnnx.StackedRNN(jaxrnn.gru(), 3, 5, 0, rngs=nnx.Rngs(0))
     with pytest.raises(jaxrnn.InputError, match=r"dropout_rate a number in \[0, 1\), got 1.0"):
         jnnx.StackedRNN(jaxrnn.gru(), 3, 5, 2, dropout_rate=1.0, rngs=nnx.Rngs(0))
+
+
+def test_layers_pass_resets_and_reset_carry_to_the_functional_calls():
+    """A rollout that goes on from the last one's carry and starts each episode from zeros."""
+    cell, xs = jaxrnn.gru(), inputs()
+    resets = np.zeros((4, 6), bool)
+    resets[0, 3] = resets[1, 1] = resets[3, 0] = True
+    rnn = jnnx.RNN(cell, 3, 5, rngs=nnx.Rngs(0))
+    carry = jax.random.normal(jax.random.key(2), (4, 5), jnp.float32)
+    zeros = jnp.zeros((4, 5), jnp.float32)
+    got = rnn(xs, resets=resets, carry=carry, reset_carry=zeros, return_carry=True)
+    want = jaxrnn.unroll(cell, rnn.params, xs, carry, resets=resets, reset_carry=zeros)
+    chex.assert_trees_all_close(got, want, **TOL)
+    after_reset = jaxrnn.unroll(cell, rnn.params, xs[0:1, 3:])[1]
+    np.testing.assert_allclose(got[1][0:1, 3:], after_reset, **TOL)  # the episode alone
+
+    bi = jnnx.Bidirectional(cell, 3, 5, rngs=nnx.Rngs(1))
+    pair = (carry, carry)
+    got = bi(xs, lengths=LENGTHS, resets=resets, carry=pair, reset_carry=(zeros, zeros))
+    want = jaxrnn.bidirectional(
+        cell, bi.params, xs, lengths=LENGTHS, resets=resets, carry=pair, reset_carry=(zeros, zeros)
+    )[1]
+    chex.assert_trees_all_close(got, want, **TOL)
+
+    deep = jnnx.StackedRNN(cell, 3, 5, 2, rngs=nnx.Rngs(2))
+    got = deep(xs, resets=resets, carry=(carry, carry), reset_carry=(zeros, None))
+    want = jaxrnn.stacked(
+        cell, deep.params, xs, resets=resets, carry=(carry, carry), reset_carry=(zeros, None)
+    )[1]
+    chex.assert_trees_all_close(got, want, **TOL)

@@ -49,20 +49,26 @@ def segments(resets_row, length):
     return list(zip(starts, starts[1:] + [length], strict=True))
 
 
-def reference(cell, params, xs, carry, resets, lengths, reverse):
-    """Each segment alone, a ``lax.scan`` of cell.step from the initial carry, on one example;
-    (last carries, ys (B, T, H)), zeros at padded steps."""
+def reference(cell, params, xs, carry, resets, lengths, reverse, restart=None):
+    """Each segment alone, a ``lax.scan`` of cell.step, on one example; (last carries, ys (B, T,
+    H)), zeros at padded steps. The segment read first starts from ``carry`` (unless a reset
+    starts it), every other one from ``restart`` (``carry`` if None)."""
 
     def step(state, x):
         return cell.step(params, state, x)
 
+    restart = carry if restart is None else restart
     lasts, ys_all = [], []
     for b in range(xs.shape[0]):
         first = jax.tree.map(lambda leaf, b=b: leaf[b], carry)
+        again = jax.tree.map(lambda leaf, b=b: leaf[b], restart)
         length = xs.shape[1] if lengths is None else int(lengths[b])
         pieces, last = [], first
         for begin, end in segments(resets[b], length):
-            state, ys = jax.lax.scan(step, first, xs[b, begin:end], reverse=reverse)
+            # a reset at step 0 starts the first segment anew: it reads the restart carry
+            read_first = end == length if reverse else begin == 0 and not resets[b][0]
+            start = first if read_first else again
+            state, ys = jax.lax.scan(step, start, xs[b, begin:end], reverse=reverse)
             pieces.append(ys)
             if not reverse or begin == 0:  # read backwards, the first segment is read last
                 last = state
@@ -263,3 +269,147 @@ def test_resets_of_the_wrong_shape_or_dtype_are_refused_by_name():
     bi = jaxrnn.bidirectional_init(cell, jax.random.key(0), N_X, N_A, jnp.float64)
     with pytest.raises(InputError, match=r"bidirectional: expected resets of shape \(3, 9\)"):
         jaxrnn.bidirectional(cell, bi, xs, resets=RESETS[:, :4])
+
+
+def _restart_case(cell, seed=11):
+    params, xs, carry = problem(cell, seed)
+    restart = random_tree(cell.init_carry(params, (B,)), seed + 5)
+    weights = jnp.asarray(np.random.default_rng(seed).normal(size=(B, T, N_A)))
+    return params, xs, carry, restart, weights
+
+
+def assert_same_function_of_four(run, expected_run, arguments, weights):
+    """As `assert_same_function`, the restart carry a fourth argument with its own gradient."""
+
+    def compiled(run):
+        def loss(*args):
+            last, ys = run(*args)
+            leaves = jax.tree.leaves(last)
+            return jnp.sum(ys * weights) + sum(jnp.sum(leaf**2) for leaf in leaves), (last, ys)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
+
+    (_, got), grads = compiled(run)(*arguments)
+    (_, want), expected = compiled(expected_run)(*arguments)
+    for a, b in zip(jax.tree.leaves((got, grads)), jax.tree.leaves((want, expected)), strict=True):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize(
+    ("name", "option_name"),
+    [("lstm", "reverse_lengths"), ("lstm", "forwards"), ("min_lstm", "reverse_lengths")],
+)
+def test_reset_carry_starts_every_later_segment_there_in_every_implementation(name, option_name):
+    """An episode ends inside a rollout that went on from the last one: the first segment reads
+    ``carry``, each segment after a reset reads ``reset_carry``."""
+    cell, options = ALL_CELLS[name], OPTIONS[option_name]
+    params, xs, carry, restart, weights = _restart_case(cell)
+    lengths, reverse = options.get("lengths"), options.get("reverse", False)
+
+    def expected(params, xs, carry, restart):
+        return reference(cell, params, xs, carry, RESETS, lengths, reverse, restart)
+
+    for implementation in jaxrnn.kernels.available(cell):
+
+        def run(params, xs, carry, restart, implementation=implementation):
+            return jaxrnn.unroll(
+                cell,
+                params,
+                xs,
+                carry,
+                resets=RESETS,
+                reset_carry=restart,
+                implementation=implementation,
+                **options,
+            )
+
+        assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+
+
+@pytest.mark.parametrize("implementation", ["layerwise", "scan"])
+def test_reset_carry_of_a_deep_cell_restarts_every_layer_there(implementation):
+    cell = jaxrnn.deep(CELLS["gru_after"], 2)
+    params, xs, carry, restart, weights = _restart_case(cell)
+
+    def run(params, xs, carry, restart):
+        return jaxrnn.unroll(
+            cell,
+            params,
+            xs,
+            carry,
+            resets=RESETS,
+            reset_carry=restart,
+            lengths=LENGTHS,
+            implementation=implementation,
+        )
+
+    def expected(params, xs, carry, restart):
+        return reference(cell, params, xs, carry, RESETS, LENGTHS, False, restart)
+
+    assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+
+
+@pytest.mark.parametrize("batch_directions", [True, False])
+def test_reset_carry_of_a_bidirectional_layer_is_one_per_direction(batch_directions):
+    cell = CELLS["lstm"]
+    params = random_tree(
+        jaxrnn.bidirectional_init(cell, jax.random.key(3), N_X, N_A, jnp.float64), 3
+    )
+    _, xs, _ = problem(cell)
+    carry = tuple(random_tree(cell.init_carry(params.forward, (B,)), s) for s in (4, 5))
+    restart = tuple(random_tree(cell.init_carry(params.forward, (B,)), s) for s in (6, 7))
+    weights = jnp.asarray(np.random.default_rng(8).normal(size=(B, T, 2 * N_A)))
+
+    def run(params, xs, carry, restart):
+        last, ys = jaxrnn.bidirectional(
+            cell,
+            params,
+            xs,
+            carry=carry,
+            reset_carry=restart,
+            lengths=LENGTHS,
+            resets=RESETS,
+            batch_directions=batch_directions,
+        )
+        return tuple(last), ys
+
+    def expected(params, xs, carry, restart):
+        directions = ((params.forward, False), (params.backward, True))
+        (last_f, ys_f), (last_b, ys_b) = (
+            reference(cell, p, xs, c, RESETS, LENGTHS, reverse, r)
+            for (p, reverse), c, r in zip(directions, carry, restart, strict=True)
+        )
+        return (last_f, last_b), jnp.concatenate([ys_f, ys_b], -1)
+
+    assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+
+
+def test_stacked_passes_each_layer_its_reset_carry():
+    cell = CELLS["gru_after"]
+    params = random_tree(
+        jaxrnn.stacked_init(cell, jax.random.key(5), N_X, N_A, 2, dtype=jnp.float64), 5
+    )
+    _, xs, _ = problem(cell)
+    restart = tuple(
+        random_tree(cell.init_carry(layer, (B,)), 9 + i) for i, layer in enumerate(params.layers)
+    )
+    _, ys = jaxrnn.stacked(cell, params, xs, resets=RESETS, reset_carry=(None, restart[1]))
+    _, below = jaxrnn.unroll(cell, params.layers[0], xs, resets=RESETS)
+    zeros = cell.init_carry(params.layers[1], (B,))
+    _, expected = reference(cell, params.layers[1], below, zeros, RESETS, None, False, restart[1])
+    np.testing.assert_allclose(ys, expected, **TOL)
+
+
+def test_reset_carry_without_resets_or_of_the_wrong_shape_is_refused_by_name():
+    cell = CELLS["gru_after"]
+    params, xs, carry = problem(cell)
+    with pytest.raises(
+        InputError, match="unroll: expected resets with reset_carry, got resets=None"
+    ):
+        jaxrnn.unroll(cell, params, xs, reset_carry=carry)
+    with pytest.raises(InputError, match=r"unroll: expected reset_carry of shape \(3, 4\)"):
+        jaxrnn.unroll(cell, params, xs, resets=RESETS, reset_carry=carry[:2])
+    with pytest.raises(InputError, match="stacked: expected reset_carry to be a tuple of 1"):
+        jaxrnn.stacked(
+            cell, jaxrnn.StackedParams((params,)), xs, resets=RESETS, reset_carry=(carry, carry)
+        )
