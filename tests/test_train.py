@@ -75,7 +75,7 @@ def test_train_step_sgd_equals_manual_update():
     opt = optax.sgd(0.3)
     step = jaxrnn.make_train_step(loss_fn, opt)
     new_params, _, metrics = step(params, opt.init(params), xs, labels)
-    loss, grads = jax.value_and_grad(loss_fn)(params, xs, labels)
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, xs, labels)
     expected = jax.tree.map(lambda p, g: p - 0.3 * g, params, grads)
     chex_close = np.testing.assert_allclose
     jax.tree.map(lambda a, b: chex_close(a, b, rtol=1e-10, atol=1e-12), new_params, expected)
