@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+__version__ = "0.2.0"  # the package's one version: pyproject.toml reads it from here
+
 # The public API: each name and the module that defines it.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "errors": ("InputError",),

