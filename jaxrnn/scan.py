@@ -153,19 +153,8 @@ def _compiled(cell: Cell, implementation: str, **options):
     Lengths were checked against T before the call, so the program does not poison them.
     """
 
-    def run(params, xs, carry, lengths, resets, reset_carry):
-        return _unroll(
-            cell,
-            implementation,
-            params,
-            xs,
-            carry,
-            lengths,
-            resets,
-            reset_carry,
-            **options,
-            poison=False,
-        )
+    def run(*arrays):  # params, xs, carry, lengths, resets, reset_carry
+        return _unroll(cell, implementation, *arrays, **options, poison=False)
 
     return jax.jit(run)
 
