@@ -136,7 +136,7 @@ class Structure(NamedTuple):
         `jaxrnn.kernels` differentiates by hand.
       parallel_scan: None, or, for a cell whose recurrence is linear in its carry with
         coefficients that depend on x only (`jaxrnn.min_gru`, `jaxrnn.min_lstm`), ``(params, xs,
-        carry, starts=None) -> (carries, ys)``: every step at once for one example, xs
+        carry, starts=None, restart=None) -> (carries, ys)``: every step at once for one example, xs
         (T, input_size) and carry leaves (H,), returning the carry after every step (leaves
         (T, H)) and the outputs (T, H). ``starts``, (T,) bool, resets the carry before the steps
         where it is true, to ``restart`` (leaves (H,)) if given, else to ``carry``.

@@ -352,7 +352,10 @@ def fused(
     jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
     flat_xs = jnp.moveaxis(xs.reshape(-1, n_steps, xs.shape[-1]), 1, 0)  # (T, N, D)
     flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
-    restart = carry if restart is None else restart
+    if starts is None:  # nothing resets: the program is the one without resets
+        restart = None
+    elif restart is None:
+        restart = carry
     flat_restart = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), restart)
     valid = None
     if lengths is not None:
@@ -390,10 +393,10 @@ def _scan_fused_backward(
 ):
     """A time-major scan of a cell with a pointwise part, and its own backward pass.
 
-    xs (T, N, input_size), carry and restart leaves (N, H), valid None or a (T, N) bool mask of
-    real steps, starts None or a (T, N) bool mask of the steps that read ``restart`` instead of
-    the previous carry. Returns (last carry, ys (T, N, H)), the same function as the plain scan
-    over the batch.
+    xs (T, N, input_size), carry leaves (N, H), valid None or a (T, N) bool mask of real steps,
+    starts None or a (T, N) bool mask of the steps that read ``restart`` (leaves (N, H); None
+    without starts) instead of the previous carry. Returns (last carry, ys (T, N, H)), the same
+    function as the plain scan over the batch.
 
     Autodiff of ``lax.scan`` forms the weight gradients inside the backward loop, one small matmul
     per step and weight. Here the backward loop carries only ∂L/∂carry and emits ∂L/∂z of every
@@ -485,7 +488,7 @@ def _scan_fused_backward(
             return (d_prev, d_gates, d_first), d_z
 
         zero = jax.tree.map(jnp.zeros_like, gate_params(params))
-        no_first = jax.tree.map(jnp.zeros_like, restart)
+        no_first = None if starts is None else jax.tree.map(jnp.zeros_like, restart)
         (d_carry0, d_gates, d_first), d_zs = jax.lax.scan(
             step,
             (d_last, zero, no_first),

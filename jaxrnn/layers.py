@@ -30,7 +30,7 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, hidden_size, input_size
-from jaxrnn.scan import check_carry, check_resets, check_xs, unroll
+from jaxrnn.scan import check_carry, check_reset_carry, check_resets, check_xs, unroll
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
 _MERGES = ("concat", "sum", "mean", "product", None)
@@ -184,6 +184,7 @@ def bidirectional(
         _direction_pair(fn, name, value)
         for name, value in (("carry", carry), ("reset_carry", reset_carry))
     )
+    check_reset_carry(fn, resets, reset_carry)
 
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     if batch_directions:
@@ -220,10 +221,8 @@ def _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, optio
             check_carry("bidirectional", cell, direction, restart, batch_shape, "reset_carry")
         carries.append(given)
         restarts.append(given if restart is None else restart)
-    if reset_carry == (None, None):
+    if not jax.tree.leaves(reset_carry):
         restarts = None
-    elif options["resets"] is None:
-        fail("bidirectional", "expected resets with reset_carry, got resets=None")
 
     def stack(forward, backward):
         return jnp.stack([forward, backward])
@@ -467,6 +466,7 @@ def stacked(
     elif not isinstance(reset_carry, tuple) or len(reset_carry) != len(layers):
         got = len(reset_carry) if isinstance(reset_carry, tuple) else type(reset_carry).__name__
         fail(fn, f"expected reset_carry to be a tuple of {len(layers)} carries or None, got {got}")
+    check_reset_carry(fn, resets, reset_carry)
 
     keys = [None] * len(layers)
     if dropout_key is not None and dropout_rate > 0 and len(layers) > 1:

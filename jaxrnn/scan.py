@@ -111,12 +111,7 @@ def unroll(
         fail(fn, f"expected remat to be a bool or an int >= 1 (steps per block), got {remat!r}")
     if not isinstance(cell, Cell):
         fail(fn, f"expected cell to be a jaxrnn.Cell, got {type(cell).__name__}")
-    if reset_carry is not None and resets is None:
-        fail(
-            fn,
-            "expected resets with reset_carry, got resets=None",
-            "reset_carry is where the carry starts again at each reset; without resets it is idle",
-        )
+    check_reset_carry(fn, resets, reset_carry)
     chosen = kernels.choose(
         cell,
         implementation,
@@ -228,6 +223,17 @@ def _unroll(
         poison=poison,
     )
     return carry, (jnp.moveaxis(ys, -2, 0) if time_major else ys)
+
+
+def check_reset_carry(fn: str, resets, reset_carry) -> None:
+    """Raise `InputError` for a ``reset_carry`` (of any layout: a carry, a pair, one per layer)
+    that holds a carry while ``resets``, the only thing that reads it, is None."""
+    if resets is None and jax.tree.leaves(reset_carry):
+        fail(
+            fn,
+            "expected resets with reset_carry, got resets=None",
+            "reset_carry is where the carry starts again at each reset; without resets it is idle",
+        )
 
 
 def check_resets(fn: str, resets, n_steps: int, batch_shape, time_major: bool) -> Array:

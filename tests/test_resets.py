@@ -384,6 +384,21 @@ def test_reset_carry_of_a_bidirectional_layer_is_one_per_direction(batch_directi
     assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
 
 
+def test_a_numpy_reset_carry_for_one_direction_is_the_same_in_both_forms():
+    cell = CELLS["gru_after"]
+    params = jaxrnn.bidirectional_init(cell, jax.random.key(6), N_X, N_A, jnp.float64)
+    _, xs, carry = problem(cell)
+    restart = (np.zeros((B, N_A)), None)  # the backward direction restarts at its carry
+    one_scan, two_scans = (
+        jaxrnn.bidirectional(
+            cell, params, xs, carry=(carry, carry), reset_carry=restart, resets=RESETS, **options
+        )
+        for options in ({}, {"batch_directions": False})
+    )
+    for a, b in zip(jax.tree.leaves(one_scan), jax.tree.leaves(two_scans), strict=True):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
 def test_stacked_passes_each_layer_its_reset_carry():
     cell = CELLS["gru_after"]
     params = random_tree(
@@ -409,6 +424,12 @@ def test_reset_carry_without_resets_or_of_the_wrong_shape_is_refused_by_name():
         jaxrnn.unroll(cell, params, xs, reset_carry=carry)
     with pytest.raises(InputError, match=r"unroll: expected reset_carry of shape \(3, 4\)"):
         jaxrnn.unroll(cell, params, xs, resets=RESETS, reset_carry=carry[:2])
+    bi = jaxrnn.bidirectional_init(cell, jax.random.key(0), N_X, N_A, jnp.float64)
+    with pytest.raises(InputError, match="bidirectional: expected resets with reset_carry"):
+        jaxrnn.bidirectional(cell, bi, xs, reset_carry=(None, carry))
+    stacked_params = jaxrnn.StackedParams((params,))
+    with pytest.raises(InputError, match="stacked: expected resets with reset_carry"):
+        jaxrnn.stacked(cell, stacked_params, xs, reset_carry=(carry,))
     with pytest.raises(InputError, match="stacked: expected reset_carry to be a tuple of 1"):
         jaxrnn.stacked(
             cell, jaxrnn.StackedParams((params,)), xs, resets=RESETS, reset_carry=(carry, carry)
