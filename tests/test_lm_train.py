@@ -384,6 +384,7 @@ def test_train_lm_with_a_huge_learning_rate_stops_as_diverged(lines_corpus, tmp_
         (dict(batch_size=10**9), "a training step would need about"),
         (dict(optimizer="adagrad"), "expected optimizer to be one of"),
         (dict(steps=True), "expected steps to be an int >= 1, got True"),
+        (dict(pack=1), "expected pack to be True or False, got 1"),
     ],
 )
 def test_train_lm_refuses_settings_no_run_can_use_before_touching_the_folder(
