@@ -419,11 +419,6 @@ _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
-    return _rnn(activation)
-
-
-@functools.cache
-def _rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
     """The basic RNN cell (course notation).
 
         a⟨t⟩ = g(W_aa a⟨t−1⟩ + W_ax x⟨t⟩ + b_a) = g(W_a [a⟨t−1⟩, x⟨t⟩] + b_a),  g = tanh or relu
@@ -445,6 +440,12 @@ def _rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
       >>> y.shape
       (5,)
     """
+    return _rnn(activation)
+
+
+@functools.cache
+def _rnn(activation: Literal["tanh", "relu"] = "tanh") -> Cell:
+    """The cell `rnn` returns; cached, so that each variant is one `Cell` however spelled."""
     if activation not in _ACTIVATIONS:
         fail("rnn", f"expected activation 'tanh' or 'relu', got {activation!r}")
     g = _ACTIVATIONS[activation]
@@ -516,15 +517,6 @@ def gru(
     update_bias: float = 0.0,
     chrono: int | None = None,
 ) -> Cell:
-    return _gru(reset, update_bias, chrono)
-
-
-@functools.cache
-def _gru(
-    reset: Literal["before", "after"] = "before",
-    update_bias: float = 0.0,
-    chrono: int | None = None,
-) -> Cell:
     """The full GRU, with relevance gate Γ_r and update gate Γ_u.
 
     ``reset="before"`` is the course's GRU (Cho et al. 2014): Γ_r scales c⟨t−1⟩ before the
@@ -557,6 +549,16 @@ def _gru(
     Returns:
       A `Cell` with `GRUParams` (G = 3) and a carry c⟨t⟩ of shape (*batch, H).
     """
+    return _gru(reset, update_bias, chrono)
+
+
+@functools.cache
+def _gru(
+    reset: Literal["before", "after"] = "before",
+    update_bias: float = 0.0,
+    chrono: int | None = None,
+) -> Cell:
+    """The cell `gru` returns; cached, so that each variant is one `Cell` however spelled."""
     if reset not in ("before", "after"):
         fail("gru", f"expected reset 'before' or 'after', got {reset!r}")
     _check_gate_init("gru", "update_bias", update_bias, chrono, default=0.0)
@@ -604,11 +606,6 @@ def _gru(
 
 
 def lstm(*, peephole: bool = False, forget_bias: float = 1.0, chrono: int | None = None) -> Cell:
-    return _lstm(peephole, forget_bias, chrono)
-
-
-@functools.cache
-def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None = None) -> Cell:
     """The LSTM cell of the course (Hochreiter & Schmidhuber 1997, with a forget gate).
 
         c̃⟨t⟩ = tanh(W_c [a⟨t−1⟩, x⟨t⟩] + b_c)
@@ -636,6 +633,12 @@ def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None =
     Returns:
       A `Cell` with `LSTMParams` and carry `LSTMState` (h, c), each of shape (*batch, H).
     """
+    return _lstm(peephole, forget_bias, chrono)
+
+
+@functools.cache
+def _lstm(peephole: bool = False, forget_bias: float = 1.0, chrono: int | None = None) -> Cell:
+    """The cell `lstm` returns; cached, so that each variant is one `Cell` however spelled."""
     _check_gate_init("lstm", "forget_bias", forget_bias, chrono, default=1.0)
 
     def init(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> LSTMParams:
@@ -698,10 +701,6 @@ def _chrono_bias(key: Array, hidden_size: int, t_max: int, dtype) -> Array:
     )
     return jnp.log(u).astype(dtype)
 
-
-# One Cell per variant, however its options are spelled: gru() is gru("before"), lstm() is
-# lstm(peephole=False).
-rnn.__doc__, gru.__doc__, lstm.__doc__ = _rnn.__doc__, _gru.__doc__, _lstm.__doc__
 
 _CELL_OF.update(
     {

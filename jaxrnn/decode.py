@@ -94,7 +94,9 @@ def decode(
       key: a PRNG key (one per step is split from it), or None for greedy decoding.
       max_len: the number of steps, a Python int.
       eos_id: the id after which an example is done and only repeats it; None never stops.
-      temperature, top_k, never: as in `draw`; temperature and top_k may be traced.
+      temperature: as in `draw`; may be traced.
+      top_k: as in `draw`; may be traced.
+      never: as in `draw`.
       feed: what the next step reads: the drawn token (``"sample"``) or the argmax of the logits
         (``"argmax"``, the course's music generator).
 

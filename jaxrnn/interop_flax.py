@@ -145,6 +145,7 @@ def params_from_linen(variables: Mapping, cell: str) -> LSTMParams | GRUParams |
         do not fit together.
 
     Example:
+      >>> from flax import linen as nn
       >>> flax_cell = nn.LSTMCell(features=8)
       >>> carry = flax_cell.initialize_carry(jax.random.key(0), (2, 3))
       >>> variables = flax_cell.init(jax.random.key(1), carry, jnp.ones((2, 3)))

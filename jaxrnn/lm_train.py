@@ -64,6 +64,8 @@ __all__ = [
 
 
 class TrainResult(NamedTuple):
+    """What `train_lm` returns: the trained params, the step reached and the run's history."""
+
     params: GeneratorParams
     step: int
     history: History

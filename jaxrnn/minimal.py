@@ -217,11 +217,6 @@ def _min_gru_decay_and_input(pre: Array) -> tuple[Array, Array]:
 
 
 def min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
-    return _min_gru(scan)
-
-
-@functools.cache
-def _min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minGRU: a GRU whose update gate and candidate read only the input.
 
         z⟨t⟩ = σ(x⟨t⟩ W_z + b_z)
@@ -248,6 +243,12 @@ def _min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
       >>> hs.shape
       (4, 1000, 8)
     """
+    return _min_gru(scan)
+
+
+@functools.cache
+def _min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
+    """The cell `min_gru` returns; cached, so that each variant is one `Cell` however spelled."""
     init = _init("min_gru", MinGRUParams, 2)
     return cells._make_cell(
         "min_gru",
@@ -297,11 +298,6 @@ def _min_lstm_decay_and_input(pre: Array) -> tuple[Array, Array]:
 
 
 def min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
-    return _min_lstm(scan)
-
-
-@functools.cache
-def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
     """minLSTM: an LSTM with input-only gates, normalised so that f′ + i′ = 1, and no output gate.
 
         f⟨t⟩ = σ(x⟨t⟩ W_f + b_f),   i⟨t⟩ = σ(x⟨t⟩ W_i + b_i)
@@ -330,6 +326,12 @@ def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
       >>> h.shape
       (8,)
     """
+    return _min_lstm(scan)
+
+
+@functools.cache
+def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
+    """The cell `min_lstm` returns; cached, so that each variant is one `Cell` however spelled."""
     init = _init("min_lstm", MinLSTMParams, 3)
     return cells._make_cell(
         "min_lstm",
@@ -341,8 +343,5 @@ def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
         parallel_scan_one=_parallel_scan(scan, _min_lstm_decay_and_input),
     )
 
-
-# One Cell per variant, however its options are spelled: min_gru() is min_gru("blocked").
-min_gru.__doc__, min_lstm.__doc__ = _min_gru.__doc__, _min_lstm.__doc__
 
 cells._CELL_OF.update({MinGRUParams: lambda p: min_gru(), MinLSTMParams: lambda p: min_lstm()})

@@ -358,7 +358,9 @@ class Tagger(_Model):
 
     Args:
       cell: a jaxrnn `Cell`.
-      input_size, hidden_size, num_classes: n_x, H and K, the logits per step.
+      input_size: n_x, features per input step.
+      hidden_size: H.
+      num_classes: K, the logits per step.
       rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.tagger_init`.
       dtype: the weights' dtype.
 
@@ -393,7 +395,9 @@ class Classifier(_Model):
 
     Args:
       cell: a jaxrnn `Cell`.
-      input_size, hidden_size, num_classes: n_x, H and K, the logits per sequence.
+      input_size: n_x, features per input step.
+      hidden_size: H.
+      num_classes: K, the logits per sequence.
       pool: ``"last"``, ``"mean"`` or ``"max"`` over the valid steps
         (`jaxrnn.models.pool_over_time`).
       rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.classifier_init`.
@@ -432,8 +436,10 @@ class Seq2Seq(_Model):
 
     Args:
       cell: a jaxrnn `Cell`, the same type for encoder and decoder.
-      in_vocab, out_vocab: the source and target vocabulary sizes.
-      hidden_size, embedding_size: H and E.
+      in_vocab: the source vocabulary's size.
+      out_vocab: the target vocabulary's size.
+      hidden_size: H.
+      embedding_size: E.
       bos_id: the decoder's first input, an id in [0, out_vocab), or −1 for the zero vector.
       rngs: ``nnx.Rngs``; one key from ``rngs.params()`` goes to `jaxrnn.models.seq2seq_init`.
       dtype: the weights' dtype.

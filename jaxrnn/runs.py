@@ -60,6 +60,7 @@ class History:
     skipped_steps: int = 0  # updates refused for a non-finite loss, gradient or update
 
     def to_dict(self) -> dict:
+        """The history as the JSON-ready dict a checkpoint stores (`from_dict` reads it back)."""
         saved = {"loss": list(self.loss), "valid": [list(row) for row in self.valid]}
         saved["seconds"] = self.seconds
         if self.skipped_steps:

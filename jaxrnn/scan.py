@@ -266,6 +266,8 @@ def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
 def check_carry(
     fn: str, cell: Cell, params: Params, carry: Carry, batch_shape, name: str = "carry"
 ) -> None:
+    """Raises `InputError` from ``fn`` unless ``carry`` has the structure, shapes and dtypes of
+    ``cell.init_carry(params, batch_shape)``; ``name`` is the argument the message names."""
     expected = jax.eval_shape(functools.partial(cell.init_carry, params, batch_shape))
     if jax.tree.structure(carry) != jax.tree.structure(expected):
         fail(

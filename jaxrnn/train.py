@@ -133,8 +133,16 @@ def make_train_step(
       The train step.
 
     Example:
-      >>> step = jaxrnn.make_train_step(loss_fn, jaxrnn.make_optimizer(1e-2, clip_value=5.0))
+      >>> cell = jaxrnn.gru()
+      >>> params = cell.init(jax.random.key(0), input_size=3, hidden_size=4)
+      >>> xs, ys = jnp.ones((8, 5, 3)), jnp.zeros((8, 5, 4))
+      >>> def loss_fn(params, xs, ys):
+      ...     return jnp.mean((jaxrnn.unroll(cell, params, xs)[1] - ys) ** 2)
+      >>> optimizer = jaxrnn.make_optimizer(1e-2, clip_value=5.0)
+      >>> step = jaxrnn.make_train_step(loss_fn, optimizer)
       >>> params, opt_state, metrics = step(params, optimizer.init(params), xs, ys)
+      >>> bool(metrics.finite)
+      True
     """
 
     def train_step(params, opt_state, *batch):
