@@ -79,21 +79,26 @@ def reference(cell, params, xs, carry, resets, lengths, reverse, restart=None):
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *lasts), jnp.stack(ys_all)
 
 
-def loss_and_outputs(run, weights):
-    def loss(params, xs, carry):
-        last, ys = run(params, xs, carry)
-        total = jnp.sum(ys * weights) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(last))
-        return total, (last, ys)
+def assert_same_function(runs, expected_run, arguments, weights):
+    """Each of ``runs`` (one, or a list) gives ``expected_run``'s last carry, outputs and
+    gradients with respect to every argument. The reference is compiled and run once."""
 
-    # values and gradients in one compiled program
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
+    def compiled(run):
+        def loss(*args):
+            last, ys = run(*args)
+            leaves = jax.tree.leaves(last)
+            return jnp.sum(ys * weights) + sum(jnp.sum(leaf**2) for leaf in leaves), (last, ys)
 
+        # values and gradients in one compiled program
+        argnums = tuple(range(len(arguments)))
+        return jax.jit(jax.value_and_grad(loss, argnums=argnums, has_aux=True))
 
-def assert_same_function(run, expected_run, params, xs, carry, weights):
-    (_, got), grads = loss_and_outputs(run, weights)(params, xs, carry)
-    (_, want), expected = loss_and_outputs(expected_run, weights)(params, xs, carry)
-    for a, b in zip(jax.tree.leaves((got, grads)), jax.tree.leaves((want, expected)), strict=True):
-        np.testing.assert_allclose(a, b, **TOL)
+    (_, want), expected = compiled(expected_run)(*arguments)
+    for run in runs if isinstance(runs, list) else [runs]:
+        (_, got), grads = compiled(run)(*arguments)
+        pairs = zip(jax.tree.leaves((got, grads)), jax.tree.leaves((want, expected)), strict=True)
+        for a, b in pairs:
+            np.testing.assert_allclose(a, b, **TOL)
 
 
 OPTIONS = {
@@ -123,6 +128,7 @@ def test_unroll_with_resets_is_each_segment_alone_for_every_implementation(name,
     implementations = jaxrnn.kernels.available(cell)
     if "remat" in options:
         implementations = ["scan", "hoisted"]
+    runs = []
     for implementation in implementations:
 
         def run(params, xs, carry, implementation=implementation):
@@ -130,7 +136,8 @@ def test_unroll_with_resets_is_each_segment_alone_for_every_implementation(name,
                 cell, params, xs, carry, resets=RESETS, implementation=implementation, **options
             )
 
-        assert_same_function(run, expected, params, xs, carry, weights)
+        runs.append(run)
+    assert_same_function(runs, expected, (params, xs, carry), weights)
 
 
 def test_resets_time_major_and_extra_batch_dimensions_are_the_same_function():
@@ -202,7 +209,7 @@ def test_bidirectional_with_resets_reads_each_segment_both_ways_within_itself(
         last_b, ys_b = reference(cell, params.backward, xs, carry[1], RESETS, LENGTHS, True)
         return (last_f, last_b), jnp.concatenate([ys_f, ys_b], -1)
 
-    assert_same_function(run, expected, params, xs, carry, weights)
+    assert_same_function(run, expected, (params, xs, carry), weights)
 
 
 @pytest.mark.parametrize("implementation", ["layerwise", "scan"])
@@ -228,7 +235,7 @@ def test_a_deep_cell_with_resets_resets_every_layer(implementation):
         # The deep cell is a cell: its own step, segment by segment.
         return reference(cell, params, xs, carry, RESETS, LENGTHS, True)
 
-    assert_same_function(run, expected, params, xs, carry, weights)
+    assert_same_function(run, expected, (params, xs, carry), weights)
 
 
 def test_stacked_with_a_bidirectional_layer_passes_the_resets_to_every_layer():
@@ -278,23 +285,6 @@ def _restart_case(cell, seed=11):
     return params, xs, carry, restart, weights
 
 
-def assert_same_function_of_four(run, expected_run, arguments, weights):
-    """As `assert_same_function`, the restart carry a fourth argument with its own gradient."""
-
-    def compiled(run):
-        def loss(*args):
-            last, ys = run(*args)
-            leaves = jax.tree.leaves(last)
-            return jnp.sum(ys * weights) + sum(jnp.sum(leaf**2) for leaf in leaves), (last, ys)
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True))
-
-    (_, got), grads = compiled(run)(*arguments)
-    (_, want), expected = compiled(expected_run)(*arguments)
-    for a, b in zip(jax.tree.leaves((got, grads)), jax.tree.leaves((want, expected)), strict=True):
-        np.testing.assert_allclose(a, b, **TOL)
-
-
 @pytest.mark.parametrize(
     ("name", "option_name"),
     [("lstm", "reverse_lengths"), ("lstm", "forwards"), ("min_lstm", "reverse_lengths")],
@@ -309,6 +299,7 @@ def test_reset_carry_starts_every_later_segment_there_in_every_implementation(na
     def expected(params, xs, carry, restart):
         return reference(cell, params, xs, carry, RESETS, lengths, reverse, restart)
 
+    runs = []
     for implementation in jaxrnn.kernels.available(cell):
 
         def run(params, xs, carry, restart, implementation=implementation):
@@ -323,7 +314,8 @@ def test_reset_carry_starts_every_later_segment_there_in_every_implementation(na
                 **options,
             )
 
-        assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+        runs.append(run)
+    assert_same_function(runs, expected, (params, xs, carry, restart), weights)
 
 
 @pytest.mark.parametrize("implementation", ["layerwise", "scan"])
@@ -346,7 +338,7 @@ def test_reset_carry_of_a_deep_cell_restarts_every_layer_there(implementation):
     def expected(params, xs, carry, restart):
         return reference(cell, params, xs, carry, RESETS, LENGTHS, False, restart)
 
-    assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+    assert_same_function(run, expected, (params, xs, carry, restart), weights)
 
 
 @pytest.mark.parametrize("batch_directions", [True, False])
@@ -381,7 +373,7 @@ def test_reset_carry_of_a_bidirectional_layer_is_one_per_direction(batch_directi
         )
         return (last_f, last_b), jnp.concatenate([ys_f, ys_b], -1)
 
-    assert_same_function_of_four(run, expected, (params, xs, carry, restart), weights)
+    assert_same_function(run, expected, (params, xs, carry, restart), weights)
 
 
 def test_a_numpy_reset_carry_for_one_direction_is_the_same_in_both_forms():
