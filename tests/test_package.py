@@ -1,6 +1,7 @@
 """The package's face: every documented name and submodule is reachable from ``import jaxrnn``."""
 
 import importlib
+import os
 import pkgutil
 import subprocess
 import sys
@@ -152,3 +153,31 @@ def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works
     first, *corpora = ran.stdout.splitlines()
     assert Path(first).is_relative_to(site)
     assert [line.split()[:2] for line in corpora] == [["names", "lines"], ["shakespeare", "stream"]]
+
+
+def test_the_suite_runs_the_package_it_says_it_runs():
+    """``make test`` sets JAXRNN_UNDER_TEST=wheel: then jaxrnn, its data and its command come
+    from the wheel installed in the virtualenv, and nothing is imported from the source tree."""
+    import importlib.metadata
+    from importlib import resources
+    from pathlib import Path
+
+    source_tree = Path(__file__).resolve().parent.parent
+    package = Path(jaxrnn.__file__).resolve().parent
+    if os.environ.get("JAXRNN_UNDER_TEST") == "wheel":
+        assert package != source_tree / "jaxrnn", "jaxrnn imported from the source tree"
+        assert importlib.metadata.version("jaxrnn") == jaxrnn.__version__
+        names = resources.files("jaxrnn").joinpath("data/names.txt").read_text().split()
+        assert len(names) == 5163
+        command = subprocess.run(
+            [sys.executable, "-c", "import jaxrnn.cli; print(jaxrnn.cli.__file__)"],
+            capture_output=True,
+            text=True,
+            cwd=source_tree,
+            check=True,
+        )
+        assert not Path(command.stdout.strip()).is_relative_to(source_tree / "jaxrnn"), (
+            command.stdout
+        )
+    else:
+        assert package == source_tree / "jaxrnn", f"jaxrnn imported from {package}"
