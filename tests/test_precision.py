@@ -32,7 +32,7 @@ def _run(cell, params, xs):
         _, hs = jaxrnn.unroll(cell, params, xs)
         return jnp.mean(hs.astype(jnp.float32) ** 2), hs
 
-    return jax.value_and_grad(loss, has_aux=True)(params, xs)
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params, xs)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
