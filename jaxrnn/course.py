@@ -50,8 +50,10 @@ program is keyed by the sizes, dtype and padded length it was compiled for, the 
 versions, the device and CPU, ``XLA_FLAGS``, the matmul precision and the code it runs;
 files are written atomically, checked against their SHA-256 when read, and read only from a
 directory that no other user can write to (a file there is loaded as machine code). Anything
-that goes wrong with the cache means compiling, as without one. It serves these programs only:
-jax's own compilation cache, a global setting, is left as it is.
+that goes wrong with the cache means compiling, as without one. It serves these programs only.
+Where jax's own persistent compilation cache is on (``jax_compilation_cache_dir``, or
+``$JAX_COMPILATION_CACHE_DIR``), that cache keeps them instead and this one is not used: a program
+jax has loaded from its cache does not serialise again intact.
 
 Example:
   >>> from jaxrnn import course
@@ -473,9 +475,10 @@ def _run(program, sizes: tuple[int, int, int], floats: np.ndarray, ints: np.ndar
 
 
 def _cache_dir() -> Path | None:
-    """$JAXRNN_CACHE_DIR, else $XDG_CACHE_HOME/jaxrnn, else ~/.cache/jaxrnn; None for "off"."""
+    """$JAXRNN_CACHE_DIR, else $XDG_CACHE_HOME/jaxrnn, else ~/.cache/jaxrnn; None for "off", or
+    when jax's own persistent cache is on and keeps the programs."""
     setting = os.environ.get(_CACHE_ENV, "")
-    if setting.strip().lower() == "off":
+    if setting.strip().lower() == "off" or jax.config.jax_compilation_cache_dir:
         return None
     if setting:
         return Path(setting).expanduser()

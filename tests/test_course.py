@@ -604,6 +604,29 @@ def test_cache_a_fresh_process_with_a_warm_cache_compiles_nothing(tmp_path):
     assert warm == {**cold, "compiles": 0}
 
 
+def test_with_jax_s_own_persistent_cache_on_that_cache_keeps_the_programs(tmp_path):
+    """An executable jax loaded from its cache does not serialise intact ("Function ... not
+    found" when a later process runs it), so with jax's cache on the course's stays unused; a
+    second process loads from jax's cache and computes the same."""
+    env = {
+        **os.environ,
+        "JAXRNN_CACHE_DIR": str(tmp_path / "course"),
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+        assert not cache_files(tmp_path / "course")
+        assert any((tmp_path / "jax").iterdir())
+    cold, warm = runs
+    assert {**warm, "compiles": 0} == {**cold, "compiles": 0}
+
+
 def test_cache_files_are_written_atomically_into_the_directory_given(
     tmp_path, monkeypatch, fresh_process
 ):
