@@ -586,18 +586,25 @@ print(json.dumps({"compiles": len(compiles), "loss": float(loss), "a_last": a_la
 """
 
 
+def run_fresh_processes(environment: dict, count: int = 2) -> list[dict]:
+    """FRESH_PROCESS's report from each of ``count`` processes run one after the other."""
+    reports = []
+    for _ in range(count):
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PROCESS],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads(done.stdout.splitlines()[-1]))
+    return reports
+
+
 def test_cache_a_fresh_process_with_a_warm_cache_compiles_nothing(tmp_path):
     """The first process compiles optimize's and sample's programs and stores them; the next one
     loads them, compiles nothing, and computes the same."""
-    env = {**os.environ, "JAXRNN_CACHE_DIR": str(tmp_path / "cache")}
-    runs = []
-    for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(done.stdout.splitlines()[-1]))
-    cold, warm = runs
+    cold, warm = run_fresh_processes({"JAXRNN_CACHE_DIR": str(tmp_path / "cache")})
     assert cold["compiles"] >= 2
     assert len(cache_files(tmp_path / "cache")) == 2  # one optimize bucket, one sampler
     assert warm["compiles"] == 0
@@ -608,22 +615,14 @@ def test_with_jax_s_own_persistent_cache_on_that_cache_keeps_the_programs(tmp_pa
     """An executable jax loaded from its cache does not serialise intact ("Function ... not
     found" when a later process runs it), so with jax's cache on the course's stays unused; a
     second process loads from jax's cache and computes the same."""
-    env = {
-        **os.environ,
+    environment = {
         "JAXRNN_CACHE_DIR": str(tmp_path / "course"),
         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax"),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     }
-    runs = []
-    for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "-c", FRESH_PROCESS], env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(done.stdout.splitlines()[-1]))
-        assert not cache_files(tmp_path / "course")
-        assert any((tmp_path / "jax").iterdir())
-    cold, warm = runs
+    cold, warm = run_fresh_processes(environment)
+    assert not cache_files(tmp_path / "course")
+    assert any((tmp_path / "jax").iterdir())
     assert {**warm, "compiles": 0} == {**cold, "compiles": 0}
 
 
