@@ -2,9 +2,8 @@
 
 The site reads what lives elsewhere in the repository instead of copying it: ``docs/tutorials`` is a
 link to ``notebooks/``, whose notebooks mkdocs-jupyter renders with their stored outputs, and the
-benchmark charts are served beside the speed page. The build fails when a
-public name of the package has no docstring or no page, so that the reference cannot fall behind
-the code.
+benchmark charts are served beside the speed page. The build fails when a public name of the
+package has no docstring or no page, so that the reference cannot fall behind the code.
 """
 
 from __future__ import annotations
@@ -63,11 +62,7 @@ def check_documented(package: griffe.Module, module_names, pages: list[str]) -> 
     rendered = {
         line.split()[1] for page in pages for line in page.splitlines() if line.startswith("::: ")
     }
-    unlisted = sorted(
-        f"{package.path}.{name}"
-        for name in module_names
-        if f"{package.path}.{name}" not in rendered
-    )
+    unlisted = sorted({f"{package.path}.{name}" for name in module_names} - rendered)
     if unlisted:
         raise PluginError(f"public modules on no page (add '::: name' to one): {unlisted}")
     return len(names)

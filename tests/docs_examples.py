@@ -32,19 +32,20 @@ FENCE = re.compile(
 TITLE = re.compile(r'title="(?P<file>[\w.-]+\.py)"')
 
 
-def code_blocks(page: Path, language: str, *, scripts: bool = False) -> list[tuple[int, str]]:
-    """(line number, source) of each fenced block of ``language`` on a Markdown page: the
-    blocks titled with a script's file name (```python title="x.py") if ``scripts``, else the
-    others."""
+def code_blocks(page: Path, language: str, *, scripts: bool = False) -> list[tuple]:
+    """(line number, source) of each fenced block of ``language`` on a Markdown page; with
+    ``scripts``, (line number, file name, source) of the blocks titled with a script's file name
+    (```python title="x.py"), which the others leave out."""
     text = page.read_text()
     blocks = []
     for match in FENCE.finditer(text):
-        if match["lang"] == language and bool(TITLE.search(match["info"])) == scripts:
-            indent = len(match["indent"])
-            body = "\n".join(line[indent:] for line in match["body"].splitlines())
-            title = TITLE.search(match["info"])
-            line = text[: match.start()].count("\n") + 1
-            blocks.append((line, body) if not scripts else (line, title["file"], body))
+        title = TITLE.search(match["info"])
+        if match["lang"] != language or bool(title) != scripts:
+            continue
+        indent = len(match["indent"])
+        body = "\n".join(line[indent:] for line in match["body"].splitlines())
+        line = text[: match.start()].count("\n") + 1
+        blocks.append((line, title["file"], body) if scripts else (line, body))
     return blocks
 
 

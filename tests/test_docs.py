@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docs_examples
 import griffe
 import pytest
 from mkdocs.exceptions import PluginError
@@ -25,10 +26,6 @@ sys.path.insert(0, str(ROOT / "docs"))
 import hooks  # noqa: E402
 
 sys.path.remove(str(ROOT / "docs"))
-sys.path.insert(0, str(ROOT / "tests"))
-import docs_examples  # noqa: E402
-
-sys.path.remove(str(ROOT / "tests"))
 
 
 def test_the_site_builds_in_strict_mode_with_the_notebooks_and_every_public_name(tmp_path):
@@ -48,7 +45,7 @@ def test_the_site_builds_in_strict_mode_with_the_notebooks_and_every_public_name
     assert 'id="jaxrnn.scan.unroll"' in unroll_page and "reset_carry" in unroll_page
     notebook = (site / "tutorials" / "05_language_model" / "index.html").read_text()
     assert "data:image/png;base64" in notebook  # the stored outputs, figures included
-    assert (site / "speed" / "suite_cpu_train.png").exists() or list((site / "speed").glob("*.png"))
+    assert (site / "speed" / "suite_c1.png").exists()  # a benchmark chart, served by the hook
 
 
 def test_a_public_name_without_a_docstring_or_a_page_fails_the_build(tmp_path):
