@@ -2,10 +2,51 @@
 
 Matmuls run at full float32 precision: on GPUs JAX's default lets float32 matmuls use TF32
 (about 3 significant digits), which is a speed choice, not a correctness property under test.
+
+Compilation is most of the suite's time (about four fifths of a file such as test_unroll), and
+most programs run once or twice, on small arrays, so the suite compiles them cheaply:
+``jax_disable_most_optimizations`` (LLVM at its lowest optimization level; XLA's graph passes,
+which decide what a program computes, still run) takes about a third off each compile. The
+processes the tests start (the command line, killed-and-resumed runs, notebook kernels, the docs'
+examples) inherit that setting and share one persistent compilation cache for the session, since
+they compile the same programs again and again; the test processes themselves keep jax's
+persistent cache off, because `jaxrnn.course` behaves differently with it on and is tested both
+ways.
 """
 
+import os
+import shutil
+import tempfile
+
 import jax
+
+_CHEAP_COMPILES = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+_SHARED_CACHE = "JAXRNN_TESTS_JAX_CACHE"  # the folder, set by the process that starts the workers
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_disable_most_optimizations", True)
+jax.config.update("jax_compilation_cache_dir", None)  # inherited by subprocesses only
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or _SHARED_CACHE in os.environ:
+        return  # a worker: the controller has set the environment up
+    folder = tempfile.mkdtemp(prefix="jaxrnn-tests-jax-cache-")
+    os.environ.update(
+        {
+            _SHARED_CACHE: folder,
+            _CHEAP_COMPILES: "1",
+            "JAX_COMPILATION_CACHE_DIR": folder,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+        }
+    )
+    config._jaxrnn_cache_owner = folder
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_jaxrnn_cache_owner", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,11 +1,11 @@
 """Runs every example the documentation shows, as a reader would, in a process of its own.
 
-``python tests/docs_examples.py`` executes the ```python blocks of ``README.md`` and of every page
-under ``docs/`` (a page's blocks in order, in one namespace, from an empty working folder) and the
-``>>>`` examples of every docstring of the package (each in its module's namespace, with ``jax``,
-``jnp``, ``np``, ``optax``, ``nnx`` and ``jaxrnn`` imported), with JAX's default settings
-(float32), not the test suite's. It prints one JSON object: the failures, and how many of each
-kind ran.
+``python tests/docs_examples.py [pages] [docstrings]`` executes the ```python blocks of
+``README.md`` and of every page under ``docs/`` (a page's blocks in order, in one namespace, from
+an empty working folder) and the ``>>>`` examples of every docstring of the package (each in its
+module's namespace, with ``jax``, ``jnp``, ``np``, ``optax``, ``nnx`` and ``jaxrnn`` imported),
+with JAX's default settings (float32), not the test suite's; with no argument, both parts. It
+prints one JSON object: the failures, and how many of each kind ran.
 """
 
 from __future__ import annotations
@@ -110,20 +110,23 @@ def run_docstrings(module_name: str) -> tuple[int, list[dict]]:
     return examples, failures
 
 
-def main() -> int:
+def main(parts: list[str]) -> int:
+    """Runs the pages' examples ("pages"), the docstrings' ("docstrings"), or both (no part)."""
     from jaxrnn import SUBMODULES
 
     failures, blocks, docstring_examples = [], 0, 0
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
-        for page in pages():
-            blocks += len(code_blocks(page, "python"))
-            blocks += len(code_blocks(page, "python", scripts=True))
-            failures += run_page(page)
-        for module_name in SUBMODULES:
-            examples, failed = run_docstrings(module_name)
-            docstring_examples += examples
-            failures += failed
+        if not parts or "pages" in parts:
+            for page in pages():
+                blocks += len(code_blocks(page, "python"))
+                blocks += len(code_blocks(page, "python", scripts=True))
+                failures += run_page(page)
+        if not parts or "docstrings" in parts:
+            for module_name in SUBMODULES:
+                examples, failed = run_docstrings(module_name)
+                docstring_examples += examples
+                failures += failed
         os.chdir(ROOT)
     print(
         json.dumps(
@@ -134,4 +137,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

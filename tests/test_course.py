@@ -588,11 +588,13 @@ print(json.dumps({"compiles": len(compiles), "loss": float(loss), "a_last": a_la
 
 def run_fresh_processes(environment: dict, count: int = 2) -> list[dict]:
     """FRESH_PROCESS's report from each of ``count`` processes run one after the other."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE")}
+    inherited.pop("JAX_COMPILATION_CACHE_DIR", None)  # each test says which caches it means
     reports = []
     for _ in range(count):
         done = subprocess.run(
             [sys.executable, "-c", FRESH_PROCESS],
-            env={**os.environ, **environment},
+            env={**inherited, **environment},
             capture_output=True,
             text=True,
         )
