@@ -16,7 +16,8 @@ samples are not compared: jaxrnn draws with a JAX key, numpy with its own genera
 
 - end to end, twice: a new Python process (the libraries imported, nothing compiled) runs
   ``--iterations`` steps of numpy's loop, then of jaxrnn's, whose time includes compiling its
-  programs or loading them from the on-disk cache of `jaxrnn.course`. The first process starts
+  programs (in the background, while its numpy versions run the calls; the table counts those)
+  or loading them from the on-disk cache of `jaxrnn.course`. The first process starts
   from an empty ``JAXRNN_CACHE_DIR`` (cold: it compiles and stores), the second from what the first
   stored (warm: it loads);
 - steady state, in this process: a first pass of ``--iterations`` steps of each loop, then a second
@@ -171,7 +172,25 @@ def loops(sample_every: int) -> tuple[list, Loop, Loop, list]:
     examples, char_to_ix, parameters = setup()
     reference = Loop(np_optimize, np_sample, parameters, char_to_ix, sample_every)
     jaxrnn = Loop(course.optimize, course.sample, parameters, char_to_ix, sample_every)
+    jaxrnn.numpy_path = count_numpy_path_calls()
     return examples, reference, jaxrnn, compiles
+
+
+def count_numpy_path_calls() -> dict[str, int]:
+    """How many calls of optimize ("step") and sample ("sample") ran the numpy versions that
+    `jaxrnn.course` runs while their programs compile, counted from now on."""
+    from jaxrnn import _course_host
+
+    calls = {"step": 0, "sample": 0}
+    for name, function in (("step", "char_step"), ("sample", "char_sample")):
+        original = getattr(_course_host, function)
+
+        def counted(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        setattr(_course_host, function, counted)
+    return calls
 
 
 def end_to_end(iterations: int, sample_every: int) -> dict:
@@ -183,7 +202,12 @@ def end_to_end(iterations: int, sample_every: int) -> dict:
     start = time.perf_counter()
     jaxrnn.run(examples, iterations, start)
     jaxrnn_seconds = time.perf_counter() - start
+    from jaxrnn import course
+
+    course.wait_for_compilation()  # the programs stored on disk, for the warm run that follows
     return {
+        "numpy_path_steps": jaxrnn.numpy_path["step"],
+        "numpy_path_samples": jaxrnn.numpy_path["sample"],
         "numpy_it_s": iterations / numpy_seconds,
         "jaxrnn_it_s": iterations / jaxrnn_seconds,
         "compiles": len(compiles),
@@ -263,8 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{row['max_loss_rel_diff']:.1e} relative (asserted ≤ {LOSS_RTOL:g}).",
         "",
         "| | numpy (it/s) | jaxrnn.course (it/s) | jaxrnn / numpy | compilations (s) "
-        "| `sample`'s first call |",
-        "|---|---|---|---|---|---|",
+        "| `sample`'s first call | steps on the numpy path |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, what in (
         ("cold", "end to end, a fresh process, empty cache"),
@@ -274,16 +298,20 @@ def main(argv: list[str] | None = None) -> None:
             f"| {what}, {n} steps | {row[f'numpy_it_s_{key}']:,.0f} | "
             f"{row[f'jaxrnn_it_s_{key}']:,.0f} | {row[f'ratio_{key}']:.2f} | "
             f"{row[f'compiles_{key}']} ({row[f'compile_seconds_{key}']:.2f} s) | "
-            f"{1e3 * row[f'sample_first_call_s_{key}']:.1f} ms |"
+            f"{1e3 * row[f'sample_first_call_s_{key}']:.1f} ms | "
+            f"{row[f'numpy_path_steps_{key}']:,} |"
         )
     lines += [
         f"| steady state, {n} steps after {n} | {row['numpy_steady_it_s']:,.0f} | "
         f"{row['jaxrnn_steady_it_s']:,.0f} | {row['ratio_steady']:.2f} | "
-        f"{row['compiles_steady']} | |",
+        f"{row['compiles_steady']} | | {row['numpy_path_steps_steady']:,} |",
         "",
         "End to end: each loop from its first step in a new process (the libraries imported), "
         "compilations or loading from the on-disk cache included; the cold run starts from an "
-        "empty `JAXRNN_CACHE_DIR`, the warm run from what the cold one stored. Steady state: "
+        "empty `JAXRNN_CACHE_DIR`, the warm run from what the cold one stored; while a "
+        "program compiles (in the background, in a process of its own, so that the "
+        "compilations column, which counts this process's, shows none), its calls run the "
+        "numpy version of the same step, counted in the last column. Steady state: "
         f"chunks of {CHUNK} steps alternating between the loops. `sample` in the steady state: "
         f"{row['sample_steady_ms']:.2f} ms a name (median; numpy {row['numpy_sample_ms']:.2f} ms).",
     ]
@@ -307,6 +335,7 @@ def steady_state(iterations: int, sample_every: int) -> dict:
     first_samples = {id(loop): len(loop.sample_seconds) for loop in (reference, jaxrnn)}
     seconds = {"numpy": 0.0, "jaxrnn": 0.0}
     already, done = len(compiles), 0
+    numpy_path_before = dict(jaxrnn.numpy_path)
     while done < iterations:
         n = min(CHUNK, iterations - done)
         for name, loop in (("numpy", reference), ("jaxrnn", jaxrnn)):
@@ -322,6 +351,7 @@ def steady_state(iterations: int, sample_every: int) -> dict:
         "numpy_steady_it_s": iterations / seconds["numpy"],
         "jaxrnn_steady_it_s": iterations / seconds["jaxrnn"],
         "compiles_steady": len(compiles) - already,
+        "numpy_path_steps_steady": jaxrnn.numpy_path["step"] - numpy_path_before["step"],
         "sample_steady_ms": 1e3 * statistics.median(samples["jaxrnn"]),
         "numpy_sample_ms": 1e3 * statistics.median(samples["numpy"]),
         "max_loss_rel_diff": max_relative_difference(jaxrnn.losses, reference.losses),

@@ -31,7 +31,7 @@ row. The functions here transpose on the way in and out:
     optimize(X, Y, a_prev, parameters, lr)     the forward pass and backpropagation through time
                                                written out, clipped, SGD: one compiled call
     X[t] = None: x⟨t⟩ is the zero vector        input id −1: a one-hot row of zeros
-    sample(parameters, char_to_ix, seed)       one compiled loop that stops at "\\n" (a JAX key)
+    sample(parameters, char_to_ix, seed)       one compiled loop to "\\n" (Threefry draws)
 
 The caches hold what the course's caches hold: numpy copies of the arrays the step used, and the
 caller's ``parameters`` dict itself. The backward functions read from them only the inputs of the
@@ -42,17 +42,23 @@ Arrays go in and come out as numpy arrays, in the inputs' floating-point dtype (
 ``jax_enable_x64``; float32 otherwise). Wrong shapes and missing keys raise `jaxrnn.InputError`
 naming the argument or key, the expected and the actual shape.
 
-`optimize` and `sample` keep their compiled programs on disk, so that only the first process
-on a machine pays for compiling them (half a second to a second each, while the course's whole
-numpy loop over 1,500 names takes about as long): in ``$JAXRNN_CACHE_DIR`` if it is set, else in
-``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``. ``JAXRNN_CACHE_DIR=off`` turns this off. A
-program is keyed by the sizes, dtype and padded length it was compiled for, the jax and jaxlib
-versions, the device and CPU, ``XLA_FLAGS``, the matmul precision and the code it runs;
-files are written atomically, checked against their SHA-256 when read, and read only from a
-directory that no other user can write to (a file there is loaded as machine code). Anything
-that goes wrong with the cache means compiling, as without one. It serves these programs only.
-Where jax's own persistent compilation cache is on (``jax_compilation_cache_dir``, or
-``$JAX_COMPILATION_CACHE_DIR``), that cache keeps them instead and this one is not used: a program
+`optimize` and `sample` run compiled programs, one per size and dtype, which take longer to
+compile (half a second to a second each) than the course's whole numpy loop over a thousand names.
+So that no loop waits for them, the first call of either for a new size starts compiling its
+program in the background and runs a numpy version of the same step (`jaxrnn._course_host`),
+as do the calls after it until the program is ready; `wait_for_compilation` waits for them.
+The numpy versions compute the same values to float rounding and draw the same characters. A
+program compiles in a process of its own (one at a time, at a lower priority), which stores it
+in an on-disk cache that later processes load from in milliseconds: ``$JAXRNN_CACHE_DIR`` if it is
+set, else ``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``. ``JAXRNN_CACHE_DIR=off`` turns the
+cache off, and programs then compile on a thread of this process. A program is keyed by the
+sizes, dtype and padded length it was compiled for, the jax and jaxlib versions, the device and
+CPU, ``XLA_FLAGS``, the matmul precision and the code it runs; files are written atomically,
+checked against their SHA-256 when read, and read only from a directory that no other user can
+write to (a file there is loaded as machine code). Anything that goes wrong with the cache means
+compiling, as without one. It serves these programs only. Where jax's own persistent
+compilation cache is on (``jax_compilation_cache_dir``, or ``$JAX_COMPILATION_CACHE_DIR``),
+that cache keeps them instead, they compile on a thread, and this one is not used: a program
 jax has loaded from its cache does not serialise again intact.
 
 Example:
@@ -71,13 +77,17 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
 import inspect
+import json
 import os
 import platform
 import stat
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,8 +98,9 @@ import jaxlib.version
 import numpy as np
 from jax import lax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
+from jax.extend.random import threefry_2x32
 
-from jaxrnn import cells
+from jaxrnn import _course_host, cells
 from jaxrnn._checks import check_shape, fail, shape_of
 from jaxrnn.cells import Cell, LSTMParams, LSTMState, RNNParams
 from jaxrnn.checkpoint import atomic_output
@@ -311,6 +322,7 @@ def _lstm_backward(p, x, a0, c0, da):
 # ------------------------------------------------------- the character model, as compiled programs
 
 
+@functools.cache
 def _char_layout(sizes: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
     """The shape of each parameter for sizes (n_x, n_a, n_y)."""
     named = dict(zip(("n_x", "n_a", "n_y"), sizes, strict=True))
@@ -414,17 +426,20 @@ def _char_sample(floats, ints, *, sizes):
     """The course's ``sample`` as one compiled loop that stops at the newline.
 
     floats: the parameters raveled in the order of _CHAR_SHAPES.
-    ints (uint32): the key data (two 32-bit words) and the newline's index: (3,).
+    ints (uint32): the key (two 32-bit words) and the newline's index: (3,).
     Returns (1 + 50,) int32: the number of indices drawn, then the indices (zeros after them).
 
         a⟨t⟩ = tanh(Wax x⟨t⟩ + Waa a⟨t−1⟩ + b),   ŷ⟨t⟩ = softmax(Wya a⟨t⟩ + by)
-        i⟨t⟩ drawn from ŷ⟨t⟩ (``jax.random.categorical``, the key folded with t),
+        u⟨t⟩ uniform in [0, 1) from Threefry-2x32(key, (t, 0)), i⟨t⟩ = #{i : Σ_{j≤i} ŷ⟨t⟩_j ≤ u⟨t⟩}
         x⟨t+1⟩ = onehot(i⟨t⟩);   a⟨0⟩ = 0, x⟨1⟩ = 0
 
-    A ``lax.while_loop`` runs until the newline is drawn or 50 indices are, not always 50 steps.
+    An index is drawn by inverting the cumulative distribution, as numpy's ``choice`` does, with a
+    uniform number made by integer arithmetic only, so that the numpy version in
+    `jaxrnn._course_host` draws the same indices. A ``lax.while_loop`` runs until the newline is
+    drawn or 50 indices are, not always 50 steps.
     """
     p, _ = _char_unpack(floats, sizes)
-    key = jax.random.wrap_key_data(ints[:2], impl="threefry2x32")
+    dtype = _course_host.draw_dtype(floats.dtype)
     newline = ints[2].astype(jnp.int32)
 
     def running(state):
@@ -435,8 +450,11 @@ def _char_sample(floats, ints, *, sizes):
         t, a, last, ids = state
         x_in = jnp.where(last >= 0, p["Wax"][:, last], 0.0)  # Wax x⟨t⟩; x⟨1⟩ = 0
         a = jnp.tanh(x_in + p["Waa"] @ a + p["b"][:, 0])
-        logits = p["Wya"] @ a + p["by"][:, 0]
-        index = jax.random.categorical(jax.random.fold_in(key, t), logits).astype(jnp.int32)
+        logits = (p["Wya"] @ a + p["by"][:, 0]).astype(dtype)
+        weights = jnp.exp(logits - logits.max())
+        cdf = jnp.cumsum(weights / weights.sum())
+        u = _uniform(threefry_2x32((ints[0], ints[1]), jnp.stack([t, 0]).astype(jnp.uint32)), dtype)
+        index = jnp.minimum(jnp.sum(cdf <= u * cdf[-1]), sizes[2] - 1).astype(jnp.int32)
         return t + 1, a, index, ids.at[t].set(index)
 
     start = (jnp.int32(0), jnp.zeros(sizes[1], floats.dtype), jnp.int32(-1))
@@ -444,6 +462,14 @@ def _char_sample(floats, ints, *, sizes):
         running, draw, (*start, jnp.zeros(_SAMPLE_MAX_LEN, jnp.int32))
     )
     return jnp.concatenate([n_drawn[None], ids])
+
+
+def _uniform(words: jax.Array, dtype) -> jax.Array:
+    """`jaxrnn._course_host.uniform` on jax arrays: [0, 1) from two uint32 words."""
+    if dtype == jnp.float64:
+        high, low = (words[0] >> 5).astype(dtype), (words[1] >> 6).astype(dtype)
+        return (high * 2.0**26 + low) / 2.0**53
+    return (words[0] >> 8).astype(dtype) / 2.0**24
 
 
 # ------------------------------------------------------------ compiled programs, kept on disk
@@ -458,6 +484,9 @@ def _char_sample(floats, ints, *, sizes):
 _CACHE_ENV = "JAXRNN_CACHE_DIR"
 _CACHE_HEADER = b"jaxrnn.course compiled program 1\n"  # then the SHA-256 of the payload, then it
 _EXECUTABLES: dict[tuple, Any] = {}  # (program, sizes, argument shapes and dtypes) -> Compiled
+_ORDERS: dict[tuple, tuple] = {}  # the same keys -> what compiling the program needs
+_COMPILING: dict[tuple, Any] = {}  # the same keys -> a Future of the Compiled, or a process
+_COMPILER: list[concurrent.futures.ThreadPoolExecutor] = []  # made on first use
 # XLA's backend optimization level 1 instead of 3: about a quarter less compile time for these
 # small programs, and the same time per call within the noise (measured on a 2-core CPU).
 _COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
@@ -466,12 +495,161 @@ _SOURCES = (__file__, inspect.getsourcefile(clip_elementwise))
 
 
 def _run(program, sizes: tuple[int, int, int], floats: np.ndarray, ints: np.ndarray) -> Any:
-    """program(floats, ints, sizes=sizes), compiled once per process, loaded from disk if there."""
+    """program(floats, ints, sizes=sizes): compiled once per process (loaded from disk if there);
+    its numpy version from `jaxrnn._course_host` while it compiles in the background."""
     key = (program, sizes, floats.shape, floats.dtype, ints.shape, ints.dtype)
     compiled = _EXECUTABLES.get(key)
     if compiled is None:
-        compiled = _EXECUTABLES[key] = _load_or_compile(program, sizes, floats, ints)
+        compiled = _ready(key, program, sizes, floats, ints)
+    if compiled is None:
+        layout = _char_layout(sizes)
+        if program is _char_step:
+            return _course_host.char_step(floats, ints, layout, _CHAR_KEYS)
+        return _course_host.char_sample(floats, ints, layout, _SAMPLE_MAX_LEN)
     return compiled(floats, ints)
+
+
+def _ready(key: tuple, program, sizes, floats, ints) -> Any:
+    """The program for key if it can run now: loaded from the on-disk cache, or compiled in the
+    background and finished; None until then. One program compiles at a time, in the order they
+    were first asked for, so that the calls meanwhile keep a core to themselves."""
+    pending = _COMPILING.get(key)
+    if pending is not None:
+        return _finish(key) if pending.done() else None
+    if key not in _ORDERS:  # the first call for key
+        avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (floats, ints)]
+        path = None
+        with contextlib.suppress(Exception):  # a cache that fails to read means compiling
+            path = _cache_path(program, sizes, avals)
+            compiled = None if path is None else _load(path)
+            if compiled is not None:
+                _EXECUTABLES[key] = compiled
+                return compiled
+        # The calling thread's settings, which a thread of jax's does not inherit.
+        settings = (jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision)
+        _ORDERS[key] = (program, sizes, avals, path, settings)
+    if all(other.done() for other in _COMPILING.values()):
+        _COMPILING[key] = _start_compiling(*_ORDERS[key])
+    return None
+
+
+def _finish(key: tuple) -> Any:
+    """The background compilation of key, waited for, as a program that runs in this process."""
+    compiled = _EXECUTABLES[key] = _COMPILING[key].result()
+    del _COMPILING[key]
+    return compiled
+
+
+def wait_for_compilation() -> None:
+    """Compiles, or waits for, the programs of every size and dtype `optimize` and `sample` have
+    been called with; later calls run them.
+
+    The first call of either for a new size or dtype runs a numpy version of the same step and
+    has its program compiled in the background (in a process of its own where the on-disk cache
+    is on, else on a thread); calls run the program once it is ready. The two agree to float
+    rounding, and draw the same characters but where a uniform number falls within rounding of
+    a boundary of the cumulative distribution. Call this where every call must run the compiled
+    program, as when comparing runs step by step.
+
+    Example:
+      >>> from jaxrnn import course
+      >>> course.wait_for_compilation()  # returns at once when nothing is left to compile
+    """
+    for key in list(_ORDERS):
+        if key in _EXECUTABLES:
+            continue
+        if key not in _COMPILING:
+            _COMPILING[key] = _start_compiling(*_ORDERS[key])
+        _finish(key)
+
+
+def _start_compiling(program, sizes, avals: list, path: Path | None, settings: tuple) -> Any:
+    """Compiles in a process of its own where the program can come back through the on-disk
+    cache, else on a thread of this one. A thread slows the calls meanwhile to a third or less
+    (tracing, lowering and XLA hold the interpreter's lock much of the time), which a process
+    on another core does not."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            return _CompileProcess(program, sizes, avals, path, settings)
+    return _compiler().submit(_compile, program, sizes, avals, path, settings)
+
+
+class _CompileProcess:
+    """A Python process that compiles one program into the on-disk cache, with the interface of
+    a `concurrent.futures.Future`: done() and result() (the program, loaded from the cache; or
+    compiled here if the process failed to store it)."""
+
+    def __init__(self, program, sizes, avals: list, path: Path, settings: tuple):
+        self.args = (program, sizes, avals, path, settings)
+        order = {
+            "program": program.__name__,
+            "sizes": sizes,
+            "avals": [(list(a.shape), np.dtype(a.dtype).name) for a in avals],
+            "path": str(path),
+            "settings": settings,
+        }
+        package_parent = str(Path(__file__).resolve().parent.parent)  # this jaxrnn, not another
+        paths = [package_parent, *filter(None, [os.environ.get("PYTHONPATH")])]
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        # jax's own persistent cache is off here (else this cache would not be used), and must
+        # be there too: an executable jax loaded from its cache does not serialise intact.
+        environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+        command = [sys.executable, "-P", "-c", "import jaxrnn.course as c; c._compile_main()"]
+        self.process = subprocess.Popen(
+            [*command, json.dumps(order)],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def done(self) -> bool:
+        return self.process.poll() is not None
+
+    def result(self) -> Any:
+        self.process.wait()
+        compiled = None
+        with contextlib.suppress(Exception):
+            compiled = _load(self.args[3])
+        return compiled if compiled is not None else _compile(*self.args)
+
+
+def _compile_main() -> None:
+    """The compiling process's work: the order (JSON, in argv) compiled into the on-disk cache,
+    at a lower priority than the process that waits for it."""
+    order = json.loads(sys.argv[-1])
+    with contextlib.suppress(OSError):
+        os.nice(5)
+    x64, precision = order["settings"]
+    jax.config.update("jax_enable_x64", x64)
+    jax.config.update("jax_compilation_cache_dir", None)
+    program = {"_char_step": _char_step, "_char_sample": _char_sample}[order["program"]]
+    avals = [jax.ShapeDtypeStruct(tuple(shape), dtype) for shape, dtype in order["avals"]]
+    _compile(program, tuple(order["sizes"]), avals, Path(order["path"]), (x64, precision))
+
+
+def _compiler() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that compiles the course's programs, in the order they were asked for."""
+    if not _COMPILER:
+        _COMPILER.append(
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxrnn-course")
+        )
+    return _COMPILER[0]
+
+
+def _compile(program, sizes, avals: list, path: Path | None, settings: tuple) -> Any:
+    """Compiles program for avals under the caller's settings, and stores it in path."""
+    x64, precision = settings
+    function = functools.partial(program, sizes=sizes)
+    with jax.enable_x64(x64), jax.default_matmul_precision(precision):
+        try:
+            compiled = jax.jit(function, compiler_options=_COMPILER_OPTIONS).lower(*avals).compile()
+        except Exception:  # an XLA without these options
+            compiled = jax.jit(function).lower(*avals).compile()
+    if path is not None:
+        with contextlib.suppress(Exception):
+            _store(path, compiled)
+    return compiled
 
 
 def _cache_dir() -> Path | None:
@@ -526,30 +704,6 @@ def _private(directory: Path) -> bool:
 
 
 _TREES = (jax.tree.structure(((0, 0), {})), jax.tree.structure(0))  # (floats, ints) -> one array
-
-
-def _load_or_compile(program, sizes, floats, ints) -> Any:
-    """The program from the on-disk cache if it is there and intact, else compiled (and stored).
-
-    Any failure to read or write the cache falls back to compiling, silently.
-    """
-    avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in (floats, ints)]
-    path = None
-    with contextlib.suppress(Exception):
-        path = _cache_path(program, sizes, avals)
-        if path is not None:
-            compiled = _load(path)
-            if compiled is not None:
-                return compiled
-    function = functools.partial(program, sizes=sizes)
-    try:
-        compiled = jax.jit(function, compiler_options=_COMPILER_OPTIONS).lower(*avals).compile()
-    except Exception:  # an XLA without these options
-        compiled = jax.jit(function).lower(*avals).compile()
-    if path is not None:
-        with contextlib.suppress(Exception):
-            _store(path, compiled)
-    return compiled
 
 
 def _load(path: Path) -> Any:
@@ -1135,7 +1289,8 @@ def optimize(
     padded to the next power of two from 16 steps (16, 32, …), the padded steps masked out, so
     a loop over names of many lengths compiles once per padded length, not once per length, and
     each compiled program is kept on disk for later processes (see the module's docstring;
-    ``JAXRNN_CACHE_DIR=off`` turns it off).
+    ``JAXRNN_CACHE_DIR=off`` turns it off). Until a program is compiled, in the background, the
+    same step runs in numpy (see `wait_for_compilation`).
 
     Args:
       X: input character indices, a list of T ints in [0, n_x) or None.
@@ -1215,14 +1370,16 @@ def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[i
     As in the course: a⟨0⟩ = 0, x⟨1⟩ = 0, each index drawn from ŷ⟨t⟩ and fed back as x⟨t+1⟩,
     until the newline is drawn or 50 indices are; after 50 the newline is appended.
 
-    The draws come from a JAX key, not from numpy's global generator seeded as the course's loop
-    seeds it, so the same seed gives other indices than the course's sample (from the same
-    distribution); the same seed always gives the same indices. The key is the threefry key whose
-    data are the seed's 64 bits, two's complement: ``jax.random.key(seed)`` for 0 ≤ seed < 2³¹
-    (and for any 64-bit seed with ``jax_enable_x64``); step t draws with it folded with t.
+    Each index is drawn as numpy's ``choice`` draws, by inverting the cumulative distribution of
+    ŷ⟨t⟩ at a uniform number u⟨t⟩, but u⟨t⟩ comes from Threefry-2x32 (the generator of JAX's
+    keys) of the key (the seed's 64 bits, two's complement, as two words) and the counter (t, 0),
+    not from numpy's global generator seeded as the course's loop seeds it: the same seed gives
+    other indices than the course's sample (from the same distribution), and always the same
+    indices.
 
     One compiled call draws a whole sample, a loop that stops at the newline. It is compiled once
-    for each vocabulary size, hidden size and dtype, and kept on disk as `optimize` keeps its
+    for each vocabulary size, hidden size and dtype, in the background (the same loop runs in
+    numpy until then, drawing the same indices), and kept on disk as `optimize` keeps its
     programs, so that a later process does not compile it again.
 
     Args:

@@ -6,20 +6,24 @@ against autodiff through jaxrnn.unroll; the on-disk cache of its compiled progra
 for bad arguments.
 """
 
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import course_reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.random import threefry_2x32
 
 import jaxrnn
+from jaxrnn import _course_host as course_host
 from jaxrnn import course
 
 SHAPES = [  # (n_x, n_a, n_y, m, T_x)
@@ -357,6 +361,25 @@ def test_clip_values_above_below_and_inside():
 # ------------------------------------------------------------------ the character-level model
 
 
+@pytest.fixture(params=["numpy", "compiled"])
+def path(request, monkeypatch):
+    """optimize and sample on one path for the whole test: the numpy version (nothing compiles)
+    or the compiled program (each first call waits for its compilation)."""
+    ready = course._ready
+    if request.param == "numpy":
+        monkeypatch.setattr(course, "_EXECUTABLES", {})
+        monkeypatch.setattr(course, "_ready", lambda *args: None)
+    else:
+
+        def compiled_now(key, *args):
+            if ready(key, *args) is None:
+                course.wait_for_compilation()
+            return course._EXECUTABLES[key]
+
+        monkeypatch.setattr(course, "_ready", compiled_now)
+    return request.param
+
+
 def char_setup(seed, n_x=6, n_a=5, length=9, scale=1.0):
     rng = np.random.default_rng(seed)
     p = rnn_parameters(rng, n_x, n_a, n_x, scale)
@@ -367,7 +390,7 @@ def char_setup(seed, n_x=6, n_a=5, length=9, scale=1.0):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_optimize_matches_reference_and_updates_in_place(seed):
+def test_optimize_matches_reference_and_updates_in_place(seed, path):
     p, X, Y, a_prev = char_setup(seed, length=12, scale=1.5)
     want_loss, want_grads, want_a, want_p = ref.optimize(X, Y, a_prev, p, 0.05)
     unclipped = ref.char_backward(Y, p, ref.char_forward(X, Y, a_prev, p)[1])
@@ -401,7 +424,7 @@ def test_optimize_in_the_course_loop():
     assert_close(a_prev, want_a)
 
 
-def test_optimize_replaces_read_only_parameters():
+def test_optimize_replaces_read_only_parameters(path):
     p, X, Y, a_prev = char_setup(19)
     want_p = ref.optimize(X, Y, a_prev, p, 0.01)[3]
     for value in p.values():
@@ -411,7 +434,7 @@ def test_optimize_replaces_read_only_parameters():
         assert_close(p[key], want_p[key])
 
 
-def test_optimize_none_anywhere_is_the_zero_vector():
+def test_optimize_none_anywhere_is_the_zero_vector(path):
     p, X, Y, a_prev = char_setup(20)
     X = [None, X[1], None, *X[3:]]
     want_loss = ref.optimize(X, Y, a_prev, p, 0.01)[0]
@@ -449,6 +472,7 @@ def test_optimize_compiles_once_per_length_bucket():
             loss, _, a_prev = course.optimize(X, Y, a_prev, p)
             np.testing.assert_allclose(loss, want_loss, **F64)
             assert_close(a_prev, want_a)
+        course.wait_for_compilation()
     assert compiles.count <= 2
     for key in p:
         assert_close(p[key], want_p[key])
@@ -459,6 +483,7 @@ def test_sample_compiles_once():
     p, char_to_ix = sample_parameters(n_a=6, by=(0.5, 0.0, 0.0))  # sizes no other test uses
     with CountCompiles() as compiles:
         drawn = [course.sample(p, char_to_ix, seed) for seed in range(20)]
+        course.wait_for_compilation()
     assert len({len(indices) for indices in drawn}) > 3
     assert compiles.count <= 1
 
@@ -475,7 +500,7 @@ def sample_parameters(n_a=4, vocab=3, by=(0.0, 0.0, 0.0), seed=21):
     return p, {"\n": 0, "a": 1, "b": 2}
 
 
-def test_sample_is_reproducible_and_ends_with_newline():
+def test_sample_is_reproducible_and_ends_with_newline(path):
     p, char_to_ix = sample_parameters(by=(1.0, 0.5, 0.5))
     drawn = [course.sample(p, char_to_ix, seed) for seed in range(5)]
     assert drawn == [course.sample(p, char_to_ix, seed) for seed in range(5)]
@@ -485,20 +510,93 @@ def test_sample_is_reproducible_and_ends_with_newline():
         assert all(isinstance(i, int) and 0 <= i < 3 for i in indices)
 
 
-def test_sample_certain_outcomes():
+def test_sample_certain_outcomes(path):
     p, char_to_ix = sample_parameters(by=(60.0, 0.0, 0.0))
     assert course.sample(p, char_to_ix, 0) == [0]
     p, char_to_ix = sample_parameters(by=(-60.0, 60.0, 0.0))
     assert course.sample(p, char_to_ix, 0) == [1] * 50 + [0]  # 50 drawn, then "\n" appended
 
 
-def test_sample_first_index_follows_the_softmax():
+def test_sample_first_index_follows_the_softmax(path):
     p, char_to_ix = sample_parameters(by=(0.3, -0.4, 0.8))
     a1 = np.tanh(p["b"])  # a⟨1⟩ from a⟨0⟩ = 0 and x⟨1⟩ = 0
     probs = ref.softmax(p["Wya"] @ a1 + p["by"])[:, 0]
     first = [course.sample(p, char_to_ix, seed)[0] for seed in range(400)]
     counts = np.bincount(first, minlength=3) / len(first)
     np.testing.assert_allclose(counts, probs, atol=0.08)
+
+
+def test_threefry_of_the_numpy_sampler_is_jax_s():
+    rng = np.random.default_rng(31)
+    words = rng.integers(0, 2**32, (20, 4), dtype=np.uint64)
+    for k0, k1, c0, c1 in words.tolist():
+        want = threefry_2x32((np.uint32(k0), np.uint32(k1)), jnp.asarray([c0, c1], jnp.uint32))
+        assert course_host.threefry2x32((k0, k1), (c0, c1)) == tuple(int(w) for w in want)
+
+
+def packed_step_arguments(rng, dtype, length, sizes=(6, 5, 6), bucket=16):
+    layout = course._char_layout(sizes)
+    p = {key: rng.normal(0.0, 1.5, shape).astype(dtype) for key, shape in layout.items()}
+    a_prev = rng.normal(size=sizes[1]).astype(dtype)
+    floats = np.concatenate([v.ravel() for v in p.values()] + [a_prev, [0.05]], dtype=dtype)
+    ids = [-1 if t % 4 == 0 else int(i) for t, i in enumerate(rng.integers(0, sizes[0], length))]
+    targets = [int(i) for i in rng.integers(0, sizes[2], length)]
+    padding = [0] * (bucket - length)
+    return floats, np.array(ids + padding + targets + padding + [length], np.int32)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_the_numpy_step_and_sampler_compute_what_the_compiled_programs_do(dtype, rtol):
+    """Every output of the optimize step (loss, a⟨T⟩, clipped gradients, updated parameters) at
+    lengths 1 to a full bucket, and the indices of 200 samples, on both paths."""
+    rng, sizes = np.random.default_rng(32), (6, 5, 6)
+    layout = course._char_layout(sizes)
+    step = jax.jit(functools.partial(course._char_step, sizes=sizes))
+    for length in (1, 7, 16):
+        floats, ints = packed_step_arguments(rng, dtype, length, sizes)
+        want = np.asarray(step(floats, ints))
+        got = course_host.char_step(floats, ints, layout, course._CHAR_KEYS)
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+    sample = jax.jit(functools.partial(course._char_sample, sizes=sizes))
+    floats = floats[: -sizes[1] - 1]  # the parameters only
+    lengths = []
+    for seed in range(200):
+        ints = np.array([seed >> 2, seed * 7919, 2], np.uint32)
+        want = np.asarray(sample(floats, ints))
+        np.testing.assert_array_equal(course_host.char_sample(floats, ints, layout, 50), want)
+        lengths.append(want[0])
+    assert len(set(lengths)) > 10  # samples of many lengths checked
+
+
+def test_the_first_calls_run_numpy_while_the_program_compiles_then_the_program(monkeypatch):
+    """A new size: the first call starts compiling and runs the numpy step at once; calls while
+    it compiles run numpy too; once it is ready, calls run the program. The loop's losses are
+    the reference's throughout."""
+    forget_programs(monkeypatch)
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", "off")
+    release, compile_ = threading.Event(), course._compile
+    monkeypatch.setattr(course, "_compile", lambda *args: release.wait(60) and compile_(*args))
+    host_steps = []
+    char_step = course_host.char_step
+    monkeypatch.setattr(
+        course_host, "char_step", lambda *args: host_steps.append(1) or char_step(*args)
+    )
+    p, _, _, a_prev = char_setup(33, n_x=5, n_a=7, scale=0.5)  # sizes no other test uses
+    want_p, want_a = dict(p), a_prev
+    rng = np.random.default_rng(34)
+    for step in range(6):
+        if step == 3:
+            release.set()
+            course.wait_for_compilation()
+        ids = [int(i) for i in rng.integers(0, 5, 6)]
+        X, Y = [None, *ids[:-1]], ids
+        want_loss, _, want_a, want_p = ref.optimize(X, Y, want_a, want_p, 0.01)
+        loss, _, a_prev = course.optimize(X, Y, a_prev, p)
+        np.testing.assert_allclose(loss, want_loss, **F64)
+        assert len(host_steps) == min(step + 1, 3)
+        assert len(course._COMPILING) == (step < 3)
+    assert_close(a_prev, want_a)
 
 
 def _autodiff_step(p, X, Y, a_prev, learning_rate):
@@ -524,7 +622,7 @@ def _autodiff_step(p, X, Y, a_prev, learning_rate):
 
 
 @pytest.mark.parametrize("length", [1, 8, 16, 17, 20])
-def test_optimize_backward_pass_equals_autodiff_through_unroll(length):
+def test_optimize_backward_pass_equals_autodiff_through_unroll(length, path):
     """optimize writes backpropagation through time out; jax.grad through jaxrnn.unroll agrees,
     at lengths on both sides of the padded length 16, with None inputs inside."""
     p, X, Y, a_prev = char_setup(40 + length, length=length, scale=1.5)
@@ -543,12 +641,25 @@ def test_optimize_backward_pass_equals_autodiff_through_unroll(length):
 @pytest.fixture
 def fresh_process(monkeypatch):
     """As in a new process: no compiled program in memory (those of other tests come back after)."""
+    forget_programs(monkeypatch)
+
+
+def forget_programs(monkeypatch):
+    course.wait_for_compilation()
     monkeypatch.setattr(course, "_EXECUTABLES", {})
+    monkeypatch.setattr(course, "_COMPILING", {})
+    monkeypatch.setattr(course, "_ORDERS", {})
+    monkeypatch.setattr(course, "_COMPILING", {})
+    monkeypatch.setattr(course, "_ORDERS", {})
 
 
 def char_calls(n_a=4):
-    """One optimize (8 steps) and one sample; their results, to compare between runs."""
+    """One optimize (8 steps) and one sample, on their compiled programs (which are in the cache,
+    if it is on, when it returns); their results, to compare between runs."""
     p, X, Y, a_prev = char_setup(50, n_x=3, n_a=n_a, length=6)
+    course.optimize(X, Y, a_prev, {key: value.copy() for key, value in p.items()})
+    course.sample(p, {"\n": 0, "a": 1, "b": 2}, seed=3)
+    course.wait_for_compilation()
     loss, grads, a_last = course.optimize(X, Y, a_prev, p)
     sampled = course.sample(p, {"\n": 0, "a": 1, "b": 2}, seed=3)
     return loss, grads, a_last, p, sampled
@@ -579,9 +690,13 @@ jax.monitoring.register_event_duration_secs_listener(
 rng = np.random.default_rng(0)
 p = {"Wax": rng.normal(size=(4, 3)), "Waa": rng.normal(size=(4, 4)), "Wya": rng.normal(size=(3, 4)),
      "b": rng.normal(size=(4, 1)), "by": rng.normal(size=(3, 1))}
+course.optimize([None, 1], [1, 2], np.zeros((4, 1)), {k: v.copy() for k, v in p.items()})
+course.sample(p, {"\\n": 0, "a": 1, "b": 2}, 0)
+course.wait_for_compilation()  # the calls below run the compiled programs
 loss, _, a_last = course.optimize([None, 1, 2, 0, 1], [1, 2, 0, 1, 2], np.zeros((4, 1)), p)
 sampled = [course.sample(p, {"\\n": 0, "a": 1, "b": 2}, seed) for seed in range(5)]
-print(json.dumps({"compiles": len(compiles), "loss": float(loss), "a_last": a_last.tolist(),
+print(json.dumps({"compiles": len(compiles), "compiled": len(course._ORDERS),
+                  "loss": float(loss), "a_last": a_last.tolist(),
                   "Waa": p["Waa"].tolist(), "sampled": sampled}))
 """
 
@@ -607,10 +722,10 @@ def test_cache_a_fresh_process_with_a_warm_cache_compiles_nothing(tmp_path):
     """The first process compiles optimize's and sample's programs and stores them; the next one
     loads them, compiles nothing, and computes the same."""
     cold, warm = run_fresh_processes({"JAXRNN_CACHE_DIR": str(tmp_path / "cache")})
-    assert cold["compiles"] >= 2
+    assert cold["compiled"] == 2  # in processes of their own
     assert len(cache_files(tmp_path / "cache")) == 2  # one optimize bucket, one sampler
-    assert warm["compiles"] == 0
-    assert warm == {**cold, "compiles": 0}
+    assert warm["compiled"] == warm["compiles"] == 0
+    assert warm == {**cold, "compiled": 0, "compiles": 0}
 
 
 def test_with_jax_s_own_persistent_cache_on_that_cache_keeps_the_programs(tmp_path):
@@ -628,13 +743,38 @@ def test_with_jax_s_own_persistent_cache_on_that_cache_keeps_the_programs(tmp_pa
     assert {**warm, "compiles": 0} == {**cold, "compiles": 0}
 
 
+def test_with_the_cache_on_programs_compile_one_at_a_time_in_processes_of_their_own(
+    tmp_path, monkeypatch, fresh_process
+):
+    """Each program compiles in a process of its own, which stores it in the cache, and comes
+    back from there; one compiles at a time, the next waiting its turn."""
+    monkeypatch.setenv("JAXRNN_CACHE_DIR", str(tmp_path))
+    p, X, Y, a_prev = char_setup(50, n_x=3, n_a=4, length=6)
+    with CountCompiles() as compiles:
+        course.optimize(X, Y, a_prev, p)
+        course.sample(p, {"\n": 0, "a": 1, "b": 2}, seed=3)
+        assert len(course._ORDERS) == 2
+        running = [job for job in course._COMPILING.values() if not job.done()]
+        assert len(running) <= 1 and all(isinstance(job, course._CompileProcess) for job in running)
+        course.wait_for_compilation()
+    assert compiles.count == 0
+    assert len(cache_files(tmp_path)) == 2
+    assert not course._COMPILING and len(course._EXECUTABLES) == 2
+
+
+def no_process(*args):
+    raise OSError("no process can be started here")
+
+
 def test_cache_files_are_written_atomically_into_the_directory_given(
     tmp_path, monkeypatch, fresh_process
 ):
     """Each file is written beside its final name and renamed over it (`os.replace`), so that a
-    reader sees a whole file or none; nothing else is left in the directory."""
+    reader sees a whole file or none; nothing else is left in the directory. (Compiled here, on
+    a thread, where the renames can be watched.)"""
     directory = tmp_path / "given"
     monkeypatch.setenv("JAXRNN_CACHE_DIR", str(directory))
+    monkeypatch.setattr(course, "_CompileProcess", no_process)
     renames, replace = [], os.replace
     monkeypatch.setattr(
         os, "replace", lambda src, dst: renames.append((src, dst)) or replace(src, dst)
@@ -652,7 +792,7 @@ def test_cache_a_corrupt_file_means_compiling_and_correct_results(tmp_path, monk
     """Truncated files, and files whose payload is not a program, are compiled anew (and
     rewritten); the results stay those of the compiled programs."""
     monkeypatch.setenv("JAXRNN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    forget_programs(monkeypatch)
     want = char_calls()
     for damage in ("truncate", "garbage"):
         for path in tmp_path.iterdir():
@@ -663,11 +803,11 @@ def test_cache_a_corrupt_file_means_compiling_and_correct_results(tmp_path, monk
                 payload = b"not a compiled program"
                 header = data[: len(course._CACHE_HEADER)]
                 path.write_bytes(header + hashlib.sha256(payload).digest() + payload)
-        monkeypatch.setattr(course, "_EXECUTABLES", {})
-        with CountCompiles() as compiles:
-            assert_same_calls(char_calls(), want)
-        assert compiles.count >= 2
-    monkeypatch.setattr(course, "_EXECUTABLES", {})
+        forget_programs(monkeypatch)
+        damaged = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+        assert_same_calls(char_calls(), want)
+        assert all(path.read_bytes() != damaged[path.name] for path in tmp_path.iterdir())
+    forget_programs(monkeypatch)
     with CountCompiles() as compiles:  # rewritten whole: loaded again
         assert_same_calls(char_calls(), want)
     assert compiles.count == 0
@@ -708,7 +848,7 @@ def test_cache_keys_by_sizes(tmp_path, monkeypatch, fresh_process):
     want = char_calls(n_a=4)
     char_calls(n_a=5)
     assert len(cache_files(tmp_path)) == 4
-    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    forget_programs(monkeypatch)
     with CountCompiles() as compiles:
         assert_same_calls(char_calls(n_a=4), want)
     assert compiles.count == 0
@@ -718,7 +858,7 @@ def test_cache_compiles_without_options_this_xla_lacks(monkeypatch, fresh_proces
     """The programs are compiled with XLA options for speed of compilation; an XLA that does not
     know one compiles them without, to the same results."""
     want = char_calls()
-    monkeypatch.setattr(course, "_EXECUTABLES", {})
+    forget_programs(monkeypatch)
     monkeypatch.setenv("JAXRNN_CACHE_DIR", "off")
     monkeypatch.setattr(course, "_COMPILER_OPTIONS", {"xla_no_such_option_anywhere": 1})
     assert_same_calls(char_calls(), want)
