@@ -26,6 +26,8 @@ import jaxrnn
 from jaxrnn import _course_host as course_host
 from jaxrnn import course
 
+COMPILE_PROCESS = course._CompileProcess
+
 SHAPES = [  # (n_x, n_a, n_y, m, T_x)
     (3, 5, 2, 10, 4),
     (1, 2, 3, 2, 3),
@@ -638,6 +640,18 @@ def test_optimize_backward_pass_equals_autodiff_through_unroll(length, path):
 # ------------------------------------------------- compiled programs kept on disk between processes
 
 
+@pytest.fixture(autouse=True)
+def compiles_in_this_process(monkeypatch):
+    """Programs compile on a thread of the test's process, which is quicker in a test (a
+    compiling process first imports jax): the cache and its files are the same either way.
+    The tests of the compiling processes put them back."""
+    monkeypatch.setattr(course, "_CompileProcess", no_process)
+
+
+def no_process(*args):
+    raise OSError("no process can be started here")
+
+
 @pytest.fixture
 def fresh_process(monkeypatch):
     """As in a new process: no compiled program in memory (those of other tests come back after)."""
@@ -748,6 +762,7 @@ def test_with_the_cache_on_programs_compile_one_at_a_time_in_processes_of_their_
 ):
     """Each program compiles in a process of its own, which stores it in the cache, and comes
     back from there; one compiles at a time, the next waiting its turn."""
+    monkeypatch.setattr(course, "_CompileProcess", COMPILE_PROCESS)
     monkeypatch.setenv("JAXRNN_CACHE_DIR", str(tmp_path))
     p, X, Y, a_prev = char_setup(50, n_x=3, n_a=4, length=6)
     with CountCompiles() as compiles:
@@ -762,19 +777,13 @@ def test_with_the_cache_on_programs_compile_one_at_a_time_in_processes_of_their_
     assert not course._COMPILING and len(course._EXECUTABLES) == 2
 
 
-def no_process(*args):
-    raise OSError("no process can be started here")
-
-
 def test_cache_files_are_written_atomically_into_the_directory_given(
     tmp_path, monkeypatch, fresh_process
 ):
     """Each file is written beside its final name and renamed over it (`os.replace`), so that a
-    reader sees a whole file or none; nothing else is left in the directory. (Compiled here, on
-    a thread, where the renames can be watched.)"""
+    reader sees a whole file or none; nothing else is left in the directory."""
     directory = tmp_path / "given"
     monkeypatch.setenv("JAXRNN_CACHE_DIR", str(directory))
-    monkeypatch.setattr(course, "_CompileProcess", no_process)
     renames, replace = [], os.replace
     monkeypatch.setattr(
         os, "replace", lambda src, dst: renames.append((src, dst)) or replace(src, dst)
