@@ -5,13 +5,14 @@ Matmuls run at full float32 precision: on GPUs JAX's default lets float32 matmul
 
 Compilation is most of the suite's time (about four fifths of a file such as test_unroll), and
 most programs run once or twice, on small arrays, so the suite compiles them cheaply:
-``jax_disable_most_optimizations`` (LLVM at its lowest optimization level; XLA's graph passes,
-which decide what a program computes, still run) takes about a third off each compile. The
-processes the tests start (the command line, killed-and-resumed runs, notebook kernels, the docs'
-examples) inherit that setting and share one persistent compilation cache for the session, since
-they compile the same programs again and again; the test processes themselves keep jax's
-persistent cache off, because `jaxrnn.course` behaves differently with it on and is tested both
-ways.
+``jax_disable_most_optimizations`` (LLVM at its lowest optimization level) takes about a third
+off each compile, and XLA:CPU's LLVM emitters for fusions instead of its newer MLIR ones
+(``--xla_cpu_use_fusion_emitters=false``) about half of what is left. XLA's graph passes, which
+decide what a program computes, run as ever. The processes the tests start (the command line,
+killed-and-resumed runs, notebook kernels, the docs' examples) inherit both settings and share
+one persistent compilation cache for the session, since they compile the same programs again
+and again; the test processes themselves keep jax's persistent cache off, because
+`jaxrnn.course` behaves differently with it on and is tested both ways.
 """
 
 import os
@@ -21,7 +22,11 @@ import tempfile
 import jax
 
 _CHEAP_COMPILES = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+_CHEAP_FUSIONS = "--xla_cpu_use_fusion_emitters=false"
 _SHARED_CACHE = "JAXRNN_TESTS_JAX_CACHE"  # the folder, set by the process that starts the workers
+
+if _CHEAP_FUSIONS not in os.environ.get("XLA_FLAGS", ""):  # read when XLA starts, not yet
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_CHEAP_FUSIONS}".strip()
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -4,8 +4,9 @@
 ``README.md`` and of every page under ``docs/`` (a page's blocks in order, in one namespace, from
 an empty working folder) and the ``>>>`` examples of every docstring of the package (each in its
 module's namespace, with ``jax``, ``jnp``, ``np``, ``optax``, ``nnx`` and ``jaxrnn`` imported),
-with JAX's default settings (float32), not the test suite's; with no argument, both parts. It
-prints one JSON object: the failures, and how many of each kind ran.
+with JAX's default numerics (float32), not the test suite's (programs compile as cheaply as
+the suite's do); with no argument, both parts. It prints one JSON object: the failures, and how
+many of each kind ran.
 """
 
 from __future__ import annotations
