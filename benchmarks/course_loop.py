@@ -12,7 +12,7 @@ next a_prev, and 7 names drawn with ``sample(parameters, char_to_ix, seed)`` eve
 on the same names in the same order from the same parameters; every step's loss of
 `jaxrnn.course.optimize` must equal numpy's to 1e-9 relative (float64 rounding, summed in another
 order, over every step of every pass, stays far below; the largest difference is reported). The
-samples are not compared: jaxrnn draws with a JAX key, numpy with its own generator.
+samples are not compared: jaxrnn draws with Threefry-2x32 uniforms, numpy with its own generator.
 
 - end to end, twice: a new Python process (the libraries imported, nothing compiled) runs
   ``--iterations`` steps of numpy's loop, then of jaxrnn's, whose time includes compiling its

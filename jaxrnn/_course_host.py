@@ -47,8 +47,12 @@ def draw_dtype(dtype: np.dtype) -> np.dtype:
     return np.promote_types(dtype, np.float32)
 
 
-def unpack(floats: np.ndarray, layout: dict[str, tuple[int, int]]):
-    """Packed floats -> (the parameters by name, what follows them)."""
+def unpack(floats, layout: dict[str, tuple[int, int]]):
+    """Packed floats -> (the parameters by name, in the shapes of layout; what follows them).
+
+    Slices and reshapes only, so it serves numpy arrays here and traced jax arrays in the
+    compiled programs of `jaxrnn.course` alike.
+    """
     out, start = {}, 0
     for key, shape in layout.items():
         stop = start + shape[0] * shape[1]

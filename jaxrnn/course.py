@@ -329,15 +329,6 @@ def _char_layout(sizes: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
     return {key: tuple(named.get(s, s) for s in spec) for key, spec in _CHAR_SHAPES.items()}
 
 
-def _char_unpack(floats: jax.Array, sizes: tuple[int, int, int]):
-    """Packed floats -> (the parameters by name, course layout; what follows them, raveled)."""
-    layout = _char_layout(sizes)
-    parts = jnp.split(floats, np.cumsum([np.prod(shape) for shape in layout.values()]))
-    return {
-        key: part.reshape(layout[key]) for key, part in zip(layout, parts[:-1], strict=True)
-    }, parts[-1]
-
-
 def _char_step(floats, ints, *, sizes):
     """One SGD step of the character model, the course's ``optimize``, on packed arguments.
 
@@ -362,7 +353,7 @@ def _char_step(floats, ints, *, sizes):
     time (about 45 against 95 µs for a name of 7 steps, n_a = 50, on a 2-core CPU), which is what
     a loop of one short name per call pays for.
     """
-    p, rest = _char_unpack(floats, sizes)
+    p, rest = _course_host.unpack(floats, _char_layout(sizes))
     n_x, n_a, n_y = sizes
     a_prev, learning_rate = rest[:n_a], rest[n_a]
     steps = (ints.shape[0] - 1) // 2
@@ -438,7 +429,7 @@ def _char_sample(floats, ints, *, sizes):
     `jaxrnn._course_host` draws the same indices. A ``lax.while_loop`` runs until the newline is
     drawn or 50 indices are, not always 50 steps.
     """
-    p, _ = _char_unpack(floats, sizes)
+    p, _ = _course_host.unpack(floats, _char_layout(sizes))
     dtype = _course_host.draw_dtype(floats.dtype)
     newline = ints[2].astype(jnp.int32)
 
