@@ -17,21 +17,23 @@ _MASK = 0xFFFFFFFF
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 
 
-def threefry2x32(key: tuple[int, int], count: tuple[int, int]) -> tuple[int, int]:
-    """Threefry-2x32 with 20 rounds (Salmon et al., 2011) of one block, on Python ints.
+def threefry2x32(key: tuple, count: tuple) -> tuple:
+    """Threefry-2x32 with 20 rounds (Salmon et al., 2011), on Python ints or elementwise on
+    uint32 arrays (numpy or jax: a compiled program computes many blocks in one fused loop).
 
     The same words as ``jax.extend.random.threefry_2x32(key, [count[0], count[1]])``.
     """
     k0, k1 = key
+    wrap = (lambda v: v & _MASK) if isinstance(k0, int) else (lambda v: v)  # uint32 wraps itself
     keys = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
-    x0, x1 = (count[0] + k0) & _MASK, (count[1] + k1) & _MASK
+    x0, x1 = wrap(count[0] + k0), wrap(count[1] + k1)
     for block in range(5):
         for r in _ROTATIONS[block % 2]:
-            x0 = (x0 + x1) & _MASK
-            x1 = ((x1 << r) | (x1 >> (32 - r))) & _MASK
+            x0 = wrap(x0 + x1)
+            x1 = wrap((x1 << r) | (x1 >> (32 - r)))
             x1 ^= x0
-        x0 = (x0 + keys[(block + 1) % 3]) & _MASK
-        x1 = (x1 + keys[(block + 2) % 3] + block + 1) & _MASK
+        x0 = wrap(x0 + keys[(block + 1) % 3])
+        x1 = wrap(x1 + keys[(block + 2) % 3] + block + 1)
     return x0, x1
 
 

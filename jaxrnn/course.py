@@ -48,7 +48,7 @@ So that no loop waits for them, the first call of either for a new size starts c
 program in the background and runs a numpy version of the same step (`jaxrnn._course_host`),
 as do the calls after it until the program is ready; `wait_for_compilation` waits for them.
 The numpy versions compute the same values to float rounding and draw the same characters. A
-program compiles in a process of its own (one at a time, at a lower priority), which stores it
+program compiles in a process of its own (one at a time, at the lowest priority), which stores it
 in an on-disk cache that later processes load from in milliseconds: ``$JAXRNN_CACHE_DIR`` if it is
 set, else ``$XDG_CACHE_HOME/jaxrnn`` or ``~/.cache/jaxrnn``. ``JAXRNN_CACHE_DIR=off`` turns the
 cache off, and programs then compile on a thread of this process. A program is keyed by the
@@ -98,7 +98,6 @@ import jaxlib.version
 import numpy as np
 from jax import lax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
-from jax.extend.random import threefry_2x32
 
 from jaxrnn import _course_host, cells
 from jaxrnn._checks import check_shape, fail, shape_of
@@ -151,11 +150,11 @@ _CHAR_SHAPES = {
 _CHAR_KEYS = tuple(_CHAR_SHAPES)
 _CLIPPED = ("dWaa", "dWax", "dWya", "db", "dby")
 _SAMPLE_MAX_LEN = 50  # the course's sample stops after 50 characters and then appends "\n"
-# optimize pads a sequence to the next power of two from this length: one compilation serves every
-# length up to 16, all the shipped names.txt (whose longest name makes 12 steps). A bucket of 8 as
-# well would serve 85% of them a little faster, within the noise of a loop over names on a 2-core
-# CPU, at the price of a second compilation (benchmarks/course_loop.py).
-_MIN_BUCKET = 16
+# optimize pads a sequence to the next power of two from this length. Each padded step costs
+# about 1.5 µs a call (n_a = 50, 2-core CPU), so 8 rather than 16 saves about 12 µs on the 85% of
+# the shipped names.txt that make at most 8 steps, at the price of a second compilation (16) for
+# the others.
+_MIN_BUCKET = 8
 
 
 # ------------------------------------------------------------------------------------ the layouts
@@ -432,6 +431,11 @@ def _char_sample(floats, ints, *, sizes):
     p, _ = _course_host.unpack(floats, _char_layout(sizes))
     dtype = _course_host.draw_dtype(floats.dtype)
     newline = ints[2].astype(jnp.int32)
+    # Every step's uniform number at once, before the loop: one fused computation, where jax's
+    # threefry_2x32 is a loop of its own that each draw would run.
+    steps = jnp.arange(_SAMPLE_MAX_LEN, dtype=jnp.uint32)
+    words = _course_host.threefry2x32((ints[0], ints[1]), (steps, jnp.zeros_like(steps)))
+    uniforms = _uniform(words, dtype)
 
     def running(state):
         t, _, last, _ = state
@@ -444,8 +448,7 @@ def _char_sample(floats, ints, *, sizes):
         logits = (p["Wya"] @ a + p["by"][:, 0]).astype(dtype)
         weights = jnp.exp(logits - logits.max())
         cdf = jnp.cumsum(weights / weights.sum())
-        u = _uniform(threefry_2x32((ints[0], ints[1]), jnp.stack([t, 0]).astype(jnp.uint32)), dtype)
-        index = jnp.minimum(jnp.sum(cdf <= u * cdf[-1]), sizes[2] - 1).astype(jnp.int32)
+        index = jnp.minimum(jnp.sum(cdf <= uniforms[t] * cdf[-1]), sizes[2] - 1).astype(jnp.int32)
         return t + 1, a, index, ids.at[t].set(index)
 
     start = (jnp.int32(0), jnp.zeros(sizes[1], floats.dtype), jnp.int32(-1))
@@ -585,7 +588,10 @@ class _CompileProcess:
         # jax's own persistent cache is off here (else this cache would not be used), and must
         # be there too: an executable jax loaded from its cache does not serialise intact.
         environment.pop("JAX_COMPILATION_CACHE_DIR", None)
-        command = [sys.executable, "-P", "-c", "import jaxrnn.course as c; c._compile_main()"]
+        # At the lowest priority from its first instruction: importing jax takes a few seconds of
+        # CPU, more than compiling, and the process that waits runs meanwhile.
+        script = "import os; os.nice(19); import jaxrnn.course as c; c._compile_main()"
+        command = [sys.executable, "-P", "-c", script]
         self.process = subprocess.Popen(
             [*command, json.dumps(order)],
             env=environment,
@@ -606,11 +612,8 @@ class _CompileProcess:
 
 
 def _compile_main() -> None:
-    """The compiling process's work: the order (JSON, in argv) compiled into the on-disk cache,
-    at a lower priority than the process that waits for it."""
+    """The compiling process's work: the order (JSON, in argv) compiled into the on-disk cache."""
     order = json.loads(sys.argv[-1])
-    with contextlib.suppress(OSError):
-        os.nice(5)
     x64, precision = order["settings"]
     jax.config.update("jax_enable_x64", x64)
     jax.config.update("jax_compilation_cache_dir", None)
@@ -1277,7 +1280,7 @@ def optimize(
     course's backpropagation through time written out: the same gradients as
     ``jax.value_and_grad`` through jaxrnn's RNN step and `jaxrnn.unroll` (the tests check it), at
     about half the cost per call, which a loop of one short name per call is made of. X and Y are
-    padded to the next power of two from 16 steps (16, 32, …), the padded steps masked out, so
+    padded to the next power of two from 8 steps (8, 16, 32, …), the padded steps masked out, so
     a loop over names of many lengths compiles once per padded length, not once per length, and
     each compiled program is kept on disk for later processes (see the module's docstring;
     ``JAXRNN_CACHE_DIR=off`` turns it off). Until a program is compiled, in the background, the
@@ -1338,21 +1341,32 @@ def _plain_char(arrays: Sequence[Any]) -> tuple[tuple[int, int, int], np.dtype] 
     """((n_x, n_a, n_y), dtype) if the parameters Wax, Waa, Wya, b, by (then any a_prev) are numpy
     arrays of one floating dtype and of fitting shapes.
 
-    The common case, which the full checks would pass, checked at little cost; None otherwise,
-    and the full checks then run (and name what is wrong).
+    The common case, which the full checks would pass, checked at little cost (the answer for
+    each list of shapes and dtypes is kept); None otherwise, and the full checks then run (and
+    name what is wrong).
     """
-    dtype = arrays[0].dtype if type(arrays[0]) is np.ndarray else None
-    if dtype is None or dtype.kind != "f":
+    signature = tuple([(v.shape, v.dtype) for v in arrays if type(v) is np.ndarray])
+    if len(signature) != len(arrays):
         return None
-    if not all(type(v) is np.ndarray and v.ndim == 2 and v.dtype == dtype for v in arrays):
+    plain = _plain_signature(signature)
+    return None if plain is None else (plain[0], jax.dtypes.canonicalize_dtype(plain[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_signature(signature: tuple) -> tuple[tuple[int, int, int], np.dtype] | None:
+    """`_plain_char` of arrays with these (shape, dtype) pairs, the dtype not canonicalised (that
+    depends on ``jax_enable_x64`` at the time of the call)."""
+    shapes, dtypes = zip(*signature, strict=True)
+    dtype = dtypes[0]
+    if dtype.kind != "f" or any(d != dtype for d in dtypes) or any(len(s) != 2 for s in shapes):
         return None
-    (n_a, n_x), n_y = arrays[0].shape, arrays[2].shape[0]
+    (n_a, n_x), n_y = shapes[0], shapes[2][0]
     fitting = ((n_a, n_x), (n_a, n_a), (n_y, n_a), (n_a, 1), (n_y, 1)) + ((n_a, 1),) * (
-        len(arrays) - 5
+        len(shapes) - 5
     )
-    if tuple(v.shape for v in arrays) != fitting:
+    if shapes != fitting:
         return None
-    return (n_x, n_a, n_y), jax.dtypes.canonicalize_dtype(dtype)
+    return (n_x, n_a, n_y), dtype
 
 
 def sample(parameters: dict, char_to_ix: Mapping[str, int], seed: int) -> list[int]:

@@ -461,11 +461,12 @@ class CountCompiles:
 
 
 def test_optimize_compiles_once_per_length_bucket():
-    """Sequences of 20 lengths: padded to 16 or 32 steps, two compilations at most, and the
+    """Sequences of 20 lengths: padded to 8, 16 or 32 steps, three compilations at most, and the
     padding changes nothing (losses, parameters and a⟨T⟩ against the reference, step by step)."""
     p, _, _, a_prev = char_setup(27, n_x=7, n_a=3, scale=0.5)  # sizes no other test uses
     want_p, want_a = dict(p), a_prev
     rng = np.random.default_rng(28)
+    course.wait_for_compilation()  # the programs earlier tests asked for are not counted
     with CountCompiles() as compiles:
         for length in rng.permutation(np.arange(1, 21)):
             ids = [int(i) for i in rng.integers(0, 7, length)]
@@ -475,7 +476,7 @@ def test_optimize_compiles_once_per_length_bucket():
             np.testing.assert_allclose(loss, want_loss, **F64)
             assert_close(a_prev, want_a)
         course.wait_for_compilation()
-    assert compiles.count <= 2
+    assert compiles.count <= 3
     for key in p:
         assert_close(p[key], want_p[key])
 
@@ -483,6 +484,7 @@ def test_optimize_compiles_once_per_length_bucket():
 def test_sample_compiles_once():
     """Samples of many lengths (seeds) come from one compiled call."""
     p, char_to_ix = sample_parameters(n_a=6, by=(0.5, 0.0, 0.0))  # sizes no other test uses
+    course.wait_for_compilation()  # the programs earlier tests asked for are not counted
     with CountCompiles() as compiles:
         drawn = [course.sample(p, char_to_ix, seed) for seed in range(20)]
         course.wait_for_compilation()
@@ -529,11 +531,19 @@ def test_sample_first_index_follows_the_softmax(path):
 
 
 def test_threefry_of_the_numpy_sampler_is_jax_s():
+    """On Python ints (the numpy sampler) and elementwise on uint32 arrays in a compiled program
+    (the compiled sampler's uniforms), with and without x64."""
     rng = np.random.default_rng(31)
     words = rng.integers(0, 2**32, (20, 4), dtype=np.uint64)
     for k0, k1, c0, c1 in words.tolist():
         want = threefry_2x32((np.uint32(k0), np.uint32(k1)), jnp.asarray([c0, c1], jnp.uint32))
         assert course_host.threefry2x32((k0, k1), (c0, c1)) == tuple(int(w) for w in want)
+    keys, counts = jnp.asarray(words[:, :2], jnp.uint32), jnp.asarray(words[:, 2:], jnp.uint32)
+    want = jax.vmap(threefry_2x32)(keys, counts)
+    for x64 in (True, False):
+        with jax.enable_x64(x64):
+            got = jax.jit(course_host.threefry2x32)(tuple(keys.T), tuple(counts.T))
+        np.testing.assert_array_equal(np.stack(got, axis=1), want)
 
 
 def packed_step_arguments(rng, dtype, length, sizes=(6, 5, 6), bucket=16):
@@ -623,10 +633,10 @@ def _autodiff_step(p, X, Y, a_prev, learning_rate):
     return float(loss), clipped, np.asarray(a_last), updated
 
 
-@pytest.mark.parametrize("length", [1, 8, 16, 17, 20])
+@pytest.mark.parametrize("length", [1, 8, 9, 16, 17, 20])
 def test_optimize_backward_pass_equals_autodiff_through_unroll(length, path):
     """optimize writes backpropagation through time out; jax.grad through jaxrnn.unroll agrees,
-    at lengths on both sides of the padded length 16, with None inputs inside."""
+    at lengths on both sides of the padded lengths 8 and 16, with None inputs inside."""
     p, X, Y, a_prev = char_setup(40 + length, length=length, scale=1.5)
     X = [None if t % 3 == 0 else v for t, v in enumerate(X)]
     want_loss, want_grads, want_a, want_p = _autodiff_step(p, X, Y, a_prev, 0.05)
