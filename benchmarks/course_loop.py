@@ -22,7 +22,10 @@ samples are not compared: jaxrnn draws with Threefry-2x32 uniforms, numpy with i
   stored (warm: it loads);
 - steady state, in this process: a first pass of ``--iterations`` steps of each loop, then a second
   in chunks of 100 steps alternating between numpy and jaxrnn, so that both see the same load on a
-  shared machine.
+  shared machine;
+- the same steady state in a third new process that turns XLA:CPU's asynchronous dispatch off
+  (``jax_cpu_enable_async_dispatch``), so that each program runs in the calling thread instead of
+  being handed to one of XLA's: what a user who sets it gets.
 
 Compilations are counted with a ``jax.monitoring`` listener on XLA compile events; ``sample``'s
 first call (compiling or loading its program) and the median of its later calls are timed on their
@@ -157,12 +160,16 @@ class Loop:
             self.elapsed.append(time.perf_counter() - clock_start)
 
 
-def loops(sample_every: int) -> tuple[list, Loop, Loop, list]:
+def loops(sample_every: int, async_dispatch: bool = True) -> tuple[list, Loop, Loop, list]:
     """(names, numpy's loop, jaxrnn's loop, the durations of XLA compilations from now on), both
-    loops from the same parameters, in float64."""
+    loops from the same parameters, in float64; with async_dispatch False, XLA:CPU runs each
+    program in the calling thread (a setting of the process, taken before jax's first
+    computation)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if not async_dispatch:
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     from jaxrnn import course
 
     compiles = []
@@ -226,9 +233,11 @@ def max_relative_difference(losses: list, reference_losses: list) -> float:
     return float(relative.max())
 
 
-def end_to_end_in_a_fresh_process(args: argparse.Namespace, cache_dir: str) -> dict:
-    """`end_to_end` in a new Python process whose jaxrnn.course keeps programs in cache_dir."""
-    command = [sys.executable, "-m", "benchmarks.course_loop", "--end-to-end"]
+def in_a_fresh_process(args: argparse.Namespace, cache_dir: str, part: str) -> dict:
+    """`end_to_end` (part "--end-to-end") or `steady_state` with XLA's async dispatch off (part
+    "--steady-in-the-calling-thread") in a new Python process whose jaxrnn.course keeps programs
+    in cache_dir."""
+    command = [sys.executable, "-m", "benchmarks.course_loop", part]
     command += ["--iterations", str(args.iterations), "--sample-every", str(args.sample_every)]
     env = {**os.environ, "JAXRNN_CACHE_DIR": cache_dir}
     root = Path(__file__).resolve().parents[1]
@@ -242,15 +251,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-every", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--end-to-end", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--steady-in-the-calling-thread", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
-    if args.end_to_end:  # the child process of end_to_end_in_a_fresh_process
+    if args.end_to_end:  # child processes of in_a_fresh_process
         print(json.dumps(end_to_end(args.iterations, args.sample_every)))
+        return
+    if args.steady_in_the_calling_thread:
+        steady = steady_state(args.iterations, args.sample_every, async_dispatch=False)
+        print(json.dumps(steady))
         return
 
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="jaxrnn_cache_") as cache_dir:
-        cold = end_to_end_in_a_fresh_process(args, cache_dir)  # an empty cache: compiles
-        warm = end_to_end_in_a_fresh_process(args, cache_dir)  # the programs cold stored
+        cold = in_a_fresh_process(args, cache_dir, "--end-to-end")  # an empty cache: compiles
+        warm = in_a_fresh_process(args, cache_dir, "--end-to-end")  # the programs cold stored
+        inline = in_a_fresh_process(args, cache_dir, "--steady-in-the-calling-thread")
         os.environ["JAXRNN_CACHE_DIR"] = cache_dir
         steady = steady_state(args.iterations, args.sample_every)
 
@@ -261,8 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         **{f"{key}_cold": value for key, value in cold.items() if "elapsed" not in key},
         **{f"{key}_warm": value for key, value in warm.items() if "elapsed" not in key},
         **steady,
+        **{f"{key}_inline": value for key, value in inline.items()},
         "max_loss_rel_diff": max(
-            cold["max_loss_rel_diff"], warm["max_loss_rel_diff"], steady["max_loss_rel_diff"]
+            cold["max_loss_rel_diff"],
+            warm["max_loss_rel_diff"],
+            steady["max_loss_rel_diff"],
+            inline["max_loss_rel_diff"],
         ),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
@@ -270,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("cold", "warm"):
         row[f"ratio_{key}"] = row[f"jaxrnn_it_s_{key}"] / row[f"numpy_it_s_{key}"]
     row["ratio_steady"] = row["jaxrnn_steady_it_s"] / row["numpy_steady_it_s"]
+    row["ratio_steady_inline"] = row["jaxrnn_steady_it_s_inline"] / row["numpy_steady_it_s_inline"]
 
     import jax
 
@@ -305,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
         f"| steady state, {n} steps after {n} | {row['numpy_steady_it_s']:,.0f} | "
         f"{row['jaxrnn_steady_it_s']:,.0f} | {row['ratio_steady']:.2f} | "
         f"{row['compiles_steady']} | | {row['numpy_path_steps_steady']:,} |",
+        f"| steady state, XLA's async dispatch off, {n} steps after {n} | "
+        f"{row['numpy_steady_it_s_inline']:,.0f} | {row['jaxrnn_steady_it_s_inline']:,.0f} | "
+        f"{row['ratio_steady_inline']:.2f} | {row['compiles_steady_inline']} | | "
+        f"{row['numpy_path_steps_steady_inline']:,} |",
         "",
         "End to end: each loop from its first step in a new process (the libraries imported), "
         "compilations or loading from the on-disk cache included; the cold run starts from an "
@@ -313,7 +339,16 @@ def main(argv: list[str] | None = None) -> None:
         "compilations column, which counts this process's, shows none), its calls run the "
         "numpy version of the same step, counted in the last column. Steady state: "
         f"chunks of {CHUNK} steps alternating between the loops. `sample` in the steady state: "
-        f"{row['sample_steady_ms']:.2f} ms a name (median; numpy {row['numpy_sample_ms']:.2f} ms).",
+        f"{row['sample_steady_ms']:.2f} ms a name (median; numpy {row['numpy_sample_ms']:.2f} ms), "
+        f"{row['sample_steady_ms_inline']:.2f} ms with XLA's async dispatch off (numpy "
+        f"{row['numpy_sample_ms_inline']:.2f} ms).",
+        "",
+        "XLA:CPU hands a program of more than about a thousand operations to a thread of its "
+        "own and the caller waits for it, which costs tens of microseconds a call on a busy "
+        "machine; the last row runs the steady state in a fresh process that first sets "
+        '`jax.config.update("jax_cpu_enable_async_dispatch", False)`, so that each program '
+        "runs in the calling thread (a setting of the whole process, which a library does not "
+        "change for its user).",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "course_loop_cpu.md").write_text("\n".join(lines) + "\n")
@@ -327,9 +362,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(lines))
 
 
-def steady_state(iterations: int, sample_every: int) -> dict:
+def steady_state(iterations: int, sample_every: int, async_dispatch: bool = True) -> dict:
     """A first pass to warm up, then a second in alternating chunks, in this process."""
-    examples, reference, jaxrnn, compiles = loops(sample_every)
+    examples, reference, jaxrnn, compiles = loops(sample_every, async_dispatch)
     for loop in (reference, jaxrnn):
         loop.run(examples, iterations, time.perf_counter())
     first_samples = {id(loop): len(loop.sample_seconds) for loop in (reference, jaxrnn)}
