@@ -1,6 +1,6 @@
 """The benchmark suite: LSTM and GRU forward and training-step time, jaxrnn against its peers.
 
-    python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi] [--cells lstm,gru]
+    python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi,cl] [--cells lstm,gru]
                          [--out benchmarks/results] [--pin]
 
 For each configuration (batch B, length T, input D, hidden H) and cell it times, side by side,
@@ -11,7 +11,11 @@ For each configuration (batch B, length T, input D, hidden H) and cell it times,
 
 for every implementation in the registry: jaxrnn's variants (``suite_jax.JAXRNN_VARIANTS``), flax
 linen, equinox, PyTorch and a numpy loop (``IMPLS`` in ``suite_jax``, ``suite_torch`` and
-``suite_numpy``). "bi" is a bidirectional 2-layer LSTM on c1's sizes.
+``suite_numpy``). "bi" is a bidirectional 2-layer LSTM on c1's sizes; "cl" is c1's sizes as a
+right-padded batch, each example with its own length (from T/4 to T, drawn once from the seed):
+outputs past an example's length are zeros and the loss sums the valid ones, so every
+implementation computes the same function whether it skips the padded steps (jaxrnn's
+``lengths``, PyTorch's packed sequences, flax's ``seq_lengths``) or runs them and masks.
 
 Method:
 
@@ -27,7 +31,7 @@ Method:
    (``jax.block_until_ready`` on the loss and the whole gradient pytree).
 3. The GEMM floor is FLOPs / the best float32 matmul rate measured in the run (numpy and jax,
    2048³), with forward FLOPs 2·B·T·(D_in + H)·G·H summed over layers and directions (G = 4 for
-   the LSTM, 3 for the GRU) and train FLOPs 3 × forward.
+   the LSTM, 3 for the GRU; Σ lengths in place of B·T for "cl") and train FLOPs 3 × forward.
 
 Writes ``suite_cpu.md``, ``suite_cpu.json`` with every raw number, and one chart
 ``suite_<config>.png`` per configuration to ``--out`` (``suite_gpu.md``, ``suite_gpu.json`` and
@@ -63,12 +67,14 @@ CONFIGS = {  # name: (B, T, D, H)
     "c2": (1, 512, 64, 128),  # latency: one sequence
     "c3": (128, 64, 128, 512),
     "bi": (32, 128, 64, 256),  # c1's sizes, bidirectional 2-layer LSTM
+    "cl": (32, 128, 64, 256),  # c1's sizes, a right-padded batch of lengths T/4 … T
 }
 SMOKE_CONFIGS = {
     "c1": (4, 16, 8, 16),
     "c2": (1, 32, 8, 16),
     "c3": (8, 8, 16, 32),
     "bi": (4, 16, 8, 16),
+    "cl": (4, 16, 8, 16),
 }
 QUICK_CONFIGS = ("c1", "c2")
 CELLS = ("lstm", "gru")
@@ -90,6 +96,18 @@ class Model(NamedTuple):
     cell: str  # "lstm" or "gru"
     layers: int = 1
     bidirectional: bool = False
+    lengths: tuple[int, ...] | None = None  # a right-padded batch: each example's valid steps
+
+    @property
+    def single_layer(self) -> bool:
+        return self.layers == 1 and not self.bidirectional
+
+    def mask(self, n_steps: int) -> np.ndarray | None:
+        """(B, T, 1) float32, 1 at each example's valid steps; None without lengths."""
+        if self.lengths is None:
+            return None
+        valid = np.arange(n_steps)[None, :] < np.asarray(self.lengths)[:, None]
+        return valid[..., None].astype(np.float32)
 
     def directions(self, layer: int) -> list[tuple[str, bool]]:
         """(PyTorch parameter suffix, reverse) of each direction of a layer."""
@@ -154,8 +172,22 @@ class Case(NamedTuple):
 
 
 def make_case(config: str, cell: str, sizes: tuple[int, ...]) -> Case:
-    model = Model("lstm", 2, True) if config == "bi" else Model(cell)
+    if config == "bi":
+        model = Model("lstm", 2, True)
+    elif config == "cl":
+        model = Model(cell, lengths=sequence_lengths(sizes[0], sizes[1]))
+    else:
+        model = Model(cell)
     return Case(config, cell, tuple(sizes), model)
+
+
+def sequence_lengths(batch: int, n_steps: int) -> tuple[int, ...]:
+    """The "cl" configuration's lengths: uniform in [T/4, T], the first example full, the same in
+    every process (drawn from the suite's seed)."""
+    rng = np.random.default_rng([SEED, zlib.crc32(b"lengths")])
+    lengths = rng.integers(max(1, n_steps // 4), n_steps + 1, batch)
+    lengths[0] = n_steps
+    return tuple(int(n) for n in lengths)
 
 
 class Policy(NamedTuple):
@@ -212,12 +244,14 @@ def make_input(case: Case, rng: np.random.Generator) -> np.ndarray:
 
 
 def forward_flops(case: Case) -> float:
-    """2·B·T·(D_in + H)·G·H, summed over layers and directions (matmuls only)."""
+    """2·B·T·(D_in + H)·G·H, summed over layers and directions (matmuls only); with lengths, the
+    valid steps Σ lengths in place of B·T."""
     batch, n_steps, input_size, hidden_size = case.sizes
+    steps = batch * n_steps if case.model.lengths is None else sum(case.model.lengths)
     total = 0
     for layer in range(case.model.layers):
         n_in = case.model.input_size(layer, input_size, hidden_size)
-        per_direction = 2 * batch * n_steps * (n_in + hidden_size) * GATES[case.model.cell]
+        per_direction = 2 * steps * (n_in + hidden_size) * GATES[case.model.cell]
         total += per_direction * hidden_size * len(case.model.directions(layer))
     return float(total)
 
@@ -673,6 +707,12 @@ def write_markdown(report: dict, path: Path) -> None:
         cases = [c for c in report["cases"] if c["config"] == config]
         batch, n_steps, n_in, hidden = cases[0]["sizes"]
         what = "bidirectional 2-layer LSTM" if config == "bi" else "single layer"
+        if config == "cl":
+            lengths = sequence_lengths(batch, n_steps)
+            what += (
+                f", right-padded: lengths {min(lengths)}–{max(lengths)}, "
+                f"{sum(lengths) / (batch * n_steps):.0%} of the steps valid"
+            )
         lines += [
             f"## {config}: B={batch}, T={n_steps}, D={n_in}, H={hidden} ({what})",
             "",
@@ -862,10 +902,10 @@ def main(argv: list[str] | None = None) -> None:
         "--quick", action="store_true", help="the default: c1 and c2, 7 timed calls (~2–3 min)"
     )
     size.add_argument(
-        "--full", action="store_true", help="c1, c2, c3 and bi, 7–20 timed calls (~15–20 min)"
+        "--full", action="store_true", help="c1, c2, c3, bi and cl, 7–20 timed calls (~20–25 min)"
     )
     size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--configs", type=_names(tuple(CONFIGS)), help="e.g. c1,c3,bi")
+    parser.add_argument("--configs", type=_names(tuple(CONFIGS)), help="e.g. c1,c3,bi,cl")
     parser.add_argument("--cells", type=_names(CELLS), help="lstm,gru (default both)")
     parser.add_argument("--out", type=Path, help="default benchmarks/results")
     parser.add_argument(

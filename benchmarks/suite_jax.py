@@ -44,11 +44,20 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def jaxrnn_forward(model: Model, params, xs, *, cells=CELLS, **unroll_options):
-    """`jaxrnn.unroll` for one layer, `jaxrnn.stacked` for deep or bidirectional models."""
+    """`jaxrnn.unroll` for one layer (with ``lengths`` for a right-padded batch), `jaxrnn.stacked`
+    for deep or bidirectional models."""
     cell = cells[model.cell]
     if isinstance(params, jaxrnn.StackedParams):
         return jaxrnn.stacked(cell, params, xs, **unroll_options)[1]
+    if model.lengths is not None:
+        unroll_options["lengths"] = jnp.asarray(model.lengths)
     return jaxrnn.unroll(cell, params, xs, **unroll_options)[1]
+
+
+def masked(model: Model, ys):
+    """ys with the steps past each example's length set to zero (as is, without lengths)."""
+    mask = model.mask(ys.shape[1])
+    return ys if mask is None else ys * mask
 
 
 def eager_forward(model: Model, params, xs, *, cells=CELLS):
@@ -63,7 +72,7 @@ def eager_forward(model: Model, params, xs, *, cells=CELLS):
         return jnp.stack(ys, axis=1)
 
     if not isinstance(params, jaxrnn.StackedParams):
-        return run(params, xs, False)
+        return masked(model, run(params, xs, False))  # every step run, the padded ones masked
     for layer in params.layers:
         if isinstance(layer, jaxrnn.BidirectionalParams):
             xs = jnp.concatenate([run(layer.forward, xs, False), run(layer.backward, xs, True)], -1)
@@ -82,8 +91,12 @@ class Variant(NamedTuple):
 
 
 JAXRNN_VARIANTS = {
-    "jaxrnn": Variant(jaxrnn_forward, note="jaxrnn.unroll / jaxrnn.stacked under jax.jit"),
-    "jaxrnn eager": Variant(eager_forward, jit=False, note="Python loop over cell.step, no jit"),
+    "jaxrnn": Variant(
+        jaxrnn_forward, note="jaxrnn.unroll / jaxrnn.stacked under jax.jit; cl: lengths="
+    ),
+    "jaxrnn eager": Variant(
+        eager_forward, jit=False, note="Python loop over cell.step, no jit; cl: masked"
+    ),
     # The GRU has no fused kernel, so for it this would time the default again.
     "jaxrnn autodiff backward": Variant(
         functools.partial(jaxrnn_forward, implementation="scan"),
@@ -96,7 +109,7 @@ JAXRNN_VARIANTS = {
 def jaxrnn_params(model: Model, weights: dict):
     """jaxrnn params from PyTorch-layout weights, for `jaxrnn.unroll` or `jaxrnn.stacked`."""
     convert = _FROM_TORCH[model.cell]
-    if model == Model(model.cell):
+    if model.single_layer:
         return convert(weights)
     layers = []
     for layer in range(model.layers):
@@ -223,7 +236,7 @@ class _FlaxStack(nn.Module):
 
 def _build_flax(kind: str, model: Model, weights: dict) -> Bench:
     input_size, hidden_size = weights["weight_ih_l0"].shape[1], weights["weight_hh_l0"].shape[1]
-    if model == Model(model.cell):
+    if model.single_layer:
         module = nn.RNN(_FLAX_CELLS[kind](hidden_size))
         where = {"_l0": "cell"}
     else:
@@ -238,8 +251,13 @@ def _build_flax(kind: str, model: Model, weights: dict) -> Bench:
     if shapes != jax.tree.map(jnp.shape, params):
         raise ValueError(f"flax params {shapes} differ from the ones built here")
 
+    lengths = None if model.lengths is None else jnp.asarray(model.lengths)
+
     def forward(params, xs):
-        return module.apply({"params": params}, xs)
+        if lengths is None:
+            return module.apply({"params": params}, xs)
+        # nn.RNN's seq_lengths freezes the carry; its outputs past the end are not defined
+        return masked(model, module.apply({"params": params}, xs, seq_lengths=lengths))
 
     def loss(params, xs):
         return forward(params, xs).sum()
@@ -317,7 +335,7 @@ def _build_equinox(model: Model, weights: dict) -> Bench:
             directions = model.directions(layer)
             ys = [run(cell, xs, rev) for cell, (_, rev) in zip(cells, directions, strict=True)]
             xs = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-1)
-        return xs
+        return masked(model, xs)  # no lengths in equinox: every step run, the padded ones masked
 
     def loss(net, xs):
         return forward(net, xs).sum()
@@ -370,22 +388,24 @@ IMPLS = {
         "flax",
         functools.partial(_build_flax, "optimized"),
         supports=_lstm_only,
-        note="nn.RNN(nn.OptimizedLSTMCell); bi: nn.Bidirectional",
+        note="nn.RNN(nn.OptimizedLSTMCell); bi: nn.Bidirectional; cl: seq_lengths",
     ),
     "flax LSTMCell": Impl(
         "flax",
         functools.partial(_build_flax, "lstm"),
         supports=_lstm_only,
-        note="nn.RNN(nn.LSTMCell); bi: nn.Bidirectional",
+        note="nn.RNN(nn.LSTMCell); bi: nn.Bidirectional; cl: seq_lengths",
     ),
     "flax GRUCell": Impl(
         "flax",
         functools.partial(_build_flax, "gru"),
         supports=_gru_only,
-        note="nn.RNN(nn.GRUCell), biases merged",
+        note="nn.RNN(nn.GRUCell), biases merged; cl: seq_lengths",
     ),
     "equinox": Impl(
-        "equinox", _build_equinox, note="jax.vmap(eqx.nn.*Cell) in lax.scan, eqx.filter_jit"
+        "equinox",
+        _build_equinox,
+        note="jax.vmap(eqx.nn.*Cell) in lax.scan, eqx.filter_jit; cl: masked",
     ),
 }
 

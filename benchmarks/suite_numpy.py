@@ -204,12 +204,18 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 def build(model: Model, weights: dict) -> Bench:
     weights = {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}
 
+    def mask(out):  # with lengths: every step run, the padded ones masked
+        valid = model.mask(out.shape[1])
+        return np.ones_like(out) if valid is None else np.broadcast_to(valid, out.shape)
+
     def run_forward(x):
-        return forward(model, weights, x)[0]
+        out = forward(model, weights, x)[0]
+        return out * mask(out)
 
     def run_train(x):
         out, caches = forward(model, weights, x, keep=True)
-        return out.sum(), backward(model, weights, caches, np.ones_like(out))
+        d_out = mask(out)
+        return (out * d_out).sum(), backward(model, weights, caches, np.ascontiguousarray(d_out))
 
     return Bench(
         forward=run_forward,
@@ -221,7 +227,7 @@ def build(model: Model, weights: dict) -> Bench:
     )
 
 
-IMPLS = {"numpy": Impl("numpy", build, note="float32 loop, hand-written BPTT")}
+IMPLS = {"numpy": Impl("numpy", build, note="float32 loop, hand-written BPTT; cl: masked")}
 
 
 def setup(threads: int) -> dict:

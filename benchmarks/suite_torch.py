@@ -30,16 +30,28 @@ def _module(model: Model, weights: dict, dtype, device) -> torch.nn.Module:
     return module
 
 
+def _run(module: torch.nn.Module, model: Model, x: torch.Tensor) -> torch.Tensor:
+    """All outputs (B, T, H·directions); with lengths, a packed sequence run, zeros past the end."""
+    if model.lengths is None:
+        return module(x)[0]
+    lengths = torch.tensor(model.lengths)  # on the CPU, as packing wants
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, True, enforce_sorted=False)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+        module(packed)[0], True, total_length=x.shape[1]
+    )
+    return out
+
+
 def build(model: Model, weights: dict) -> Bench:
     module = _module(model, weights, torch.float32, _DEVICE)
 
     def forward(x):
         with torch.inference_mode():
-            return module(x)[0]
+            return _run(module, model, x)
 
     def train(x):
         module.zero_grad(set_to_none=True)
-        loss = module(x)[0].sum()
+        loss = _run(module, model, x).sum()
         loss.backward()
         return loss
 
@@ -60,7 +72,7 @@ def build(model: Model, weights: dict) -> Bench:
 def reference(model: Model, weights: dict, x: np.ndarray) -> tuple[np.ndarray, dict]:
     """Outputs and gradients (of the sum of the outputs) in float64 on the CPU."""
     module = _module(model, weights, torch.float64, "cpu")
-    out = module(torch.from_numpy(x.astype(np.float64)))[0]
+    out = _run(module, model, torch.from_numpy(x.astype(np.float64)))
     out.sum().backward()
     grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
     return out.detach().numpy(), grads
@@ -73,7 +85,7 @@ def full_precision() -> None:
 
 
 IMPLS = {
-    "torch": Impl("torch", build, note=f"nn.LSTM / nn.GRU on {_DEVICE}"),
+    "torch": Impl("torch", build, note=f"nn.LSTM / nn.GRU on {_DEVICE}; cl: packed sequences"),
 }
 
 
