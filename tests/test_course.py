@@ -673,8 +673,6 @@ def forget_programs(monkeypatch):
     monkeypatch.setattr(course, "_EXECUTABLES", {})
     monkeypatch.setattr(course, "_COMPILING", {})
     monkeypatch.setattr(course, "_ORDERS", {})
-    monkeypatch.setattr(course, "_COMPILING", {})
-    monkeypatch.setattr(course, "_ORDERS", {})
 
 
 def char_calls(n_a=4):
