@@ -102,12 +102,13 @@ class Model(NamedTuple):
     def single_layer(self) -> bool:
         return self.layers == 1 and not self.bidirectional
 
-    def mask(self, n_steps: int) -> np.ndarray | None:
-        """(B, T, 1) float32, 1 at each example's valid steps; None without lengths."""
+    def masked(self, ys):
+        """ys (B, T, …), numpy or jax, with the steps past each example's length set to zero; ys
+        itself without lengths."""
         if self.lengths is None:
-            return None
-        valid = np.arange(n_steps)[None, :] < np.asarray(self.lengths)[:, None]
-        return valid[..., None].astype(np.float32)
+            return ys
+        valid = np.arange(ys.shape[1])[None, :] < np.asarray(self.lengths)[:, None]
+        return ys * valid[..., None].astype(np.float32)
 
     def directions(self, layer: int) -> list[tuple[str, bool]]:
         """(PyTorch parameter suffix, reverse) of each direction of a layer."""

@@ -54,12 +54,6 @@ def jaxrnn_forward(model: Model, params, xs, *, cells=CELLS, **unroll_options):
     return jaxrnn.unroll(cell, params, xs, **unroll_options)[1]
 
 
-def masked(model: Model, ys):
-    """ys with the steps past each example's length set to zero (as is, without lengths)."""
-    mask = model.mask(ys.shape[1])
-    return ys if mask is None else ys * mask
-
-
 def eager_forward(model: Model, params, xs, *, cells=CELLS):
     """A Python loop over time calling the cell's step, op by op (meant to run without jit)."""
     cell = cells[model.cell]
@@ -72,7 +66,7 @@ def eager_forward(model: Model, params, xs, *, cells=CELLS):
         return jnp.stack(ys, axis=1)
 
     if not isinstance(params, jaxrnn.StackedParams):
-        return masked(model, run(params, xs, False))  # every step run, the padded ones masked
+        return model.masked(run(params, xs, False))  # every step run, the padded ones masked
     for layer in params.layers:
         if isinstance(layer, jaxrnn.BidirectionalParams):
             xs = jnp.concatenate([run(layer.forward, xs, False), run(layer.backward, xs, True)], -1)
@@ -257,7 +251,7 @@ def _build_flax(kind: str, model: Model, weights: dict) -> Bench:
         if lengths is None:
             return module.apply({"params": params}, xs)
         # nn.RNN's seq_lengths freezes the carry; its outputs past the end are not defined
-        return masked(model, module.apply({"params": params}, xs, seq_lengths=lengths))
+        return model.masked(module.apply({"params": params}, xs, seq_lengths=lengths))
 
     def loss(params, xs):
         return forward(params, xs).sum()
@@ -335,7 +329,7 @@ def _build_equinox(model: Model, weights: dict) -> Bench:
             directions = model.directions(layer)
             ys = [run(cell, xs, rev) for cell, (_, rev) in zip(cells, directions, strict=True)]
             xs = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-1)
-        return masked(model, xs)  # no lengths in equinox: every step run, the padded ones masked
+        return model.masked(xs)  # no lengths in equinox: every step run, the padded ones masked
 
     def loss(net, xs):
         return forward(net, xs).sum()

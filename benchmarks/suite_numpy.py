@@ -204,18 +204,14 @@ _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 def build(model: Model, weights: dict) -> Bench:
     weights = {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}
 
-    def mask(out):  # with lengths: every step run, the padded ones masked
-        valid = model.mask(out.shape[1])
-        return np.ones_like(out) if valid is None else np.broadcast_to(valid, out.shape)
-
+    # With lengths, every step runs and the padded ones are masked.
     def run_forward(x):
-        out = forward(model, weights, x)[0]
-        return out * mask(out)
+        return model.masked(forward(model, weights, x)[0])
 
     def run_train(x):
         out, caches = forward(model, weights, x, keep=True)
-        d_out = mask(out)
-        return (out * d_out).sum(), backward(model, weights, caches, np.ascontiguousarray(d_out))
+        d_out = model.masked(np.ones_like(out))
+        return model.masked(out).sum(), backward(model, weights, caches, d_out)
 
     return Bench(
         forward=run_forward,
