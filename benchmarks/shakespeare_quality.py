@@ -41,7 +41,7 @@ JAXRNN_MODEL = {
     "hidden_size": 512,
     "num_layers": 1,
     "embedding_size": 64,
-    "dropout": 0.1,
+    "dropout_rate": 0.1,
 }
 JAXRNN_TRAIN = {
     "batch_size": 64,
@@ -234,12 +234,15 @@ def report(args, curves: dict, grams: dict) -> None:
     import jax
     import matplotlib.pyplot as plt
 
+    from benchmarks.suite import machine_info
+
+    machine = machine_info()
     marks = [m for m in MARKS_MIN if m <= args.minutes]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Tiny shakespeare: validation loss (nats/char) against training time",
         "",
-        f"{stamp}; {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"{stamp}; {machine['cpu']}, {machine['cpu_count']} CPUs; "
         f"Python {platform.python_version()}; jax {jax.__version__}; "
         f"one run each, one after the other, seed {args.seed}.",
         "",
@@ -262,7 +265,7 @@ def report(args, curves: dict, grams: dict) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shakespeare_quality.md").write_text("\n".join(lines) + "\n")
     (args.out / "shakespeare_quality.json").write_text(
-        json.dumps({"curves": curves, "ngram": grams})
+        json.dumps({"machine": machine, "curves": curves, "ngram": grams})
     )
     print("\n".join(lines))
 
