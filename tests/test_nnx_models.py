@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from test_models import parity_batch, repeats_batch, reversal_batch
+from test_models import compile_optimized, parity_batch, repeats_batch, reversal_batch, stack
 
 import jaxrnn
 from jaxrnn import lm, models
@@ -19,17 +19,25 @@ from jaxrnn import nnx as jnnx
 
 
 def train(model, loss_fn, batches, learning_rate=1e-2):
-    """Adam with global-norm clipping, one nnx.jit step per batch; returns the last loss."""
+    """Adam with global-norm clipping over the given batches, in order, updating ``model`` in
+    place; returns the losses. The steps are one `lax.scan` over the stacked batches, the model
+    and optimizer split into their graph and state around it."""
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    graph, state = nnx.split((model, optimizer))
 
-    @nnx.jit
-    def step(model, optimizer, *batch):
-        loss, grads = nnx.value_and_grad(loss_fn)(model, *batch)
-        optimizer.update(model, grads)
-        return loss
+    def run(state, stacked):
+        def one_step(state, batch):
+            model, optimizer = nnx.merge(graph, state)
+            loss, grads = nnx.value_and_grad(loss_fn)(model, *batch)
+            optimizer.update(model, grads)
+            return nnx.state((model, optimizer)), loss
 
-    losses = [float(step(model, optimizer, *batch)) for batch in batches]
+        return jax.lax.scan(one_step, state, stacked)
+
+    stacked = stack(batches)
+    state, losses = compile_optimized(run, state, stacked)(state, stacked)
+    nnx.update((model, optimizer), state)
     assert np.all(np.isfinite(losses))
     return losses
 
@@ -135,10 +143,11 @@ def test_seq2seq_module_learns_to_reverse_sequences():
 
 
 def names_batch(ids_of_names, rng, n):
-    """Targets: n names' character ids then ⟨EOS⟩ = 0, right-padded; with their lengths."""
+    """Targets: n names' character ids then ⟨EOS⟩ = 0, right-padded to the longest name of
+    ``ids_of_names`` (so that every batch has one shape); with their lengths."""
     chosen = [ids_of_names[i] for i in rng.integers(0, len(ids_of_names), n)]
     lengths = np.array([len(ids) + 1 for ids in chosen], np.int32)
-    targets = np.zeros((n, lengths.max()), np.int32)
+    targets = np.zeros((n, max(map(len, ids_of_names)) + 1), np.int32)
     for row, ids in zip(targets, chosen, strict=True):
         row[: len(ids)] = ids
     return targets, lengths
