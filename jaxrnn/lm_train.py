@@ -48,6 +48,7 @@ __all__ = [
     "Corpus",
     "Evaluation",
     "History",
+    "StepsForMinutes",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -58,6 +59,7 @@ __all__ = [
     "ngram_baseline",
     "perplexity",
     "plot_history",
+    "steps_for_minutes",
     "stream_rows",
     "train_lm",
 ]
@@ -278,6 +280,56 @@ class _Run:
             self.write(
                 f"parameters are not finite at step {self.step}: the checkpoint was not overwritten"
             )
+
+
+class StepsForMinutes(NamedTuple):
+    """What `steps_for_minutes` measured."""
+
+    steps: int  # training steps that fit the budget after the trial
+    seconds_per_step: float  # median of the trial's last half (the first steps warm up)
+    trial_seconds: float  # training time the trial itself took, compilation included
+
+
+def steps_for_minutes(
+    corpus: Corpus, model: LMConfig, train: TrainConfig, minutes: float, *, trial_steps: int = 20
+) -> StepsForMinutes:
+    """How many steps of ``train`` this machine runs in ``minutes`` of training time, measured.
+
+    Runs ``trial_steps`` real steps from a fresh state (then discarded) and times them as
+    `train_lm` does. Use it to fit a schedule to a time budget — the cosine decay of
+    ``final_learning_rate`` ends at ``steps``, so a ``minutes`` budget that stops the run earlier
+    or later leaves the rate high or flat — and count ``trial_seconds`` against the budget::
+
+        fit = steps_for_minutes(corpus, model, train, 5)
+        left = 5 - fit.trial_seconds / 60
+        train_lm(corpus, model, train._replace(steps=fit.steps, minutes=left))
+
+    ``steps`` leaves out the trial's time and one compilation, the cost of the real run's first
+    step; the rate depends on the machine and its load, so ``steps`` is not reproducible.
+
+    Raises:
+      InputError: ``minutes`` not a number > 0, ``trial_steps`` < 4, or a setting no run can use.
+    """
+    fn = "steps_for_minutes"
+    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or not minutes > 0:
+        fail(fn, f"expected minutes a number > 0, got {minutes!r}")
+    if not is_int(trial_steps) or trial_steps < 4:
+        fail(fn, f"expected trial_steps an int >= 4, got {trial_steps!r}")
+    time_steps = corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
+    lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
+    n_devices = _device_count(train)
+    trial = _Run(corpus, model, train, None, 0, n_devices)
+    trial.write = lambda message: None
+    trial.place(n_devices)
+    seconds = []
+    for _ in range(trial_steps):
+        trial.train_one_step()
+        seconds.append(trial.last_seconds)
+    per_step = float(np.median(seconds[len(seconds) // 2 :]))
+    compile_seconds = max(seconds[0] - per_step, 0.0)
+    left = 60 * minutes - sum(seconds) - compile_seconds
+    steps = int(left / per_step + 1e-6)  # 1e-6: 55 s at 0.1 s a step is 550, not 549
+    return StepsForMinutes(max(1, steps), per_step, float(sum(seconds)))
 
 
 def train_lm(

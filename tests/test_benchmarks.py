@@ -68,5 +68,5 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
         "JAXRNN_TRAIN",
         {**shakespeare_quality.JAXRNN_TRAIN, "batch_size": 4, "seq_len": 16},
     )
-    curve = shakespeare_quality.worker_jaxrnn(little_text, minutes=0.02, eval_every=0.5, seed=0)
+    curve = shakespeare_quality.worker_jaxrnn(little_text, minutes=0.1, eval_every=2.0, seed=0)
     check_curve(curve, vocab_size=len(set(little_text.read_text())))

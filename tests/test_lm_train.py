@@ -520,3 +520,41 @@ def test_train_lm_padded_lines_learn_no_better_than_packed(lines_corpus, lines_r
     assert padded.step == packed.step
     # the same steps: packed rows hold more lines, and learn at least as much
     assert packed.history.valid[-1].nats < padded.history.valid[-1].nats + 0.05
+
+
+class _Clock:
+    """A stand-in for `time` in `jaxrnn.lm_train`: the first step takes ``first`` seconds (it
+    compiles), every later one ``each``."""
+
+    def __init__(self, first: float, each: float):
+        self.now, self.calls, self.first, self.each = 0.0, 0, first, each
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the end of a step: one call before it, one after
+            self.now += self.first if self.calls == 2 else self.each
+        return self.now
+
+
+def test_steps_for_minutes_fits_the_budget_left_after_the_trial(stream_corpus, monkeypatch):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    monkeypatch.setattr(lm_train, "time", _Clock(first=2.0, each=0.1))
+    fit = lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN, 1.0, trial_steps=12)
+    assert fit.seconds_per_step == pytest.approx(0.1)
+    assert fit.trial_seconds == pytest.approx(2.0 + 11 * 0.1)
+    # 60 s, less the trial (3.1 s) and the real run's compilation (2.0 - 0.1 s): 55 s of steps.
+    assert fit.steps == 550
+
+
+def test_steps_for_minutes_runs_real_steps_and_names_bad_arguments(stream_corpus):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    fit = lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN, 0.5, trial_steps=4)
+    assert 0 < fit.seconds_per_step <= fit.trial_seconds / 2
+    assert fit.steps >= 1
+    assert fit.steps * fit.seconds_per_step <= 30.0 - fit.trial_seconds + 1e-9
+    with pytest.raises(InputError, match=r"steps_for_minutes.*minutes a number > 0, got 0"):
+        lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN, 0)
+    with pytest.raises(InputError, match=r"trial_steps an int >= 4, got 3"):
+        lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN, 1.0, trial_steps=3)
+    with pytest.raises(InputError, match=r"steps_for_minutes.*learning_rate"):
+        lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN._replace(learning_rate=0), 1)
