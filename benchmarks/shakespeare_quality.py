@@ -163,6 +163,8 @@ def worker_jaxrnn(path: Path, minutes: float, eval_every: float, seed: int) -> l
     fit = steps_for_minutes(corpus, model, config, minutes)
     print(f"jaxrnn  {fit.steps} steps fit, {fit.seconds_per_step * 1e3:.0f} ms a step", flush=True)
     left = minutes - fit.trial_seconds / 60
+    if left <= 0:
+        raise SystemExit(f"the {fit.trial_seconds:.1f} s trial used up the {minutes} min budget")
     config = config._replace(steps=fit.steps, minutes=left)
     result = train_lm(corpus, model, config, progress=False, log=print)
     # The loop evaluates with evaluate_lm's default chunk; the torch worker reads EVAL_CHUNK.
