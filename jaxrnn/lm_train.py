@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxrnn import lm_settings, parallel, runs
 from jaxrnn import progress as progress_lib
-from jaxrnn._checks import fail, is_int
+from jaxrnn._checks import fail, is_int, is_number
 from jaxrnn.lm import LMConfig, lm_loss, sample
 from jaxrnn.lm_eval import evaluate_lm, ngram_baseline, perplexity, unigram_nats
 from jaxrnn.lm_settings import TrainConfig, make_lm_optimizer
@@ -282,6 +282,11 @@ class _Run:
             )
 
 
+def _example_length(corpus: Corpus, train: TrainConfig) -> int:
+    """The length of a training example: the corpus's padded lines, or ``train.seq_len``."""
+    return corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
+
+
 class StepsForMinutes(NamedTuple):
     """What `steps_for_minutes` measured."""
 
@@ -311,11 +316,11 @@ def steps_for_minutes(
       InputError: ``minutes`` not a number > 0, ``trial_steps`` < 4, or a setting no run can use.
     """
     fn = "steps_for_minutes"
-    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or not minutes > 0:
+    if not is_number(minutes) or not minutes > 0:
         fail(fn, f"expected minutes a number > 0, got {minutes!r}")
     if not is_int(trial_steps) or trial_steps < 4:
         fail(fn, f"expected trial_steps an int >= 4, got {trial_steps!r}")
-    time_steps = corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
+    time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
     n_devices = _device_count(train)
     trial = _Run(corpus, model, train, None, 0, n_devices)
@@ -393,7 +398,7 @@ def train_lm(
             f"expected model.vocab_size == corpus vocabulary size {corpus.vocab.size}, "
             f"got {model.vocab_size}",
         )
-    time_steps = corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
+    time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
     if stop_after is not None and (not is_int(stop_after) or stop_after < 0):
         fail(fn, f"expected stop_after None or an int >= 0, got {stop_after!r}")
