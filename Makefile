@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 WHEEL := $(VENV)/.wheel
-PACKAGE_FILES := $(shell find jaxrnn -type f -not -path '*/__pycache__/*') pyproject.toml LICENSE
+PACKAGE_FILES := $(shell find jaxrnn -type f -not -path '*/__pycache__/*' -not -name '*.so') pyproject.toml setup.py LICENSE
 
 .PHONY: demo test lint docs bench clean
 

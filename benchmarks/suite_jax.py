@@ -91,6 +91,12 @@ JAXRNN_VARIANTS = {
     "jaxrnn eager": Variant(
         eager_forward, jit=False, note="Python loop over cell.step, no jit; cl: masked"
     ),
+    # The LSTM's XLA path, where the default is the native kernel (jaxrnn/_native).
+    "jaxrnn fused (XLA)": Variant(
+        functools.partial(jaxrnn_forward, implementation="fused"),
+        kinds=("lstm",),
+        note='implementation="fused": the scan with its own backward pass, all in XLA',
+    ),
     # The GRU has no fused kernel, so for it this would time the default again.
     "jaxrnn autodiff backward": Variant(
         functools.partial(jaxrnn_forward, implementation="scan"),

@@ -17,15 +17,22 @@ implementation   what it does                                                   
 ``"time_parallel"``  the cell's ``parallel_scan``: gates of many steps at once   min_gru, min_lstm
 ``"layerwise"``  a deep cell layer after layer (`jaxrnn.stacked`), each layer   ``layers.deep``
                  over the whole sequence with its own fastest kernel
+``"native"``     the whole sequence as one compiled call forward and one        LSTM without
+                 backward (`jaxrnn._native`): oneDNN's matrix products on       peepholes, GRU
+                 weights packed once, the gates vectorised, on XLA:CPU          (reset after);
+                                                                                float32, CPU
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
-it, else ``"fused"`` where it has a pointwise part, else ``"scan"``; ``remat`` and forward-mode
-differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused backward pass
-lacks, take ``"scan"``.
+it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU backend, no
+``lengths``, no ``resets``, no peepholes), else ``"fused"`` where the cell has a pointwise part,
+else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
+``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
+kernels' backward pass is not itself differentiable: a gradient of a gradient needs
+``implementation="fused"`` or ``"scan"``.
 Forward mode is seen in the arguments while tracing; ``jax.jvp`` of a function that calls
 ``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` there.
 
@@ -37,14 +44,25 @@ examples whose length, only known at run time, lies outside [0, T].
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _native
 from jaxrnn._checks import fail
-from jaxrnn.cells import Cell, LSTMState, cell_name, recurrent_state, structure
+from jaxrnn.cells import (
+    Cell,
+    LSTMParams,
+    LSTMState,
+    ResetAfterGRUParams,
+    cell_name,
+    recurrent_state,
+    structure,
+)
 
-IMPLEMENTATIONS = ("scan", "hoisted", "fused", "time_parallel", "layerwise")
+IMPLEMENTATIONS = ("scan", "hoisted", "fused", "time_parallel", "layerwise", "native")
 
 # deep cells (`jaxrnn.layers.deep`) by their step: (the cell of every layer, the layer loop)
 _LAYERWISE: dict = {}
@@ -68,6 +86,8 @@ def available(cell: Cell) -> tuple[str, ...]:
         names.append("fused")
     if known.parallel_scan is not None:
         names.append("time_parallel")
+    if known.name in _NATIVE and _native.available():
+        names.append("native")
     return tuple(names)
 
 
@@ -88,6 +108,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             return "scan"
         if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
             return "time_parallel"
+        if "native" in cell_has and not forward_mode and _native_misfit(*traced_args) is None:
+            return "native"
         if "fused" in cell_has and not forward_mode:
             return "fused"
         return "scan"
@@ -108,13 +130,55 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             f"implementation={implementation!r} cannot be combined with remat",
             "leave implementation=None, or pass remat=False",
         )
-    if implementation == "fused" and forward_mode:
+    if implementation in ("fused", "native") and forward_mode:
         fail(
             fn,
-            "implementation='fused' has no forward-mode derivative (jax.jvp, jax.jacfwd)",
+            f"implementation={implementation!r} has no forward-mode derivative (jax.jvp, "
+            "jax.jacfwd)",
             "leave implementation=None, which uses the scan there",
         )
+    if implementation == "native":
+        if remat is not False:
+            fail(
+                fn,
+                "implementation='native' cannot be combined with remat",
+                "leave implementation=None, or pass remat=False",
+            )
+        misfit = _native_misfit(*traced_args)
+        if misfit is not None:
+            fail(
+                fn,
+                f"implementation='native' cannot run this call: {misfit}",
+                "leave implementation=None to choose automatically",
+            )
     return implementation
+
+
+# The cells with a native kernel, by the name of their structure: the params they take.
+_NATIVE = {"lstm": LSTMParams, "gru(reset=after)": ResetAfterGRUParams}
+
+
+def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
+    """Why the native kernels cannot run these arguments, or None if they can."""
+    del reset_carry  # only read with resets
+    if lengths is not None:
+        return "it has no lengths= (right-padded batches)"
+    if resets is not None:
+        return "it has no resets="
+    if (
+        not isinstance(params, tuple(_NATIVE.values()))
+        or getattr(params, "peephole", None) is not None
+    ):
+        return "it runs the LSTM without peepholes and the GRU with the reset after"
+    if jax.default_backend() != "cpu":
+        return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
+    if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
+        return f"it runs on one device, and there are {jax.device_count()}"
+    for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
+        for leaf in jax.tree.leaves(tree):
+            if getattr(leaf, "dtype", None) != jnp.float32:
+                return f"it runs float32, and {name} has {getattr(leaf, 'dtype', type(leaf))}"
+    return None
 
 
 def _has_forward_mode(tree) -> bool:
@@ -155,6 +219,11 @@ def run(
             options["reset_carry"] = tuple(reset_carry)
         last, ys = run_layers(layer_cell, params, xs, carry=tuple(carry), **options)
         return tuple(last), ys
+    if implementation == "native":
+        n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
+        if n_steps and math.prod(batch_shape):
+            return _native_run(params, xs, carry, reverse=reverse)
+        implementation = "fused"  # nothing to compute: the scan's edge cases are the definition
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "fused":
@@ -191,6 +260,38 @@ def run(
             one, in_axes=(0, 0, None if lengths is None else 0, None if starts is None else 0, 0)
         )
     return one(xs, carry, lengths, starts, restart)
+
+
+def _native_run(params, xs, carry, *, reverse):
+    """A native kernel on xs (*batch, T, D), its batch axes flattened into one."""
+    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    hidden = params.w_h.shape[0]
+
+    def rows(a, *tail):
+        return a.reshape(-1, *tail)
+
+    if isinstance(params, ResetAfterGRUParams):
+        ys, h = _native.gru(
+            params.w_x,
+            params.w_h,
+            params.b_x,
+            params.b_h,
+            rows(xs, n_steps, n_inputs),
+            rows(carry, hidden),
+            bool(reverse),
+        )
+        return h.reshape(*batch_shape, hidden), ys.reshape(*batch_shape, n_steps, hidden)
+    ys, h, c = _native.lstm(
+        params.w_x,
+        params.w_h,
+        params.b_x + params.b_h,
+        rows(xs, n_steps, n_inputs),
+        rows(carry.h, hidden),
+        rows(carry.c, hidden),
+        bool(reverse),
+    )
+    last = LSTMState(h.reshape(*batch_shape, hidden), c.reshape(*batch_shape, hidden))
+    return last, ys.reshape(*batch_shape, n_steps, hidden)
 
 
 def reading_starts(resets, reverse: bool):

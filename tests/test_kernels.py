@@ -206,7 +206,7 @@ def test_eager_calls_reuse_their_compiled_program():
             "gru_after",
             {"implementation": "fused"},
             r"implementation='fused' does not compute gru\(reset=after\)'s step; it has "
-            r"\('scan', 'hoisted'\)",
+            r"\('scan', 'hoisted'(, 'native')?\)",
         ),
         ("lstm", {"implementation": "fused", "remat": True}, "cannot be combined with remat"),
         ("lstm", {"implementation": "time_parallel"}, "does not compute lstm's step"),

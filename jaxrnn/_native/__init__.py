@@ -1,0 +1,174 @@
+"""The native kernels: a whole sequence, forward and backward, as two XLA:CPU FFI calls each.
+
+``lstm.cc`` runs what ``jaxrnn.lstm()`` (without peepholes) computes over a batch-major sequence,
+``gru.cc`` what ``jaxrnn.gru(reset="after")`` does, with oneDNN's matrix products on weights packed
+once per call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under ``jax.grad`` the
+forward call also saves what the backward call reads (gate activations, memory cells or recurrent
+candidates), and the backward call returns every gradient. `jaxrnn.kernels` decides when to use
+them; the ``lax.scan`` of the cell's step stays the definition they are tested against.
+
+`available` is False where the kernels were not built (a platform other than Linux x86-64, or no
+compiler at install time) or cannot load; jaxrnn then runs the scan.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import importlib.metadata
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+_TARGETS = {  # FFI target: symbol in the library
+    "jaxrnn_lstm_forward": "JaxrnnLstmForward",
+    "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
+    "jaxrnn_gru_forward": "JaxrnnGruForward",
+    "jaxrnn_gru_backward": "JaxrnnGruBackward",
+}
+
+
+def _onednn_library() -> Path | None:
+    """libdnnl.so.3 of the onednn-cpu-gomp wheel, wherever this environment installed it."""
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == "libdnnl.so.3":
+            return Path(file.locate()).resolve()
+    return None
+
+
+@functools.cache
+def _load() -> str | None:
+    """Registers the kernel's FFI targets; returns why it cannot, or None when it did."""
+    here = Path(__file__).parent
+    built = [here / f"_kernels{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    built = [path for path in built if path.exists()]
+    if not built:
+        return "the native kernel was not built with this installation"
+    onednn = _onednn_library()
+    try:
+        if onednn is not None:  # found by path, whatever the rpath of the build says
+            ctypes.CDLL(str(onednn), mode=ctypes.RTLD_GLOBAL)
+        library = ctypes.CDLL(str(built[0]))
+    except OSError as error:
+        return f"the native kernel does not load: {error}"
+    for name, symbol in _TARGETS.items():
+        capsule = jax.ffi.pycapsule(getattr(library, symbol))
+        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    return None
+
+
+def available() -> bool:
+    """Whether the native kernels are built and load in this process."""
+    return _load() is None
+
+
+def unavailable_reason() -> str | None:
+    """Why `available` is False, or None."""
+    return _load()
+
+
+def _out(*shape):
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _shapes_of(*arrays):
+    return tuple(_out(*a.shape) for a in arrays)
+
+
+# ------------------------------------------------------------------------------------------- LSTM
+
+
+def _forward_call(w_x, w_h, bias, xs, h0, c0, reverse: bool, save: bool):
+    batch, steps, _ = xs.shape
+    hidden = h0.shape[-1]
+    out = _out
+    # Without `save` the residuals are not wanted: empty outputs, nothing written.
+    residuals = (
+        (out(batch, steps, 4 * hidden), out(batch, steps, hidden)) if save else (out(0),) * 2
+    )
+    call = jax.ffi.ffi_call(
+        "jaxrnn_lstm_forward",
+        (out(batch, steps, hidden), out(batch, hidden), out(batch, hidden), *residuals),
+        vmap_method="sequential",
+    )
+    return call(xs, h0, c0, w_x, w_h, bias, reverse=reverse, save=save)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def lstm(w_x, w_h, bias, xs, h0, c0, reverse: bool):
+    """The LSTM over a sequence: w_x (D, 4H), w_h (H, 4H), bias (4H,) = b_x + b_h, xs (B, T, D),
+    h0 and c0 (B, H), all float32; returns (ys (B, T, H), last h, last c), reading the steps
+    backwards with ``reverse`` (outputs stay aligned with xs). B and T at least 1."""
+    ys, h, c, _, _ = _forward_call(w_x, w_h, bias, xs, h0, c0, reverse, save=False)
+    return ys, h, c
+
+
+def _lstm_forward(w_x, w_h, bias, xs, h0, c0, reverse):
+    ys, h, c, gates, cells = _forward_call(w_x, w_h, bias, xs, h0, c0, reverse, save=True)
+    return (ys, h, c), (w_x, w_h, xs, h0, c0, ys, gates, cells)
+
+
+def _lstm_backward(reverse, residuals, cotangents):
+    w_x, w_h, xs, h0, c0, ys, gates, cells = residuals
+    d_ys, d_h, d_c = cotangents
+    shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]))
+    call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
+    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias = call(
+        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, reverse=reverse
+    )
+    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0
+
+
+lstm.defvjp(_lstm_forward, _lstm_backward)
+
+
+# -------------------------------------------------------------------------------------------- GRU
+
+
+def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse: bool, save: bool):
+    batch, steps, _ = xs.shape
+    hidden = h0.shape[-1]
+    residuals = (
+        (_out(batch, steps, 3 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
+    )
+    call = jax.ffi.ffi_call(
+        "jaxrnn_gru_forward",
+        (_out(batch, steps, hidden), _out(batch, hidden), *residuals),
+        vmap_method="sequential",
+    )
+    return call(xs, h0, w_x, w_h, b_x, b_h, reverse=reverse, save=save)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def gru(w_x, w_h, b_x, b_h, xs, h0, reverse: bool):
+    """The GRU with the reset gate after the recurrent product over a sequence: w_x (D, 3H),
+    w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃); xs (B, T, D), h0 (B, H), all float32;
+    returns (ys (B, T, H), last h). B and T at least 1."""
+    ys, h, _, _ = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse, save=False)
+    return ys, h
+
+
+def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, reverse):
+    ys, h, gates, candidates = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse, save=True)
+    return (ys, h), (w_x, w_h, xs, h0, ys, gates, candidates)
+
+
+def _gru_backward(reverse, residuals, cotangents):
+    w_x, w_h, xs, h0, ys, gates, candidates = residuals
+    d_ys, d_h = cotangents
+    bias = _out(w_h.shape[1])
+    shapes = (*_shapes_of(xs, h0, w_x, w_h), bias, bias)
+    call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
+    d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h = call(
+        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, reverse=reverse
+    )
+    return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0
+
+
+gru.defvjp(_gru_forward, _gru_backward)

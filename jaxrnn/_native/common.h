@@ -1,0 +1,232 @@
+// What the native kernels share: one worker thread, oneDNN's matrix products with packed
+// weights and a caller-owned scratchpad, and vectorisable float32 exp, sigmoid and tanh.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <thread>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+#include "dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using dt = dnnl::memory::data_type;
+using Dims = dnnl::memory::dims;
+
+namespace jaxrnn_native {
+
+// Every call runs on one thread of the library's own. oneDNN's OpenMP runtime keeps a team of
+// threads per calling thread, and XLA calls from whichever of its threads is free: the teams of
+// earlier callers then spin-wait on the cores the current one needs (measured: a step's matrix
+// product 20% slower with two threads than with one).
+class Worker {
+ public:
+  void Run(std::function<void()> work) {
+    std::packaged_task<void()> task(std::move(work));
+    auto done = task.get_future();
+    {
+      std::lock_guard<std::mutex> guard(lock_);
+      queue_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+    done.get();  // rethrows what the work threw
+  }
+
+  static Worker& Get() {
+    static Worker* worker = new Worker();  // never destroyed: the thread lives as long as the process
+    return *worker;
+  }
+
+ private:
+  Worker() : thread_([this] { Loop(); }) { thread_.detach(); }
+  void Loop() {
+    for (;;) {
+      std::packaged_task<void()> task;
+      {
+        std::unique_lock<std::mutex> guard(lock_);
+        ready_.wait(guard, [this] { return !queue_.empty(); });
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      task();
+    }
+  }
+  std::mutex lock_;
+  std::condition_variable ready_;
+  std::deque<std::packaged_task<void()>> queue_;
+  std::thread thread_;
+};
+
+inline dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A row-major view: rows x cols with a leading stride (in elements) and an optional transpose
+// (the view then reads the stored cols x rows matrix column-wise).
+struct View {
+  int64_t rows, cols, stride;
+  bool transposed = false;
+  memory::desc desc() const {
+    if (transposed) return memory::desc({rows, cols}, dt::f32, Dims{1, stride});
+    return memory::desc({rows, cols}, dt::f32, Dims{stride, 1});
+  }
+};
+
+// C = A B (+ bias), oneDNN's matmul with a caller-owned scratchpad (XLA may run the call on any
+// of its threads, and the library's own scratchpad is per thread).
+struct Product {
+  dnnl::matmul primitive;
+  memory::desc weights;  // the layout the primitive reads B in
+  memory::desc scratchpad;
+};
+
+using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
+                              bool, bool>;
+
+inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride, bool packed,
+                                    bool bias) {
+  static std::mutex lock;
+  static std::map<ProductKey, std::shared_ptr<Product>> cache;
+  ProductKey key{a.rows, a.cols, a.stride, b.cols, b.stride, c_stride, a.transposed,
+                 b.transposed, packed, bias};
+  std::lock_guard<std::mutex> guard(lock);
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second;
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  memory::desc weights =
+      packed ? memory::desc({b.rows, b.cols}, dt::f32, memory::format_tag::any) : b.desc();
+  memory::desc dst({a.rows, b.cols}, dt::f32, Dims{c_stride, 1});
+  auto product = std::make_shared<Product>();
+  if (bias) {
+    memory::desc bias_desc({1, b.cols}, dt::f32, memory::format_tag::ab);
+    dnnl::matmul::primitive_desc pd(Engine(), a.desc(), weights, bias_desc, dst, attr);
+    product->primitive = dnnl::matmul(pd);
+    product->weights = pd.weights_desc();
+    product->scratchpad = pd.scratchpad_desc();
+  } else {
+    dnnl::matmul::primitive_desc pd(Engine(), a.desc(), weights, dst, attr);
+    product->primitive = dnnl::matmul(pd);
+    product->weights = pd.weights_desc();
+    product->scratchpad = pd.scratchpad_desc();
+  }
+  cache.emplace(key, product);
+  return product;
+}
+
+struct Runner {
+  dnnl::stream stream{Engine()};
+
+  // B in the layout `product` reads it, reordered once if that layout is not the user's.
+  memory Weights(const Product& product, const View& b, const float* data) {
+    memory user(b.desc(), Engine(), const_cast<float*>(data));
+    if (product.weights == b.desc()) return user;
+    memory packed(product.weights, Engine());
+    dnnl::reorder(user, packed).execute(stream, user, packed);
+    return packed;
+  }
+
+  void Run(const Product& product, const View& a, const float* a_data, const memory& weights,
+           float* c_data, int64_t c_stride, const float* bias = nullptr) {
+    memory::desc dst({a.rows, weights.get_desc().get_dims()[1]}, dt::f32, Dims{c_stride, 1});
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, memory(a.desc(), Engine(), const_cast<float*>(a_data))},
+        {DNNL_ARG_WEIGHTS, weights},
+        {DNNL_ARG_DST, memory(dst, Engine(), c_data)},
+        {DNNL_ARG_SCRATCHPAD, memory(product.scratchpad, Engine())},
+    };
+    if (bias != nullptr) {
+      memory::desc bias_desc({1, dst.get_dims()[1]}, dt::f32, memory::format_tag::ab);
+      args.insert({DNNL_ARG_BIAS, memory(bias_desc, Engine(), const_cast<float*>(bias))});
+    }
+    product.primitive.execute(stream, args);
+    stream.wait();
+  }
+
+  // C = A B for a one-off product (B read as it is, or packed first if oneDNN would rather).
+  void Once(const View& a, const float* a_data, const View& b, const float* b_data,
+            float* c_data, int64_t c_stride, const float* bias = nullptr) {
+    auto product = ProductFor(a, b, c_stride, /*packed=*/false, bias != nullptr);
+    Run(*product, a, a_data, Weights(*product, b, b_data), c_data, c_stride, bias);
+  }
+};
+
+// exp(x) for float32 by range reduction and a degree-7 polynomial (Cephes' expf), written so that
+// the compiler vectorises the loops that call it: std::exp is a scalar call per element, and the
+// gates of a step are B x 4H of them.
+__attribute__((always_inline)) inline float Exp(float x) {
+  x = x < -87.3f ? -87.3f : x;  // a NaN passes through both
+  x = x > 88.3f ? 88.3f : x;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (x * 1.44269504088896341f + kRound) - kRound;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+__attribute__((always_inline)) inline float Sigmoid(float v) { return 1.0f / (1.0f + Exp(-v)); }
+
+// tanh(v) = 1 − 2 / (exp(2v) + 1), exact at ±∞ and within 1e-7 of std::tanh elsewhere.
+__attribute__((always_inline)) inline float Tanh(float v) { return 1.0f - 2.0f / (Exp(2.0f * v) + 1.0f); }
+
+#define JAXRNN_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// The same product at every step: memory objects and scratchpad made once per call, pointed at
+// each step's rows.
+class Repeated {
+ public:
+  Repeated(Runner& runner, const Product& product, const View& a, const memory& weights,
+           int64_t c_stride, const float* bias = nullptr)
+      : runner_(runner), product_(product) {
+    memory::desc dst({a.rows, weights.get_desc().get_dims()[1]}, dt::f32, Dims{c_stride, 1});
+    src_ = memory(a.desc(), Engine(), DNNL_MEMORY_NONE);
+    dst_ = memory(dst, Engine(), DNNL_MEMORY_NONE);
+    args_ = {{DNNL_ARG_SRC, src_},
+             {DNNL_ARG_WEIGHTS, weights},
+             {DNNL_ARG_DST, dst_},
+             {DNNL_ARG_SCRATCHPAD, memory(product.scratchpad, Engine())}};
+    if (bias != nullptr) {
+      memory::desc bias_desc({1, dst.get_dims()[1]}, dt::f32, memory::format_tag::ab);
+      args_.insert({DNNL_ARG_BIAS, memory(bias_desc, Engine(), const_cast<float*>(bias))});
+    }
+  }
+  void operator()(const float* a, float* c) {
+    src_.set_data_handle(const_cast<float*>(a));
+    dst_.set_data_handle(c);
+    product_.primitive.execute(runner_.stream, args_);
+    runner_.stream.wait();
+  }
+
+ private:
+  Runner& runner_;
+  const Product& product_;
+  memory src_, dst_;
+  std::unordered_map<int, memory> args_;
+};
+
+// Below this many memory cells a step's gates run on one thread: waking the team costs more.
+constexpr int64_t kParallelGates = 16384;
+
+}  // namespace jaxrnn_native

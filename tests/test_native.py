@@ -1,0 +1,195 @@
+"""The native LSTM and GRU kernels (`jaxrnn._native`) against the plain scan, the definition.
+
+Values and gradients to 1e-5 in float32 for every option the kernel runs (reverse, batch layouts,
+jit, vmap over the batch and over params, the carry given or not), the automatic choice that
+takes it or leaves it, and the clear errors when it is forced where it cannot run."""
+
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import _native, kernels
+
+TOL32 = 1e-5  # relative to the largest entry of each array: sums over B·T rows round so
+ON_LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
+needs_kernel = pytest.mark.skipif(
+    not ON_LINUX_X86, reason="the native kernel is built for Linux x86-64 only"
+)
+
+
+def test_the_kernel_is_built_and_loads_on_linux_x86_64():
+    if not ON_LINUX_X86:
+        assert not _native.available()
+        return
+    assert _native.available(), _native.unavailable_reason()
+    assert "native" in kernels.available(jaxrnn.lstm())
+    assert "native" not in kernels.available(jaxrnn.lstm(peephole=True))
+    assert "native" in kernels.available(jaxrnn.gru(reset="after"))
+    assert "native" not in kernels.available(jaxrnn.gru())  # reset before: the scan
+
+
+CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after")}
+
+
+def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False, kind="lstm"):
+    cell = CELLS[kind]
+    rng = np.random.default_rng(seed)
+    params = cell.init(jax.random.key(seed), n_x, n_a)
+    # Biases and weights away from their initial values, so that every gate matters; weights
+    # scaled by their fan-in, so that float32 rounding is not amplified by a chaotic recurrence.
+    params = jax.tree.map(
+        lambda a: jnp.asarray(
+            rng.normal(0.0, 0.6 if a.ndim == 1 else 1.5 / np.sqrt(a.shape[0]), a.shape),
+            jnp.float32,
+        ),
+        params,
+    )
+    shape = (n_steps, *batch_shape, n_x) if time_major else (*batch_shape, n_steps, n_x)
+    xs = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    carry = jax.tree.map(
+        lambda a: jnp.asarray(rng.normal(0.0, 0.5, a.shape), jnp.float32),
+        cell.init_carry(params, batch_shape),
+    )
+    weights = jnp.asarray(rng.normal(size=(*shape[:-1], n_a)), jnp.float32)
+    return cell, params, xs, carry, weights
+
+
+def value_and_grads(implementation, cell, params, xs, carry, weights, **options):
+    def loss(params, xs, carry):
+        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
+        # Every output and every leaf of the last carry feed the loss.
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
+
+
+def assert_trees_close(got, want):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        np.testing.assert_allclose(a, b, rtol=0, atol=TOL32 * scale)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "batch_shape, n_steps, n_x, n_a",
+    [((5,), 7, 3, 6), ((1,), 1, 1, 1), ((), 9, 4, 5), ((2, 3), 4, 2, 8), ((32,), 40, 16, 64)],
+    ids=["small", "one-of-everything", "unbatched", "two-batch-dims", "wider"],
+)
+def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps, n_x, n_a):
+    args = problem(batch_shape, n_steps, n_x, n_a, kind=kind)
+    got = value_and_grads("native", *args, reverse=reverse)
+    want = value_and_grads("scan", *args, reverse=reverse)
+    assert_trees_close(got, want)
+    cell, params, xs, carry, _ = args
+    outputs = [
+        jaxrnn.unroll(cell, params, xs, carry, implementation=name, reverse=reverse)
+        for name in ("native", "scan")
+    ]
+    assert_trees_close(*outputs)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_time_major_and_the_default_carry(kind):
+    cell, params, xs, _, _ = problem(time_major=True, kind=kind)
+    got = jaxrnn.unroll(cell, params, xs, time_major=True, implementation="native")
+    want = jaxrnn.unroll(cell, params, xs, time_major=True, implementation="scan")
+    assert_trees_close(got, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_vmap_over_the_batch_and_over_params(kind):
+    cell, params, xs, carry, _ = problem((4,), kind=kind)
+
+    def run(implementation):
+        def one(params, x):
+            return jaxrnn.unroll(cell, params, x, implementation=implementation)[1]
+
+        per_example = jax.vmap(one, in_axes=(None, 0))(params, xs)
+        ensemble = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a, -a]), params)
+        per_member = jax.vmap(one, in_axes=(0, None))(ensemble, xs)
+        grads = jax.vmap(jax.grad(lambda p, x: jnp.sum(one(p, x) ** 2)), in_axes=(0, None))(
+            ensemble, xs
+        )
+        return per_example, per_member, grads
+
+    assert_trees_close(run("native"), run("scan"))
+
+
+@needs_kernel
+def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwise():
+    cell, params, xs, carry, _ = problem()
+
+    def chosen(params=params, xs=xs, carry=carry, remat=False, **kwargs):
+        args = (params, xs, carry, kwargs.get("lengths"), kwargs.get("resets"), None)
+        return kernels.choose(cell, None, remat=remat, traced_args=args)
+
+    assert chosen() == "native"
+    assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "fused"
+    assert chosen(resets=jnp.zeros((5, 7), bool)) == "fused"
+    assert chosen(remat=True) == "scan"
+    with_peepholes = params._replace(peephole=jnp.zeros((3, 6), jnp.float32))
+    assert chosen(params=with_peepholes) == "fused"
+    as_bfloat16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry))
+    assert chosen(*as_bfloat16) == "fused"
+
+    gru, gru_params, gru_xs, gru_carry, _ = problem(kind="gru")
+    args = (gru_params, gru_xs, gru_carry, None, None, None)
+    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+    args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
+    assert kernels.choose(gru, None, remat=False, traced_args=args) == "scan"
+
+
+@needs_kernel
+def test_forward_mode_falls_back_to_the_scan():
+    cell, params, xs, _, _ = problem()
+
+    def loss(xs):
+        return jnp.sum(jnp.sin(jaxrnn.unroll(cell, params, xs)[1]))
+
+    direction = jnp.asarray(np.random.default_rng(3).normal(size=xs.shape), jnp.float32)
+    _, tangent = jax.jvp(loss, (xs,), (direction,))
+    np.testing.assert_allclose(tangent, jnp.vdot(jax.grad(loss)(xs), direction), rtol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_the_layers_and_the_stacks_run_it(kind):
+    rng = np.random.default_rng(5)
+    cell = CELLS[kind]
+    xs = jnp.asarray(rng.normal(size=(3, 6, 4)), jnp.float32)
+    params = jaxrnn.stacked_init(cell, jax.random.key(1), 4, 5, 2, bidirectional=True)
+
+    def loss(params, implementation):
+        ys = jaxrnn.stacked(cell, params, xs, implementation=implementation)[1]
+        return jnp.sum(ys**2)
+
+    got = jax.value_and_grad(loss)(params, "native")
+    want = jax.value_and_grad(loss)(params, "scan")
+    assert_trees_close(got, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"lengths": np.array([7, 3, 1, 0, 2])}, "has no lengths="),
+        ({"remat": True}, "cannot be combined with remat"),
+        ({"resets": np.zeros((5, 7), bool)}, "has no resets="),
+    ],
+)
+def test_forcing_it_where_it_cannot_run_is_a_clear_error(options, message):
+    cell, params, xs, _, _ = problem()
+    with pytest.raises(jaxrnn.InputError, match=message):
+        jaxrnn.unroll(cell, params, xs, implementation="native", **options)
+    with pytest.raises(jaxrnn.InputError, match=r"does not compute gru\(reset=before\)"):
+        gru = jaxrnn.gru()
+        jaxrnn.unroll(gru, gru.init(jax.random.key(0), 3, 6), xs, implementation="native")
