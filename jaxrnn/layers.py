@@ -30,7 +30,15 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, hidden_size, input_size
-from jaxrnn.scan import check_carry, check_reset_carry, check_resets, check_xs, unroll
+from jaxrnn.errors import InputError
+from jaxrnn.scan import (
+    batch_size_of,
+    check_carry,
+    check_reset_carry,
+    check_resets,
+    check_xs,
+    unroll,
+)
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
 _MERGES = ("concat", "sum", "mean", "product", None)
@@ -187,6 +195,8 @@ def bidirectional(
     check_reset_carry(fn, resets, reset_carry)
 
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
+    if batch_directions and _runs_natively(cell, params.forward, xs, carry[0], options):
+        batch_directions = False  # one native call per direction beats a vmap of the two
     if batch_directions:
         last, ys = _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, options)
     else:
@@ -198,6 +208,23 @@ def bidirectional(
         )
         last, ys = BidirectionalCarry(last_f, last_b), (ys_f, ys_b)
     return last, _merge(merge, *ys)
+
+
+def _runs_natively(cell, params, xs, carry, options) -> bool:
+    """Whether `unroll` would run one direction with a native kernel (`jaxrnn._native`)."""
+    if options.get("resets") is not None or options.get("lengths") is not None:
+        return False
+    try:
+        chosen = kernels.choose(
+            cell,
+            options.get("implementation"),
+            remat=options.get("remat", False),
+            traced_args=(params, xs, carry, None, None, None),
+            batch_size=batch_size_of(xs, options["time_major"]),
+        )
+    except InputError:  # unroll says what is wrong, with the arguments as given
+        return False
+    return chosen == "native"
 
 
 def _direction_pair(fn: str, name: str, value) -> tuple:

@@ -4,6 +4,7 @@ Values and gradients to 1e-5 in float32 for every option the kernel runs (revers
 jit, vmap over the batch and over params, the carry given or not), the automatic choice that
 takes it or leaves it, and the clear errors when it is forced where it cannot run."""
 
+import functools
 import platform
 import sys
 
@@ -128,11 +129,12 @@ def test_vmap_over_the_batch_and_over_params(kind):
 def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwise():
     cell, params, xs, carry, _ = problem()
 
-    def chosen(params=params, xs=xs, carry=carry, remat=False, **kwargs):
+    def chosen(params=params, xs=xs, carry=carry, remat=False, batch_size=None, **kwargs):
         args = (params, xs, carry, kwargs.get("lengths"), kwargs.get("resets"), None)
-        return kernels.choose(cell, None, remat=remat, traced_args=args)
+        return kernels.choose(cell, None, remat=remat, traced_args=args, batch_size=batch_size)
 
-    assert chosen() == "native"
+    assert chosen() == chosen(batch_size=kernels.NATIVE_LSTM_MIN_BATCH) == "native"
+    assert chosen(batch_size=kernels.NATIVE_LSTM_MIN_BATCH - 1) == "fused"  # a few rows
     assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "fused"
     assert chosen(resets=jnp.zeros((5, 7), bool)) == "fused"
     assert chosen(remat=True) == "scan"
@@ -143,7 +145,7 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
 
     gru, gru_params, gru_xs, gru_carry, _ = problem(kind="gru")
     args = (gru_params, gru_xs, gru_carry, None, None, None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+    assert kernels.choose(gru, None, remat=False, traced_args=args, batch_size=1) == "native"
     args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
     assert kernels.choose(gru, None, remat=False, traced_args=args) == "scan"
 
@@ -193,3 +195,20 @@ def test_forcing_it_where_it_cannot_run_is_a_clear_error(options, message):
     with pytest.raises(jaxrnn.InputError, match=r"does not compute gru\(reset=before\)"):
         gru = jaxrnn.gru()
         jaxrnn.unroll(gru, gru.init(jax.random.key(0), 3, 6), xs, implementation="native")
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_the_default_bidirectional_stack_equals_the_scan(kind):
+    """With a native kernel the two directions run as two calls rather than one vmapped scan."""
+    rng = np.random.default_rng(6)
+    cell = CELLS[kind]
+    xs = jnp.asarray(rng.normal(size=(kernels.NATIVE_LSTM_MIN_BATCH, 6, 4)), jnp.float32)
+    params = jaxrnn.stacked_init(cell, jax.random.key(2), 4, 5, 2, bidirectional=True)
+
+    def loss(params, **options):
+        return jnp.sum(jnp.sin(jaxrnn.stacked(cell, params, xs, **options)[1]))
+
+    got = jax.value_and_grad(loss)(params)
+    want = jax.value_and_grad(functools.partial(loss, implementation="scan"))(params)
+    assert_trees_close(got, want)
