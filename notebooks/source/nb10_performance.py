@@ -73,13 +73,16 @@ display(Markdown("\\n".join(rows)))
 """),
     md("""
 The same numbers as a picture: every implementation's time divided by jaxrnn's, per
-configuration. A bar above 1 is slower than jaxrnn, below 1 faster. "jaxrnn autodiff backward"
-is jaxrnn with `implementation="scan"`: `jax.grad` of the `lax.scan` instead of the fused
-backward pass. The eager Python loop over `cell.step` is left out here: it takes 2.4× (c3) to
+configuration. A bar above 1 is slower than jaxrnn, below 1 faster. jaxrnn's default for a
+float32 LSTM or PyTorch's GRU on a CPU is its native kernel (`jaxrnn/_native`: the whole sequence
+as one compiled call, oneDNN's matrix products, the gates vectorised); "jaxrnn, XLA scan (fused)"
+is the LSTM with `implementation="fused"`, the `lax.scan` with its own backward pass, and
+"jaxrnn autodiff backward" is `implementation="scan"`: `jax.grad` of the `lax.scan`. The eager Python loop over `cell.step` is left out here: it takes 2.4× (c3) to
 700× (c2, batch size 1) jaxrnn's time, and it is in the committed charts.
 """),
     code("""
 SHOWN = {
+    "jaxrnn fused (XLA)": "jaxrnn, XLA scan (fused)",
     "torch": "PyTorch",
     "flax": "Flax (fastest cell)",
     "equinox": "Equinox",
@@ -121,15 +124,15 @@ fig.tight_layout()
 plt.show()
 """),
     md("""
-What the suite says, in short. On the batched configurations (c1, c3, bi) PyTorch's oneDNN
-kernels are the fastest almost everywhere: jaxrnn's LSTM takes 2.5× PyTorch's time for the c1
-forward pass and 1.9× for its training step; the gap is smaller for the GRU and for c3's larger
-matrices (1.1–1.4×). At batch size 1 (c2) jaxrnn is level with the fastest peer and trains the
-LSTM faster than PyTorch (0.86×): its own backward pass forms each weight gradient as one large
-matrix product after the loop instead of T rank-1 updates inside it, which is 2.6× faster than
-`jax.grad` of the scan there. Among the JAX implementations (Flax, Equinox, autodiff of the scan)
-jaxrnn's training step is the fastest or within noise of it everywhere. The committed charts
-show every implementation with min–max whiskers and the GEMM floor; here is c1:
+What the suite says, in short. With its native kernels (one compiled call for the whole sequence,
+oneDNN's matrix products on weights packed once) jaxrnn trains the c1 LSTM in 0.81× PyTorch's time
+and half the time of its own XLA scan, and its GRU at c1 in under half the time of every peer;
+PyTorch's GRU, which oneDNN does not serve, is 1.2–12× slower across the configurations.
+PyTorch's oneDNN LSTM still leads the forward pass at c1 (jaxrnn 1.24×), at batch size 1 (c2,
+where jaxrnn keeps the XLA scan, 1.53×) and on the bidirectional stack (1.14×), and the training
+step at c3's larger sizes (1.19×). On the right-padded batch (cl) jaxrnn is ahead of every peer
+in both passes. The committed charts show every implementation with min–max whiskers and the
+GEMM floor; here is c1:
 """),
     code("""
 display(Image(filename=RESULTS / "suite_c1.png", width=800))
@@ -333,8 +336,9 @@ print(
 
 `jaxrnn.unroll(cell, params, xs, implementation=...)` picks how the loop runs, always with the
 same result: `"hoisted"` computes the input side x⟨t⟩ W_x of every step as one matrix product
-before the loop, leaving only the recurrent product inside it (the default for the LSTM is
-`"fused"`, the loop with its own backward pass; `jaxrnn.kernels` lists them all).
+before the loop, leaving only the recurrent product inside it (the default for a float32 LSTM of
+8 or more examples on a CPU is `"native"`, jaxrnn's compiled loop, and `"fused"`, the scan with
+its own backward pass, otherwise; `jaxrnn.kernels` lists them all).
 `remat=True` recomputes each step in the backward pass instead of storing its gate values, and
 `remat=k` keeps only every k-th carry: less memory, more recomputation. Below, one LSTM training
 step at c1's sizes (m = 32, n_x = 64, n_a = 256; n_a = 64 when run small) with a many-to-one
@@ -423,11 +427,11 @@ print("this kernel runs on:", jax.devices())
     md("""
 ## Takeaways
 
-- The committed CPU suite: PyTorch's oneDNN kernels are the fastest on batched inputs (jaxrnn's
-  c1 LSTM takes 2.5× PyTorch's forward time and 1.9× its training time; 1.1–1.4× on c3 and for
-  the GRU). At batch size 1 jaxrnn is level with the fastest peer and trains the LSTM faster than
-  PyTorch (0.86×), thanks to its own backward pass; among JAX implementations its training step is
-  the fastest or within noise everywhere.
+- The committed CPU suite (2-core AMD EPYC with AVX-512): jaxrnn's native kernels train the c1
+  LSTM in 0.81× PyTorch's time and the c1 GRU in 0.46× the fastest peer's; PyTorch's oneDNN LSTM
+  still leads the forward pass at c1 (1.24×), at batch size 1 (1.53×) and on the bidirectional
+  stack (1.14×), and the c3 training step (1.19×). The XLA scan they replace takes about twice
+  their time at c1.
 - Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 3.7 ms
   in an eager Python loop, 430 µs as a jitted `cell.step` called from Python, and 2.4 µs inside
   `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256) the three were 3.1 ms, 424 µs and
