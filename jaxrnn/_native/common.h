@@ -229,4 +229,68 @@ class Repeated {
 // Below this many memory cells a step's gates run on one thread: waking the team costs more.
 constexpr int64_t kParallelGates = 16384;
 
+// A call's sizes: xs (B, T, D), the carry (B, H).
+struct Shape {
+  int64_t B, T, D, H;
+};
+
+inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0) {
+  auto d = xs.dimensions();
+  return Shape{d[0], d[1], d[2], h0.dimensions()[1]};
+}
+
+// w_x (D, G·H) and w_h (H, G·H) for a cell of `gates` gates, or an error that says which.
+inline ffi::Error CheckWeights(const char* cell, const Shape& s, int64_t gates,
+                               ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h) {
+  auto wx = w_x.dimensions(), wh = w_h.dimensions();
+  if (wx.size() != 2 || wx[0] != s.D || wx[1] != gates * s.H || wh.size() != 2 ||
+      wh[0] != s.H || wh[1] != gates * s.H)
+    return ffi::Error::InvalidArgument(std::string(cell) +
+                                       " kernel: weights do not match xs and the carry");
+  return ffi::Error::Success();
+}
+
+// Runs `work` on the worker thread; oneDNN's errors become the call's error.
+inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
+  try {
+    Worker::Get().Run(std::move(work));
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string(cell) + " kernel (oneDNN): " + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// The carry each step read, (B, T, H) batch-major: h0 at the first step read, else the output
+// of the step read before it.
+inline std::vector<float> CarriesRead(const Shape& s, const float* h0, const float* ys,
+                                      bool reverse) {
+  const int64_t B = s.B, T = s.T, H = s.H;
+  std::vector<float> read(B * T * H);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const bool first = reverse ? t == T - 1 : t == 0;
+      const float* src = first ? h0 + b * H : ys + (b * T + (reverse ? t + 1 : t - 1)) * H;
+      std::memcpy(read.data() + (b * T + t) * H, src, H * sizeof(float));
+    }
+  return read;
+}
+
+// The gradients that are products over all B·T rows, from dL/dz_x and dL/dz_h (B·T, G):
+// dL/dw_x = xsᵀ dz_x, dL/dw_h = h_prevᵀ dz_h and dL/dxs = dz_x w_xᵀ.
+inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float* xs,
+                             const float* h_prev, const float* dzx, const float* dzh,
+                             const float* w_x, float* d_w_x, float* d_w_h, float* d_xs) {
+  const int64_t N = s.B * s.T, D = s.D, H = s.H;
+  run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
+  run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
+  run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs, D);
+}
+
+// out (cols) = the sum of the rows of m (rows, cols).
+inline void ColumnSums(int64_t rows, int64_t cols, const float* m, float* out) {
+  std::memset(out, 0, cols * sizeof(float));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) out[j] += m[r * cols + j];
+}
+
 }  // namespace jaxrnn_native

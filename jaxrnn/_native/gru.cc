@@ -50,18 +50,6 @@ JAXRNN_VECTOR void GatesBackward(int64_t H, const float* __restrict act,
   }
 }
 
-struct Shape {
-  int64_t B, T, D, H;
-};
-
-ffi::Error CheckShapes(const Shape& s, ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h) {
-  auto wx = w_x.dimensions(), wh = w_h.dimensions();
-  if (wx.size() != 2 || wx[0] != s.D || wx[1] != 3 * s.H || wh.size() != 2 || wh[0] != s.H ||
-      wh[1] != 3 * s.H)
-    return ffi::Error::InvalidArgument("gru kernel: weights do not match xs and the carry");
-  return ffi::Error::Success();
-}
-
 // ys (B, T, H) and the last h (B, H); with `save`, the activations r, u, c~ (B, T, 3H) and the
 // recurrent candidates h_c (B, T, H) that the backward pass reads.
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
@@ -70,46 +58,40 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
                        bool reverse, bool save) {
-  auto d = xs.dimensions();
-  const Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
+  const Shape s = ShapeOf(xs, h0);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  if (auto e = CheckShapes(s, w_x, w_h); e.failure()) return e;
-  try {
-    Worker::Get().Run([&] {
-      std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-      if (T == 0) return;
-      Runner run;
-      std::vector<float> zx(B * T * G);  // the input side of every step, row b * T + t
-      run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx.data(), G,
-               b_x.typed_data());
-      View h_view{B, H, H}, wh_view{H, G, G};
-      auto product = ProductFor(h_view, wh_view, G, /*packed=*/true, /*bias=*/true);
-      Repeated step_product(run, *product, h_view,
-                            run.Weights(*product, wh_view, w_h.typed_data()), G,
-                            b_h.typed_data());
-      std::vector<float> zh(B * G), act(save ? 0 : B * G), h_c(save ? 0 : B * H);
-      std::vector<float> h(h0.typed_data(), h0.typed_data() + B * H), h_new(B * H);
-      float* y = ys->typed_data();
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? T - 1 - step : step;
-        step_product(h.data(), zh.data());
+  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
+  return Guarded("gru", [&] {
+    std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
+    if (T == 0) return;
+    Runner run;
+    std::vector<float> zx(B * T * G);  // the input side of every step, row b * T + t
+    run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx.data(), G,
+             b_x.typed_data());
+    View h_view{B, H, H}, wh_view{H, G, G};
+    auto product = ProductFor(h_view, wh_view, G, /*packed=*/true, /*bias=*/true);
+    Repeated step_product(run, *product, h_view,
+                          run.Weights(*product, wh_view, w_h.typed_data()), G,
+                          b_h.typed_data());
+    std::vector<float> zh(B * G), act(save ? 0 : B * G), h_c(save ? 0 : B * H);
+    std::vector<float> h(h0.typed_data(), h0.typed_data() + B * H), h_new(B * H);
+    float* y = ys->typed_data();
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
+      step_product(h.data(), zh.data());
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * T + t;
-          float* a = save ? gates->typed_data() + row * G : act.data() + b * G;
-          float* hc = save ? candidates->typed_data() + row * H : h_c.data() + b * H;
-          Gates(H, zx.data() + row * G, zh.data() + b * G, h.data() + b * H, a, hc,
-                h_new.data() + b * H);
-          std::memcpy(y + row * H, h_new.data() + b * H, H * sizeof(float));
-        }
-        h.swap(h_new);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * T + t;
+        float* a = save ? gates->typed_data() + row * G : act.data() + b * G;
+        float* hc = save ? candidates->typed_data() + row * H : h_c.data() + b * H;
+        Gates(H, zx.data() + row * G, zh.data() + b * G, h.data() + b * H, a, hc,
+              h_new.data() + b * H);
+        std::memcpy(y + row * H, h_new.data() + b * H, H * sizeof(float));
       }
-      std::memcpy(h_last->typed_data(), h.data(), B * H * sizeof(float));
-    });
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("gru kernel (oneDNN): ") + e.what());
-  }
-  return ffi::Error::Success();
+      h.swap(h_new);
+    }
+    std::memcpy(h_last->typed_data(), h.data(), B * H * sizeof(float));
+  });
 }
 
 // The gradients of a sum of <cotangent, output> over ys and the last h, from what the forward
@@ -122,70 +104,48 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
                         ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
                         ffi::ResultBuffer<ffi::F32> d_b_h, bool reverse) {
-  auto d = xs.dimensions();
-  const Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
+  const Shape s = ShapeOf(xs, h0);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  if (auto e = CheckShapes(s, w_x, w_h); e.failure()) return e;
-  try {
-    Worker::Get().Run([&] {
-      const int64_t N = B * T;
-      if (T == 0) {
-        std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-        std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-        std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-        std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-        std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
-        return;
-      }
-      Runner run;
-      const float* y = ys.typed_data();
-      // The carry each step read: h0 at the first step read, else the output of the step before.
-      std::vector<float> h_prev(N * H);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = 0; t < T; ++t) {
-          const bool first = reverse ? t == T - 1 : t == 0;
-          const float* src =
-              first ? h0.typed_data() + b * H : y + (b * T + (reverse ? t + 1 : t - 1)) * H;
-          std::memcpy(h_prev.data() + (b * T + t) * H, src, H * sizeof(float));
-        }
-      std::vector<float> dzx(N * G), dzh(N * G);
-      std::vector<float> dh_rec(B * H, 0.0f), dh_direct(d_h_last.typed_data(),
-                                                         d_h_last.typed_data() + B * H);
-      View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-      auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-      Repeated step_product(run, *product, dz_step,
-                            run.Weights(*product, wh_t, w_h.typed_data()), H);
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
+  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
+  return Guarded("gru", [&] {
+    const int64_t N = B * T;
+    if (T == 0) {
+      std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
+      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
+      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
+      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+      return;
+    }
+    Runner run;
+    std::vector<float> h_prev = CarriesRead(s, h0.typed_data(), ys.typed_data(), reverse);
+    std::vector<float> dzx(N * G), dzh(N * G);
+    std::vector<float> dh_rec(B * H, 0.0f), dh_direct(d_h_last.typed_data(),
+                                                       d_h_last.typed_data() + B * H);
+    View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
+    auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
+    Repeated step_product(run, *product, dz_step,
+                          run.Weights(*product, wh_t, w_h.typed_data()), H);
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * T + t;
-          GatesBackward(H, gates.typed_data() + row * G, candidates.typed_data() + row * H,
-                        h_prev.data() + row * H, d_ys.typed_data() + row * H,
-                        dh_rec.data() + b * H, dh_direct.data() + b * H, dzx.data() + row * G,
-                        dzh.data() + row * G);
-        }
-        step_product(dzh.data() + t * G, dh_rec.data());
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * T + t;
+        GatesBackward(H, gates.typed_data() + row * G, candidates.typed_data() + row * H,
+                      h_prev.data() + row * H, d_ys.typed_data() + row * H,
+                      dh_rec.data() + b * H, dh_direct.data() + b * H, dzx.data() + row * G,
+                      dzh.data() + row * G);
       }
-      float* dh0 = d_h0->typed_data();
-      for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];
-      run.Once({D, N, D, true}, xs.typed_data(), {N, G, G}, dzx.data(), d_w_x->typed_data(), G);
-      run.Once({H, N, H, true}, h_prev.data(), {N, G, G}, dzh.data(), d_w_h->typed_data(), G);
-      run.Once({N, G, G}, dzx.data(), {G, D, G, true}, w_x.typed_data(), d_xs->typed_data(), D);
-      float* dbx = d_b_x->typed_data();
-      float* dbh = d_b_h->typed_data();
-      std::memset(dbx, 0, G * sizeof(float));
-      std::memset(dbh, 0, G * sizeof(float));
-      for (int64_t r = 0; r < N; ++r) {
-        const float* x_row = dzx.data() + r * G;
-        const float* h_row = dzh.data() + r * G;
-        for (int64_t j = 0; j < G; ++j) dbx[j] += x_row[j], dbh[j] += h_row[j];
-      }
-    });
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("gru kernel (oneDNN): ") + e.what());
-  }
-  return ffi::Error::Success();
+      step_product(dzh.data() + t * G, dh_rec.data());
+    }
+    float* dh0 = d_h0->typed_data();
+    for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];
+    ProductGradients(run, s, G, xs.typed_data(), h_prev.data(), dzx.data(), dzh.data(),
+                     w_x.typed_data(), d_w_x->typed_data(), d_w_h->typed_data(),
+                     d_xs->typed_data());
+    ColumnSums(N, G, dzx.data(), d_b_x->typed_data());
+    ColumnSums(N, G, dzh.data(), d_b_h->typed_data());
+  });
 }
 
 }  // namespace

@@ -47,18 +47,6 @@ JAXRNN_VECTOR void GatesBackward(int64_t H, const float* __restrict a, const flo
   }
 }
 
-struct Shape {
-  int64_t B, T, D, H;
-};
-
-ffi::Error CheckShapes(const Shape& s, ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h) {
-  auto wx = w_x.dimensions(), wh = w_h.dimensions();
-  if (wx.size() != 2 || wx[0] != s.D || wx[1] != 4 * s.H || wh.size() != 2 || wh[0] != s.H ||
-      wh[1] != 4 * s.H)
-    return ffi::Error::InvalidArgument("lstm kernel: weights do not match xs and the carry");
-  return ffi::Error::Success();
-}
-
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
 // memory cells (B, T, H) that the backward pass reads.
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
@@ -67,58 +55,52 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
                        ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save) {
-  auto d = xs.dimensions();
-  const Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
+  const Shape s = ShapeOf(xs, h0);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
-  if (auto e = CheckShapes(s, w_x, w_h); e.failure()) return e;
-  try {
-    Worker::Get().Run([&] {
-      if (T == 0) {
-        std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-        std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
-        return;
-      }
-      // One product per step, [x_t, h_{t-1}] (B, D + H) times [w_x; w_h] (D + H, 4H) plus the
-      // bias: the pre-activations of a step never leave the cache.
-      const int64_t K = D + H;
-      std::vector<float> w(K * G);
-      std::memcpy(w.data(), w_x.typed_data(), D * G * sizeof(float));
-      std::memcpy(w.data() + D * G, w_h.typed_data(), H * G * sizeof(float));
-      Runner run;
-      View xh_view{B, K, K}, w_view{K, G, G};
-      auto product = ProductFor(xh_view, w_view, G, /*packed=*/true, /*bias=*/true);
-      Repeated step_product(run, *product, xh_view, run.Weights(*product, w_view, w.data()), G,
-                            bias.typed_data());
-      std::vector<float> xh(B * K), z(B * G), act(save ? 0 : B * G);
-      std::vector<float> c(c0.typed_data(), c0.typed_data() + B * H), c_new(B * H);
+  if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
+  return Guarded("lstm", [&] {
+    if (T == 0) {
+      std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
+      std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
+      return;
+    }
+    // One product per step, [x_t, h_{t-1}] (B, D + H) times [w_x; w_h] (D + H, 4H) plus the
+    // bias: the pre-activations of a step never leave the cache.
+    const int64_t K = D + H;
+    std::vector<float> w(K * G);
+    std::memcpy(w.data(), w_x.typed_data(), D * G * sizeof(float));
+    std::memcpy(w.data() + D * G, w_h.typed_data(), H * G * sizeof(float));
+    Runner run;
+    View xh_view{B, K, K}, w_view{K, G, G};
+    auto product = ProductFor(xh_view, w_view, G, /*packed=*/true, /*bias=*/true);
+    Repeated step_product(run, *product, xh_view, run.Weights(*product, w_view, w.data()), G,
+                          bias.typed_data());
+    std::vector<float> xh(B * K), z(B * G), act(save ? 0 : B * G);
+    std::vector<float> c(c0.typed_data(), c0.typed_data() + B * H), c_new(B * H);
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(xh.data() + b * K + D, h0.typed_data() + b * H, H * sizeof(float));
+    const float* x = xs.typed_data();
+    float* y = ys->typed_data();
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
       for (int64_t b = 0; b < B; ++b)
-        std::memcpy(xh.data() + b * K + D, h0.typed_data() + b * H, H * sizeof(float));
-      const float* x = xs.typed_data();
-      float* y = ys->typed_data();
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? T - 1 - step : step;
-        for (int64_t b = 0; b < B; ++b)
-          std::memcpy(xh.data() + b * K, x + (b * T + t) * D, D * sizeof(float));
-        step_product(xh.data(), z.data());
+        std::memcpy(xh.data() + b * K, x + (b * T + t) * D, D * sizeof(float));
+      step_product(xh.data(), z.data());
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) {
-          float* a = save ? gates->typed_data() + (b * T + t) * G : act.data() + b * G;
-          float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new.data() + b * H;
-          float* h = xh.data() + b * K + D;  // the next step's input
-          Gates(H, z.data() + b * G, a, c.data() + b * H, cb, h);
-          std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
-          if (save) std::memcpy(c_new.data() + b * H, cb, H * sizeof(float));
-        }
-        c.swap(c_new);
+      for (int64_t b = 0; b < B; ++b) {
+        float* a = save ? gates->typed_data() + (b * T + t) * G : act.data() + b * G;
+        float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new.data() + b * H;
+        float* h = xh.data() + b * K + D;  // the next step's input
+        Gates(H, z.data() + b * G, a, c.data() + b * H, cb, h);
+        std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
+        if (save) std::memcpy(c_new.data() + b * H, cb, H * sizeof(float));
       }
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(h_last->typed_data() + b * H, xh.data() + b * K + D, H * sizeof(float));
-      std::memcpy(c_last->typed_data(), c.data(), B * H * sizeof(float));
-    });
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("lstm kernel (oneDNN): ") + e.what());
-  }
-  return ffi::Error::Success();
+      c.swap(c_new);
+    }
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(h_last->typed_data() + b * H, xh.data() + b * K + D, H * sizeof(float));
+    std::memcpy(c_last->typed_data(), c.data(), B * H * sizeof(float));
+  });
 }
 
 // The gradients of a sum of <cotangent, output> over ys, last h and last c, from what the
@@ -132,69 +114,51 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0,
                         ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
                         ffi::ResultBuffer<ffi::F32> d_bias, bool reverse) {
-  auto d = xs.dimensions();
-  const Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
+  const Shape s = ShapeOf(xs, h0);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
-  if (auto e = CheckShapes(s, w_x, w_h); e.failure()) return e;
-  try {
-    Worker::Get().Run([&] {
+  if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
+  return Guarded("lstm", [&] {
+    if (T == 0) {
+      std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
+      std::memcpy(d_c0->typed_data(), d_c_last.typed_data(), B * H * sizeof(float));
+      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
+      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+      std::memset(d_bias->typed_data(), 0, G * sizeof(float));
+      return;
+    }
     Runner run;
     const float* act = gates.typed_data();
     const float* cs = cells.typed_data();
-    const float* y = ys.typed_data();
     const float* dy = d_ys.typed_data();
-    std::vector<float> dz(B * T * G);  // ∂L/∂z of every step, row b * T + t
+    std::vector<float> dz(B * T * G);  // dL/dz of every step, row b * T + t
     std::vector<float> dh(d_h_last.typed_data(), d_h_last.typed_data() + B * H);
     std::vector<float> dc(d_c_last.typed_data(), d_c_last.typed_data() + B * H);
     View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-    auto recurrent = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-    Repeated recurrent_product(run, *recurrent, dz_step, run.Weights(*recurrent, wh_t, w_h.typed_data()), H);
+    auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
+    Repeated step_product(run, *product, dz_step, run.Weights(*product, wh_t, w_h.typed_data()),
+                          H);
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t before = reverse ? t + 1 : t - 1;  // the step read before t, or none
       const bool first = reverse ? t == T - 1 : t == 0;
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
       for (int64_t b = 0; b < B; ++b) {
-        const float* a = act + (b * T + t) * G;
-        const float* c = cs + (b * T + t) * H;
+        const int64_t row = b * T + t;
         const float* c_prev = first ? c0.typed_data() + b * H : cs + (b * T + before) * H;
-        const float* dyt = dy + (b * T + t) * H;
-        float* dzt = dz.data() + (b * T + t) * G;
-        GatesBackward(H, a, c, c_prev, dyt, dh.data() + b * H, dc.data() + b * H, dzt);
+        GatesBackward(H, act + row * G, cs + row * H, c_prev, dy + row * H, dh.data() + b * H,
+                      dc.data() + b * H, dz.data() + row * G);
       }
-      recurrent_product(dz.data() + t * G, dh.data());
+      step_product(dz.data() + t * G, dh.data());
     }
     std::memcpy(d_h0->typed_data(), dh.data(), B * H * sizeof(float));
     std::memcpy(d_c0->typed_data(), dc.data(), B * H * sizeof(float));
-    if (T == 0) {
-      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-      std::memset(d_bias->typed_data(), 0, G * sizeof(float));
-      return;
-    }
-    // The carry each step read: h0 at the first step read, else the output of the step before.
-    std::vector<float> h_prev(B * T * H);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t) {
-        const bool first = reverse ? t == T - 1 : t == 0;
-        const float* src = first ? h0.typed_data() + b * H : y + (b * T + (reverse ? t + 1 : t - 1)) * H;
-        std::memcpy(h_prev.data() + (b * T + t) * H, src, H * sizeof(float));
-      }
-    const int64_t N = B * T;
-    run.Once({D, N, D, true}, xs.typed_data(), {N, G, G}, dz.data(), d_w_x->typed_data(), G);
-    run.Once({H, N, H, true}, h_prev.data(), {N, G, G}, dz.data(), d_w_h->typed_data(), G);
-    run.Once({N, G, G}, dz.data(), {G, D, G, true}, w_x.typed_data(), d_xs->typed_data(), D);
-    float* db = d_bias->typed_data();
-    std::memset(db, 0, G * sizeof(float));
-    for (int64_t r = 0; r < N; ++r) {
-      const float* row = dz.data() + r * G;
-      for (int64_t j = 0; j < G; ++j) db[j] += row[j];
-    }
-    });
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("lstm kernel (oneDNN): ") + e.what());
-  }
-  return ffi::Error::Success();
+    // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
+    std::vector<float> h_prev = CarriesRead(s, h0.typed_data(), ys.typed_data(), reverse);
+    ProductGradients(run, s, G, xs.typed_data(), h_prev.data(), dz.data(), dz.data(),
+                     w_x.typed_data(), d_w_x->typed_data(), d_w_h->typed_data(),
+                     d_xs->typed_data());
+    ColumnSums(B * T, G, dz.data(), d_bias->typed_data());
+  });
 }
 
 }  // namespace
