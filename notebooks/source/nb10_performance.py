@@ -77,8 +77,9 @@ configuration. A bar above 1 is slower than jaxrnn, below 1 faster. jaxrnn's def
 float32 LSTM or PyTorch's GRU on a CPU is its native kernel (`jaxrnn/_native`: the whole sequence
 as one compiled call, oneDNN's matrix products, the gates vectorised); "jaxrnn, XLA scan (fused)"
 is the LSTM with `implementation="fused"`, the `lax.scan` with its own backward pass, and
-"jaxrnn autodiff backward" is `implementation="scan"`: `jax.grad` of the `lax.scan`. The eager Python loop over `cell.step` is left out here: it takes 2.4× (c3) to
-700× (c2, batch size 1) jaxrnn's time, and it is in the committed charts.
+"jaxrnn autodiff backward" is `implementation="scan"`: `jax.grad` of the `lax.scan`. The eager
+Python loop over `cell.step` is left out here: it takes 2.4× (c3) to 1,000× (c2, batch size 1)
+jaxrnn's time, and it is in the committed charts.
 """),
     code("""
 SHOWN = {
@@ -308,7 +309,9 @@ compile_s = []
 for T_len in Ts:
     xs = jnp.zeros((8, T_len, n_x))
     start = time.perf_counter()
-    jax.jit(lambda p, x: jaxrnn.unroll(cell, p, x)[1]).lower(params, xs).compile()
+    # the XLA scan: the native kernel (the CPU default at m = 8) compiles to one call whatever T
+    scan = jax.jit(lambda p, x: jaxrnn.unroll(cell, p, x, implementation="fused")[1])
+    scan.lower(params, xs).compile()
     compile_s.append(time.perf_counter() - start)
 listed = ", ".join(f"T={t}: {s:.2f} s" for t, s in zip(Ts, compile_s, strict=True))
 print("scan compile time:", listed)
@@ -392,7 +395,7 @@ Checkpointing changes the memory, not the gradients: XLA's temporary buffers fal
 a⟨t⟩ instead (the committed benchmark), the (T_x, m, n_a) outputs and their gradients must be kept
 whatever the option, so blocks pay only at long T: 705 against 159 MiB at T = 10,000, nothing at
 T = 1,000. The times above come from a shared machine and change from run to run; in the stored run
-hoisting took 1.65× the fused scan's time, and the remat options were within 1.12× of it. The
+hoisting took 1.55× the fused scan's time, and the remat options were within 1.07× of it. The
 committed benchmark, run on a quieter one, measured no checkpointing,
 `remat=True` and blocks within 11% of each other, and neither hoisting nor `lax.scan`'s `unroll=k`
 (a knob of the scan kernel, `jaxrnn.kernels.sequential_one`) was found faster on a CPU.
@@ -434,14 +437,13 @@ print("this kernel runs on:", jax.devices())
   still leads the forward pass at c1 (1.24×), at batch size 1 (1.53×) and on the bidirectional
   stack (1.14×), and the c3 training step (1.19×). The XLA scan they replace takes about twice
   their time at c1.
-- Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 3.7 ms
-  in an eager Python loop, 430 µs as a jitted `cell.step` called from Python, and 2.4 µs inside
-  `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256) the three were 3.1 ms, 424 µs and
-  294 µs: the bigger the step, the smaller the share of the overhead.
-- A scan's compile time does not grow with T (0.55–1.5 s from T = 16 to 4,096 here, the first
-  compile the slowest); a Python loop under `jit` took 32 s to compile at T = 1,024 in the
-  committed benchmark. `jax.vmap` over
-  32 examples ran 3× faster than a loop calling the one-example function 32 times.
+- Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 1.3 ms
+  in an eager Python loop, 77 µs as a jitted `cell.step` called from Python, and 2.7 µs inside
+  `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256, where `unroll` runs the native
+  kernel) the three were 1.6 ms, 159 µs and 116 µs on this shared machine (66 µs in the suite).
+- A scan's compile time does not grow with T (0.22–0.26 s from T = 16 to 4,096 here); a Python
+  loop under `jit` took 32 s to compile at T = 1,024 in the committed benchmark. `jax.vmap` over
+  32 examples ran 4× faster than a loop calling the one-example function 32 times.
 - `remat` cut the training step's temporary memory from 88 to 17.4 MiB (every step) and 9.8 MiB
   (every 16 steps) with the same gradients. Times on this busy machine were too noisy to rank the
   options; on a CPU the committed benchmarks found checkpointing at about the same speed and
