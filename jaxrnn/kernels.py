@@ -139,7 +139,7 @@ def choose(
             f"it has {cell_has}",
             "leave implementation=None to choose automatically",
         )
-    if implementation in ("fused", "time_parallel") and remat is not False:
+    if implementation in ("fused", "time_parallel", "native") and remat is not False:
         fail(
             fn,
             f"implementation={implementation!r} cannot be combined with remat",
@@ -153,12 +153,6 @@ def choose(
             "leave implementation=None, which uses the scan there",
         )
     if implementation == "native":
-        if remat is not False:
-            fail(
-                fn,
-                "implementation='native' cannot be combined with remat",
-                "leave implementation=None, or pass remat=False",
-            )
         misfit = _native_misfit(*traced_args)
         if misfit is not None:
             fail(
@@ -238,7 +232,7 @@ def run(
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
             return _native_run(params, xs, carry, reverse=reverse)
-        implementation = "fused"  # nothing to compute: the scan's edge cases are the definition
+        implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "fused":

@@ -212,3 +212,16 @@ def test_the_default_bidirectional_stack_equals_the_scan(kind):
     got = jax.value_and_grad(loss)(params)
     want = jax.value_and_grad(functools.partial(loss, implementation="scan"))(params)
     assert_trees_close(got, want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("shape", [(0, 5, 3), (8, 0, 3)], ids=["no-examples", "no-steps"])
+def test_an_empty_batch_or_sequence_runs_as_the_scan(kind, shape):
+    cell = CELLS[kind]
+    params = cell.init(jax.random.key(0), 3, 4)
+    xs = jnp.ones(shape, jnp.float32)
+    got = jaxrnn.unroll(cell, params, xs, implementation="native")
+    want = jaxrnn.unroll(cell, params, xs, implementation="scan")
+    assert got[1].shape == (*shape[:2], 4)
+    assert_trees_close(got, want)

@@ -87,14 +87,13 @@ def _shapes_of(*arrays):
 def _forward_call(w_x, w_h, bias, xs, h0, c0, reverse: bool, save: bool):
     batch, steps, _ = xs.shape
     hidden = h0.shape[-1]
-    out = _out
     # Without `save` the residuals are not wanted: empty outputs, nothing written.
     residuals = (
-        (out(batch, steps, 4 * hidden), out(batch, steps, hidden)) if save else (out(0),) * 2
+        (_out(batch, steps, 4 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
     )
     call = jax.ffi.ffi_call(
         "jaxrnn_lstm_forward",
-        (out(batch, steps, hidden), out(batch, hidden), out(batch, hidden), *residuals),
+        (_out(batch, steps, hidden), _out(batch, hidden), _out(batch, hidden), *residuals),
         vmap_method="sequential",
     )
     return call(xs, h0, c0, w_x, w_h, bias, reverse=reverse, save=save)
