@@ -138,29 +138,9 @@ struct Runner {
     return packed;
   }
 
-  void Run(const Product& product, const View& a, const float* a_data, const memory& weights,
-           float* c_data, int64_t c_stride, const float* bias = nullptr) {
-    memory::desc dst({a.rows, weights.get_desc().get_dims()[1]}, dt::f32, Dims{c_stride, 1});
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, memory(a.desc(), Engine(), const_cast<float*>(a_data))},
-        {DNNL_ARG_WEIGHTS, weights},
-        {DNNL_ARG_DST, memory(dst, Engine(), c_data)},
-        {DNNL_ARG_SCRATCHPAD, memory(product.scratchpad, Engine())},
-    };
-    if (bias != nullptr) {
-      memory::desc bias_desc({1, dst.get_dims()[1]}, dt::f32, memory::format_tag::ab);
-      args.insert({DNNL_ARG_BIAS, memory(bias_desc, Engine(), const_cast<float*>(bias))});
-    }
-    product.primitive.execute(stream, args);
-    stream.wait();
-  }
-
   // C = A B for a one-off product (B read as it is, or packed first if oneDNN would rather).
   void Once(const View& a, const float* a_data, const View& b, const float* b_data,
-            float* c_data, int64_t c_stride, const float* bias = nullptr) {
-    auto product = ProductFor(a, b, c_stride, /*packed=*/false, bias != nullptr);
-    Run(*product, a, a_data, Weights(*product, b, b_data), c_data, c_stride, bias);
-  }
+            float* c_data, int64_t c_stride, const float* bias = nullptr);
 };
 
 // exp(x) for float32 by range reduction and a degree-7 polynomial (Cephes' expf), written so that
@@ -225,6 +205,12 @@ class Repeated {
   memory src_, dst_;
   std::unordered_map<int, memory> args_;
 };
+
+inline void Runner::Once(const View& a, const float* a_data, const View& b, const float* b_data,
+                         float* c_data, int64_t c_stride, const float* bias) {
+  auto product = ProductFor(a, b, c_stride, /*packed=*/false, bias != nullptr);
+  Repeated(*this, *product, a, Weights(*product, b, b_data), c_stride, bias)(a_data, c_data);
+}
 
 // Below this many memory cells a step's gates run on one thread: waking the team costs more.
 constexpr int64_t kParallelGates = 16384;
