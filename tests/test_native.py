@@ -80,8 +80,15 @@ def assert_trees_close(got, want):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize(
     "batch_shape, n_steps, n_x, n_a",
-    [((5,), 7, 3, 6), ((1,), 1, 1, 1), ((), 9, 4, 5), ((2, 3), 4, 2, 8), ((32,), 40, 16, 64)],
-    ids=["small", "one-of-everything", "unbatched", "two-batch-dims", "wider"],
+    [
+        ((5,), 7, 3, 6),
+        ((1,), 1, 1, 1),
+        ((), 9, 4, 5),
+        ((2, 3), 4, 2, 8),
+        ((32,), 40, 16, 64),
+        ((64,), 5, 8, 256),  # B·H = 16384: a step's gates split across threads
+    ],
+    ids=["small", "one-of-everything", "unbatched", "two-batch-dims", "wider", "threaded-gates"],
 )
 def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps, n_x, n_a):
     args = problem(batch_shape, n_steps, n_x, n_a, kind=kind)
@@ -94,6 +101,21 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
         for name in ("native", "scan")
     ]
     assert_trees_close(*outputs)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_calls_of_growing_and_shrinking_sizes_in_turn_each_equal_the_scan(kind):
+    # The kernels keep their temporaries between calls: a call after a larger or a smaller one
+    # must not read what the other left.
+    for batch_shape, n_steps, n_x, n_a in [
+        ((3,), 4, 2, 5),
+        ((48,), 30, 12, 40),
+        ((2,), 3, 5, 7),
+        ((16,), 50, 3, 33),
+    ]:
+        args = problem(batch_shape, n_steps, n_x, n_a, kind=kind, seed=n_a)
+        assert_trees_close(value_and_grads("native", *args), value_and_grads("scan", *args))
 
 
 @needs_kernel

@@ -65,32 +65,35 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
     if (T == 0) return;
     Runner run;
-    std::vector<float> zx(B * T * G);  // the input side of every step, row b * T + t
-    run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx.data(), G,
+    Scratch& scratch = run.scratch;
+    float* zx = scratch.Take(B * T * G);  // the input side of every step, row b * T + t
+    run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx, G,
              b_x.typed_data());
     View h_view{B, H, H}, wh_view{H, G, G};
     auto product = ProductFor(h_view, wh_view, G, /*packed=*/true, /*bias=*/true);
     Repeated step_product(run, *product, h_view,
                           run.Weights(*product, wh_view, w_h.typed_data()), G,
                           b_h.typed_data());
-    std::vector<float> zh(B * G), act(save ? 0 : B * G), h_c(save ? 0 : B * H);
-    std::vector<float> h(h0.typed_data(), h0.typed_data() + B * H), h_new(B * H);
+    float* zh = scratch.Take(B * G);
+    float* act = save ? nullptr : scratch.Take(B * G);
+    float* h_c = save ? nullptr : scratch.Take(B * H);
+    float* h = scratch.Copy(h0.typed_data(), B * H);
+    float* h_new = scratch.Take(B * H);
     float* y = ys->typed_data();
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
-      step_product(h.data(), zh.data());
+      step_product(h, zh);
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
       for (int64_t b = 0; b < B; ++b) {
         const int64_t row = b * T + t;
-        float* a = save ? gates->typed_data() + row * G : act.data() + b * G;
-        float* hc = save ? candidates->typed_data() + row * H : h_c.data() + b * H;
-        Gates(H, zx.data() + row * G, zh.data() + b * G, h.data() + b * H, a, hc,
-              h_new.data() + b * H);
-        std::memcpy(y + row * H, h_new.data() + b * H, H * sizeof(float));
+        float* a = save ? gates->typed_data() + row * G : act + b * G;
+        float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
+        Gates(H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
+        std::memcpy(y + row * H, h_new + b * H, H * sizeof(float));
       }
-      h.swap(h_new);
+      std::swap(h, h_new);
     }
-    std::memcpy(h_last->typed_data(), h.data(), B * H * sizeof(float));
+    std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
   });
 }
 
@@ -118,10 +121,12 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       return;
     }
     Runner run;
-    std::vector<float> h_prev = CarriesRead(s, h0.typed_data(), ys.typed_data(), reverse);
-    std::vector<float> dzx(N * G), dzh(N * G);
-    std::vector<float> dh_rec(B * H, 0.0f), dh_direct(d_h_last.typed_data(),
-                                                       d_h_last.typed_data() + B * H);
+    Scratch& scratch = run.scratch;
+    const float* h_prev = CarriesRead(scratch, s, h0.typed_data(), ys.typed_data(), reverse);
+    float* dzx = scratch.Take(N * G);
+    float* dzh = scratch.Take(N * G);
+    float* dh_rec = scratch.Zeros(B * H);
+    float* dh_direct = scratch.Copy(d_h_last.typed_data(), B * H);
     View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
     auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
     Repeated step_product(run, *product, dz_step,
@@ -132,19 +137,17 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       for (int64_t b = 0; b < B; ++b) {
         const int64_t row = b * T + t;
         GatesBackward(H, gates.typed_data() + row * G, candidates.typed_data() + row * H,
-                      h_prev.data() + row * H, d_ys.typed_data() + row * H,
-                      dh_rec.data() + b * H, dh_direct.data() + b * H, dzx.data() + row * G,
-                      dzh.data() + row * G);
+                      h_prev + row * H, d_ys.typed_data() + row * H, dh_rec + b * H,
+                      dh_direct + b * H, dzx + row * G, dzh + row * G);
       }
-      step_product(dzh.data() + t * G, dh_rec.data());
+      step_product(dzh + t * G, dh_rec);
     }
     float* dh0 = d_h0->typed_data();
     for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];
-    ProductGradients(run, s, G, xs.typed_data(), h_prev.data(), dzx.data(), dzh.data(),
-                     w_x.typed_data(), d_w_x->typed_data(), d_w_h->typed_data(),
-                     d_xs->typed_data());
-    ColumnSums(N, G, dzx.data(), d_b_x->typed_data());
-    ColumnSums(N, G, dzh.data(), d_b_h->typed_data());
+    ProductGradients(run, s, G, xs.typed_data(), h_prev, dzx, dzh, w_x.typed_data(),
+                     d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
+    ColumnSums(N, G, dzx, d_b_x->typed_data());
+    ColumnSums(N, G, dzh, d_b_h->typed_data());
   });
 }
 

@@ -67,39 +67,43 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     // One product per step, [x_t, h_{t-1}] (B, D + H) times [w_x; w_h] (D + H, 4H) plus the
     // bias: the pre-activations of a step never leave the cache.
     const int64_t K = D + H;
-    std::vector<float> w(K * G);
-    std::memcpy(w.data(), w_x.typed_data(), D * G * sizeof(float));
-    std::memcpy(w.data() + D * G, w_h.typed_data(), H * G * sizeof(float));
     Runner run;
+    Scratch& scratch = run.scratch;
+    float* w = scratch.Take(K * G);
+    std::memcpy(w, w_x.typed_data(), D * G * sizeof(float));
+    std::memcpy(w + D * G, w_h.typed_data(), H * G * sizeof(float));
     View xh_view{B, K, K}, w_view{K, G, G};
     auto product = ProductFor(xh_view, w_view, G, /*packed=*/true, /*bias=*/true);
-    Repeated step_product(run, *product, xh_view, run.Weights(*product, w_view, w.data()), G,
+    Repeated step_product(run, *product, xh_view, run.Weights(*product, w_view, w), G,
                           bias.typed_data());
-    std::vector<float> xh(B * K), z(B * G), act(save ? 0 : B * G);
-    std::vector<float> c(c0.typed_data(), c0.typed_data() + B * H), c_new(B * H);
+    float* xh = scratch.Take(B * K);
+    float* z = scratch.Take(B * G);
+    float* act = save ? nullptr : scratch.Take(B * G);
+    float* c = scratch.Copy(c0.typed_data(), B * H);
+    float* c_new = scratch.Take(B * H);
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(xh.data() + b * K + D, h0.typed_data() + b * H, H * sizeof(float));
+      std::memcpy(xh + b * K + D, h0.typed_data() + b * H, H * sizeof(float));
     const float* x = xs.typed_data();
     float* y = ys->typed_data();
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       for (int64_t b = 0; b < B; ++b)
-        std::memcpy(xh.data() + b * K, x + (b * T + t) * D, D * sizeof(float));
-      step_product(xh.data(), z.data());
+        std::memcpy(xh + b * K, x + (b * T + t) * D, D * sizeof(float));
+      step_product(xh, z);
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
       for (int64_t b = 0; b < B; ++b) {
-        float* a = save ? gates->typed_data() + (b * T + t) * G : act.data() + b * G;
-        float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new.data() + b * H;
-        float* h = xh.data() + b * K + D;  // the next step's input
-        Gates(H, z.data() + b * G, a, c.data() + b * H, cb, h);
+        float* a = save ? gates->typed_data() + (b * T + t) * G : act + b * G;
+        float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new + b * H;
+        float* h = xh + b * K + D;  // the next step's input
+        Gates(H, z + b * G, a, c + b * H, cb, h);
         std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
-        if (save) std::memcpy(c_new.data() + b * H, cb, H * sizeof(float));
+        if (save) std::memcpy(c_new + b * H, cb, H * sizeof(float));
       }
-      c.swap(c_new);
+      std::swap(c, c_new);
     }
     for (int64_t b = 0; b < B; ++b)
-      std::memcpy(h_last->typed_data() + b * H, xh.data() + b * K + D, H * sizeof(float));
-    std::memcpy(c_last->typed_data(), c.data(), B * H * sizeof(float));
+      std::memcpy(h_last->typed_data() + b * H, xh + b * K + D, H * sizeof(float));
+    std::memcpy(c_last->typed_data(), c, B * H * sizeof(float));
   });
 }
 
@@ -127,12 +131,13 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       return;
     }
     Runner run;
+    Scratch& scratch = run.scratch;
     const float* act = gates.typed_data();
     const float* cs = cells.typed_data();
     const float* dy = d_ys.typed_data();
-    std::vector<float> dz(B * T * G);  // dL/dz of every step, row b * T + t
-    std::vector<float> dh(d_h_last.typed_data(), d_h_last.typed_data() + B * H);
-    std::vector<float> dc(d_c_last.typed_data(), d_c_last.typed_data() + B * H);
+    float* dz = scratch.Take(B * T * G);  // dL/dz of every step, row b * T + t
+    float* dh = scratch.Copy(d_h_last.typed_data(), B * H);
+    float* dc = scratch.Copy(d_c_last.typed_data(), B * H);
     View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
     auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
     Repeated step_product(run, *product, dz_step, run.Weights(*product, wh_t, w_h.typed_data()),
@@ -145,19 +150,18 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       for (int64_t b = 0; b < B; ++b) {
         const int64_t row = b * T + t;
         const float* c_prev = first ? c0.typed_data() + b * H : cs + (b * T + before) * H;
-        GatesBackward(H, act + row * G, cs + row * H, c_prev, dy + row * H, dh.data() + b * H,
-                      dc.data() + b * H, dz.data() + row * G);
+        GatesBackward(H, act + row * G, cs + row * H, c_prev, dy + row * H, dh + b * H,
+                      dc + b * H, dz + row * G);
       }
-      step_product(dz.data() + t * G, dh.data());
+      step_product(dz + t * G, dh);
     }
-    std::memcpy(d_h0->typed_data(), dh.data(), B * H * sizeof(float));
-    std::memcpy(d_c0->typed_data(), dc.data(), B * H * sizeof(float));
+    std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
+    std::memcpy(d_c0->typed_data(), dc, B * H * sizeof(float));
     // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
-    std::vector<float> h_prev = CarriesRead(s, h0.typed_data(), ys.typed_data(), reverse);
-    ProductGradients(run, s, G, xs.typed_data(), h_prev.data(), dz.data(), dz.data(),
-                     w_x.typed_data(), d_w_x->typed_data(), d_w_h->typed_data(),
-                     d_xs->typed_data());
-    ColumnSums(B * T, G, dz.data(), d_bias->typed_data());
+    const float* h_prev = CarriesRead(scratch, s, h0.typed_data(), ys.typed_data(), reverse);
+    ProductGradients(run, s, G, xs.typed_data(), h_prev, dz, dz, w_x.typed_data(),
+                     d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
+    ColumnSums(B * T, G, dz, d_bias->typed_data());
   });
 }
 
