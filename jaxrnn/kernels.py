@@ -28,8 +28,7 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU backend, no
-``lengths``, no ``resets``, no peepholes; an LSTM batch of at least `NATIVE_LSTM_MIN_BATCH`
-examples), else ``"fused"`` where the cell has a pointwise part,
+``lengths``, no ``resets``, no peepholes), else ``"fused"`` where the cell has a pointwise part,
 else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
 ``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
 kernels' backward pass is not itself differentiable: a gradient of a gradient needs
@@ -92,17 +91,9 @@ def available(cell: Cell) -> tuple[str, ...]:
     return tuple(names)
 
 
-# Below this many examples the LSTM's fused scan runs the forward pass faster than the native
-# kernel (per-step products of 2-4 rows; `benchmarks/NOTES.md`, section 11), and no slower at one.
-NATIVE_LSTM_MIN_BATCH = 8
-
-
-def choose(
-    cell: Cell, implementation: str | None, *, remat, traced_args, batch_size: int | None = None
-) -> str:
+def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str:
     """The implementation `jaxrnn.unroll` runs: ``implementation`` if given and possible, else the
-    fastest one that supports what was asked (see the module docstring). ``batch_size``, the
-    number of examples when known, weighs the native LSTM against the fused scan.
+    fastest one that supports what was asked (see the module docstring).
 
     Raises:
       InputError: for an unknown name, one the cell lacks, or one that cannot do what was asked.
@@ -117,13 +108,7 @@ def choose(
             return "scan"
         if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
             return "time_parallel"
-        small = batch_size is not None and batch_size < NATIVE_LSTM_MIN_BATCH
-        if (
-            "native" in cell_has
-            and not forward_mode
-            and not ("fused" in cell_has and small)
-            and _native_misfit(*traced_args) is None
-        ):
+        if "native" in cell_has and not forward_mode and _native_misfit(*traced_args) is None:
             return "native"
         if "fused" in cell_has and not forward_mode:
             return "fused"

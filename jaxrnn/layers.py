@@ -32,7 +32,6 @@ from jaxrnn._checks import (
 from jaxrnn.cells import Array, Carry, Cell, Params, cell_name, hidden_size, input_size
 from jaxrnn.errors import InputError
 from jaxrnn.scan import (
-    batch_size_of,
     check_carry,
     check_reset_carry,
     check_resets,
@@ -220,7 +219,6 @@ def _runs_natively(cell, params, xs, carry, options) -> bool:
             options.get("implementation"),
             remat=options.get("remat", False),
             traced_args=(params, xs, carry, None, None, None),
-            batch_size=batch_size_of(xs, options["time_major"]),
         )
     except InputError:  # unroll says what is wrong, with the arguments as given
         return False

@@ -18,7 +18,6 @@ it runs is `jaxrnn.kernels`' business, which holds the other implementations of 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -118,7 +117,6 @@ def unroll(
         implementation,
         remat=remat,
         traced_args=(params, xs, carry, lengths, resets, reset_carry),
-        batch_size=batch_size_of(xs, time_major),
     )
     options = dict(time_major=bool(time_major), reverse=bool(reverse), remat=remat)
     if _concrete_arrays(params, xs, carry, lengths, resets, reset_carry):
@@ -132,14 +130,6 @@ def unroll(
         if compiled is not None:
             return compiled(params, xs, carry, lengths, resets, reset_carry)
     return _unroll(cell, chosen, params, xs, carry, lengths, resets, reset_carry, **options)
-
-
-def batch_size_of(xs, time_major: bool) -> int | None:
-    """The number of examples in xs (*batch, T, D) or (T, *batch, D), or None if not an array."""
-    shape = getattr(xs, "shape", None)
-    if shape is None or len(shape) < 2:
-        return None if shape is None else 1
-    return math.prod(shape[1:-1] if time_major else shape[:-2])
 
 
 def _concrete_arrays(*trees) -> bool:

@@ -87,8 +87,17 @@ def assert_trees_close(got, want):
         ((2, 3), 4, 2, 8),
         ((32,), 40, 16, 64),
         ((64,), 5, 8, 256),  # B·H = 16384: a step's gates split across threads
+        ((3,), 6, 5, 136),  # a few sequences, their units split across threads unevenly
     ],
-    ids=["small", "one-of-everything", "unbatched", "two-batch-dims", "wider", "threaded-gates"],
+    ids=[
+        "small",
+        "one-of-everything",
+        "unbatched",
+        "two-batch-dims",
+        "wider",
+        "threaded-gates",
+        "few-rows-threaded",
+    ],
 )
 def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps, n_x, n_a):
     args = problem(batch_shape, n_steps, n_x, n_a, kind=kind)
@@ -151,12 +160,11 @@ def test_vmap_over_the_batch_and_over_params(kind):
 def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwise():
     cell, params, xs, carry, _ = problem()
 
-    def chosen(params=params, xs=xs, carry=carry, remat=False, batch_size=None, **kwargs):
+    def chosen(params=params, xs=xs, carry=carry, remat=False, **kwargs):
         args = (params, xs, carry, kwargs.get("lengths"), kwargs.get("resets"), None)
-        return kernels.choose(cell, None, remat=remat, traced_args=args, batch_size=batch_size)
+        return kernels.choose(cell, None, remat=remat, traced_args=args)
 
-    assert chosen() == chosen(batch_size=kernels.NATIVE_LSTM_MIN_BATCH) == "native"
-    assert chosen(batch_size=kernels.NATIVE_LSTM_MIN_BATCH - 1) == "fused"  # a few rows
+    assert chosen() == chosen(xs=xs[:1], carry=jax.tree.map(lambda a: a[:1], carry)) == "native"
     assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "fused"
     assert chosen(resets=jnp.zeros((5, 7), bool)) == "fused"
     assert chosen(remat=True) == "scan"
@@ -167,7 +175,7 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
 
     gru, gru_params, gru_xs, gru_carry, _ = problem(kind="gru")
     args = (gru_params, gru_xs, gru_carry, None, None, None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args, batch_size=1) == "native"
+    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
     args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
     assert kernels.choose(gru, None, remat=False, traced_args=args) == "scan"
 
@@ -225,7 +233,7 @@ def test_the_default_bidirectional_stack_equals_the_scan(kind):
     """With a native kernel the two directions run as two calls rather than one vmapped scan."""
     rng = np.random.default_rng(6)
     cell = CELLS[kind]
-    xs = jnp.asarray(rng.normal(size=(kernels.NATIVE_LSTM_MIN_BATCH, 6, 4)), jnp.float32)
+    xs = jnp.asarray(rng.normal(size=(8, 6, 4)), jnp.float32)
     params = jaxrnn.stacked_init(cell, jax.random.key(2), 4, 5, 2, bidirectional=True)
 
     def loss(params, **options):

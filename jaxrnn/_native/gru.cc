@@ -16,12 +16,13 @@ namespace {
 
 using namespace jaxrnn_native;
 
-// One step for one example: zx and zh (3H) are the two sides' pre-activations; writes the
-// activations r, u, c~ (3H), the recurrent candidate h_c (H) the backward pass needs, and h.
-JAXRNN_VECTOR void Gates(int64_t H, const float* __restrict zx, const float* __restrict zh,
-                         const float* __restrict h_prev, float* __restrict act,
-                         float* __restrict h_c, float* __restrict h) {
-  for (int64_t j = 0; j < H; ++j) {
+// One step for one example and n of its H units: zx and zh (3 gates H apart) are the two
+// sides' pre-activations; writes the activations r, u, c~, the recurrent candidate h_c the
+// backward pass needs, and h.
+JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict zx,
+                         const float* __restrict zh, const float* __restrict h_prev,
+                         float* __restrict act, float* __restrict h_c, float* __restrict h) {
+  for (int64_t j = 0; j < n; ++j) {
     const float r = Sigmoid(zx[j] + zh[j]), u = Sigmoid(zx[H + j] + zh[H + j]);
     const float c = Tanh(zx[2 * H + j] + r * zh[2 * H + j]);
     act[j] = r, act[H + j] = u, act[2 * H + j] = c;
@@ -30,15 +31,15 @@ JAXRNN_VECTOR void Gates(int64_t H, const float* __restrict zx, const float* __r
   }
 }
 
-// One step backwards for one example: from dL/dh_t = dy + dh_rec + dh_direct (the output's
-// cotangent, and the two ways h_t reaches the next step), writes dL/dz_x and dL/dz_h (3H each)
-// and the direct part (1 - u) dL/dh_t of dL/dh_{t-1}.
-JAXRNN_VECTOR void GatesBackward(int64_t H, const float* __restrict act,
+// One step backwards for one example and n of its H units: from dL/dh_t = dy + dh_rec +
+// dh_direct (the output's cotangent, and the two ways h_t reaches the next step), writes dL/dz_x
+// and dL/dz_h (3 gates H apart) and the direct part (1 - u) dL/dh_t of dL/dh_{t-1}.
+JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict act,
                                  const float* __restrict h_c, const float* __restrict h_prev,
                                  const float* __restrict dy, const float* __restrict dh_rec,
                                  float* __restrict dh_direct, float* __restrict dzx,
                                  float* __restrict dzh) {
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     const float r = act[j], u = act[H + j], c = act[2 * H + j];
     const float dh = dy[j] + dh_rec[j] + dh_direct[j];
     const float dzc = dh * u * (1.0f - c * c);
@@ -69,6 +70,42 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* zx = scratch.Take(B * T * G);  // the input side of every step, row b * T + t
     run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx, G,
              b_x.typed_data());
+    float* y = ys->typed_data();
+    if (B <= kFewRows) {  // see common.h
+      const int team = FewRowsTeam(H);
+      float* zh = scratch.Take(B * G);
+      float* act = scratch.Take(B * G);
+      float* h_c = scratch.Take(B * H);
+      float* panels = scratch.Take(H * G);
+#pragma omp parallel num_threads(team)
+      {
+        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+        const int64_t n = last - first;
+        const float* w[3];  // this thread's columns of each gate
+        for (int64_t q = 0; q < 3; ++q)
+          w[q] = Panel(panels + H * (q * H + first), H, n, w_h.typed_data(), G, q * H + first);
+        for (int64_t step = 0; step < T; ++step) {
+          const int64_t t = reverse ? T - 1 - step : step, t_before = reverse ? t + 1 : t - 1;
+          const float* h = step == 0 ? h0.typed_data() : y + t_before * H;
+          const int64_t h_stride = step == 0 ? H : T * H;
+          for (int64_t q = 0; q < 3; ++q)
+            FewRowsProduct(B, H, n, h, h_stride, w[q], n, b_h.typed_data() + q * H + first, 0,
+                           zh + q * H + first, G);
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t row = b * T + t;
+            float* a = save ? gates->typed_data() + row * G : act + b * G;
+            float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
+            Gates(n, H, zx + row * G + first, zh + b * G + first, h + b * h_stride + first,
+                  a + first, hc + first, y + row * H + first);
+          }
+#pragma omp barrier
+        }
+      }
+      const int64_t t_last = reverse ? 0 : T - 1;
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(h_last->typed_data() + b * H, y + (b * T + t_last) * H, H * sizeof(float));
+      return;
+    }
     View h_view{B, H, H}, wh_view{H, G, G};
     auto product = ProductFor(h_view, wh_view, G, /*packed=*/true, /*bias=*/true);
     Repeated step_product(run, *product, h_view,
@@ -79,7 +116,6 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* h_c = save ? nullptr : scratch.Take(B * H);
     float* h = scratch.Copy(h0.typed_data(), B * H);
     float* h_new = scratch.Take(B * H);
-    float* y = ys->typed_data();
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       step_product(h, zh);
@@ -88,7 +124,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         const int64_t row = b * T + t;
         float* a = save ? gates->typed_data() + row * G : act + b * G;
         float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
-        Gates(H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
+        Gates(H, H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
         std::memcpy(y + row * H, h_new + b * H, H * sizeof(float));
       }
       std::swap(h, h_new);
@@ -127,20 +163,40 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dzh = scratch.Take(N * G);
     float* dh_rec = scratch.Zeros(B * H);
     float* dh_direct = scratch.Copy(d_h_last.typed_data(), B * H);
-    View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-    auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-    Repeated step_product(run, *product, dz_step,
-                          run.Weights(*product, wh_t, w_h.typed_data()), H);
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t;
-        GatesBackward(H, gates.typed_data() + row * G, candidates.typed_data() + row * H,
-                      h_prev + row * H, d_ys.typed_data() + row * H, dh_rec + b * H,
-                      dh_direct + b * H, dzx + row * G, dzh + row * G);
+    auto step_backward = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
+      const int64_t row = b * T + t;
+      GatesBackward(n, H, gates.typed_data() + row * G + first,
+                    candidates.typed_data() + row * H + first, h_prev + row * H + first,
+                    d_ys.typed_data() + row * H + first, dh_rec + b * H + first,
+                    dh_direct + b * H + first, dzx + row * G + first, dzh + row * G + first);
+    };
+    if (B <= kFewRows) {  // see common.h
+      const float* w_h_t = Transposed(scratch, H, G, w_h.typed_data());
+      float* panels = scratch.Take(G * H);
+      const int team = FewRowsTeam(H);
+#pragma omp parallel num_threads(team)
+      {
+        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+        const float* w = Panel(panels + G * first, G, last - first, w_h_t, H, first);
+        for (int64_t step = 0; step < T; ++step) {
+          const int64_t t = reverse ? step : T - 1 - step;
+          for (int64_t b = 0; b < B; ++b) step_backward(t, b, first, last - first);
+#pragma omp barrier
+          FewRowsProduct(B, G, last - first, dzh + t * G, T * G, w, last - first, nullptr, 0,
+                         dh_rec + first, H);
+        }
       }
-      step_product(dzh + t * G, dh_rec);
+    } else {
+      View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
+      auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
+      Repeated step_product(run, *product, dz_step,
+                            run.Weights(*product, wh_t, w_h.typed_data()), H);
+      for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
+#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
+        for (int64_t b = 0; b < B; ++b) step_backward(t, b, 0, H);
+        step_product(dzh + t * G, dh_rec);
+      }
     }
     float* dh0 = d_h0->typed_data();
     for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];

@@ -14,12 +14,13 @@ namespace {
 
 using namespace jaxrnn_native;
 
-// The pointwise part of one step for one example: from the gate pre-activations z (4H), writes
-// their activations, the memory cell c and the output h.
-JAXRNN_VECTOR void Gates(int64_t H, const float* __restrict z, float* __restrict act,
+// The pointwise part of one step for one example and n of its H units: from the gate
+// pre-activations z (4 gates H apart), writes their activations, the memory cell c and the
+// output h.
+JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict z, float* __restrict act,
                          const float* __restrict c_prev, float* __restrict c,
                          float* __restrict h) {
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     const float u = Sigmoid(z[j]), f = Sigmoid(z[H + j]), g = Tanh(z[2 * H + j]),
                 o = Sigmoid(z[3 * H + j]);
     act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
@@ -28,13 +29,13 @@ JAXRNN_VECTOR void Gates(int64_t H, const float* __restrict z, float* __restrict
   }
 }
 
-// ∂L/∂z of one step for one example from the saved activations; updates ∂L/∂c in place and
-// adds the output's cotangent dy to dh.
-JAXRNN_VECTOR void GatesBackward(int64_t H, const float* __restrict a, const float* __restrict c,
-                                 const float* __restrict c_prev, const float* __restrict dy,
-                                 const float* __restrict dh, float* __restrict dc,
-                                 float* __restrict dz) {
-  for (int64_t j = 0; j < H; ++j) {
+// ∂L/∂z of one step for one example and n of its H units from the saved activations; updates
+// ∂L/∂c in place and adds the output's cotangent dy to dh.
+JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a,
+                                 const float* __restrict c, const float* __restrict c_prev,
+                                 const float* __restrict dy, const float* __restrict dh,
+                                 float* __restrict dc, float* __restrict dz) {
+  for (int64_t j = 0; j < n; ++j) {
     const float u = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
     const float tc = Tanh(c[j]);
     const float dht = dh[j] + dy[j];
@@ -44,6 +45,53 @@ JAXRNN_VECTOR void GatesBackward(int64_t H, const float* __restrict a, const flo
     dz[2 * H + j] = dct * u * (1.0f - g * g);
     dz[3 * H + j] = dht * tc * o * (1.0f - o);
     dc[j] = dct * f;
+  }
+}
+
+// The forward pass for up to kFewRows sequences (see common.h): the input side of every step is
+// one product before the loop. `gates` and `cells` are written when they are not null.
+void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
+                const float* w_x, const float* w_h, const float* bias, float* ys,
+                float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
+  float* zx = run.scratch.Take(B * T * G);
+  run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
+  float* z = run.scratch.Take(B * G);
+  float* act = run.scratch.Take(B * G);
+  float* c_kept = run.scratch.Take(2 * B * H);  // the last two steps' cells, when not saved
+  auto cell_of = [&](int64_t step, int64_t b) -> float* {
+    const int64_t t = reverse ? T - 1 - step : step;
+    return cells ? cells + (b * T + t) * H : c_kept + ((step % 2) * B + b) * H;
+  };
+  float* panels = run.scratch.Take(H * G);
+  const int team = FewRowsTeam(H);
+#pragma omp parallel num_threads(team)
+  {
+    const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+    const int64_t n = last - first;
+    const float* w[4];  // this thread's columns of each gate
+    for (int64_t q = 0; q < 4; ++q)
+      w[q] = Panel(panels + H * (q * H + first), H, n, w_h, G, q * H + first);
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step, t_before = reverse ? t + 1 : t - 1;
+      const float* h = step == 0 ? h0 : ys + t_before * H;
+      const int64_t h_stride = step == 0 ? H : T * H;
+      for (int64_t q = 0; q < 4; ++q)
+        FewRowsProduct(B, H, n, h, h_stride, w[q], n, zx + t * G + q * H + first, T * G,
+                       z + q * H + first, G);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * T + t;
+        const float* c = step == 0 ? c0 + b * H : cell_of(step - 1, b);
+        Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
+              c + first, cell_of(step, b) + first, ys + row * H + first);
+      }
+#pragma omp barrier
+    }
+  }
+  const int64_t t_last = reverse ? 0 : T - 1;
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(h_last + b * H, ys + (b * T + t_last) * H, H * sizeof(float));
+    std::memcpy(c_last + b * H, cell_of(T - 1, b), H * sizeof(float));
   }
 }
 
@@ -64,10 +112,16 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
       return;
     }
+    Runner run;
+    if (B <= kFewRows)
+      return ForwardFew(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
+                        w_x.typed_data(), w_h.typed_data(), bias.typed_data(), ys->typed_data(),
+                        h_last->typed_data(), c_last->typed_data(),
+                        save ? gates->typed_data() : nullptr,
+                        save ? cells->typed_data() : nullptr, reverse);
     // One product per step, [x_t, h_{t-1}] (B, D + H) times [w_x; w_h] (D + H, 4H) plus the
     // bias: the pre-activations of a step never leave the cache.
     const int64_t K = D + H;
-    Runner run;
     Scratch& scratch = run.scratch;
     float* w = scratch.Take(K * G);
     std::memcpy(w, w_x.typed_data(), D * G * sizeof(float));
@@ -95,7 +149,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         float* a = save ? gates->typed_data() + (b * T + t) * G : act + b * G;
         float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new + b * H;
         float* h = xh + b * K + D;  // the next step's input
-        Gates(H, z + b * G, a, c + b * H, cb, h);
+        Gates(H, H, z + b * G, a, c + b * H, cb, h);
         std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
         if (save) std::memcpy(c_new + b * H, cb, H * sizeof(float));
       }
@@ -138,22 +192,46 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dz = scratch.Take(B * T * G);  // dL/dz of every step, row b * T + t
     float* dh = scratch.Copy(d_h_last.typed_data(), B * H);
     float* dc = scratch.Copy(d_c_last.typed_data(), B * H);
-    View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-    auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-    Repeated step_product(run, *product, dz_step, run.Weights(*product, wh_t, w_h.typed_data()),
-                          H);
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
-      const int64_t before = reverse ? t + 1 : t - 1;  // the step read before t, or none
+    auto c_read = [&](int64_t t, int64_t b) {  // the cell that step t read
       const bool first = reverse ? t == T - 1 : t == 0;
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t;
-        const float* c_prev = first ? c0.typed_data() + b * H : cs + (b * T + before) * H;
-        GatesBackward(H, act + row * G, cs + row * H, c_prev, dy + row * H, dh + b * H,
-                      dc + b * H, dz + row * G);
+      return first ? c0.typed_data() + b * H : cs + (b * T + (reverse ? t + 1 : t - 1)) * H;
+    };
+    if (B <= kFewRows) {  // see common.h
+      const float* w_h_t = Transposed(scratch, H, G, w_h.typed_data());
+      float* panels = scratch.Take(G * H);
+      const int team = FewRowsTeam(H);
+#pragma omp parallel num_threads(team)
+      {
+        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+        const int64_t n = last - first;
+        const float* w = Panel(panels + G * first, G, n, w_h_t, H, first);
+        for (int64_t step = 0; step < T; ++step) {
+          const int64_t t = reverse ? step : T - 1 - step;
+          for (int64_t b = 0; b < B; ++b) {
+            const int64_t row = b * T + t;
+            GatesBackward(n, H, act + row * G + first, cs + row * H + first,
+                          c_read(t, b) + first, dy + row * H + first, dh + b * H + first,
+                          dc + b * H + first, dz + row * G + first);
+          }
+#pragma omp barrier
+          FewRowsProduct(B, G, n, dz + t * G, T * G, w, n, nullptr, 0, dh + first, H);
+        }
       }
-      step_product(dz + t * G, dh);
+    } else {
+      View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
+      auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
+      Repeated step_product(run, *product, dz_step,
+                            run.Weights(*product, wh_t, w_h.typed_data()), H);
+      for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
+#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = b * T + t;
+          GatesBackward(H, H, act + row * G, cs + row * H, c_read(t, b), dy + row * H,
+                        dh + b * H, dc + b * H, dz + row * G);
+        }
+        step_product(dz + t * G, dh);
+      }
     }
     std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
     std::memcpy(d_c0->typed_data(), dc, B * H * sizeof(float));
