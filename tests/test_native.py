@@ -86,7 +86,7 @@ def assert_trees_close(got, want):
         ((), 9, 4, 5),
         ((2, 3), 4, 2, 8),
         ((32,), 40, 16, 64),
-        ((64,), 5, 8, 256),  # B·H = 16384: a step's gates split across threads
+        ((16,), 5, 8, 128),  # B·H = 2048: a step's gates split across threads
         ((3,), 6, 5, 136),  # a few sequences, their units split across threads unevenly
     ],
     ids=[
