@@ -28,7 +28,7 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU backend, no
-``lengths``, no ``resets``, no peepholes), else ``"fused"`` where the cell has a pointwise part,
+``resets``, no peepholes), else ``"fused"`` where the cell has a pointwise part,
 else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
 ``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
 kernels' backward pass is not itself differentiable: a gradient of a gradient needs
@@ -154,9 +154,7 @@ _NATIVE = {"lstm": LSTMParams, "gru(reset=after)": ResetAfterGRUParams}
 
 def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
     """Why the native kernels cannot run these arguments, or None if they can."""
-    del reset_carry  # only read with resets
-    if lengths is not None:
-        return "it has no lengths= (right-padded batches)"
+    del lengths, reset_carry  # any lengths run; reset_carry is only read with resets
     if resets is not None:
         return "it has no resets="
     if (
@@ -216,7 +214,7 @@ def run(
     if implementation == "native":
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
-            return _native_run(params, xs, carry, reverse=reverse)
+            return _native_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
         implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
@@ -256,13 +254,30 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
-def _native_run(params, xs, carry, *, reverse):
+def _native_run(params, xs, carry, lengths, *, reverse, poison):
     """A native kernel on xs (*batch, T, D), its batch axes flattened into one."""
-    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
     hidden = params.w_h.shape[0]
 
     def rows(a, *tail):
         return a.reshape(-1, *tail)
+
+    if lengths is None:
+        flat_lengths = jnp.full((math.prod(batch_shape),), n_steps, jnp.int32)
+    else:  # a length outside [0, T] is poisoned below, as the scan does
+        flat_lengths = jnp.clip(rows(jnp.asarray(lengths)), 0, n_steps).astype(jnp.int32)
+    last, ys = _native_call(params, xs, carry, rows, flat_lengths, reverse)
+    last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden), last)
+    ys = ys.reshape(*batch_shape, n_steps, hidden)
+    if poison and lengths is not None:
+        last, ys = poisoned(last, ys, jnp.asarray(lengths), n_steps)
+    return last, ys
+
+
+def _native_call(params, xs, carry, rows, lengths, reverse):
+    """The kernel of ``params``' cell on rows of examples: returns (last carry, ys (N, T, H))."""
+    n_steps, n_inputs = xs.shape[-2:]
+    hidden = params.w_h.shape[0]
 
     if isinstance(params, ResetAfterGRUParams):
         ys, h = _native.gru(
@@ -272,9 +287,10 @@ def _native_run(params, xs, carry, *, reverse):
             params.b_h,
             rows(xs, n_steps, n_inputs),
             rows(carry, hidden),
+            lengths,
             bool(reverse),
         )
-        return h.reshape(*batch_shape, hidden), ys.reshape(*batch_shape, n_steps, hidden)
+        return h, ys
     ys, h, c = _native.lstm(
         params.w_x,
         params.w_h,
@@ -282,10 +298,10 @@ def _native_run(params, xs, carry, *, reverse):
         rows(xs, n_steps, n_inputs),
         rows(carry.h, hidden),
         rows(carry.c, hidden),
+        lengths,
         bool(reverse),
     )
-    last = LSTMState(h.reshape(*batch_shape, hidden), c.reshape(*batch_shape, hidden))
-    return last, ys.reshape(*batch_shape, n_steps, hidden)
+    return LSTMState(h, c), ys
 
 
 def reading_starts(resets, reverse: bool):

@@ -211,7 +211,7 @@ def bidirectional(
 
 def _runs_natively(cell, params, xs, carry, options) -> bool:
     """Whether `unroll` would run one direction with a native kernel (`jaxrnn._native`)."""
-    if options.get("resets") is not None or options.get("lengths") is not None:
+    if options.get("resets") is not None:
         return False
     try:
         chosen = kernels.choose(

@@ -114,6 +114,43 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "lengths",
+    [[7, 3, 1, 0, 2], [2, 0], [7, 7, 6, 1], [5, 7, 7, 0, 3, 7, 1, 4, 2, 6, 7, 7, 0, 3, 5, 6]],
+    ids=["five", "two-with-an-empty-one", "four-long", "sixteen"],
+)
+def test_lengths_freeze_the_carry_and_zero_the_outputs_as_the_scan_does(kind, reverse, lengths):
+    # Up to four examples run the few-rows path, more the one with oneDNN's products; H = 136
+    # splits a few examples' units across threads.
+    n_a = 136 if len(lengths) <= 4 else 24
+    args = problem((len(lengths),), 7, 5, n_a, kind=kind, seed=len(lengths))
+    lengths = jnp.asarray(lengths)
+    got = value_and_grads("native", *args, reverse=reverse, lengths=lengths)
+    want = value_and_grads("scan", *args, reverse=reverse, lengths=lengths)
+    assert_trees_close(got, want)
+    ys = jaxrnn.unroll(*args[:4], implementation="native", reverse=reverse, lengths=lengths)[1]
+    past_the_end = np.arange(7)[None, :] >= np.asarray(lengths)[:, None]
+    assert np.all(np.asarray(ys)[past_the_end] == 0.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_length_outside_the_sequence_poisons_its_example_as_the_scan_does(kind):
+    cell, params, xs, carry, _ = problem((3,), 4, 2, 5, kind=kind)
+
+    @jax.jit
+    def run(lengths):  # lengths traced: only known when the call runs
+        return jaxrnn.unroll(cell, params, xs, carry, lengths=lengths, implementation="native")
+
+    last, ys = run(jnp.array([2, 9, -1]))
+    assert np.all(np.isnan(np.asarray(ys)[1:])) and np.all(np.isfinite(np.asarray(ys)[0]))
+    for leaf in jax.tree.leaves(last):
+        assert np.all(np.isnan(np.asarray(leaf)[1:])) and np.all(np.isfinite(np.asarray(leaf)[0]))
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
 def test_calls_of_growing_and_shrinking_sizes_in_turn_each_equal_the_scan(kind):
     # The kernels keep their temporaries between calls: a call after a larger or a smaller one
     # must not read what the other left.
@@ -165,7 +202,7 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
         return kernels.choose(cell, None, remat=remat, traced_args=args)
 
     assert chosen() == chosen(xs=xs[:1], carry=jax.tree.map(lambda a: a[:1], carry)) == "native"
-    assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "fused"
+    assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "native"
     assert chosen(resets=jnp.zeros((5, 7), bool)) == "fused"
     assert chosen(remat=True) == "scan"
     with_peepholes = params._replace(peephole=jnp.zeros((3, 6), jnp.float32))
@@ -177,6 +214,8 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
     args = (gru_params, gru_xs, gru_carry, None, None, None)
     assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
     args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
+    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+    args = (gru_params, gru_xs, gru_carry, None, jnp.zeros((5, 7), bool), None)
     assert kernels.choose(gru, None, remat=False, traced_args=args) == "scan"
 
 
@@ -213,7 +252,6 @@ def test_the_layers_and_the_stacks_run_it(kind):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"lengths": np.array([7, 3, 1, 0, 2])}, "has no lengths="),
         ({"remat": True}, "cannot be combined with remat"),
         ({"resets": np.zeros((5, 7), bool)}, "has no resets="),
     ],
@@ -229,15 +267,17 @@ def test_forcing_it_where_it_cannot_run_is_a_clear_error(options, message):
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_the_default_bidirectional_stack_equals_the_scan(kind):
+@pytest.mark.parametrize("lengths", [None, [6, 2, 0, 5, 6, 1, 3, 6]], ids=["full", "lengths"])
+def test_the_default_bidirectional_stack_equals_the_scan(kind, lengths):
     """With a native kernel the two directions run as two calls rather than one vmapped scan."""
     rng = np.random.default_rng(6)
     cell = CELLS[kind]
     xs = jnp.asarray(rng.normal(size=(8, 6, 4)), jnp.float32)
     params = jaxrnn.stacked_init(cell, jax.random.key(2), 4, 5, 2, bidirectional=True)
+    lengths = None if lengths is None else jnp.asarray(lengths)
 
     def loss(params, **options):
-        return jnp.sum(jnp.sin(jaxrnn.stacked(cell, params, xs, **options)[1]))
+        return jnp.sum(jnp.sin(jaxrnn.stacked(cell, params, xs, lengths=lengths, **options)[1]))
 
     got = jax.value_and_grad(loss)(params)
     want = jax.value_and_grad(functools.partial(loss, implementation="scan"))(params)

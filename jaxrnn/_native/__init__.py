@@ -84,7 +84,7 @@ def _shapes_of(*arrays):
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-def _forward_call(w_x, w_h, bias, xs, h0, c0, reverse: bool, save: bool):
+def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool, save: bool):
     batch, steps, _ = xs.shape
     hidden = h0.shape[-1]
     # Without `save` the residuals are not wanted: empty outputs, nothing written.
@@ -96,32 +96,34 @@ def _forward_call(w_x, w_h, bias, xs, h0, c0, reverse: bool, save: bool):
         (_out(batch, steps, hidden), _out(batch, hidden), _out(batch, hidden), *residuals),
         vmap_method="sequential",
     )
-    return call(xs, h0, c0, w_x, w_h, bias, reverse=reverse, save=save)
+    return call(xs, h0, c0, w_x, w_h, bias, lengths, reverse=reverse, save=save)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def lstm(w_x, w_h, bias, xs, h0, c0, reverse: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def lstm(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool):
     """The LSTM over a sequence: w_x (D, 4H), w_h (H, 4H), bias (4H,) = b_x + b_h, xs (B, T, D),
-    h0 and c0 (B, H), all float32; returns (ys (B, T, H), last h, last c), reading the steps
-    backwards with ``reverse`` (outputs stay aligned with xs). B and T at least 1."""
-    ys, h, c, _, _ = _forward_call(w_x, w_h, bias, xs, h0, c0, reverse, save=False)
+    h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T]; returns (ys (B, T, H), last h,
+    last c), reading the steps backwards with ``reverse`` (outputs stay aligned with xs). An
+    example's steps from its length on are not run: its carry is kept and its outputs are zero.
+    B and T at least 1."""
+    ys, h, c, _, _ = _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse, save=False)
     return ys, h, c
 
 
-def _lstm_forward(w_x, w_h, bias, xs, h0, c0, reverse):
-    ys, h, c, gates, cells = _forward_call(w_x, w_h, bias, xs, h0, c0, reverse, save=True)
-    return (ys, h, c), (w_x, w_h, xs, h0, c0, ys, gates, cells)
+def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, reverse):
+    ys, h, c, gates, cells = _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse, save=True)
+    return (ys, h, c), (w_x, w_h, xs, h0, c0, lengths, ys, gates, cells)
 
 
 def _lstm_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, c0, ys, gates, cells = residuals
+    w_x, w_h, xs, h0, c0, lengths, ys, gates, cells = residuals
     d_ys, d_h, d_c = cotangents
     shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]))
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias = call(
-        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, reverse=reverse
+        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, lengths, reverse=reverse
     )
-    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0
+    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None
 
 
 lstm.defvjp(_lstm_forward, _lstm_backward)
@@ -130,7 +132,7 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 # -------------------------------------------------------------------------------------------- GRU
 
 
-def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse: bool, save: bool):
+def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool, save: bool):
     batch, steps, _ = xs.shape
     hidden = h0.shape[-1]
     residuals = (
@@ -141,33 +143,36 @@ def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse: bool, save: bool):
         (_out(batch, steps, hidden), _out(batch, hidden), *residuals),
         vmap_method="sequential",
     )
-    return call(xs, h0, w_x, w_h, b_x, b_h, reverse=reverse, save=save)
+    return call(xs, h0, w_x, w_h, b_x, b_h, lengths, reverse=reverse, save=save)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def gru(w_x, w_h, b_x, b_h, xs, h0, reverse: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool):
     """The GRU with the reset gate after the recurrent product over a sequence: w_x (D, 3H),
-    w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃); xs (B, T, D), h0 (B, H), all float32;
-    returns (ys (B, T, H), last h). B and T at least 1."""
-    ys, h, _, _ = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse, save=False)
+    w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃); xs (B, T, D), h0 (B, H), all float32,
+    lengths (B,) int32 in [0, T] as for `lstm`; returns (ys (B, T, H), last h). B and T at
+    least 1."""
+    ys, h, _, _ = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse, save=False)
     return ys, h
 
 
-def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, reverse):
-    ys, h, gates, candidates = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, reverse, save=True)
-    return (ys, h), (w_x, w_h, xs, h0, ys, gates, candidates)
+def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse):
+    ys, h, gates, candidates = _gru_forward_call(
+        w_x, w_h, b_x, b_h, xs, h0, lengths, reverse, save=True
+    )
+    return (ys, h), (w_x, w_h, xs, h0, lengths, ys, gates, candidates)
 
 
 def _gru_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, ys, gates, candidates = residuals
+    w_x, w_h, xs, h0, lengths, ys, gates, candidates = residuals
     d_ys, d_h = cotangents
     bias = _out(w_h.shape[1])
     shapes = (*_shapes_of(xs, h0, w_x, w_h), bias, bias)
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h = call(
-        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, reverse=reverse
+        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, reverse=reverse
     )
-    return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0
+    return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None
 
 
 gru.defvjp(_gru_forward, _gru_backward)

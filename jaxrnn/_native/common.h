@@ -378,14 +378,20 @@ inline float* Transposed(Scratch& scratch, int64_t rows, int64_t cols, const flo
 // threads take the LSTM's forward pass from 8.2 to 7.0 ms.)
 constexpr int64_t kParallelGates = 2048;
 
-// A call's sizes: xs (B, T, D), the carry (B, H).
+// A call's sizes, xs (B, T, D) and the carry (B, H), and the examples' lengths (B,), each in
+// [0, T]: an example's steps from its length on are not run (carry kept, output zero).
 struct Shape {
   int64_t B, T, D, H;
+  const int32_t* lengths;
+  bool Runs(int64_t b, int64_t t) const { return t < lengths[b]; }
+  // The step example b reads first: 0, or its last step when read backwards.
+  int64_t FirstRead(int64_t b, bool reverse) const { return reverse ? lengths[b] - 1 : 0; }
 };
 
-inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0) {
+inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
+                     ffi::Buffer<ffi::S32>& lengths) {
   auto d = xs.dimensions();
-  return Shape{d[0], d[1], d[2], h0.dimensions()[1]};
+  return Shape{d[0], d[1], d[2], h0.dimensions()[1], lengths.typed_data()};
 }
 
 // w_x (D, G·H) and w_h (H, G·H) for a cell of `gates` gates, or an error that says which.
@@ -410,14 +416,18 @@ inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
 }
 
 // The carry each step read, (B, T, H) batch-major: h0 at the first step read, else the output
-// of the step read before it.
+// of the step read before it, zeros at the steps not run.
 inline float* CarriesRead(Scratch& scratch, const Shape& s, const float* h0, const float* ys,
                           bool reverse) {
   const int64_t B = s.B, T = s.T, H = s.H;
   float* read = scratch.Take(B * T * H);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
-      const bool first = reverse ? t == T - 1 : t == 0;
+      if (!s.Runs(b, t)) {
+        std::memset(read + (b * T + t) * H, 0, H * sizeof(float));
+        continue;
+      }
+      const bool first = t == s.FirstRead(b, reverse);
       const float* src = first ? h0 + b * H : ys + (b * T + (reverse ? t + 1 : t - 1)) * H;
       std::memcpy(read + (b * T + t) * H, src, H * sizeof(float));
     }

@@ -56,10 +56,11 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
                        ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
-                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
                        bool reverse, bool save) {
-  const Shape s = ShapeOf(xs, h0);
+  const Shape s = ShapeOf(xs, h0, lengths);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", [&] {
@@ -77,6 +78,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       float* act = scratch.Take(B * G);
       float* h_c = scratch.Take(B * H);
       float* panels = scratch.Take(H * G);
+      // The carries of two steps in turn: a thread reads all of one while the others write
+      // their units of the next.
+      float* h[2] = {scratch.Copy(h0.typed_data(), B * H), scratch.Take(B * H)};
 #pragma omp parallel num_threads(team)
       {
         const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
@@ -85,25 +89,29 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         for (int64_t q = 0; q < 3; ++q)
           w[q] = Panel(panels + H * (q * H + first), H, n, w_h.typed_data(), G, q * H + first);
         for (int64_t step = 0; step < T; ++step) {
-          const int64_t t = reverse ? T - 1 - step : step, t_before = reverse ? t + 1 : t - 1;
-          const float* h = step == 0 ? h0.typed_data() : y + t_before * H;
-          const int64_t h_stride = step == 0 ? H : T * H;
+          const int64_t t = reverse ? T - 1 - step : step;
+          const float* h_read = h[step % 2];
+          float* h_next = h[1 - step % 2];
           for (int64_t q = 0; q < 3; ++q)
-            FewRowsProduct(B, H, n, h, h_stride, w[q], n, b_h.typed_data() + q * H + first, 0,
+            FewRowsProduct(B, H, n, h_read, H, w[q], n, b_h.typed_data() + q * H + first, 0,
                            zh + q * H + first, G);
           for (int64_t b = 0; b < B; ++b) {
-            const int64_t row = b * T + t;
+            const int64_t row = b * T + t, at = b * H + first;
             float* a = save ? gates->typed_data() + row * G : act + b * G;
             float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
-            Gates(n, H, zx + row * G + first, zh + b * G + first, h + b * h_stride + first,
-                  a + first, hc + first, y + row * H + first);
+            if (s.Runs(b, t)) {
+              Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a + first,
+                    hc + first, h_next + at);
+              std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+            } else {
+              std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+              std::memset(y + row * H + first, 0, n * sizeof(float));
+            }
           }
 #pragma omp barrier
         }
       }
-      const int64_t t_last = reverse ? 0 : T - 1;
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(h_last->typed_data() + b * H, y + (b * T + t_last) * H, H * sizeof(float));
+      std::memcpy(h_last->typed_data(), h[T % 2], B * H * sizeof(float));
       return;
     }
     View h_view{B, H, H}, wh_view{H, G, G};
@@ -122,6 +130,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
       for (int64_t b = 0; b < B; ++b) {
         const int64_t row = b * T + t;
+        if (!s.Runs(b, t)) {  // the carry kept
+          std::memcpy(h_new + b * H, h + b * H, H * sizeof(float));
+          std::memset(y + row * H, 0, H * sizeof(float));
+          continue;
+        }
         float* a = save ? gates->typed_data() + row * G : act + b * G;
         float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
         Gates(H, H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
@@ -139,11 +152,12 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
                         ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
                         ffi::Buffer<ffi::F32> candidates, ffi::Buffer<ffi::F32> d_ys,
-                        ffi::Buffer<ffi::F32> d_h_last, ffi::ResultBuffer<ffi::F32> d_xs,
+                        ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
+                        ffi::ResultBuffer<ffi::F32> d_xs,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
                         ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
                         ffi::ResultBuffer<ffi::F32> d_b_h, bool reverse) {
-  const Shape s = ShapeOf(xs, h0);
+  const Shape s = ShapeOf(xs, h0, lengths);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", [&] {
@@ -165,6 +179,14 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dh_direct = scratch.Copy(d_h_last.typed_data(), B * H);
     auto step_backward = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
       const int64_t row = b * T + t;
+      if (!s.Runs(b, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
+        for (int64_t q = 0; q < 3; ++q) {
+          std::memset(dzx + row * G + q * H + first, 0, n * sizeof(float));
+          std::memset(dzh + row * G + q * H + first, 0, n * sizeof(float));
+        }
+        for (int64_t j = first; j < first + n; ++j) dh_direct[b * H + j] += dh_rec[b * H + j];
+        return;
+      }
       GatesBackward(n, H, gates.typed_data() + row * G + first,
                     candidates.typed_data() + row * H + first, h_prev + row * H + first,
                     d_ys.typed_data() + row * H + first, dh_rec + b * H + first,
@@ -217,6 +239,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_h
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ys
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
                                   .Ret<ffi::Buffer<ffi::F32>>()  // activations r, u, c~
@@ -235,6 +258,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // recurrent candidates
                                   .Arg<ffi::Buffer<ffi::F32>>()  // dL/dys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // dL/dh_last
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dxs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_x

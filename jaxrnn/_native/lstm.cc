@@ -49,7 +49,9 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 }
 
 // The forward pass for up to kFewRows sequences (see common.h): the input side of every step is
-// one product before the loop. `gates` and `cells` are written when they are not null.
+// one product before the loop. `gates` and `cells` are written when they are not null; the
+// carries of two steps in turn are in `h` and `c` (a thread reads all of h while the others
+// write their units of the next).
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                 const float* w_x, const float* w_h, const float* bias, float* ys,
                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
@@ -58,11 +60,8 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
   float* z = run.scratch.Take(B * G);
   float* act = run.scratch.Take(B * G);
-  float* c_kept = run.scratch.Take(2 * B * H);  // the last two steps' cells, when not saved
-  auto cell_of = [&](int64_t step, int64_t b) -> float* {
-    const int64_t t = reverse ? T - 1 - step : step;
-    return cells ? cells + (b * T + t) * H : c_kept + ((step % 2) * B + b) * H;
-  };
+  float* h[2] = {run.scratch.Copy(h0, B * H), run.scratch.Take(B * H)};
+  float* c[2] = {run.scratch.Copy(c0, B * H), run.scratch.Take(B * H)};
   float* panels = run.scratch.Take(H * G);
   const int team = FewRowsTeam(H);
 #pragma omp parallel num_threads(team)
@@ -73,26 +72,33 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
     for (int64_t q = 0; q < 4; ++q)
       w[q] = Panel(panels + H * (q * H + first), H, n, w_h, G, q * H + first);
     for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? T - 1 - step : step, t_before = reverse ? t + 1 : t - 1;
-      const float* h = step == 0 ? h0 : ys + t_before * H;
-      const int64_t h_stride = step == 0 ? H : T * H;
+      const int64_t t = reverse ? T - 1 - step : step;
+      const float* h_read = h[step % 2];
+      const float* c_read = c[step % 2];
+      float* h_next = h[1 - step % 2];
+      float* c_next = c[1 - step % 2];
       for (int64_t q = 0; q < 4; ++q)
-        FewRowsProduct(B, H, n, h, h_stride, w[q], n, zx + t * G + q * H + first, T * G,
+        FewRowsProduct(B, H, n, h_read, H, w[q], n, zx + t * G + q * H + first, T * G,
                        z + q * H + first, G);
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t;
-        const float* c = step == 0 ? c0 + b * H : cell_of(step - 1, b);
-        Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
-              c + first, cell_of(step, b) + first, ys + row * H + first);
+        const int64_t row = b * T + t, at = b * H + first;
+        float* y = ys + row * H + first;
+        if (s.Runs(b, t)) {
+          Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
+                c_read + at, c_next + at, y);
+          std::memcpy(h_next + at, y, n * sizeof(float));
+        } else {
+          std::memset(y, 0, n * sizeof(float));
+          std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+          std::memcpy(c_next + at, c_read + at, n * sizeof(float));
+        }
+        if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
       }
 #pragma omp barrier
     }
   }
-  const int64_t t_last = reverse ? 0 : T - 1;
-  for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(h_last + b * H, ys + (b * T + t_last) * H, H * sizeof(float));
-    std::memcpy(c_last + b * H, cell_of(T - 1, b), H * sizeof(float));
-  }
+  std::memcpy(h_last, h[T % 2], B * H * sizeof(float));
+  std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
 }
 
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
@@ -100,10 +106,10 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
-                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
                        ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save) {
-  const Shape s = ShapeOf(xs, h0);
+  const Shape s = ShapeOf(xs, h0, lengths);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   return Guarded("lstm", [&] {
@@ -146,12 +152,16 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       step_product(xh, z);
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
       for (int64_t b = 0; b < B; ++b) {
-        float* a = save ? gates->typed_data() + (b * T + t) * G : act + b * G;
-        float* cb = save ? cells->typed_data() + (b * T + t) * H : c_new + b * H;
         float* h = xh + b * K + D;  // the next step's input
-        Gates(H, H, z + b * G, a, c + b * H, cb, h);
-        std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
-        if (save) std::memcpy(c_new + b * H, cb, H * sizeof(float));
+        if (s.Runs(b, t)) {
+          float* a = save ? gates->typed_data() + (b * T + t) * G : act + b * G;
+          Gates(H, H, z + b * G, a, c + b * H, c_new + b * H, h);
+          std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
+        } else {  // the carry kept, h where it is
+          std::memset(y + (b * T + t) * H, 0, H * sizeof(float));
+          std::memcpy(c_new + b * H, c + b * H, H * sizeof(float));
+        }
+        if (save) std::memcpy(cells->typed_data() + (b * T + t) * H, c_new + b * H, H * sizeof(float));
       }
       std::swap(c, c_new);
     }
@@ -168,11 +178,12 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys,
                         ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cells,
                         ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
-                        ffi::Buffer<ffi::F32> d_c_last, ffi::ResultBuffer<ffi::F32> d_xs,
+                        ffi::Buffer<ffi::F32> d_c_last, ffi::Buffer<ffi::S32> lengths,
+                        ffi::ResultBuffer<ffi::F32> d_xs,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0,
                         ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
                         ffi::ResultBuffer<ffi::F32> d_bias, bool reverse) {
-  const Shape s = ShapeOf(xs, h0);
+  const Shape s = ShapeOf(xs, h0, lengths);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   return Guarded("lstm", [&] {
@@ -192,9 +203,26 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dz = scratch.Take(B * T * G);  // dL/dz of every step, row b * T + t
     float* dh = scratch.Copy(d_h_last.typed_data(), B * H);
     float* dc = scratch.Copy(d_c_last.typed_data(), B * H);
-    auto c_read = [&](int64_t t, int64_t b) {  // the cell that step t read
-      const bool first = reverse ? t == T - 1 : t == 0;
-      return first ? c0.typed_data() + b * H : cs + (b * T + (reverse ? t + 1 : t - 1)) * H;
+    float* dh_kept = scratch.Take(B * H);  // dL/dh of the examples a step does not run
+    // dL/dz of example b at step t and n of its units from `first` on: zeros where the step is
+    // not run, and dL/dh set aside, since the step's product overwrites it.
+    auto step_backward = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
+      const int64_t row = b * T + t, at = b * H + first;
+      if (!s.Runs(b, t)) {
+        for (int64_t q = 0; q < 4; ++q)
+          std::memset(dz + row * G + q * H + first, 0, n * sizeof(float));
+        std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
+        return;
+      }
+      const float* c_prev = t == s.FirstRead(b, reverse)
+                                ? c0.typed_data() + b * H
+                                : cs + (b * T + (reverse ? t + 1 : t - 1)) * H;
+      GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
+                    dy + row * H + first, dh + at, dc + at, dz + row * G + first);
+    };
+    auto restore_kept = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
+      if (!s.Runs(b, t))
+        std::memcpy(dh + b * H + first, dh_kept + b * H + first, n * sizeof(float));
     };
     if (B <= kFewRows) {  // see common.h
       const float* w_h_t = Transposed(scratch, H, G, w_h.typed_data());
@@ -207,14 +235,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         const float* w = Panel(panels + G * first, G, n, w_h_t, H, first);
         for (int64_t step = 0; step < T; ++step) {
           const int64_t t = reverse ? step : T - 1 - step;
-          for (int64_t b = 0; b < B; ++b) {
-            const int64_t row = b * T + t;
-            GatesBackward(n, H, act + row * G + first, cs + row * H + first,
-                          c_read(t, b) + first, dy + row * H + first, dh + b * H + first,
-                          dc + b * H + first, dz + row * G + first);
-          }
+          for (int64_t b = 0; b < B; ++b) step_backward(t, b, first, n);
 #pragma omp barrier
           FewRowsProduct(B, G, n, dz + t * G, T * G, w, n, nullptr, 0, dh + first, H);
+          for (int64_t b = 0; b < B; ++b) restore_kept(t, b, first, n);
         }
       }
     } else {
@@ -225,12 +249,9 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       for (int64_t step = 0; step < T; ++step) {
         const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
 #pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * T + t;
-          GatesBackward(H, H, act + row * G, cs + row * H, c_read(t, b), dy + row * H,
-                        dh + b * H, dc + b * H, dz + row * G);
-        }
+        for (int64_t b = 0; b < B; ++b) step_backward(t, b, 0, H);
         step_product(dz + t * G, dh);
+        for (int64_t b = 0; b < B; ++b) restore_kept(t, b, 0, H);
       }
     }
     std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
@@ -253,6 +274,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ys
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
                                   .Ret<ffi::Buffer<ffi::F32>>()  // c_last
@@ -274,6 +296,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_last
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c0
