@@ -421,6 +421,7 @@ inline float* CarriesRead(Scratch& scratch, const Shape& s, const float* h0, con
                           bool reverse) {
   const int64_t B = s.B, T = s.T, H = s.H;
   float* read = scratch.Take(B * T * H);
+#pragma omp parallel for schedule(static) if (B * T * H >= (1 << 20))
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
       if (!s.Runs(b, t)) {
@@ -446,10 +447,18 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
 }
 
 // out (cols) = the sum of the rows of m (rows, cols).
-inline void ColumnSums(int64_t rows, int64_t cols, const float* m, float* out) {
+JAXRNN_VECTOR static void ColumnSumsOf(int64_t rows, int64_t cols, int64_t stride, const float* m,
+                                       float* out) {
   std::memset(out, 0, cols * sizeof(float));
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) out[j] += m[r * cols + j];
+    for (int64_t j = 0; j < cols; ++j) out[j] += m[r * stride + j];
+}
+
+inline void ColumnSums(int64_t rows, int64_t cols, const float* m, float* out) {
+  constexpr int64_t kBlock = 256;  // columns per task
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 20))
+  for (int64_t j = 0; j < cols; j += kBlock)
+    ColumnSumsOf(rows, std::min(kBlock, cols - j), cols, m + j, out + j);
 }
 
 }  // namespace jaxrnn_native
