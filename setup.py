@@ -24,6 +24,7 @@ def _native_kernels() -> list[Extension]:
         Extension(
             "jaxrnn._native._kernels",
             sources=["jaxrnn/_native/lstm.cc", "jaxrnn/_native/gru.cc"],
+            depends=["jaxrnn/_native/common.h"],  # rebuilt when the shared header changes
             include_dirs=[str(prefix / "include"), os.path.join(jaxlib.__path__[0], "include")],
             extra_compile_args=["-std=c++17", "-O3", "-g0", "-fopenmp", "-w"],
             # libdnnl.so.3 sits in <prefix>/lib, four levels above jaxrnn/_native/ in an

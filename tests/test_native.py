@@ -88,6 +88,7 @@ def assert_trees_close(got, want):
         ((32,), 40, 16, 64),
         ((16,), 5, 8, 128),  # B·H = 2048: a step's gates split across threads
         ((3,), 6, 5, 136),  # a few sequences, their units split across threads unevenly
+        ((1,), 4, 3, 272),  # one sequence: blocks of 8 vectors and a remainder on each thread
     ],
     ids=[
         "small",
@@ -97,6 +98,7 @@ def assert_trees_close(got, want):
         "wider",
         "threaded-gates",
         "few-rows-threaded",
+        "one-row-wide",
     ],
 )
 def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps, n_x, n_a):
