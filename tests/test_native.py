@@ -190,7 +190,17 @@ def test_vmap_over_the_batch_and_over_params(kind):
         grads = jax.vmap(jax.grad(lambda p, x: jnp.sum(one(p, x) ** 2)), in_axes=(0, None))(
             ensemble, xs
         )
-        return per_example, per_member, grads
+        # Shared params: the mapped axis joins the kernel's batch (one call for all examples).
+        per_example_grads = jax.vmap(
+            jax.grad(lambda p, x: jnp.sum(one(p, x) ** 2)), in_axes=(None, 0)
+        )(params, xs)
+        batch_grad = jax.grad(lambda p: jnp.sum(jnp.sin(jax.vmap(one, in_axes=(None, 0))(p, xs))))(
+            params
+        )
+        nested = jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(None, 0))(
+            params, xs.reshape(2, 2, *xs.shape[1:])
+        )
+        return per_example, per_member, grads, per_example_grads, batch_grad, nested
 
     assert_trees_close(run("native"), run("scan"))
 

@@ -81,22 +81,60 @@ def _shapes_of(*arrays):
     return tuple(_out(*a.shape) for a in arrays)
 
 
+def _folding_vmap(call, n_weights: int):
+    """``call(*weights, xs, *per_example)`` (the per-example arguments (B, ...) and the results
+    (B, ...) or empty) with a vmap rule: where the weights are shared, the mapped axis joins the
+    batch axis and the kernel runs once over all the rows, rather than once per mapped element.
+    Mapped weights (an ensemble) run the kernel once per member."""
+
+    @jax.custom_batching.custom_vmap
+    def folded(*args):
+        return tuple(call(*args))
+
+    @folded.def_vmap
+    def rule(axis_size, in_batched, *args):
+        mapped = [
+            a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, batched in zip(args, in_batched, strict=True)
+        ]
+        if any(in_batched[:n_weights]):
+            results = jax.lax.map(lambda member: tuple(call(*member)), mapped)
+            return tuple(results), (True,) * len(results)
+        weights = args[:n_weights]
+        rows = [a.reshape(-1, *a.shape[2:]) for a in mapped[n_weights:]]
+        results = call(*weights, *rows)
+        return tuple(
+            r.reshape(axis_size, -1, *r.shape[1:]) if r.ndim > 1 else jnp.zeros((axis_size, 0))
+            for r in results
+        ), (True,) * len(results)
+
+    return folded
+
+
 # ------------------------------------------------------------------------------------------- LSTM
 
 
+@functools.cache
+def _lstm_forward_kernel(reverse: bool, save: bool):
+    def run(w_x, w_h, bias, xs, h0, c0, lengths):
+        batch, steps, _ = xs.shape
+        hidden = h0.shape[-1]
+        # Without `save` the residuals are not wanted: empty outputs, nothing written.
+        residuals = (
+            (_out(batch, steps, 4 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
+        )
+        call = jax.ffi.ffi_call(
+            "jaxrnn_lstm_forward",
+            (_out(batch, steps, hidden), _out(batch, hidden), _out(batch, hidden), *residuals),
+            vmap_method="sequential",
+        )
+        return call(xs, h0, c0, w_x, w_h, bias, lengths, reverse=reverse, save=save)
+
+    return _folding_vmap(run, n_weights=3)
+
+
 def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool, save: bool):
-    batch, steps, _ = xs.shape
-    hidden = h0.shape[-1]
-    # Without `save` the residuals are not wanted: empty outputs, nothing written.
-    residuals = (
-        (_out(batch, steps, 4 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
-    )
-    call = jax.ffi.ffi_call(
-        "jaxrnn_lstm_forward",
-        (_out(batch, steps, hidden), _out(batch, hidden), _out(batch, hidden), *residuals),
-        vmap_method="sequential",
-    )
-    return call(xs, h0, c0, w_x, w_h, bias, lengths, reverse=reverse, save=save)
+    return _lstm_forward_kernel(reverse, save)(w_x, w_h, bias, xs, h0, c0, lengths)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -132,18 +170,26 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 # -------------------------------------------------------------------------------------------- GRU
 
 
+@functools.cache
+def _gru_forward_kernel(reverse: bool, save: bool):
+    def run(w_x, w_h, b_x, b_h, xs, h0, lengths):
+        batch, steps, _ = xs.shape
+        hidden = h0.shape[-1]
+        residuals = (
+            (_out(batch, steps, 3 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
+        )
+        call = jax.ffi.ffi_call(
+            "jaxrnn_gru_forward",
+            (_out(batch, steps, hidden), _out(batch, hidden), *residuals),
+            vmap_method="sequential",
+        )
+        return call(xs, h0, w_x, w_h, b_x, b_h, lengths, reverse=reverse, save=save)
+
+    return _folding_vmap(run, n_weights=4)
+
+
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool, save: bool):
-    batch, steps, _ = xs.shape
-    hidden = h0.shape[-1]
-    residuals = (
-        (_out(batch, steps, 3 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
-    )
-    call = jax.ffi.ffi_call(
-        "jaxrnn_gru_forward",
-        (_out(batch, steps, hidden), _out(batch, hidden), *residuals),
-        vmap_method="sequential",
-    )
-    return call(xs, h0, w_x, w_h, b_x, b_h, lengths, reverse=reverse, save=save)
+    return _gru_forward_kernel(reverse, save)(w_x, w_h, b_x, b_h, xs, h0, lengths)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))

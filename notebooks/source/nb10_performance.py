@@ -126,14 +126,15 @@ plt.show()
 """),
     md("""
 What the suite says, in short. With its native kernels (one compiled call for the whole sequence,
-oneDNN's matrix products on weights packed once) jaxrnn trains the c1 LSTM in 0.81× PyTorch's time
-and half the time of its own XLA scan, and its GRU at c1 in under half the time of every peer;
-PyTorch's GRU, which oneDNN does not serve, is 1.2–12× slower across the configurations.
-PyTorch's oneDNN LSTM still leads the forward pass at c1 (jaxrnn 1.24×), at batch size 1 (c2,
-where jaxrnn keeps the XLA scan, 1.53×) and on the bidirectional stack (1.14×), and the training
-step at c3's larger sizes (1.19×). On the right-padded batch (cl) jaxrnn is ahead of every peer
-in both passes. The committed charts show every implementation with min–max whiskers and the
-GEMM floor; here is c1:
+oneDNN's matrix products on weights packed once, and for up to four sequences a loop of jaxrnn's
+own that splits the hidden units across the cores) jaxrnn trains the c1 LSTM in 0.74× PyTorch's
+time and under half the time of its own XLA scan, runs batch one (c2) in 0.4× the fastest peer's
+time, and its GRU in under half the time of every peer at c1; PyTorch's GRU, which oneDNN does
+not serve, is 2–30× slower across the configurations. The right-padded batch (cl) runs the kernel
+with `lengths=` at under half the fastest peer's time. The LSTM's forward pass at c1 and on the
+bidirectional stack is level with PyTorch's oneDNN LSTM (0.96–1.09× and 1.04–1.10× over two runs
+the same day). The committed charts show every implementation with min–max whiskers and the GEMM
+floor; here is c1:
 """),
     code("""
 display(Image(filename=RESULTS / "suite_c1.png", width=800))
@@ -309,7 +310,7 @@ compile_s = []
 for T_len in Ts:
     xs = jnp.zeros((8, T_len, n_x))
     start = time.perf_counter()
-    # the XLA scan: the native kernel (the CPU default at m = 8) compiles to one call whatever T
+    # the XLA scan: the native kernel (the CPU default) compiles to one call whatever T
     scan = jax.jit(lambda p, x: jaxrnn.unroll(cell, p, x, implementation="fused")[1])
     scan.lower(params, xs).compile()
     compile_s.append(time.perf_counter() - start)
@@ -339,9 +340,9 @@ print(
 
 `jaxrnn.unroll(cell, params, xs, implementation=...)` picks how the loop runs, always with the
 same result: `"hoisted"` computes the input side x⟨t⟩ W_x of every step as one matrix product
-before the loop, leaving only the recurrent product inside it (the default for a float32 LSTM of
-8 or more examples on a CPU is `"native"`, jaxrnn's compiled loop, and `"fused"`, the scan with
-its own backward pass, otherwise; `jaxrnn.kernels` lists them all).
+before the loop, leaving only the recurrent product inside it (the default for a float32 LSTM on
+a CPU is `"native"`, jaxrnn's compiled loop, and `"fused"`, the scan with its own backward pass,
+elsewhere; `jaxrnn.kernels` lists them all).
 `remat=True` recomputes each step in the backward pass instead of storing its gate values, and
 `remat=k` keeps only every k-th carry: less memory, more recomputation. Below, one LSTM training
 step at c1's sizes (m = 32, n_x = 64, n_a = 256; n_a = 64 when run small) with a many-to-one
@@ -433,17 +434,17 @@ print("this kernel runs on:", jax.devices())
 ## Takeaways
 
 - The committed CPU suite (2-core AMD EPYC with AVX-512): jaxrnn's native kernels train the c1
-  LSTM in 0.81× PyTorch's time and the c1 GRU in 0.46× the fastest peer's; PyTorch's oneDNN LSTM
-  still leads the forward pass at c1 (1.24×), at batch size 1 (1.53×) and on the bidirectional
-  stack (1.14×), and the c3 training step (1.19×). The XLA scan they replace takes about twice
-  their time at c1.
-- Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 1.3 ms
-  in an eager Python loop, 77 µs as a jitted `cell.step` called from Python, and 2.7 µs inside
-  `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256, where `unroll` runs the native
-  kernel) the three were 1.6 ms, 159 µs and 116 µs on this shared machine (66 µs in the suite).
-- A scan's compile time does not grow with T (0.22–0.26 s from T = 16 to 4,096 here); a Python
+  LSTM in 0.74× PyTorch's time and the c1 GRU in 0.41× the fastest peer's, and run batch one in
+  0.4×; the LSTM's forward pass at c1 and on the bidirectional stack is level with PyTorch's
+  oneDNN LSTM (0.96–1.10×). The XLA scan they replace takes about twice their time at c1.
+- Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 1–2 ms
+  in an eager Python loop, about 100 µs as a jitted `cell.step` called from Python, and 1–3 µs
+  inside `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256, where `unroll` runs the
+  native kernel) the three were 1.4–1.8 ms, 140–190 µs and about 60 µs on this shared machine.
+- A scan's compile time does not grow with T (0.15–0.19 s from T = 16 to 4,096 here); a Python
   loop under `jit` took 32 s to compile at T = 1,024 in the committed benchmark. `jax.vmap` over
-  32 examples ran 4× faster than a loop calling the one-example function 32 times.
+  32 examples ran 3–5× faster than a loop calling the one-example function 32 times (under `vmap`
+  the native kernel runs the 32 examples as one batch).
 - `remat` cut the training step's temporary memory from 88 to 17.4 MiB (every step) and 9.8 MiB
   (every 16 steps) with the same gradients. Times on this busy machine were too noisy to rank the
   options; on a CPU the committed benchmarks found checkpointing at about the same speed and
