@@ -456,4 +456,30 @@ inline void ColumnSums(int64_t rows, int64_t cols, const float* m, float* out) {
     for (int64_t j = 0; j < cols; ++j) out[j] += m[r * cols + j];
 }
 
+// The backward steps of up to kFewRows sequences. At each step, read backwards,
+// `gates_backward(t, b, first, n)` writes example b's dL/dz for the units [first, first + n) (its
+// rows of `dz`: G wide, T apart per example); after the threads meet, each computes its units of
+// dL/dh_{t-1} = dz_t w_hᵀ into `dh` (B, H) and calls `after(t, b, first, n)` on them.
+template <typename GatesBackward, typename After>
+void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w_h, bool reverse,
+                     const float* dz, float* dh, GatesBackward gates_backward, After after) {
+  const int64_t B = s.B, T = s.T, H = s.H;
+  const float* w_h_t = Transposed(scratch, H, G, w_h);
+  float* panels = scratch.Take(G * H);
+  const int team = FewRowsTeam(H);
+#pragma omp parallel num_threads(team)
+  {
+    const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+    const int64_t n = last - first;
+    const float* w = Panel(panels + G * first, G, n, w_h_t, H, first);
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? step : T - 1 - step;
+      for (int64_t b = 0; b < B; ++b) gates_backward(t, b, first, n);
+#pragma omp barrier
+      FewRowsProduct(B, G, n, dz + t * G, T * G, w, n, nullptr, 0, dh + first, H);
+      for (int64_t b = 0; b < B; ++b) after(t, b, first, n);
+    }
+  }
+}
+
 }  // namespace jaxrnn_native

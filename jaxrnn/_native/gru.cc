@@ -193,21 +193,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                     dh_direct + b * H + first, dzx + row * G + first, dzh + row * G + first);
     };
     if (B <= kFewRows) {  // see common.h
-      const float* w_h_t = Transposed(scratch, H, G, w_h.typed_data());
-      float* panels = scratch.Take(G * H);
-      const int team = FewRowsTeam(H);
-#pragma omp parallel num_threads(team)
-      {
-        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
-        const float* w = Panel(panels + G * first, G, last - first, w_h_t, H, first);
-        for (int64_t step = 0; step < T; ++step) {
-          const int64_t t = reverse ? step : T - 1 - step;
-          for (int64_t b = 0; b < B; ++b) step_backward(t, b, first, last - first);
-#pragma omp barrier
-          FewRowsProduct(B, G, last - first, dzh + t * G, T * G, w, last - first, nullptr, 0,
-                         dh_rec + first, H);
-        }
-      }
+      FewRowsBackward(scratch, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
+                      [](int64_t, int64_t, int64_t, int64_t) {});
     } else {
       View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
       auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);

@@ -225,22 +225,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         std::memcpy(dh + b * H + first, dh_kept + b * H + first, n * sizeof(float));
     };
     if (B <= kFewRows) {  // see common.h
-      const float* w_h_t = Transposed(scratch, H, G, w_h.typed_data());
-      float* panels = scratch.Take(G * H);
-      const int team = FewRowsTeam(H);
-#pragma omp parallel num_threads(team)
-      {
-        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
-        const int64_t n = last - first;
-        const float* w = Panel(panels + G * first, G, n, w_h_t, H, first);
-        for (int64_t step = 0; step < T; ++step) {
-          const int64_t t = reverse ? step : T - 1 - step;
-          for (int64_t b = 0; b < B; ++b) step_backward(t, b, first, n);
-#pragma omp barrier
-          FewRowsProduct(B, G, n, dz + t * G, T * G, w, n, nullptr, 0, dh + first, H);
-          for (int64_t b = 0; b < B; ++b) restore_kept(t, b, first, n);
-        }
-      }
+      FewRowsBackward(scratch, s, G, w_h.typed_data(), reverse, dz, dh, step_backward,
+                      restore_kept);
     } else {
       View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
       auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
