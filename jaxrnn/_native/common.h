@@ -482,4 +482,25 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
   }
 }
 
+// The backward steps of any batch: FewRowsBackward up to kFewRows sequences, else per step the
+// gates of every example (split across the threads from kParallelGates cells), oneDNN's product
+// dz_t w_hᵀ with w_hᵀ packed once, and `after` for every example.
+template <typename GatesBackward, typename After>
+void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, bool reverse,
+                   const float* dz, float* dh, GatesBackward gates_backward, After after) {
+  const int64_t B = s.B, T = s.T, H = s.H;
+  if (B <= kFewRows)
+    return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after);
+  View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
+  auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
+  Repeated step_product(run, *product, dz_step, run.Weights(*product, wh_t, w_h), H);
+  for (int64_t step = 0; step < T; ++step) {
+    const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
+#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
+    for (int64_t b = 0; b < B; ++b) gates_backward(t, b, 0, H);
+    step_product(dz + t * G, dh);
+    for (int64_t b = 0; b < B; ++b) after(t, b, 0, H);
+  }
+}
+
 }  // namespace jaxrnn_native

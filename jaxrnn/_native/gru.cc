@@ -192,21 +192,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                     d_ys.typed_data() + row * H + first, dh_rec + b * H + first,
                     dh_direct + b * H + first, dzx + row * G + first, dzh + row * G + first);
     };
-    if (B <= kFewRows) {  // see common.h
-      FewRowsBackward(scratch, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
-                      [](int64_t, int64_t, int64_t, int64_t) {});
-    } else {
-      View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-      auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-      Repeated step_product(run, *product, dz_step,
-                            run.Weights(*product, wh_t, w_h.typed_data()), H);
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) step_backward(t, b, 0, H);
-        step_product(dzh + t * G, dh_rec);
-      }
-    }
+    StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
+                  [](int64_t, int64_t, int64_t, int64_t) {});
     float* dh0 = d_h0->typed_data();
     for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];
     ProductGradients(run, s, G, xs.typed_data(), h_prev, dzx, dzh, w_x.typed_data(),

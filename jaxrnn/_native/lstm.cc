@@ -224,22 +224,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       if (!s.Runs(b, t))
         std::memcpy(dh + b * H + first, dh_kept + b * H + first, n * sizeof(float));
     };
-    if (B <= kFewRows) {  // see common.h
-      FewRowsBackward(scratch, s, G, w_h.typed_data(), reverse, dz, dh, step_backward,
-                      restore_kept);
-    } else {
-      View dz_step{B, G, T * G}, wh_t{G, H, G, /*transposed=*/true};
-      auto product = ProductFor(dz_step, wh_t, H, /*packed=*/true, false);
-      Repeated step_product(run, *product, dz_step,
-                            run.Weights(*product, wh_t, w_h.typed_data()), H);
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-        for (int64_t b = 0; b < B; ++b) step_backward(t, b, 0, H);
-        step_product(dz + t * G, dh);
-        for (int64_t b = 0; b < B; ++b) restore_kept(t, b, 0, H);
-      }
-    }
+    StepsBackward(run, s, G, w_h.typed_data(), reverse, dz, dh, step_backward, restore_kept);
     std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
     std::memcpy(d_c0->typed_data(), dc, B * H * sizeof(float));
     // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
