@@ -127,13 +127,13 @@ plt.show()
     md("""
 What the suite says, in short. With its native kernels (one compiled call for the whole sequence,
 oneDNN's matrix products on weights packed once, and for up to four sequences a loop of jaxrnn's
-own that splits the hidden units across the cores) jaxrnn trains the c1 LSTM in 0.74× PyTorch's
-time and under half the time of its own XLA scan, runs batch one (c2) in 0.4× the fastest peer's
-time, and its GRU in under half the time of every peer at c1; PyTorch's GRU, which oneDNN does
-not serve, is 2–30× slower across the configurations. The right-padded batch (cl) runs the kernel
-with `lengths=` at under half the fastest peer's time. The LSTM's forward pass at c1 and on the
-bidirectional stack is level with PyTorch's oneDNN LSTM (0.96–1.09× and 1.04–1.10× over two runs
-the same day). The committed charts show every implementation with min–max whiskers and the GEMM
+own that splits the hidden units across the cores) jaxrnn trains the c1 LSTM in 0.75× PyTorch's
+time and under half the time of its own XLA scan, runs batch one (c2) in 0.45–0.6× the fastest
+peer's time, and its GRU in under half the time of every peer at c1; PyTorch's GRU, which oneDNN
+does not serve, is 1.8–29× slower across the configurations. The right-padded batch (cl) runs the
+kernel with `lengths=` at under half the fastest peer's time. The LSTM's forward pass at c1 and
+on the bidirectional stack is level with PyTorch's oneDNN LSTM (0.96–1.10× over three runs the
+same day). The committed charts show every implementation with min–max whiskers and the GEMM
 floor; here is c1:
 """),
     code("""
@@ -434,14 +434,14 @@ print("this kernel runs on:", jax.devices())
 ## Takeaways
 
 - The committed CPU suite (2-core AMD EPYC with AVX-512): jaxrnn's native kernels train the c1
-  LSTM in 0.74× PyTorch's time and the c1 GRU in 0.41× the fastest peer's, and run batch one in
-  0.4×; the LSTM's forward pass at c1 and on the bidirectional stack is level with PyTorch's
+  LSTM in 0.75× PyTorch's time and the c1 GRU in 0.42× the fastest peer's, and run batch one in
+  0.45–0.6×; the LSTM's forward pass at c1 and on the bidirectional stack is level with PyTorch's
   oneDNN LSTM (0.96–1.10×). The XLA scan they replace takes about twice their time at c1.
 - Per-step overhead is what `jit` and `scan` remove. Measured here at m = 1, one step cost 1–2 ms
-  in an eager Python loop, about 100 µs as a jitted `cell.step` called from Python, and 1–3 µs
+  in an eager Python loop, 65–110 µs as a jitted `cell.step` called from Python, and 1–3 µs
   inside `jaxrnn.unroll`; at the suite's c1 sizes (m = 32, n_a = 256, where `unroll` runs the
-  native kernel) the three were 1.4–1.8 ms, 140–190 µs and about 60 µs on this shared machine.
-- A scan's compile time does not grow with T (0.15–0.19 s from T = 16 to 4,096 here); a Python
+  native kernel) the three were 1.3–1.8 ms, 140–190 µs and 50–60 µs on this shared machine.
+- A scan's compile time does not grow with T (0.13–0.19 s from T = 16 to 4,096 here); a Python
   loop under `jit` took 32 s to compile at T = 1,024 in the committed benchmark. `jax.vmap` over
   32 examples ran 3–5× faster than a loop calling the one-example function 32 times (under `vmap`
   the native kernel runs the 32 examples as one batch).
