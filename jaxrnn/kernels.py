@@ -256,17 +256,19 @@ def run(
 
 def _native_run(params, xs, carry, lengths, *, reverse, poison):
     """A native kernel on xs (*batch, T, D), its batch axes flattened into one."""
-    batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
+    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     hidden = params.w_h.shape[0]
-
-    def rows(a, *tail):
-        return a.reshape(-1, *tail)
-
     if lengths is None:
-        flat_lengths = jnp.full((math.prod(batch_shape),), n_steps, jnp.int32)
+        rows_lengths = jnp.full((math.prod(batch_shape),), n_steps, jnp.int32)
     else:  # a length outside [0, T] is poisoned below, as the scan does
-        flat_lengths = jnp.clip(rows(jnp.asarray(lengths)), 0, n_steps).astype(jnp.int32)
-    last, ys = _native_call(params, xs, carry, rows, flat_lengths, reverse)
+        rows_lengths = jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+    last, ys = _native_call(
+        params,
+        xs.reshape(-1, n_steps, n_inputs),
+        jax.tree.map(lambda leaf: leaf.reshape(-1, hidden), carry),
+        rows_lengths,
+        reverse,
+    )
     last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden), last)
     ys = ys.reshape(*batch_shape, n_steps, hidden)
     if poison and lengths is not None:
@@ -274,30 +276,21 @@ def _native_run(params, xs, carry, lengths, *, reverse, poison):
     return last, ys
 
 
-def _native_call(params, xs, carry, rows, lengths, reverse):
-    """The kernel of ``params``' cell on rows of examples: returns (last carry, ys (N, T, H))."""
-    n_steps, n_inputs = xs.shape[-2:]
-    hidden = params.w_h.shape[0]
-
+def _native_call(params, xs, carry, lengths, reverse):
+    """The kernel of ``params``' cell on rows of examples, xs (N, T, D), carry leaves (N, H),
+    lengths (N,) int32; returns (last carry, ys (N, T, H))."""
     if isinstance(params, ResetAfterGRUParams):
         ys, h = _native.gru(
-            params.w_x,
-            params.w_h,
-            params.b_x,
-            params.b_h,
-            rows(xs, n_steps, n_inputs),
-            rows(carry, hidden),
-            lengths,
-            bool(reverse),
+            params.w_x, params.w_h, params.b_x, params.b_h, xs, carry, lengths, bool(reverse)
         )
         return h, ys
     ys, h, c = _native.lstm(
         params.w_x,
         params.w_h,
         params.b_x + params.b_h,
-        rows(xs, n_steps, n_inputs),
-        rows(carry.h, hidden),
-        rows(carry.c, hidden),
+        xs,
+        carry.h,
+        carry.c,
         lengths,
         bool(reverse),
     )

@@ -82,7 +82,7 @@ def _shapes_of(*arrays):
 
 
 def _folding_vmap(call, n_weights: int):
-    """``call(*weights, xs, *per_example)`` (the per-example arguments (B, ...) and the results
+    """``call(*weights, *per_example)`` (the per-example arguments (B, ...) and the results
     (B, ...) or empty) with a vmap rule: where the weights are shared, the mapped axis joins the
     batch axis and the kernel runs once over all the rows, rather than once per mapped element.
     Mapped weights (an ensemble) run the kernel once per member."""
@@ -93,16 +93,18 @@ def _folding_vmap(call, n_weights: int):
 
     @folded.def_vmap
     def rule(axis_size, in_batched, *args):
-        mapped = [
-            a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
-            for a, batched in zip(args, in_batched, strict=True)
-        ]
+        def mapped(a, batched):
+            return a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+
         if any(in_batched[:n_weights]):
-            results = jax.lax.map(lambda member: tuple(call(*member)), mapped)
+            members = [mapped(a, b) for a, b in zip(args, in_batched, strict=True)]
+            results = jax.lax.map(lambda member: tuple(call(*member)), members)
             return tuple(results), (True,) * len(results)
-        weights = args[:n_weights]
-        rows = [a.reshape(-1, *a.shape[2:]) for a in mapped[n_weights:]]
-        results = call(*weights, *rows)
+        per_example = [
+            mapped(a, b) for a, b in zip(args[n_weights:], in_batched[n_weights:], strict=True)
+        ]
+        rows = [a.reshape(-1, *a.shape[2:]) for a in per_example]  # (axis_size · B, ...)
+        results = call(*args[:n_weights], *rows)
         return tuple(
             r.reshape(axis_size, -1, *r.shape[1:]) if r.ndim > 1 else jnp.zeros((axis_size, 0))
             for r in results
@@ -111,30 +113,38 @@ def _folding_vmap(call, n_weights: int):
     return folded
 
 
+@functools.cache
+def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save: bool):
+    """The forward FFI call of a cell of ``gates`` gates: ``(*weights, xs, *carries, lengths)``
+    to (ys, *last carries, activations (B, T, gates·H), one more (B, T, H) residual), the two
+    residuals empty without ``save``; `_folding_vmap`'s rule under `jax.vmap`."""
+
+    def run(*args):
+        weights, (xs, *carries, lengths) = args[:n_weights], args[n_weights:]
+        batch, steps, _ = xs.shape
+        hidden = carries[0].shape[-1]
+        # Without `save` the residuals are not wanted: empty outputs, nothing written.
+        residuals = (
+            (_out(batch, steps, gates * hidden), _out(batch, steps, hidden))
+            if save
+            else (_out(0),) * 2
+        )
+        call = jax.ffi.ffi_call(
+            target,
+            (_out(batch, steps, hidden), *(_out(batch, hidden) for _ in carries), *residuals),
+            vmap_method="sequential",
+        )
+        return call(xs, *carries, *weights, lengths, reverse=reverse, save=save)
+
+    return _folding_vmap(run, n_weights)
+
+
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-@functools.cache
-def _lstm_forward_kernel(reverse: bool, save: bool):
-    def run(w_x, w_h, bias, xs, h0, c0, lengths):
-        batch, steps, _ = xs.shape
-        hidden = h0.shape[-1]
-        # Without `save` the residuals are not wanted: empty outputs, nothing written.
-        residuals = (
-            (_out(batch, steps, 4 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
-        )
-        call = jax.ffi.ffi_call(
-            "jaxrnn_lstm_forward",
-            (_out(batch, steps, hidden), _out(batch, hidden), _out(batch, hidden), *residuals),
-            vmap_method="sequential",
-        )
-        return call(xs, h0, c0, w_x, w_h, bias, lengths, reverse=reverse, save=save)
-
-    return _folding_vmap(run, n_weights=3)
-
-
 def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool, save: bool):
-    return _lstm_forward_kernel(reverse, save)(w_x, w_h, bias, xs, h0, c0, lengths)
+    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, reverse, save)
+    return kernel(w_x, w_h, bias, xs, h0, c0, lengths)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -170,26 +180,9 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 # -------------------------------------------------------------------------------------------- GRU
 
 
-@functools.cache
-def _gru_forward_kernel(reverse: bool, save: bool):
-    def run(w_x, w_h, b_x, b_h, xs, h0, lengths):
-        batch, steps, _ = xs.shape
-        hidden = h0.shape[-1]
-        residuals = (
-            (_out(batch, steps, 3 * hidden), _out(batch, steps, hidden)) if save else (_out(0),) * 2
-        )
-        call = jax.ffi.ffi_call(
-            "jaxrnn_gru_forward",
-            (_out(batch, steps, hidden), _out(batch, hidden), *residuals),
-            vmap_method="sequential",
-        )
-        return call(xs, h0, w_x, w_h, b_x, b_h, lengths, reverse=reverse, save=save)
-
-    return _folding_vmap(run, n_weights=4)
-
-
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool, save: bool):
-    return _gru_forward_kernel(reverse, save)(w_x, w_h, b_x, b_h, xs, h0, lengths)
+    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, reverse, save)
+    return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
