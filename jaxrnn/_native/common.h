@@ -456,6 +456,44 @@ inline void ColumnSums(int64_t rows, int64_t cols, const float* m, float* out) {
     for (int64_t j = 0; j < cols; ++j) out[j] += m[r * cols + j];
 }
 
+// The forward steps of up to kFewRows sequences, a cell of G / H gates. Each thread copies its
+// units' columns of every gate of w_h (H, G) into a panel; at each step, read forwards or
+// backwards, it computes its units of z = y0 + h_{t-1} w_h into `z` (B, G), where
+// `y0(t, &stride)` gives the rows added to the products (stride 0: one row for all), and calls
+// `gates(step, t, b, first, n, h_read, h_next)` for every example, which writes the units
+// [first, first + n) of example b's next carry into h_next (B, H). The carries of two steps are
+// kept in turn, since a thread reads all of one while the others write their units of the next.
+// Returns the last carry (B, H), valid until the Scratch ends.
+template <typename Y0, typename StepGates>
+const float* FewRowsForward(Scratch& scratch, const Shape& s, int64_t G, const float* h0,
+                            const float* w_h, bool reverse, float* z, Y0 y0, StepGates gates) {
+  const int64_t B = s.B, T = s.T, H = s.H, n_gates = G / H;
+  float* h[2] = {scratch.Copy(h0, B * H), scratch.Take(B * H)};
+  float* panels = scratch.Take(H * G);
+  const int team = FewRowsTeam(H);
+#pragma omp parallel num_threads(team)
+  {
+    const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
+    const int64_t n = last - first;
+    std::vector<const float*> w(n_gates);  // this thread's columns of each gate
+    for (int64_t q = 0; q < n_gates; ++q)
+      w[q] = Panel(panels + H * (q * H + first), H, n, w_h, G, q * H + first);
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
+      const float* h_read = h[step % 2];
+      float* h_next = h[1 - step % 2];
+      int64_t stride = 0;
+      const float* rows = y0(t, &stride);
+      for (int64_t q = 0; q < n_gates; ++q)
+        FewRowsProduct(B, H, n, h_read, H, w[q], n, rows + q * H + first, stride,
+                       z + q * H + first, G);
+      for (int64_t b = 0; b < B; ++b) gates(step, t, b, first, n, h_read, h_next);
+#pragma omp barrier
+    }
+  }
+  return h[T % 2];
+}
+
 // The backward steps of up to kFewRows sequences. At each step, read backwards,
 // `gates_backward(t, b, first, n)` writes example b's dL/dz for the units [first, first + n) (its
 // rows of `dz`: G wide, T apart per example); after the threads meet, each computes its units of

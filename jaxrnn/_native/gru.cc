@@ -72,46 +72,31 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx, G,
              b_x.typed_data());
     float* y = ys->typed_data();
-    if (B <= kFewRows) {  // see common.h
-      const int team = FewRowsTeam(H);
+    if (B <= kFewRows) {  // FewRowsForward in common.h
       float* zh = scratch.Take(B * G);
       float* act = scratch.Take(B * G);
       float* h_c = scratch.Take(B * H);
-      float* panels = scratch.Take(H * G);
-      // The carries of two steps in turn: a thread reads all of one while the others write
-      // their units of the next.
-      float* h[2] = {scratch.Copy(h0.typed_data(), B * H), scratch.Take(B * H)};
-#pragma omp parallel num_threads(team)
-      {
-        const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
-        const int64_t n = last - first;
-        const float* w[3];  // this thread's columns of each gate
-        for (int64_t q = 0; q < 3; ++q)
-          w[q] = Panel(panels + H * (q * H + first), H, n, w_h.typed_data(), G, q * H + first);
-        for (int64_t step = 0; step < T; ++step) {
-          const int64_t t = reverse ? T - 1 - step : step;
-          const float* h_read = h[step % 2];
-          float* h_next = h[1 - step % 2];
-          for (int64_t q = 0; q < 3; ++q)
-            FewRowsProduct(B, H, n, h_read, H, w[q], n, b_h.typed_data() + q * H + first, 0,
-                           zh + q * H + first, G);
-          for (int64_t b = 0; b < B; ++b) {
-            const int64_t row = b * T + t, at = b * H + first;
-            float* a = save ? gates->typed_data() + row * G : act + b * G;
-            float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
-            if (s.Runs(b, t)) {
-              Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a + first,
-                    hc + first, h_next + at);
-              std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
-            } else {
-              std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-              std::memset(y + row * H + first, 0, n * sizeof(float));
-            }
-          }
-#pragma omp barrier
+      auto recurrent_bias = [&](int64_t, int64_t* stride) {
+        *stride = 0;
+        return b_h.typed_data();
+      };
+      auto step_gates = [&](int64_t, int64_t t, int64_t b, int64_t first, int64_t n,
+                            const float* h_read, float* h_next) {
+        const int64_t row = b * T + t, at = b * H + first;
+        if (!s.Runs(b, t)) {  // the carry kept
+          std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+          std::memset(y + row * H + first, 0, n * sizeof(float));
+          return;
         }
-      }
-      std::memcpy(h_last->typed_data(), h[T % 2], B * H * sizeof(float));
+        float* a = save ? gates->typed_data() + row * G : act + b * G;
+        float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
+        Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a + first, hc + first,
+              h_next + at);
+        std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+      };
+      const float* h = FewRowsForward(scratch, s, G, h0.typed_data(), w_h.typed_data(), reverse,
+                                      zh, recurrent_bias, step_gates);
+      std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
       return;
     }
     View h_view{B, H, H}, wh_view{H, G, G};

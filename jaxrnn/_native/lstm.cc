@@ -48,10 +48,9 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
   }
 }
 
-// The forward pass for up to kFewRows sequences (see common.h): the input side of every step is
-// one product before the loop. `gates` and `cells` are written when they are not null; the
-// carries of two steps in turn are in `h` and `c` (a thread reads all of h while the others
-// write their units of the next).
+// The forward pass for up to kFewRows sequences (FewRowsForward in common.h): the input side of
+// every step is one product before the loop. `gates` and `cells` are written when they are not
+// null; the memory cells of two steps are kept in turn, as the carries are.
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                 const float* w_x, const float* w_h, const float* bias, float* ys,
                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
@@ -60,44 +59,30 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
   float* z = run.scratch.Take(B * G);
   float* act = run.scratch.Take(B * G);
-  float* h[2] = {run.scratch.Copy(h0, B * H), run.scratch.Take(B * H)};
   float* c[2] = {run.scratch.Copy(c0, B * H), run.scratch.Take(B * H)};
-  float* panels = run.scratch.Take(H * G);
-  const int team = FewRowsTeam(H);
-#pragma omp parallel num_threads(team)
-  {
-    const auto [first, last] = UnitsOf(omp_get_thread_num(), team, H);
-    const int64_t n = last - first;
-    const float* w[4];  // this thread's columns of each gate
-    for (int64_t q = 0; q < 4; ++q)
-      w[q] = Panel(panels + H * (q * H + first), H, n, w_h, G, q * H + first);
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? T - 1 - step : step;
-      const float* h_read = h[step % 2];
-      const float* c_read = c[step % 2];
-      float* h_next = h[1 - step % 2];
-      float* c_next = c[1 - step % 2];
-      for (int64_t q = 0; q < 4; ++q)
-        FewRowsProduct(B, H, n, h_read, H, w[q], n, zx + t * G + q * H + first, T * G,
-                       z + q * H + first, G);
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t, at = b * H + first;
-        float* y = ys + row * H + first;
-        if (s.Runs(b, t)) {
-          Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
-                c_read + at, c_next + at, y);
-          std::memcpy(h_next + at, y, n * sizeof(float));
-        } else {
-          std::memset(y, 0, n * sizeof(float));
-          std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-          std::memcpy(c_next + at, c_read + at, n * sizeof(float));
-        }
-        if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
-      }
-#pragma omp barrier
+  auto input_side = [&](int64_t t, int64_t* stride) {
+    *stride = T * G;
+    return zx + t * G;
+  };
+  auto step_gates = [&](int64_t step, int64_t t, int64_t b, int64_t first, int64_t n,
+                        const float* h_read, float* h_next) {
+    const int64_t row = b * T + t, at = b * H + first;
+    const float* c_read = c[step % 2];
+    float* c_next = c[1 - step % 2];
+    float* y = ys + row * H + first;
+    if (s.Runs(b, t)) {
+      Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
+            c_read + at, c_next + at, y);
+      std::memcpy(h_next + at, y, n * sizeof(float));
+    } else {
+      std::memset(y, 0, n * sizeof(float));
+      std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+      std::memcpy(c_next + at, c_read + at, n * sizeof(float));
     }
-  }
-  std::memcpy(h_last, h[T % 2], B * H * sizeof(float));
+    if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
+  };
+  const float* h = FewRowsForward(run.scratch, s, G, h0, w_h, reverse, z, input_side, step_gates);
+  std::memcpy(h_last, h, B * H * sizeof(float));
   std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
 }
 
@@ -106,8 +91,8 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
-                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
-                       ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
+                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
                        ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save) {
   const Shape s = ShapeOf(xs, h0, lengths);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
@@ -161,7 +146,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           std::memset(y + (b * T + t) * H, 0, H * sizeof(float));
           std::memcpy(c_new + b * H, c + b * H, H * sizeof(float));
         }
-        if (save) std::memcpy(cells->typed_data() + (b * T + t) * H, c_new + b * H, H * sizeof(float));
+        if (save)
+          std::memcpy(cells->typed_data() + (b * T + t) * H, c_new + b * H, H * sizeof(float));
       }
       std::swap(c, c_new);
     }
