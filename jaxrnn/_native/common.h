@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <omp.h>
+#include <sys/mman.h>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -128,6 +129,17 @@ inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t
   return product;
 }
 
+// XLA hands a call fresh output buffers (tens of MB are a new mmap at every call), and the first
+// write to each 4 KiB page of them is a page fault. Asking for 2 MiB pages makes that 512 times
+// fewer faults: where transparent huge pages are on `madvise`, as is common, only a region that
+// asked gets them.
+inline void PreferHugePages(void* data, int64_t bytes) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 // A call's temporaries, from buffers that outlive the call. A fresh buffer of tens of MB comes
 // from mmap, and its pages are faulted in and zeroed by the kernel again at every call (measured:
 // a third of a B=128, H=512 GRU forward). Calls run one at a time on the worker thread, which
@@ -150,7 +162,10 @@ class Scratch {
     auto& kept = Kept();
     if (taken_ == kept.size()) kept.emplace_back();
     Block& block = kept[taken_++];
-    if (block.size < n) block = Block{std::unique_ptr<float[]>(new float[n]), n};
+    if (block.size < n) {
+      block = Block{std::unique_ptr<float[]>(new float[n]), n};
+      PreferHugePages(block.data.get(), n * sizeof(float));
+    }
     return block.data.get();
   }
   float* Zeros(int64_t n) {
@@ -444,6 +459,7 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
                              const float* h_prev, const float* dzx, const float* dzh,
                              const float* w_x, float* d_w_x, float* d_w_h, float* d_xs) {
   const int64_t N = s.B * s.T, D = s.D, H = s.H;
+  PreferHugePages(d_xs, N * D * sizeof(float));
   run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
   run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
   run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs, D);

@@ -66,6 +66,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   return Guarded("gru", [&] {
     std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
     if (T == 0) return;
+    PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
+    if (save) {
+      PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
+      PreferHugePages(candidates->typed_data(), B * T * H * sizeof(float));
+    }
     Runner run;
     Scratch& scratch = run.scratch;
     float* zx = scratch.Take(B * T * G);  // the input side of every step, row b * T + t

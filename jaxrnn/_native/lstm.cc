@@ -103,6 +103,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
       return;
     }
+    PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
+    if (save) {
+      PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
+      PreferHugePages(cells->typed_data(), B * T * H * sizeof(float));
+    }
     Runner run;
     if (B <= kFewRows)
       return ForwardFew(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
