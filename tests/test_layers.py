@@ -281,6 +281,56 @@ def test_stacked_dropout_without_key_equals_rate_zero():
     _assert_trees_close(zero, plain, 0.0)
 
 
+def _numpy_mix32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x21F0AAAD)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x735A2D97)
+    return x ^ (x >> np.uint32(15))
+
+
+def _numpy_dropout_mask(key, rate, shape):
+    """dropout_mask's documented rule, in numpy's wrapping uint32 arithmetic."""
+    s0, s1 = np.asarray(jax.random.bits(key, (2,), jnp.uint32))
+    index = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
+    with np.errstate(over="ignore"):
+        hashed = _numpy_mix32(_numpy_mix32(index ^ s0) ^ s1)
+    return hashed >= np.uint32(round(rate * 2**32))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_dropout_mask_follows_its_rule_and_keeps_one_minus_rate(rate):
+    key = jax.random.key(3)
+    mask = np.asarray(jaxrnn.layers.dropout_mask(key, rate, (200, 500)))
+    np.testing.assert_array_equal(mask, _numpy_dropout_mask(key, rate, (200, 500)))
+    assert abs(mask.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / mask.size)
+
+
+def test_dropout_masks_of_different_keys_are_uncorrelated():
+    """Steps' keys from fold_in, as training makes them: no two masks of 4096 agree more than
+    chance allows (a correlation of 5 standard errors)."""
+    masks = np.stack(
+        [
+            np.asarray(
+                jaxrnn.layers.dropout_mask(jax.random.fold_in(jax.random.key(1), s), 0.5, (4096,))
+            )
+            for s in range(64)
+        ]
+    ).astype(float)
+    corr = np.corrcoef(masks)
+    np.fill_diagonal(corr, 0.0)
+    assert np.abs(corr).max() < 5 / np.sqrt(4096)
+    assert 0.24 < (masks[:, :-1] * masks[:, 1:]).mean() < 0.26  # neighbours independent
+
+
+def test_dropout_scales_the_kept_and_zeroes_the_rest():
+    key, x = jax.random.key(4), jax.random.normal(jax.random.key(5), (8, 50), jnp.float32)
+    keep = _numpy_dropout_mask(key, 0.3, x.shape)
+    want = np.where(keep, np.asarray(x) / 0.7, 0.0)
+    np.testing.assert_allclose(jaxrnn.layers.dropout(key, 0.3, x), want, rtol=1e-6, atol=0)
+    assert jaxrnn.layers.dropout(None, 0.3, x) is x
+
+
 def test_stacked_dropout_zeroes_and_scales_the_layer_inputs():
     """Layer 1 reads where(keep, a^[0] / (1 − rate), 0), keep ~ Bernoulli(1 − rate), per unit."""
     cell, params, xs, lengths = _dropout_setup()
@@ -289,7 +339,7 @@ def test_stacked_dropout_zeroes_and_scales_the_layer_inputs():
 
     (layer_key,) = jax.random.split(key, 1)  # the documented key of layer 1's input
     _, below = BIDIRECTIONAL(cell, params.layers[0], xs, lengths=lengths)
-    keep = np.asarray(jax.random.bernoulli(layer_key, 1 - rate, below.shape))
+    keep = _numpy_dropout_mask(layer_key, rate, below.shape)
     assert 0.6 < keep.mean() < 0.9  # about 1 − rate of 60 units kept
     dropped = np.where(keep, np.asarray(below) / (1 - rate), 0.0).astype(np.float32)
     want_last, want_ys = BIDIRECTIONAL(

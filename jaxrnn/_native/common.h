@@ -460,6 +460,7 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
                              const float* w_x, float* d_w_x, float* d_w_h, float* d_xs) {
   const int64_t N = s.B * s.T, D = s.D, H = s.H;
   PreferHugePages(d_xs, N * D * sizeof(float));
+  PreferHugePages(d_w_h, H * G * sizeof(float));
   run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
   run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
   run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs, D);
