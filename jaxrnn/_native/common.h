@@ -96,14 +96,15 @@ struct Product {
 };
 
 using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
-                              bool, bool>;
+                              bool, bool, int>;
 
 inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride, bool packed,
                                     bool bias) {
   static std::mutex lock;
   static std::map<ProductKey, std::shared_ptr<Product>> cache;
-  ProductKey key{a.rows, a.cols, a.stride, b.cols, b.stride, c_stride, a.transposed,
-                 b.transposed, packed, bias};
+  // oneDNN plans a product for the threads it may use then: one inside a team's own steps.
+  ProductKey key{a.rows,       a.cols, a.stride, b.cols, b.stride, c_stride, a.transposed,
+                 b.transposed, packed, bias,     omp_get_max_threads()};
   std::lock_guard<std::mutex> guard(lock);
   auto found = cache.find(key);
   if (found != cache.end()) return found->second;

@@ -19,10 +19,11 @@ using namespace jaxrnn_native;
 // output h.
 JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict z, float* __restrict act,
                          const float* __restrict c_prev, float* __restrict c,
-                         float* __restrict h) {
+                         float* __restrict h, int64_t zq = 0) {
+  zq = zq ? zq : H;  // the gates' distance in z, where it differs from act's
   for (int64_t j = 0; j < n; ++j) {
-    const float u = Sigmoid(z[j]), f = Sigmoid(z[H + j]), g = Tanh(z[2 * H + j]),
-                o = Sigmoid(z[3 * H + j]);
+    const float u = Sigmoid(z[j]), f = Sigmoid(z[zq + j]), g = Tanh(z[2 * zq + j]),
+                o = Sigmoid(z[3 * zq + j]);
     act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
     c[j] = u * g + f * c_prev[j];
     h[j] = o * Tanh(c[j]);
@@ -86,6 +87,108 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
 }
 
+// The forward pass for more than kFewRows sequences. One parallel region runs every step: each
+// thread owns a range of units and computes its columns of every gate, [x_t, h_{t-1}] (B, K)
+// times [w_x; w_h] restricted to them (K, 4n) plus the bias, as a oneDNN product made for one
+// thread from columns packed once; then the gates of its units; then it waits for the others.
+// (A product and a gate pass per step, each split across the threads, cost two wake-ups of the
+// team and oneDNN's dispatch per step.) The [x_t, h_{t-1}] rows and the memory cells of two steps
+// are kept in turn, as FewRowsForward keeps the carries.
+void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
+                 const float* w_x, const float* w_h, const float* bias, float* ys,
+                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H, K = D + H;
+  Scratch& scratch = run.scratch;
+  const int team = FewRowsTeam(H);
+  float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
+  float* c[2] = {scratch.Copy(c0, B * H), scratch.Take(B * H)};
+  float* z = scratch.Take(B * G);                 // thread i's (B, 4n) from z + B * 4 * first
+  float* act = gates ? nullptr : scratch.Take(B * G);  // the same, when nothing is saved
+  float* columns = scratch.Take(K * G + G);       // its (K, 4n) and (4n) from (K + 1) * 4 * first
+  const int64_t t0 = reverse ? T - 1 : 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(xh[0] + b * K, xs + (b * T + t0) * D, D * sizeof(float));
+    std::memcpy(xh[0] + b * K + D, h0 + b * H, H * sizeof(float));
+  }
+  std::vector<std::shared_ptr<Product>> products(team);
+  std::vector<memory> packed(team);
+  std::vector<float*> pads(team);
+  {
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);  // a product oneDNN plans for the one thread that runs it
+    for (int i = 0; i < team; ++i) {
+      const auto [first, last] = UnitsOf(i, team, H);
+      const int64_t n = last - first;
+      float* w = columns + (K + 1) * 4 * first;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t q = 0; q < 4; ++q)
+          std::memcpy(w + k * 4 * n + q * n,
+                      (k < D ? w_x + k * G : w_h + (k - D) * G) + q * H + first,
+                      n * sizeof(float));
+      for (int64_t q = 0; q < 4; ++q)
+        std::memcpy(w + K * 4 * n + q * n, bias + q * H + first, n * sizeof(float));
+      View w_view{K, 4 * n, 4 * n};
+      products[i] = ProductFor({B, K, K}, w_view, 4 * n, /*packed=*/true, /*bias=*/true);
+      packed[i] = run.Weights(*products[i], w_view, w);
+      pads[i] = scratch.Take(products[i]->scratchpad.get_size() / sizeof(float) + 1);
+    }
+    omp_set_num_threads(threads);
+  }
+#pragma omp parallel num_threads(team)
+  {
+    const int i = omp_get_thread_num();
+    const auto [first, last] = UnitsOf(i, team, H);
+    const int64_t n = last - first;
+    const int64_t rows_first = B * i / team, rows_last = B * (i + 1) / team;
+    float* zi = z + B * 4 * first;
+    float* act_i = act ? act + B * 4 * first : nullptr;
+    dnnl::stream stream(Engine());
+    memory src(View{B, K, K}.desc(), Engine(), DNNL_MEMORY_NONE);
+    memory dst(memory::desc({B, 4 * n}, dt::f32, Dims{4 * n, 1}), Engine(), zi);
+    memory bias_i(memory::desc({1, 4 * n}, dt::f32, memory::format_tag::ab), Engine(),
+                  columns + (K + 1) * 4 * first + K * 4 * n);
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, src},
+        {DNNL_ARG_WEIGHTS, packed[i]},
+        {DNNL_ARG_BIAS, bias_i},
+        {DNNL_ARG_DST, dst},
+        {DNNL_ARG_SCRATCHPAD, memory(products[i]->scratchpad, Engine(), pads[i])}};
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
+      float* xh_read = xh[step % 2];
+      float* xh_next = xh[1 - step % 2];
+      const float* c_read = c[step % 2];
+      float* c_next = c[1 - step % 2];
+      src.set_data_handle(xh_read);
+      products[i]->primitive.execute(stream, args);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t row = b * T + t, at = b * H + first;
+        float* y = ys + row * H + first;
+        float* h_next = xh_next + b * K + D + first;
+        if (s.Runs(b, t)) {
+          float* a = gates ? gates + row * G + first : act_i + b * 4 * n;
+          Gates(n, gates ? H : n, zi + b * 4 * n, a, c_read + at, c_next + at, y, n);
+          std::memcpy(h_next, y, n * sizeof(float));
+        } else {  // the carry kept
+          std::memset(y, 0, n * sizeof(float));
+          std::memcpy(h_next, xh_read + b * K + D + first, n * sizeof(float));
+          std::memcpy(c_next + at, c_read + at, n * sizeof(float));
+        }
+        if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
+      }
+      if (step + 1 < T) {  // the next step's inputs, a share of the rows each
+        const int64_t t_next = reverse ? t - 1 : t + 1;
+        for (int64_t b = rows_first; b < rows_last; ++b)
+          std::memcpy(xh_next + b * K, xs + (b * T + t_next) * D, D * sizeof(float));
+      }
+#pragma omp barrier
+    }
+  }
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(h_last + b * H, xh[T % 2] + b * K + D, H * sizeof(float));
+  std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
+}
+
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
 // memory cells (B, T, H) that the backward pass reads.
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
@@ -109,56 +212,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       PreferHugePages(cells->typed_data(), B * T * H * sizeof(float));
     }
     Runner run;
-    if (B <= kFewRows)
-      return ForwardFew(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
-                        w_x.typed_data(), w_h.typed_data(), bias.typed_data(), ys->typed_data(),
-                        h_last->typed_data(), c_last->typed_data(),
-                        save ? gates->typed_data() : nullptr,
-                        save ? cells->typed_data() : nullptr, reverse);
-    // One product per step, [x_t, h_{t-1}] (B, D + H) times [w_x; w_h] (D + H, 4H) plus the
-    // bias: the pre-activations of a step never leave the cache.
-    const int64_t K = D + H;
-    Scratch& scratch = run.scratch;
-    float* w = scratch.Take(K * G);
-    std::memcpy(w, w_x.typed_data(), D * G * sizeof(float));
-    std::memcpy(w + D * G, w_h.typed_data(), H * G * sizeof(float));
-    View xh_view{B, K, K}, w_view{K, G, G};
-    auto product = ProductFor(xh_view, w_view, G, /*packed=*/true, /*bias=*/true);
-    Repeated step_product(run, *product, xh_view, run.Weights(*product, w_view, w), G,
-                          bias.typed_data());
-    float* xh = scratch.Take(B * K);
-    float* z = scratch.Take(B * G);
-    float* act = save ? nullptr : scratch.Take(B * G);
-    float* c = scratch.Copy(c0.typed_data(), B * H);
-    float* c_new = scratch.Take(B * H);
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(xh + b * K + D, h0.typed_data() + b * H, H * sizeof(float));
-    const float* x = xs.typed_data();
-    float* y = ys->typed_data();
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? T - 1 - step : step;
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(xh + b * K, x + (b * T + t) * D, D * sizeof(float));
-      step_product(xh, z);
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-      for (int64_t b = 0; b < B; ++b) {
-        float* h = xh + b * K + D;  // the next step's input
-        if (s.Runs(b, t)) {
-          float* a = save ? gates->typed_data() + (b * T + t) * G : act + b * G;
-          Gates(H, H, z + b * G, a, c + b * H, c_new + b * H, h);
-          std::memcpy(y + (b * T + t) * H, h, H * sizeof(float));
-        } else {  // the carry kept, h where it is
-          std::memset(y + (b * T + t) * H, 0, H * sizeof(float));
-          std::memcpy(c_new + b * H, c + b * H, H * sizeof(float));
-        }
-        if (save)
-          std::memcpy(cells->typed_data() + (b * T + t) * H, c_new + b * H, H * sizeof(float));
-      }
-      std::swap(c, c_new);
-    }
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(h_last->typed_data() + b * H, xh + b * K + D, H * sizeof(float));
-    std::memcpy(c_last->typed_data(), c, B * H * sizeof(float));
+    auto run_forward = B <= kFewRows ? ForwardFew : ForwardTeam;
+    run_forward(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(), w_x.typed_data(),
+                w_h.typed_data(), bias.typed_data(), ys->typed_data(), h_last->typed_data(),
+                c_last->typed_data(), save ? gates->typed_data() : nullptr,
+                save ? cells->typed_data() : nullptr, reverse);
   });
 }
 
