@@ -296,12 +296,13 @@ class StepsForMinutes(NamedTuple):
 
 
 def steps_for_minutes(
-    corpus: Corpus, model: LMConfig, train: TrainConfig, minutes: float, *, trial_steps: int = 20
+    corpus: Corpus, model: LMConfig, train: TrainConfig, minutes: float, *, trial_steps: int = 30
 ) -> StepsForMinutes:
     """How many steps of ``train`` this machine runs in ``minutes`` of training time, measured.
 
     Runs ``trial_steps`` real steps from a fresh state (then discarded) and times them as
-    `train_lm` does. Use it to fit a schedule to a time budget — the cosine decay of
+    `train_lm` does; a step takes the median time of the last two thirds (the first steps
+    compile and warm up). Use it to fit a schedule to a time budget — the cosine decay of
     ``final_learning_rate`` ends at ``steps``, so a ``minutes`` budget that stops the run earlier
     or later leaves the rate high or flat — and count ``trial_seconds`` against the budget::
 
@@ -330,11 +331,13 @@ def steps_for_minutes(
     for _ in range(trial_steps):
         trial.train_one_step()
         seconds.append(trial.last_seconds)
-    # The median, not a faster quantile: a schedule fitted a little short ends early and runs its
-    # last steps at the final rate, one fitted long never anneals. The lower quartile
-    # underestimated a 5-minute run's step by 16% with the native LSTM kernel (the median
-    # overestimated the XLA scan's by 8%).
-    per_step = float(np.median(seconds[len(seconds) // 2 :]))
+    # The median of the last two thirds, not a faster quantile: a schedule fitted a little short
+    # ends early and runs its last steps at the final rate, one fitted long never anneals. The
+    # lower quartile underestimated a 5-minute run's step by 16% with the native LSTM kernel.
+    # Steps 10 to 20 still run slower than the steady state (a 768-unit LSTM: 118 against 106 ms
+    # median), and a median of those 10 alone once fitted 142 ms to a run of 119: its schedule
+    # ended 48 s before the budget.
+    per_step = float(np.median(seconds[len(seconds) // 3 :]))
     compile_seconds = max(seconds[0] - per_step, 0.0)
     left = 60 * minutes - sum(seconds) - compile_seconds
     steps = int(left / per_step + 1e-6)  # 1e-6: 55 s at 0.1 s a step is 550, not 549
