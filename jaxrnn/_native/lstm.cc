@@ -114,8 +114,13 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
   std::vector<memory> packed(team);
   std::vector<float*> pads(team);
   {
-    const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);  // a product oneDNN plans for the one thread that runs it
+    // Products oneDNN plans for the one thread that runs each; the worker's thread count comes
+    // back however this block ends (a oneDNN error included).
+    struct OneThread {
+      int threads = omp_get_max_threads();
+      OneThread() { omp_set_num_threads(1); }
+      ~OneThread() { omp_set_num_threads(threads); }
+    } one_thread;
     for (int i = 0; i < team; ++i) {
       const auto [first, last] = UnitsOf(i, team, H);
       const int64_t n = last - first;
@@ -127,12 +132,15 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
                       n * sizeof(float));
       for (int64_t q = 0; q < 4; ++q)
         std::memcpy(w + K * 4 * n + q * n, bias + q * H + first, n * sizeof(float));
-      View w_view{K, 4 * n, 4 * n};
-      products[i] = ProductFor({B, K, K}, w_view, 4 * n, /*packed=*/true, /*bias=*/true);
-      packed[i] = run.Weights(*products[i], w_view, w);
-      pads[i] = scratch.Take(products[i]->scratchpad.get_size() / sizeof(float) + 1);
+      products[i] = ProductFor({B, K, K}, {K, 4 * n, 4 * n}, 4 * n, /*packed=*/true,
+                               /*bias=*/true);
     }
-    omp_set_num_threads(threads);
+  }
+  for (int i = 0; i < team; ++i) {  // packed by both threads
+    const auto [first, last] = UnitsOf(i, team, H);
+    const int64_t n = last - first;
+    packed[i] = run.Weights(*products[i], {K, 4 * n, 4 * n}, columns + (K + 1) * 4 * first);
+    pads[i] = scratch.Take(products[i]->scratchpad.get_size() / sizeof(float) + 1);
   }
 #pragma omp parallel num_threads(team)
   {
