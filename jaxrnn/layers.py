@@ -627,6 +627,11 @@ def _mix32(x: Array) -> Array:
     return x ^ (x >> 15)
 
 
+def _check_rate(fn: str, rate: Any) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+        fail(fn, f"expected rate a number in [0, 1), got {rate!r}")
+
+
 def dropout_mask(key: Array, rate: float, shape: tuple[int, ...]) -> Array:
     """The elements `dropout` keeps: bool (*shape), each True with probability 1 − ``rate``.
 
@@ -635,7 +640,11 @@ def dropout_mask(key: Array, rate: float, shape: tuple[int, ...]) -> Array:
     32-bit integer hash. That is a dozen integer operations an element, where
     ``jax.random.bernoulli``'s threefry takes about a hundred (on CPU it was 15% of a character
     model's training step). Shapes of 2³² elements or more use ``jax.random.bernoulli``.
+
+    Raises:
+      InputError: ``rate`` not a number in [0, 1).
     """
+    _check_rate("dropout_mask", rate)
     size = math.prod(shape)
     if size >= 2**32:
         return jax.random.bernoulli(key, 1.0 - rate, shape)
@@ -649,7 +658,11 @@ def dropout(key: Array | None, rate: float, x: Array) -> Array:
 
     x (*shape) any float dtype -> the same. Off (returns x) when ``key`` is None, as at
     inference. The kept elements are `dropout_mask`'s.
+
+    Raises:
+      InputError: ``rate`` not a number in [0, 1).
     """
+    _check_rate("dropout", rate)
     if key is None or rate == 0.0:
         return x
     keep = dropout_mask(key, rate, x.shape)

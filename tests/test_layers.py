@@ -331,6 +331,16 @@ def test_dropout_scales_the_kept_and_zeroes_the_rest():
     assert jaxrnn.layers.dropout(None, 0.3, x) is x
 
 
+@pytest.mark.parametrize("rate", [1.0, -0.1, 1.5, "0.1", True])
+def test_dropout_and_its_mask_name_a_rate_outside_zero_to_one(rate):
+    key, x = jax.random.key(6), jnp.ones((3, 4), jnp.float32)
+    expected = r"expected rate a number in \[0, 1\)"
+    with pytest.raises(jaxrnn.InputError, match="dropout_mask: " + expected):
+        jaxrnn.layers.dropout_mask(key, rate, x.shape)
+    with pytest.raises(jaxrnn.InputError, match="dropout: " + expected):
+        jaxrnn.layers.dropout(key, rate, x)
+
+
 def test_stacked_dropout_zeroes_and_scales_the_layer_inputs():
     """Layer 1 reads where(keep, a^[0] / (1 − rate), 0), keep ~ Bernoulli(1 − rate), per unit."""
     cell, params, xs, lengths = _dropout_setup()
