@@ -135,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         reduce_time=args.reduce_time,
         seed=args.seed,
         minutes=args.minutes,
+        decay_over=args.decay_over,
         eval_every=args.eval_every,
         sample_every=args.sample_every,
         checkpoint_every=args.checkpoint_every,
@@ -379,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--steps", type=int, default=2000, help="training steps in all")
     opt.add_argument(
         "--minutes", type=float, help="also stop after this much training time (default: no limit)"
+    )
+    opt.add_argument(
+        "--decay-over",
+        choices=("steps", "minutes"),
+        default="steps",
+        help="what the decay to --final-lr ends with: --steps, or --minutes of training time "
+        "(whatever the step rate turns out to be)",
     )
     opt.add_argument("--batch", type=int, default=32, help="sequences per step")
     opt.add_argument("--seq-len", type=int, default=128, help="stream mode: tokens per example")

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+import optax
+
 from jaxrnn import _checks
 from jaxrnn import text as text_lib
 from jaxrnn._checks import fail, gib, is_int, is_number
@@ -40,6 +42,9 @@ class TrainConfig(NamedTuple):
     reduce_time: Literal["mean", "sum"] = "mean"
     seed: int = 0
     minutes: float | None = None  # also stop after this much training time (evaluation excluded)
+    # What the cosine decay to final_learning_rate runs over: `steps`, or the `minutes` of training
+    # time, so that it ends with a time budget whatever this machine's step rate turns out to be.
+    decay_over: Literal["steps", "minutes"] = "steps"
     eval_every: int = 250
     eval_every_seconds: float | None = None  # also evaluate after each such stretch of training
     sample_every: int = 500
@@ -53,7 +58,18 @@ class TrainConfig(NamedTuple):
 
 def make_lm_optimizer(config: TrainConfig):
     """The optax optimizer a `TrainConfig` describes (clipping first, then the update rule, at
-    the rate of `jaxrnn.train.learning_rate_schedule`)."""
+    the rate of `jaxrnn.train.learning_rate_schedule`). With ``decay_over="minutes"`` the rate is
+    a hyperparameter in the state (``optax.inject_hyperparams``) that the training loop sets
+    before each step to `learning_rate_at` the training time so far."""
+    if config.decay_over == "minutes":
+        return optax.inject_hyperparams(
+            lambda learning_rate: make_optimizer(
+                learning_rate,
+                name=config.optimizer,
+                clip_value=config.clip_value,
+                clip_norm=config.clip_norm,
+            )
+        )(learning_rate=config.learning_rate)
     rate = learning_rate_schedule(
         config.learning_rate,
         steps=config.steps,
@@ -63,6 +79,19 @@ def make_lm_optimizer(config: TrainConfig):
     return make_optimizer(
         rate, name=config.optimizer, clip_value=config.clip_value, clip_norm=config.clip_norm
     )
+
+
+def learning_rate_at(config: TrainConfig, step: int, seconds: float) -> float:
+    """The rate of a ``decay_over="minutes"`` run at ``step``, after ``seconds`` of training:
+    a cosine from ``learning_rate`` at 0 s to ``final_learning_rate`` at ``minutes`` (flat
+    after), times a linear warm-up over the first ``warmup_steps``."""
+    peak = config.learning_rate
+    final = peak if config.final_learning_rate is None else config.final_learning_rate
+    done = min(1.0, seconds / (60.0 * config.minutes))
+    rate = final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * done))
+    if config.warmup_steps:
+        rate *= min(1.0, step / config.warmup_steps)
+    return rate
 
 
 # How the command line names each setting, for messages that tell the user what to change.
@@ -80,6 +109,7 @@ CLI_NAMES = {
     "reduce_time": "--reduce-time",
     "seed": "--seed",
     "minutes": "--minutes",
+    "decay_over": "--decay-over",
     "eval_every": "--eval-every",
     "sample_every": "--sample-every",
     "checkpoint_every": "--checkpoint-every",
@@ -153,6 +183,12 @@ def _rules(train: TrainConfig) -> list[tuple[str, object, bool, str]]:
             train.minutes is None or positive(train.minutes),
             "None or a finite number > 0",
         ),
+        (
+            "decay_over",
+            train.decay_over,
+            train.decay_over in ("steps", "minutes"),
+            '"steps" or "minutes"',
+        ),
         ("eval_every", train.eval_every, count(train.eval_every, 1), "an int >= 1"),
         (
             "eval_every_seconds",
@@ -213,6 +249,13 @@ def check_settings(
                 f"expected {names.get(setting, setting)} at most {MAX_COUNT:,} (steps and sizes "
                 f"are counted in int32), got {value!r}",
             )
+    if train.decay_over == "minutes" and train.minutes is None:
+        fail(
+            fn,
+            f"expected {names.get('minutes', 'minutes')} to be set when "
+            f'{names.get("decay_over", "decay_over")} is "minutes", got None',
+            "give the time budget the decay should end with",
+        )
     if model is None:
         return
     for setting in ("vocab_size", "hidden_size", "num_layers"):

@@ -35,7 +35,7 @@ from jaxrnn import progress as progress_lib
 from jaxrnn._checks import fail, is_int, is_number
 from jaxrnn.lm import LMConfig, lm_loss, sample
 from jaxrnn.lm_eval import evaluate_lm, ngram_baseline, perplexity, unigram_nats
-from jaxrnn.lm_settings import TrainConfig, make_lm_optimizer
+from jaxrnn.lm_settings import TrainConfig, learning_rate_at, make_lm_optimizer
 from jaxrnn.lm_state import TrainState, init_train_state, load_lm, resume_state, save_state
 from jaxrnn.models import GeneratorParams
 from jaxrnn.plots import plot_history
@@ -180,11 +180,18 @@ class _Run:
         carry = self.state.carry
         if batch.fresh_carry and carry is not None:
             carry = jax.tree.map(jnp.zeros_like, carry)
+        opt_state = self.state.opt_state
+        if train.decay_over == "minutes":
+            rate = learning_rate_at(train, self.step, self.history.seconds)
+            rate = parallel.replicate(jnp.float32(rate), self.mesh)
+            opt_state = opt_state._replace(
+                hyperparams={**opt_state.hyperparams, "learning_rate": rate}
+            )
         start = time.perf_counter()
         arrays = (batch.inputs, batch.targets, batch.lengths, batch.resets, carry)
         placed = parallel.shard_batch(arrays, self.mesh)
         params, opt_state, metrics, new_carry = self.train_step(
-            self.state.params, self.state.opt_state, *placed, self.step
+            self.state.params, opt_state, *placed, self.step
         )
         loss = float(metrics.loss)  # waits for the step: the timing below is honest
         seconds = time.perf_counter() - start

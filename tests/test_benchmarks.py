@@ -44,7 +44,7 @@ def little_text(tmp_path):
 @pytest.mark.parametrize("minutes", [5, 10])
 def test_the_measured_settings_are_ones_train_lm_accepts(shakespeare_quality, minutes):
     model = LMConfig(vocab_size=65, **shakespeare_quality.jaxrnn_model(minutes))
-    train = TrainConfig(**shakespeare_quality.JAXRNN_TRAIN)
+    train = TrainConfig(**shakespeare_quality.JAXRNN_TRAIN, minutes=minutes)
     lm_settings.check_settings(model, train, time_steps=train.seq_len)
     want = 0.1 if minutes <= 5 else shakespeare_quality.LONG_BUDGET_DROPOUT
     assert model.dropout_rate == want

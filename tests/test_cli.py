@@ -118,7 +118,15 @@ def test_cli_help_lists_commands_and_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     out = capsys.readouterr().out
-    for option in ("--corpus", "--resume", "--stateful", "--clip-value", "--minutes", "--cell"):
+    for option in (
+        "--corpus",
+        "--resume",
+        "--stateful",
+        "--clip-value",
+        "--minutes",
+        "--cell",
+        "--decay-over",
+    ):
         assert option in out
 
 
@@ -304,6 +312,14 @@ def test_cli_train_refuses_counts_beyond_int32(tmp_path, capsys, option, value):
     err = capsys.readouterr().err
     assert f"expected {option} at most 2,147,483,647" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_decay_over_minutes_needs_minutes(tmp_path, capsys):
+    args = ["train", str(_names_file(tmp_path)), "--out", str(tmp_path / "run"), *TINY, *QUIET]
+    assert cli.main([*args, "--decay-over", "minutes"]) == 2
+    err = capsys.readouterr().err
+    assert 'expected --minutes to be set when --decay-over is "minutes"' in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_cli_train_refuses_a_seed_beyond_int64(tmp_path, capsys):

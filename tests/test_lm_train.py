@@ -546,6 +546,83 @@ def test_steps_for_minutes_fits_the_budget_left_after_the_trial(stream_corpus, m
     assert fit.steps == 550
 
 
+def test_learning_rate_at_decays_over_the_time_budget():
+    peak, final = 4e-3, 1e-4
+    config = TrainConfig(
+        learning_rate=peak, final_learning_rate=final, minutes=2.0, decay_over="minutes"
+    )
+    rate = lm_settings.learning_rate_at
+    assert rate(config, 0, 0.0) == pytest.approx(peak, rel=1e-12)
+    assert rate(config, 500, 60.0) == pytest.approx(
+        (peak + final) / 2, rel=1e-12
+    )  # half the budget
+    assert rate(config, 700, 90.0) == pytest.approx(final + (peak - final) * (1 - 0.5**0.5) / 2)
+    assert rate(config, 900, 120.0) == pytest.approx(final, rel=1e-12)
+    assert rate(config, 999, 500.0) == pytest.approx(final, rel=1e-12)  # flat past the budget
+    warm = config._replace(warmup_steps=10)
+    assert rate(warm, 0, 0.0) == 0.0
+    assert rate(warm, 5, 60.0) == pytest.approx((peak + final) / 4, rel=1e-12)
+    assert rate(warm, 10, 60.0) == pytest.approx((peak + final) / 2, rel=1e-12)
+    assert rate(config._replace(final_learning_rate=None), 3, 100.0) == peak
+
+
+def test_train_lm_decay_over_minutes_sets_each_steps_rate_from_training_time(
+    stream_corpus, monkeypatch
+):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    config = STREAM_TRAIN._replace(
+        steps=10**6, minutes=0.5, decay_over="minutes", final_learning_rate=1e-5, eval_every=10**6
+    )
+    seen = []
+
+    def recorded(train, step, seconds):
+        seen.append((step, seconds))
+        return lm_settings.learning_rate_at(train, step, seconds)
+
+    monkeypatch.setattr(lm_train, "learning_rate_at", recorded)
+    monkeypatch.setattr(lm_train, "time", _Clock(first=1.0, each=1.0))
+    result, _ = run(stream_corpus, model, config)
+    # 1 s a step: the 30 s budget is spent after step 30, each step's rate read at its start
+    assert result.step == 30 and result.stopped_early == "time budget of 0.5 min reached"
+    assert seen == [(step, float(step)) for step in range(30)]
+
+
+def test_train_lm_decay_over_minutes_at_a_flat_rate_trains_as_decay_over_steps(stream_corpus):
+    # the rate injected into the optimizer's state steps the parameters as the plain optimizer does
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    flat = STREAM_TRAIN._replace(steps=12, final_learning_rate=None, eval_every=10**6)
+    by_steps, _ = run(stream_corpus, model, flat)
+    by_minutes, _ = run(stream_corpus, model, flat._replace(minutes=60.0, decay_over="minutes"))
+    assert by_minutes.step == by_steps.step == 12
+    for got, expected in zip(
+        jax.tree.leaves(by_minutes.params), jax.tree.leaves(by_steps.params), strict=True
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_train_lm_decay_over_minutes_resumes_bit_exact_on_the_same_clock(
+    stream_corpus, tmp_path, monkeypatch
+):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=16, embedding_size=8)
+    config = STREAM_TRAIN._replace(
+        steps=10**6, minutes=0.5, decay_over="minutes", final_learning_rate=1e-4
+    )
+    monkeypatch.setattr(lm_train, "time", _Clock(first=1.0, each=1.0))
+    full, _ = run(stream_corpus, model, config)
+    run(stream_corpus, model, config, tmp_path, stop_after=13)
+    resumed, _ = run(stream_corpus, model, config, tmp_path, resume=True)
+    assert full.step == 30
+    assert_same_run(resumed, full)
+
+
+def test_decay_over_minutes_needs_a_budget_and_names_bad_values(stream_corpus):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    with pytest.raises(InputError, match=r'minutes to be set when decay_over is "minutes"'):
+        run(stream_corpus, model, STREAM_TRAIN._replace(decay_over="minutes"))
+    with pytest.raises(InputError, match=r'decay_over to be "steps" or "minutes", got \'hours\''):
+        run(stream_corpus, model, STREAM_TRAIN._replace(decay_over="hours", minutes=1.0))
+
+
 def test_steps_for_minutes_runs_real_steps_and_names_bad_arguments(stream_corpus):
     model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
     fit = lm_train.steps_for_minutes(stream_corpus, model, STREAM_TRAIN, 0.5, trial_steps=4)
