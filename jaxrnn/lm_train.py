@@ -318,7 +318,9 @@ def steps_for_minutes(
         train_lm(corpus, model, train._replace(steps=fit.steps, minutes=left))
 
     ``steps`` leaves out the trial's time and one compilation, the cost of the real run's first
-    step; the rate depends on the machine and its load, so ``steps`` is not reproducible.
+    step; the rate depends on the machine and its load, so ``steps`` is not reproducible. On a
+    machine whose speed changes during a run, ``TrainConfig(decay_over="minutes")`` ends the
+    decay with the budget without a trial.
 
     Raises:
       InputError: ``minutes`` not a number > 0, ``trial_steps`` < 4, or a setting no run can use.
