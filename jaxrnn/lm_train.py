@@ -214,6 +214,9 @@ class _Run:
         }
         if self.history.skipped_steps:
             figures["skipped"] = self.history.skipped_steps
+        if train.minutes is not None:  # the bar's ETA counts steps, which a budget may cut short
+            left = max(0.0, 60 * train.minutes - self.history.seconds)
+            figures["budget left"] = progress_lib.format_duration(left)
         self.last_seconds = seconds
         return figures
 

@@ -40,7 +40,8 @@ def choose_style(stream: TextIO) -> Style:
     return "bar" if isatty is not None and isatty() else "lines"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``seconds`` as m:ss, or h:mm:ss from an hour on."""
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
@@ -106,7 +107,7 @@ class Progress:
         parts += [f"{name} {value}" for name, value in self.figures.items()]
         parts.append(f"{rate:.2f} {self.unit}/s")
         if rate > 0 and self.count < self.total:
-            parts.append(f"ETA {_duration((self.total - self.count) / rate)}")
+            parts.append(f"ETA {format_duration((self.total - self.count) / rate)}")
         print("  ".join(parts), file=self.stream, flush=True)
 
     def write(self, message: str) -> None:

@@ -4,6 +4,7 @@ import json
 import math
 import re
 import shutil
+import types
 from importlib import resources
 
 import jax
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxrnn import _checks, lm_settings, lm_train
+from jaxrnn import progress as progress_lib
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, lm_apply, lm_loss, token_log_probs
@@ -613,6 +615,21 @@ def test_train_lm_decay_over_minutes_resumes_bit_exact_on_the_same_clock(
     resumed, _ = run(stream_corpus, model, config, tmp_path, resume=True)
     assert full.step == 30
     assert_same_run(resumed, full)
+
+
+def test_train_lm_progress_shows_the_time_budget_left(stream_corpus, monkeypatch, capsys):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    config = STREAM_TRAIN._replace(steps=10**6, minutes=1.5, eval_every=10**6)
+    monkeypatch.setattr(lm_train, "time", _Clock(first=10.0, each=10.0))
+    # a clock that stands still: the plain-line progress prints once, when it closes
+    monkeypatch.setattr(progress_lib, "time", types.SimpleNamespace(monotonic=lambda: 0.0))
+    result = train_lm(stream_corpus, model, config, progress="lines", log=lambda message: None)
+    assert result.step == 9  # 90 s of 10-s steps
+    # the last line the bar prints, at close: after step 9, the budget's 90 s are spent
+    assert "budget left 0:00" in capsys.readouterr().err.splitlines()[-1]
+    run_ = lm_train._Run(stream_corpus, model, config, None, 0, 1)
+    run_.place(1)
+    assert run_.train_one_step()["budget left"] == "1:20"  # 90 - 10 s
 
 
 def test_decay_over_minutes_needs_a_budget_and_names_bad_values(stream_corpus):
