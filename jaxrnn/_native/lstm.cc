@@ -15,19 +15,33 @@ namespace {
 using namespace jaxrnn_native;
 
 // The pointwise part of one step for one example and n of its H units: from the gate
-// pre-activations z (4 gates H apart), writes their activations, the memory cell c and the
-// output h.
-JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict z, float* __restrict act,
-                         const float* __restrict c_prev, float* __restrict c,
-                         float* __restrict h, int64_t zq = 0) {
-  zq = zq ? zq : H;  // the gates' distance in z, where it differs from act's
+// pre-activations z (4 gates zq apart), writes their activations (4 gates H apart, when kKeep),
+// the memory cell c and the output h.
+template <bool kKeep>
+__attribute__((always_inline)) inline void GatesOf(int64_t n, int64_t H, int64_t zq,
+                                                   const float* __restrict z,
+                                                   float* __restrict act,
+                                                   const float* __restrict c_prev,
+                                                   float* __restrict c, float* __restrict h) {
   for (int64_t j = 0; j < n; ++j) {
     const float u = Sigmoid(z[j]), f = Sigmoid(z[zq + j]), g = Tanh(z[2 * zq + j]),
                 o = Sigmoid(z[3 * zq + j]);
-    act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
+    if constexpr (kKeep) act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
     c[j] = u * g + f * c_prev[j];
     h[j] = o * Tanh(c[j]);
   }
+}
+
+// GatesOf, the activations kept where `act` is not null; zq the gates' distance in z where it
+// differs from act's.
+JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict z, float* __restrict act,
+                         const float* __restrict c_prev, float* __restrict c,
+                         float* __restrict h, int64_t zq = 0) {
+  zq = zq ? zq : H;
+  if (act)
+    GatesOf<true>(n, H, zq, z, act, c_prev, c, h);
+  else
+    GatesOf<false>(n, H, zq, z, act, c_prev, c, h);
 }
 
 // ∂L/∂z of one step for one example and n of its H units from the saved activations; updates
@@ -59,7 +73,6 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   float* zx = run.scratch.Take(B * T * G);
   run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
   float* z = run.scratch.Take(B * G);
-  float* act = run.scratch.Take(B * G);
   float* c[2] = {run.scratch.Copy(c0, B * H), run.scratch.Take(B * H)};
   auto input_side = [&](int64_t t, int64_t* stride) {
     *stride = T * G;
@@ -72,8 +85,8 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
     float* c_next = c[1 - step % 2];
     float* y = ys + row * H + first;
     if (s.Runs(b, t)) {
-      Gates(n, H, z + b * G + first, (gates ? gates + row * G : act + b * G) + first,
-            c_read + at, c_next + at, y);
+      Gates(n, H, z + b * G + first, gates ? gates + row * G + first : nullptr, c_read + at,
+            c_next + at, y);
       std::memcpy(h_next + at, y, n * sizeof(float));
     } else {
       std::memset(y, 0, n * sizeof(float));
@@ -103,7 +116,6 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
   float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
   float* c[2] = {scratch.Copy(c0, B * H), scratch.Take(B * H)};
   float* z = scratch.Take(B * G);                 // thread i's (B, 4n) from z + B * 4 * first
-  float* act = gates ? nullptr : scratch.Take(B * G);  // the same, when nothing is saved
   float* columns = scratch.Take(K * G + G);       // its (K, 4n) and (4n) from (K + 1) * 4 * first
   const int64_t t0 = reverse ? T - 1 : 0;
   for (int64_t b = 0; b < B; ++b) {
@@ -149,7 +161,6 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
     const int64_t n = last - first;
     const int64_t rows_first = B * i / team, rows_last = B * (i + 1) / team;
     float* zi = z + B * 4 * first;
-    float* act_i = act ? act + B * 4 * first : nullptr;
     dnnl::stream stream(Engine());
     memory src(View{B, K, K}.desc(), Engine(), DNNL_MEMORY_NONE);
     memory dst(memory::desc({B, 4 * n}, dt::f32, Dims{4 * n, 1}), Engine(), zi);
@@ -174,8 +185,8 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
         float* y = ys + row * H + first;
         float* h_next = xh_next + b * K + D + first;
         if (s.Runs(b, t)) {
-          float* a = gates ? gates + row * G + first : act_i + b * 4 * n;
-          Gates(n, gates ? H : n, zi + b * 4 * n, a, c_read + at, c_next + at, y, n);
+          Gates(n, H, zi + b * 4 * n, gates ? gates + row * G + first : nullptr, c_read + at,
+                c_next + at, y, n);
           std::memcpy(h_next, y, n * sizeof(float));
         } else {  // the carry kept
           std::memset(y, 0, n * sizeof(float));
