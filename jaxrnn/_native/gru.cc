@@ -17,18 +17,31 @@ namespace {
 using namespace jaxrnn_native;
 
 // One step for one example and n of its H units: zx and zh (3 gates H apart) are the two
-// sides' pre-activations; writes the activations r, u, c~, the recurrent candidate h_c the
-// backward pass needs, and h.
-JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict zx,
-                         const float* __restrict zh, const float* __restrict h_prev,
-                         float* __restrict act, float* __restrict h_c, float* __restrict h) {
+// sides' pre-activations; writes h and, when kKeep, the activations r, u, c~ and the recurrent
+// candidate h_c that the backward pass needs.
+template <bool kKeep>
+__attribute__((always_inline)) inline void GatesOf(int64_t n, int64_t H,
+                                                   const float* __restrict zx,
+                                                   const float* __restrict zh,
+                                                   const float* __restrict h_prev,
+                                                   float* __restrict act,
+                                                   float* __restrict h_c, float* __restrict h) {
   for (int64_t j = 0; j < n; ++j) {
     const float r = Sigmoid(zx[j] + zh[j]), u = Sigmoid(zx[H + j] + zh[H + j]);
     const float c = Tanh(zx[2 * H + j] + r * zh[2 * H + j]);
-    act[j] = r, act[H + j] = u, act[2 * H + j] = c;
-    h_c[j] = zh[2 * H + j];
+    if constexpr (kKeep) act[j] = r, act[H + j] = u, act[2 * H + j] = c, h_c[j] = zh[2 * H + j];
     h[j] = u * c + (1.0f - u) * h_prev[j];
   }
+}
+
+// GatesOf, act and h_c written where act is not null.
+JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict zx,
+                         const float* __restrict zh, const float* __restrict h_prev,
+                         float* __restrict act, float* __restrict h_c, float* __restrict h) {
+  if (act)
+    GatesOf<true>(n, H, zx, zh, h_prev, act, h_c, h);
+  else
+    GatesOf<false>(n, H, zx, zh, h_prev, act, h_c, h);
 }
 
 // One step backwards for one example and n of its H units: from dL/dh_t = dy + dh_rec +
@@ -79,8 +92,6 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* y = ys->typed_data();
     if (B <= kFewRows) {  // FewRowsForward in common.h
       float* zh = scratch.Take(B * G);
-      float* act = scratch.Take(B * G);
-      float* h_c = scratch.Take(B * H);
       auto recurrent_bias = [&](int64_t, int64_t* stride) {
         *stride = 0;
         return b_h.typed_data();
@@ -93,10 +104,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           std::memset(y + row * H + first, 0, n * sizeof(float));
           return;
         }
-        float* a = save ? gates->typed_data() + row * G : act + b * G;
-        float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
-        Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a + first, hc + first,
-              h_next + at);
+        float* a = save ? gates->typed_data() + row * G + first : nullptr;
+        float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
+        Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a, hc, h_next + at);
         std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
       };
       const float* h = FewRowsForward(scratch, s, G, h0.typed_data(), w_h.typed_data(), reverse,
@@ -110,8 +120,6 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                           run.Weights(*product, wh_view, w_h.typed_data()), G,
                           b_h.typed_data());
     float* zh = scratch.Take(B * G);
-    float* act = save ? nullptr : scratch.Take(B * G);
-    float* h_c = save ? nullptr : scratch.Take(B * H);
     float* h = scratch.Copy(h0.typed_data(), B * H);
     float* h_new = scratch.Take(B * H);
     for (int64_t step = 0; step < T; ++step) {
@@ -125,8 +133,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           std::memset(y + row * H, 0, H * sizeof(float));
           continue;
         }
-        float* a = save ? gates->typed_data() + row * G : act + b * G;
-        float* hc = save ? candidates->typed_data() + row * H : h_c + b * H;
+        float* a = save ? gates->typed_data() + row * G : nullptr;
+        float* hc = save ? candidates->typed_data() + row * H : nullptr;
         Gates(H, H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
         std::memcpy(y + row * H, h_new + b * H, H * sizeof(float));
       }
