@@ -133,8 +133,8 @@ peer's time, and its GRU in 0.46–0.58× the fastest peer's at c1; PyTorch's GR
 does not serve, is 2.2–33× slower across the configurations. The right-padded batch (cl) runs the
 kernel with `lengths=` at under half the fastest peer's time. The LSTM's forward pass at c1 and
 on the bidirectional stack is level with PyTorch's oneDNN LSTM (0.96× and 0.94× in this run,
-0.96–1.10× in earlier full runs). The committed charts show every implementation with min–max whiskers and the GEMM
-floor; here is c1:
+0.96–1.10× in earlier full runs). The committed charts show every implementation with min–max
+whiskers and the GEMM floor; here is c1:
 """),
     code("""
 display(Image(filename=RESULTS / "suite_c1.png", width=800))
