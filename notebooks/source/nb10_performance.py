@@ -127,13 +127,13 @@ plt.show()
     md("""
 What the suite says, in short. With its native kernels (one compiled call for the whole sequence,
 oneDNN's matrix products on weights packed once, and for up to four sequences a loop of jaxrnn's
-own that splits the hidden units across the cores) jaxrnn trains the c1 LSTM in 0.74× PyTorch's
-time and under half the time of its own XLA scan, runs batch one (c2) in 0.37–0.49× the fastest
-peer's time, and its GRU in 0.46–0.58× the fastest peer's at c1; PyTorch's GRU, which oneDNN
-does not serve, is 2.2–33× slower across the configurations. The right-padded batch (cl) runs the
-kernel with `lengths=` at under half the fastest peer's time. The LSTM's forward pass at c1 and
-on the bidirectional stack is level with PyTorch's oneDNN LSTM (0.96× and 0.94× in this run,
-0.96–1.10× in earlier full runs). The committed charts show every implementation with min–max
+own that splits the hidden units across the cores) jaxrnn trains the c1 LSTM in 0.68× PyTorch's
+time and under half the time of its own XLA scan, runs batch one (c2) in 0.40–0.66× the fastest
+peer's time, and its GRU in under half the time of every peer at c1; PyTorch's GRU, which oneDNN
+does not serve, is 1.9–25× slower across the configurations. The right-padded batch (cl) runs the
+kernel with `lengths=` at about half the fastest peer's time. The LSTM's forward pass at c1 and
+on the bidirectional stack is level with PyTorch's oneDNN LSTM (1.07× and 1.03× in this run,
+0.94–1.10× in earlier full runs). The committed charts show every implementation with min–max
 whiskers and the GEMM floor; here is c1:
 """),
     code("""
