@@ -81,6 +81,10 @@ def save_state(
     return True
 
 
+# The training settings that decide the optimizer state's layout (the rest only change values).
+OPTIMIZER_STATE_SETTINGS = ("optimizer", "decay_over", "clip_value", "clip_norm")
+
+
 def _template(model: LMConfig, train: TrainConfig, mode: str) -> dict:
     return jax.eval_shape(lambda: init_train_state(model, train, mode)._asdict())
 
@@ -91,7 +95,8 @@ def resume_state(
     """``(state, step, history, the checkpoint's TrainConfig)`` of the run saved at ``path``.
 
     Raises:
-      CheckpointError: the file is corrupt, or holds another model or vocabulary than this run's.
+      CheckpointError: the file is corrupt, or holds another model or vocabulary than this run's,
+        or an optimizer state that ``train``'s optimizer settings lay out otherwise.
     """
     metadata = read_metadata(path)
     saved_model, saved_train, saved_vocab = lm_settings.checked_metadata(path, metadata)
@@ -105,7 +110,20 @@ def resume_state(
                 f"{path}: the checkpoint's {name} differs from this run's ({diff if diff else ''}: "
                 "saved, asked); resume with the same settings and text, or use a new output folder"
             )
-    arrays, metadata = load_checkpoint(path, _template(model, train, corpus.mode))
+    template = _template(model, train, corpus.mode)
+    saved_layout = _template(model, saved_train, corpus.mode)["opt_state"]
+    if jax.tree.structure(saved_layout) != jax.tree.structure(template["opt_state"]):
+        diff = {
+            name: (getattr(saved_train, name), getattr(train, name))
+            for name in OPTIMIZER_STATE_SETTINGS
+            if getattr(saved_train, name) != getattr(train, name)
+        }
+        raise CheckpointError(
+            f"{path}: the checkpoint's optimizer state was made with other training settings "
+            f"({diff if diff else ''}: saved, asked); resume with the same settings, or use a new "
+            "output folder"
+        )
+    arrays, metadata = load_checkpoint(path, template)
     again = lm_settings.checked_metadata(path, metadata)
     if (again[0], again[2]) != (saved_model, saved_vocab):
         raise CheckpointError(f"{path}: the file was replaced by another model while being read")

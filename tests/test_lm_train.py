@@ -555,9 +555,8 @@ def test_learning_rate_at_decays_over_the_time_budget():
     )
     rate = lm_settings.learning_rate_at
     assert rate(config, 0, 0.0) == pytest.approx(peak, rel=1e-12)
-    assert rate(config, 500, 60.0) == pytest.approx(
-        (peak + final) / 2, rel=1e-12
-    )  # half the budget
+    half = (peak + final) / 2  # half the budget
+    assert rate(config, 500, 60.0) == pytest.approx(half, rel=1e-12)
     assert rate(config, 700, 90.0) == pytest.approx(final + (peak - final) * (1 - 0.5**0.5) / 2)
     assert rate(config, 900, 120.0) == pytest.approx(final, rel=1e-12)
     assert rate(config, 999, 500.0) == pytest.approx(final, rel=1e-12)  # flat past the budget
@@ -630,6 +629,25 @@ def test_train_lm_progress_shows_the_time_budget_left(stream_corpus, monkeypatch
     run_ = lm_train._Run(stream_corpus, model, config, None, 0, 1)
     run_.place(1)
     assert run_.train_one_step()["budget left"] == "1:20"  # 90 - 10 s
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"decay_over": "minutes", "minutes": 1.0}, r"'decay_over': \('steps', 'minutes'\)"),
+        ({"optimizer": "sgd"}, r"'optimizer': \('adam', 'sgd'\)"),
+        ({"clip_value": None}, r"'clip_value': \(5.0, None\)"),
+    ],
+)
+def test_train_lm_resume_with_another_optimizer_layout_names_the_setting(
+    stream_corpus, tmp_path, change, named
+):
+    model = LMConfig(stream_corpus.vocab.size, cell_name="gru", hidden_size=8)
+    run(stream_corpus, model, STREAM_TRAIN, tmp_path, stop_after=10)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(CheckpointError, match=r"optimizer state was made with other .*" + named):
+        run(stream_corpus, model, STREAM_TRAIN._replace(**change), tmp_path, resume=True)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
 
 
 def test_decay_over_minutes_needs_a_budget_and_names_bad_values(stream_corpus):
