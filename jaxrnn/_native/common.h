@@ -291,25 +291,34 @@ inline void Runner::Once(const View& a, const float* a_data, const View& b, cons
 
 constexpr int64_t kFewRows = 4;
 
-typedef float Lanes __attribute__((vector_size(64), aligned(4), __may_alias__));
-constexpr int64_t kLanes = 16;
+// Vectors of floats for the products below: 16 lanes fill an AVX-512 register, 8 an AVX2 one.
+typedef float Lanes16 __attribute__((vector_size(64), aligned(4), __may_alias__));
+typedef float Lanes8 __attribute__((vector_size(32), aligned(4), __may_alias__));
+constexpr int64_t kLanes = 16;  // threads split the units in multiples of this
 
-// Columns [j, j + V lanes) of y (R, ·) = y0 + x (R, K) w (K, ·) for R rows; rows of x, w, y0 and
-// y are x_stride, ldw, y0_stride (0: one row for all) and y_stride apart; y0 null for zeros. The
-// R x V accumulators stay in registers while the rows of w stream past.
-template <int R, int V>
+// Columns [j, j + V vectors) of y (R, ·) = y0 + x (R, K) w (K, ·) for R rows; rows of x, w, y0
+// and y are x_stride, ldw, y0_stride (0: one row for all) and y_stride apart; y0 null for zeros.
+// The R x V accumulators stay in registers while the rows of w stream past.
+template <typename L, int R, int V>
 __attribute__((always_inline)) inline void FewRowsBlock(int64_t j, int64_t K, const float* x,
                                                         int64_t x_stride, const float* w,
                                                         int64_t ldw, const float* y0,
                                                         int64_t y0_stride, float* y,
                                                         int64_t y_stride) {
-  auto load = [](const float* p) { return *reinterpret_cast<const Lanes*>(p); };
-  Lanes acc[R][V];
+  constexpr int64_t lanes = sizeof(L) / sizeof(float);
+  // memcpy, not a cast: a template argument loses the typedef's alignment of 4, and the cast's
+  // aligned loads would fault on rows that start mid-vector.
+  auto load = [](const float* p) {
+    L v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  L acc[R][V];
   for (int r = 0; r < R; ++r)
-    for (int i = 0; i < V; ++i) acc[r][i] = y0 ? load(y0 + r * y0_stride + j + i * kLanes) : Lanes{};
+    for (int i = 0; i < V; ++i) acc[r][i] = y0 ? load(y0 + r * y0_stride + j + i * lanes) : L{};
   for (int64_t k = 0; k < K; ++k) {
-    Lanes wk[V];
-    for (int i = 0; i < V; ++i) wk[i] = load(w + k * ldw + j + i * kLanes);
+    L wk[V];
+    for (int i = 0; i < V; ++i) wk[i] = load(w + k * ldw + j + i * lanes);
     for (int r = 0; r < R; ++r) {
       const float xk = x[r * x_stride + k];
       for (int i = 0; i < V; ++i) acc[r][i] += xk * wk[i];
@@ -317,26 +326,30 @@ __attribute__((always_inline)) inline void FewRowsBlock(int64_t j, int64_t K, co
   }
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < V; ++i)
-      *reinterpret_cast<Lanes*>(y + r * y_stride + j + i * kLanes) = acc[r][i];
+      std::memcpy(y + r * y_stride + j + i * lanes, &acc[r][i], sizeof(L));
 }
 
-// y (R, n) = y0 + x (R, K) w (K, n), as FewRowsBlock says: blocks of 8 vectors for one row and
-// 4 per row for more, enough independent multiply-adds to keep both of a core's FMA units busy
-// (one row at H = 256: 15-25% faster than blocks of 4), then single vectors and single columns
-// for what is left.
-template <int R>
+// y (R, n) = y0 + x (R, K) w (K, n), as FewRowsBlock says, in blocks of as many accumulators as
+// keep both of a core's FMA units busy and still fit its registers beside the row of w they
+// multiply: 8 vectors for one row, then 4 a row on AVX-512 (32 registers); 8, 4 or 2 a row for
+// one, two or more rows on AVX2 (16 registers, where blocks of AVX-512's sizes spill and a step
+// of one sequence at H = 128 took 25 µs instead of 3). Then single vectors and single columns for
+// what is left.
+template <typename L, int R>
 __attribute__((always_inline)) inline void FewRows(int64_t K, int64_t n, const float* x,
                                                    int64_t x_stride, const float* w, int64_t ldw,
                                                    const float* y0, int64_t y0_stride, float* y,
                                                    int64_t y_stride) {
+  constexpr int64_t lanes = sizeof(L) / sizeof(float);
+  constexpr int V = R == 1 ? 8 : (lanes == 16 || R == 2) ? 4 : 2;
   int64_t j = 0;
-  if (R == 1)
-    for (; j + 8 * kLanes <= n; j += 8 * kLanes)
-      FewRowsBlock<R, 8>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
-  for (; j + 4 * kLanes <= n; j += 4 * kLanes)
-    FewRowsBlock<R, 4>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
-  for (; j + kLanes <= n; j += kLanes)
-    FewRowsBlock<R, 1>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
+  for (; j + V * lanes <= n; j += V * lanes)
+    FewRowsBlock<L, R, V>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
+  if (R == 1 && lanes == 16)
+    for (; j + 4 * lanes <= n; j += 4 * lanes)
+      FewRowsBlock<L, R, 4>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
+  for (; j + lanes <= n; j += lanes)
+    FewRowsBlock<L, R, 1>(j, K, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
   for (; j < n; ++j)
     for (int r = 0; r < R; ++r) {
       float acc = y0 ? y0[r * y0_stride + j] : 0.0f;
@@ -345,21 +358,36 @@ __attribute__((always_inline)) inline void FewRows(int64_t K, int64_t n, const f
     }
 }
 
-JAXRNN_VECTOR static void FewRowsProduct(int64_t rows, int64_t K, int64_t n, const float* x,
-                                         int64_t x_stride, const float* w, int64_t ldw,
-                                         const float* y0, int64_t y0_stride, float* y,
-                                         int64_t y_stride) {
+template <typename L>
+__attribute__((always_inline)) inline void FewRowsProductOf(int64_t rows, int64_t K, int64_t n,
+                                                            const float* x, int64_t x_stride,
+                                                            const float* w, int64_t ldw,
+                                                            const float* y0, int64_t y0_stride,
+                                                            float* y, int64_t y_stride) {
   for (int64_t r = 0; r < rows; r += 4) {
     const float* y0r = y0 ? y0 + r * y0_stride : nullptr;
     const float* xr = x + r * x_stride;
     float* yr = y + r * y_stride;
     switch (std::min<int64_t>(4, rows - r)) {
-      case 1: FewRows<1>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
-      case 2: FewRows<2>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
-      case 3: FewRows<3>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
-      default: FewRows<4>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
+      case 1: FewRows<L, 1>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
+      case 2: FewRows<L, 2>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
+      case 3: FewRows<L, 3>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
+      default: FewRows<L, 4>(K, n, xr, x_stride, w, ldw, y0r, y0_stride, yr, y_stride); break;
     }
   }
+}
+
+// Every clone holds both widths; the CPU picks one (an AVX2 clone's 16-lane vectors are pairs of
+// registers, which is what made the AVX-512 blocks spill there).
+JAXRNN_VECTOR static void FewRowsProduct(int64_t rows, int64_t K, int64_t n, const float* x,
+                                         int64_t x_stride, const float* w, int64_t ldw,
+                                         const float* y0, int64_t y0_stride, float* y,
+                                         int64_t y_stride) {
+  static const bool wide = __builtin_cpu_supports("avx512f");
+  if (wide)
+    FewRowsProductOf<Lanes16>(rows, K, n, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
+  else
+    FewRowsProductOf<Lanes8>(rows, K, n, x, x_stride, w, ldw, y0, y0_stride, y, y_stride);
 }
 
 // How many threads share the units of a few sequences' steps: a thread per 64 units, at most
