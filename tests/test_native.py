@@ -118,14 +118,21 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
 @pytest.mark.parametrize("kind", sorted(CELLS))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize(
-    "lengths",
-    [[7, 3, 1, 0, 2], [2, 0], [7, 7, 6, 1], [5, 7, 7, 0, 3, 7, 1, 4, 2, 6, 7, 7, 0, 3, 5, 6]],
-    ids=["five", "two-with-an-empty-one", "four-long", "sixteen"],
+    "lengths, n_a",
+    [
+        ([7, 3, 1, 0, 2], 24),
+        ([2, 0], 136),
+        ([7, 7, 6, 1], 136),
+        ([5, 7, 7, 0, 3, 7, 1, 4, 2, 6, 7, 7, 0, 3, 5, 6], 24),
+        ([6, 0, 7, 2, 7, 1], 136),
+    ],
+    ids=["five", "two-with-an-empty-one", "four-long", "sixteen", "six-wide"],
 )
-def test_lengths_freeze_the_carry_and_zero_the_outputs_as_the_scan_does(kind, reverse, lengths):
-    # Up to four examples run the few-rows path, more the one with oneDNN's products; H = 136
-    # splits a few examples' units across threads.
-    n_a = 136 if len(lengths) <= 4 else 24
+def test_lengths_freeze_the_carry_and_zero_the_outputs_as_the_scan_does(
+    kind, reverse, lengths, n_a
+):
+    # Up to four examples run the few-rows path, more the team with oneDNN's products; H = 136
+    # splits the units across threads unevenly.
     args = problem((len(lengths),), 7, 5, n_a, kind=kind, seed=len(lengths))
     lengths = jnp.asarray(lengths)
     got = value_and_grads("native", *args, reverse=reverse, lengths=lengths)

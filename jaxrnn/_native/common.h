@@ -413,6 +413,93 @@ inline const float* Panel(float* panel, int64_t K, int64_t n, const float* w, in
   return panel;
 }
 
+// The step products of a team that runs every step of more than kFewRows sequences in one
+// parallel region: thread i owns the units UnitsOf(i, team, H) and multiplies the step's (B, K)
+// rows by its columns of every gate plus their bias, (K, gates n) packed once per call, into its
+// block of z, (B, gates n) from z + B * gates * first. oneDNN plans each product for the one
+// thread that runs it. (A product and a gate pass per step, each split across the threads, cost
+// two wake-ups of the team and oneDNN's dispatch per step.)
+class TeamProducts {
+ public:
+  // row_of(k): the start of row k of the (K, gates * H) weights, gate q at q * H.
+  template <typename RowOf>
+  TeamProducts(Runner& run, int64_t B, int64_t K, int64_t H, int64_t gates, int team,
+               RowOf row_of, const float* bias)
+      : B_(B), K_(K), H_(H), gates_(gates), team_(team), products_(team), packed_(team),
+        pads_(team) {
+    columns_ = run.scratch.Take((K + 1) * gates * H);
+    {
+      // The worker's thread count comes back however this block ends (a oneDNN error included).
+      struct OneThread {
+        int threads = omp_get_max_threads();
+        OneThread() { omp_set_num_threads(1); }
+        ~OneThread() { omp_set_num_threads(threads); }
+      } one_thread;
+      for (int i = 0; i < team; ++i) {
+        const auto [first, n] = Units(i);
+        float* w = Columns(first);
+        for (int64_t k = 0; k <= K; ++k)  // row K: the bias
+          for (int64_t q = 0; q < gates; ++q)
+            std::memcpy(w + (k * gates + q) * n, (k < K ? row_of(k) : bias) + q * H + first,
+                        n * sizeof(float));
+        products_[i] = ProductFor({B, K, K}, {K, gates * n, gates * n}, gates * n,
+                                  /*packed=*/true, /*bias=*/true);
+      }
+    }
+    for (int i = 0; i < team; ++i) {
+      const auto [first, n] = Units(i);
+      packed_[i] = run.Weights(*products_[i], {K, gates * n, gates * n}, Columns(first));
+      pads_[i] = run.scratch.Take(products_[i]->scratchpad.get_size() / sizeof(float) + 1);
+    }
+  }
+
+  // Thread i's product, made inside the parallel region: z_i (B, gates n) = rows (B, K) times
+  // its columns, plus their bias.
+  class Member {
+   public:
+    Member(const TeamProducts& team, int i, float* z) : product_(*team.products_[i]) {
+      std::tie(first, n) = team.Units(i);
+      z_i = z + team.B_ * team.gates_ * first;
+      const int64_t width = team.gates_ * n;
+      src_ = memory(View{team.B_, team.K_, team.K_}.desc(), Engine(), DNNL_MEMORY_NONE);
+      args_ = {
+          {DNNL_ARG_SRC, src_},
+          {DNNL_ARG_WEIGHTS, team.packed_[i]},
+          {DNNL_ARG_BIAS, memory(memory::desc({1, width}, dt::f32, memory::format_tag::ab),
+                                 Engine(), team.Columns(first) + team.K_ * width)},
+          {DNNL_ARG_DST, memory(memory::desc({team.B_, width}, dt::f32, Dims{width, 1}),
+                                Engine(), z_i)},
+          {DNNL_ARG_SCRATCHPAD, memory(product_.scratchpad, Engine(), team.pads_[i])}};
+    }
+    void operator()(const float* rows) {
+      src_.set_data_handle(const_cast<float*>(rows));
+      product_.primitive.execute(stream_, args_);
+    }
+    int64_t first, n;
+    float* z_i;
+
+   private:
+    const Product& product_;
+    dnnl::stream stream_{Engine()};
+    memory src_;
+    std::unordered_map<int, memory> args_;
+  };
+
+ private:
+  std::pair<int64_t, int64_t> Units(int i) const {
+    const auto [first, last] = UnitsOf(i, team_, H_);
+    return {first, last - first};
+  }
+  float* Columns(int64_t first) const { return columns_ + (K_ + 1) * gates_ * first; }
+
+  int64_t B_, K_, H_, gates_;
+  int team_;
+  float* columns_;
+  std::vector<std::shared_ptr<Product>> products_;
+  std::vector<memory> packed_;
+  std::vector<float*> pads_;
+};
+
 // A transposed copy of w (rows, cols): (cols, rows).
 inline float* Transposed(Scratch& scratch, int64_t rows, int64_t cols, const float* w) {
   float* t = scratch.Take(rows * cols);
@@ -421,10 +508,10 @@ inline float* Transposed(Scratch& scratch, int64_t rows, int64_t cols, const flo
   return t;
 }
 
-// Below this many memory cells a step's gates (the GRU's forward pass, both cells' backward
-// passes) run on one thread: waking the team costs more. (The team has just run the step's
-// product and is still spinning: at B = 32, H = 256 two threads took the LSTM's forward pass,
-// before it ran its steps in one region, from 8.2 to 7.0 ms.)
+// Below this many memory cells a step's gates in both cells' backward passes run on one thread:
+// waking the team costs more. (The team has just run the step's product and is still spinning:
+// at B = 32, H = 256 two threads took the LSTM's forward pass, before it ran its steps in one
+// region, from 8.2 to 7.0 ms.)
 constexpr int64_t kParallelGates = 2048;
 
 // A call's sizes, xs (B, T, D) and the carry (B, H), and the examples' lengths (B,), each in

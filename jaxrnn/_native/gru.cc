@@ -16,32 +16,35 @@ namespace {
 
 using namespace jaxrnn_native;
 
-// One step for one example and n of its H units: zx and zh (3 gates H apart) are the two
-// sides' pre-activations; writes h and, when kKeep, the activations r, u, c~ and the recurrent
+// One step for one example and n of its H units: zx and zh are the two sides' pre-activations
+// (3 gates H and zq apart); writes h and, when kKeep, the activations r, u, c~ and the recurrent
 // candidate h_c that the backward pass needs.
 template <bool kKeep>
-__attribute__((always_inline)) inline void GatesOf(int64_t n, int64_t H,
+__attribute__((always_inline)) inline void GatesOf(int64_t n, int64_t H, int64_t zq,
                                                    const float* __restrict zx,
                                                    const float* __restrict zh,
                                                    const float* __restrict h_prev,
                                                    float* __restrict act,
                                                    float* __restrict h_c, float* __restrict h) {
   for (int64_t j = 0; j < n; ++j) {
-    const float r = Sigmoid(zx[j] + zh[j]), u = Sigmoid(zx[H + j] + zh[H + j]);
-    const float c = Tanh(zx[2 * H + j] + r * zh[2 * H + j]);
-    if constexpr (kKeep) act[j] = r, act[H + j] = u, act[2 * H + j] = c, h_c[j] = zh[2 * H + j];
+    const float r = Sigmoid(zx[j] + zh[j]), u = Sigmoid(zx[H + j] + zh[zq + j]);
+    const float c = Tanh(zx[2 * H + j] + r * zh[2 * zq + j]);
+    if constexpr (kKeep) act[j] = r, act[H + j] = u, act[2 * H + j] = c, h_c[j] = zh[2 * zq + j];
     h[j] = u * c + (1.0f - u) * h_prev[j];
   }
 }
 
-// GatesOf, act and h_c written where act is not null.
+// GatesOf, act and h_c written where act is not null; zq the gates' distance in zh where it
+// differs from H.
 JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict zx,
                          const float* __restrict zh, const float* __restrict h_prev,
-                         float* __restrict act, float* __restrict h_c, float* __restrict h) {
+                         float* __restrict act, float* __restrict h_c, float* __restrict h,
+                         int64_t zq = 0) {
+  zq = zq ? zq : H;
   if (act)
-    GatesOf<true>(n, H, zx, zh, h_prev, act, h_c, h);
+    GatesOf<true>(n, H, zq, zx, zh, h_prev, act, h_c, h);
   else
-    GatesOf<false>(n, H, zx, zh, h_prev, act, h_c, h);
+    GatesOf<false>(n, H, zq, zx, zh, h_prev, act, h_c, h);
 }
 
 // One step backwards for one example and n of its H units: from dL/dh_t = dy + dh_rec +
@@ -114,32 +117,41 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
       return;
     }
-    View h_view{B, H, H}, wh_view{H, G, G};
-    auto product = ProductFor(h_view, wh_view, G, /*packed=*/true, /*bias=*/true);
-    Repeated step_product(run, *product, h_view,
-                          run.Weights(*product, wh_view, w_h.typed_data()), G,
-                          b_h.typed_data());
+    // More sequences: one parallel region runs every step (TeamProducts in common.h), each
+    // thread the product h_{t-1} w_h and the gates of its own units.
+    const int team = FewRowsTeam(H);
+    const float* w = w_h.typed_data();
+    const TeamProducts products(run, B, H, H, 3, team, [&](int64_t k) { return w + k * G; },
+                                b_h.typed_data());
     float* zh = scratch.Take(B * G);
-    float* h = scratch.Copy(h0.typed_data(), B * H);
-    float* h_new = scratch.Take(B * H);
-    for (int64_t step = 0; step < T; ++step) {
-      const int64_t t = reverse ? T - 1 - step : step;
-      step_product(h, zh);
-#pragma omp parallel for schedule(static) if (B * H >= kParallelGates)
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t;
-        if (!s.Runs(b, t)) {  // the carry kept
-          std::memcpy(h_new + b * H, h + b * H, H * sizeof(float));
-          std::memset(y + row * H, 0, H * sizeof(float));
-          continue;
+    float* carries[2] = {scratch.Copy(h0.typed_data(), B * H), scratch.Take(B * H)};
+#pragma omp parallel num_threads(team)
+    {
+      TeamProducts::Member product(products, omp_get_thread_num(), zh);
+      const int64_t first = product.first, n = product.n;
+      for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = reverse ? T - 1 - step : step;
+        const float* h_read = carries[step % 2];
+        float* h_next = carries[1 - step % 2];
+        product(h_read);
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = b * T + t, at = b * H + first;
+          float* y_row = y + row * H + first;
+          if (!s.Runs(b, t)) {  // the carry kept
+            std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+            std::memset(y_row, 0, n * sizeof(float));
+            continue;
+          }
+          float* a = save ? gates->typed_data() + row * G + first : nullptr;
+          float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
+          Gates(n, H, zx + row * G + first, product.z_i + b * 3 * n, h_read + at, a, hc,
+                h_next + at, n);
+          std::memcpy(y_row, h_next + at, n * sizeof(float));
         }
-        float* a = save ? gates->typed_data() + row * G : nullptr;
-        float* hc = save ? candidates->typed_data() + row * H : nullptr;
-        Gates(H, H, zx + row * G, zh + b * G, h + b * H, a, hc, h_new + b * H);
-        std::memcpy(y + row * H, h_new + b * H, H * sizeof(float));
+#pragma omp barrier
       }
-      std::swap(h, h_new);
     }
+    const float* h = carries[T % 2];
     std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
   });
 }

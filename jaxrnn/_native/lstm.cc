@@ -100,13 +100,11 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
 }
 
-// The forward pass for more than kFewRows sequences. One parallel region runs every step: each
-// thread owns a range of units and computes its columns of every gate, [x_t, h_{t-1}] (B, K)
-// times [w_x; w_h] restricted to them (K, 4n) plus the bias, as a oneDNN product made for one
-// thread from columns packed once; then the gates of its units; then it waits for the others.
-// (A product and a gate pass per step, each split across the threads, cost two wake-ups of the
-// team and oneDNN's dispatch per step.) The [x_t, h_{t-1}] rows and the memory cells of two steps
-// are kept in turn, as FewRowsForward keeps the carries.
+// The forward pass for more than kFewRows sequences, in one parallel region (TeamProducts in
+// common.h): each thread computes its units' columns of every gate, [x_t, h_{t-1}] (B, K) times
+// [w_x; w_h] restricted to them plus the bias, then those units' gates, then waits for the
+// others. The [x_t, h_{t-1}] rows and the memory cells of two steps are kept in turn, as
+// FewRowsForward keeps the carries.
 void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                  const float* w_x, const float* w_h, const float* bias, float* ys,
                  float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
@@ -115,78 +113,35 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
   const int team = FewRowsTeam(H);
   float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
   float* c[2] = {scratch.Copy(c0, B * H), scratch.Take(B * H)};
-  float* z = scratch.Take(B * G);                 // thread i's (B, 4n) from z + B * 4 * first
-  float* columns = scratch.Take(K * G + G);       // its (K, 4n) and (4n) from (K + 1) * 4 * first
+  float* z = scratch.Take(B * G);
   const int64_t t0 = reverse ? T - 1 : 0;
   for (int64_t b = 0; b < B; ++b) {
     std::memcpy(xh[0] + b * K, xs + (b * T + t0) * D, D * sizeof(float));
     std::memcpy(xh[0] + b * K + D, h0 + b * H, H * sizeof(float));
   }
-  std::vector<std::shared_ptr<Product>> products(team);
-  std::vector<memory> packed(team);
-  std::vector<float*> pads(team);
-  {
-    // Products oneDNN plans for the one thread that runs each; the worker's thread count comes
-    // back however this block ends (a oneDNN error included).
-    struct OneThread {
-      int threads = omp_get_max_threads();
-      OneThread() { omp_set_num_threads(1); }
-      ~OneThread() { omp_set_num_threads(threads); }
-    } one_thread;
-    for (int i = 0; i < team; ++i) {
-      const auto [first, last] = UnitsOf(i, team, H);
-      const int64_t n = last - first;
-      float* w = columns + (K + 1) * 4 * first;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t q = 0; q < 4; ++q)
-          std::memcpy(w + k * 4 * n + q * n,
-                      (k < D ? w_x + k * G : w_h + (k - D) * G) + q * H + first,
-                      n * sizeof(float));
-      for (int64_t q = 0; q < 4; ++q)
-        std::memcpy(w + K * 4 * n + q * n, bias + q * H + first, n * sizeof(float));
-      products[i] = ProductFor({B, K, K}, {K, 4 * n, 4 * n}, 4 * n, /*packed=*/true,
-                               /*bias=*/true);
-    }
-  }
-  for (int i = 0; i < team; ++i) {  // packed by both threads
-    const auto [first, last] = UnitsOf(i, team, H);
-    const int64_t n = last - first;
-    packed[i] = run.Weights(*products[i], {K, 4 * n, 4 * n}, columns + (K + 1) * 4 * first);
-    pads[i] = scratch.Take(products[i]->scratchpad.get_size() / sizeof(float) + 1);
-  }
+  const TeamProducts products(
+      run, B, K, H, 4, team, [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; },
+      bias);
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
-    const auto [first, last] = UnitsOf(i, team, H);
-    const int64_t n = last - first;
+    TeamProducts::Member product(products, i, z);
+    const int64_t first = product.first, n = product.n;
     const int64_t rows_first = B * i / team, rows_last = B * (i + 1) / team;
-    float* zi = z + B * 4 * first;
-    dnnl::stream stream(Engine());
-    memory src(View{B, K, K}.desc(), Engine(), DNNL_MEMORY_NONE);
-    memory dst(memory::desc({B, 4 * n}, dt::f32, Dims{4 * n, 1}), Engine(), zi);
-    memory bias_i(memory::desc({1, 4 * n}, dt::f32, memory::format_tag::ab), Engine(),
-                  columns + (K + 1) * 4 * first + K * 4 * n);
-    std::unordered_map<int, memory> args = {
-        {DNNL_ARG_SRC, src},
-        {DNNL_ARG_WEIGHTS, packed[i]},
-        {DNNL_ARG_BIAS, bias_i},
-        {DNNL_ARG_DST, dst},
-        {DNNL_ARG_SCRATCHPAD, memory(products[i]->scratchpad, Engine(), pads[i])}};
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       float* xh_read = xh[step % 2];
       float* xh_next = xh[1 - step % 2];
       const float* c_read = c[step % 2];
       float* c_next = c[1 - step % 2];
-      src.set_data_handle(xh_read);
-      products[i]->primitive.execute(stream, args);
+      product(xh_read);
       for (int64_t b = 0; b < B; ++b) {
         const int64_t row = b * T + t, at = b * H + first;
         float* y = ys + row * H + first;
         float* h_next = xh_next + b * K + D + first;
         if (s.Runs(b, t)) {
-          Gates(n, H, zi + b * 4 * n, gates ? gates + row * G + first : nullptr, c_read + at,
-                c_next + at, y, n);
+          Gates(n, H, product.z_i + b * 4 * n, gates ? gates + row * G + first : nullptr,
+                c_read + at, c_next + at, y, n);
           std::memcpy(h_next, y, n * sizeof(float));
         } else {  // the carry kept
           std::memset(y, 0, n * sizeof(float));
