@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
@@ -153,7 +152,7 @@ inline void PreferHugePages(void* data, int64_t bytes) {
 // write. Left to malloc, where a buffer landed depended on what the process had freed before
 // (once something frees a large block, as a 2048² matmul in XLA does, glibc raises its mmap
 // threshold and serves MBs from the heap), and so did the speed of products that read it (see
-// TeamProducts).
+// Runner::Weights).
 class Scratch {
  public:
   Scratch() = default;
@@ -162,7 +161,7 @@ class Scratch {
   ~Scratch() {
     int64_t kept = 0;
     for (Block& block : Kept()) {
-      kept += block.size * static_cast<int64_t>(sizeof(float));
+      kept += static_cast<int64_t>(block.bytes);  // what is mapped, whole huge pages
       if (kept > kKeptBytes) block = Block{};
     }
   }
@@ -173,7 +172,7 @@ class Scratch {
     if (taken_ == kept.size()) kept.emplace_back();
     Block& block = kept[taken_++];
     if (block.size < n) block = Block(n);
-    return block.data;
+    return block.mapping.get();
   }
   float* Zeros(int64_t n) {
     float* data = Take(n);
@@ -208,10 +207,8 @@ class Scratch {
       madvise(start, bytes, MADV_HUGEPAGE);
       mapping.reset(reinterpret_cast<float*>(start));
       mapping.get_deleter().bytes = bytes;
-      data = mapping.get();
     }
     std::unique_ptr<float[], Unmap> mapping;
-    float* data = nullptr;
     int64_t size = 0;
     size_t bytes = 0;
   };
