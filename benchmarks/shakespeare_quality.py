@@ -13,9 +13,11 @@ one after the other, with the machine otherwise idle.
 Models:
 - ``torch``: what a PyTorch user would write — embedding 64, ``nn.LSTM`` 2 × 256, Adam 2e-3,
   gradient norm clipped at 5, batches of 32 random windows of 128 characters, 2 threads.
-- ``jaxrnn``: jaxrnn's best character model (configuration below, ``jaxrnn_model``: dropout 0.1
-  up to 5 minutes, 0.25 beyond), its cosine decay run over the time budget
-  (``decay_over="minutes"``), so that it ends with the budget whatever the step rate.
+- ``jaxrnn``: jaxrnn's best character model (configuration below), sized for this CPU and budget
+  by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
+  measured matmul rate, and more dropout where the steps pass over the text many times. Its
+  cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
+  budget whatever the step rate.
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
 """
 
@@ -38,22 +40,73 @@ MAX_STEPS = 10**7
 MARKS_MIN = (2, 5, 10)
 
 # Chosen by measuring loss against steps for a dozen candidates (cells, widths, depths, batch
-# shapes, stateful or random windows, schedules, dropout), and steps per second on this CPU.
+# shapes, stateful or random windows, schedules, dropout), and steps per second on two CPUs.
 JAXRNN_MODEL = {
     "cell_name": "lstm",
-    "hidden_size": 768,  # with the native kernel 512 units overfit by 5 minutes (NOTES section 12)
+    "hidden_size": 768,  # the widest of WIDTHS; jaxrnn_model narrows it on a slower CPU
     "num_layers": 1,
     "embedding_size": 64,
     "dropout_rate": 0.1,
 }
-# A longer budget passes over the text more often and needs more regularisation: at 10 minutes
-# dropout 0.25 ended 0.013 lower than 0.1, at 5 minutes 0.02 higher (NOTES section 13).
-LONG_BUDGET_DROPOUT = 0.25
+# A wider layer learns more per step and takes longer over each. In 5 minutes on an AVX2 EPYC
+# (NOTES section 17): 768 units, 1,152 steps, 1.470; 640, 1,700, 1.436; 512, 2,345, 1.444. On an
+# AVX-512 EPYC 768 units ran 2,300–2,700 steps and beat 512 (5,200 steps, overfitted) and 1024
+# (section 15). So: the widest layer that fits MIN_STEPS steps into the budget.
+WIDTHS = (768, 640, 512)
+MIN_STEPS = 1400
+# A measured step took 1.4–1.6 times its training FLOPs at the 2048³ matmul rate, on both CPUs.
+STEP_OVER_MATMUL = 1.5
+# Steps past about 7 passes over the text need more regularisation: at 4,800–5,500 steps dropout
+# 0.25 ended 0.013 lower than 0.1, at 2,400 steps 0.02 higher (NOTES sections 13 and 17).
+LONG_RUN_STEPS = 3600
+LONG_RUN_DROPOUT = 0.25
+SHAKESPEARE_VOCAB = 65
 
 
-def jaxrnn_model(minutes: float) -> dict:
-    """JAXRNN_MODEL with the dropout for a budget of ``minutes``."""
-    return JAXRNN_MODEL if minutes <= 5 else {**JAXRNN_MODEL, "dropout_rate": LONG_BUDGET_DROPOUT}
+def training_flops(hidden_size: int, train: dict | None = None, model: dict | None = None) -> float:
+    """FLOPs of one training step (forward and backward, 3 × the forward's products) of the
+    LSTM and its output layer."""
+    train, model = train or JAXRNN_TRAIN, model or JAXRNN_MODEL
+    rows = train["batch_size"] * train["seq_len"]
+    lstm = 2 * rows * (model["embedding_size"] + hidden_size) * 4 * hidden_size
+    head = 2 * rows * hidden_size * SHAKESPEARE_VOCAB
+    return 3.0 * (lstm + head)
+
+
+def predicted_steps(minutes: float, hidden_size: int, gflops: float) -> float:
+    """Training steps of a ``hidden_size`` model in ``minutes`` on a CPU whose float32 matmul
+    runs at ``gflops`` GFLOP/s."""
+    step_s = STEP_OVER_MATMUL * training_flops(hidden_size) / (gflops * 1e9)
+    return 60 * minutes / step_s
+
+
+def jaxrnn_model(minutes: float, gflops: float) -> dict:
+    """JAXRNN_MODEL sized for ``minutes`` on a CPU whose float32 matmul runs at ``gflops``: the
+    widest of WIDTHS predicted to run MIN_STEPS steps (the narrowest if none is), with
+    LONG_RUN_DROPOUT where it is predicted to run LONG_RUN_STEPS."""
+    for width in WIDTHS:
+        steps = predicted_steps(minutes, width, gflops)
+        if steps >= MIN_STEPS:
+            break
+    dropout = LONG_RUN_DROPOUT if steps >= LONG_RUN_STEPS else JAXRNN_MODEL["dropout_rate"]
+    return {**JAXRNN_MODEL, "hidden_size": width, "dropout_rate": dropout}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best rate of a float32 n³ ``jnp.matmul`` under jit, in GFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    a, b = (jnp.asarray(rng.standard_normal((n, n), np.float32)) for _ in range(2))
+    matmul = jax.jit(jnp.matmul)
+    jax.block_until_ready(matmul(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 JAXRNN_TRAIN = {
@@ -161,13 +214,17 @@ def worker_jaxrnn(path: Path, minutes: float, eval_every: float, seed: int) -> l
     from jaxrnn.lm import LMConfig
     from jaxrnn.lm_train import TrainConfig, evaluate_lm, make_corpus, train_lm
 
+    begin = time.perf_counter()
+    gflops = matmul_gflops()
+    settings = jaxrnn_model(minutes, gflops)
+    print(f"MODEL {json.dumps({**settings, 'matmul_gflops': round(gflops, 1)})}", flush=True)
     text = path.read_text()
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
-    model = LMConfig(vocab_size=corpus.vocab.size, **jaxrnn_model(minutes))
+    model = LMConfig(vocab_size=corpus.vocab.size, **settings)
     config = TrainConfig(
         seed=seed,
         steps=MAX_STEPS,  # the budget ends the run
-        minutes=minutes,
+        minutes=minutes - (time.perf_counter() - begin) / 60,  # the choice counts as training
         eval_every=10**9,
         eval_every_seconds=eval_every,
         eval_rows=EVAL_ROWS,
@@ -228,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         print("CURVE " + json.dumps(curve))
         return
 
-    curves = {}
+    curves, jaxrnn_settings = {}, None
     for name in args.only.split(","):
         command = [sys.executable, "-m", "benchmarks.shakespeare_quality", "--worker", name]
         command += ["--input", str(args.input), "--minutes", str(args.minutes)]
@@ -239,13 +296,16 @@ def main(argv: list[str] | None = None) -> None:
         for line in output.splitlines():
             if line.startswith("CURVE "):
                 curves[name] = json.loads(line[6:])
+            elif line.startswith("MODEL "):
+                jaxrnn_settings = json.loads(line[6:])
+                print(f"jaxrnn  model {jaxrnn_settings}", flush=True)
             elif "valid" in line or "steps in" in line:
                 print(line, flush=True)
     grams = ngram_lines(args.input)
-    report(args, curves, grams)
+    report(args, curves, grams, jaxrnn_settings)
 
 
-def report(args, curves: dict, grams: dict) -> None:
+def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,7 +324,8 @@ def report(args, curves: dict, grams: dict) -> None:
         f"Python {platform.python_version()}; jax {jax.__version__}; "
         f"one run each, one after the other, seed {args.seed}.",
         "",
-        f"jaxrnn model: {jaxrnn_model(args.minutes)}, training: {JAXRNN_TRAIN}.",
+        f"jaxrnn model (sized by the matmul rate measured before it trained): "
+        f"{jaxrnn_settings}, training: {JAXRNN_TRAIN}.",
         "",
         "| model | " + " | ".join(f"{m} min" for m in marks) + " | best (at min) | steps |",
         "|---|" + "---|" * (len(marks) + 2),
@@ -286,7 +347,9 @@ def report(args, curves: dict, grams: dict) -> None:
         stem += f"_{args.minutes:g}min"
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "curves": curves, "ngram": grams})
+        json.dumps(
+            {"machine": machine, "curves": curves, "ngram": grams, "jaxrnn_model": jaxrnn_settings}
+        )
     )
     print("\n".join(lines))
 

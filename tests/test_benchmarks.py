@@ -41,13 +41,36 @@ def little_text(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("minutes", [5, 10])
-def test_the_measured_settings_are_ones_train_lm_accepts(shakespeare_quality, minutes):
-    model = LMConfig(vocab_size=65, **shakespeare_quality.jaxrnn_model(minutes))
+@pytest.mark.parametrize("minutes, gflops", [(5, 450.0), (10, 450.0), (5, 184.0), (10, 150.0)])
+def test_the_measured_settings_are_ones_train_lm_accepts(shakespeare_quality, minutes, gflops):
+    settings = shakespeare_quality.jaxrnn_model(minutes, gflops)
+    model = LMConfig(vocab_size=65, **settings)
     train = TrainConfig(**shakespeare_quality.JAXRNN_TRAIN, minutes=minutes)
     lm_settings.check_settings(model, train, time_steps=train.seq_len)
-    want = 0.1 if minutes <= 5 else shakespeare_quality.LONG_BUDGET_DROPOUT
-    assert model.dropout_rate == want
+
+
+def test_the_model_is_the_widest_that_fits_enough_steps(shakespeare_quality):
+    sq = shakespeare_quality
+    # The step's products, counted by hand for 768 units, batch 32 × 64, embedding 64, 65 chars.
+    rows = 32 * 64
+    assert sq.training_flops(768) == 3 * (2 * rows * 832 * 3072 + 2 * rows * 768 * 65)
+
+    def steps(minutes, width, gflops):  # the rule restated: a step is 1.5 × its FLOPs' matmul time
+        return 60 * minutes * gflops * 1e9 / (1.5 * sq.training_flops(width))
+
+    for minutes, gflops in [(5, 450.0), (10, 450.0), (5, 184.0), (10, 184.0), (5, 60.0)]:
+        settings = sq.jaxrnn_model(minutes, gflops)
+        width = settings["hidden_size"]
+        fits = [w for w in sq.WIDTHS if steps(minutes, w, gflops) >= sq.MIN_STEPS]
+        assert width == (max(fits) if fits else min(sq.WIDTHS))
+        many = steps(minutes, width, gflops) >= sq.LONG_RUN_STEPS
+        assert settings["dropout_rate"] == (sq.LONG_RUN_DROPOUT if many else 0.1)
+    # The two CPUs the rule was fitted on: an AVX-512 EPYC (about 450 GFLOP/s) keeps 768 units,
+    # dropout 0.1 for 5 minutes and 0.25 for 10; an AVX2 EPYC (about 184) takes 640 for 5.
+    assert sq.jaxrnn_model(5, 450.0) == {**sq.JAXRNN_MODEL, "hidden_size": 768}
+    assert sq.jaxrnn_model(10, 450.0)["dropout_rate"] == sq.LONG_RUN_DROPOUT
+    assert sq.jaxrnn_model(5, 184.0)["hidden_size"] == 640
+    assert sq.jaxrnn_model(5, 60.0)["hidden_size"] == 512
 
 
 def check_curve(curve, *, vocab_size: int):
@@ -66,6 +89,8 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
         "JAXRNN_MODEL",
         {**shakespeare_quality.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8},
     )
+    monkeypatch.setattr(shakespeare_quality, "WIDTHS", (16,))
+    monkeypatch.setattr(shakespeare_quality, "matmul_gflops", lambda: 1.0)
     monkeypatch.setattr(
         shakespeare_quality,
         "JAXRNN_TRAIN",
