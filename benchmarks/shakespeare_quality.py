@@ -49,11 +49,12 @@ JAXRNN_MODEL = {
     "dropout_rate": 0.1,
 }
 # A wider layer learns more per step and takes longer over each. In 5 minutes on an AVX2 EPYC
-# (NOTES section 17): 768 units, 1,152 steps, 1.470; 640, 1,700, 1.436; 512, 2,345, 1.444. On an
-# AVX-512 EPYC 768 units ran 2,300–2,700 steps and beat 512 (5,200 steps, overfitted) and 1024
-# (section 15). So: the widest layer that fits MIN_STEPS steps into the budget.
-WIDTHS = (768, 640, 512)
-MIN_STEPS = 1400
+# (NOTES section 17): 768 units, 1,152 steps, 1.470; 640, 1,700, 1.436; 576, 2,121, 1.432; 512,
+# 2,345, 1.444. On an AVX-512 EPYC 768 units ran 2,300–2,700 steps and beat 512 (5,200 steps,
+# overfitted) and 1024 (section 15). So: the widest layer that fits MIN_STEPS steps into the
+# budget.
+WIDTHS = (768, 640, 576, 512)
+MIN_STEPS = 1800
 # A measured step took 1.4–1.6 times its training FLOPs at the 2048³ matmul rate, on both CPUs.
 STEP_OVER_MATMUL = 1.5
 # Steps past about 7 passes over the text need more regularisation: at 4,800–5,500 steps dropout
