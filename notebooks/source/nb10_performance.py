@@ -133,7 +133,11 @@ peer's time, and its GRU in under half the time of every peer at c1; PyTorch's G
 does not serve, is 1.9–25× slower across the configurations. The right-padded batch (cl) runs the
 kernel with `lengths=` at about half the fastest peer's time. The LSTM's forward pass at c1 and
 on the bidirectional stack is level with PyTorch's oneDNN LSTM (1.07× and 1.03× in this run,
-0.94–1.10× in earlier full runs). The committed charts show every implementation with min–max
+0.94–1.10× in earlier full runs). On a 2-core EPYC without AVX-512 (AVX2,
+`benchmarks/results/amd_epyc_avx2/`) the same suite reads 0.40–1.00× the fastest peer, the
+bidirectional stack's training step and the c3 LSTM's forward pass level with PyTorch's; there
+the Shakespeare benchmark trains a narrower model, sized for the machine's matrix-product rate
+(576 units for 5 minutes). The committed charts show every implementation with min–max
 whiskers and the GEMM floor; here is c1:
 """),
     code("""
