@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.matmul_rate import jax_gemm_rate
+
 EVAL_ROWS, EVAL_CHUNK = 32, 256
 MAX_STEPS = 10**7
 MARKS_MIN = (2, 5, 10)
@@ -93,21 +95,7 @@ def jaxrnn_model(minutes: float, gflops: float) -> dict:
     return {**JAXRNN_MODEL, "hidden_size": width, "dropout_rate": dropout}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best rate of a float32 n³ ``jnp.matmul`` under jit, in GFLOP/s."""
-    import jax
-    import jax.numpy as jnp
-
-    rng = np.random.default_rng(0)
-    a, b = (jnp.asarray(rng.standard_normal((n, n), np.float32)) for _ in range(2))
-    matmul = jax.jit(jnp.matmul)
-    jax.block_until_ready(matmul(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+matmul_gflops = jax_gemm_rate
 
 
 JAXRNN_TRAIN = {

@@ -19,7 +19,6 @@ it is then part of the compiled function, and its gradients still come back in j
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxrnn
+from benchmarks.matmul_rate import jax_gemm_rate
 from benchmarks.suite import Bench, Impl, Model
 
 CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after")}  # PyTorch's two cells
@@ -415,15 +415,4 @@ def setup(threads: int) -> dict:
     return {"jax_backend": jax.default_backend(), "jax_device": device.device_kind}
 
 
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 matmul rate of ``jax.jit(jnp.matmul)`` at n³, in GFLOP/s."""
-    rng = np.random.default_rng(0)
-    a, b = (jax.device_put(rng.standard_normal((n, n), np.float32)) for _ in range(2))
-    matmul = jax.jit(jnp.matmul)
-    jax.block_until_ready(matmul(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+gemm_rate = jax_gemm_rate  # the suite's worker reads each module's gemm_rate
