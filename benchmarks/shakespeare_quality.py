@@ -66,12 +66,11 @@ LONG_RUN_DROPOUT = 0.25
 SHAKESPEARE_VOCAB = 65
 
 
-def training_flops(hidden_size: int, train: dict | None = None, model: dict | None = None) -> float:
+def training_flops(hidden_size: int) -> float:
     """FLOPs of one training step (forward and backward, 3 × the forward's products) of the
-    LSTM and its output layer."""
-    train, model = train or JAXRNN_TRAIN, model or JAXRNN_MODEL
-    rows = train["batch_size"] * train["seq_len"]
-    lstm = 2 * rows * (model["embedding_size"] + hidden_size) * 4 * hidden_size
+    LSTM of ``hidden_size`` units and its output layer, with JAXRNN_TRAIN's batch."""
+    rows = JAXRNN_TRAIN["batch_size"] * JAXRNN_TRAIN["seq_len"]
+    lstm = 2 * rows * (JAXRNN_MODEL["embedding_size"] + hidden_size) * 4 * hidden_size
     head = 2 * rows * hidden_size * SHAKESPEARE_VOCAB
     return 3.0 * (lstm + head)
 
@@ -95,7 +94,7 @@ def jaxrnn_model(minutes: float, gflops: float) -> dict:
     return {**JAXRNN_MODEL, "hidden_size": width, "dropout_rate": dropout}
 
 
-matmul_gflops = jax_gemm_rate
+matmul_gflops = jax_gemm_rate  # what the worker sizes the model by (tests replace it)
 
 
 JAXRNN_TRAIN = {
