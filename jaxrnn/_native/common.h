@@ -204,7 +204,7 @@ class Scratch {
                                             ~(kHuge - 1));
       if (start > raw) munmap(raw, start - raw);
       if (raw + kHuge > start) munmap(start + bytes, raw + kHuge - start);
-      madvise(start, bytes, MADV_HUGEPAGE);
+      PreferHugePages(start, bytes);
       mapping.reset(reinterpret_cast<float*>(start));
       mapping.get_deleter().bytes = bytes;
     }
@@ -495,9 +495,11 @@ class TeamProducts {
         columns_(nullptr), products_(team), packed_(team), pads_(team) {
     {
       OneThread one_thread;
-      for (int i = 0; i < team; ++i)
-        products_[i] = ProductFor({B, K, rows_stride}, {K, Units(i).second, Units(i).second},
-                                  Units(i).second, /*packed=*/true, /*bias=*/false);
+      for (int i = 0; i < team; ++i) {
+        const int64_t n = Units(i).second;
+        products_[i] = ProductFor({B, K, rows_stride}, {K, n, n}, n, /*packed=*/true,
+                                  /*bias=*/false);
+      }
     }
     for (int i = 0; i < team; ++i) {
       const auto [first, n] = Units(i);
