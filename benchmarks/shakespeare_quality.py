@@ -1,7 +1,8 @@
 """Validation loss against training time on tiny shakespeare: jaxrnn, a PyTorch LSTM, n-grams.
 
     python -m benchmarks.shakespeare_quality --input ../shared/data/tinyshakespeare/input.txt \\
-        [--minutes 10] [--only jaxrnn,torch] [--out benchmarks/results]
+        [--minutes 10] [--only jaxrnn,torch] [--out benchmarks/results] \\
+        [--model KEY=VALUE ...] [--train KEY=VALUE ...]
 
 Split: the first 90% of the characters train, the last 10% validate. Every model is evaluated the
 same way, on the whole validation split: the validation text is cut into 32 contiguous rows read
@@ -19,11 +20,16 @@ Models:
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate.
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
+
+``--model`` and ``--train`` change one setting of jaxrnn's model (an `LMConfig` field, e.g.
+``hidden_size=640``) or of its training (a `TrainConfig` field, e.g. ``seq_len=32``) for an
+experiment; such a run's files end in ``_custom``, so that the committed results stay.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -113,6 +119,55 @@ JAXRNN_TRAIN = {
 }
 
 
+# What --train may not change: the budget, the evaluations and the seed are the benchmark's own.
+BENCHMARK_OWNS = frozenset(
+    {
+        "steps",
+        "minutes",
+        "seed",
+        "eval_every",
+        "eval_every_seconds",
+        "eval_rows",
+        "sample_every",
+        "checkpoint_every",
+    }
+)
+
+
+def parse_settings(pairs: list[str], fields: tuple[str, ...], flag: str) -> dict:
+    """``KEY=VALUE`` strings as a dict, each VALUE a Python literal (``640``, ``0.25``, ``None``)
+    or else the string itself (``gru_reset_after``); KEY must be one of ``fields``.
+
+    Raises:
+      ValueError: a pair without ``=``, or a KEY not in ``fields``; the message names ``flag``.
+    """
+    settings = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(
+                f"{flag}: expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}; "
+                f"got {pair!r}"
+            )
+        try:
+            settings[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            settings[key] = text
+    return settings
+
+
+def model_fields() -> tuple[str, ...]:
+    from jaxrnn.lm import LMConfig
+
+    return tuple(f for f in LMConfig._fields if f != "vocab_size")
+
+
+def train_fields() -> tuple[str, ...]:
+    from jaxrnn.lm_train import TrainConfig
+
+    return tuple(f for f in TrainConfig._fields if f not in BENCHMARK_OWNS)
+
+
 def split(path: Path) -> tuple[str, str]:
     text = path.read_text()
     cut = int(0.9 * len(text))
@@ -200,13 +255,23 @@ def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> li
     return curve
 
 
-def worker_jaxrnn(path: Path, minutes: float, eval_every: float, seed: int) -> list:
+def worker_jaxrnn(
+    path: Path,
+    minutes: float,
+    eval_every: float,
+    seed: int,
+    model_settings: dict | None = None,
+    train_settings: dict | None = None,
+) -> list:
+    """jaxrnn's curve, ``[step, seconds, nats]`` rows: the model `jaxrnn_model` sizes, trained
+    for ``minutes`` with JAXRNN_TRAIN; ``model_settings`` and ``train_settings`` replace some of
+    their fields."""
     from jaxrnn.lm import LMConfig
     from jaxrnn.lm_train import TrainConfig, evaluate_lm, make_corpus, train_lm
 
     begin = time.perf_counter()
     gflops = matmul_gflops()
-    settings = jaxrnn_model(minutes, gflops)
+    settings = {**jaxrnn_model(minutes, gflops), **(model_settings or {})}
     print(f"MODEL {json.dumps({**settings, 'matmul_gflops': round(gflops, 1)})}", flush=True)
     text = path.read_text()
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
@@ -220,7 +285,7 @@ def worker_jaxrnn(path: Path, minutes: float, eval_every: float, seed: int) -> l
         eval_rows=EVAL_ROWS,
         sample_every=0,
         checkpoint_every=10**9,
-        **JAXRNN_TRAIN,
+        **{**JAXRNN_TRAIN, **(train_settings or {})},
     )
     result = train_lm(corpus, model, config, progress=False, log=print)
     print(f"jaxrnn  {result.step} steps in {minutes} min", flush=True)
@@ -266,12 +331,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="jaxrnn,torch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting of jaxrnn's model (an LMConfig field); repeatable",
+    )
+    parser.add_argument(
+        "--train",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting of jaxrnn's training (a TrainConfig field); repeatable",
+    )
     parser.add_argument("--worker", choices=["torch", "jaxrnn"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    if args.worker:
-        fn = worker_torch if args.worker == "torch" else worker_jaxrnn
-        curve = fn(args.input, args.minutes, args.eval_every, args.seed)
+    if args.worker == "torch":
+        curve = worker_torch(args.input, args.minutes, args.eval_every, args.seed)
+        print("CURVE " + json.dumps(curve))
+        return
+    try:
+        args.model_settings = parse_settings(args.model, model_fields(), "--model")
+        args.train_settings = parse_settings(args.train, train_fields(), "--train")
+    except ValueError as error:
+        parser.error(str(error))
+    if args.worker == "jaxrnn":
+        curve = worker_jaxrnn(
+            args.input,
+            args.minutes,
+            args.eval_every,
+            args.seed,
+            args.model_settings,
+            args.train_settings,
+        )
         print("CURVE " + json.dumps(curve))
         return
 
@@ -280,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, "-m", "benchmarks.shakespeare_quality", "--worker", name]
         command += ["--input", str(args.input), "--minutes", str(args.minutes)]
         command += ["--eval-every", str(args.eval_every), "--seed", str(args.seed)]
+        if name == "jaxrnn":
+            command += [f"--model={pair}" for pair in args.model]
+            command += [f"--train={pair}" for pair in args.train]
         output = subprocess.run(
             command, check=True, capture_output=True, text=True, env=dict(os.environ)
         ).stdout
@@ -305,6 +401,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
     from benchmarks.suite import machine_info
 
     machine = machine_info()
+    train_settings = {**JAXRNN_TRAIN, **args.train_settings}
     marks = [m for m in MARKS_MIN if m <= args.minutes]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -315,7 +412,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         f"one run each, one after the other, seed {args.seed}.",
         "",
         f"jaxrnn model (sized by the matmul rate measured before it trained): "
-        f"{jaxrnn_settings}, training: {JAXRNN_TRAIN}.",
+        f"{jaxrnn_settings}, training: {train_settings}.",
         "",
         "| model | " + " | ".join(f"{m} min" for m in marks) + " | best (at min) | steps |",
         "|---|" + "---|" * (len(marks) + 2),
@@ -335,10 +432,18 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
     stem = "shakespeare_quality"
     if args.minutes != 10:  # the default run keeps the plain name the docs show
         stem += f"_{args.minutes:g}min"
+    if args.model_settings or args.train_settings:
+        stem += "_custom"
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{stem}.json").write_text(
         json.dumps(
-            {"machine": machine, "curves": curves, "ngram": grams, "jaxrnn_model": jaxrnn_settings}
+            {
+                "machine": machine,
+                "curves": curves,
+                "ngram": grams,
+                "jaxrnn_model": jaxrnn_settings,
+                "jaxrnn_train": train_settings,
+            }
         )
     )
     print("\n".join(lines))

@@ -94,10 +94,47 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
     )
     monkeypatch.setattr(shakespeare_quality, "WIDTHS", (16,))
     monkeypatch.setattr(shakespeare_quality, "matmul_gflops", lambda: 1.0)
-    monkeypatch.setattr(
-        shakespeare_quality,
-        "JAXRNN_TRAIN",
-        {**shakespeare_quality.JAXRNN_TRAIN, "batch_size": 4, "seq_len": 16},
+    curve = shakespeare_quality.worker_jaxrnn(
+        little_text,
+        minutes=0.1,
+        eval_every=2.0,
+        seed=0,
+        train_settings={"batch_size": 4, "seq_len": 16},  # what --train passes on
     )
-    curve = shakespeare_quality.worker_jaxrnn(little_text, minutes=0.1, eval_every=2.0, seed=0)
     check_curve(curve, vocab_size=len(set(little_text.read_text())))
+
+
+def test_settings_from_the_command_line_are_typed_and_checked(shakespeare_quality):
+    sq = shakespeare_quality
+    model = sq.parse_settings(
+        [
+            "hidden_size=640",
+            "cell_name=gru_reset_after",
+            "dropout_rate=0.25",
+            "embedding_size=None",
+        ],
+        sq.model_fields(),
+        "--model",
+    )
+    assert model == {
+        "hidden_size": 640,
+        "cell_name": "gru_reset_after",
+        "dropout_rate": 0.25,
+        "embedding_size": None,
+    }
+    assert sq.parse_settings(["seq_len=32"], sq.train_fields(), "--train") == {"seq_len": 32}
+    # The budget and the evaluations stay the benchmark's: its curves are compared at fixed marks.
+    for pair, fields, flag in [
+        ("minutes=20", sq.train_fields(), "--train"),
+        ("vocab_size=10", sq.model_fields(), "--model"),
+        ("hidden_size", sq.model_fields(), "--model"),
+        ("width=640", sq.model_fields(), "--model"),
+    ]:
+        with pytest.raises(ValueError, match=f"{flag}: expected KEY=VALUE.*{pair!r}"):
+            sq.parse_settings([pair], fields, flag)
+
+
+def test_a_bad_setting_stops_the_benchmark_before_it_trains(shakespeare_quality, capsys):
+    with pytest.raises(SystemExit):
+        shakespeare_quality.main(["--input", "unused.txt", "--model", "hidden=640"])
+    assert "--model: expected KEY=VALUE" in capsys.readouterr().err
