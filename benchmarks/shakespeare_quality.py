@@ -157,12 +157,14 @@ def parse_settings(pairs: list[str], fields: tuple[str, ...], flag: str) -> dict
 
 
 def model_fields() -> tuple[str, ...]:
+    """The `LMConfig` fields ``--model`` may set: all but the vocabulary, which the text sets."""
     from jaxrnn.lm import LMConfig
 
     return tuple(f for f in LMConfig._fields if f != "vocab_size")
 
 
 def train_fields() -> tuple[str, ...]:
+    """The `TrainConfig` fields ``--train`` may set: all but BENCHMARK_OWNS."""
     from jaxrnn.lm_train import TrainConfig
 
     return tuple(f for f in TrainConfig._fields if f not in BENCHMARK_OWNS)
