@@ -644,6 +644,44 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
   run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs, D);
 }
 
+// The rows [x_t, h_{t-1}] each step multiplied by [w_x; w_h], (B, T, D + H) batch-major: h0 at
+// the first step read, else the output of the step read before it; zeros at the steps not run
+// (whatever the padding of xs holds).
+inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, const float* h0,
+                           const float* ys, bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, K = D + H;
+  float* read = scratch.Take(B * T * K);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = read + (b * T + t) * K;
+      if (!s.Runs(b, t)) {
+        std::memset(row, 0, K * sizeof(float));
+        continue;
+      }
+      const bool first = t == s.FirstRead(b, reverse);
+      const float* h = first ? h0 + b * H : ys + (b * T + (reverse ? t + 1 : t - 1)) * H;
+      std::memcpy(row, xs + (b * T + t) * D, D * sizeof(float));
+      std::memcpy(row + D, h, H * sizeof(float));
+    }
+  return read;
+}
+
+// ProductGradients for a cell whose input and carry sides share dL/dz (B·T, G), as the LSTM's
+// z = [x, h] [w_x; w_h] + b does: dL/d[w_x; w_h] = rowsᵀ dz is one product over the StepRowsRead
+// rows (B·T, D + H), which copies dz once where two products would copy it twice (c1's LSTM:
+// 16 MB each), and dL/dxs = dz w_xᵀ.
+inline void SharedProductGradients(Runner& run, const Shape& s, int64_t G, const float* rows,
+                                   const float* dz, const float* w_x, float* d_w_x,
+                                   float* d_w_h, float* d_xs) {
+  const int64_t N = s.B * s.T, D = s.D, H = s.H, K = D + H;
+  PreferHugePages(d_xs, N * D * sizeof(float));
+  float* d_w = run.scratch.Take(K * G);
+  run.Once({K, N, K, true}, rows, {N, G, G}, dz, d_w, G);
+  std::memcpy(d_w_x, d_w, D * G * sizeof(float));
+  std::memcpy(d_w_h, d_w + D * G, H * G * sizeof(float));
+  run.Once({N, G, G}, dz, {G, D, G, true}, w_x, d_xs, D);
+}
+
 // out (cols) = the sum of the rows of m (rows, cols), each column summed in row order. Blocks of
 // columns are split across the threads: one core reading c1's 16 MB of dL/dz took 0.52 ms, two
 // 0.20.

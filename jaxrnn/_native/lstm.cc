@@ -251,9 +251,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
     std::memcpy(d_c0->typed_data(), dc, B * H * sizeof(float));
     // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
-    const float* h_prev = CarriesRead(scratch, s, h0.typed_data(), ys.typed_data(), reverse);
-    ProductGradients(run, s, G, xs.typed_data(), h_prev, dz, dz, w_x.typed_data(),
-                     d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
+    const float* rows =
+        StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), ys.typed_data(), reverse);
+    SharedProductGradients(run, s, G, rows, dz, w_x.typed_data(), d_w_x->typed_data(),
+                           d_w_h->typed_data(), d_xs->typed_data());
     ColumnSums(B * T, G, dz, d_bias->typed_data());
   });
 }
