@@ -131,8 +131,8 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
 def test_lengths_freeze_the_carry_and_zero_the_outputs_as_the_scan_does(
     kind, reverse, lengths, n_a
 ):
-    # Up to four examples run the few-rows path, more the team with oneDNN's products; H = 136
-    # splits the units across threads unevenly.
+    # Up to four examples run the few-rows path, more the team; H = 136 splits the units across
+    # threads unevenly.
     args = problem((len(lengths),), 7, 5, n_a, kind=kind, seed=len(lengths))
     lengths = jnp.asarray(lengths)
     got = value_and_grads("native", *args, reverse=reverse, lengths=lengths)
@@ -141,6 +141,31 @@ def test_lengths_freeze_the_carry_and_zero_the_outputs_as_the_scan_does(
     ys = jaxrnn.unroll(*args[:4], implementation="native", reverse=reverse, lengths=lengths)[1]
     past_the_end = np.arange(7)[None, :] >= np.asarray(lengths)[:, None]
     assert np.all(np.asarray(ys)[past_the_end] == 0.0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("products", ["own", "onednn"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "n_examples, n_a",
+    [(5, 6), (7, 130), (13, 64)],
+    ids=["one-thread-part-block", "threads-uneven-part-block", "rows-past-six"],
+)
+def test_either_product_of_the_teams_steps_equals_the_scan(
+    monkeypatch, products, kind, reverse, n_examples, n_a
+):
+    # JAXRNN_STEP_PRODUCTS chooses, at each call, the kernel's own products over weights packed
+    # in blocks of 16 columns or oneDNN's, whichever this CPU would take. The sizes leave a block
+    # part-filled (a thread's gates 24 or 264 columns wide in the LSTM, 18 or 198 in the GRU),
+    # split the units unevenly and leave rows over after groups of six.
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
+    args = problem((n_examples,), 6, 5, n_a, kind=kind, seed=n_examples)
+    lengths = jnp.asarray((np.arange(n_examples) * 5) % 7)  # 0 to 6, the full length among them
+    for options in ({}, {"lengths": lengths}):
+        got = value_and_grads("native", *args, reverse=reverse, **options)
+        want = value_and_grads("scan", *args, reverse=reverse, **options)
+        assert_trees_close(got, want)
 
 
 @needs_kernel

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <condition_variable>
@@ -443,6 +444,105 @@ inline const float* Panel(float* panel, int64_t K, int64_t n, const float* w, in
   return panel;
 }
 
+// ------------------------------------------- a team's products, over weights packed per call
+//
+// oneDNN 3.2 multiplies by weights in the caller's layout where the CPU lacks AVX-512 (gemm:jit)
+// and packs them again inside every call: on one thread of a 2-core AVX2 EPYC a c1 LSTM step's
+// (32, 320) x (320, 512) took 166 µs (63 GFLOP/s), and 116 µs (91 GFLOP/s) as BlockProduct over
+// weights packed once per call. Where AVX-512 is present oneDNN packs them itself (brgemm).
+
+constexpr int64_t kBlockColumns = 16;  // two AVX2 vectors
+
+// Whether a team multiplies with BlockProduct rather than oneDNN: where the CPU lacks AVX-512,
+// or as JAXRNN_STEP_PRODUCTS says ("own" or "onednn"), so that either path can be tested and
+// timed on any CPU.
+inline bool OwnStepProducts() {
+  const char* choice = std::getenv("JAXRNN_STEP_PRODUCTS");
+  if (choice != nullptr && std::strcmp(choice, "own") == 0) return true;
+  if (choice != nullptr && std::strcmp(choice, "onednn") == 0) return false;
+  return !__builtin_cpu_supports("avx512f");
+}
+
+// The floats of a (K, N) matrix packed as PackBlocks packs it.
+inline int64_t PackedSize(int64_t K, int64_t N) {
+  return (N + kBlockColumns - 1) / kBlockColumns * kBlockColumns * K;
+}
+
+// Writes w (K, N), element (k, j) at(k, j), to `packed` as ceil(N / kBlockColumns) blocks of
+// (K, kBlockColumns), each contiguous, so that a block's rows stream from L1 or L2 while every
+// row of x passes over it; the columns past N are zero.
+template <typename At>
+void PackBlocks(float* packed, int64_t K, int64_t N, At at) {
+  for (int64_t j = 0; j < N; j += kBlockColumns) {
+    float* block = packed + j * K;
+    const int64_t cols = std::min(kBlockColumns, N - j);
+    for (int64_t k = 0; k < K; ++k) {
+      float* row = block + k * kBlockColumns;
+      for (int64_t c = 0; c < cols; ++c) row[c] = at(k, j + c);
+      for (int64_t c = cols; c < kBlockColumns; ++c) row[c] = 0.0f;
+    }
+  }
+}
+
+// R rows of y (·, kBlockColumns) = bias + x (R, K) times one packed block (K, kBlockColumns).
+// Six rows keep 12 accumulators, the block's two vectors of row k and a broadcast in AVX2's 16
+// registers.
+template <int R>
+__attribute__((always_inline)) inline void BlockRows(int64_t K, const float* x, int64_t x_stride,
+                                                     const float* block, const float* bias,
+                                                     float* y, int64_t y_stride) {
+  auto load = [](const float* p) {
+    Lanes8 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  };
+  Lanes8 acc[R][2];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 2; ++i) acc[r][i] = bias ? load(bias + 8 * i) : Lanes8{};
+  for (int64_t k = 0; k < K; ++k) {
+    const Lanes8 w0 = load(block + k * kBlockColumns), w1 = load(block + k * kBlockColumns + 8);
+    for (int r = 0; r < R; ++r) {
+      const float xk = x[r * x_stride + k];
+      acc[r][0] += xk * w0;
+      acc[r][1] += xk * w1;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < 2; ++i) std::memcpy(y + r * y_stride + 8 * i, &acc[r][i], sizeof(Lanes8));
+}
+
+// y (M, N) = x (M, K) w (+ bias, padded as the blocks are, where not null), w as PackBlocks
+// packs it; rows of x and y x_stride and y_stride apart.
+JAXRNN_VECTOR static void BlockProduct(int64_t M, int64_t K, int64_t N, const float* x,
+                                       int64_t x_stride, const float* packed, const float* bias,
+                                       float* y, int64_t y_stride) {
+  float partial[6 * kBlockColumns];
+  for (int64_t j = 0; j < N; j += kBlockColumns) {
+    const float* block = packed + j * K;
+    const float* block_bias = bias ? bias + j : nullptr;
+    const int64_t cols = std::min(kBlockColumns, N - j);
+    for (int64_t r = 0; r < M; r += 6) {
+      const int64_t rows = std::min<int64_t>(6, M - r);
+      // A block wider than what is left of y goes through `partial`.
+      float* out = cols == kBlockColumns ? y + r * y_stride + j : partial;
+      const int64_t out_stride = cols == kBlockColumns ? y_stride : kBlockColumns;
+      const float* xr = x + r * x_stride;
+      switch (rows) {
+        case 1: BlockRows<1>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+        case 2: BlockRows<2>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+        case 3: BlockRows<3>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+        case 4: BlockRows<4>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+        case 5: BlockRows<5>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+        default: BlockRows<6>(K, xr, x_stride, block, block_bias, out, out_stride); break;
+      }
+      if (out == partial)
+        for (int64_t i = 0; i < rows; ++i)
+          std::memcpy(y + (r + i) * y_stride + j, partial + i * kBlockColumns,
+                      cols * sizeof(float));
+    }
+  }
+}
+
 // While it lives, the calling thread plans and runs for one thread (oneDNN plans a product for
 // the threads it may use then); the count comes back however the scope ends (an error included).
 struct OneThread {
@@ -454,9 +554,9 @@ struct OneThread {
 // The step products of a team that runs every step of more than kFewRows sequences in one
 // parallel region: thread i owns the units UnitsOf(i, team, H) and multiplies the step's (B, K)
 // rows by its columns of every gate plus their bias, (K, gates n) packed once per call, into its
-// block of z, (B, gates n) from z + B * gates * first. oneDNN plans each product for the one
-// thread that runs it. (A product and a gate pass per step, each split across the threads, cost
-// two wake-ups of the team and oneDNN's dispatch per step.)
+// block of z, (B, gates n) from z + B * gates * first. BlockProduct or oneDNN (OwnStepProducts),
+// which plans each product for the one thread that runs it. (A product and a gate pass per step,
+// each split across the threads, cost two wake-ups of the team and oneDNN's dispatch per step.)
 class TeamProducts {
  public:
   // row_of(k): the start of row k of the (K, gates * H) weights, gate q at q * H.
@@ -464,7 +564,26 @@ class TeamProducts {
   TeamProducts(Runner& run, int64_t B, int64_t K, int64_t H, int64_t gates, int team,
                RowOf row_of, const float* bias)
       : B_(B), K_(K), H_(H), gates_(gates), team_(team), rows_stride_(K), bias_(true),
-        products_(team), packed_(team), pads_(team) {
+        own_(OwnStepProducts()), products_(team), packed_(team), pads_(team), blocks_(team),
+        block_bias_(team) {
+    if (own_) {
+      TakeBlocks(run, gates, /*with_bias=*/true);
+      // Each thread packs its own columns (at H = 768, 3 ms a call on one thread).
+#pragma omp parallel num_threads(team)
+      {
+        const int i = omp_get_thread_num();
+        const auto [first, n] = Units(i);
+        // column j of the thread's (K, gates n) in the (K, gates H) weights
+        std::vector<int64_t> column;
+        for (int64_t q = 0; q < gates; ++q)
+          for (int64_t j = 0; j < n; ++j) column.push_back(q * H + first + j);
+        PackBlocks(blocks_[i], K, gates * n,
+                   [&](int64_t k, int64_t j) { return row_of(k)[column[j]]; });
+        PackBlocks(block_bias_[i], 1, gates * n,
+                   [&](int64_t, int64_t j) { return bias[column[j]]; });
+      }
+      return;
+    }
     columns_ = run.scratch.Take((K + 1) * gates * H);
     {
       OneThread one_thread;
@@ -492,7 +611,20 @@ class TeamProducts {
   TeamProducts(Runner& run, int64_t B, int64_t K, int64_t H, int team, const float* w,
                int64_t rows_stride)
       : B_(B), K_(K), H_(H), gates_(1), team_(team), rows_stride_(rows_stride), bias_(false),
-        columns_(nullptr), products_(team), packed_(team), pads_(team) {
+        own_(OwnStepProducts()), columns_(nullptr), products_(team), packed_(team), pads_(team),
+        blocks_(team), block_bias_(team) {
+    if (own_) {
+      TakeBlocks(run, 1, /*with_bias=*/false);
+#pragma omp parallel num_threads(team)
+      {
+        const int i = omp_get_thread_num();
+        const auto [first, n] = Units(i);
+        PackBlocks(blocks_[i], K, n, [&, first = first](int64_t k, int64_t j) {
+          return w[(first + j) * K + k];
+        });
+      }
+      return;
+    }
     {
       OneThread one_thread;
       for (int i = 0; i < team; ++i) {
@@ -512,10 +644,13 @@ class TeamProducts {
   // its columns, plus their bias.
   class Member {
    public:
-    Member(const TeamProducts& team, int i, float* z) : product_(*team.products_[i]) {
+    Member(const TeamProducts& team, int i, float* z)
+        : team_(team), product_(team.products_[i].get()), blocks_(team.blocks_[i]),
+          block_bias_(team.block_bias_[i]) {
       std::tie(first, n) = team.Units(i);
       z_i = z + team.B_ * team.gates_ * first;
       const int64_t width = team.gates_ * n;
+      if (team.own_) return;
       src_ = memory(View{team.B_, team.K_, team.rows_stride_}.desc(), Engine(),
                     DNNL_MEMORY_NONE);
       args_ = {
@@ -523,27 +658,43 @@ class TeamProducts {
           {DNNL_ARG_WEIGHTS, team.packed_[i]},
           {DNNL_ARG_DST, memory(memory::desc({team.B_, width}, dt::f32, Dims{width, 1}),
                                 Engine(), z_i)},
-          {DNNL_ARG_SCRATCHPAD, memory(product_.scratchpad, Engine(), team.pads_[i])}};
+          {DNNL_ARG_SCRATCHPAD, memory(product_->scratchpad, Engine(), team.pads_[i])}};
       if (team.bias_)
         args_.insert({DNNL_ARG_BIAS,
                       memory(memory::desc({1, width}, dt::f32, memory::format_tag::ab), Engine(),
                              team.Columns(first) + team.K_ * width)});
     }
     void operator()(const float* rows) {
+      if (team_.own_) {
+        const int64_t width = team_.gates_ * n;
+        BlockProduct(team_.B_, team_.K_, width, rows, team_.rows_stride_, blocks_, block_bias_,
+                     z_i, width);
+        return;
+      }
       src_.set_data_handle(const_cast<float*>(rows));
-      product_.primitive.execute(stream_, args_);
+      product_->primitive.execute(stream_, args_);
     }
     int64_t first, n;
     float* z_i;
 
    private:
-    const Product& product_;
+    const TeamProducts& team_;
+    const Product* product_;
+    const float* blocks_;
+    const float* block_bias_;
     dnnl::stream stream_{Engine()};
     memory src_;
     std::unordered_map<int, memory> args_;
   };
 
  private:
+  void TakeBlocks(Runner& run, int64_t gates, bool with_bias) {
+    for (int i = 0; i < team_; ++i) {
+      const int64_t width = gates * Units(i).second;
+      blocks_[i] = run.scratch.Take(PackedSize(K_, width));
+      block_bias_[i] = with_bias ? run.scratch.Take(PackedSize(1, width)) : nullptr;
+    }
+  }
   void Pad(Runner& run, int i) {
     pads_[i] = run.scratch.Take(products_[i]->scratchpad.get_size() / sizeof(float) + 1);
   }
@@ -557,10 +708,13 @@ class TeamProducts {
   int team_;
   int64_t rows_stride_;
   bool bias_;
+  bool own_;
   float* columns_;
-  std::vector<std::shared_ptr<Product>> products_;
+  std::vector<std::shared_ptr<Product>> products_;  // oneDNN's products ...
   std::vector<memory> packed_;
   std::vector<float*> pads_;
+  std::vector<float*> blocks_;  // ... or BlockProduct's weights
+  std::vector<float*> block_bias_;
 };
 
 // A transposed copy of w (rows, cols): (cols, rows), in tiles: row by row, every write to t went
