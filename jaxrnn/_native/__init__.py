@@ -2,10 +2,14 @@
 
 ``lstm.cc`` runs what ``jaxrnn.lstm()`` (without peepholes) computes over a batch-major sequence,
 ``gru.cc`` what ``jaxrnn.gru(reset="after")`` does, with oneDNN's matrix products on weights packed
-once per call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under ``jax.grad`` the
-forward call also saves what the backward call reads (gate activations, memory cells or recurrent
-candidates), and the backward call returns every gradient. `jaxrnn.kernels` decides when to use
-them; the ``lax.scan`` of the cell's step stays the definition they are tested against.
+once per call. Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a
+product of the kernels' own instead, over weights they pack once per call (oneDNN's there packs
+them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
+read at each call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under
+``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
+cells or recurrent candidates), and the backward call returns every gradient. `jaxrnn.kernels`
+decides when to use them; the ``lax.scan`` of the cell's step stays the definition they are
+tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
