@@ -170,6 +170,26 @@ def test_either_product_of_the_teams_steps_equals_the_scan(
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
+def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
+    cell, params, xs, carry, _ = problem((6,), 4, 3, 8, kind=kind)
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "mkl")
+    with pytest.raises(jaxrnn.InputError, match=r"JAXRNN_STEP_PRODUCTS 'own', 'onednn'.*'mkl'"):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")
+    # Set after compiling: the kernel checks it again at the call.
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "own")
+    run = jax.jit(lambda xs: jaxrnn.unroll(cell, params, xs, carry, implementation="native")[1])
+    want = run(xs)
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "mkl")
+    with pytest.raises(
+        ValueError, match=r"(lstm|gru) kernel: expected .*JAXRNN_STEP_PRODUCTS.*'mkl'"
+    ):
+        jax.block_until_ready(run(xs))
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "onednn")
+    assert_trees_close(run(xs), want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
 def test_a_length_outside_the_sequence_poisons_its_example_as_the_scan_does(kind):
     cell, params, xs, carry, _ = problem((3,), 4, 2, 5, kind=kind)
 

@@ -21,10 +21,13 @@ import ctypes
 import functools
 import importlib.machinery
 import importlib.metadata
+import os
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+from jaxrnn._checks import fail
 
 _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_forward": "JaxrnnLstmForward",
@@ -75,6 +78,21 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why `available` is False, or None."""
     return _load()
+
+
+STEP_PRODUCTS = "JAXRNN_STEP_PRODUCTS"  # "own", "onednn", or unset: as the CPU suits
+
+
+def _check_step_products(fn: str) -> None:
+    """Raises `jaxrnn.InputError` where STEP_PRODUCTS holds neither choice (the kernels check it
+    again at each call, whose error is then the call's)."""
+    value = os.environ.get(STEP_PRODUCTS, "")
+    if value not in ("", "own", "onednn"):
+        fail(
+            fn,
+            f"expected the environment variable {STEP_PRODUCTS} 'own', 'onednn' or unset, "
+            f"got {value!r}",
+        )
 
 
 def _out(*shape):
@@ -147,6 +165,7 @@ def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save
 
 
 def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool, save: bool):
+    _check_step_products("lstm")
     kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, reverse, save)
     return kernel(w_x, w_h, bias, xs, h0, c0, lengths)
 
@@ -185,6 +204,7 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 
 
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool, save: bool):
+    _check_step_products("gru")
     kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, reverse, save)
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths)
 

@@ -18,6 +18,7 @@
 #include <new>
 #include <omp.h>
 #include <sys/mman.h>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -455,12 +456,15 @@ constexpr int64_t kBlockColumns = 16;  // two AVX2 vectors
 
 // Whether a team multiplies with BlockProduct rather than oneDNN: where the CPU lacks AVX-512,
 // or as JAXRNN_STEP_PRODUCTS says ("own" or "onednn"), so that either path can be tested and
-// timed on any CPU.
+// timed on any CPU. Another value is an error (Guarded makes it the call's).
 inline bool OwnStepProducts() {
   const char* choice = std::getenv("JAXRNN_STEP_PRODUCTS");
-  if (choice != nullptr && std::strcmp(choice, "own") == 0) return true;
-  if (choice != nullptr && std::strcmp(choice, "onednn") == 0) return false;
-  return !__builtin_cpu_supports("avx512f");
+  if (choice == nullptr || *choice == '\0') return !__builtin_cpu_supports("avx512f");
+  if (std::strcmp(choice, "own") == 0) return true;
+  if (std::strcmp(choice, "onednn") == 0) return false;
+  throw std::invalid_argument(
+      std::string("expected the environment variable JAXRNN_STEP_PRODUCTS 'own', 'onednn' or "
+                  "unset, got '") + choice + "'");
 }
 
 // The floats of a (K, N) matrix packed as PackBlocks packs it.
@@ -762,6 +766,8 @@ inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
     Worker::Get().Run(std::move(work));
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string(cell) + " kernel (oneDNN): " + e.what());
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error::InvalidArgument(std::string(cell) + " kernel: " + e.what());
   }
   return ffi::Error::Success();
 }
