@@ -568,8 +568,8 @@ class TeamProducts {
   TeamProducts(Runner& run, int64_t B, int64_t K, int64_t H, int64_t gates, int team,
                RowOf row_of, const float* bias)
       : B_(B), K_(K), H_(H), gates_(gates), team_(team), rows_stride_(K), bias_(true),
-        own_(OwnStepProducts()), products_(team), packed_(team), pads_(team), blocks_(team),
-        block_bias_(team) {
+        own_(OwnStepProducts()), columns_(nullptr), products_(team), packed_(team), pads_(team),
+        blocks_(team), block_bias_(team) {
     if (own_) {
       TakeBlocks(run, gates, /*with_bias=*/true);
       // Each thread packs its own columns (at H = 768, 3 ms a call on one thread).
@@ -772,25 +772,6 @@ inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
   return ffi::Error::Success();
 }
 
-// The carry each step read, (B, T, H) batch-major: h0 at the first step read, else the output
-// of the step read before it, zeros at the steps not run.
-inline float* CarriesRead(Scratch& scratch, const Shape& s, const float* h0, const float* ys,
-                          bool reverse) {
-  const int64_t B = s.B, T = s.T, H = s.H;
-  float* read = scratch.Take(B * T * H);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      if (!s.Runs(b, t)) {
-        std::memset(read + (b * T + t) * H, 0, H * sizeof(float));
-        continue;
-      }
-      const bool first = t == s.FirstRead(b, reverse);
-      const float* src = first ? h0 + b * H : ys + (b * T + (reverse ? t + 1 : t - 1)) * H;
-      std::memcpy(read + (b * T + t) * H, src, H * sizeof(float));
-    }
-  return read;
-}
-
 // The gradients that are products over all B·T rows, from dL/dz_x and dL/dz_h (B·T, G):
 // dL/dw_x = xsᵀ dz_x, dL/dw_h = h_prevᵀ dz_h and dL/dxs = dz_x w_xᵀ.
 inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float* xs,
@@ -804,12 +785,12 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
   run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs, D);
 }
 
-// The rows [x_t, h_{t-1}] each step multiplied by [w_x; w_h], (B, T, D + H) batch-major: h0 at
-// the first step read, else the output of the step read before it; zeros at the steps not run
-// (whatever the padding of xs holds).
+// The rows [x_t, h_{t-1}] each step multiplied by [w_x; w_h], (B, T, D + H) batch-major, or the
+// carries h_{t-1} alone, (B, T, H), where xs is null: h0 at the first step read, else the output
+// of the step read before it; zeros at the steps not run (whatever the padding of xs holds).
 inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, const float* h0,
                            const float* ys, bool reverse) {
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, K = D + H;
+  const int64_t B = s.B, T = s.T, D = xs ? s.D : 0, H = s.H, K = D + H;
   float* read = scratch.Take(B * T * K);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
@@ -820,7 +801,7 @@ inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, co
       }
       const bool first = t == s.FirstRead(b, reverse);
       const float* h = first ? h0 + b * H : ys + (b * T + (reverse ? t + 1 : t - 1)) * H;
-      std::memcpy(row, xs + (b * T + t) * D, D * sizeof(float));
+      if (xs) std::memcpy(row, xs + (b * T + t) * D, D * sizeof(float));
       std::memcpy(row + D, h, H * sizeof(float));
     }
   return read;

@@ -182,7 +182,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     }
     Runner run;
     Scratch& scratch = run.scratch;
-    const float* h_prev = CarriesRead(scratch, s, h0.typed_data(), ys.typed_data(), reverse);
+    const float* h_prev =
+        StepRowsRead(scratch, s, nullptr, h0.typed_data(), ys.typed_data(), reverse);
     float* dzx = scratch.Take(N * G);
     float* dzh = scratch.Take(N * G);
     float* dh_rec = scratch.Zeros(B * H);
