@@ -169,6 +169,38 @@ def test_either_product_of_the_teams_steps_equals_the_scan(
 
 
 @needs_kernel
+@pytest.mark.parametrize("products", ["own", "onednn"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [1, 2, 3, 4, 5, 6, 6, 0],
+        [6, 6, 5, 5, 2, 2, 1, 1],
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 6],
+        [3, 3, 3, 3, 3, 3, 3, 3],
+    ],
+    ids=["ascending", "descending-with-ties", "all-empty", "one-long-last", "all-half"],
+)
+def test_a_padded_team_in_any_order_equals_the_scan(monkeypatch, products, kind, reverse, lengths):
+    # A team runs its longest examples first and multiplies, at each step, only the rows of the
+    # examples that run it; the weight gradients and dL/dxs are products over the steps run alone.
+    # Every arrangement of the lengths must give what the scan gives, in the caller's order.
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
+    args = problem((len(lengths),), 6, 5, 40, kind=kind, seed=sum(lengths))
+    lengths = jnp.asarray(lengths)
+    got = value_and_grads("native", *args, reverse=reverse, lengths=lengths)
+    want = value_and_grads("scan", *args, reverse=reverse, lengths=lengths)
+    assert_trees_close(got, want)
+    (_, (d_params, d_xs, _)) = got
+    past_the_end = np.arange(6)[None, :] >= np.asarray(lengths)[:, None]
+    assert np.all(np.asarray(d_xs)[past_the_end] == 0.0)
+    if not np.any(np.asarray(lengths)):  # nothing runs: no weight gradient at all
+        assert all(np.all(np.asarray(leaf) == 0.0) for leaf in jax.tree.leaves(d_params))
+
+
+@needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
     cell, params, xs, carry, _ = problem((6,), 4, 3, 8, kind=kind)

@@ -93,7 +93,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx, G,
              b_x.typed_data());
     float* y = ys->typed_data();
-    if (B <= kFewRows) {  // FewRowsForward in common.h
+    if (B <= kFewRows) {  // FewRowsForward in common.h; slot b is example b
       float* zh = scratch.Take(B * G);
       auto recurrent_bias = [&](int64_t, int64_t* stride) {
         *stride = 0;
@@ -118,13 +118,19 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       return;
     }
     // More sequences: one parallel region runs every step (TeamProducts in common.h), each
-    // thread the product h_{t-1} w_h and the gates of its own units.
+    // thread the product h_{t-1} w_h and the gates of its own units, in the slots' order (Shape):
+    // a step multiplies and updates only the slots up to the last that runs it. A slot's carry is
+    // written only at the steps it runs, so both of its copies start at h0 and the last it wrote
+    // stays where it is.
     const int team = FewRowsTeam(H);
     const float* w = w_h.typed_data();
     const TeamProducts products(run, B, H, H, 3, team, [&](int64_t k) { return w + k * G; },
                                 b_h.typed_data());
     float* zh = scratch.Take(B * G);
-    float* carries[2] = {scratch.Copy(h0.typed_data(), B * H), scratch.Take(B * H)};
+    float* carries[2] = {scratch.Take(B * H), scratch.Take(B * H)};
+    Reorder<true>(s, H, h0.typed_data(), carries[0]);
+    std::memcpy(carries[1], carries[0], B * H * sizeof(float));
+    ZeroStepsNotRun(s, H, y);
 #pragma omp parallel num_threads(team)
     {
       TeamProducts::Member product(products, omp_get_thread_num(), zh);
@@ -133,26 +139,23 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         const int64_t t = reverse ? T - 1 - step : step;
         const float* h_read = carries[step % 2];
         float* h_next = carries[1 - step % 2];
-        product(h_read);
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t row = b * T + t, at = b * H + first;
-          float* y_row = y + row * H + first;
-          if (!s.Runs(b, t)) {  // the carry kept
-            std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-            std::memset(y_row, 0, n * sizeof(float));
-            continue;
-          }
+        const int64_t slots = s.through[t];
+        product(h_read, slots);
+        for (int64_t r = 0; r < slots; ++r) {
+          if (!s.Runs(r, t)) continue;
+          const int64_t row = s.Row(r, t), at = r * H + first;
           float* a = save ? gates->typed_data() + row * G + first : nullptr;
           float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
-          Gates(n, H, zx + row * G + first, product.z_i + b * 3 * n, h_read + at, a, hc,
+          Gates(n, H, zx + row * G + first, product.z_i + r * 3 * n, h_read + at, a, hc,
                 h_next + at, n);
-          std::memcpy(y_row, h_next + at, n * sizeof(float));
+          std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
         }
 #pragma omp barrier
       }
     }
-    const float* h = carries[T % 2];
-    std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
+    for (int64_t r = 0; r < B; ++r)  // where the slot's last step left its carry
+      std::memcpy(h_last->typed_data() + s.order[r] * H,
+                  carries[(reverse ? T : s.length[r]) % 2] + r * H, H * sizeof(float));
   });
 }
 
@@ -182,35 +185,42 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     }
     Runner run;
     Scratch& scratch = run.scratch;
+    // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
+    // dL/dz_x and dL/dz_h of every step, row r * T + t, and the carry's dL/d in two parts.
     const float* h_prev =
         StepRowsRead(scratch, s, nullptr, h0.typed_data(), ys.typed_data(), reverse);
     float* dzx = scratch.Take(N * G);
     float* dzh = scratch.Take(N * G);
     float* dh_rec = scratch.Zeros(B * H);
-    float* dh_direct = scratch.Copy(d_h_last.typed_data(), B * H);
-    auto step_backward = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
-      const int64_t row = b * T + t;
-      if (!s.Runs(b, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
+    float* dh_direct = scratch.Take(B * H);
+    Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
+    auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+      const int64_t row = s.Row(r, t), at = r * H + first;
+      float* dzx_row = dzx + (r * T + t) * G + first;
+      float* dzh_row = dzh + (r * T + t) * G + first;
+      if (!s.Runs(r, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
         for (int64_t q = 0; q < 3; ++q) {
-          std::memset(dzx + row * G + q * H + first, 0, n * sizeof(float));
-          std::memset(dzh + row * G + q * H + first, 0, n * sizeof(float));
+          std::memset(dzx_row + q * H, 0, n * sizeof(float));
+          std::memset(dzh_row + q * H, 0, n * sizeof(float));
         }
-        for (int64_t j = first; j < first + n; ++j) dh_direct[b * H + j] += dh_rec[b * H + j];
+        for (int64_t j = at; j < at + n; ++j) dh_direct[j] += dh_rec[j];
         return;
       }
       GatesBackward(n, H, gates.typed_data() + row * G + first,
-                    candidates.typed_data() + row * H + first, h_prev + row * H + first,
-                    d_ys.typed_data() + row * H + first, dh_rec + b * H + first,
-                    dh_direct + b * H + first, dzx + row * G + first, dzh + row * G + first);
+                    candidates.typed_data() + row * H + first,
+                    h_prev + (s.start[r] + t) * H + first, d_ys.typed_data() + row * H + first,
+                    dh_rec + at, dh_direct + at, dzx_row, dzh_row);
     };
     StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
                   [](int64_t, int64_t, int64_t, int64_t) {});
-    float* dh0 = d_h0->typed_data();
-    for (int64_t i = 0; i < B * H; ++i) dh0[i] = dh_rec[i] + dh_direct[i];
-    ProductGradients(run, s, G, xs.typed_data(), h_prev, dzx, dzh, w_x.typed_data(),
+    for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
+    Reorder<false>(s, H, dh_rec, d_h0->typed_data());
+    const int64_t run_rows = s.steps_run;
+    ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev,
+                     CompactRows(s, G, dzx), CompactRows(s, G, dzh), w_x.typed_data(),
                      d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
-    ColumnSums(N, G, dzx, d_b_x->typed_data());
-    ColumnSums(N, G, dzh, d_b_h->typed_data());
+    ColumnSums(run_rows, G, dzx, d_b_x->typed_data());
+    ColumnSums(run_rows, G, dzh, d_b_h->typed_data());
   });
 }
 

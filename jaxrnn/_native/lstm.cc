@@ -63,8 +63,8 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
   }
 }
 
-// The forward pass for up to kFewRows sequences (FewRowsForward in common.h): the input side of
-// every step is one product before the loop. `gates` and `cells` are written when they are not
+// The forward pass for up to kFewRows sequences (FewRowsForward in common.h), which keep their
+// order (slot b is example b): the input side of every step is one product before the loop. `gates` and `cells` are written when they are not
 // null; the memory cells of two steps are kept in turn, as the carries are.
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                 const float* w_x, const float* w_h, const float* bias, float* ys,
@@ -104,7 +104,9 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 // common.h): each thread computes its units' columns of every gate, [x_t, h_{t-1}] (B, K) times
 // [w_x; w_h] restricted to them plus the bias, then those units' gates, then waits for the
 // others. The [x_t, h_{t-1}] rows and the memory cells of two steps are kept in turn, as
-// FewRowsForward keeps the carries.
+// FewRowsForward keeps the carries, in the slots' order (Shape): a step multiplies and updates
+// only the slots up to the last that runs it. A slot's carry is written only at the steps it
+// runs, so both of its copies start at (h0, c0) and the last it wrote stays where it is.
 void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                  const float* w_x, const float* w_h, const float* bias, float* ys,
                  float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
@@ -112,13 +114,18 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
   float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
-  float* c[2] = {scratch.Copy(c0, B * H), scratch.Take(B * H)};
+  float* c[2] = {scratch.Take(B * H), scratch.Take(B * H)};
+  Reorder<true>(s, H, c0, c[0]);
+  std::memcpy(c[1], c[0], B * H * sizeof(float));
   float* z = scratch.Take(B * G);
   const int64_t t0 = reverse ? T - 1 : 0;
-  for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(xh[0] + b * K, xs + (b * T + t0) * D, D * sizeof(float));
-    std::memcpy(xh[0] + b * K + D, h0 + b * H, H * sizeof(float));
+  for (int64_t r = 0; r < B; ++r) {
+    const int64_t e = s.order[r];
+    std::memcpy(xh[0] + r * K, xs + s.Row(r, t0) * D, D * sizeof(float));
+    std::memcpy(xh[0] + r * K + D, h0 + e * H, H * sizeof(float));
   }
+  std::memcpy(xh[1], xh[0], B * K * sizeof(float));
+  ZeroStepsNotRun(s, H, ys);
   const TeamProducts products(
       run, B, K, H, 4, team, [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; },
       bias);
@@ -134,33 +141,30 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
       float* xh_next = xh[1 - step % 2];
       const float* c_read = c[step % 2];
       float* c_next = c[1 - step % 2];
-      product(xh_read);
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = b * T + t, at = b * H + first;
+      const int64_t slots = s.through[t];
+      product(xh_read, slots);
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;
+        const int64_t row = s.Row(r, t), at = r * H + first;
         float* y = ys + row * H + first;
-        float* h_next = xh_next + b * K + D + first;
-        if (s.Runs(b, t)) {
-          Gates(n, H, product.z_i + b * 4 * n, gates ? gates + row * G + first : nullptr,
-                c_read + at, c_next + at, y, n);
-          std::memcpy(h_next, y, n * sizeof(float));
-        } else {  // the carry kept
-          std::memset(y, 0, n * sizeof(float));
-          std::memcpy(h_next, xh_read + b * K + D + first, n * sizeof(float));
-          std::memcpy(c_next + at, c_read + at, n * sizeof(float));
-        }
+        Gates(n, H, product.z_i + r * 4 * n, gates ? gates + row * G + first : nullptr,
+              c_read + at, c_next + at, y, n);
+        std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
         if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
       }
       if (step + 1 < T) {  // the next step's inputs, a share of the rows each
         const int64_t t_next = reverse ? t - 1 : t + 1;
-        for (int64_t b = rows_first; b < rows_last; ++b)
-          std::memcpy(xh_next + b * K, xs + (b * T + t_next) * D, D * sizeof(float));
+        for (int64_t r = rows_first; r < std::min(rows_last, s.through[t_next]); ++r)
+          std::memcpy(xh_next + r * K, xs + s.Row(r, t_next) * D, D * sizeof(float));
       }
 #pragma omp barrier
     }
   }
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(h_last + b * H, xh[T % 2] + b * K + D, H * sizeof(float));
-  std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
+  for (int64_t r = 0; r < B; ++r) {  // where the slot's last step left its carry
+    const int64_t kept = (reverse ? T : s.length[r]) % 2, e = s.order[r];
+    std::memcpy(h_last + e * H, xh[kept] + r * K + D, H * sizeof(float));
+    std::memcpy(c_last + e * H, c[kept] + r * H, H * sizeof(float));
+  }
 }
 
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
@@ -223,39 +227,43 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     const float* act = gates.typed_data();
     const float* cs = cells.typed_data();
     const float* dy = d_ys.typed_data();
-    float* dz = scratch.Take(B * T * G);  // dL/dz of every step, row b * T + t
-    float* dh = scratch.Copy(d_h_last.typed_data(), B * H);
-    float* dc = scratch.Copy(d_c_last.typed_data(), B * H);
-    float* dh_kept = scratch.Take(B * H);  // dL/dh of the examples a step does not run
-    // dL/dz of example b at step t and n of its units from `first` on: zeros where the step is
-    // not run, and dL/dh set aside, since the step's product overwrites it.
-    auto step_backward = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
-      const int64_t row = b * T + t, at = b * H + first;
-      if (!s.Runs(b, t)) {
-        for (int64_t q = 0; q < 4; ++q)
-          std::memset(dz + row * G + q * H + first, 0, n * sizeof(float));
+    // In the slots' order (Shape): dL/dz of every step, row r * T + t, and the carries' dL/d.
+    float* dz = scratch.Take(B * T * G);
+    float* dh = scratch.Take(B * H);
+    float* dc = scratch.Take(B * H);
+    Reorder<true>(s, H, d_h_last.typed_data(), dh);
+    Reorder<true>(s, H, d_c_last.typed_data(), dc);
+    float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
+    // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
+    // run, and dL/dh set aside, since the step's product overwrites it.
+    auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+      const int64_t row = s.Row(r, t), at = r * H + first;
+      float* dz_row = dz + (r * T + t) * G + first;
+      if (!s.Runs(r, t)) {
+        for (int64_t q = 0; q < 4; ++q) std::memset(dz_row + q * H, 0, n * sizeof(float));
         std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
         return;
       }
-      const float* c_prev = t == s.FirstRead(b, reverse)
-                                ? c0.typed_data() + b * H
-                                : cs + (b * T + (reverse ? t + 1 : t - 1)) * H;
+      const float* c_prev = t == s.FirstRead(r, reverse)
+                                ? c0.typed_data() + s.order[r] * H
+                                : cs + s.Row(r, reverse ? t + 1 : t - 1) * H;
       GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
-                    dy + row * H + first, dh + at, dc + at, dz + row * G + first);
+                    dy + row * H + first, dh + at, dc + at, dz_row);
     };
-    auto restore_kept = [&](int64_t t, int64_t b, int64_t first, int64_t n) {
-      if (!s.Runs(b, t))
-        std::memcpy(dh + b * H + first, dh_kept + b * H + first, n * sizeof(float));
+    auto restore_kept = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+      if (!s.Runs(r, t))
+        std::memcpy(dh + r * H + first, dh_kept + r * H + first, n * sizeof(float));
     };
     StepsBackward(run, s, G, w_h.typed_data(), reverse, dz, dh, step_backward, restore_kept);
-    std::memcpy(d_h0->typed_data(), dh, B * H * sizeof(float));
-    std::memcpy(d_c0->typed_data(), dc, B * H * sizeof(float));
-    // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
+    Reorder<false>(s, H, dh, d_h0->typed_data());
+    Reorder<false>(s, H, dc, d_c0->typed_data());
+    // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
+    CompactRows(s, G, dz);
     const float* rows =
         StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), ys.typed_data(), reverse);
     SharedProductGradients(run, s, G, rows, dz, w_x.typed_data(), d_w_x->typed_data(),
                            d_w_h->typed_data(), d_xs->typed_data());
-    ColumnSums(B * T, G, dz, d_bias->typed_data());
+    ColumnSums(s.steps_run, G, dz, d_bias->typed_data());
   });
 }
 
