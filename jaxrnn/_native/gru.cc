@@ -89,9 +89,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     }
     Runner run;
     Scratch& scratch = run.scratch;
-    float* zx = scratch.Take(B * T * G);  // the input side of every step, row b * T + t
-    run.Once({B * T, D, D}, xs.typed_data(), {D, G, G}, w_x.typed_data(), zx, G,
-             b_x.typed_data());
+    // The input side of every step run, slot after slot: row s.start[r] + t.
+    float* zx = scratch.Take(std::max<int64_t>(1, s.steps_run) * G);
+    if (s.steps_run > 0)
+      run.Once({s.steps_run, D, D}, StepsRun(scratch, s, D, xs.typed_data()), {D, G, G},
+               w_x.typed_data(), zx, G, b_x.typed_data());
     float* y = ys->typed_data();
     if (B <= kFewRows) {  // FewRowsForward in common.h; slot b is example b
       float* zh = scratch.Take(B * G);
@@ -109,7 +111,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         }
         float* a = save ? gates->typed_data() + row * G + first : nullptr;
         float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
-        Gates(n, H, zx + row * G + first, zh + b * G + first, h_read + at, a, hc, h_next + at);
+        Gates(n, H, zx + (s.start[b] + t) * G + first, zh + b * G + first, h_read + at, a, hc,
+              h_next + at);
         std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
       };
       const float* h = FewRowsForward(scratch, s, G, h0.typed_data(), w_h.typed_data(), reverse,
@@ -146,8 +149,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           const int64_t row = s.Row(r, t), at = r * H + first;
           float* a = save ? gates->typed_data() + row * G + first : nullptr;
           float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
-          Gates(n, H, zx + row * G + first, product.z_i + r * 3 * n, h_read + at, a, hc,
-                h_next + at, n);
+          Gates(n, H, zx + (s.start[r] + t) * G + first, product.z_i + r * 3 * n, h_read + at,
+                a, hc, h_next + at, n);
           std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
         }
 #pragma omp barrier
