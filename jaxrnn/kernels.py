@@ -28,7 +28,7 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU backend, no
-``resets``, no peepholes), else ``"fused"`` where the cell has a pointwise part,
+peepholes), else ``"fused"`` where the cell has a pointwise part,
 else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
 ``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
 kernels' backward pass is not itself differentiable: a gradient of a gradient needs
@@ -154,9 +154,7 @@ _NATIVE = {"lstm": LSTMParams, "gru(reset=after)": ResetAfterGRUParams}
 
 def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
     """Why the native kernels cannot run these arguments, or None if they can."""
-    del lengths, reset_carry  # any lengths run; reset_carry is only read with resets
-    if resets is not None:
-        return "it has no resets="
+    del lengths, resets, reset_carry  # any lengths and resets run
     if (
         not isinstance(params, tuple(_NATIVE.values()))
         or getattr(params, "peephole", None) is not None
@@ -211,13 +209,15 @@ def run(
             options["reset_carry"] = tuple(reset_carry)
         last, ys = run_layers(layer_cell, params, xs, carry=tuple(carry), **options)
         return tuple(last), ys
+    starts = None if resets is None else reading_starts(resets, reverse)
+    restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "native":
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
-            return _native_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
+            return _native_run(
+                params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
+            )
         implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
-    starts = None if resets is None else reading_starts(resets, reverse)
-    restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "fused":
         if xs.shape[-2] == 0:
             implementation = "scan"
@@ -254,19 +254,30 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
-def _native_run(params, xs, carry, lengths, *, reverse, poison):
-    """A native kernel on xs (*batch, T, D), its batch axes flattened into one."""
+def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison):
+    """A native kernel on xs (*batch, T, D), its batch axes flattened into one; starts None or
+    (*batch, T) bools in reading order, where the carry starts again from ``restart``."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
-    hidden = params.w_h.shape[0]
+    n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
     if lengths is None:
-        rows_lengths = jnp.full((math.prod(batch_shape),), n_steps, jnp.int32)
+        rows_lengths = jnp.full((n_rows,), n_steps, jnp.int32)
     else:  # a length outside [0, T] is poisoned below, as the scan does
         rows_lengths = jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+    if starts is None:
+        rows_starts = jnp.zeros((n_rows, n_steps), jnp.uint8)
+    else:
+        rows_starts = jnp.reshape(starts, (n_rows, n_steps)).astype(jnp.uint8)
+
+    def rows(tree):
+        return jax.tree.map(lambda leaf: leaf.reshape(-1, hidden), tree)
+
     last, ys = _native_call(
         params,
         xs.reshape(-1, n_steps, n_inputs),
-        jax.tree.map(lambda leaf: leaf.reshape(-1, hidden), carry),
+        rows(carry),
         rows_lengths,
+        rows_starts,
+        rows(restart),
         reverse,
     )
     last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden), last)
@@ -276,12 +287,21 @@ def _native_run(params, xs, carry, lengths, *, reverse, poison):
     return last, ys
 
 
-def _native_call(params, xs, carry, lengths, reverse):
-    """The kernel of ``params``' cell on rows of examples, xs (N, T, D), carry leaves (N, H),
-    lengths (N,) int32; returns (last carry, ys (N, T, H))."""
+def _native_call(params, xs, carry, lengths, starts, restart, reverse):
+    """The kernel of ``params``' cell on rows of examples, xs (N, T, D), carry and restart
+    leaves (N, H), lengths (N,) int32, starts (N, T) uint8; returns (last carry, ys (N, T, H))."""
     if isinstance(params, ResetAfterGRUParams):
         ys, h = _native.gru(
-            params.w_x, params.w_h, params.b_x, params.b_h, xs, carry, lengths, bool(reverse)
+            params.w_x,
+            params.w_h,
+            params.b_x,
+            params.b_h,
+            xs,
+            carry,
+            lengths,
+            starts,
+            restart,
+            bool(reverse),
         )
         return h, ys
     ys, h, c = _native.lstm(
@@ -292,6 +312,9 @@ def _native_call(params, xs, carry, lengths, reverse):
         carry.h,
         carry.c,
         lengths,
+        starts,
+        restart.h,
+        restart.c,
         bool(reverse),
     )
     return LSTMState(h, c), ys

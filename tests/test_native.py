@@ -200,6 +200,59 @@ def test_a_padded_team_in_any_order_equals_the_scan(monkeypatch, products, kind,
         assert all(np.all(np.asarray(leaf) == 0.0) for leaf in jax.tree.leaves(d_params))
 
 
+RESETS = np.array(  # segments start where 1; the first row's reset at step 0 reads the restart
+    [
+        [1, 0, 1, 0, 0, 1, 1],
+        [0, 0, 0, 1, 0, 0, 0],
+        [0, 1, 0, 1, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1],
+        [0, 0, 0, 0, 0, 1, 0],
+        [0, 1, 1, 0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
+
+
+@needs_kernel
+@pytest.mark.parametrize("products", ["own", "onednn"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("n_examples", [3, 8], ids=["few", "team"])
+@pytest.mark.parametrize("lengths", [None, [7, 4, 0, 6, 2, 7, 5, 3]], ids=["full", "lengths"])
+@pytest.mark.parametrize("restart", [False, True], ids=["from-carry", "reset-carry"])
+def test_resets_restart_the_carry_as_the_scan_does(
+    monkeypatch, products, kind, reverse, n_examples, lengths, restart
+):
+    # Packed rows of a language model: each segment from the initial carry (or reset_carry),
+    # with the gradients of both carries, lengths cutting segments short.
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
+    cell, params, xs, carry, weights = problem((n_examples,), 7, 5, 40, kind=kind, seed=n_examples)
+    options = {"reverse": reverse, "resets": jnp.asarray(RESETS[:n_examples])}
+    if lengths is not None:
+        options["lengths"] = jnp.asarray(lengths[:n_examples])
+    again = jax.tree.map(lambda a: jnp.cos(3.0 * a), carry)
+
+    def loss(implementation, params, xs, carry, again):
+        last, ys = jaxrnn.unroll(
+            cell,
+            params,
+            xs,
+            carry,
+            implementation=implementation,
+            reset_carry=again if restart else None,
+            **options,
+        )
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    def value_and_grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2, 3))
+        return jax.jit(run)(params, xs, carry, again)
+
+    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
@@ -299,7 +352,7 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
 
     assert chosen() == chosen(xs=xs[:1], carry=jax.tree.map(lambda a: a[:1], carry)) == "native"
     assert chosen(lengths=jnp.array([7, 3, 1, 0, 2])) == "native"
-    assert chosen(resets=jnp.zeros((5, 7), bool)) == "fused"
+    assert chosen(resets=jnp.zeros((5, 7), bool)) == "native"
     assert chosen(remat=True) == "scan"
     with_peepholes = params._replace(peephole=jnp.zeros((3, 6), jnp.float32))
     assert chosen(params=with_peepholes) == "fused"
@@ -312,7 +365,7 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
     args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
     assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
     args = (gru_params, gru_xs, gru_carry, None, jnp.zeros((5, 7), bool), None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args) == "scan"
+    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
 
 
 @needs_kernel
@@ -345,17 +398,10 @@ def test_the_layers_and_the_stacks_run_it(kind):
 
 
 @needs_kernel
-@pytest.mark.parametrize(
-    "options, message",
-    [
-        ({"remat": True}, "cannot be combined with remat"),
-        ({"resets": np.zeros((5, 7), bool)}, "has no resets="),
-    ],
-)
-def test_forcing_it_where_it_cannot_run_is_a_clear_error(options, message):
+def test_forcing_it_where_it_cannot_run_is_a_clear_error():
     cell, params, xs, _, _ = problem()
-    with pytest.raises(jaxrnn.InputError, match=message):
-        jaxrnn.unroll(cell, params, xs, implementation="native", **options)
+    with pytest.raises(jaxrnn.InputError, match="cannot be combined with remat"):
+        jaxrnn.unroll(cell, params, xs, implementation="native", remat=True)
     with pytest.raises(jaxrnn.InputError, match=r"does not compute gru\(reset=before\)"):
         gru = jaxrnn.gru()
         jaxrnn.unroll(gru, gru.init(jax.random.key(0), 3, 6), xs, implementation="native")

@@ -116,8 +116,8 @@ CASES = [(name, "reverse_lengths") for name in ALL_CELLS] + [
 
 
 def with_resets(cell):
-    """The implementations that take resets: all but the native kernels, which raise a clear
-    error when forced to (tests/test_native.py)."""
+    """The implementations that take resets here: all but the native kernels, which run float32
+    alone (tests/test_native.py checks them with resets against the scan)."""
     return [name for name in jaxrnn.kernels.available(cell) if name != "native"]
 
 

@@ -137,12 +137,19 @@ def _folding_vmap(call, n_weights: int):
 
 @functools.cache
 def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save: bool):
-    """The forward FFI call of a cell of ``gates`` gates: ``(*weights, xs, *carries, lengths)``
-    to (ys, *last carries, activations (B, T, gates·H), one more (B, T, H) residual), the two
-    residuals empty without ``save``; `_folding_vmap`'s rule under `jax.vmap`."""
+    """The forward FFI call of a cell of ``gates`` gates: ``(*weights, xs, *carries, lengths,
+    starts, *restarts)`` to (ys, *last carries, activations (B, T, gates·H), one more (B, T, H)
+    residual), the two residuals empty without ``save``; `_folding_vmap`'s rule under
+    `jax.vmap`."""
 
     def run(*args):
-        weights, (xs, *carries, lengths) = args[:n_weights], args[n_weights:]
+        weights, (xs, *rest) = args[:n_weights], args[n_weights:]
+        n_carries = (len(rest) - 2) // 2
+        carries, (lengths, starts), restarts = (
+            rest[:n_carries],
+            rest[n_carries : n_carries + 2],
+            rest[n_carries + 2 :],
+        )
         batch, steps, _ = xs.shape
         hidden = carries[0].shape[-1]
         # Without `save` the residuals are not wanted: empty outputs, nothing written.
@@ -156,7 +163,7 @@ def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save
             (_out(batch, steps, hidden), *(_out(batch, hidden) for _ in carries), *residuals),
             vmap_method="sequential",
         )
-        return call(xs, *carries, *weights, lengths, reverse=reverse, save=save)
+        return call(xs, *carries, *weights, lengths, starts, *restarts, reverse=reverse, save=save)
 
     return _folding_vmap(run, n_weights)
 
@@ -164,37 +171,44 @@ def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool, save: bool):
+def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
     _check_step_products("lstm")
     kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, reverse, save)
-    return kernel(w_x, w_h, bias, xs, h0, c0, lengths)
+    return kernel(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def lstm(w_x, w_h, bias, xs, h0, c0, lengths, reverse: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
+def lstm(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
     """The LSTM over a sequence: w_x (D, 4H), w_h (H, 4H), bias (4H,) = b_x + b_h, xs (B, T, D),
-    h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T]; returns (ys (B, T, H), last h,
-    last c), reading the steps backwards with ``reverse`` (outputs stay aligned with xs). An
-    example's steps from its length on are not run: its carry is kept and its outputs are zero.
-    B and T at least 1."""
-    ys, h, c, _, _ = _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse, save=False)
+    h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T], starts (B, T) uint8 and the
+    restart carry h_r, c_r (B, H); returns (ys (B, T, H), last h, last c), reading the steps
+    backwards with ``reverse`` (outputs stay aligned with xs). An example's steps from its length
+    on are not run: its carry is kept and its outputs are zero. A step where ``starts`` is 1 (in
+    the order the steps are read: `jaxrnn.kernels.reading_starts`) reads (h_r, c_r) instead of the
+    carry before it. B and T at least 1."""
+    ys, h, c, _, _ = _forward_call(
+        w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=False
+    )
     return ys, h, c
 
 
-def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, reverse):
-    ys, h, c, gates, cells = _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, reverse, save=True)
-    return (ys, h, c), (w_x, w_h, xs, h0, c0, lengths, ys, gates, cells)
+def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
+    ys, h, c, gates, cells = _forward_call(
+        w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=True
+    )
+    return (ys, h, c), (w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells)
 
 
 def _lstm_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, c0, lengths, ys, gates, cells = residuals
+    w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells = residuals
     d_ys, d_h, d_c = cotangents
-    shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]))
+    shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]), *_shapes_of(h_r, c_r))
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
-    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias = call(
-        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, lengths, reverse=reverse
+    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
+        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, lengths, starts, h_r, c_r,
+        reverse=reverse,
     )
-    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None
+    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
 
 
 lstm.defvjp(_lstm_forward, _lstm_backward)
@@ -203,39 +217,41 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 # -------------------------------------------------------------------------------------------- GRU
 
 
-def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool, save: bool):
+def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save):
     _check_step_products("gru")
     kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, reverse, save)
-    return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths)
+    return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
-def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse: bool):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(9,))
+def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool):
     """The GRU with the reset gate after the recurrent product over a sequence: w_x (D, 3H),
     w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃); xs (B, T, D), h0 (B, H), all float32,
-    lengths (B,) int32 in [0, T] as for `lstm`; returns (ys (B, T, H), last h). B and T at
-    least 1."""
-    ys, h, _, _ = _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse, save=False)
+    lengths, starts and the restart carry h_r (B, H) as for `lstm`; returns (ys (B, T, H), last
+    h). B and T at least 1."""
+    ys, h, _, _ = _gru_forward_call(
+        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save=False
+    )
     return ys, h
 
 
-def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, reverse):
+def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
     ys, h, gates, candidates = _gru_forward_call(
-        w_x, w_h, b_x, b_h, xs, h0, lengths, reverse, save=True
+        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save=True
     )
-    return (ys, h), (w_x, w_h, xs, h0, lengths, ys, gates, candidates)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates)
 
 
 def _gru_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, lengths, ys, gates, candidates = residuals
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates = residuals
     d_ys, d_h = cotangents
     bias = _out(w_h.shape[1])
-    shapes = (*_shapes_of(xs, h0, w_x, w_h), bias, bias)
+    shapes = (*_shapes_of(xs, h0, w_x, w_h), bias, bias, *_shapes_of(h_r))
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
-    d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h = call(
-        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, reverse=reverse
+    d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
+        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r, reverse=reverse
     )
-    return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None
+    return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None, None, d_h_r
 
 
 gru.defvjp(_gru_forward, _gru_backward)

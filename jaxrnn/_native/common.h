@@ -735,8 +735,10 @@ inline float* Transposed(Scratch& scratch, int64_t rows, int64_t cols, const flo
   return t;
 }
 
-// A call's sizes, xs (B, T, D) and the carry (B, H), and the examples' lengths (B,), each in
-// [0, T]: an example's steps from its length on are not run (carry kept, output zero).
+// A call's sizes, xs (B, T, D) and the carry (B, H), the examples' lengths (B,), each in
+// [0, T]: an example's steps from its length on are not run (carry kept, output zero), and where
+// segments start (B, T), in the order the steps are read: such a step reads the restart carry
+// instead of the carry before it.
 //
 // The steps' loops go over slots, not examples: slot r holds example order[r], and a batch of
 // more than kFewRows runs its longest examples first, so that the slots that run step t are the
@@ -751,7 +753,12 @@ struct Shape {
   std::vector<int64_t> through;  // step t -> 1 + the last slot that runs it (0: none does)
   std::vector<int64_t> start;    // slot -> its first row among the steps run, slot after slot
   int64_t steps_run = 0;         // rows of the steps run: the sum of the lengths
+  const uint8_t* starts = nullptr;  // (B, T) in the examples' order: 1 where a segment starts
   bool Runs(int64_t r, int64_t t) const { return t < length[r]; }
+  // Whether slot r runs step t (any t) and reads the restart carry there.
+  bool Starts(int64_t r, int64_t t) const {
+    return t >= 0 && t < length[r] && starts[Row(r, t)] != 0;
+  }
   // The step slot r reads first: 0, or its last step when read backwards.
   int64_t FirstRead(int64_t r, bool reverse) const { return reverse ? length[r] - 1 : 0; }
   // Slot r's row at step t of an array in the examples' order, (B, T, ·).
@@ -762,9 +769,10 @@ struct Shape {
 };
 
 inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
-                     ffi::Buffer<ffi::S32>& lengths) {
+                     ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts) {
   auto d = xs.dimensions();
   Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
+  s.starts = starts.typed_data();
   const int32_t* given = lengths.typed_data();
   s.order.resize(s.B);
   for (int64_t b = 0; b < s.B; ++b) s.order[b] = b;
@@ -828,6 +836,34 @@ inline void ZeroStepsNotRun(const Shape& s, int64_t width, float* out) {
                 (s.T - s.length[r]) * width * sizeof(float));
 }
 
+// The carry (B, width) each slot holds before its first step, in the slots' order: the restart
+// carry where that step starts a segment, else the initial one (both in the examples' order).
+inline float* FirstCarries(Scratch& scratch, const Shape& s, int64_t width, const float* initial,
+                           const float* restart, bool reverse) {
+  float* first = scratch.Take(s.B * width);
+  for (int64_t r = 0; r < s.B; ++r)
+    std::memcpy(first + r * width,
+                (s.Starts(r, s.FirstRead(r, reverse)) ? restart : initial) + s.order[r] * width,
+                width * sizeof(float));
+  return first;
+}
+
+// Units [first, first + n) of slot r's carry in `carry` (slots' order, H wide) replaced by the
+// restart carry's (examples' order) where the step read after t starts a segment.
+inline void RestartAfter(const Shape& s, int64_t r, int64_t t, bool reverse, int64_t first,
+                         int64_t n, const float* restart, float* carry) {
+  if (s.Starts(r, reverse ? t - 1 : t + 1))
+    std::memcpy(carry + r * s.H + first, restart + s.order[r] * s.H + first, n * sizeof(float));
+}
+
+// Where slot r's step t starts a segment, moves the units [first, first + n) of the cotangent of
+// the carry it read, `d` (slots' order), into the restart carry's, `d_restart`.
+inline void MoveToRestart(const Shape& s, int64_t r, int64_t t, int64_t first, int64_t n,
+                          float* d, float* d_restart) {
+  if (!s.Starts(r, t)) return;
+  for (int64_t j = r * s.H + first; j < r * s.H + first + n; ++j) d_restart[j] += d[j], d[j] = 0;
+}
+
 // Copies the rows (B, width) of `from` into `to`: from the examples' order into the slots'
 // (ToSlots), or back.
 template <bool ToSlots>
@@ -885,17 +921,18 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
 }
 
 // The rows [x_t, h_{t-1}] each step run multiplied by [w_x; w_h], (steps_run, D + H) slot after
-// slot, or the carries h_{t-1} alone, (steps_run, H), where xs is null: h0 at the first step
-// read, else the output of the step read before it.
+// slot, or the carries h_{t-1} alone, (steps_run, H), where xs is null: the restart carry where a
+// segment starts, h0 at the first step read, else the output of the step read before it.
 inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, const float* h0,
-                           const float* ys, bool reverse) {
+                           const float* h_restart, const float* ys, bool reverse) {
   const int64_t D = xs ? s.D : 0, H = s.H, K = D + H;
   float* read = scratch.Take(std::max<int64_t>(1, s.steps_run) * K);
   for (int64_t r = 0; r < s.B; ++r)
     for (int64_t t = 0; t < s.length[r]; ++t) {
       float* row = read + (s.start[r] + t) * K;
-      const bool first = t == s.FirstRead(r, reverse);
-      const float* h = first ? h0 + s.order[r] * H : ys + s.Row(r, reverse ? t + 1 : t - 1) * H;
+      const float* h = s.Starts(r, t)                ? h_restart + s.order[r] * H
+                       : t == s.FirstRead(r, reverse) ? h0 + s.order[r] * H
+                                                      : ys + s.Row(r, reverse ? t + 1 : t - 1) * H;
       if (xs) std::memcpy(row, xs + s.Row(r, t) * D, D * sizeof(float));
       std::memcpy(row + D, h, H * sizeof(float));
     }

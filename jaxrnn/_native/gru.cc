@@ -72,11 +72,12 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
                        ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
-                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                       ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
                        ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
                        bool reverse, bool save) {
-  const Shape s = ShapeOf(xs, h0, lengths);
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", [&] {
@@ -107,6 +108,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         if (!s.Runs(b, t)) {  // the carry kept
           std::memcpy(h_next + at, h_read + at, n * sizeof(float));
           std::memset(y + row * H + first, 0, n * sizeof(float));
+          RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
           return;
         }
         float* a = save ? gates->typed_data() + row * G + first : nullptr;
@@ -114,9 +116,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         Gates(n, H, zx + (s.start[b] + t) * G + first, zh + b * G + first, h_read + at, a, hc,
               h_next + at);
         std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+        RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
       };
-      const float* h = FewRowsForward(scratch, s, G, h0.typed_data(), w_h.typed_data(), reverse,
-                                      zh, recurrent_bias, step_gates);
+      const float* h = FewRowsForward(
+          scratch, s, G, FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
+          w_h.typed_data(), reverse, zh, recurrent_bias, step_gates);
       std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
       return;
     }
@@ -130,8 +134,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     const TeamProducts products(run, B, H, H, 3, team, [&](int64_t k) { return w + k * G; },
                                 b_h.typed_data());
     float* zh = scratch.Take(B * G);
-    float* carries[2] = {scratch.Take(B * H), scratch.Take(B * H)};
-    Reorder<true>(s, H, h0.typed_data(), carries[0]);
+    float* carries[2] = {
+        FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
+        scratch.Take(B * H)};
     std::memcpy(carries[1], carries[0], B * H * sizeof(float));
     ZeroStepsNotRun(s, H, y);
 #pragma omp parallel num_threads(team)
@@ -152,6 +157,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           Gates(n, H, zx + (s.start[r] + t) * G + first, product.z_i + r * 3 * n, h_read + at,
                 a, hc, h_next + at, n);
           std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+          RestartAfter(s, r, t, reverse, first, n, h_restart.typed_data(), h_next);
         }
 #pragma omp barrier
       }
@@ -169,11 +175,13 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
                         ffi::Buffer<ffi::F32> candidates, ffi::Buffer<ffi::F32> d_ys,
                         ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
+                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
                         ffi::ResultBuffer<ffi::F32> d_xs,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
                         ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
-                        ffi::ResultBuffer<ffi::F32> d_b_h, bool reverse) {
-  const Shape s = ShapeOf(xs, h0, lengths);
+                        ffi::ResultBuffer<ffi::F32> d_b_h,
+                        ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", [&] {
@@ -184,6 +192,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
       std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
       std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+      std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
       return;
     }
     Runner run;
@@ -191,12 +200,14 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
     // dL/dz_x and dL/dz_h of every step, row r * T + t, and the carry's dL/d in two parts.
     const float* h_prev =
-        StepRowsRead(scratch, s, nullptr, h0.typed_data(), ys.typed_data(), reverse);
+        StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
+                     ys.typed_data(), reverse);
     float* dzx = scratch.Take(N * G);
     float* dzh = scratch.Take(N * G);
     float* dh_rec = scratch.Zeros(B * H);
     float* dh_direct = scratch.Take(B * H);
     Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
+    float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
     auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
       const int64_t row = s.Row(r, t), at = r * H + first;
       float* dzx_row = dzx + (r * T + t) * G + first;
@@ -214,10 +225,16 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                     h_prev + (s.start[r] + t) * H + first, d_ys.typed_data() + row * H + first,
                     dh_rec + at, dh_direct + at, dzx_row, dzh_row);
     };
+    // Where step t starts a segment, both parts of dL/dh_{t-1} belong to the restart carry.
+    auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+      MoveToRestart(s, r, t, first, n, dh_rec, dh_restart);
+      MoveToRestart(s, r, t, first, n, dh_direct, dh_restart);
+    };
     StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
-                  [](int64_t, int64_t, int64_t, int64_t) {});
+                  after_product);
     for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
     Reorder<false>(s, H, dh_rec, d_h0->typed_data());
+    Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
     const int64_t run_rows = s.steps_run;
     ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev,
                      CompactRows(s, G, dzx), CompactRows(s, G, dzh), w_x.typed_data(),
@@ -238,6 +255,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_h
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ys
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
                                   .Ret<ffi::Buffer<ffi::F32>>()  // activations r, u, c~
@@ -257,10 +276,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // dL/dys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // dL/dh_last
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dxs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_x
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_h
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_x
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_h
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh_restart
                                   .Attr<bool>("reverse"));

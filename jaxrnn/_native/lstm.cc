@@ -67,13 +67,14 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 // order (slot b is example b): the input side of every step is one product before the loop. `gates` and `cells` are written when they are not
 // null; the memory cells of two steps are kept in turn, as the carries are.
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
-                const float* w_x, const float* w_h, const float* bias, float* ys,
-                float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
+                const float* h_restart, const float* c_restart, const float* w_x,
+                const float* w_h, const float* bias, float* ys, float* h_last, float* c_last,
+                float* gates, float* cells, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   float* zx = run.scratch.Take(B * T * G);
   run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
   float* z = run.scratch.Take(B * G);
-  float* c[2] = {run.scratch.Copy(c0, B * H), run.scratch.Take(B * H)};
+  float* c[2] = {FirstCarries(run.scratch, s, H, c0, c_restart, reverse), run.scratch.Take(B * H)};
   auto input_side = [&](int64_t t, int64_t* stride) {
     *stride = T * G;
     return zx + t * G;
@@ -94,8 +95,12 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
       std::memcpy(c_next + at, c_read + at, n * sizeof(float));
     }
     if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
+    RestartAfter(s, b, t, reverse, first, n, h_restart, h_next);
+    RestartAfter(s, b, t, reverse, first, n, c_restart, c_next);
   };
-  const float* h = FewRowsForward(run.scratch, s, G, h0, w_h, reverse, z, input_side, step_gates);
+  const float* h = FewRowsForward(run.scratch, s, G,
+                                  FirstCarries(run.scratch, s, H, h0, h_restart, reverse), w_h,
+                                  reverse, z, input_side, step_gates);
   std::memcpy(h_last, h, B * H * sizeof(float));
   std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
 }
@@ -108,21 +113,21 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 // only the slots up to the last that runs it. A slot's carry is written only at the steps it
 // runs, so both of its copies start at (h0, c0) and the last it wrote stays where it is.
 void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
-                 const float* w_x, const float* w_h, const float* bias, float* ys,
-                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
+                 const float* h_restart, const float* c_restart, const float* w_x,
+                 const float* w_h, const float* bias, float* ys, float* h_last, float* c_last,
+                 float* gates, float* cells, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H, K = D + H;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
   float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
-  float* c[2] = {scratch.Take(B * H), scratch.Take(B * H)};
-  Reorder<true>(s, H, c0, c[0]);
+  float* c[2] = {FirstCarries(scratch, s, H, c0, c_restart, reverse), scratch.Take(B * H)};
   std::memcpy(c[1], c[0], B * H * sizeof(float));
   float* z = scratch.Take(B * G);
   const int64_t t0 = reverse ? T - 1 : 0;
+  const float* h_first = FirstCarries(scratch, s, H, h0, h_restart, reverse);
   for (int64_t r = 0; r < B; ++r) {
-    const int64_t e = s.order[r];
     std::memcpy(xh[0] + r * K, xs + s.Row(r, t0) * D, D * sizeof(float));
-    std::memcpy(xh[0] + r * K + D, h0 + e * H, H * sizeof(float));
+    std::memcpy(xh[0] + r * K + D, h_first + r * H, H * sizeof(float));
   }
   std::memcpy(xh[1], xh[0], B * K * sizeof(float));
   ZeroStepsNotRun(s, H, ys);
@@ -151,6 +156,11 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
               c_read + at, c_next + at, y, n);
         std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
         if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
+        RestartAfter(s, r, t, reverse, first, n, c_restart, c_next);
+        // The rows of xh are K wide: the carry's units sit D into each.
+        if (s.Starts(r, reverse ? t - 1 : t + 1))
+          std::memcpy(xh_next + r * K + D + first, h_restart + s.order[r] * H + first,
+                      n * sizeof(float));
       }
       if (step + 1 < T) {  // the next step's inputs, a share of the rows each
         const int64_t t_next = reverse ? t - 1 : t + 1;
@@ -172,10 +182,12 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
-                       ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> ys,
-                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
+                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                       ffi::Buffer<ffi::F32> h_restart, ffi::Buffer<ffi::F32> c_restart,
+                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                       ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
                        ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save) {
-  const Shape s = ShapeOf(xs, h0, lengths);
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   return Guarded("lstm", [&] {
@@ -191,7 +203,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     }
     Runner run;
     auto run_forward = B <= kFewRows ? ForwardFew : ForwardTeam;
-    run_forward(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(), w_x.typed_data(),
+    run_forward(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
+                h_restart.typed_data(), c_restart.typed_data(), w_x.typed_data(),
                 w_h.typed_data(), bias.typed_data(), ys->typed_data(), h_last->typed_data(),
                 c_last->typed_data(), save ? gates->typed_data() : nullptr,
                 save ? cells->typed_data() : nullptr, reverse);
@@ -206,11 +219,14 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cells,
                         ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
                         ffi::Buffer<ffi::F32> d_c_last, ffi::Buffer<ffi::S32> lengths,
-                        ffi::ResultBuffer<ffi::F32> d_xs,
+                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                        ffi::Buffer<ffi::F32> c_restart, ffi::ResultBuffer<ffi::F32> d_xs,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0,
                         ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
-                        ffi::ResultBuffer<ffi::F32> d_bias, bool reverse) {
-  const Shape s = ShapeOf(xs, h0, lengths);
+                        ffi::ResultBuffer<ffi::F32> d_bias,
+                        ffi::ResultBuffer<ffi::F32> d_h_restart,
+                        ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   return Guarded("lstm", [&] {
@@ -220,6 +236,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
       std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
       std::memset(d_bias->typed_data(), 0, G * sizeof(float));
+      std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
+      std::memset(d_c_restart->typed_data(), 0, B * H * sizeof(float));
       return;
     }
     Runner run;
@@ -234,6 +252,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     Reorder<true>(s, H, d_h_last.typed_data(), dh);
     Reorder<true>(s, H, d_c_last.typed_data(), dc);
     float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
+    float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
+    float* dc_restart = scratch.Zeros(B * H);
     // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
     // run, and dL/dh set aside, since the step's product overwrites it.
     auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -244,23 +264,28 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
         return;
       }
-      const float* c_prev = t == s.FirstRead(r, reverse)
-                                ? c0.typed_data() + s.order[r] * H
-                                : cs + s.Row(r, reverse ? t + 1 : t - 1) * H;
+      const float* c_prev = s.Starts(r, t)                ? c_restart.typed_data() + s.order[r] * H
+                            : t == s.FirstRead(r, reverse) ? c0.typed_data() + s.order[r] * H
+                                                           : cs + s.Row(r, reverse ? t + 1 : t - 1) * H;
       GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
                     dy + row * H + first, dh + at, dc + at, dz_row);
+      MoveToRestart(s, r, t, first, n, dc, dc_restart);
     };
-    auto restore_kept = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+    auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
       if (!s.Runs(r, t))
         std::memcpy(dh + r * H + first, dh_kept + r * H + first, n * sizeof(float));
+      MoveToRestart(s, r, t, first, n, dh, dh_restart);
     };
-    StepsBackward(run, s, G, w_h.typed_data(), reverse, dz, dh, step_backward, restore_kept);
+    StepsBackward(run, s, G, w_h.typed_data(), reverse, dz, dh, step_backward, after_product);
     Reorder<false>(s, H, dh, d_h0->typed_data());
     Reorder<false>(s, H, dc, d_c0->typed_data());
+    Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
+    Reorder<false>(s, H, dc_restart, d_c_restart->typed_data());
     // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
     CompactRows(s, G, dz);
     const float* rows =
-        StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), ys.typed_data(), reverse);
+        StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), h_restart.typed_data(),
+                     ys.typed_data(), reverse);
     SharedProductGradients(run, s, G, rows, dz, w_x.typed_data(), d_w_x->typed_data(),
                            d_w_h->typed_data(), d_xs->typed_data());
     ColumnSums(s.steps_run, G, dz, d_bias->typed_data());
@@ -278,6 +303,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ys
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
                                   .Ret<ffi::Buffer<ffi::F32>>()  // c_last
@@ -300,10 +328,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_last
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_restart
                                   .Attr<bool>("reverse"));
