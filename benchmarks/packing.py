@@ -4,7 +4,8 @@
 
 Lines mode pads every line of a batch to the corpus's longest; ``TrainConfig(pack=True)`` fills
 the same (batch, T) rows with several whole lines, each read from a reset carry. The step's shape
-and cost are the same, so what changes is how many of its positions are real tokens.
+is the same; on a CPU the native kernels skip the padded steps (``lengths=``) and run every step
+of the packed rows (``resets=``), so packing buys real tokens per step at a cost per step.
 
 - Throughput: the compiled training step on padded and on packed batches, called alternately
   (so that both see the same load on a shared machine); median step time, real tokens per step.
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import time
 from importlib import resources
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks.suite import machine_info
 from jaxrnn.lm import LMConfig, lm_loss
 from jaxrnn.lm_settings import make_lm_optimizer
 from jaxrnn.lm_state import init_train_state
@@ -128,15 +129,16 @@ def run(name, setup, quick):
 
 def write(results, out: Path):
     out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
     stamp = (
-        f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, "
+        f"{datetime.date.today()}, {machine['cpu']}, {machine['cpu_count']} CPUs, "
         f"jax {jax.__version__}, {jax.devices()[0].platform}"
     )
     lines = [
         "# Packed against padded lines",
         "",
-        f"{stamp}. `python -m benchmarks.packing`. The step's shape is the same for both, so",
-        "its time is too; what packing changes is how many of its positions are real tokens.",
+        f"{stamp}. `python -m benchmarks.packing`. The step's shape is the same for both; the",
+        "native kernels skip the padded steps past each line's end and run every packed one.",
         "Tokens/s come from the step timed alternately on both; the training seconds are each",
         "whole run's, one after the other on a shared machine, and move with its load.",
         "",

@@ -31,7 +31,8 @@ class TrainConfig(NamedTuple):
     seq_len: int = 128  # stream mode: tokens per example and step
     stateful: bool = False  # stream mode: consecutive chunks, carry passed on (truncated BPTT)
     # Lines mode: several whole lines to a row, each read from a reset carry, rather than one line
-    # padded to the longest (same step, 1.3-1.8x the tokens: benchmarks/results/packing_cpu.md).
+    # padded to the longest (1.3-1.7x the tokens a step, 1.1-1.2x a second on a CPU, where the
+    # padded steps are skipped: benchmarks/results/packing_cpu.md).
     pack: bool = True
     learning_rate: float = 2e-3
     final_learning_rate: float | None = None  # cosine decay to it at `steps`; None: constant

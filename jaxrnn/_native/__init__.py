@@ -205,7 +205,21 @@ def _lstm_backward(reverse, residuals, cotangents):
     shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]), *_shapes_of(h_r, c_r))
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
-        xs, h0, c0, w_x, w_h, ys, gates, cells, d_ys, d_h, d_c, lengths, starts, h_r, c_r,
+        xs,
+        h0,
+        c0,
+        w_x,
+        w_h,
+        ys,
+        gates,
+        cells,
+        d_ys,
+        d_h,
+        d_c,
+        lengths,
+        starts,
+        h_r,
+        c_r,
         reverse=reverse,
     )
     return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r

@@ -118,9 +118,10 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
         RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
       };
-      const float* h = FewRowsForward(
-          scratch, s, G, FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
-          w_h.typed_data(), reverse, zh, recurrent_bias, step_gates);
+      const float* first_carries =
+          FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse);
+      const float* h = FewRowsForward(scratch, s, G, first_carries, w_h.typed_data(), reverse, zh,
+                                      recurrent_bias, step_gates);
       std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
       return;
     }

@@ -64,8 +64,9 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 }
 
 // The forward pass for up to kFewRows sequences (FewRowsForward in common.h), which keep their
-// order (slot b is example b): the input side of every step is one product before the loop. `gates` and `cells` are written when they are not
-// null; the memory cells of two steps are kept in turn, as the carries are.
+// order (slot b is example b): the input side of every step is one product before the loop.
+// `gates` and `cells` are written when they are not null; the memory cells of two steps are kept
+// in turn, as the carries are.
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                 const float* h_restart, const float* c_restart, const float* w_x,
                 const float* w_h, const float* bias, float* ys, float* h_last, float* c_last,
@@ -264,9 +265,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
         return;
       }
-      const float* c_prev = s.Starts(r, t)                ? c_restart.typed_data() + s.order[r] * H
-                            : t == s.FirstRead(r, reverse) ? c0.typed_data() + s.order[r] * H
-                                                           : cs + s.Row(r, reverse ? t + 1 : t - 1) * H;
+      const int64_t e = s.order[r], before = reverse ? t + 1 : t - 1;
+      const float* c_prev = s.Starts(r, t)                ? c_restart.typed_data() + e * H
+                            : t == s.FirstRead(r, reverse) ? c0.typed_data() + e * H
+                                                           : cs + s.Row(r, before) * H;
       GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
                     dy + row * H + first, dh + at, dc + at, dz_row);
       MoveToRestart(s, r, t, first, n, dc, dc_restart);
