@@ -136,20 +136,17 @@ def _folding_vmap(call, n_weights: int):
 
 
 @functools.cache
-def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save: bool):
-    """The forward FFI call of a cell of ``gates`` gates: ``(*weights, xs, *carries, lengths,
-    starts, *restarts)`` to (ys, *last carries, activations (B, T, gates·H), one more (B, T, H)
-    residual), the two residuals empty without ``save``; `_folding_vmap`'s rule under
-    `jax.vmap`."""
+def _forward_kernel(
+    target: str, gates: int, n_weights: int, n_carries: int, reverse: bool, save: bool
+):
+    """The forward FFI call of a cell of ``gates`` gates and ``n_carries`` carry arrays:
+    ``(*weights, xs, *carries, lengths, starts, *restarts)`` to (ys, *last carries, activations
+    (B, T, gates·H), one more (B, T, H) residual), the two residuals empty without ``save``;
+    `_folding_vmap`'s rule under `jax.vmap`."""
 
     def run(*args):
         weights, (xs, *rest) = args[:n_weights], args[n_weights:]
-        n_carries = (len(rest) - 2) // 2
-        carries, (lengths, starts), restarts = (
-            rest[:n_carries],
-            rest[n_carries : n_carries + 2],
-            rest[n_carries + 2 :],
-        )
+        carries, (lengths, starts, *restarts) = rest[:n_carries], rest[n_carries:]
         batch, steps, _ = xs.shape
         hidden = carries[0].shape[-1]
         # Without `save` the residuals are not wanted: empty outputs, nothing written.
@@ -173,7 +170,7 @@ def _forward_kernel(target: str, gates: int, n_weights: int, reverse: bool, save
 
 def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
     _check_step_products("lstm")
-    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, reverse, save)
+    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, 2, reverse, save)
     return kernel(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
 
 
@@ -233,7 +230,7 @@ lstm.defvjp(_lstm_forward, _lstm_backward)
 
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save):
     _check_step_products("gru")
-    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, reverse, save)
+    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, 1, reverse, save)
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
 
 

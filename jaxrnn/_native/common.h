@@ -763,9 +763,9 @@ struct Shape {
   int64_t FirstRead(int64_t r, bool reverse) const { return reverse ? length[r] - 1 : 0; }
   // Slot r's row at step t of an array in the examples' order, (B, T, ·).
   int64_t Row(int64_t r, int64_t t) const { return order[r] * T + t; }
-  // Whether every step of every example runs, in the examples' order: the slots' temporaries are
-  // then laid out as the call's arrays are.
-  bool Plain() const { return steps_run == B * T && (B == 0 || order[B - 1] == B - 1); }
+  // Whether every step of every example runs: the slots are then the examples in order (a stable
+  // sort of equal lengths), and the slots' temporaries are laid out as the call's arrays are.
+  bool Plain() const { return steps_run == B * T; }
 };
 
 inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
@@ -796,7 +796,7 @@ inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
 // in the slots' order; returns m. A slot's rows move no further than its start, so no row is
 // overwritten before it has moved.
 inline float* CompactRows(const Shape& s, int64_t width, float* m) {
-  if (s.steps_run == s.B * s.T) return m;
+  if (s.Plain()) return m;
   for (int64_t r = 0; r < s.B; ++r)
     std::memmove(m + s.start[r] * width, m + r * s.T * width, s.length[r] * width * sizeof(float));
   return m;
@@ -806,7 +806,7 @@ inline float* CompactRows(const Shape& s, int64_t width, float* m) {
 // m itself where Shape::Plain, else a copy.
 inline const float* StepsRun(Scratch& scratch, const Shape& s, int64_t width, const float* m) {
   if (s.Plain()) return m;
-  float* rows = scratch.Take(s.steps_run * width);
+  float* rows = scratch.Take(std::max<int64_t>(1, s.steps_run) * width);
   for (int64_t r = 0; r < s.B; ++r)
     std::memcpy(rows + s.start[r] * width, m + s.Row(r, 0) * width,
                 s.length[r] * width * sizeof(float));
@@ -816,17 +816,7 @@ inline const float* StepsRun(Scratch& scratch, const Shape& s, int64_t width, co
 // Where a product over the rows of the steps run writes what belongs in `out`, (B, T, width) in
 // the examples' order: out itself where Shape::Plain, else a temporary that ToExamples moves.
 inline float* StepsRunOut(Scratch& scratch, const Shape& s, int64_t width, float* out) {
-  return s.Plain() ? out : scratch.Take(s.steps_run * width);
-}
-
-// Writes the rows of the steps run (from StepsRunOut) into out, and zeros at the steps not run.
-inline void ToExamples(const Shape& s, int64_t width, const float* rows, float* out) {
-  if (rows == out) return;
-  for (int64_t r = 0; r < s.B; ++r) {
-    float* example = out + s.Row(r, 0) * width;
-    std::memcpy(example, rows + s.start[r] * width, s.length[r] * width * sizeof(float));
-    std::memset(example + s.length[r] * width, 0, (s.T - s.length[r]) * width * sizeof(float));
-  }
+  return s.Plain() ? out : scratch.Take(std::max<int64_t>(1, s.steps_run) * width);
 }
 
 // Zeros at the steps not run of each example of out, (B, T, width) in the examples' order.
@@ -834,6 +824,15 @@ inline void ZeroStepsNotRun(const Shape& s, int64_t width, float* out) {
   for (int64_t r = 0; r < s.B; ++r)
     std::memset(out + (s.Row(r, 0) + s.length[r]) * width, 0,
                 (s.T - s.length[r]) * width * sizeof(float));
+}
+
+// Writes the rows of the steps run (from StepsRunOut) into out, and zeros at the steps not run.
+inline void ToExamples(const Shape& s, int64_t width, const float* rows, float* out) {
+  if (rows == out) return;
+  for (int64_t r = 0; r < s.B; ++r)
+    std::memcpy(out + s.Row(r, 0) * width, rows + s.start[r] * width,
+                s.length[r] * width * sizeof(float));
+  ZeroStepsNotRun(s, width, out);
 }
 
 // The carry (B, width) each slot holds before its first step, in the slots' order: the restart
@@ -848,12 +847,23 @@ inline float* FirstCarries(Scratch& scratch, const Shape& s, int64_t width, cons
   return first;
 }
 
-// Units [first, first + n) of slot r's carry in `carry` (slots' order, H wide) replaced by the
-// restart carry's (examples' order) where the step read after t starts a segment.
+// Units [first, first + n) of slot r's carry in `carry` (slots' order, rows `stride` apart)
+// replaced by the restart carry's (examples' order) where the step read after t starts a segment.
 inline void RestartAfter(const Shape& s, int64_t r, int64_t t, bool reverse, int64_t first,
-                         int64_t n, const float* restart, float* carry) {
+                         int64_t n, const float* restart, float* carry, int64_t stride = 0) {
   if (s.Starts(r, reverse ? t - 1 : t + 1))
-    std::memcpy(carry + r * s.H + first, restart + s.order[r] * s.H + first, n * sizeof(float));
+    std::memcpy(carry + r * (stride ? stride : s.H) + first, restart + s.order[r] * s.H + first,
+                n * sizeof(float));
+}
+
+// The carry (H wide) that slot r's step t read: the restart carry where a segment starts there,
+// the initial carry at its first step read, else the one the step read before it left in
+// `carries` (B, T, H); the first two in the examples' order.
+inline const float* CarryRead(const Shape& s, int64_t r, int64_t t, bool reverse,
+                              const float* initial, const float* restart, const float* carries) {
+  if (s.Starts(r, t)) return restart + s.order[r] * s.H;
+  if (t == s.FirstRead(r, reverse)) return initial + s.order[r] * s.H;
+  return carries + s.Row(r, reverse ? t + 1 : t - 1) * s.H;
 }
 
 // Where slot r's step t starts a segment, moves the units [first, first + n) of the cotangent of
@@ -898,6 +908,17 @@ inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
   return ffi::Error::Success();
 }
 
+// dL/dxs (B, T, D) = dz w_xᵀ from dz, the rows of the steps run (Shape::steps_run, slot after
+// slot, G wide), and zeros at the steps not run.
+inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* dz,
+                           const float* w_x, float* d_xs) {
+  const int64_t N = s.steps_run, D = s.D;
+  PreferHugePages(d_xs, s.B * s.T * D * sizeof(float));
+  float* d_xs_run = StepsRunOut(run.scratch, s, D, d_xs);
+  if (N > 0) run.Once({N, G, G}, dz, {G, D, G, true}, w_x, d_xs_run, D);
+  ToExamples(s, D, d_xs_run, d_xs);
+}
+
 // The gradients that are products over the rows of the steps run (Shape::steps_run, slot after
 // slot), from those rows of xs, h_prev, dL/dz_x and dL/dz_h (G wide): dL/dw_x = xsᵀ dz_x,
 // dL/dw_h = h_prevᵀ dz_h, and dL/dxs = dz_x w_xᵀ, zero at the steps not run.
@@ -905,19 +926,15 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
                              const float* h_prev, const float* dzx, const float* dzh,
                              const float* w_x, float* d_w_x, float* d_w_h, float* d_xs) {
   const int64_t N = s.steps_run, D = s.D, H = s.H;
-  PreferHugePages(d_xs, s.B * s.T * D * sizeof(float));
   PreferHugePages(d_w_h, H * G * sizeof(float));
   if (N == 0) {
     std::memset(d_w_x, 0, D * G * sizeof(float));
     std::memset(d_w_h, 0, H * G * sizeof(float));
-    std::memset(d_xs, 0, s.B * s.T * D * sizeof(float));
-    return;
+  } else {
+    run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
+    run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
   }
-  run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
-  run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
-  float* d_xs_run = StepsRunOut(run.scratch, s, D, d_xs);
-  run.Once({N, G, G}, dzx, {G, D, G, true}, w_x, d_xs_run, D);
-  ToExamples(s, D, d_xs_run, d_xs);
+  InputGradients(run, s, G, dzx, w_x, d_xs);
 }
 
 // The rows [x_t, h_{t-1}] each step run multiplied by [w_x; w_h], (steps_run, D + H) slot after
@@ -930,11 +947,8 @@ inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, co
   for (int64_t r = 0; r < s.B; ++r)
     for (int64_t t = 0; t < s.length[r]; ++t) {
       float* row = read + (s.start[r] + t) * K;
-      const float* h = s.Starts(r, t)                ? h_restart + s.order[r] * H
-                       : t == s.FirstRead(r, reverse) ? h0 + s.order[r] * H
-                                                      : ys + s.Row(r, reverse ? t + 1 : t - 1) * H;
       if (xs) std::memcpy(row, xs + s.Row(r, t) * D, D * sizeof(float));
-      std::memcpy(row + D, h, H * sizeof(float));
+      std::memcpy(row + D, CarryRead(s, r, t, reverse, h0, h_restart, ys), H * sizeof(float));
     }
   return read;
 }
@@ -947,20 +961,16 @@ inline void SharedProductGradients(Runner& run, const Shape& s, int64_t G, const
                                    const float* dz, const float* w_x, float* d_w_x,
                                    float* d_w_h, float* d_xs) {
   const int64_t N = s.steps_run, D = s.D, H = s.H, K = D + H;
-  PreferHugePages(d_xs, s.B * s.T * D * sizeof(float));
   if (N == 0) {
     std::memset(d_w_x, 0, D * G * sizeof(float));
     std::memset(d_w_h, 0, H * G * sizeof(float));
-    std::memset(d_xs, 0, s.B * s.T * D * sizeof(float));
-    return;
+  } else {
+    float* d_w = run.scratch.Take(K * G);
+    run.Once({K, N, K, true}, rows, {N, G, G}, dz, d_w, G);
+    std::memcpy(d_w_x, d_w, D * G * sizeof(float));
+    std::memcpy(d_w_h, d_w + D * G, H * G * sizeof(float));
   }
-  float* d_w = run.scratch.Take(K * G);
-  run.Once({K, N, K, true}, rows, {N, G, G}, dz, d_w, G);
-  std::memcpy(d_w_x, d_w, D * G * sizeof(float));
-  std::memcpy(d_w_h, d_w + D * G, H * G * sizeof(float));
-  float* d_xs_run = StepsRunOut(run.scratch, s, D, d_xs);
-  run.Once({N, G, G}, dz, {G, D, G, true}, w_x, d_xs_run, D);
-  ToExamples(s, D, d_xs_run, d_xs);
+  InputGradients(run, s, G, dz, w_x, d_xs);
 }
 
 // out (cols) = the sum of the rows of m (rows, cols), each column summed in row order. Blocks of

@@ -236,12 +236,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
     Reorder<false>(s, H, dh_rec, d_h0->typed_data());
     Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-    const int64_t run_rows = s.steps_run;
     ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev,
                      CompactRows(s, G, dzx), CompactRows(s, G, dzh), w_x.typed_data(),
                      d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
-    ColumnSums(run_rows, G, dzx, d_b_x->typed_data());
-    ColumnSums(run_rows, G, dzh, d_b_h->typed_data());
+    ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());
+    ColumnSums(s.steps_run, G, dzh, d_b_h->typed_data());
   });
 }
 

@@ -158,10 +158,7 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
         std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
         if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
         RestartAfter(s, r, t, reverse, first, n, c_restart, c_next);
-        // The rows of xh are K wide: the carry's units sit D into each.
-        if (s.Starts(r, reverse ? t - 1 : t + 1))
-          std::memcpy(xh_next + r * K + D + first, h_restart + s.order[r] * H + first,
-                      n * sizeof(float));
+        RestartAfter(s, r, t, reverse, first, n, h_restart, xh_next + D, K);
       }
       if (step + 1 < T) {  // the next step's inputs, a share of the rows each
         const int64_t t_next = reverse ? t - 1 : t + 1;
@@ -265,10 +262,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
         return;
       }
-      const int64_t e = s.order[r], before = reverse ? t + 1 : t - 1;
-      const float* c_prev = s.Starts(r, t)                ? c_restart.typed_data() + e * H
-                            : t == s.FirstRead(r, reverse) ? c0.typed_data() + e * H
-                                                           : cs + s.Row(r, before) * H;
+      const float* c_prev =
+          CarryRead(s, r, t, reverse, c0.typed_data(), c_restart.typed_data(), cs);
       GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
                     dy + row * H + first, dh + at, dc + at, dz_row);
       MoveToRestart(s, r, t, first, n, dc, dc_restart);
