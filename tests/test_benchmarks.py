@@ -4,7 +4,8 @@ The benchmarks are measured by hand, never in this suite (speed is not asserted 
 in the library could break them unnoticed. These tests run the Shakespeare benchmark's jaxrnn worker
 for a moment on a little of the shipped text, with a small model, and check that the settings it
 measures with are ones `train_lm` accepts. (Its PyTorch worker uses only PyTorch and
-`stream_rows`; its first training step alone takes seconds, so it is left to the benchmark.)
+`stream_rows`; its first training step alone takes seconds, so it is left to the benchmark.) The
+suite's GEMM floor, which its reports divide by, is checked against products counted by hand.
 """
 
 import importlib.util
@@ -138,3 +139,26 @@ def test_a_bad_setting_stops_the_benchmark_before_it_trains(shakespeare_quality,
     with pytest.raises(SystemExit):
         shakespeare_quality.main(["--input", "unused.txt", "--model", "hidden=640"])
     assert "--model: expected KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_benchmark("suite")
+
+
+def test_the_training_floor_counts_the_products_a_training_step_needs(suite):
+    # c1's LSTM by hand: forward [x, h] (32·128, 64 + 256) @ (320, 1024); backward dL/dW as
+    # many, dL/dh = dz (4096, 1024) @ (1024, 256); no dL/dxs, since xs is data.
+    rows, forward = 32 * 128, 2 * 32 * 128 * 320 * 1024
+    c1 = suite.make_case("c1", "lstm", (32, 128, 64, 256))
+    assert suite.forward_flops(c1) == forward
+    assert suite.train_flops(c1) == forward + forward + 2 * rows * 1024 * 256
+    # The bidirectional 2-layer stack: the second layer reads both directions (512 inputs) and
+    # its dL/dxs is needed for the first layer's gradients.
+    bi = suite.make_case("bi", "lstm", (32, 128, 64, 256))
+    first, second = 2 * rows * 320 * 1024, 2 * rows * (512 + 256) * 1024
+    assert suite.forward_flops(bi) == 2 * (first + second)
+    d_hs = 2 * rows * 1024 * 256
+    d_second_inputs = 2 * rows * 1024 * 512
+    expected = 2 * (first + first + d_hs) + 2 * (second + second + d_hs + d_second_inputs)
+    assert suite.train_flops(bi) == expected

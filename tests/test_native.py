@@ -9,6 +9,7 @@ import platform
 import sys
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -112,6 +113,75 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
         for name in ("native", "scan")
     ]
     assert_trees_close(*outputs)
+
+
+def backward_calls(fn, *args):
+    """The native backward calls in ``fn``'s jaxpr, each as the shape of its first result,
+    dL/dxs."""
+    found = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if "backward" in str(eqn.params.get("target_name", "")):
+                found.append(eqn.outvars[0].aval.shape)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize(
+    "argnums",
+    [(0,), (1,), (2,), (0, 2), (1, 2)],
+    ids=["params", "xs", "carry", "no-xs", "no-params"],
+)
+@pytest.mark.parametrize("used", ["ys", "last", "both"])
+def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, reverse, argnums, used):
+    # What is not differentiated reaches the backward rule as unperturbed (xs: its product is
+    # skipped) and what does not feed the loss as a symbolic zero cotangent.
+    cell, params, xs, carry, weights = problem((5,), 7, 3, 24, kind=kind)
+
+    def loss(implementation, params, xs, carry):
+        last, ys = jaxrnn.unroll(
+            cell, params, xs, carry, implementation=implementation, reverse=reverse
+        )
+        from_ys = jnp.sum(ys * weights)
+        from_last = sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+        return {"ys": from_ys, "last": from_last, "both": from_ys + from_last}[used]
+
+    def grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=argnums)
+        return jax.jit(run)(params, xs, carry)
+
+    assert_trees_close(grads("native"), grads("scan"))
+    calls = backward_calls(
+        jax.grad(functools.partial(loss, "native"), argnums=argnums), params, xs, carry
+    )
+    assert calls == [xs.shape if 1 in argnums else (0,)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_stack_skips_the_input_gradient_of_its_first_layer_alone(kind):
+    cell = CELLS[kind]
+    xs = jnp.asarray(np.random.default_rng(7).normal(size=(3, 6, 4)), jnp.float32)
+    params = jaxrnn.stacked_init(cell, jax.random.key(1), 4, 5, 2, bidirectional=True)
+
+    def loss(params):
+        return jnp.sum(jaxrnn.stacked(cell, params, xs, implementation="native")[1] ** 2)
+
+    # Backward in reverse order of layers: the second layer's two directions read both of the
+    # first's (2 × 5 inputs), whose gradients need dL/dxs; the first layer's read data.
+    assert backward_calls(jax.grad(loss), params) == [(3, 6, 10), (3, 6, 10), (0,), (0,)]
+    got = jax.value_and_grad(loss)(params)
+    want = jax.value_and_grad(
+        lambda p: jnp.sum(jaxrnn.stacked(cell, p, xs, implementation="scan")[1] ** 2)
+    )(params)
+    assert_trees_close(got, want)
 
 
 @needs_kernel

@@ -7,9 +7,9 @@ product of the kernels' own instead, over weights they pack once per call (oneDN
 them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
 read at each call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under
 ``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
-cells or recurrent candidates), and the backward call returns every gradient. `jaxrnn.kernels`
-decides when to use them; the ``lax.scan`` of the cell's step stays the definition they are
-tested against.
+cells or recurrent candidates), and the backward call returns every gradient (all but dL/dxs
+where xs is not differentiated). `jaxrnn.kernels` decides when to use them; the ``lax.scan`` of
+the cell's step stays the definition they are tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
@@ -18,6 +18,7 @@ compiler at install time) or cannot load; jaxrnn then runs the scan.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import importlib.machinery
 import importlib.metadata
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero, custom_vjp_primal_tree_values
 
 from jaxrnn._checks import fail
 
@@ -165,6 +167,30 @@ def _forward_kernel(
     return _folding_vmap(run, n_weights)
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class _Wanted:
+    """Whether the caller differentiates with respect to xs, known when the forward rule runs
+    and kept in the residuals' structure: where it does not (the first layer of a model fed
+    data), the backward call skips dL/dxs = dL/dz w_xᵀ, a product of B·T·D·G·H, as XLA drops an
+    unused gradient of the scan."""
+
+    d_xs: bool
+
+
+def _dense(cotangent):
+    """``cotangent`` as an array: a symbolic zero (an output the caller does not use)
+    becomes zeros of its shape."""
+    if isinstance(cotangent, SymbolicZero):
+        return jnp.zeros(cotangent.shape, cotangent.dtype)
+    return cotangent
+
+
+def _d_xs_shape(xs, wanted: _Wanted):
+    """The backward call's dL/dxs result: empty, and not computed, where it is not wanted."""
+    return _out(*xs.shape) if wanted.d_xs else _out(0)
+
+
 # ------------------------------------------------------------------------------------------- LSTM
 
 
@@ -190,16 +216,27 @@ def lstm(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
 
 
 def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
+    # symbolic_zeros: each array argument comes as (value, perturbed).
+    wanted = _Wanted(d_xs=xs.perturbed)
+    w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r = custom_vjp_primal_tree_values(
+        (w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
+    )
     ys, h, c, gates, cells = _forward_call(
         w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=True
     )
-    return (ys, h, c), (w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells)
+    residuals = (w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted)
+    return (ys, h, c), residuals
 
 
 def _lstm_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells = residuals
-    d_ys, d_h, d_c = cotangents
-    shapes = (*_shapes_of(xs, h0, c0, w_x, w_h), _out(w_h.shape[1]), *_shapes_of(h_r, c_r))
+    w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted = residuals
+    d_ys, d_h, d_c = map(_dense, cotangents)
+    shapes = (
+        _d_xs_shape(xs, wanted),
+        *_shapes_of(h0, c0, w_x, w_h),
+        _out(w_h.shape[1]),
+        *_shapes_of(h_r, c_r),
+    )
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
         xs,
@@ -219,10 +256,11 @@ def _lstm_backward(reverse, residuals, cotangents):
         c_r,
         reverse=reverse,
     )
+    d_xs = d_xs if wanted.d_xs else None
     return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
 
 
-lstm.defvjp(_lstm_forward, _lstm_backward)
+lstm.defvjp(_lstm_forward, _lstm_backward, symbolic_zeros=True)
 
 
 # -------------------------------------------------------------------------------------------- GRU
@@ -247,22 +285,27 @@ def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool):
 
 
 def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
+    wanted = _Wanted(d_xs=xs.perturbed)
+    w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r = custom_vjp_primal_tree_values(
+        (w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
+    )
     ys, h, gates, candidates = _gru_forward_call(
         w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save=True
     )
-    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates, wanted)
 
 
 def _gru_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates = residuals
-    d_ys, d_h = cotangents
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates, wanted = residuals
+    d_ys, d_h = map(_dense, cotangents)
     bias = _out(w_h.shape[1])
-    shapes = (*_shapes_of(xs, h0, w_x, w_h), bias, bias, *_shapes_of(h_r))
+    shapes = (_d_xs_shape(xs, wanted), *_shapes_of(h0, w_x, w_h), bias, bias, *_shapes_of(h_r))
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r, reverse=reverse
     )
+    d_xs = d_xs if wanted.d_xs else None
     return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None, None, d_h_r
 
 
-gru.defvjp(_gru_forward, _gru_backward)
+gru.defvjp(_gru_forward, _gru_backward, symbolic_zeros=True)

@@ -908,10 +908,17 @@ inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
   return ffi::Error::Success();
 }
 
+// A result the caller does not differentiate comes as an empty buffer (the Python side's
+// `_Wanted`): null, so that nothing is computed for it.
+inline float* WantedOut(ffi::ResultBuffer<ffi::F32>& out) {
+  return out->element_count() == 0 ? nullptr : out->typed_data();
+}
+
 // dL/dxs (B, T, D) = dz w_xᵀ from dz, the rows of the steps run (Shape::steps_run, slot after
-// slot, G wide), and zeros at the steps not run.
+// slot, G wide), and zeros at the steps not run; nothing where d_xs is null.
 inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* dz,
                            const float* w_x, float* d_xs) {
+  if (d_xs == nullptr) return;
   const int64_t N = s.steps_run, D = s.D;
   PreferHugePages(d_xs, s.B * s.T * D * sizeof(float));
   float* d_xs_run = StepsRunOut(run.scratch, s, D, d_xs);

@@ -238,7 +238,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
     ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev,
                      CompactRows(s, G, dzx), CompactRows(s, G, dzh), w_x.typed_data(),
-                     d_w_x->typed_data(), d_w_h->typed_data(), d_xs->typed_data());
+                     d_w_x->typed_data(), d_w_h->typed_data(), WantedOut(d_xs));
     ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());
     ColumnSums(s.steps_run, G, dzh, d_b_h->typed_data());
   });

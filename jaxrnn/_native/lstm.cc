@@ -284,7 +284,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), h_restart.typed_data(),
                      ys.typed_data(), reverse);
     SharedProductGradients(run, s, G, rows, dz, w_x.typed_data(), d_w_x->typed_data(),
-                           d_w_h->typed_data(), d_xs->typed_data());
+                           d_w_h->typed_data(), WantedOut(d_xs));
     ColumnSums(s.steps_run, G, dz, d_bias->typed_data());
   });
 }
