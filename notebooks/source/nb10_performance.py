@@ -134,9 +134,9 @@ does not serve, is 1.9–25× slower across the configurations. The right-padded
 kernel with `lengths=` at about half the fastest peer's time. The LSTM's forward pass at c1 and
 on the bidirectional stack is level with PyTorch's oneDNN LSTM (1.07× and 1.03× in this run,
 0.94–1.10× in earlier full runs). On a 2-core EPYC without AVX-512 (AVX2,
-`benchmarks/results/amd_epyc_avx2/`) the same suite reads 0.30–0.97× the fastest peer, every
+`benchmarks/results/amd_epyc_avx2/`) the same suite reads 0.28–0.98× the fastest peer, every
 configuration below it, and the right-padded batch, whose padded steps the kernels now skip,
-0.30–0.47×. There oneDNN's products pack the
+0.28–0.41×. There oneDNN's products pack the
 weights again at every step, so the kernels' step products are jaxrnn's own, over weights packed
 once per call; and there the Shakespeare benchmark trains a narrower model, sized for the
 machine's matrix-product rate (576 units for 5 minutes). The committed charts show every
