@@ -31,10 +31,11 @@ it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU
 peepholes), else ``"fused"`` where the cell has a pointwise part,
 else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
 ``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
-kernels' backward pass is not itself differentiable: a gradient of a gradient needs
-``implementation="fused"`` or ``"scan"``.
-Forward mode is seen in the arguments while tracing; ``jax.jvp`` of a function that calls
-``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` there.
+kernels' backward pass is not itself differentiable, so a gradient of a gradient takes
+``"fused"`` or ``"scan"``, whose backward passes are JAX's own.
+Both are seen in the arguments while tracing; ``jax.jvp`` or ``jax.grad`` of a function that
+calls ``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` (or
+``"fused"`` for reverse mode) there.
 
 Kernels take checked arguments, batch-major: xs (*batch, T, D), carry leaves (*batch, H),
 lengths None or (*batch,) ints, resets None or (*batch, T) bools (none past a length); every
@@ -101,6 +102,7 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
     fn = "unroll"
     cell_has = available(cell)
     forward_mode = _has_forward_mode(traced_args)
+    second_order = _differentiation_levels(traced_args) > 1
     if implementation is None:
         if "layerwise" in cell_has:  # each layer then takes its own fastest kernel
             return "layerwise"
@@ -108,7 +110,12 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             return "scan"
         if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
             return "time_parallel"
-        if "native" in cell_has and not forward_mode and _native_misfit(*traced_args) is None:
+        if (
+            "native" in cell_has
+            and not forward_mode
+            and not second_order
+            and _native_misfit(*traced_args) is None
+        ):
             return "native"
         if "fused" in cell_has and not forward_mode:
             return "fused"
@@ -136,6 +143,13 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             f"implementation={implementation!r} has no forward-mode derivative (jax.jvp, "
             "jax.jacfwd)",
             "leave implementation=None, which uses the scan there",
+        )
+    if implementation == "native" and second_order:
+        fail(
+            fn,
+            "implementation='native' has no derivative of its backward pass (a gradient of a "
+            "gradient)",
+            "leave implementation=None, which runs the XLA kernels there",
         )
     if implementation == "native":
         misfit = _native_misfit(*traced_args)
@@ -171,18 +185,33 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
     return None
 
 
-def _has_forward_mode(tree) -> bool:
-    """Whether any leaf is traced by a forward-mode transformation, at any depth of nesting."""
+def _tracers(tree):
+    """Every tracer in the leaves of ``tree``, at every depth of nesting."""
     for leaf in jax.tree.leaves(tree):
         while isinstance(leaf, jax.core.Tracer):
-            if type(leaf).__name__ == "JVPTracer":
-                return True
+            yield leaf
             leaf = (
                 getattr(leaf, "val", None)
                 if hasattr(leaf, "val")
                 else getattr(leaf, "primal", None)
             )
-    return False
+
+
+def _has_forward_mode(tree) -> bool:
+    """Whether any leaf is traced by a forward-mode transformation, at any depth of nesting."""
+    return any(type(tracer).__name__ == "JVPTracer" for tracer in _tracers(tree))
+
+
+def _differentiation_levels(tree) -> int:
+    """How many differentiations (forward or reverse) trace the leaves, counted over every
+    leaf and every depth of nesting: 2 or more is a derivative of a derivative."""
+    return len(
+        {
+            id(tracer._trace)
+            for tracer in _tracers(tree)
+            if type(tracer).__name__ in ("JVPTracer", "LinearizeTracer")
+        }
+    )
 
 
 def run(

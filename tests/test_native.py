@@ -452,6 +452,37 @@ def test_forward_mode_falls_back_to_the_scan():
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("outer", ["params", "xs"])
+def test_a_gradient_of_a_gradient_falls_back_to_the_xla_kernels(kind, outer):
+    cell, params, xs, _, _ = problem(kind=kind)
+
+    def loss(params, xs, implementation):
+        return jnp.sum(jnp.sin(jaxrnn.unroll(cell, params, xs, implementation=implementation)[1]))
+
+    def curvature(implementation):
+        # The outer gradient differentiates the inner one with respect to the same or another
+        # argument: either way the inner call sees two differentiations.
+        def inner(params, xs):
+            return jnp.sum(jax.grad(loss)(params, xs, implementation).w_h ** 2)
+
+        return jax.grad(inner, argnums=0 if outer == "params" else 1)(params, xs)
+
+    assert_trees_close(curvature(None), curvature("scan"))
+    with pytest.raises(jaxrnn.InputError, match="'native' has no derivative of its backward"):
+        curvature("native")
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_gradient_of_a_gradient_hidden_by_jit_is_a_clear_error(kind):
+    cell, params, xs, _, _ = problem(kind=kind)
+    inner = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(jaxrnn.unroll(cell, p, xs)[1]))))
+    with pytest.raises(jaxrnn.InputError, match="unroll sits inside a jax.jit"):
+        jax.grad(lambda p: jnp.sum(inner(p).w_h ** 2))(params)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
 def test_the_layers_and_the_stacks_run_it(kind):
     rng = np.random.default_rng(5)
     cell = CELLS[kind]

@@ -164,7 +164,29 @@ def _forward_kernel(
         )
         return call(xs, *carries, *weights, lengths, starts, *restarts, reverse=reverse, save=save)
 
-    return _folding_vmap(run, n_weights)
+    return _without_derivative(_folding_vmap(run, n_weights))
+
+
+def _without_derivative(call):
+    """``call`` with a derivative rule that stops with a clear error. The rules of `lstm` and
+    `gru` differentiate the kernels once; a second differentiation, which `jaxrnn.unroll`
+    cannot see from inside a `jax.jit`, would otherwise end in JAX's error about an FFI call."""
+
+    @jax.custom_jvp
+    def once(*args):
+        return call(*args)
+
+    @once.defjvp
+    def rule(primals, tangents):
+        del primals, tangents
+        fail(
+            "unroll",
+            "the native kernels' backward pass has no derivative (a derivative of a gradient "
+            "whose unroll sits inside a jax.jit, where unroll cannot see the outer one)",
+            "pass implementation='fused' or 'scan' to that unroll",
+        )
+
+    return once
 
 
 @jax.tree_util.register_static
@@ -238,6 +260,7 @@ def _lstm_backward(reverse, residuals, cotangents):
         *_shapes_of(h_r, c_r),
     )
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
+    call = _without_derivative(functools.partial(call, reverse=reverse))
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
         xs,
         h0,
@@ -254,7 +277,6 @@ def _lstm_backward(reverse, residuals, cotangents):
         starts,
         h_r,
         c_r,
-        reverse=reverse,
     )
     d_xs = d_xs if wanted.d_xs else None
     return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
@@ -301,8 +323,9 @@ def _gru_backward(reverse, residuals, cotangents):
     bias = _out(w_h.shape[1])
     shapes = (_d_xs_shape(xs, wanted), *_shapes_of(h0, w_x, w_h), bias, bias, *_shapes_of(h_r))
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
+    call = _without_derivative(functools.partial(call, reverse=reverse))
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
-        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r, reverse=reverse
+        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r
     )
     d_xs = d_xs if wanted.d_xs else None
     return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None, None, d_h_r
