@@ -116,14 +116,14 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
 
 
 def backward_calls(fn, *args):
-    """The native backward calls in ``fn``'s jaxpr, each as the shape of its first result,
-    dL/dxs."""
+    """The native backward calls in ``fn``'s jaxpr, each as the shapes of its results (dL/dxs
+    first)."""
     found = []
 
     def visit(jaxpr):
         for eqn in jaxpr.eqns:
             if "backward" in str(eqn.params.get("target_name", "")):
-                found.append(eqn.outvars[0].aval.shape)
+                found.append(tuple(var.aval.shape for var in eqn.outvars))
             for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                 visit(sub)
 
@@ -141,8 +141,8 @@ def backward_calls(fn, *args):
 )
 @pytest.mark.parametrize("used", ["ys", "last", "both"])
 def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, reverse, argnums, used):
-    # What is not differentiated reaches the backward rule as unperturbed (xs: its product is
-    # skipped) and what does not feed the loss as a symbolic zero cotangent.
+    # What is not differentiated reaches the backward rule as unperturbed (xs, the weights: their
+    # products are left out) and what does not feed the loss as a symbolic zero cotangent.
     cell, params, xs, carry, weights = problem((5,), 7, 3, 24, kind=kind)
 
     def loss(implementation, params, xs, carry):
@@ -158,10 +158,16 @@ def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, rever
         return jax.jit(run)(params, xs, carry)
 
     assert_trees_close(grads("native"), grads("scan"))
-    calls = backward_calls(
+    (results,) = backward_calls(
         jax.grad(functools.partial(loss, "native"), argnums=argnums), params, xs, carry
     )
-    assert calls == [xs.shape if 1 in argnums else (0,)]
+    assert results[0] == (xs.shape if 1 in argnums else (0,))
+    weight_shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
+    weight_results = [shape for shape in results[1:] if shape in weight_shapes]
+    # The LSTM's two biases reach the kernel as one sum: 3 weight results, the GRU's 4.
+    n_weights = {"lstm": 3, "gru": 4}[kind]
+    assert len(weight_results) == (n_weights if 0 in argnums else 0)
+    assert results.count((0,)) == (1 - (1 in argnums)) + (n_weights if 0 not in argnums else 0)
 
 
 @needs_kernel
@@ -176,7 +182,8 @@ def test_a_stack_skips_the_input_gradient_of_its_first_layer_alone(kind):
 
     # Backward in reverse order of layers: the second layer's two directions read both of the
     # first's (2 × 5 inputs), whose gradients need dL/dxs; the first layer's read data.
-    assert backward_calls(jax.grad(loss), params) == [(3, 6, 10), (3, 6, 10), (0,), (0,)]
+    d_xs = [results[0] for results in backward_calls(jax.grad(loss), params)]
+    assert d_xs == [(3, 6, 10), (3, 6, 10), (0,), (0,)]
     got = jax.value_and_grad(loss)(params)
     want = jax.value_and_grad(
         lambda p: jnp.sum(jaxrnn.stacked(cell, p, xs, implementation="scan")[1] ** 2)

@@ -7,8 +7,8 @@ product of the kernels' own instead, over weights they pack once per call (oneDN
 them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
 read at each call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under
 ``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
-cells or recurrent candidates), and the backward call returns every gradient (all but dL/dxs
-where xs is not differentiated). `jaxrnn.kernels` decides when to use them; the ``lax.scan`` of
+cells or recurrent candidates), and the backward call returns the gradients the caller
+differentiates for (`_Wanted`). `jaxrnn.kernels` decides when to use them; the ``lax.scan`` of
 the cell's step stays the definition they are tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
@@ -192,12 +192,14 @@ def _without_derivative(call):
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class _Wanted:
-    """Whether the caller differentiates with respect to xs, known when the forward rule runs
-    and kept in the residuals' structure: where it does not (the first layer of a model fed
-    data), the backward call skips dL/dxs = dL/dz w_xᵀ, a product of B·T·D·G·H, as XLA drops an
-    unused gradient of the scan."""
+    """Which gradients the caller differentiates for, known when the forward rule runs and kept
+    in the residuals' structure (no array carries it). The backward call leaves out the rest, as
+    XLA drops a scan's unused gradients: dL/dxs = dL/dz w_xᵀ (B·T·D·G·H) where xs is data (the
+    first layer of a model fed data), and the weights' gradients (B·T·(D + H)·G·H) where no
+    weight is differentiated (a gradient with respect to the inputs alone, a frozen layer)."""
 
     d_xs: bool
+    d_weights: bool
 
 
 def _dense(cotangent):
@@ -208,9 +210,13 @@ def _dense(cotangent):
     return cotangent
 
 
-def _d_xs_shape(xs, wanted: _Wanted):
-    """The backward call's dL/dxs result: empty, and not computed, where it is not wanted."""
-    return _out(*xs.shape) if wanted.d_xs else _out(0)
+def _result(wanted: bool, *shape):
+    """A result of the backward call: empty, and not computed, where it is not wanted."""
+    return _out(*shape) if wanted else _out(0)
+
+
+def _kept(wanted: bool, gradient):
+    return gradient if wanted else None
 
 
 # ------------------------------------------------------------------------------------------- LSTM
@@ -239,7 +245,7 @@ def lstm(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
 
 def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
     # symbolic_zeros: each array argument comes as (value, perturbed).
-    wanted = _Wanted(d_xs=xs.perturbed)
+    wanted = _Wanted(d_xs=xs.perturbed, d_weights=w_x.perturbed or w_h.perturbed or bias.perturbed)
     w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r = custom_vjp_primal_tree_values(
         (w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
     )
@@ -254,9 +260,11 @@ def _lstm_backward(reverse, residuals, cotangents):
     w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted = residuals
     d_ys, d_h, d_c = map(_dense, cotangents)
     shapes = (
-        _d_xs_shape(xs, wanted),
-        *_shapes_of(h0, c0, w_x, w_h),
-        _out(w_h.shape[1]),
+        _result(wanted.d_xs, *xs.shape),
+        *_shapes_of(h0, c0),
+        _result(wanted.d_weights, *w_x.shape),
+        _result(wanted.d_weights, *w_h.shape),
+        _result(wanted.d_weights, w_h.shape[1]),
         *_shapes_of(h_r, c_r),
     )
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
@@ -278,7 +286,8 @@ def _lstm_backward(reverse, residuals, cotangents):
         h_r,
         c_r,
     )
-    d_xs = d_xs if wanted.d_xs else None
+    d_w_x, d_w_h, d_bias = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias))
+    d_xs = _kept(wanted.d_xs, d_xs)
     return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
 
 
@@ -307,7 +316,8 @@ def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool):
 
 
 def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
-    wanted = _Wanted(d_xs=xs.perturbed)
+    weights = (w_x, w_h, b_x, b_h)
+    wanted = _Wanted(d_xs=xs.perturbed, d_weights=any(w.perturbed for w in weights))
     w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r = custom_vjp_primal_tree_values(
         (w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
     )
@@ -320,14 +330,23 @@ def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
 def _gru_backward(reverse, residuals, cotangents):
     w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates, wanted = residuals
     d_ys, d_h = map(_dense, cotangents)
-    bias = _out(w_h.shape[1])
-    shapes = (_d_xs_shape(xs, wanted), *_shapes_of(h0, w_x, w_h), bias, bias, *_shapes_of(h_r))
+    bias = _result(wanted.d_weights, w_h.shape[1])
+    shapes = (
+        _result(wanted.d_xs, *xs.shape),
+        *_shapes_of(h0),
+        _result(wanted.d_weights, *w_x.shape),
+        _result(wanted.d_weights, *w_h.shape),
+        bias,
+        bias,
+        *_shapes_of(h_r),
+    )
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
     call = _without_derivative(functools.partial(call, reverse=reverse))
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r
     )
-    d_xs = d_xs if wanted.d_xs else None
+    d_w_x, d_w_h, d_b_x, d_b_h = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_b_x, d_b_h))
+    d_xs = _kept(wanted.d_xs, d_xs)
     return d_w_x, d_w_h, d_b_x, d_b_h, d_xs, d_h0, None, None, d_h_r
 
 

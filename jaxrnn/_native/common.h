@@ -926,12 +926,12 @@ inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* 
   ToExamples(s, D, d_xs_run, d_xs);
 }
 
-// The gradients that are products over the rows of the steps run (Shape::steps_run, slot after
-// slot), from those rows of xs, h_prev, dL/dz_x and dL/dz_h (G wide): dL/dw_x = xsᵀ dz_x,
-// dL/dw_h = h_prevᵀ dz_h, and dL/dxs = dz_x w_xᵀ, zero at the steps not run.
+// The weight gradients, products over the rows of the steps run (Shape::steps_run, slot after
+// slot), from those rows of xs, h_prev, dL/dz_x and dL/dz_h (G wide): dL/dw_x = xsᵀ dz_x and
+// dL/dw_h = h_prevᵀ dz_h.
 inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float* xs,
                              const float* h_prev, const float* dzx, const float* dzh,
-                             const float* w_x, float* d_w_x, float* d_w_h, float* d_xs) {
+                             float* d_w_x, float* d_w_h) {
   const int64_t N = s.steps_run, D = s.D, H = s.H;
   PreferHugePages(d_w_h, H * G * sizeof(float));
   if (N == 0) {
@@ -941,7 +941,6 @@ inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float
     run.Once({D, N, D, true}, xs, {N, G, G}, dzx, d_w_x, G);
     run.Once({H, N, H, true}, h_prev, {N, G, G}, dzh, d_w_h, G);
   }
-  InputGradients(run, s, G, dzx, w_x, d_xs);
 }
 
 // The rows [x_t, h_{t-1}] each step run multiplied by [w_x; w_h], (steps_run, D + H) slot after
@@ -963,10 +962,9 @@ inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, co
 // ProductGradients for a cell whose input and carry sides share dL/dz (G wide), as the LSTM's
 // z = [x, h] [w_x; w_h] + b does: dL/d[w_x; w_h] = rowsᵀ dz is one product over the StepRowsRead
 // rows (steps_run, D + H), which copies dz once where two products would copy it twice (c1's
-// LSTM: 16 MB each), and dL/dxs = dz w_xᵀ.
+// LSTM: 16 MB each).
 inline void SharedProductGradients(Runner& run, const Shape& s, int64_t G, const float* rows,
-                                   const float* dz, const float* w_x, float* d_w_x,
-                                   float* d_w_h, float* d_xs) {
+                                   const float* dz, float* d_w_x, float* d_w_h) {
   const int64_t N = s.steps_run, D = s.D, H = s.H, K = D + H;
   if (N == 0) {
     std::memset(d_w_x, 0, D * G * sizeof(float));
@@ -977,7 +975,6 @@ inline void SharedProductGradients(Runner& run, const Shape& s, int64_t G, const
     std::memcpy(d_w_x, d_w, D * G * sizeof(float));
     std::memcpy(d_w_h, d_w + D * G, H * G * sizeof(float));
   }
-  InputGradients(run, s, G, dz, w_x, d_xs);
 }
 
 // out (cols) = the sum of the rows of m (rows, cols), each column summed in row order. Blocks of

@@ -189,10 +189,12 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     const int64_t N = B * T;
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+      if (WantedOut(d_w_x)) {
+        std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
+        std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+        std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
+        std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+      }
       std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
       return;
     }
@@ -236,11 +238,14 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
     Reorder<false>(s, H, dh_rec, d_h0->typed_data());
     Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-    ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev,
-                     CompactRows(s, G, dzx), CompactRows(s, G, dzh), w_x.typed_data(),
-                     d_w_x->typed_data(), d_w_h->typed_data(), WantedOut(d_xs));
-    ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());
-    ColumnSums(s.steps_run, G, dzh, d_b_h->typed_data());
+    CompactRows(s, G, dzx);
+    if (WantedOut(d_w_x)) {
+      ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
+                       CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
+      ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());
+      ColumnSums(s.steps_run, G, dzh, d_b_h->typed_data());
+    }
+    InputGradients(run, s, G, dzx, w_x.typed_data(), WantedOut(d_xs));
   });
 }
 
