@@ -178,6 +178,8 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
     if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
         return f"it runs on one device, and there are {jax.device_count()}"
+    if xs.shape[-1] == 0:
+        return "it runs inputs of one feature or more, and xs has none"
     for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
         for leaf in jax.tree.leaves(tree):
             if getattr(leaf, "dtype", None) != jnp.float32:
@@ -506,7 +508,7 @@ def fused(
     batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
     # The cell's own argument checks (params of the right kind and shape), at no run-time cost.
     jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
-    flat_xs = jnp.moveaxis(xs.reshape(-1, n_steps, xs.shape[-1]), 1, 0)  # (T, N, D)
+    flat_xs = jnp.moveaxis(xs.reshape(math.prod(batch_shape), n_steps, xs.shape[-1]), 1, 0)
     flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
     if starts is None:  # nothing resets: the program is the one without resets
         restart = None

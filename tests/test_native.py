@@ -506,6 +506,23 @@ def test_the_layers_and_the_stacks_run_it(kind):
 
 
 @needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_inputs_of_no_feature_run_the_xla_kernels(kind):
+    # A carry-driven recurrence, xs (B, T, 0): params made by hand, since init wants an input.
+    cell, params, _, carry, _ = problem((4,), 5, 1, 6, kind=kind)
+    params = params._replace(w_x=params.w_x[:0])
+    xs = jnp.zeros((4, 5, 0), jnp.float32)
+
+    def loss(params, implementation=None):
+        ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation)[1]
+        return jnp.sum(jnp.sin(ys))
+
+    assert_trees_close(jax.value_and_grad(loss)(params), jax.value_and_grad(loss)(params, "scan"))
+    with pytest.raises(jaxrnn.InputError, match="inputs of one feature or more"):
+        loss(params, "native")
+
+
+@needs_kernel
 def test_forcing_it_where_it_cannot_run_is_a_clear_error():
     cell, params, xs, _, _ = problem()
     with pytest.raises(jaxrnn.InputError, match="cannot be combined with remat"):

@@ -189,7 +189,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     const int64_t N = B * T;
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-      if (WantedOut(d_w_x)) {
+      if (WantedOut(d_w_h)) {
         std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
         std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
         std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
@@ -239,7 +239,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     Reorder<false>(s, H, dh_rec, d_h0->typed_data());
     Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
     CompactRows(s, G, dzx);
-    if (WantedOut(d_w_x)) {
+    if (WantedOut(d_w_h)) {
       ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
                        CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
       ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());

@@ -231,7 +231,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
       std::memcpy(d_c0->typed_data(), d_c_last.typed_data(), B * H * sizeof(float));
-      if (WantedOut(d_w_x)) {
+      if (WantedOut(d_w_h)) {
         std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
         std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
         std::memset(d_bias->typed_data(), 0, G * sizeof(float));
@@ -282,7 +282,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     Reorder<false>(s, H, dc_restart, d_c_restart->typed_data());
     // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
     CompactRows(s, G, dz);
-    if (WantedOut(d_w_x)) {
+    if (WantedOut(d_w_h)) {
       const float* rows =
           StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), h_restart.typed_data(),
                        ys.typed_data(), reverse);
