@@ -85,7 +85,10 @@ def unroll(
       implementation: None (automatic), or one of ``"scan"`` (``lax.scan`` of ``cell.step``, the
         definition), ``"hoisted"``, ``"fused"``, ``"time_parallel"``, ``"layerwise"``: see
         `jaxrnn.kernels`. Every one computes the same function up to rounding; None takes the
-        fastest that the cell has and that supports what is asked (remat, forward mode).
+        fastest that the cell has and that supports what is asked (remat, forward mode). Under
+        ``jax.default_matmul_precision("bfloat16")`` the native kernels' matrix products run in
+        bfloat16 with float32 sums on CPUs with bfloat16 instructions (AMX, AVX512_BF16), as a
+        TPU's do; everything else stays float32.
 
     Returns:
       ``(carry, ys)``: the last carry (each array (*batch, H)) and the outputs a⟨1⟩…a⟨T⟩,

@@ -562,3 +562,77 @@ def test_an_empty_batch_or_sequence_runs_as_the_scan(kind, shape):
     want = jaxrnn.unroll(cell, params, xs, implementation="scan")
     assert got[1].shape == (*shape[:2], 4)
     assert_trees_close(got, want)
+
+
+def native_calls(fn, *args):
+    """(target, bf16_products) of every native call in ``fn``'s jaxpr."""
+    found = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            target = str(eqn.params.get("target_name", ""))
+            if target.startswith("jaxrnn_"):
+                found.append((target, dict(eqn.params["attributes"])["bf16_products"]))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize(
+    "precision", [None, "float32", "tensorfloat32", "highest", "bfloat16", "BF16_BF16_F32"]
+)
+def test_the_matmul_precision_reaches_the_forward_and_the_backward_call(kind, precision):
+    cell, params, xs, carry, _ = problem(kind=kind)
+
+    def loss(params):
+        return jnp.sum(jaxrnn.unroll(cell, params, xs, carry, implementation="native")[1])
+
+    bf16 = precision in ("bfloat16", "BF16_BF16_F32")
+    with jax.default_matmul_precision(precision):
+        calls = native_calls(jax.grad(loss), params)
+        _, pullback = jax.vjp(loss, params)
+    assert [target.rsplit("_", 1)[1] for target, _ in calls] == ["forward", "backward"]
+    assert all(flag == bf16 for _, flag in calls)
+    # The backward call multiplies as the forward one did, wherever the pullback is traced.
+    assert native_calls(pullback, jnp.float32(1.0)) == [(calls[1][0], bf16)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("n_examples", [3, 40], ids=["few", "team"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_examples, lengths):
+    # 128 units: two threads share the team's steps, whose backward products then read a copy
+    # of each step's rows, two copies in turn. Without bfloat16 instructions the products stay
+    # float32; up to four sequences the steps' products are the kernels' own, in float32.
+    cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
+    options = {}
+    if lengths:
+        options["lengths"] = jnp.asarray(np.random.default_rng(1).integers(0, 10, n_examples))
+    want = value_and_grads("scan", cell, params, xs, carry, weights, **options)
+    exact = value_and_grads("native", cell, params, xs, carry, weights, **options)
+    with jax.default_matmul_precision("bfloat16"):
+        got = value_and_grads("native", cell, params, xs, carry, weights, **options)
+    largest_difference = 0.0
+    for a, b, c in zip(*map(jax.tree.leaves, (got, want, exact)), strict=True):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        # bfloat16 keeps 8 bits of each factor: about 0.4% a product, summed over 144 terms
+        np.testing.assert_allclose(a, b, rtol=0, atol=3e-2 * scale)
+        largest_difference = max(largest_difference, float(np.max(np.abs(a - c))) / scale)
+    if n_examples > 4 and "amx_bf16" in cpu_flags():  # the team's steps multiply with AMX
+        assert largest_difference > 1e-4

@@ -97,6 +97,18 @@ def _check_step_products(fn: str) -> None:
         )
 
 
+# jax.default_matmul_precision values that ask for one bfloat16 pass with float32 accumulation.
+_BF16_PRECISIONS = ("bfloat16", "BF16_BF16_F32")
+
+
+def bf16_products() -> bool:
+    """Whether the calls traced now let oneDNN multiply in bfloat16 with float32 accumulation:
+    under ``jax.default_matmul_precision("bfloat16")`` (or ``"BF16_BF16_F32"``), as a TPU does
+    for float32 by default. Only CPUs with bfloat16 instructions (AVX512_BF16, AMX) take it;
+    the kernels' own loops (up to four sequences, AVX2 CPUs) and the gates stay float32."""
+    return jax.config.jax_default_matmul_precision in _BF16_PRECISIONS
+
+
 def _out(*shape):
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
@@ -139,12 +151,13 @@ def _folding_vmap(call, n_weights: int):
 
 @functools.cache
 def _forward_kernel(
-    target: str, gates: int, n_weights: int, n_carries: int, reverse: bool, save: bool
+    target: str, gates: int, n_weights: int, n_carries: int, reverse: bool, save: bool, bf16: bool
 ):
     """The forward FFI call of a cell of ``gates`` gates and ``n_carries`` carry arrays:
     ``(*weights, xs, *carries, lengths, starts, *restarts)`` to (ys, *last carries, activations
     (B, T, gates·H), one more (B, T, H) residual), the two residuals empty without ``save``;
-    `_folding_vmap`'s rule under `jax.vmap`."""
+    its products in bfloat16 with ``bf16`` (`bf16_products`); `_folding_vmap`'s rule under
+    `jax.vmap`."""
 
     def run(*args):
         weights, (xs, *rest) = args[:n_weights], args[n_weights:]
@@ -162,7 +175,17 @@ def _forward_kernel(
             (_out(batch, steps, hidden), *(_out(batch, hidden) for _ in carries), *residuals),
             vmap_method="sequential",
         )
-        return call(xs, *carries, *weights, lengths, starts, *restarts, reverse=reverse, save=save)
+        return call(
+            xs,
+            *carries,
+            *weights,
+            lengths,
+            starts,
+            *restarts,
+            reverse=reverse,
+            save=save,
+            bf16_products=bf16,
+        )
 
     return _without_derivative(_folding_vmap(run, n_weights))
 
@@ -196,10 +219,13 @@ class _Wanted:
     in the residuals' structure (no array carries it). The backward call leaves out the rest, as
     XLA drops a scan's unused gradients: dL/dxs = dL/dz w_xᵀ (B·T·D·G·H) where xs is data (the
     first layer of a model fed data), and the weights' gradients (B·T·(D + H)·G·H) where no
-    weight is differentiated (a gradient with respect to the inputs alone, a frozen layer)."""
+    weight is differentiated (a gradient with respect to the inputs alone, a frozen layer).
+    It also keeps the forward call's `bf16_products`, so that the backward call multiplies as
+    the forward one did."""
 
     d_xs: bool
     d_weights: bool
+    bf16_products: bool  # as the forward call ran, whatever the precision when the rule runs
 
 
 def _dense(cotangent):
@@ -224,7 +250,7 @@ def _kept(wanted: bool, gradient):
 
 def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
     _check_step_products("lstm")
-    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, 2, reverse, save)
+    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, 2, reverse, save, bf16_products())
     return kernel(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
 
 
@@ -245,7 +271,11 @@ def lstm(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
 
 def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
     # symbolic_zeros: each array argument comes as (value, perturbed).
-    wanted = _Wanted(d_xs=xs.perturbed, d_weights=w_x.perturbed or w_h.perturbed or bias.perturbed)
+    wanted = _Wanted(
+        d_xs=xs.perturbed,
+        d_weights=w_x.perturbed or w_h.perturbed or bias.perturbed,
+        bf16_products=bf16_products(),
+    )
     w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r = custom_vjp_primal_tree_values(
         (w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
     )
@@ -268,7 +298,8 @@ def _lstm_backward(reverse, residuals, cotangents):
         *_shapes_of(h_r, c_r),
     )
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
-    call = _without_derivative(functools.partial(call, reverse=reverse))
+    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
+    call = _without_derivative(call)
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
         xs,
         h0,
@@ -299,7 +330,7 @@ lstm.defvjp(_lstm_forward, _lstm_backward, symbolic_zeros=True)
 
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save):
     _check_step_products("gru")
-    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, 1, reverse, save)
+    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, 1, reverse, save, bf16_products())
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
 
 
@@ -317,7 +348,11 @@ def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool):
 
 def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
     weights = (w_x, w_h, b_x, b_h)
-    wanted = _Wanted(d_xs=xs.perturbed, d_weights=any(w.perturbed for w in weights))
+    wanted = _Wanted(
+        d_xs=xs.perturbed,
+        d_weights=any(w.perturbed for w in weights),
+        bf16_products=bf16_products(),
+    )
     w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r = custom_vjp_primal_tree_values(
         (w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
     )
@@ -341,7 +376,8 @@ def _gru_backward(reverse, residuals, cotangents):
         *_shapes_of(h_r),
     )
     call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
-    call = _without_derivative(functools.partial(call, reverse=reverse))
+    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
+    call = _without_derivative(call)
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r
     )

@@ -99,20 +99,27 @@ struct Product {
 };
 
 using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
-                              bool, bool, int>;
+                              bool, bool, int, bool>;
+
+// Whether the current call lets oneDNN multiply in bfloat16 (float32 accumulation) where the CPU
+// has bfloat16 instructions (AVX512_BF16, AMX): the caller's jax.default_matmul_precision
+// ("bfloat16"), set by Guarded for the call on the worker thread. Other CPUs multiply in float32.
+inline thread_local bool tl_bf16_products = false;
 
 inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride, bool packed,
                                     bool bias) {
   static std::mutex lock;
   static std::map<ProductKey, std::shared_ptr<Product>> cache;
   // oneDNN plans a product for the threads it may use then: one inside a team's own steps.
+  const bool bf16 = tl_bf16_products;
   ProductKey key{a.rows,       a.cols, a.stride, b.cols, b.stride, c_stride, a.transposed,
-                 b.transposed, packed, bias,     omp_get_max_threads()};
+                 b.transposed, packed, bias,     omp_get_max_threads(), bf16};
   std::lock_guard<std::mutex> guard(lock);
   auto found = cache.find(key);
   if (found != cache.end()) return found->second;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (bf16) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
   memory::desc weights =
       packed ? memory::desc({b.rows, b.cols}, dt::f32, memory::format_tag::any) : b.desc();
   memory::desc dst({a.rows, b.cols}, dt::f32, Dims{c_stride, 1});
@@ -310,7 +317,11 @@ class Repeated {
 
 inline void Runner::Once(const View& a, const float* a_data, const View& b, const float* b_data,
                          float* c_data, int64_t c_stride, const float* bias) {
-  auto product = ProductFor(a, b, c_stride, /*packed=*/false, bias != nullptr);
+  // With AVX-512, oneDNN's product (brgemm) reads B faster in a layout of its own: the LSTM's
+  // weight gradient of 768 units, (832, 2048) x (2048, 3072), took 84 ms from B as it lies and
+  // 31 ms packed first (1.9 ms of that). Its AVX2 product reads the user's layout either way.
+  static const bool pack = __builtin_cpu_supports("avx512f");
+  auto product = ProductFor(a, b, c_stride, pack, bias != nullptr);
   Repeated(*this, *product, a, Weights(*product, b, b_data), c_stride, bias)(a_data, c_data);
 }
 
@@ -896,10 +907,14 @@ inline ffi::Error CheckWeights(const char* cell, const Shape& s, int64_t gates,
   return ffi::Error::Success();
 }
 
-// Runs `work` on the worker thread; oneDNN's errors become the call's error.
-inline ffi::Error Guarded(const char* cell, std::function<void()> work) {
+// Runs `work` on the worker thread, its oneDNN products in bfloat16 where `bf16_products`
+// allows it; oneDNN's errors become the call's error.
+inline ffi::Error Guarded(const char* cell, bool bf16_products, std::function<void()> work) {
   try {
-    Worker::Get().Run(std::move(work));
+    Worker::Get().Run([&] {
+      tl_bf16_products = bf16_products;
+      work();
+    });
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string(cell) + " kernel (oneDNN): " + e.what());
   } catch (const std::invalid_argument& e) {
@@ -1070,8 +1085,14 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
   if (B <= kFewRows)
     return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after);
   const int team = FewRowsTeam(H);
-  const TeamProducts products(run, B, G, H, team, w_h, T * G);
+  // oneDNN 3.2 multiplies float32 in bfloat16 (AMX) only where a step's rows of dz lie
+  // together: T·G floats apart, it took its float32 kernel (c3 LSTM backward steps, summed over
+  // both threads: 110 ms either way; 34 ms from a copy of the step's rows).
+  const bool copy = tl_bf16_products;
+  const TeamProducts products(run, B, G, H, team, w_h, copy ? G : T * G);
   float* dh_blocks = run.scratch.Take(B * H);
+  // Two, used in turn: a thread writes the next step's rows while the other may still read these.
+  float* dz_steps = copy ? run.scratch.Take(2 * B * G) : nullptr;
 #pragma omp parallel num_threads(team)
   {
     TeamProducts::Member product(products, omp_get_thread_num(), dh_blocks);
@@ -1080,8 +1101,14 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
       for (int64_t r = 0; r < slots; ++r) gates_backward(t, r, first, n);
+      float* dz_step = copy ? dz_steps + (step % 2) * B * G : nullptr;
+      if (copy)  // each thread its units' columns of every gate, the ones it has just written
+        for (int64_t r = 0; r < slots; ++r)
+          for (int64_t q = 0; q < G; q += H)
+            std::memcpy(dz_step + r * G + q + first, dz + (r * T + t) * G + q + first,
+                        n * sizeof(float));
 #pragma omp barrier
-      product(dz + t * G, slots);
+      product(copy ? dz_step : dz + t * G, slots);
       for (int64_t r = 0; r < slots; ++r) {
         std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
         after(t, r, first, n);

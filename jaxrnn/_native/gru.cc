@@ -76,11 +76,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
                        ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
-                       bool reverse, bool save) {
+                       bool reverse, bool save, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", [&] {
+  return Guarded("gru", bf16_products, [&] {
     std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
     if (T == 0) return;
     PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
@@ -181,11 +181,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
                         ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
                         ffi::ResultBuffer<ffi::F32> d_b_h,
-                        ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse) {
+                        ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", [&] {
+  return Guarded("gru", bf16_products, [&] {
     const int64_t N = B * T;
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
@@ -267,7 +267,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // activations r, u, c~
                                   .Ret<ffi::Buffer<ffi::F32>>()  // recurrent candidates h_c
                                   .Attr<bool>("reverse")
-                                  .Attr<bool>("save"));
+                                  .Attr<bool>("save")
+                                  .Attr<bool>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl,
                               ffi::Ffi::Bind()
@@ -290,4 +291,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_x
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_h
                                   .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh_restart
-                                  .Attr<bool>("reverse"));
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16_products"));

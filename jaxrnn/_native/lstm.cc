@@ -184,11 +184,11 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> h_restart, ffi::Buffer<ffi::F32> c_restart,
                        ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
-                       ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save) {
+                       ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
-  return Guarded("lstm", [&] {
+  return Guarded("lstm", bf16_products, [&] {
     if (T == 0) {
       std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
       std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
@@ -223,11 +223,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
                         ffi::ResultBuffer<ffi::F32> d_bias,
                         ffi::ResultBuffer<ffi::F32> d_h_restart,
-                        ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse) {
+                        ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
-  return Guarded("lstm", [&] {
+  return Guarded("lstm", bf16_products, [&] {
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
       std::memcpy(d_c0->typed_data(), d_c_last.typed_data(), B * H * sizeof(float));
@@ -313,7 +313,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // gate activations
                                   .Ret<ffi::Buffer<ffi::F32>>()  // memory cells
                                   .Attr<bool>("reverse")
-                                  .Attr<bool>("save"));
+                                  .Attr<bool>("save")
+                                  .Attr<bool>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                               ffi::Ffi::Bind()
@@ -340,4 +341,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_restart
-                                  .Attr<bool>("reverse"));
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16_products"));
