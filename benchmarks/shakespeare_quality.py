@@ -182,7 +182,11 @@ def split(path: Path) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------- workers
 
 
-def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> list:
+def worker_torch(
+    path: Path, minutes: float, eval_every: float, seed: int, bf16: bool = False
+) -> list:
+    """PyTorch's curve, ``[step, seconds, nats]`` rows; its forward passes under
+    ``torch.autocast("cpu", torch.bfloat16)`` with ``bf16``."""
     import torch
     from torch import nn
 
@@ -221,7 +225,9 @@ def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> li
         with torch.inference_mode():
             for start in range(0, inputs_v.shape[1], EVAL_CHUNK):
                 cols = slice(start, start + EVAL_CHUNK)
-                logits, new_state = model(torch.from_numpy(inputs_v[:, cols]), state)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    logits, new_state = model(torch.from_numpy(inputs_v[:, cols]), state)
+                logits = logits.float()
                 valid = torch.from_numpy(np.arange(EVAL_CHUNK)[None] < (lengths_v - start)[:, None])
                 nll = nn.functional.cross_entropy(
                     logits.transpose(1, 2), torch.from_numpy(targets_v[:, cols]), reduction="none"
@@ -245,8 +251,9 @@ def worker_torch(path: Path, minutes: float, eval_every: float, seed: int) -> li
         window = train_ids[starts[:, None] + np.arange(129)]
         x, y = torch.from_numpy(window[:, :-1]), torch.from_numpy(window[:, 1:])
         begin = time.perf_counter()
-        logits, _ = model(x)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, len(chars)), y.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, _ = model(x)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, len(chars)), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -267,10 +274,15 @@ def worker_jaxrnn(
     seed: int,
     model_settings: dict | None = None,
     train_settings: dict | None = None,
+    bf16: bool = False,
 ) -> list:
     """jaxrnn's curve, ``[step, seconds, nats]`` rows: the model `jaxrnn_model` sizes, trained
     for ``minutes`` with JAXRNN_TRAIN; ``model_settings`` and ``train_settings`` replace some of
-    their fields."""
+    their fields. With ``bf16``, under ``jax.default_matmul_precision("bfloat16")``."""
+    import jax
+
+    if bf16:  # before anything is traced
+        jax.config.update("jax_default_matmul_precision", "bfloat16")
     from jaxrnn.lm import LMConfig
     from jaxrnn.lm_train import TrainConfig, evaluate_lm, make_corpus, train_lm
 
@@ -343,6 +355,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="change a setting of jaxrnn's training (a TrainConfig field); repeatable",
     )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="matrix products in bfloat16: jaxrnn under jax.default_matmul_precision"
+        '("bfloat16"), PyTorch under torch.autocast("cpu", torch.bfloat16)',
+    )
     parser.add_argument("--worker", choices=["torch", "jaxrnn"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker != "torch":  # the torch worker trains no jaxrnn model
@@ -353,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
     if args.worker:
         if args.worker == "torch":
-            curve = worker_torch(args.input, args.minutes, args.eval_every, args.seed)
+            curve = worker_torch(args.input, args.minutes, args.eval_every, args.seed, args.bf16)
         else:
             curve = worker_jaxrnn(
                 args.input,
@@ -362,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.seed,
                 args.model_settings,
                 args.train_settings,
+                args.bf16,
             )
         print("CURVE " + json.dumps(curve))
         return
@@ -371,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         command = [sys.executable, "-m", "benchmarks.shakespeare_quality", "--worker", name]
         command += ["--input", str(args.input), "--minutes", str(args.minutes)]
         command += ["--eval-every", str(args.eval_every), "--seed", str(args.seed)]
+        command += ["--bf16"] if args.bf16 else []
         if name == "jaxrnn":
             command += [f"--model={pair}" for pair in args.model]
             command += [f"--train={pair}" for pair in args.train]
@@ -409,6 +429,10 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         f"Python {platform.python_version()}; jax {jax.__version__}; "
         f"one run each, one after the other, seed {args.seed}.",
         "",
+        "Matrix products in bfloat16 (jaxrnn: jax.default_matmul_precision; PyTorch: autocast)."
+        if args.bf16
+        else "float32 throughout.",
+        "",
         f"jaxrnn model (sized by the matmul rate measured before it trained): "
         f"{jaxrnn_settings}, training: {train_settings}.",
         "",
@@ -430,6 +454,8 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
     stem = "shakespeare_quality"
     if args.minutes != 10:  # the default run keeps the plain name the docs show
         stem += f"_{args.minutes:g}min"
+    if args.bf16:
+        stem += "_bf16"
     if args.model_settings or args.train_settings:
         stem += "_custom"
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
@@ -441,6 +467,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
                 "ngram": grams,
                 "jaxrnn_model": jaxrnn_settings,
                 "jaxrnn_train": train_settings,
+                "bf16": args.bf16,
             }
         )
     )
