@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import machine_info, versions
-
 CONFIGS = {"c1": (32, 128, 64, 256), "c3": (128, 64, 128, 512)}  # (B, T, D, H), the suite's
 CELLS = ("lstm", "gru")
 FRAMEWORKS = ("jaxrnn", "torch")
@@ -224,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         run_worker(args.worker, rounds, configs, args.worker_out)
         return {}
+    from benchmarks.suite import machine_info, versions  # run as ``python -m``, from the root
+
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     for framework in args.only.split(","):
