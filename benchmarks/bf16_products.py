@@ -17,7 +17,6 @@ hidden states, as in the suite).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         run_worker(args.worker, rounds, configs, args.worker_out)
         return {}
-    from benchmarks.suite import machine_info, versions  # run as ``python -m``, from the root
+    from benchmarks.suite import report_stamp  # run as ``python -m``, from the root
 
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -235,9 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.setdefault(case, {})[framework] = result
         worker_out.unlink()
     report = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "versions": versions(),
+        **report_stamp(),
         "rounds": rounds,
         "results": results,
     }

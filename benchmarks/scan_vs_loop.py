@@ -20,7 +20,6 @@ gradients are checked against the scan's.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -35,9 +34,8 @@ from benchmarks.suite import (
     Policy,
     default_out,
     format_ms,
-    machine_info,
     measure,
-    versions,
+    report_stamp,
 )
 
 SIZES = (32, 64, 256)  # (B, D, H), c1's
@@ -164,9 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     backend = next((r["backend"] for r in rows if "backend" in r), "cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "versions": versions(),
+        **report_stamp(),
         "sizes": sizes,
         "timeout_s": timeout,
         "repeats": repeats,

@@ -601,9 +601,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
         "mode": mode,
         "policy": policy._asdict(),
         "pinned": args.pin,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "versions": versions(),
+        **report_stamp(),
         "backend": numerics["backend"],
         "device_kind": numerics["device_kind"],
         "framework_info": numerics["info"],
@@ -633,6 +631,15 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "platform": platform.platform(),
+    }
+
+
+def report_stamp() -> dict:
+    """What every benchmark report starts with: the date (UTC), `machine_info` and `versions`."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "versions": versions(),
     }
 
 
