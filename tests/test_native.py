@@ -115,20 +115,29 @@ def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps
     assert_trees_close(*outputs)
 
 
-def backward_calls(fn, *args):
-    """The native backward calls in ``fn``'s jaxpr, each as the shapes of its results (dL/dxs
-    first)."""
+def native_call_equations(fn, *args):
+    """The native FFI calls in ``fn``'s jaxpr, nested jaxprs included, in program order."""
     found = []
 
     def visit(jaxpr):
         for eqn in jaxpr.eqns:
-            if "backward" in str(eqn.params.get("target_name", "")):
-                found.append(tuple(var.aval.shape for var in eqn.outvars))
+            if str(eqn.params.get("target_name", "")).startswith("jaxrnn_"):
+                found.append(eqn)
             for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                 visit(sub)
 
     visit(jax.make_jaxpr(fn)(*args).jaxpr)
     return found
+
+
+def backward_calls(fn, *args):
+    """The native backward calls in ``fn``'s jaxpr, each as the shapes of its results (dL/dxs
+    first)."""
+    return [
+        tuple(var.aval.shape for var in eqn.outvars)
+        for eqn in native_call_equations(fn, *args)
+        if "backward" in str(eqn.params["target_name"])
+    ]
 
 
 @needs_kernel
@@ -566,18 +575,10 @@ def test_an_empty_batch_or_sequence_runs_as_the_scan(kind, shape):
 
 def native_calls(fn, *args):
     """(target, bf16_products) of every native call in ``fn``'s jaxpr."""
-    found = []
-
-    def visit(jaxpr):
-        for eqn in jaxpr.eqns:
-            target = str(eqn.params.get("target_name", ""))
-            if target.startswith("jaxrnn_"):
-                found.append((target, dict(eqn.params["attributes"])["bf16_products"]))
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                visit(sub)
-
-    visit(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [
+        (str(eqn.params["target_name"]), dict(eqn.params["attributes"])["bf16_products"])
+        for eqn in native_call_equations(fn, *args)
+    ]
 
 
 def cpu_flags() -> set[str]:

@@ -1101,14 +1101,17 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
       for (int64_t r = 0; r < slots; ++r) gates_backward(t, r, first, n);
-      float* dz_step = copy ? dz_steps + (step % 2) * B * G : nullptr;
-      if (copy)  // each thread its units' columns of every gate, the ones it has just written
+      const float* rows = dz + t * G;
+      if (copy) {  // each thread its units' columns of every gate, the ones it has just written
+        float* step_rows = dz_steps + (step % 2) * B * G;
         for (int64_t r = 0; r < slots; ++r)
           for (int64_t q = 0; q < G; q += H)
-            std::memcpy(dz_step + r * G + q + first, dz + (r * T + t) * G + q + first,
+            std::memcpy(step_rows + r * G + q + first, rows + r * T * G + q + first,
                         n * sizeof(float));
+        rows = step_rows;
+      }
 #pragma omp barrier
-      product(copy ? dz_step : dz + t * G, slots);
+      product(rows, slots);
       for (int64_t r = 0; r < slots; ++r) {
         std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
         after(t, r, first, n);
