@@ -1,17 +1,24 @@
-"""bfloat16 matrix products on a CPU: jaxrnn's native kernels against PyTorch's autocast.
+"""bfloat16 on a CPU: jaxrnn's native kernels against PyTorch, in two ways of asking for it.
 
     python -m benchmarks.bf16_products [--quick] [--out benchmarks/results]
 
-On CPUs with bfloat16 instructions (AMX, AVX512_BF16) both frameworks can multiply float32
-recurrences in bfloat16 with float32 sums: jaxrnn under ``jax.default_matmul_precision
-("bfloat16")``, where the native kernels let oneDNN convert the factors as it multiplies (the
-parameters, inputs, outputs and gates stay float32), and PyTorch under ``torch.autocast("cpu",
-torch.bfloat16)``, where ``nn.LSTM``/``nn.GRU`` run oneDNN's RNN primitive on bfloat16 inputs
-and weights and return bfloat16 outputs. Each framework runs in a process of its own and times
-its float32 and its bfloat16 call alternately (median of the timed calls, after two warm-ups);
-the error is the largest difference from the same framework's float32 result over the largest
-float32 value, for the outputs and for every parameter's gradient (the loss is the sum of all
-hidden states, as in the suite).
+On CPUs with bfloat16 instructions (AMX, AVX512_BF16) both frameworks can multiply in bfloat16
+with float32 sums, asked in two ways:
+
+- *bfloat16 products* of float32 recurrences: jaxrnn under ``jax.default_matmul_precision
+  ("bfloat16")``, where the native kernels let oneDNN convert the factors as it multiplies (the
+  parameters, inputs, outputs and gates stay float32), and PyTorch under ``torch.autocast("cpu",
+  torch.bfloat16)``, where ``nn.LSTM``/``nn.GRU`` run oneDNN's RNN primitive on bfloat16 inputs
+  and weights and return bfloat16 outputs;
+- *bfloat16 arrays*: parameters and inputs in bfloat16. jaxrnn's native kernels multiply them as
+  bfloat16 and keep the gates and the carry float32 inside the call; ``bfloat16 arrays, XLA``
+  times the same arrays through the XLA kernels (jaxrnn's only path for them on other backends).
+  PyTorch runs the module and inputs ``.to(torch.bfloat16)``.
+
+Each framework runs in a process of its own and times its variants in turn (median of the timed
+calls, after two warm-ups); the error is the largest difference from the same framework's float32
+result over the largest float32 value, for the outputs and for every parameter's gradient (the
+loss is the sum of all hidden states, as in the suite).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 CONFIGS = {"c1": (32, 128, 64, 256), "c3": (128, 64, 128, 512)}  # (B, T, D, H), the suite's
 CELLS = ("lstm", "gru")
 FRAMEWORKS = ("jaxrnn", "torch")
+VARIANTS = ("float32", "bfloat16 products", "bfloat16 arrays")  # both frameworks run these
 
 
 def _relative_error(got, want) -> float:
@@ -49,6 +57,22 @@ def _timed(calls: dict, rounds: int) -> dict:
     return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
+def _errors(results: dict) -> dict:
+    """Each bfloat16 variant's largest relative difference from the float32 result, for the
+    outputs and for the worst parameter gradient; ``results`` maps (variant, mode) to arrays."""
+    variants = dict.fromkeys(variant for variant, _ in results if variant != "float32")
+    return {
+        variant: {
+            "outputs": _relative_error(results[variant, "forward"], results["float32", "forward"]),
+            "gradients": max(
+                _relative_error(a, b)
+                for a, b in zip(results[variant, "train"], results["float32", "train"], strict=True)
+            ),
+        }
+        for variant in variants
+    }
+
+
 def jaxrnn_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -59,37 +83,39 @@ def jaxrnn_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
     cell = jaxrnn.lstm() if cell_name == "lstm" else jaxrnn.gru(reset="after")
     params = cell.init(jax.random.key(0), input_size=n_in, hidden_size=hidden)
     xs = jax.random.normal(jax.random.key(1), (batch, steps, n_in), jnp.float32)
+    # The XLA kernels the automatic choice takes where the native ones cannot run.
+    xla = "fused" if cell_name == "lstm" else "scan"
 
-    def outputs(params, xs):
-        return jaxrnn.unroll(cell, params, xs)[1]
+    def compiled(precision: str, dtype, implementation=None):
+        args = jax.tree.map(lambda a: a.astype(dtype), (params, xs))
 
-    def loss(params, xs):
-        return jnp.sum(outputs(params, xs))
+        def outputs(params, xs):
+            ys = jaxrnn.unroll(cell, params, xs, implementation=implementation)[1]
+            return ys.astype(jnp.float32)
 
-    compiled = {}
-    for precision in ("float32", "bfloat16"):
+        def loss(params, xs):
+            return jnp.sum(outputs(params, xs))
+
         with jax.default_matmul_precision(precision):
-            compiled[precision, "forward"] = jax.jit(outputs).lower(params, xs).compile()
-            compiled[precision, "train"] = jax.jit(jax.grad(loss)).lower(params, xs).compile()
-    results = {key: fn(params, xs) for key, fn in compiled.items()}
-    calls = {
-        f"{precision} {mode}": (lambda fn=fn: jax.block_until_ready(fn(params, xs)))
-        for (precision, mode), fn in compiled.items()
+            forward = jax.jit(outputs).lower(*args).compile()
+            train = jax.jit(jax.grad(loss)).lower(*args).compile()
+        return {
+            "forward": lambda: jax.block_until_ready(forward(*args)),
+            "train": lambda: [
+                np.asarray(g, np.float32)
+                for g in jax.tree.leaves(jax.block_until_ready(train(*args)))
+            ],
+        }
+
+    variants = {
+        "float32": compiled("float32", jnp.float32),
+        "bfloat16 products": compiled("bfloat16", jnp.float32),
+        "bfloat16 arrays": compiled("float32", jnp.bfloat16),
+        "bfloat16 arrays, XLA": compiled("float32", jnp.bfloat16, xla),
     }
-    return {
-        "seconds": _timed(calls, rounds),
-        "output_error": _relative_error(
-            results["bfloat16", "forward"], results["float32", "forward"]
-        ),
-        "gradient_error": max(
-            _relative_error(a, b)
-            for a, b in zip(
-                jax.tree.leaves(results["bfloat16", "train"]),
-                jax.tree.leaves(results["float32", "train"]),
-                strict=True,
-            )
-        ),
-    }
+    calls = {f"{v} {mode}": call for v, modes in variants.items() for mode, call in modes.items()}
+    results = {(v, mode): call() for v, modes in variants.items() for mode, call in modes.items()}
+    return {"seconds": _timed(calls, rounds), "errors": _errors(results)}
 
 
 def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
@@ -102,31 +128,32 @@ def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
         n_in, hidden, batch_first=True
     )
     xs = torch.randn(batch, steps, n_in)
+    in_bf16 = type(module)(n_in, hidden, batch_first=True).to(torch.bfloat16)
+    in_bf16.load_state_dict({k: v.to(torch.bfloat16) for k, v in module.state_dict().items()})
+    xs_bf16 = xs.to(torch.bfloat16)
 
-    def forward(bf16: bool):
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return module(xs)[0].float()
+    def variant(module, xs, autocast: bool):
+        def forward():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                return module(xs)[0].float().numpy()
 
-    def train(bf16: bool):
-        module.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            ys = module(xs)[0]
-        ys.float().sum().backward()
-        return [p.grad.clone() for p in module.parameters()]
+        def train():
+            module.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                ys = module(xs)[0]
+            ys.float().sum().backward()
+            return [p.grad.float().numpy() for p in module.parameters()]
 
-    calls = {
-        f"{'bfloat16' if bf16 else 'float32'} {mode}": (lambda f=f, bf16=bf16: f(bf16))
-        for bf16 in (False, True)
-        for mode, f in (("forward", forward), ("train", train))
+        return {"forward": forward, "train": train}
+
+    variants = {
+        "float32": variant(module, xs, False),
+        "bfloat16 products": variant(module, xs, True),  # autocast
+        "bfloat16 arrays": variant(in_bf16, xs_bf16, False),
     }
-    return {
-        "seconds": _timed(calls, rounds),
-        "output_error": _relative_error(forward(True).numpy(), forward(False).numpy()),
-        "gradient_error": max(
-            _relative_error(a.numpy(), b.numpy())
-            for a, b in zip(train(True), train(False), strict=True)
-        ),
-    }
+    calls = {f"{v} {mode}": call for v, modes in variants.items() for mode, call in modes.items()}
+    results = {(v, mode): call() for v, modes in variants.items() for mode, call in modes.items()}
+    return {"seconds": _timed(calls, rounds), "errors": _errors(results)}
 
 
 def run_worker(framework: str, rounds: int, configs: list[str], out: Path) -> None:
@@ -141,40 +168,49 @@ def run_worker(framework: str, rounds: int, configs: list[str], out: Path) -> No
 
 def write_markdown(report: dict, path: Path) -> None:
     lines = [
-        "# bfloat16 matrix products on a CPU: jaxrnn against PyTorch's autocast",
+        "# bfloat16 on a CPU: jaxrnn against PyTorch",
         "",
         f"{report['date']}; {report['machine']['cpu']}, {report['machine']['cpu_count']} CPUs; "
         f"jax {report['versions'].get('jax')}, torch {report['versions'].get('torch')}; "
-        f"median of {report['rounds']} calls each, float32 and bfloat16 in turn.",
+        f"median of {report['rounds']} calls each, every variant in turn.",
         "",
-        'jaxrnn: `jax.default_matmul_precision("bfloat16")` (float32 arrays, the native '
-        'kernels\' products in bfloat16); PyTorch: `torch.autocast("cpu", torch.bfloat16)`. '
-        "Error: largest difference from the same framework's float32 result over the largest "
-        "float32 value (outputs; the worst parameter gradient).",
+        "- *bfloat16 products*: float32 arrays, products in bfloat16 with float32 sums. jaxrnn: "
+        '`jax.default_matmul_precision("bfloat16")`; PyTorch: `torch.autocast("cpu", '
+        "torch.bfloat16)`.",
+        "- *bfloat16 arrays*: parameters and inputs in bfloat16. jaxrnn: the native kernels (the "
+        "gates and the carry float32 inside the call); *XLA*: the same arrays through the XLA "
+        "kernels (fused LSTM, GRU scan). PyTorch: the module and inputs `.to(torch.bfloat16)`.",
+        "- Error: the largest difference from the same framework's float32 result over the "
+        "largest float32 value (outputs; the worst parameter gradient).",
         "",
-        "| case | framework | float32 fwd / train ms | bfloat16 fwd / train ms | speed-up fwd / "
-        "train | error outputs / gradients |",
+        "| case | framework | variant | fwd / train ms | speed-up over float32 | "
+        "error outputs / gradients |",
         "|---|---|---|---|---|---|",
     ]
     for case, by_framework in report["results"].items():
         for framework, result in by_framework.items():
             s = result["seconds"]
-            f32 = (s["float32 forward"], s["float32 train"])
-            b16 = (s["bfloat16 forward"], s["bfloat16 train"])
-            lines.append(
-                f"| {case} | {framework} | {1e3 * f32[0]:.1f} / {1e3 * f32[1]:.1f} | "
-                f"{1e3 * b16[0]:.1f} / {1e3 * b16[1]:.1f} | {f32[0] / b16[0]:.2f} / "
-                f"{f32[1] / b16[1]:.2f} | {result['output_error']:.1e} / "
-                f"{result['gradient_error']:.1e} |"
-            )
-    lines += ["", "jaxrnn's time over PyTorch's, each in bfloat16 (forward / train):", ""]
+            for variant in dict.fromkeys(key.rsplit(" ", 1)[0] for key in s):
+                forward, train = s[f"{variant} forward"], s[f"{variant} train"]
+                speed_up = (
+                    f"{s['float32 forward'] / forward:.2f} / {s['float32 train'] / train:.2f}"
+                )
+                error = result["errors"].get(variant)
+                error = f"{error['outputs']:.1e} / {error['gradients']:.1e}" if error else "–"
+                lines.append(
+                    f"| {case} | {framework} | {variant} | {1e3 * forward:.1f} / "
+                    f"{1e3 * train:.1f} | {speed_up} | {error} |"
+                )
+    lines += ["", "jaxrnn's time over PyTorch's, forward / train:", ""]
     for case, by_framework in report["results"].items():
         if set(FRAMEWORKS) <= set(by_framework):
             mine, theirs = by_framework["jaxrnn"]["seconds"], by_framework["torch"]["seconds"]
-            lines.append(
-                f"- {case}: {mine['bfloat16 forward'] / theirs['bfloat16 forward']:.2f} / "
-                f"{mine['bfloat16 train'] / theirs['bfloat16 train']:.2f}"
-            )
+            ratios = [
+                f"{variant} {mine[f'{variant} forward'] / theirs[f'{variant} forward']:.2f} / "
+                f"{mine[f'{variant} train'] / theirs[f'{variant} train']:.2f}"
+                for variant in VARIANTS
+            ]
+            lines.append(f"- {case}: " + "; ".join(ratios))
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -185,24 +221,23 @@ def write_chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     cases = list(report["results"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bars = [(f, v) for f in FRAMEWORKS for v in VARIANTS]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(bars)
     for ax, mode in zip(axes, ("forward", "train"), strict=True):
-        labels, width = [], 0.2
-        for i, (framework, precision) in enumerate(
-            (f, p) for f in FRAMEWORKS for p in ("float32", "bfloat16")
-        ):
+        for i, (framework, variant) in enumerate(bars):
             values = [
-                1e3 * report["results"][case][framework]["seconds"][f"{precision} {mode}"]
+                1e3 * report["results"][case][framework]["seconds"][f"{variant} {mode}"]
                 if framework in report["results"][case]
                 else 0.0
                 for case in cases
             ]
-            ax.bar(np.arange(len(cases)) + (i - 1.5) * width, values, width)
-            labels.append(f"{framework} {precision}")
+            offset = (i - (len(bars) - 1) / 2) * width
+            ax.bar(np.arange(len(cases)) + offset, values, width, label=f"{framework} {variant}")
         ax.set_xticks(np.arange(len(cases)), cases)
         ax.set_ylabel("ms (lower is better)")
         ax.set_title(f"{mode}: {report['machine']['cpu']}")
-        ax.legend(labels, fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

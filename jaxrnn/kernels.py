@@ -45,6 +45,7 @@ examples whose length, only known at run time, lies outside [0, T].
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -164,6 +165,7 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
 
 # The cells with a native kernel, by the name of their structure: the params they take.
 _NATIVE = {"lstm": LSTMParams, "gru(reset=after)": ResetAfterGRUParams}
+_NATIVE_DTYPES = (jnp.float32, jnp.bfloat16)
 
 
 def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
@@ -182,8 +184,11 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
         return "it runs inputs of one feature or more, and xs has none"
     for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
         for leaf in jax.tree.leaves(tree):
-            if getattr(leaf, "dtype", None) != jnp.float32:
-                return f"it runs float32, and {name} has {getattr(leaf, 'dtype', type(leaf))}"
+            if getattr(leaf, "dtype", None) not in _NATIVE_DTYPES:
+                return (
+                    "it runs float32 and bfloat16, and "
+                    f"{name} has {getattr(leaf, 'dtype', type(leaf))}"
+                )
     return None
 
 
@@ -302,17 +307,24 @@ def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison)
     def rows(tree):
         return jax.tree.map(lambda leaf: leaf.reshape(-1, hidden), tree)
 
-    last, ys = _native_call(
-        params,
-        xs.reshape(-1, n_steps, n_inputs),
-        rows(carry),
-        rows_lengths,
-        rows_starts,
-        rows(restart),
-        reverse,
+    dtype = xs.dtype
+    arrays = (params, xs.reshape(-1, n_steps, n_inputs), rows(carry), rows(restart))
+    if dtype == jnp.bfloat16:
+        # The kernels read float32. Products of bfloat16 values lose nothing in oneDNN's
+        # bfloat16 products, which the precision asks for as the scan's products are; the gates
+        # and the carry from step to step stay float32 inside the call (as in cuDNN's and
+        # oneDNN's own bfloat16 RNNs), and only what the call returns is rounded.
+        arrays = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), arrays)
+    params, xs, carry, restart = arrays
+    products = (
+        jax.default_matmul_precision("bfloat16")
+        if dtype == jnp.bfloat16
+        else contextlib.nullcontext()  # float32 multiplies at the caller's precision
     )
-    last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden), last)
-    ys = ys.reshape(*batch_shape, n_steps, hidden)
+    with products:
+        last, ys = _native_call(params, xs, carry, rows_lengths, rows_starts, restart, reverse)
+    last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden).astype(dtype), last)
+    ys = ys.reshape(*batch_shape, n_steps, hidden).astype(dtype)
     if poison and lengths is not None:
         last, ys = poisoned(last, ys, jnp.asarray(lengths), n_steps)
     return last, ys

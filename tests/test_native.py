@@ -443,7 +443,9 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
     with_peepholes = params._replace(peephole=jnp.zeros((3, 6), jnp.float32))
     assert chosen(params=with_peepholes) == "fused"
     as_bfloat16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), (params, xs, carry))
-    assert chosen(*as_bfloat16) == "fused"
+    assert chosen(*as_bfloat16) == "native"
+    as_float16 = jax.tree.map(lambda a: a.astype(jnp.float16), (params, xs, carry))
+    assert chosen(*as_float16) == "fused"
 
     gru, gru_params, gru_xs, gru_carry, _ = problem(kind="gru")
     args = (gru_params, gru_xs, gru_carry, None, None, None)
@@ -534,6 +536,11 @@ def test_inputs_of_no_feature_run_the_xla_kernels(kind):
 @needs_kernel
 def test_forcing_it_where_it_cannot_run_is_a_clear_error():
     cell, params, xs, _, _ = problem()
+    with pytest.raises(
+        jaxrnn.InputError, match="runs float32 and bfloat16, and params has float16"
+    ):
+        as_float16 = jax.tree.map(lambda a: a.astype(jnp.float16), (params, xs))
+        jaxrnn.unroll(cell, *as_float16, implementation="native")
     with pytest.raises(jaxrnn.InputError, match="cannot be combined with remat"):
         jaxrnn.unroll(cell, params, xs, implementation="native", remat=True)
     with pytest.raises(jaxrnn.InputError, match=r"does not compute gru\(reset=before\)"):
@@ -637,3 +644,37 @@ def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_exa
         largest_difference = max(largest_difference, float(np.max(np.abs(a - c))) / scale)
     if n_examples > 4 and "amx_bf16" in cpu_flags():  # the team's steps multiply with AMX
         assert largest_difference > 1e-4
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("n_examples", [3, 40], ids=["few", "team"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples, lengths):
+    cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
+    options = {}
+    if lengths:
+        options["lengths"] = jnp.asarray(np.random.default_rng(1).integers(0, 10, n_examples))
+    params, xs, carry, weights = jax.tree.map(
+        lambda a: a.astype(jnp.bfloat16), (params, xs, carry, weights)
+    )
+    # The definition on the same bfloat16 values, computed in float32 throughout.
+    want = value_and_grads(
+        "scan",
+        cell,
+        *jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs, carry, weights)),
+        **options,
+    )
+    got = value_and_grads(None, cell, params, xs, carry, weights, **options)
+    assert {leaf.dtype for leaf in jax.tree.leaves(got)} == {jnp.dtype(jnp.bfloat16)}
+    for a, b in zip(*map(jax.tree.leaves, (got, want)), strict=True):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0, atol=3e-2 * scale)
+
+    def loss(params):
+        return jnp.sum(jaxrnn.unroll(cell, params, xs, carry, **options)[1])
+
+    # Whatever the precision, products of bfloat16 arrays are products of bfloat16 values.
+    with jax.default_matmul_precision("highest"):
+        calls = native_calls(jax.grad(loss), params)
+    assert [flag for _, flag in calls] == [True, True]
