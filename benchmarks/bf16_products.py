@@ -15,10 +15,10 @@ with float32 sums, asked in two ways:
   times the same arrays through the XLA kernels (jaxrnn's only path for them on other backends).
   PyTorch runs the module and inputs ``.to(torch.bfloat16)``.
 
-Each framework runs in a process of its own and times its variants in turn (median of the timed
-calls, after two warm-ups); the error is the largest difference from the same framework's float32
-result over the largest float32 value, for the outputs and for every parameter's gradient (the
-loss is the sum of all hidden states, as in the suite).
+Each framework runs each case in a process of its own and times its variants in turn (median
+of the timed calls, after two warm-ups); the error is the largest difference from the same
+framework's float32 result over the largest float32 value, for the outputs and for every
+parameter's gradient (the loss is the sum of all hidden states, as in the suite).
 """
 
 from __future__ import annotations
@@ -156,14 +156,10 @@ def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
     return {"seconds": _timed(calls, rounds), "errors": _errors(results)}
 
 
-def run_worker(framework: str, rounds: int, configs: list[str], out: Path) -> None:
-    case = jaxrnn_case if framework == "jaxrnn" else torch_case
-    results = {
-        f"{config}/{cell}": case(cell, CONFIGS[config], rounds)
-        for config in configs
-        for cell in CELLS
-    }
-    out.write_text(json.dumps(results))
+def run_worker(framework: str, case: str, rounds: int, out: Path) -> None:
+    config, cell = case.split("/")
+    measure = jaxrnn_case if framework == "jaxrnn" else torch_case
+    out.write_text(json.dumps(measure(cell, CONFIGS[config], rounds)))
 
 
 def write_markdown(report: dict, path: Path) -> None:
@@ -250,24 +246,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default=",".join(FRAMEWORKS), help="frameworks, e.g. jaxrnn")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rounds = 5 if args.quick else 15
     configs = ["c1"] if args.quick else list(CONFIGS)
     if args.worker:
-        run_worker(args.worker, rounds, configs, args.worker_out)
+        run_worker(args.worker, args.case, rounds, args.worker_out)
         return {}
     from benchmarks.suite import report_stamp  # run as ``python -m``, from the root
 
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
-    for framework in args.only.split(","):
-        worker_out = args.out / f".bf16_products_{framework}.json"
-        command = [sys.executable, "-m", "benchmarks.bf16_products", "--worker", framework]
-        command += ["--worker-out", str(worker_out)] + (["--quick"] if args.quick else [])
-        subprocess.run(command, check=True)
-        for case, result in json.loads(worker_out.read_text()).items():
-            results.setdefault(case, {})[framework] = result
-        worker_out.unlink()
+    # A process per case: what earlier cases leave in the allocator moved the c3 LSTM's
+    # bfloat16 training step from 137 to 164-213 ms (benchmarks/NOTES.md, section 24).
+    for case in (f"{config}/{cell}" for config in configs for cell in CELLS):
+        for framework in args.only.split(","):
+            worker_out = args.out / f".bf16_products_{framework}.json"
+            command = [sys.executable, "-m", "benchmarks.bf16_products", "--worker", framework]
+            command += ["--case", case, "--worker-out", str(worker_out)]
+            command += ["--quick"] if args.quick else []
+            subprocess.run(command, check=True)
+            results.setdefault(case, {})[framework] = json.loads(worker_out.read_text())
+            worker_out.unlink()
     report = {
         **report_stamp(),
         "rounds": rounds,

@@ -20,22 +20,22 @@ implementation   what it does                                                   
 ``"native"``     the whole sequence as one compiled call forward and one        LSTM without
                  backward (`jaxrnn._native`): oneDNN's matrix products on       peepholes, GRU
                  weights packed once, the gates vectorised, on XLA:CPU          (reset after);
-                                                                                float32, CPU
+                                                                                float32 or
+                                                                                bfloat16, CPU
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
-it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 on the CPU backend, no
-peepholes), else ``"fused"`` where the cell has a pointwise part,
-else ``"scan"``; ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``,
-``jax.hessian``), which the fused and native backward passes lack, take ``"scan"``. The native
-kernels' backward pass is not itself differentiable, so a gradient of a gradient takes
-``"fused"`` or ``"scan"``, whose backward passes are JAX's own.
-Both are seen in the arguments while tracing; ``jax.jvp`` or ``jax.grad`` of a function that
-calls ``unroll`` inside its own ``jax.jit`` is not, and needs ``implementation="scan"`` (or
-``"fused"`` for reverse mode) there.
+it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 or bfloat16 on the CPU
+backend, no peepholes), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
+``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which
+the fused and native backward passes lack, take ``"scan"``. The native kernels' backward pass is
+not itself differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
+backward passes are JAX's own. Both are seen in the arguments while tracing; ``jax.jvp`` or
+``jax.grad`` of a function that calls ``unroll`` inside its own ``jax.jit`` is not, and needs
+``implementation="scan"`` (or ``"fused"`` for reverse mode) there.
 
 Kernels take checked arguments, batch-major: xs (*batch, T, D), carry leaves (*batch, H),
 lengths None or (*batch,) ints, resets None or (*batch, T) bools (none past a length); every

@@ -2,7 +2,8 @@
 
 The policy (README, "Reliability"): params, inputs and carry share one dtype and each step computes
 in it; XLA accumulates the matmuls of bfloat16/float16 operands in float32 before rounding; losses
-upcast low-precision logits to float32. The reference here is the same computation in float32 on
+upcast low-precision logits to float32 (the native CPU kernels keep their gates and carry in
+float32 inside the call: closer still). The reference here is the same computation in float32 on
 the same (rounded) params and inputs, so the differences measured are the compute precision alone.
 """
 
