@@ -678,3 +678,29 @@ def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples,
     with jax.default_matmul_precision("highest"):
         calls = native_calls(jax.grad(loss), params)
     assert [flag for _, flag in calls] == [True, True]
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_bidirectional_bfloat16_stack_runs_it_within_bfloat16_rounding(kind):
+    rng = np.random.default_rng(6)
+    cell = CELLS[kind]
+    xs = jnp.asarray(rng.normal(size=(12, 9, 5)), jnp.bfloat16)
+    lengths = jnp.asarray(rng.integers(0, 10, 12))
+    params = jaxrnn.stacked_init(
+        cell, jax.random.key(1), 5, 16, 2, bidirectional=True, dtype=jnp.bfloat16
+    )
+
+    def loss(params, xs, implementation):
+        ys = jaxrnn.stacked(cell, params, xs, lengths=lengths, implementation=implementation)[1]
+        return jnp.sum(jnp.sin(ys.astype(jnp.float32)))
+
+    got = jax.jit(jax.value_and_grad(loss), static_argnums=2)(params, xs, None)
+    as_float32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs))
+    want = jax.jit(jax.value_and_grad(loss), static_argnums=2)(*as_float32, "scan")
+    # A call for each direction of each layer
+    assert len(native_call_equations(lambda p: loss(p, xs, None), params)) == 4
+    assert {leaf.dtype for leaf in jax.tree.leaves(got[1])} == {jnp.dtype(jnp.bfloat16)}
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0, atol=3e-2 * scale)
