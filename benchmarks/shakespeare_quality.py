@@ -16,8 +16,7 @@ Models:
   gradient norm clipped at 5, batches of 32 random windows of 128 characters, 2 threads.
 - ``jaxrnn``: jaxrnn's best character model (configuration below), sized for this CPU and budget
   by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
-  measured matmul rate (times the step's measured bfloat16 speed-up with ``--bf16``), and more
-  dropout where the steps pass over the text many times. Its
+  measured matmul rate, and more dropout where the steps pass over the text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate.
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
@@ -104,40 +103,6 @@ def matmul_gflops() -> float:
     from benchmarks.matmul_rate import jax_gemm_rate
 
     return jax_gemm_rate()
-
-
-def bf16_speedup(hidden_size: int, rounds: int = 3) -> float:
-    """How many times as fast the LSTM of ``hidden_size`` units takes a training step (forward
-    and backward, JAXRNN_TRAIN's batch) with bfloat16 products as in float32, on this CPU: about
-    1 where it has no bfloat16 instructions, since the kernels then multiply in float32. With
-    ``--bf16`` the worker sizes the model by the matmul rate times this, so that the rule counts
-    the steps bfloat16 adds (NOTES section 24)."""
-    import jax
-    import jax.numpy as jnp
-
-    import jaxrnn
-
-    batch, steps = JAXRNN_TRAIN["batch_size"], JAXRNN_TRAIN["seq_len"]
-    n_in = JAXRNN_MODEL["embedding_size"]
-    cell = jaxrnn.lstm()
-    params = cell.init(jax.random.key(0), n_in, hidden_size)
-    xs = jax.random.normal(jax.random.key(1), (batch, steps, n_in), jnp.float32)
-
-    def loss(params):
-        return jnp.sum(jaxrnn.unroll(cell, params, xs)[1])
-
-    seconds = {}
-    for precision in ("float32", "bfloat16"):
-        with jax.default_matmul_precision(precision):
-            step = jax.jit(jax.grad(loss)).lower(params).compile()
-        jax.block_until_ready(step(params))
-        times = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            jax.block_until_ready(step(params))
-            times.append(time.perf_counter() - start)
-        seconds[precision] = min(times)
-    return seconds["float32"] / seconds["bfloat16"]
 
 
 JAXRNN_TRAIN = {
@@ -323,11 +288,8 @@ def worker_jaxrnn(
 
     begin = time.perf_counter()
     gflops = matmul_gflops()
-    # bfloat16 speeds up the recurrence's products, not the rest of the step: a generous rate.
-    speedup = max(1.0, bf16_speedup(JAXRNN_MODEL["hidden_size"])) if bf16 else 1.0
-    settings = {**jaxrnn_model(minutes, gflops * speedup), **(model_settings or {})}
-    sized_by = {"matmul_gflops": round(gflops, 1), "bf16_speedup": round(speedup, 2)}
-    print(f"MODEL {json.dumps({**settings, **sized_by})}", flush=True)
+    settings = {**jaxrnn_model(minutes, gflops), **(model_settings or {})}
+    print(f"MODEL {json.dumps({**settings, 'matmul_gflops': round(gflops, 1)})}", flush=True)
     text = path.read_text()
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
     model = LMConfig(vocab_size=corpus.vocab.size, **settings)

@@ -8,13 +8,10 @@ measures with are ones `train_lm` accepts. (Its PyTorch worker uses only PyTorch
 suite's GEMM floor, which its reports divide by, is checked against products counted by hand.
 """
 
-import functools
 import importlib.util
-import json
 from importlib import resources
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
@@ -106,48 +103,6 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
         train_settings={"batch_size": 4, "seq_len": 16},  # what --train passes on
     )
     check_curve(curve, vocab_size=len(set(little_text.read_text())))
-
-
-def test_with_bfloat16_the_worker_sizes_the_model_for_its_faster_step(
-    shakespeare_quality, little_text, monkeypatch, capsys
-):
-    sq = shakespeare_quality
-    monkeypatch.setattr(sq, "JAXRNN_MODEL", {**sq.JAXRNN_MODEL, "embedding_size": 8})
-    monkeypatch.setattr(sq, "WIDTHS", (16,))
-    # A rate at which 16 units are predicted under LONG_RUN_STEPS in float32, over it at twice.
-    gflops = 0.75 * sq.LONG_RUN_STEPS * 1.5 * sq.training_flops(16) / (60 * 0.05) / 1e9
-    monkeypatch.setattr(sq, "matmul_gflops", lambda: gflops)
-    speedups = []
-    monkeypatch.setattr(sq, "bf16_speedup", lambda hidden: speedups.append(hidden) or 2.0)
-    run = functools.partial(
-        sq.worker_jaxrnn,
-        little_text,
-        minutes=0.05,
-        eval_every=10.0,
-        seed=0,
-        train_settings={"batch_size": 4, "seq_len": 16},
-    )
-    sized = []
-    precision = jax.config.jax_default_matmul_precision
-    try:
-        for bf16 in (False, True):
-            run(bf16=bf16)
-            line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("MODEL "))
-            sized.append(json.loads(line[6:]))
-    finally:  # the worker sets it for its whole process
-        jax.config.update("jax_default_matmul_precision", precision)
-    assert speedups == [sq.JAXRNN_MODEL["hidden_size"]]  # measured with --bf16 alone
-    assert [s["bf16_speedup"] for s in sized] == [1.0, 2.0]
-    assert [s["dropout_rate"] for s in sized] == [0.1, sq.LONG_RUN_DROPOUT]
-
-
-def test_the_bfloat16_speedup_is_a_measured_ratio(shakespeare_quality, monkeypatch):
-    monkeypatch.setattr(
-        shakespeare_quality, "JAXRNN_TRAIN", {**shakespeare_quality.JAXRNN_TRAIN, "seq_len": 8}
-    )
-    speedup = shakespeare_quality.bf16_speedup(16, rounds=2)
-    # Two timings of one small step: positive and finite, within the noise of a busy machine.
-    assert np.isfinite(speedup) and 0.05 < speedup < 20
 
 
 def test_settings_from_the_command_line_are_typed_and_checked(shakespeare_quality):
