@@ -501,23 +501,6 @@ def test_a_gradient_of_a_gradient_hidden_by_jit_is_a_clear_error(kind):
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_the_layers_and_the_stacks_run_it(kind):
-    rng = np.random.default_rng(5)
-    cell = CELLS[kind]
-    xs = jnp.asarray(rng.normal(size=(3, 6, 4)), jnp.float32)
-    params = jaxrnn.stacked_init(cell, jax.random.key(1), 4, 5, 2, bidirectional=True)
-
-    def loss(params, implementation):
-        ys = jaxrnn.stacked(cell, params, xs, implementation=implementation)[1]
-        return jnp.sum(ys**2)
-
-    got = jax.value_and_grad(loss)(params, "native")
-    want = jax.value_and_grad(loss)(params, "scan")
-    assert_trees_close(got, want)
-
-
-@needs_kernel
-@pytest.mark.parametrize("kind", sorted(CELLS))
 def test_inputs_of_no_feature_run_the_xla_kernels(kind):
     # A carry-driven recurrence, xs (B, T, 0): params made by hand, since init wants an input.
     cell, params, _, carry, _ = problem((4,), 5, 1, 6, kind=kind)
@@ -620,41 +603,52 @@ def test_the_matmul_precision_reaches_the_forward_and_the_backward_call(kind, pr
     assert native_calls(pullback, jnp.float32(1.0)) == [(calls[1][0], bf16)]
 
 
-@needs_kernel
-@pytest.mark.parametrize("kind", sorted(CELLS))
-@pytest.mark.parametrize("n_examples", [3, 40], ids=["few", "team"])
-@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
-def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_examples, lengths):
-    # 128 units: two threads share the team's steps, whose backward products then read a copy
-    # of each step's rows, two copies in turn. Without bfloat16 instructions the products stay
-    # float32; up to four sequences the steps' products are the kernels' own, in float32.
+def bfloat16_problem(kind, n_examples, lengths):
+    """`problem` of 128 units, where two threads share the team's steps (whose backward products
+    then read a copy of each step's rows, two copies in turn), and its unroll options."""
     cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
     options = {}
     if lengths:
         options["lengths"] = jnp.asarray(np.random.default_rng(1).integers(0, 10, n_examples))
+    return cell, params, xs, carry, weights, options
+
+
+def assert_within_bfloat16_rounding(got, want):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        # bfloat16 keeps 8 bits of each factor: about 0.4% a product, summed over 144 terms
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0, atol=3e-2 * scale)
+
+
+BFLOAT16_CASES = pytest.mark.parametrize(
+    "kind, n_examples, lengths",
+    [(k, n, ln) for k in sorted(CELLS) for n in (3, 40) for ln in (False, True)],
+)
+
+
+@needs_kernel
+@BFLOAT16_CASES
+def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_examples, lengths):
+    # Without bfloat16 instructions the products stay float32; up to four sequences the steps'
+    # products are the kernels' own, in float32.
+    cell, params, xs, carry, weights, options = bfloat16_problem(kind, n_examples, lengths)
     want = value_and_grads("scan", cell, params, xs, carry, weights, **options)
     exact = value_and_grads("native", cell, params, xs, carry, weights, **options)
     with jax.default_matmul_precision("bfloat16"):
         got = value_and_grads("native", cell, params, xs, carry, weights, **options)
-    largest_difference = 0.0
-    for a, b, c in zip(*map(jax.tree.leaves, (got, want, exact)), strict=True):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        # bfloat16 keeps 8 bits of each factor: about 0.4% a product, summed over 144 terms
-        np.testing.assert_allclose(a, b, rtol=0, atol=3e-2 * scale)
-        largest_difference = max(largest_difference, float(np.max(np.abs(a - c))) / scale)
+    assert_within_bfloat16_rounding(got, want)
+    largest_difference = max(
+        float(np.max(np.abs(a - c))) / max(1.0, float(np.max(np.abs(b), initial=0.0)))
+        for a, b, c in zip(*map(jax.tree.leaves, (got, want, exact)), strict=True)
+    )
     if n_examples > 4 and "amx_bf16" in cpu_flags():  # the team's steps multiply with AMX
         assert largest_difference > 1e-4
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", sorted(CELLS))
-@pytest.mark.parametrize("n_examples", [3, 40], ids=["few", "team"])
-@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@BFLOAT16_CASES
 def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples, lengths):
-    cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
-    options = {}
-    if lengths:
-        options["lengths"] = jnp.asarray(np.random.default_rng(1).integers(0, 10, n_examples))
+    cell, params, xs, carry, weights, options = bfloat16_problem(kind, n_examples, lengths)
     params, xs, carry, weights = jax.tree.map(
         lambda a: a.astype(jnp.bfloat16), (params, xs, carry, weights)
     )
@@ -667,9 +661,7 @@ def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples,
     )
     got = value_and_grads(None, cell, params, xs, carry, weights, **options)
     assert {leaf.dtype for leaf in jax.tree.leaves(got)} == {jnp.dtype(jnp.bfloat16)}
-    for a, b in zip(*map(jax.tree.leaves, (got, want)), strict=True):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0, atol=3e-2 * scale)
+    assert_within_bfloat16_rounding(got, want)
 
     def loss(params):
         return jnp.sum(jaxrnn.unroll(cell, params, xs, carry, **options)[1])
@@ -682,25 +674,26 @@ def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples,
 
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_a_bidirectional_bfloat16_stack_runs_it_within_bfloat16_rounding(kind):
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_the_layers_and_the_stacks_run_it(kind, dtype):
     rng = np.random.default_rng(6)
     cell = CELLS[kind]
-    xs = jnp.asarray(rng.normal(size=(12, 9, 5)), jnp.bfloat16)
+    xs = jnp.asarray(rng.normal(size=(12, 9, 5)), dtype)
     lengths = jnp.asarray(rng.integers(0, 10, 12))
-    params = jaxrnn.stacked_init(
-        cell, jax.random.key(1), 5, 16, 2, bidirectional=True, dtype=jnp.bfloat16
-    )
+    params = jaxrnn.stacked_init(cell, jax.random.key(1), 5, 16, 2, bidirectional=True, dtype=dtype)
 
     def loss(params, xs, implementation):
         ys = jaxrnn.stacked(cell, params, xs, lengths=lengths, implementation=implementation)[1]
         return jnp.sum(jnp.sin(ys.astype(jnp.float32)))
 
-    got = jax.jit(jax.value_and_grad(loss), static_argnums=2)(params, xs, None)
-    as_float32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs))
-    want = jax.jit(jax.value_and_grad(loss), static_argnums=2)(*as_float32, "scan")
-    # A call for each direction of each layer
+    run = jax.jit(jax.value_and_grad(loss), static_argnums=2)
+    got = run(params, xs, "native")
+    # The definition on the same values, in float32 throughout.
+    want = run(*jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs)), "scan")
+    # A call for each direction of each layer, as the automatic choice makes them too.
     assert len(native_call_equations(lambda p: loss(p, xs, None), params)) == 4
-    assert {leaf.dtype for leaf in jax.tree.leaves(got[1])} == {jnp.dtype(jnp.bfloat16)}
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0, atol=3e-2 * scale)
+    assert {leaf.dtype for leaf in jax.tree.leaves(got[1])} == {jnp.dtype(dtype)}
+    if dtype == jnp.float32:
+        assert_trees_close(got, want)
+    else:
+        assert_within_bfloat16_rounding(got, want)
