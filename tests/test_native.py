@@ -90,6 +90,8 @@ def assert_trees_close(got, want):
         ((16,), 5, 8, 128),  # B·H = 2048: a step's gates split across threads
         ((3,), 6, 5, 136),  # a few sequences, their units split across threads unevenly
         ((1,), 4, 3, 272),  # one sequence: blocks of 8 vectors and a remainder on each thread
+        # inputs wider than the gates: the weight gradient's product as it lies (OneWeightGradient)
+        ((6,), 5, 40, 4),
     ],
     ids=[
         "small",
@@ -100,6 +102,7 @@ def assert_trees_close(got, want):
         "threaded-gates",
         "few-rows-threaded",
         "one-row-wide",
+        "inputs-wider-than-the-gates",
     ],
 )
 def test_values_and_gradients_equal_the_scan(kind, reverse, batch_shape, n_steps, n_x, n_a):
