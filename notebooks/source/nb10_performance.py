@@ -143,7 +143,7 @@ machine's matrix-product rate (576 units for 5 minutes). On a 2-core Intel Xeon 
 (`benchmarks/results/intel_xeon_amx/`) the suite reads 0.31–1.03×, and there
 `jax.default_matmul_precision("bfloat16")` lets the kernels multiply in bfloat16 with float32
 sums, as a TPU does: forward passes about twice as fast, outputs within about 10⁻³ of float32.
-Parameters and inputs in bfloat16 run the same kernels, 3.6–8× as fast as XLA's kernels on them
+Parameters and inputs in bfloat16 run the same kernels, 3.4–8× as fast as XLA's kernels on them
 (`benchmarks/results/bf16_products_cpu.md`). The committed charts show every
 implementation with min–max whiskers and the GEMM floor; here is c1:
 """),
