@@ -311,18 +311,15 @@ def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison)
 
     dtype = xs.dtype
     arrays = (params, xs.reshape(-1, n_steps, n_inputs), rows(carry), rows(restart))
+    products = contextlib.nullcontext()  # float32 multiplies at the caller's precision
     if dtype == jnp.bfloat16:
         # The kernels read float32. Products of bfloat16 values lose nothing in oneDNN's
         # bfloat16 products, which the precision asks for as the scan's products are; the gates
         # and the carry from step to step stay float32 inside the call (as in cuDNN's and
         # oneDNN's own bfloat16 RNNs), and only what the call returns is rounded.
         arrays = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), arrays)
+        products = jax.default_matmul_precision("bfloat16")
     params, xs, carry, restart = arrays
-    products = (
-        jax.default_matmul_precision("bfloat16")
-        if dtype == jnp.bfloat16
-        else contextlib.nullcontext()  # float32 multiplies at the caller's precision
-    )
     with products:
         last, ys = _native_call(params, xs, carry, rows_lengths, rows_starts, restart, reverse)
     last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden).astype(dtype), last)
