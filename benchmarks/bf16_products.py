@@ -57,20 +57,28 @@ def _timed(calls: dict, rounds: int) -> dict:
     return {name: float(np.median(values)) for name, values in seconds.items()}
 
 
-def _errors(results: dict) -> dict:
-    """Each bfloat16 variant's largest relative difference from the float32 result, for the
-    outputs and for the worst parameter gradient; ``results`` maps (variant, mode) to arrays."""
-    variants = dict.fromkeys(variant for variant, _ in results if variant != "float32")
-    return {
-        variant: {
-            "outputs": _relative_error(results[variant, "forward"], results["float32", "forward"]),
-            "gradients": max(
-                _relative_error(a, b)
-                for a, b in zip(results[variant, "train"], results["float32", "train"], strict=True)
-            ),
-        }
-        for variant in variants
+def _measured(variants: dict, rounds: int, as_arrays) -> dict:
+    """``variants`` (name: {"forward": call, "train": call}, "float32" among them) timed in turn
+    (`_timed`), and each bfloat16 variant's largest relative difference from the float32
+    result, for the outputs and for the worst parameter gradient. ``as_arrays`` turns a call's
+    result into a list of float32 numpy arrays, outside the timed calls."""
+    calls = {f"{v} {mode}": call for v, modes in variants.items() for mode, call in modes.items()}
+    results = {
+        (v, mode): as_arrays(call())
+        for v, modes in variants.items()
+        for mode, call in modes.items()
     }
+
+    def error(variant: str, mode: str) -> float:
+        pairs = zip(results[variant, mode], results["float32", mode], strict=True)
+        return max(_relative_error(a, b) for a, b in pairs)
+
+    errors = {
+        v: {"outputs": error(v, "forward"), "gradients": error(v, "train")}
+        for v in variants
+        if v != "float32"
+    }
+    return {"seconds": _timed(calls, rounds), "errors": errors}
 
 
 def jaxrnn_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
@@ -101,10 +109,7 @@ def jaxrnn_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
             train = jax.jit(jax.grad(loss)).lower(*args).compile()
         return {
             "forward": lambda: jax.block_until_ready(forward(*args)),
-            "train": lambda: [
-                np.asarray(g, np.float32)
-                for g in jax.tree.leaves(jax.block_until_ready(train(*args)))
-            ],
+            "train": lambda: jax.block_until_ready(train(*args)),
         }
 
     variants = {
@@ -113,9 +118,11 @@ def jaxrnn_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
         "bfloat16 arrays": compiled("float32", jnp.bfloat16),
         "bfloat16 arrays, XLA": compiled("float32", jnp.bfloat16, xla),
     }
-    calls = {f"{v} {mode}": call for v, modes in variants.items() for mode, call in modes.items()}
-    results = {(v, mode): call() for v, modes in variants.items() for mode, call in modes.items()}
-    return {"seconds": _timed(calls, rounds), "errors": _errors(results)}
+    return _measured(
+        variants,
+        rounds,
+        lambda result: [np.asarray(leaf, np.float32) for leaf in jax.tree.leaves(result)],
+    )
 
 
 def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
@@ -133,16 +140,16 @@ def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
     xs_bf16 = xs.to(torch.bfloat16)
 
     def variant(module, xs, autocast: bool):
-        def forward():
+        def forward():  # float32 outputs, as jaxrnn's forward call returns them
             with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                return module(xs)[0].float().numpy()
+                return [module(xs)[0].float()]
 
         def train():
             module.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 ys = module(xs)[0]
             ys.float().sum().backward()
-            return [p.grad.float().numpy() for p in module.parameters()]
+            return [p.grad for p in module.parameters()]
 
         return {"forward": forward, "train": train}
 
@@ -151,9 +158,7 @@ def torch_case(cell_name: str, sizes: tuple, rounds: int) -> dict:
         "bfloat16 products": variant(module, xs, True),  # autocast
         "bfloat16 arrays": variant(in_bf16, xs_bf16, False),
     }
-    calls = {f"{v} {mode}": call for v, modes in variants.items() for mode, call in modes.items()}
-    results = {(v, mode): call() for v, modes in variants.items() for mode, call in modes.items()}
-    return {"seconds": _timed(calls, rounds), "errors": _errors(results)}
+    return _measured(variants, rounds, lambda result: [t.float().numpy() for t in result])
 
 
 def run_worker(framework: str, case: str, rounds: int, out: Path) -> None:
