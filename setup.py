@@ -23,7 +23,11 @@ def _native_kernels() -> list[Extension]:
     return [
         Extension(
             "jaxrnn._native._kernels",
-            sources=["jaxrnn/_native/lstm.cc", "jaxrnn/_native/gru.cc"],
+            sources=[
+                "jaxrnn/_native/lstm.cc",
+                "jaxrnn/_native/gru.cc",
+                "jaxrnn/_native/gru_before.cc",
+            ],
             depends=["jaxrnn/_native/common.h"],  # rebuilt when the shared header changes
             include_dirs=[str(prefix / "include"), os.path.join(jaxlib.__path__[0], "include")],
             # -fno-trapping-math: the gate loops' clamps and exponentials are if-converted into

@@ -19,7 +19,7 @@ implementation   what it does                                                   
                  over the whole sequence with its own fastest kernel
 ``"native"``     the whole sequence as one compiled call forward and one        LSTM without
                  backward (`jaxrnn._native`): oneDNN's matrix products on       peepholes, GRU
-                 weights packed once, the gates vectorised, on XLA:CPU          (reset after);
+                 weights packed once, the gates vectorised, on XLA:CPU          (either reset);
                                                                                 float32 or
                                                                                 bfloat16, CPU
 ===============  =============================================================  ==================
@@ -28,7 +28,7 @@ A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
-it, ``"native"`` for an LSTM or a reset-after GRU it can run (float32 or bfloat16 on the CPU
+it, ``"native"`` for an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
 backend, no peepholes), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
 ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which
 the fused and native backward passes lack, take ``"scan"``. The native kernels' backward pass is
@@ -56,10 +56,12 @@ from jaxrnn import _native
 from jaxrnn._checks import fail
 from jaxrnn.cells import (
     Cell,
+    GRUParams,
     LSTMParams,
     LSTMState,
     ResetAfterGRUParams,
     cell_name,
+    check_variant,
     recurrent_state,
     structure,
 )
@@ -164,7 +166,11 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
 
 
 # The cells with a native kernel, by the name of their structure: the params they take.
-_NATIVE = {"lstm": LSTMParams, "gru(reset=after)": ResetAfterGRUParams}
+_NATIVE = {
+    "lstm": LSTMParams,
+    "gru(reset=after)": ResetAfterGRUParams,
+    "gru(reset=before)": GRUParams,
+}
 _NATIVE_DTYPES = (jnp.float32, jnp.bfloat16)
 
 
@@ -175,7 +181,7 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
         not isinstance(params, tuple(_NATIVE.values()))
         or getattr(params, "peephole", None) is not None
     ):
-        return "it runs the LSTM without peepholes and the GRU with the reset after"
+        return "it runs the LSTM without peepholes and the GRU"
     if jax.default_backend() != "cpu":
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
     if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
@@ -248,10 +254,21 @@ def run(
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation == "native":
+        name = structure(cell).name
+        # The kernels never call the cell's step, whose check refuses another variant's weights.
+        check_variant("unroll", params, _NATIVE[name])
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
             return _native_run(
-                params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
+                name,
+                params,
+                xs,
+                carry,
+                lengths,
+                starts,
+                restart,
+                reverse=reverse,
+                poison=poison,
             )
         implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
     if implementation == "fused":
@@ -290,8 +307,8 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
-def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison):
-    """A native kernel on xs (*batch, T, D), its batch axes flattened into one; starts None or
+def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, poison):
+    """The native kernel of the cell called ``name`` (a key of `_NATIVE`) on xs (*batch, T, D), its batch axes flattened into one; starts None or
     (*batch, T) bools in reading order, where the carry starts again from ``restart``. params,
     xs and the carries float32, or bfloat16 (run as float32 with bfloat16 products, the results
     rounded back)."""
@@ -321,7 +338,9 @@ def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison)
         products = jax.default_matmul_precision("bfloat16")
     params, xs, carry, restart = arrays
     with products:
-        last, ys = _native_call(params, xs, carry, rows_lengths, rows_starts, restart, reverse)
+        last, ys = _native_call(
+            name, params, xs, carry, rows_lengths, rows_starts, restart, reverse
+        )
     last = jax.tree.map(lambda leaf: leaf.reshape(*batch_shape, hidden).astype(dtype), last)
     ys = ys.reshape(*batch_shape, n_steps, hidden).astype(dtype)
     if poison and lengths is not None:
@@ -329,10 +348,10 @@ def _native_run(params, xs, carry, lengths, starts, restart, *, reverse, poison)
     return last, ys
 
 
-def _native_call(params, xs, carry, lengths, starts, restart, reverse):
-    """The kernel of ``params``' cell on rows of examples, xs (N, T, D), carry and restart
+def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
+    """The kernel of the cell called ``name`` on rows of examples, xs (N, T, D), carry and restart
     leaves (N, H), lengths (N,) int32, starts (N, T) uint8; returns (last carry, ys (N, T, H))."""
-    if isinstance(params, ResetAfterGRUParams):
+    if name != "lstm":  # the GRU's arrays, whichever type holds them, run the cell's GRU
         ys, h = _native.gru(
             params.w_x,
             params.w_h,
@@ -344,6 +363,7 @@ def _native_call(params, xs, carry, lengths, starts, restart, reverse):
             starts,
             restart,
             bool(reverse),
+            "before" if name == "gru(reset=before)" else "after",
         )
         return h, ys
     ys, h, c = _native.lstm(

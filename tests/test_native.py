@@ -32,10 +32,12 @@ def test_the_kernel_is_built_and_loads_on_linux_x86_64():
     assert "native" in kernels.available(jaxrnn.lstm())
     assert "native" not in kernels.available(jaxrnn.lstm(peephole=True))
     assert "native" in kernels.available(jaxrnn.gru(reset="after"))
-    assert "native" not in kernels.available(jaxrnn.gru())  # reset before: the scan
+    assert "native" in kernels.available(jaxrnn.gru())
+    assert "native" not in kernels.available(jaxrnn.simplified_gru())
 
 
-CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after")}
+# The GRU with the reset after the recurrent product (PyTorch's) and the course's, before.
+CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after"), "gru_before": jaxrnn.gru()}
 
 
 def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False, kind="lstm"):
@@ -177,7 +179,7 @@ def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, rever
     weight_shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
     weight_results = [shape for shape in results[1:] if shape in weight_shapes]
     # The LSTM's two biases reach the kernel as one sum: 3 weight results, the GRU's 4.
-    n_weights = {"lstm": 3, "gru": 4}[kind]
+    n_weights = {"lstm": 3, "gru": 4, "gru_before": 4}[kind]
     assert len(weight_results) == (n_weights if 0 in argnums else 0)
     assert results.count((0,)) == (1 - (1 in argnums)) + (n_weights if 0 not in argnums else 0)
 
@@ -450,13 +452,14 @@ def test_the_automatic_choice_takes_it_for_a_float32_lstm_and_leaves_it_otherwis
     as_float16 = jax.tree.map(lambda a: a.astype(jnp.float16), (params, xs, carry))
     assert chosen(*as_float16) == "fused"
 
-    gru, gru_params, gru_xs, gru_carry, _ = problem(kind="gru")
-    args = (gru_params, gru_xs, gru_carry, None, None, None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
-    args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
-    args = (gru_params, gru_xs, gru_carry, None, jnp.zeros((5, 7), bool), None)
-    assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+    for kind in ("gru", "gru_before"):
+        gru, gru_params, gru_xs, gru_carry, _ = problem(kind=kind)
+        args = (gru_params, gru_xs, gru_carry, None, None, None)
+        assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+        args = (gru_params, gru_xs, gru_carry, jnp.array([7, 3, 1, 0, 2]), None, None)
+        assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
+        args = (gru_params, gru_xs, gru_carry, None, jnp.zeros((5, 7), bool), None)
+        assert kernels.choose(gru, None, remat=False, traced_args=args) == "native"
 
 
 @needs_kernel
@@ -529,8 +532,8 @@ def test_forcing_it_where_it_cannot_run_is_a_clear_error():
         jaxrnn.unroll(cell, *as_float16, implementation="native")
     with pytest.raises(jaxrnn.InputError, match="cannot be combined with remat"):
         jaxrnn.unroll(cell, params, xs, implementation="native", remat=True)
-    with pytest.raises(jaxrnn.InputError, match=r"does not compute gru\(reset=before\)"):
-        gru = jaxrnn.gru()
+    with pytest.raises(jaxrnn.InputError, match=r"does not compute simplified_gru"):
+        gru = jaxrnn.simplified_gru()
         jaxrnn.unroll(gru, gru.init(jax.random.key(0), 3, 6), xs, implementation="native")
 
 

@@ -1,7 +1,8 @@
 """The native kernels: a whole sequence, forward and backward, as two XLA:CPU FFI calls each.
 
 ``lstm.cc`` runs what ``jaxrnn.lstm()`` (without peepholes) computes over a batch-major sequence,
-``gru.cc`` what ``jaxrnn.gru(reset="after")`` does, with oneDNN's matrix products on weights packed
+``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and ``gru_before.cc`` what ``jaxrnn.gru()``
+(the reset before the candidate's product) does, with oneDNN's matrix products on weights packed
 once per call. Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a
 product of the kernels' own instead, over weights they pack once per call (oneDNN's there packs
 them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
@@ -36,6 +37,8 @@ _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
     "jaxrnn_gru_forward": "JaxrnnGruForward",
     "jaxrnn_gru_backward": "JaxrnnGruBackward",
+    "jaxrnn_gru_reset_before_forward": "JaxrnnGruResetBeforeForward",
+    "jaxrnn_gru_reset_before_backward": "JaxrnnGruResetBeforeBackward",
 }
 
 
@@ -328,25 +331,33 @@ lstm.defvjp(_lstm_forward, _lstm_backward, symbolic_zeros=True)
 # -------------------------------------------------------------------------------------------- GRU
 
 
-def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save):
+_GRU_TARGETS = {  # where the reset gate acts: the FFI targets' prefix
+    "after": "jaxrnn_gru",
+    "before": "jaxrnn_gru_reset_before",
+}
+
+
+def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset, save):
     _check_step_products("gru")
-    kernel = _forward_kernel("jaxrnn_gru_forward", 3, 4, 1, reverse, save, bf16_products())
+    target = f"{_GRU_TARGETS[reset]}_forward"
+    kernel = _forward_kernel(target, 3, 4, 1, reverse, save, bf16_products())
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(9,))
-def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool):
-    """The GRU with the reset gate after the recurrent product over a sequence: w_x (D, 3H),
-    w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃); xs (B, T, D), h0 (B, H), all float32,
-    lengths, starts and the restart carry h_r (B, H) as for `lstm`; returns (ys (B, T, H), last
-    h). B and T at least 1."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(9, 10))
+def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool, reset: str = "after"):
+    """The GRU over a sequence, with the reset gate after the recurrent product
+    (``reset="after"``, `jaxrnn.gru` ``(reset="after")``) or before the candidate's
+    (``"before"``, the course's): w_x (D, 3H), w_h (H, 3H), b_x and b_h (3H,), gates (r, u, c̃);
+    xs (B, T, D), h0 (B, H), all float32, lengths, starts and the restart carry h_r (B, H) as for
+    `lstm`; returns (ys (B, T, H), last h). B and T at least 1."""
     ys, h, _, _ = _gru_forward_call(
-        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save=False
+        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset, save=False
     )
     return ys, h
 
 
-def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
+def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset):
     weights = (w_x, w_h, b_x, b_h)
     wanted = _Wanted(
         d_xs=xs.perturbed,
@@ -356,14 +367,16 @@ def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse):
     w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r = custom_vjp_primal_tree_values(
         (w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
     )
-    ys, h, gates, candidates = _gru_forward_call(
-        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, save=True
+    # The second residual: the recurrent candidates h_c (reset after), or the candidate
+    # product's rows r * h_{t-1} (reset before).
+    ys, h, gates, rows = _gru_forward_call(
+        w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset, save=True
     )
-    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates, wanted)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, rows, wanted)
 
 
-def _gru_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, candidates, wanted = residuals
+def _gru_backward(reverse, reset, residuals, cotangents):
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, rows, wanted = residuals
     d_ys, d_h = map(_dense, cotangents)
     bias = _result(wanted.d_weights, w_h.shape[1])
     shapes = (
@@ -375,11 +388,12 @@ def _gru_backward(reverse, residuals, cotangents):
         bias,
         *_shapes_of(h_r),
     )
-    call = jax.ffi.ffi_call("jaxrnn_gru_backward", shapes, vmap_method="sequential")
+    target = f"{_GRU_TARGETS[reset]}_backward"
+    call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
     call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
     call = _without_derivative(call)
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
-        xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h, lengths, starts, h_r
+        xs, h0, w_x, w_h, ys, gates, rows, d_ys, d_h, lengths, starts, h_r
     )
     d_w_x, d_w_h, d_b_x, d_b_h = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_b_x, d_b_h))
     d_xs = _kept(wanted.d_xs, d_xs)

@@ -740,14 +740,16 @@ class TeamProducts {
 
 // t (cols, rows) = the transpose of w (rows, cols), in tiles: row by row, every write to t went
 // to another cache line (512 × 2048 floats: 4.1 ms, tiles of 16 × 16 1.3). The tiles' columns
-// are split across the threads.
-inline void Transpose(const float* w, int64_t rows, int64_t cols, float* t) {
+// are split across the threads. Rows of t are t_stride apart where it is given.
+inline void Transpose(const float* w, int64_t rows, int64_t cols, float* t, int64_t t_stride = 0) {
   constexpr int64_t kTile = 16;
+  t_stride = t_stride ? t_stride : rows;
 #pragma omp parallel for schedule(static) if (rows * cols >= (int64_t{1} << 16))
   for (int64_t j0 = 0; j0 < cols; j0 += kTile)
     for (int64_t i0 = 0; i0 < rows; i0 += kTile)
       for (int64_t i = i0; i < std::min(i0 + kTile, rows); ++i)
-        for (int64_t j = j0; j < std::min(j0 + kTile, cols); ++j) t[j * rows + i] = w[i * cols + j];
+        for (int64_t j = j0; j < std::min(j0 + kTile, cols); ++j)
+          t[j * t_stride + i] = w[i * cols + j];
 }
 
 // A transposed copy of w (rows, cols): (cols, rows).
@@ -956,15 +958,19 @@ inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* 
 // packs its second factor (AVX-512) and rows is the narrower, as the products' first factor it
 // computes the transpose dzᵀ rows (G, K) instead and writes it back transposed: c3's LSTM
 // packed dL/dz (8192, 2048) in 6.7 ms and multiplied in 29.9 (bfloat16 products; 6.6 and 74.6 in
-// float32), and packs the rows (8192, 640) in 2.2 and multiplies in 25.2 (70.8).
+// float32), and packs the rows (8192, 640) in 2.2 and multiplies in 25.2 (70.8). Rows of dz and
+// d_w are dz_stride and d_w_stride apart where those are given (a block of a gate's columns).
 inline void OneWeightGradient(Runner& run, int64_t N, int64_t K, int64_t G, const float* rows,
-                              const float* dz, float* d_w) {
+                              const float* dz, float* d_w, int64_t dz_stride = 0,
+                              int64_t d_w_stride = 0) {
+  dz_stride = dz_stride ? dz_stride : G;
+  d_w_stride = d_w_stride ? d_w_stride : G;
   if (OncePacksSecondFactor() && K < G) {
     float* d_w_t = run.scratch.Take(G * K);
-    run.Once({G, N, G, true}, dz, {N, K, K}, rows, d_w_t, K);
-    Transpose(d_w_t, G, K, d_w);
+    run.Once({G, N, dz_stride, true}, dz, {N, K, K}, rows, d_w_t, K);
+    Transpose(d_w_t, G, K, d_w, d_w_stride);
   } else {
-    run.Once({K, N, K, true}, rows, {N, G, G}, dz, d_w, G);
+    run.Once({K, N, K, true}, rows, {N, G, dz_stride}, dz, d_w, d_w_stride);
   }
 }
 
