@@ -308,10 +308,10 @@ def run(
 
 
 def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, poison):
-    """The native kernel of the cell called ``name`` (a key of `_NATIVE`) on xs (*batch, T, D), its batch axes flattened into one; starts None or
-    (*batch, T) bools in reading order, where the carry starts again from ``restart``. params,
-    xs and the carries float32, or bfloat16 (run as float32 with bfloat16 products, the results
-    rounded back)."""
+    """The native kernel of the cell called ``name`` (a key of `_NATIVE`) on xs (*batch, T, D),
+    its batch axes flattened into one; starts None or (*batch, T) bools in reading order, where
+    the carry starts again from ``restart``. params, xs and the carries float32, or bfloat16 (run
+    as float32 with bfloat16 products, the results rounded back)."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
     if lengths is None:

@@ -9,6 +9,7 @@ suite's GEMM floor, which its reports divide by, is checked against products cou
 """
 
 import importlib.util
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -185,3 +186,19 @@ def test_the_bfloat16_benchmark_measures_every_variant_of_one_function(framework
         assert 0 <= error["gradients"] < 0.1, variant
     # Rounded parameters and inputs differ from the float32 ones whatever the CPU.
     assert result["errors"]["bfloat16 arrays"]["outputs"] > 1e-4
+
+
+@pytest.mark.parametrize("framework", ["jaxrnn", "torch"])
+def test_the_course_gru_benchmark_times_every_variant(framework, tmp_path):
+    course_gru = load_benchmark("course_gru")
+    sizes = {"tiny": (5, 6, 3, 8)}
+    course_gru.CONFIGS.update(sizes)
+    out = tmp_path / "worker.json"
+    course_gru.run_worker("tiny", framework, 1, out)
+    result = json.loads(out.read_text())
+    variants = course_gru.VARIANTS[:3] if framework == "jaxrnn" else ("torch",)
+    assert list(result["seconds"]) == [f"{v} {m}" for v in variants for m in ("forward", "train")]
+    assert all(seconds > 0 for seconds in result["seconds"].values())
+    if framework == "jaxrnn":  # the native kernel against the scan, both float32
+        assert 0 <= result["errors"]["outputs"] < 1e-5
+        assert 0 <= result["errors"]["gradients"] < 1e-5
