@@ -188,7 +188,7 @@ def test_the_bfloat16_benchmark_measures_every_variant_of_one_function(framework
     assert result["errors"]["bfloat16 arrays"]["outputs"] > 1e-4
 
 
-@pytest.mark.parametrize("framework", ["jaxrnn", "torch"])
+@pytest.mark.parametrize("framework", ["native", "scan", "torch"])
 def test_the_course_gru_benchmark_times_every_variant(framework, tmp_path):
     course_gru = load_benchmark("course_gru")
     sizes = {"tiny": (5, 6, 3, 8)}
@@ -196,9 +196,9 @@ def test_the_course_gru_benchmark_times_every_variant(framework, tmp_path):
     out = tmp_path / "worker.json"
     course_gru.run_worker("tiny", framework, 1, out)
     result = json.loads(out.read_text())
-    variants = course_gru.VARIANTS[:3] if framework == "jaxrnn" else ("torch",)
+    variants = [v for v in course_gru.VARIANTS if v.endswith(framework)]
     assert list(result["seconds"]) == [f"{v} {m}" for v in variants for m in ("forward", "train")]
     assert all(seconds > 0 for seconds in result["seconds"].values())
-    if framework == "jaxrnn":  # the native kernel against the scan, both float32
+    if framework != "torch":  # the native kernel against the scan, both float32
         assert 0 <= result["errors"]["outputs"] < 1e-5
         assert 0 <= result["errors"]["gradients"] < 1e-5
