@@ -74,8 +74,9 @@ display(Markdown("\\n".join(rows)))
     md("""
 The same numbers as a picture: every implementation's time divided by jaxrnn's, per
 configuration. A bar above 1 is slower than jaxrnn, below 1 faster. jaxrnn's default for a
-float32 LSTM or PyTorch's GRU on a CPU is its native kernel (`jaxrnn/_native`: the whole sequence
-as one compiled call, oneDNN's matrix products, the gates vectorised); "jaxrnn, XLA scan (fused)"
+float32 LSTM or GRU (the course's or PyTorch's) on a CPU is its native kernel
+(`jaxrnn/_native`: the whole sequence as one compiled call, oneDNN's matrix products, the gates
+vectorised); "jaxrnn, XLA scan (fused)"
 is the LSTM with `implementation="fused"`, the `lax.scan` with its own backward pass, and
 "jaxrnn autodiff backward" is `implementation="scan"`: `jax.grad` of the `lax.scan`. The eager
 Python loop over `cell.step` is left out here: it takes 2.4× (c3) to 1,000× (c2, batch size 1)
