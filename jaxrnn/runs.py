@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import os
 import signal
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -214,6 +215,10 @@ class StopOnSignal:
     checkpoint and says so. Signals that come while it does are counted and otherwise ignored, so
     the save always runs to completion. A third signal before the save has begun ends the process
     at once (exit 128 + signal), leaving the last checkpoint on disk as it was.
+
+    Python runs the handlers of signals that arrive during one long call (a training step) in
+    the order of their numbers, SIGINT before SIGTERM, whatever order they came in; the signals'
+    own record of their arrival (`signal.set_wakeup_fd`) says which came first.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -224,11 +229,24 @@ class StopOnSignal:
         self.count = 0
         self.saving = False
         self._previous: dict = {}
+        self._arrivals: socket.socket | None = None
+        self._sockets: tuple = ()
+        self._previous_wakeup = -1
+
+    def _first_arrived(self, signum: int) -> int:
+        """The first of the signals that have arrived, ``signum`` if none is on record."""
+        if self._arrivals is None:
+            return signum
+        try:
+            arrived = self._arrivals.recv(64)
+        except BlockingIOError:
+            return signum
+        return next((s for s in arrived if s in self.SIGNALS), signum)
 
     def _handle(self, signum, frame):
         self.count += 1
         if self.requested is None:
-            self.requested = signum
+            signum = self.requested = self._first_arrived(signum)
             self.write(
                 f"{signal.Signals(signum).name}: stopping after this step to save a checkpoint "
                 "(a third signal exits without saving)"
@@ -243,9 +261,22 @@ class StopOnSignal:
                 self._previous[signum] = signal.signal(signum, self._handle)
         except ValueError:  # not the main thread: signals stay as they are
             self._previous.clear()
+            return self
+        self._sockets = socket.socketpair()
+        for end in self._sockets:
+            end.setblocking(False)
+        self._arrivals = self._sockets[0]
+        self._previous_wakeup = signal.set_wakeup_fd(
+            self._sockets[1].fileno(), warn_on_full_buffer=False
+        )
         return self
 
     def __exit__(self, *exc_info):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        if self._sockets:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for end in self._sockets:
+                end.close()
+            self._arrivals, self._sockets = None, ()
         return False

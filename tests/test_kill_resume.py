@@ -204,17 +204,24 @@ def test_sigterm_and_sigint_save_the_current_step_before_exiting(uninterrupted, 
 def test_a_second_signal_during_the_interrupt_save_does_not_lose_the_run(
     uninterrupted, tmp_path, signals
 ):
-    """Two signals 10 ms apart: the first stops training after the current step, the second
-    arrives while the checkpoint is being saved and is ignored; the save completes, says so, and
-    holds exactly the steps the uninterrupted run took."""
+    """Two signals, the second as soon as the first is taken: the first stops training after the
+    current step, the second arrives while that step ends or the checkpoint is being saved and is
+    ignored; the save completes, says so, and holds exactly the steps the uninterrupted run took.
+    (Sent 10 ms apart instead, both could be pending at once on a busy machine, and the kernel
+    then delivers the lower-numbered first.)"""
     out = tmp_path / "run"
     process = _train(out)
     assert _wait_for_new_checkpoint(process, out / "checkpoint.npz")
     time.sleep(0.2)
-    for sig in signals:
-        process.send_signal(sig)
-        time.sleep(0.01)
+    process.send_signal(signals[0])
+    taken = []
+    for line in process.stdout:
+        taken.append(line)
+        if "stopping after this step" in line:
+            break
+    process.send_signal(signals[1])
     output, _ = process.communicate(timeout=HANG_GUARD_S)
+    output = "".join(taken) + output
     assert process.returncode == 128 + signals[0], output
     metadata = read_metadata(out / "checkpoint.npz")
     step = metadata["step"]
@@ -265,3 +272,51 @@ def test_a_second_trainer_on_the_same_folder_is_refused_and_the_first_goes_on(
     n = min(len(losses), len(uninterrupted))
     assert n > 0 and losses[:n] == uninterrupted[:n]
     assert not list(out.glob("*.tmp"))
+
+
+ORDER_OF_ARRIVAL = textwrap.dedent(
+    """
+    import os, signal, threading
+    from jaxrnn import runs
+
+    messages = []
+    go = threading.Event()
+
+    def send(first, second):
+        go.wait()
+        os.kill(os.getpid(), first)
+        os.kill(os.getpid(), second)
+
+    for first, second in [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)]:
+        go.clear()
+        # Started before the main thread blocks both signals, so that it alone receives them:
+        # both are then pending for the main thread's handlers at once, as during a long step.
+        helper = threading.Thread(target=send, args=(first, second))
+        helper.start()
+        with runs.StopOnSignal(messages.append) as stop:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            go.set()
+            helper.join()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            sum(range(1000))  # the handlers run here, in the main thread
+            print(signal.Signals(stop.requested).name, stop.count)
+    print(*messages, sep="\\n")
+    """
+)
+
+
+def test_signals_that_arrive_during_one_step_are_taken_in_the_order_they_came():
+    """Python runs the handlers of signals pending together in the order of their numbers,
+    SIGINT before SIGTERM: the stop request (and so the exit status) is the first to arrive."""
+    result = subprocess.run(
+        [sys.executable, "-c", ORDER_OF_ARRIVAL],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=HANG_GUARD_S,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["SIGTERM 2", "SIGINT 2"], result.stdout
+    assert lines[2].startswith("SIGTERM: stopping after this step to save a checkpoint")
+    assert lines[3].startswith("SIGINT: stopping after this step to save a checkpoint")
