@@ -17,8 +17,8 @@ implementation   what it does                                                   
 ``"time_parallel"``  the cell's ``parallel_scan``: gates of many steps at once   min_gru, min_lstm
 ``"layerwise"``  a deep cell layer after layer (`jaxrnn.stacked`), each layer   ``layers.deep``
                  over the whole sequence with its own fastest kernel
-``"native"``     the whole sequence as one compiled call forward and one        LSTM without
-                 backward (`jaxrnn._native`): oneDNN's matrix products on       peepholes, GRU
+``"native"``     the whole sequence as one compiled call forward and one        LSTM (peepholes
+                 backward (`jaxrnn._native`): oneDNN's matrix products on       too), GRU
                  weights packed once, the gates vectorised, on XLA:CPU          (either reset);
                                                                                 float32 or
                                                                                 bfloat16, CPU
@@ -29,7 +29,7 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
-backend, no peepholes), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
+backend), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
 ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which
 the fused and native backward passes lack, take ``"scan"``. The native kernels' backward pass is
 not itself differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
@@ -167,7 +167,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
 
 # The cells with a native kernel, by the name of their structure: the params they take.
 _NATIVE = {
-    "lstm": LSTMParams,
+    "lstm": LSTMParams,  # with peepholes where params.peephole holds them
+    "lstm(peephole)": LSTMParams,
     "gru(reset=after)": ResetAfterGRUParams,
     "gru(reset=before)": GRUParams,
 }
@@ -177,11 +178,8 @@ _NATIVE_DTYPES = (jnp.float32, jnp.bfloat16)
 def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
     """Why the native kernels cannot run these arguments, or None if they can."""
     del lengths, resets, reset_carry  # any lengths and resets run
-    if (
-        not isinstance(params, tuple(_NATIVE.values()))
-        or getattr(params, "peephole", None) is not None
-    ):
-        return "it runs the LSTM without peepholes and the GRU"
+    if not isinstance(params, tuple(_NATIVE.values())):
+        return "it runs the LSTM and the GRU"
     if jax.default_backend() != "cpu":
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
     if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
@@ -351,7 +349,7 @@ def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, p
 def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
     """The kernel of the cell called ``name`` on rows of examples, xs (N, T, D), carry and restart
     leaves (N, H), lengths (N,) int32, starts (N, T) uint8; returns (last carry, ys (N, T, H))."""
-    if name != "lstm":  # the GRU's arrays, whichever type holds them, run the cell's GRU
+    if name.startswith("gru"):
         ys, h = _native.gru(
             params.w_x,
             params.w_h,
@@ -366,10 +364,12 @@ def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
             "before" if name == "gru(reset=before)" else "after",
         )
         return h, ys
+    none = jnp.zeros((0,), jnp.float32)  # an LSTM without peepholes
     ys, h, c = _native.lstm(
         params.w_x,
         params.w_h,
         params.b_x + params.b_h,
+        none if params.peephole is None else params.peephole,
         xs,
         carry.h,
         carry.c,

@@ -1,9 +1,9 @@
 """The native kernels: a whole sequence, forward and backward, as two XLA:CPU FFI calls each.
 
-``lstm.cc`` runs what ``jaxrnn.lstm()`` (without peepholes) computes over a batch-major sequence,
-``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and ``gru_before.cc`` what ``jaxrnn.gru()``
-(the reset before the candidate's product) does, with oneDNN's matrix products on weights packed
-once per call. Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a
+``lstm.cc`` runs what ``jaxrnn.lstm()`` (peepholes or none) computes over a batch-major
+sequence, ``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and ``gru_before.cc`` what
+``jaxrnn.gru()`` (the reset before the candidate's product) does, with oneDNN's matrix products on
+weights packed once per call. Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a
 product of the kernels' own instead, over weights they pack once per call (oneDNN's there packs
 them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
 read at each call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under
@@ -251,46 +251,61 @@ def _kept(wanted: bool, gradient):
 # ------------------------------------------------------------------------------------------- LSTM
 
 
-def _forward_call(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
+def _forward_call(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
     _check_step_products("lstm")
-    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 3, 2, reverse, save, bf16_products())
-    return kernel(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
+    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 4, 2, reverse, save, bf16_products())
+    return kernel(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
-def lstm(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
-    """The LSTM over a sequence: w_x (D, 4H), w_h (H, 4H), bias (4H,) = b_x + b_h, xs (B, T, D),
-    h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T], starts (B, T) uint8 and the
-    restart carry h_r, c_r (B, H); returns (ys (B, T, H), last h, last c), reading the steps
-    backwards with ``reverse`` (outputs stay aligned with xs). An example's steps from its length
-    on are not run: its carry is kept and its outputs are zero. A step where ``starts`` is 1 (in
-    the order the steps are read: `jaxrnn.kernels.reading_starts`) reads (h_r, c_r) instead of the
-    carry before it. B and T at least 1."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
+def lstm(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse: bool):
+    """The LSTM over a sequence: w_x (D, 4H), w_h (H, 4H), bias (4H,) = b_x + b_h, peephole
+    (3, H) or (0,) for none, xs (B, T, D), h0 and c0 (B, H), all float32, lengths (B,) int32 in
+    [0, T], starts (B, T) uint8 and the restart carry h_r, c_r (B, H); returns (ys (B, T, H),
+    last h, last c), reading the steps backwards with ``reverse`` (outputs stay aligned with xs).
+    An example's steps from its length on are not run: its carry is kept and its outputs are
+    zero. A step where ``starts`` is 1 (in the order the steps are read:
+    `jaxrnn.kernels.reading_starts`) reads (h_r, c_r) instead of the carry before it. B and T at
+    least 1."""
     ys, h, c, _, _ = _forward_call(
-        w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=False
+        w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=False
     )
     return ys, h, c
 
 
-def _lstm_forward(w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
+def _lstm_forward(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
     # symbolic_zeros: each array argument comes as (value, perturbed).
     wanted = _Wanted(
         d_xs=xs.perturbed,
-        d_weights=w_x.perturbed or w_h.perturbed or bias.perturbed,
+        d_weights=any(w.perturbed for w in (w_x, w_h, bias, peephole)),
         bf16_products=bf16_products(),
     )
-    w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r = custom_vjp_primal_tree_values(
-        (w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r)
+    arrays = custom_vjp_primal_tree_values(
+        (w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r)
     )
-    ys, h, c, gates, cells = _forward_call(
-        w_x, w_h, bias, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save=True
+    w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r = arrays
+    ys, h, c, gates, cells = _forward_call(*arrays, reverse, save=True)
+    residuals = (
+        w_x,
+        w_h,
+        peephole,
+        xs,
+        h0,
+        c0,
+        lengths,
+        starts,
+        h_r,
+        c_r,
+        ys,
+        gates,
+        cells,
+        wanted,
     )
-    residuals = (w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted)
     return (ys, h, c), residuals
 
 
 def _lstm_backward(reverse, residuals, cotangents):
-    w_x, w_h, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted = residuals
+    w_x, w_h, peephole, xs, h0, c0, lengths, starts, h_r, c_r, ys, gates, cells, wanted = residuals
     d_ys, d_h, d_c = map(_dense, cotangents)
     shapes = (
         _result(wanted.d_xs, *xs.shape),
@@ -298,17 +313,19 @@ def _lstm_backward(reverse, residuals, cotangents):
         _result(wanted.d_weights, *w_x.shape),
         _result(wanted.d_weights, *w_h.shape),
         _result(wanted.d_weights, w_h.shape[1]),
+        _result(wanted.d_weights, *peephole.shape),
         *_shapes_of(h_r, c_r),
     )
     call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
     call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
     call = _without_derivative(call)
-    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_h_r, d_c_r = call(
+    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_peephole, d_h_r, d_c_r = call(
         xs,
         h0,
         c0,
         w_x,
         w_h,
+        peephole,
         ys,
         gates,
         cells,
@@ -320,9 +337,11 @@ def _lstm_backward(reverse, residuals, cotangents):
         h_r,
         c_r,
     )
-    d_w_x, d_w_h, d_bias = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias))
+    d_w_x, d_w_h, d_bias, d_peephole = (
+        _kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias, d_peephole)
+    )
     d_xs = _kept(wanted.d_xs, d_xs)
-    return d_w_x, d_w_h, d_bias, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
+    return d_w_x, d_w_h, d_bias, d_peephole, d_xs, d_h0, d_c0, None, None, d_h_r, d_c_r
 
 
 lstm.defvjp(_lstm_forward, _lstm_backward, symbolic_zeros=True)

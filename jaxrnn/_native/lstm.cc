@@ -5,8 +5,10 @@
 // Each call packs the weights once into oneDNN's blocked layout: a forward step is one product
 // [x_t, h_{t-1}] [w_x; w_h] from weights that stay in cache, a backward step one product with
 // w_h's transpose, and the weight gradients and dL/dxs are single products over all B * T rows.
-// jax.lax.scan of the cell's step stays the definition: tests/test_native.py checks the kernel
-// against it.
+// With peepholes (jaxrnn.lstm(peephole=True), Gers & Schmidhuber 2000) the gates u and f also
+// read p_u * c_{t-1} and p_f * c_{t-1}, and o reads p_o * c_t, p (3, H); they are elementwise, so
+// the products stay as they are. jax.lax.scan of the cell's step stays the definition:
+// tests/test_native.py checks the kernel against it.
 
 #include "common.h"
 
@@ -16,51 +18,92 @@ using namespace jaxrnn_native;
 
 // The pointwise part of one step for one example and n of its H units: from the gate
 // pre-activations z (4 gates zq apart), writes their activations (4 gates H apart, when kKeep),
-// the memory cell c and the output h.
-template <bool kKeep>
+// the memory cell c and the output h; with kPeep, the peepholes p (3 of n, H apart) too.
+template <bool kKeep, bool kPeep>
 __attribute__((always_inline)) inline void GatesOf(int64_t n, int64_t H, int64_t zq,
                                                    const float* __restrict z,
                                                    float* __restrict act,
                                                    const float* __restrict c_prev,
-                                                   float* __restrict c, float* __restrict h) {
+                                                   float* __restrict c, float* __restrict h,
+                                                   const float* __restrict p) {
   for (int64_t j = 0; j < n; ++j) {
-    const float u = Sigmoid(z[j]), f = Sigmoid(z[zq + j]), g = Tanh(z[2 * zq + j]),
-                o = Sigmoid(z[3 * zq + j]);
-    if constexpr (kKeep) act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
+    float zu = z[j], zf = z[zq + j], zo = z[3 * zq + j];
+    if constexpr (kPeep) zu += p[j] * c_prev[j], zf += p[H + j] * c_prev[j];
+    const float u = Sigmoid(zu), f = Sigmoid(zf), g = Tanh(z[2 * zq + j]);
     c[j] = u * g + f * c_prev[j];
+    if constexpr (kPeep) zo += p[2 * H + j] * c[j];
+    const float o = Sigmoid(zo);
+    if constexpr (kKeep) act[j] = u, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
     h[j] = o * Tanh(c[j]);
   }
 }
 
-// GatesOf, the activations kept where `act` is not null; zq the gates' distance in z where it
-// differs from act's.
+// GatesOf, the activations kept where `act` is not null, the peepholes read where `p` is not;
+// zq the gates' distance in z where it differs from act's.
 JAXRNN_VECTOR void Gates(int64_t n, int64_t H, const float* __restrict z, float* __restrict act,
                          const float* __restrict c_prev, float* __restrict c,
-                         float* __restrict h, int64_t zq = 0) {
+                         float* __restrict h, const float* __restrict p, int64_t zq = 0) {
   zq = zq ? zq : H;
-  if (act)
-    GatesOf<true>(n, H, zq, z, act, c_prev, c, h);
+  if (act && p)
+    GatesOf<true, true>(n, H, zq, z, act, c_prev, c, h, p);
+  else if (act)
+    GatesOf<true, false>(n, H, zq, z, act, c_prev, c, h, p);
+  else if (p)
+    GatesOf<false, true>(n, H, zq, z, act, c_prev, c, h, p);
   else
-    GatesOf<false>(n, H, zq, z, act, c_prev, c, h);
+    GatesOf<false, false>(n, H, zq, z, act, c_prev, c, h, p);
 }
 
 // ∂L/∂z of one step for one example and n of its H units from the saved activations; updates
-// ∂L/∂c in place and adds the output's cotangent dy to dh.
-JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a,
-                                 const float* __restrict c, const float* __restrict c_prev,
-                                 const float* __restrict dy, const float* __restrict dh,
-                                 float* __restrict dc, float* __restrict dz) {
+// ∂L/∂c in place and adds the output's cotangent dy to dh. With kPeep, reads the peepholes p and
+// adds their gradients to dp (both 3 of n, H apart).
+template <bool kPeep>
+__attribute__((always_inline)) inline void GatesBackwardOf(
+    int64_t n, int64_t H, const float* __restrict a, const float* __restrict c,
+    const float* __restrict c_prev, const float* __restrict dy, const float* __restrict dh,
+    float* __restrict dc, float* __restrict dz, const float* __restrict p,
+    float* __restrict dp) {
   for (int64_t j = 0; j < n; ++j) {
     const float u = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
     const float tc = Tanh(c[j]);
     const float dht = dh[j] + dy[j];
-    const float dct = dc[j] + dht * o * (1.0f - tc * tc);
-    dz[j] = dct * g * u * (1.0f - u);
-    dz[H + j] = dct * c_prev[j] * f * (1.0f - f);
+    const float dzo = dht * tc * o * (1.0f - o);
+    float dct = dc[j] + dht * o * (1.0f - tc * tc);
+    if constexpr (kPeep) dct += dzo * p[2 * H + j];
+    const float dzu = dct * g * u * (1.0f - u), dzf = dct * c_prev[j] * f * (1.0f - f);
+    dz[j] = dzu;
+    dz[H + j] = dzf;
     dz[2 * H + j] = dct * u * (1.0f - g * g);
-    dz[3 * H + j] = dht * tc * o * (1.0f - o);
+    dz[3 * H + j] = dzo;
     dc[j] = dct * f;
+    if constexpr (kPeep) {
+      dc[j] += dzu * p[j] + dzf * p[H + j];
+      dp[j] += dzu * c_prev[j], dp[H + j] += dzf * c_prev[j], dp[2 * H + j] += dzo * c[j];
+    }
   }
+}
+
+JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a,
+                                 const float* __restrict c, const float* __restrict c_prev,
+                                 const float* __restrict dy, const float* __restrict dh,
+                                 float* __restrict dc, float* __restrict dz,
+                                 const float* __restrict p, float* __restrict dp) {
+  if (p)
+    GatesBackwardOf<true>(n, H, a, c, c_prev, dy, dh, dc, dz, p, dp);
+  else
+    GatesBackwardOf<false>(n, H, a, c, c_prev, dy, dh, dc, dz, p, dp);
+}
+
+// The peepholes (3, H), or null for an LSTM without them (an empty buffer).
+const float* Peepholes(ffi::Buffer<ffi::F32>& peephole) {
+  return peephole.element_count() == 0 ? nullptr : peephole.typed_data();
+}
+
+ffi::Error CheckPeephole(const Shape& s, ffi::Buffer<ffi::F32>& peephole) {
+  auto d = peephole.dimensions();
+  if (peephole.element_count() != 0 && (d.size() != 2 || d[0] != 3 || d[1] != s.H))
+    return ffi::Error::InvalidArgument("lstm kernel: peepholes do not match the carry");
+  return ffi::Error::Success();
 }
 
 // The forward pass for up to kFewRows sequences (FewRowsForward in common.h), which keep their
@@ -69,8 +112,8 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
 // in turn, as the carries are.
 void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                 const float* h_restart, const float* c_restart, const float* w_x,
-                const float* w_h, const float* bias, float* ys, float* h_last, float* c_last,
-                float* gates, float* cells, bool reverse) {
+                const float* w_h, const float* bias, const float* peephole, float* ys,
+                float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   float* zx = run.scratch.Take(B * T * G);
   run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
@@ -88,7 +131,7 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
     float* y = ys + row * H + first;
     if (s.Runs(b, t)) {
       Gates(n, H, z + b * G + first, gates ? gates + row * G + first : nullptr, c_read + at,
-            c_next + at, y);
+            c_next + at, y, peephole ? peephole + first : nullptr);
       std::memcpy(h_next + at, y, n * sizeof(float));
     } else {
       std::memset(y, 0, n * sizeof(float));
@@ -115,8 +158,8 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 // runs, so both of its copies start at (h0, c0) and the last it wrote stays where it is.
 void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
                  const float* h_restart, const float* c_restart, const float* w_x,
-                 const float* w_h, const float* bias, float* ys, float* h_last, float* c_last,
-                 float* gates, float* cells, bool reverse) {
+                 const float* w_h, const float* bias, const float* peephole, float* ys,
+                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H, K = D + H;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
@@ -154,7 +197,7 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
         const int64_t row = s.Row(r, t), at = r * H + first;
         float* y = ys + row * H + first;
         Gates(n, H, product.z_i + r * 4 * n, gates ? gates + row * G + first : nullptr,
-              c_read + at, c_next + at, y, n);
+              c_read + at, c_next + at, y, peephole ? peephole + first : nullptr, n);
         std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
         if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
         RestartAfter(s, r, t, reverse, first, n, c_restart, c_next);
@@ -180,14 +223,15 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
-                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
-                       ffi::Buffer<ffi::F32> h_restart, ffi::Buffer<ffi::F32> c_restart,
-                       ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                       ffi::Buffer<ffi::F32> peephole, ffi::Buffer<ffi::S32> lengths,
+                       ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                       ffi::Buffer<ffi::F32> c_restart, ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
                        ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
                        ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
+  if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
   return Guarded("lstm", bf16_products, [&] {
     if (T == 0) {
       std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
@@ -203,7 +247,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     auto run_forward = B <= kFewRows ? ForwardFew : ForwardTeam;
     run_forward(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
                 h_restart.typed_data(), c_restart.typed_data(), w_x.typed_data(),
-                w_h.typed_data(), bias.typed_data(), ys->typed_data(), h_last->typed_data(),
+                w_h.typed_data(), bias.typed_data(), Peepholes(peephole), ys->typed_data(),
+                h_last->typed_data(),
                 c_last->typed_data(), save ? gates->typed_data() : nullptr,
                 save ? cells->typed_data() : nullptr, reverse);
   });
@@ -213,8 +258,9 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
 // forward pass saved.
 ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
-                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys,
-                        ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> cells,
+                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> peephole,
+                        ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
+                        ffi::Buffer<ffi::F32> cells,
                         ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
                         ffi::Buffer<ffi::F32> d_c_last, ffi::Buffer<ffi::S32> lengths,
                         ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
@@ -222,12 +268,18 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0,
                         ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
                         ffi::ResultBuffer<ffi::F32> d_bias,
+                        ffi::ResultBuffer<ffi::F32> d_peephole,
                         ffi::ResultBuffer<ffi::F32> d_h_restart,
                         ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
+  if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
   return Guarded("lstm", bf16_products, [&] {
+    const float* p = Peepholes(peephole);
+    // The peepholes' gradients: each thread adds to its own units' (3, H).
+    float* dp = WantedOut(d_peephole);
+    if (dp) std::memset(dp, 0, 3 * H * sizeof(float));
     if (T == 0) {
       std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
       std::memcpy(d_c0->typed_data(), d_c_last.typed_data(), B * H * sizeof(float));
@@ -254,6 +306,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
     float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
     float* dc_restart = scratch.Zeros(B * H);
+    float* dp_units = p ? (dp ? dp : scratch.Zeros(3 * H)) : nullptr;
     // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
     // run, and dL/dh set aside, since the step's product overwrites it.
     auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -267,7 +320,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       const float* c_prev =
           CarryRead(s, r, t, reverse, c0.typed_data(), c_restart.typed_data(), cs);
       GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
-                    dy + row * H + first, dh + at, dc + at, dz_row);
+                    dy + row * H + first, dh + at, dc + at, dz_row, p ? p + first : nullptr,
+                    p ? dp_units + first : nullptr);
       MoveToRestart(s, r, t, first, n, dc, dc_restart);
     };
     auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -303,6 +357,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes (3, H) or none
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
                                   .Arg<ffi::Buffer<ffi::U8>>()   // starts
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
@@ -323,6 +378,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes (3, H) or none
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // gate activations
                                   .Arg<ffi::Buffer<ffi::F32>>()  // memory cells
@@ -339,6 +395,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂peepholes
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_restart
                                   .Attr<bool>("reverse")
