@@ -17,18 +17,18 @@ implementation   what it does                                                   
 ``"time_parallel"``  the cell's ``parallel_scan``: gates of many steps at once   min_gru, min_lstm
 ``"layerwise"``  a deep cell layer after layer (`jaxrnn.stacked`), each layer   ``layers.deep``
                  over the whole sequence with its own fastest kernel
-``"native"``     the whole sequence as one compiled call forward and one        LSTM (peepholes
-                 backward (`jaxrnn._native`): oneDNN's matrix products on       too), GRU
-                 weights packed once, the gates vectorised, on XLA:CPU          (either reset);
-                                                                                float32 or
-                                                                                bfloat16, CPU
+``"native"``     the whole sequence as one compiled call forward and one        basic RNN, LSTM
+                 backward (`jaxrnn._native`): oneDNN's matrix products on       (peepholes too),
+                 weights packed once, the gates vectorised, on XLA:CPU          GRU (either
+                                                                                reset); float32
+                                                                                or bfloat16, CPU
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
 itself: a cell whose ``step`` is replaced has no structure and runs as the plain scan.
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
-it, ``"native"`` for an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
+it, ``"native"`` for a basic RNN, an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
 backend), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
 ``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which
 the fused and native backward passes lack, take ``"scan"``. The native kernels' backward pass is
@@ -59,7 +59,9 @@ from jaxrnn.cells import (
     GRUParams,
     LSTMParams,
     LSTMState,
+    ReLURNNParams,
     ResetAfterGRUParams,
+    RNNParams,
     cell_name,
     check_variant,
     recurrent_state,
@@ -167,6 +169,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
 
 # The cells with a native kernel, by the name of their structure: the params they take.
 _NATIVE = {
+    "rnn(tanh)": RNNParams,
+    "rnn(relu)": ReLURNNParams,
     "lstm": LSTMParams,  # with peepholes where params.peephole holds them
     "lstm(peephole)": LSTMParams,
     "gru(reset=after)": ResetAfterGRUParams,
@@ -179,7 +183,7 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
     """Why the native kernels cannot run these arguments, or None if they can."""
     del lengths, resets, reset_carry  # any lengths and resets run
     if not isinstance(params, tuple(_NATIVE.values())):
-        return "it runs the LSTM and the GRU"
+        return "it runs the basic RNN, the LSTM and the GRU"
     if jax.default_backend() != "cpu":
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
     if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
@@ -349,6 +353,20 @@ def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, p
 def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
     """The kernel of the cell called ``name`` on rows of examples, xs (N, T, D), carry and restart
     leaves (N, H), lengths (N,) int32, starts (N, T) uint8; returns (last carry, ys (N, T, H))."""
+    if name.startswith("rnn"):
+        ys, h = _native.rnn(
+            params.w_x,
+            params.w_h,
+            params.b_x + params.b_h,
+            xs,
+            carry,
+            lengths,
+            starts,
+            restart,
+            bool(reverse),
+            name == "rnn(relu)",
+        )
+        return h, ys
     if name.startswith("gru"):
         ys, h = _native.gru(
             params.w_x,

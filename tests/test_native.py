@@ -38,6 +38,8 @@ def test_the_kernel_is_built_and_loads_on_linux_x86_64():
 
 # The GRU with the reset after the recurrent product (PyTorch's) and the course's, before.
 CELLS = {
+    "rnn": jaxrnn.rnn(),
+    "rnn_relu": jaxrnn.rnn("relu"),
     "lstm": jaxrnn.lstm(),
     "lstm_peephole": jaxrnn.lstm(peephole=True),
     "gru": jaxrnn.gru(reset="after"),
@@ -50,10 +52,12 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False,
     rng = np.random.default_rng(seed)
     params = cell.init(jax.random.key(seed), n_x, n_a)
     # Biases and weights away from their initial values, so that every gate matters; weights
-    # scaled by their fan-in, so that float32 rounding is not amplified by a chaotic recurrence.
+    # scaled by their fan-in, so that float32 rounding is not amplified by a chaotic recurrence
+    # (a ReLU's, unbounded, grew 1e3-fold over 40 steps at the others' scale).
+    scale = 0.8 if kind == "rnn_relu" else 1.5
     params = jax.tree.map(
         lambda a: jnp.asarray(
-            rng.normal(0.0, 0.6 if a.ndim == 1 else 1.5 / np.sqrt(a.shape[0]), a.shape),
+            rng.normal(0.0, 0.6 if a.ndim == 1 else scale / np.sqrt(a.shape[0]), a.shape),
             jnp.float32,
         ),
         params,
@@ -187,9 +191,10 @@ def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, rever
     assert results[0] == (xs.shape if 1 in argnums else (0,))
     weight_shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
     weight_results = [shape for shape in results[1:] if shape in weight_shapes]
-    # The LSTM's two biases reach the kernel as one sum: 3 weight results, with peepholes 4, the
-    # GRU's 4. An LSTM without peepholes passes an empty array for them, whose gradient is empty.
-    n_weights = {"lstm": 3, "lstm_peephole": 4, "gru": 4, "gru_before": 4}[kind]
+    # The RNN's and the LSTM's two biases reach the kernel as one sum: 3 weight results, with
+    # peepholes 4, the GRU's 4. An LSTM without peepholes passes an empty array for them, whose
+    # gradient is empty.
+    n_weights = {"lstm": 3, "lstm_peephole": 4, "gru": 4, "gru_before": 4}.get(kind, 3)
     empty_peephole = kind == "lstm"
     assert len(weight_results) == (n_weights if 0 in argnums else 0)
     assert results.count((0,)) == (
@@ -370,7 +375,7 @@ def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
     want = run(xs)
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "mkl")
     with pytest.raises(
-        ValueError, match=r"(lstm|gru) kernel: expected .*JAXRNN_STEP_PRODUCTS.*'mkl'"
+        ValueError, match=r"(rnn|lstm|gru) kernel: expected .*JAXRNN_STEP_PRODUCTS.*'mkl'"
     ):
         jax.block_until_ready(run(xs))
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "onednn")
@@ -632,7 +637,13 @@ def bfloat16_problem(kind, n_examples, lengths):
     return cell, params, xs, carry, weights, options
 
 
-def assert_within_bfloat16_rounding(got, want):
+def assert_within_bfloat16_rounding(got, want, kind):
+    """(value, gradients) within bfloat16 rounding of the float32 ones; a ReLU RNN's value alone:
+    its derivative is a step, so a unit near zero that rounding moves across it changes the
+    gradients' path outright (up to 2x on one entry over 9 steps), where the value moves by the
+    rounding."""
+    if kind == "rnn_relu":
+        got, want = got[0], want[0]
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
         # bfloat16 keeps 8 bits of each factor: about 0.4% a product, summed over 144 terms
@@ -655,7 +666,7 @@ def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_exa
     exact = value_and_grads("native", cell, params, xs, carry, weights, **options)
     with jax.default_matmul_precision("bfloat16"):
         got = value_and_grads("native", cell, params, xs, carry, weights, **options)
-    assert_within_bfloat16_rounding(got, want)
+    assert_within_bfloat16_rounding(got, want, kind)
     largest_difference = max(
         float(np.max(np.abs(a - c))) / max(1.0, float(np.max(np.abs(b), initial=0.0)))
         for a, b, c in zip(*map(jax.tree.leaves, (got, want, exact)), strict=True)
@@ -680,7 +691,7 @@ def test_bfloat16_arrays_run_natively_within_bfloat16_rounding(kind, n_examples,
     )
     got = value_and_grads(None, cell, params, xs, carry, weights, **options)
     assert {leaf.dtype for leaf in jax.tree.leaves(got)} == {jnp.dtype(jnp.bfloat16)}
-    assert_within_bfloat16_rounding(got, want)
+    assert_within_bfloat16_rounding(got, want, kind)
 
     def loss(params):
         return jnp.sum(jaxrnn.unroll(cell, params, xs, carry, **options)[1])
@@ -715,4 +726,4 @@ def test_the_layers_and_the_stacks_run_it(kind, dtype):
     if dtype == jnp.float32:
         assert_trees_close(got, want)
     else:
-        assert_within_bfloat16_rounding(got, want)
+        assert_within_bfloat16_rounding(got, want, kind)

@@ -1,16 +1,17 @@
 """The native kernels: a whole sequence, forward and backward, as two XLA:CPU FFI calls each.
 
-``lstm.cc`` runs what ``jaxrnn.lstm()`` (peepholes or none) computes over a batch-major
-sequence, ``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and ``gru_before.cc`` what
-``jaxrnn.gru()`` (the reset before the candidate's product) does, with oneDNN's matrix products on
-weights packed once per call. Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a
-product of the kernels' own instead, over weights they pack once per call (oneDNN's there packs
-them again at every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU,
-read at each call. `lstm` and `gru` wrap the two calls in a ``jax.custom_vjp``: under
-``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
-cells or recurrent candidates), and the backward call returns the gradients the caller
-differentiates for (`_Wanted`). `jaxrnn.kernels` decides when to use them; the ``lax.scan`` of
-the cell's step stays the definition they are tested against.
+``lstm.cc`` runs what ``jaxrnn.lstm()`` (peepholes or none) and ``jaxrnn.rnn()`` (tanh or relu)
+compute over a batch-major sequence, ``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and
+``gru_before.cc`` what ``jaxrnn.gru()`` (the reset before the candidate's product) does, with
+oneDNN's matrix products on weights packed once per call. Where the CPU lacks AVX-512 the steps of
+more than four sequences multiply with a product of the kernels' own instead, over weights they
+pack once per call (oneDNN's there packs them again at every step); ``JAXRNN_STEP_PRODUCTS=own``
+or ``onednn`` chooses either on any CPU, read at each call. `rnn`, `lstm` and `gru` wrap the two
+calls in a ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what the backward
+call reads (gate activations, memory cells or recurrent candidates; the RNN's outputs alone), and
+the backward call returns the gradients the caller differentiates for (`_Wanted`).
+`jaxrnn.kernels` decides when to use them; the ``lax.scan`` of the cell's step stays the
+definition they are tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
@@ -35,6 +36,8 @@ from jaxrnn._checks import fail
 _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_forward": "JaxrnnLstmForward",
     "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
+    "jaxrnn_rnn_forward": "JaxrnnRnnForward",
+    "jaxrnn_rnn_backward": "JaxrnnRnnBackward",
     "jaxrnn_gru_forward": "JaxrnnGruForward",
     "jaxrnn_gru_backward": "JaxrnnGruBackward",
     "jaxrnn_gru_reset_before_forward": "JaxrnnGruResetBeforeForward",
@@ -154,13 +157,21 @@ def _folding_vmap(call, n_weights: int):
 
 @functools.cache
 def _forward_kernel(
-    target: str, gates: int, n_weights: int, n_carries: int, reverse: bool, save: bool, bf16: bool
+    target: str,
+    gates: int | None,
+    n_weights: int,
+    n_carries: int,
+    reverse: bool,
+    save: bool,
+    bf16: bool,
+    attributes: tuple = (),
 ):
     """The forward FFI call of a cell of ``gates`` gates and ``n_carries`` carry arrays:
     ``(*weights, xs, *carries, lengths, starts, *restarts)`` to (ys, *last carries, activations
-    (B, T, gates·H), one more (B, T, H) residual), the two residuals empty without ``save``;
-    its products in bfloat16 with ``bf16`` (`bf16_products`); `_folding_vmap`'s rule under
-    `jax.vmap`."""
+    (B, T, gates·H), one more (B, T, H) residual), the two residuals empty without ``save`` and
+    absent where ``gates`` is None (a kernel whose backward pass reads ys alone); its products in
+    bfloat16 with ``bf16`` (`bf16_products`); more attributes as (name, value) pairs;
+    `_folding_vmap`'s rule under `jax.vmap`."""
 
     def run(*args):
         weights, (xs, *rest) = args[:n_weights], args[n_weights:]
@@ -168,11 +179,12 @@ def _forward_kernel(
         batch, steps, _ = xs.shape
         hidden = carries[0].shape[-1]
         # Without `save` the residuals are not wanted: empty outputs, nothing written.
-        residuals = (
-            (_out(batch, steps, gates * hidden), _out(batch, steps, hidden))
-            if save
-            else (_out(0),) * 2
-        )
+        if gates is None:
+            residuals = ()
+        elif save:
+            residuals = (_out(batch, steps, gates * hidden), _out(batch, steps, hidden))
+        else:
+            residuals = (_out(0),) * 2
         call = jax.ffi.ffi_call(
             target,
             (_out(batch, steps, hidden), *(_out(batch, hidden) for _ in carries), *residuals),
@@ -188,6 +200,7 @@ def _forward_kernel(
             reverse=reverse,
             save=save,
             bf16_products=bf16,
+            **dict(attributes),
         )
 
     return _without_derivative(_folding_vmap(run, n_weights))
@@ -420,3 +433,61 @@ def _gru_backward(reverse, reset, residuals, cotangents):
 
 
 gru.defvjp(_gru_forward, _gru_backward, symbolic_zeros=True)
+
+
+# -------------------------------------------------------------------------------------------- RNN
+
+
+def _rnn_forward_call(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu):
+    _check_step_products("rnn")
+    attributes = (("relu", relu),)
+    kernel = _forward_kernel(
+        "jaxrnn_rnn_forward", None, 3, 1, reverse, False, bf16_products(), attributes
+    )
+    return kernel(w_x, w_h, bias, xs, h0, lengths, starts, h_r)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
+def rnn(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse: bool, relu: bool):
+    """The basic RNN over a sequence, h⟨t⟩ = g(x⟨t⟩ w_x + h⟨t−1⟩ w_h + bias) with g = tanh, or
+    relu with ``relu``: w_x (D, H), w_h (H, H), bias (H,) = b_x + b_h; xs (B, T, D), h0 (B, H),
+    all float32, lengths, starts and the restart carry h_r (B, H) as for `lstm`; returns
+    (ys (B, T, H), last h). B and T at least 1."""
+    return tuple(_rnn_forward_call(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu))
+
+
+def _rnn_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu):
+    wanted = _Wanted(
+        d_xs=xs.perturbed,
+        d_weights=any(w.perturbed for w in (w_x, w_h, bias)),
+        bf16_products=bf16_products(),
+    )
+    arrays = custom_vjp_primal_tree_values((w_x, w_h, bias, xs, h0, lengths, starts, h_r))
+    w_x, w_h, bias, xs, h0, lengths, starts, h_r = arrays
+    # The backward pass reads the outputs alone: g'(z) from g(z).
+    ys, h = _rnn_forward_call(*arrays, reverse, relu)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, wanted)
+
+
+def _rnn_backward(reverse, relu, residuals, cotangents):
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, wanted = residuals
+    d_ys, d_h = map(_dense, cotangents)
+    shapes = (
+        _result(wanted.d_xs, *xs.shape),
+        *_shapes_of(h0),
+        _result(wanted.d_weights, *w_x.shape),
+        _result(wanted.d_weights, *w_h.shape),
+        _result(wanted.d_weights, w_h.shape[1]),
+        *_shapes_of(h_r),
+    )
+    call = jax.ffi.ffi_call("jaxrnn_rnn_backward", shapes, vmap_method="sequential")
+    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products, relu=relu)
+    call = _without_derivative(call)
+    d_xs, d_h0, d_w_x, d_w_h, d_bias, d_h_r = call(
+        xs, h0, w_x, w_h, ys, d_ys, d_h, lengths, starts, h_r
+    )
+    d_w_x, d_w_h, d_bias = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias))
+    return d_w_x, d_w_h, d_bias, _kept(wanted.d_xs, d_xs), d_h0, None, None, d_h_r
+
+
+rnn.defvjp(_rnn_forward, _rnn_backward, symbolic_zeros=True)

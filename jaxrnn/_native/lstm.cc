@@ -1,4 +1,5 @@
-// A whole-sequence LSTM for XLA:CPU: forward and backward passes as two FFI calls.
+// A whole-sequence LSTM, and the basic RNN, for XLA:CPU: forward and backward passes as two FFI
+// calls each.
 //
 // The recurrence is what jaxrnn.lstm() computes (gates u, f, c~, o stacked along the last axis,
 // PyTorch's i, f, g, o), batch-major: xs (B, T, D), carries (B, H), outputs (B, T, H).
@@ -7,8 +8,9 @@
 // w_h's transpose, and the weight gradients and dL/dxs are single products over all B * T rows.
 // With peepholes (jaxrnn.lstm(peephole=True), Gers & Schmidhuber 2000) the gates u and f also
 // read p_u * c_{t-1} and p_f * c_{t-1}, and o reads p_o * c_t, p (3, H); they are elementwise, so
-// the products stay as they are. jax.lax.scan of the cell's step stays the definition:
-// tests/test_native.py checks the kernel against it.
+// the products stay as they are. The basic RNN (jaxrnn.rnn("tanh" | "relu")) is the same loop
+// with one gate and no memory cell, h_t = g([x_t, h_{t-1}] [w_x; w_h] + b). jax.lax.scan of the
+// cell's step stays the definition: tests/test_native.py checks the kernels against it.
 
 #include "common.h"
 
@@ -106,19 +108,101 @@ ffi::Error CheckPeephole(const Shape& s, ffi::Buffer<ffi::F32>& peephole) {
   return ffi::Error::Success();
 }
 
+// The basic RNN's activation of n units, y = tanh(z) or max(z, 0).
+template <bool kRelu>
+__attribute__((always_inline)) inline void ActivateOf(int64_t n, const float* __restrict z,
+                                                      float* __restrict y) {
+  for (int64_t j = 0; j < n; ++j) y[j] = kRelu ? std::max(z[j], 0.0f) : Tanh(z[j]);
+}
+
+JAXRNN_VECTOR void Activate(int64_t n, bool relu, const float* __restrict z, float* __restrict y) {
+  if (relu)
+    ActivateOf<true>(n, z, y);
+  else
+    ActivateOf<false>(n, z, y);
+}
+
+// dL/dz = (dy + dh) g'(z) of n units, from the outputs y = g(z).
+template <bool kRelu>
+__attribute__((always_inline)) inline void ActivateBackwardOf(int64_t n,
+                                                              const float* __restrict y,
+                                                              const float* __restrict dy,
+                                                              const float* __restrict dh,
+                                                              float* __restrict dz) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float slope = kRelu ? (y[j] > 0.0f ? 1.0f : 0.0f) : 1.0f - y[j] * y[j];
+    dz[j] = (dy[j] + dh[j]) * slope;
+  }
+}
+
+JAXRNN_VECTOR void ActivateBackward(int64_t n, bool relu, const float* __restrict y,
+                                    const float* __restrict dy, const float* __restrict dh,
+                                    float* __restrict dz) {
+  if (relu)
+    ActivateBackwardOf<true>(n, y, dy, dh, dz);
+  else
+    ActivateBackwardOf<false>(n, y, dy, dh, dz);
+}
+
+// What follows a step's product z = [x_t, h_{t-1}] [w_x; w_h] + b, for n units of one example
+// from `first` on: the LSTM's four gates and memory cell (peepholes where given) ...
+struct LstmCell {
+  static constexpr int64_t kGates = 4;
+  static constexpr bool kMemory = true;
+  static constexpr const char* kName = "lstm";
+  const float* peephole;  // (3, H), or null
+  // y (and c_next, and the activations into act where not null) from z, gates zq apart.
+  void Step(int64_t n, int64_t H, int64_t first, const float* z, int64_t zq, float* act,
+            const float* c_read, float* c_next, float* y) const {
+    Gates(n, H, z, act, c_read, c_next, y, peephole ? peephole + first : nullptr, zq);
+  }
+  // dL/dz from dL/dh (and dL/dc in place, the peepholes' gradients added to dp).
+  void Backward(int64_t n, int64_t H, int64_t first, const float* act, const float* c,
+                const float* c_prev, const float* y, const float* dy, const float* dh, float* dc,
+                float* dz, float* dp) const {
+    GatesBackward(n, H, act, c, c_prev, dy, dh, dc, dz, peephole ? peephole + first : nullptr,
+                  peephole ? dp + first : nullptr);
+  }
+};
+
+// ... or the basic RNN's activation, which needs nothing saved but its outputs.
+struct RnnCell {
+  static constexpr int64_t kGates = 1;
+  static constexpr bool kMemory = false;
+  static constexpr const char* kName = "rnn";
+  bool relu;
+  void Step(int64_t n, int64_t, int64_t, const float* z, int64_t, float*, const float*, float*,
+            float* y) const {
+    Activate(n, relu, z, y);
+  }
+  void Backward(int64_t n, int64_t, int64_t, const float*, const float*, const float*,
+                const float* y, const float* dy, const float* dh, float*, float* dz,
+                float*) const {
+    ActivateBackward(n, relu, y, dy, dh, dz);
+  }
+};
+
+// What a forward pass reads and writes: the memory cell's arrays (c0 to cells) null for the RNN,
+// gates and cells null where not saved.
+struct ForwardArrays {
+  const float *xs, *h0, *c0, *h_restart, *c_restart, *w_x, *w_h, *bias;
+  float *ys, *h_last, *c_last, *gates, *cells;
+};
+
 // The forward pass for up to kFewRows sequences (FewRowsForward in common.h), which keep their
 // order (slot b is example b): the input side of every step is one product before the loop.
-// `gates` and `cells` are written when they are not null; the memory cells of two steps are kept
-// in turn, as the carries are.
-void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
-                const float* h_restart, const float* c_restart, const float* w_x,
-                const float* w_h, const float* bias, const float* peephole, float* ys,
-                float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
+// The memory cells of two steps are kept in turn, as the carries are.
+template <typename Cell>
+void ForwardFew(Runner& run, const Shape& s, const Cell& cell, const ForwardArrays& a,
+                bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H;
   float* zx = run.scratch.Take(B * T * G);
-  run.Once({B * T, D, D}, xs, {D, G, G}, w_x, zx, G, bias);
+  run.Once({B * T, D, D}, a.xs, {D, G, G}, a.w_x, zx, G, a.bias);
   float* z = run.scratch.Take(B * G);
-  float* c[2] = {FirstCarries(run.scratch, s, H, c0, c_restart, reverse), run.scratch.Take(B * H)};
+  float* c[2] = {nullptr, nullptr};
+  if constexpr (Cell::kMemory)
+    c[0] = FirstCarries(run.scratch, s, H, a.c0, a.c_restart, reverse),
+    c[1] = run.scratch.Take(B * H);
   auto input_side = [&](int64_t t, int64_t* stride) {
     *stride = T * G;
     return zx + t * G;
@@ -126,27 +210,29 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
   auto step_gates = [&](int64_t step, int64_t t, int64_t b, int64_t first, int64_t n,
                         const float* h_read, float* h_next) {
     const int64_t row = b * T + t, at = b * H + first;
-    const float* c_read = c[step % 2];
-    float* c_next = c[1 - step % 2];
-    float* y = ys + row * H + first;
+    const float* c_read = Cell::kMemory ? c[step % 2] + at : nullptr;
+    float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
+    float* y = a.ys + row * H + first;
     if (s.Runs(b, t)) {
-      Gates(n, H, z + b * G + first, gates ? gates + row * G + first : nullptr, c_read + at,
-            c_next + at, y, peephole ? peephole + first : nullptr);
+      cell.Step(n, H, first, z + b * G + first, H, a.gates ? a.gates + row * G + first : nullptr,
+                c_read, c_next, y);
       std::memcpy(h_next + at, y, n * sizeof(float));
     } else {
       std::memset(y, 0, n * sizeof(float));
       std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-      std::memcpy(c_next + at, c_read + at, n * sizeof(float));
+      if constexpr (Cell::kMemory) std::memcpy(c_next, c_read, n * sizeof(float));
     }
-    if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
-    RestartAfter(s, b, t, reverse, first, n, h_restart, h_next);
-    RestartAfter(s, b, t, reverse, first, n, c_restart, c_next);
+    RestartAfter(s, b, t, reverse, first, n, a.h_restart, h_next);
+    if constexpr (Cell::kMemory) {
+      if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
+      RestartAfter(s, b, t, reverse, first, n, a.c_restart, c[1 - step % 2]);
+    }
   };
   const float* h = FewRowsForward(run.scratch, s, G,
-                                  FirstCarries(run.scratch, s, H, h0, h_restart, reverse), w_h,
-                                  reverse, z, input_side, step_gates);
-  std::memcpy(h_last, h, B * H * sizeof(float));
-  std::memcpy(c_last, c[T % 2], B * H * sizeof(float));
+                                  FirstCarries(run.scratch, s, H, a.h0, a.h_restart, reverse),
+                                  a.w_h, reverse, z, input_side, step_gates);
+  std::memcpy(a.h_last, h, B * H * sizeof(float));
+  if constexpr (Cell::kMemory) std::memcpy(a.c_last, c[T % 2], B * H * sizeof(float));
 }
 
 // The forward pass for more than kFewRows sequences, in one parallel region (TeamProducts in
@@ -156,28 +242,31 @@ void ForwardFew(Runner& run, const Shape& s, const float* xs, const float* h0, c
 // FewRowsForward keeps the carries, in the slots' order (Shape): a step multiplies and updates
 // only the slots up to the last that runs it. A slot's carry is written only at the steps it
 // runs, so both of its copies start at (h0, c0) and the last it wrote stays where it is.
-void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, const float* c0,
-                 const float* h_restart, const float* c_restart, const float* w_x,
-                 const float* w_h, const float* bias, const float* peephole, float* ys,
-                 float* h_last, float* c_last, float* gates, float* cells, bool reverse) {
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H, K = D + H;
+template <typename Cell>
+void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArrays& a,
+                 bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H, K = D + H;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
   float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
-  float* c[2] = {FirstCarries(scratch, s, H, c0, c_restart, reverse), scratch.Take(B * H)};
-  std::memcpy(c[1], c[0], B * H * sizeof(float));
+  float* c[2] = {nullptr, nullptr};
+  if constexpr (Cell::kMemory) {
+    c[0] = FirstCarries(scratch, s, H, a.c0, a.c_restart, reverse), c[1] = scratch.Take(B * H);
+    std::memcpy(c[1], c[0], B * H * sizeof(float));
+  }
   float* z = scratch.Take(B * G);
   const int64_t t0 = reverse ? T - 1 : 0;
-  const float* h_first = FirstCarries(scratch, s, H, h0, h_restart, reverse);
+  const float* h_first = FirstCarries(scratch, s, H, a.h0, a.h_restart, reverse);
   for (int64_t r = 0; r < B; ++r) {
-    std::memcpy(xh[0] + r * K, xs + s.Row(r, t0) * D, D * sizeof(float));
+    std::memcpy(xh[0] + r * K, a.xs + s.Row(r, t0) * D, D * sizeof(float));
     std::memcpy(xh[0] + r * K + D, h_first + r * H, H * sizeof(float));
   }
   std::memcpy(xh[1], xh[0], B * K * sizeof(float));
-  ZeroStepsNotRun(s, H, ys);
+  ZeroStepsNotRun(s, H, a.ys);
+  const float *w_x = a.w_x, *w_h = a.w_h;
   const TeamProducts products(
-      run, B, K, H, 4, team, [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; },
-      bias);
+      run, B, K, H, Cell::kGates, team,
+      [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; }, a.bias);
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
@@ -188,168 +277,243 @@ void ForwardTeam(Runner& run, const Shape& s, const float* xs, const float* h0, 
       const int64_t t = reverse ? T - 1 - step : step;
       float* xh_read = xh[step % 2];
       float* xh_next = xh[1 - step % 2];
-      const float* c_read = c[step % 2];
-      float* c_next = c[1 - step % 2];
       const int64_t slots = s.through[t];
       product(xh_read, slots);
       for (int64_t r = 0; r < slots; ++r) {
         if (!s.Runs(r, t)) continue;
         const int64_t row = s.Row(r, t), at = r * H + first;
-        float* y = ys + row * H + first;
-        Gates(n, H, product.z_i + r * 4 * n, gates ? gates + row * G + first : nullptr,
-              c_read + at, c_next + at, y, peephole ? peephole + first : nullptr, n);
+        float* y = a.ys + row * H + first;
+        float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
+        cell.Step(n, H, first, product.z_i + r * Cell::kGates * n, n,
+                  a.gates ? a.gates + row * G + first : nullptr,
+                  Cell::kMemory ? c[step % 2] + at : nullptr, c_next, y);
         std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
-        if (cells) std::memcpy(cells + row * H + first, c_next + at, n * sizeof(float));
-        RestartAfter(s, r, t, reverse, first, n, c_restart, c_next);
-        RestartAfter(s, r, t, reverse, first, n, h_restart, xh_next + D, K);
+        if constexpr (Cell::kMemory) {
+          if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
+          RestartAfter(s, r, t, reverse, first, n, a.c_restart, c[1 - step % 2]);
+        }
+        RestartAfter(s, r, t, reverse, first, n, a.h_restart, xh_next + D, K);
       }
       if (step + 1 < T) {  // the next step's inputs, a share of the rows each
         const int64_t t_next = reverse ? t - 1 : t + 1;
         for (int64_t r = rows_first; r < std::min(rows_last, s.through[t_next]); ++r)
-          std::memcpy(xh_next + r * K, xs + s.Row(r, t_next) * D, D * sizeof(float));
+          std::memcpy(xh_next + r * K, a.xs + s.Row(r, t_next) * D, D * sizeof(float));
       }
 #pragma omp barrier
     }
   }
   for (int64_t r = 0; r < B; ++r) {  // where the slot's last step left its carry
     const int64_t kept = (reverse ? T : s.length[r]) % 2, e = s.order[r];
-    std::memcpy(h_last + e * H, xh[kept] + r * K + D, H * sizeof(float));
-    std::memcpy(c_last + e * H, c[kept] + r * H, H * sizeof(float));
+    std::memcpy(a.h_last + e * H, xh[kept] + r * K + D, H * sizeof(float));
+    if constexpr (Cell::kMemory)
+      std::memcpy(a.c_last + e * H, c[kept] + r * H, H * sizeof(float));
   }
+}
+
+template <typename Cell>
+void Forward(const Shape& s, const Cell& cell, const ForwardArrays& a, bool reverse) {
+  const int64_t B = s.B, T = s.T, H = s.H, G = Cell::kGates * H;
+  if (T == 0) {
+    std::memcpy(a.h_last, a.h0, B * H * sizeof(float));
+    if constexpr (Cell::kMemory) std::memcpy(a.c_last, a.c0, B * H * sizeof(float));
+    return;
+  }
+  PreferHugePages(a.ys, B * T * H * sizeof(float));
+  if (a.gates) PreferHugePages(a.gates, B * T * G * sizeof(float));
+  if (a.cells) PreferHugePages(a.cells, B * T * H * sizeof(float));
+  Runner run;
+  if (B <= kFewRows)
+    ForwardFew(run, s, cell, a, reverse);
+  else
+    ForwardTeam(run, s, cell, a, reverse);
+}
+
+// What a backward pass reads and writes: the memory cell's arrays null for the RNN, the
+// results not wanted null (WantedOut), dp the peepholes' gradients (3, H) or null.
+struct BackwardArrays {
+  const float *xs, *h0, *c0, *w_x, *w_h, *ys, *gates, *cells, *d_ys, *d_h_last, *d_c_last;
+  const float *h_restart, *c_restart;
+  float *d_xs, *d_h0, *d_c0, *d_w_x, *d_w_h, *d_bias, *dp, *d_h_restart, *d_c_restart;
+};
+
+// The gradients of a sum of <cotangent, output> over ys, last h and last c, from what the
+// forward pass saved.
+template <typename Cell>
+void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool reverse) {
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H;
+  if (a.dp) std::memset(a.dp, 0, 3 * H * sizeof(float));  // each thread adds its own units'
+  if (T == 0) {
+    std::memcpy(a.d_h0, a.d_h_last, B * H * sizeof(float));
+    std::memset(a.d_h_restart, 0, B * H * sizeof(float));
+    if constexpr (Cell::kMemory) {
+      std::memcpy(a.d_c0, a.d_c_last, B * H * sizeof(float));
+      std::memset(a.d_c_restart, 0, B * H * sizeof(float));
+    }
+    if (a.d_w_h) {
+      std::memset(a.d_w_x, 0, D * G * sizeof(float));
+      std::memset(a.d_w_h, 0, H * G * sizeof(float));
+      std::memset(a.d_bias, 0, G * sizeof(float));
+    }
+    return;
+  }
+  Runner run;
+  Scratch& scratch = run.scratch;
+  // In the slots' order (Shape): dL/dz of every step, row r * T + t, and the carries' dL/d.
+  float* dz = scratch.Take(B * T * G);
+  float* dh = scratch.Take(B * H);
+  Reorder<true>(s, H, a.d_h_last, dh);
+  float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
+  float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
+  float *dc = nullptr, *dc_restart = nullptr, *dp = nullptr;
+  if constexpr (Cell::kMemory) {
+    dc = scratch.Take(B * H), dc_restart = scratch.Zeros(B * H);
+    Reorder<true>(s, H, a.d_c_last, dc);
+    dp = a.dp ? a.dp : scratch.Zeros(3 * H);
+  }
+  // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
+  // run, and dL/dh set aside, since the step's product overwrites it.
+  auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+    const int64_t row = s.Row(r, t), at = r * H + first;
+    float* dz_row = dz + (r * T + t) * G + first;
+    if (!s.Runs(r, t)) {
+      for (int64_t q = 0; q < Cell::kGates; ++q) std::memset(dz_row + q * H, 0, n * sizeof(float));
+      std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
+      return;
+    }
+    const float *act = nullptr, *c = nullptr, *c_prev = nullptr;
+    if constexpr (Cell::kMemory) {
+      act = a.gates + row * G + first, c = a.cells + row * H + first;
+      c_prev = CarryRead(s, r, t, reverse, a.c0, a.c_restart, a.cells) + first;
+    }
+    cell.Backward(n, H, first, act, c, c_prev, a.ys + row * H + first, a.d_ys + row * H + first,
+                  dh + at, Cell::kMemory ? dc + at : nullptr, dz_row, dp);
+    if constexpr (Cell::kMemory) MoveToRestart(s, r, t, first, n, dc, dc_restart);
+  };
+  auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+    if (!s.Runs(r, t))
+      std::memcpy(dh + r * H + first, dh_kept + r * H + first, n * sizeof(float));
+    MoveToRestart(s, r, t, first, n, dh, dh_restart);
+  };
+  StepsBackward(run, s, G, a.w_h, reverse, dz, dh, step_backward, after_product);
+  Reorder<false>(s, H, dh, a.d_h0);
+  Reorder<false>(s, H, dh_restart, a.d_h_restart);
+  if constexpr (Cell::kMemory) {
+    Reorder<false>(s, H, dc, a.d_c0);
+    Reorder<false>(s, H, dc_restart, a.d_c_restart);
+  }
+  // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
+  CompactRows(s, G, dz);
+  if (a.d_w_h) {
+    const float* rows = StepRowsRead(scratch, s, a.xs, a.h0, a.h_restart, a.ys, reverse);
+    SharedProductGradients(run, s, G, rows, dz, a.d_w_x, a.d_w_h);
+    ColumnSums(s.steps_run, G, dz, a.d_bias);
+  }
+  InputGradients(run, s, G, dz, a.w_x, a.d_xs);
 }
 
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
 // memory cells (B, T, H) that the backward pass reads.
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+ffi::Error LstmForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                        ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
                        ffi::Buffer<ffi::F32> peephole, ffi::Buffer<ffi::S32> lengths,
                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                       ffi::Buffer<ffi::F32> c_restart, ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
-                       ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
-                       ffi::ResultBuffer<ffi::F32> cells, bool reverse, bool save, bool bf16_products) {
+                       ffi::Buffer<ffi::F32> c_restart, ffi::ResultBuffer<ffi::F32> ys,
+                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> c_last,
+                       ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> cells,
+                       bool reverse, bool save, bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
   return Guarded("lstm", bf16_products, [&] {
-    if (T == 0) {
-      std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-      std::memcpy(c_last->typed_data(), c0.typed_data(), B * H * sizeof(float));
-      return;
-    }
-    PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
-    if (save) {
-      PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
-      PreferHugePages(cells->typed_data(), B * T * H * sizeof(float));
-    }
-    Runner run;
-    auto run_forward = B <= kFewRows ? ForwardFew : ForwardTeam;
-    run_forward(run, s, xs.typed_data(), h0.typed_data(), c0.typed_data(),
-                h_restart.typed_data(), c_restart.typed_data(), w_x.typed_data(),
-                w_h.typed_data(), bias.typed_data(), Peepholes(peephole), ys->typed_data(),
-                h_last->typed_data(),
-                c_last->typed_data(), save ? gates->typed_data() : nullptr,
-                save ? cells->typed_data() : nullptr, reverse);
+    const ForwardArrays a{xs.typed_data(),        h0.typed_data(),         c0.typed_data(),
+                          h_restart.typed_data(), c_restart.typed_data(),  w_x.typed_data(),
+                          w_h.typed_data(),       bias.typed_data(),       ys->typed_data(),
+                          h_last->typed_data(),   c_last->typed_data(),
+                          save ? gates->typed_data() : nullptr,
+                          save ? cells->typed_data() : nullptr};
+    Forward(s, LstmCell{Peepholes(peephole)}, a, reverse);
   });
 }
 
-// The gradients of a sum of <cotangent, output> over ys, last h and last c, from what the
-// forward pass saved.
-ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> w_x,
                         ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> peephole,
                         ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
-                        ffi::Buffer<ffi::F32> cells,
-                        ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
-                        ffi::Buffer<ffi::F32> d_c_last, ffi::Buffer<ffi::S32> lengths,
-                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                        ffi::Buffer<ffi::F32> c_restart, ffi::ResultBuffer<ffi::F32> d_xs,
-                        ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_c0,
-                        ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
-                        ffi::ResultBuffer<ffi::F32> d_bias,
+                        ffi::Buffer<ffi::F32> cells, ffi::Buffer<ffi::F32> d_ys,
+                        ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::F32> d_c_last,
+                        ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                        ffi::Buffer<ffi::F32> h_restart, ffi::Buffer<ffi::F32> c_restart,
+                        ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+                        ffi::ResultBuffer<ffi::F32> d_c0, ffi::ResultBuffer<ffi::F32> d_w_x,
+                        ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_bias,
                         ffi::ResultBuffer<ffi::F32> d_peephole,
                         ffi::ResultBuffer<ffi::F32> d_h_restart,
-                        ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse, bool bf16_products) {
+                        ffi::ResultBuffer<ffi::F32> d_c_restart, bool reverse,
+                        bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
   return Guarded("lstm", bf16_products, [&] {
-    const float* p = Peepholes(peephole);
-    // The peepholes' gradients: each thread adds to its own units' (3, H).
-    float* dp = WantedOut(d_peephole);
-    if (dp) std::memset(dp, 0, 3 * H * sizeof(float));
-    if (T == 0) {
-      std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-      std::memcpy(d_c0->typed_data(), d_c_last.typed_data(), B * H * sizeof(float));
-      if (WantedOut(d_w_h)) {
-        std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-        std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-        std::memset(d_bias->typed_data(), 0, G * sizeof(float));
-      }
-      std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
-      std::memset(d_c_restart->typed_data(), 0, B * H * sizeof(float));
-      return;
-    }
-    Runner run;
-    Scratch& scratch = run.scratch;
-    const float* act = gates.typed_data();
-    const float* cs = cells.typed_data();
-    const float* dy = d_ys.typed_data();
-    // In the slots' order (Shape): dL/dz of every step, row r * T + t, and the carries' dL/d.
-    float* dz = scratch.Take(B * T * G);
-    float* dh = scratch.Take(B * H);
-    float* dc = scratch.Take(B * H);
-    Reorder<true>(s, H, d_h_last.typed_data(), dh);
-    Reorder<true>(s, H, d_c_last.typed_data(), dc);
-    float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
-    float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
-    float* dc_restart = scratch.Zeros(B * H);
-    float* dp_units = p ? (dp ? dp : scratch.Zeros(3 * H)) : nullptr;
-    // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
-    // run, and dL/dh set aside, since the step's product overwrites it.
-    auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
-      const int64_t row = s.Row(r, t), at = r * H + first;
-      float* dz_row = dz + (r * T + t) * G + first;
-      if (!s.Runs(r, t)) {
-        for (int64_t q = 0; q < 4; ++q) std::memset(dz_row + q * H, 0, n * sizeof(float));
-        std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
-        return;
-      }
-      const float* c_prev =
-          CarryRead(s, r, t, reverse, c0.typed_data(), c_restart.typed_data(), cs);
-      GatesBackward(n, H, act + row * G + first, cs + row * H + first, c_prev + first,
-                    dy + row * H + first, dh + at, dc + at, dz_row, p ? p + first : nullptr,
-                    p ? dp_units + first : nullptr);
-      MoveToRestart(s, r, t, first, n, dc, dc_restart);
-    };
-    auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
-      if (!s.Runs(r, t))
-        std::memcpy(dh + r * H + first, dh_kept + r * H + first, n * sizeof(float));
-      MoveToRestart(s, r, t, first, n, dh, dh_restart);
-    };
-    StepsBackward(run, s, G, w_h.typed_data(), reverse, dz, dh, step_backward, after_product);
-    Reorder<false>(s, H, dh, d_h0->typed_data());
-    Reorder<false>(s, H, dc, d_c0->typed_data());
-    Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-    Reorder<false>(s, H, dc_restart, d_c_restart->typed_data());
-    // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
-    CompactRows(s, G, dz);
-    if (WantedOut(d_w_h)) {
-      const float* rows =
-          StepRowsRead(scratch, s, xs.typed_data(), h0.typed_data(), h_restart.typed_data(),
-                       ys.typed_data(), reverse);
-      SharedProductGradients(run, s, G, rows, dz, d_w_x->typed_data(), d_w_h->typed_data());
-      ColumnSums(s.steps_run, G, dz, d_bias->typed_data());
-    }
-    InputGradients(run, s, G, dz, w_x.typed_data(), WantedOut(d_xs));
+    const BackwardArrays a{
+        xs.typed_data(),        h0.typed_data(),       c0.typed_data(),
+        w_x.typed_data(),       w_h.typed_data(),      ys.typed_data(),
+        gates.typed_data(),     cells.typed_data(),    d_ys.typed_data(),
+        d_h_last.typed_data(),  d_c_last.typed_data(), h_restart.typed_data(),
+        c_restart.typed_data(), WantedOut(d_xs),       d_h0->typed_data(),
+        d_c0->typed_data(),     WantedOut(d_w_x),      WantedOut(d_w_h),
+        WantedOut(d_bias),      WantedOut(d_peephole), d_h_restart->typed_data(),
+        d_c_restart->typed_data()};
+    Backward(s, LstmCell{Peepholes(peephole)}, a, reverse);
+  });
+}
+
+// ys (B, T, H) and the last h (B, H) of the basic RNN; its backward pass reads ys alone, so
+// `save` asks for nothing more.
+ffi::Error RnnForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                      ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> lengths,
+                      ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                      ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                      bool reverse, bool save, bool bf16_products, bool relu) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("rnn", s, 1, w_x, w_h); e.failure()) return e;
+  return Guarded("rnn", bf16_products, [&] {
+    const ForwardArrays a{xs.typed_data(),  h0.typed_data(),       nullptr,
+                          h_restart.typed_data(), nullptr,         w_x.typed_data(),
+                          w_h.typed_data(), bias.typed_data(),     ys->typed_data(),
+                          h_last->typed_data(), nullptr, nullptr, nullptr};
+    Forward(s, RnnCell{relu}, a, reverse);
+  });
+}
+
+ffi::Error RnnBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                       ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> d_ys,
+                       ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
+                       ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                       ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+                       ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
+                       ffi::ResultBuffer<ffi::F32> d_bias,
+                       ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse, bool bf16_products,
+                       bool relu) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("rnn", s, 1, w_x, w_h); e.failure()) return e;
+  return Guarded("rnn", bf16_products, [&] {
+    const BackwardArrays a{
+        xs.typed_data(),  h0.typed_data(), nullptr,           w_x.typed_data(),
+        w_h.typed_data(), ys.typed_data(), nullptr,           nullptr,
+        d_ys.typed_data(), d_h_last.typed_data(), nullptr,    h_restart.typed_data(),
+        nullptr,          WantedOut(d_xs), d_h0->typed_data(), nullptr,
+        WantedOut(d_w_x), WantedOut(d_w_h), WantedOut(d_bias), nullptr,
+        d_h_restart->typed_data(), nullptr};
+    Backward(s, RnnCell{relu}, a, reverse);
   });
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, LstmForward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
@@ -371,7 +535,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, ForwardImpl,
                                   .Attr<bool>("save")
                                   .Attr<bool>("bf16_products"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, LstmBackward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
@@ -400,3 +564,42 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, BackwardImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_restart
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16_products"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnForward, RnnForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_last
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("save")
+                                  .Attr<bool>("bf16_products")
+                                  .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnBackward, RnnBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16_products")
+                                  .Attr<bool>("relu"));
