@@ -74,7 +74,7 @@ display(Markdown("\\n".join(rows)))
     md("""
 The same numbers as a picture: every implementation's time divided by jaxrnn's, per
 configuration. A bar above 1 is slower than jaxrnn, below 1 faster. jaxrnn's default for a
-float32 LSTM or GRU (the course's or PyTorch's) on a CPU is its native kernel
+float32 RNN, LSTM or GRU (the course's or PyTorch's) on a CPU is its native kernel
 (`jaxrnn/_native`: the whole sequence as one compiled call, oneDNN's matrix products, the gates
 vectorised); "jaxrnn, XLA scan (fused)"
 is the LSTM with `implementation="fused"`, the `lax.scan` with its own backward pass, and
