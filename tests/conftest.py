@@ -13,6 +13,10 @@ killed-and-resumed runs, notebook kernels, the docs' examples) inherit both sett
 one persistent compilation cache for the session, since they compile the same programs again
 and again; the test processes themselves keep jax's persistent cache off, because
 `jaxrnn.course` behaves differently with it on and is tested both ways.
+
+The workers also wait for OpenMP as the speed page advises on a busy machine
+(``GOMP_SPINCOUNT=10000``): with GNU's default spinning, two workers running the native kernels at
+once took 67 s each for the seq2seq tests that take 10 s this way.
 """
 
 import os
@@ -46,6 +50,9 @@ def pytest_configure(config):
             "JAX_COMPILATION_CACHE_DIR": folder,
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            # Two workers on two cores: OpenMP threads that spin for ~1 ms after each parallel
+            # region (GNU's default) take the core the other worker's kernels wait for.
+            "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "10000"),
         }
     )
     config._jaxrnn_cache_owner = folder
