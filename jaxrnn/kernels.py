@@ -19,9 +19,11 @@ implementation   what it does                                                   
                  over the whole sequence with its own fastest kernel
 ``"native"``     the whole sequence as one compiled call forward and one        basic RNN, LSTM
                  backward (`jaxrnn._native`): oneDNN's matrix products on       (peepholes too),
-                 weights packed once, the gates vectorised, on XLA:CPU          GRU (either
-                                                                                reset); float32
-                                                                                or bfloat16, CPU
+                 weights packed once, the gates vectorised, on XLA:CPU          GRUs (either
+                                                                                reset, and the
+                                                                                simplified one);
+                                                                                float32 or
+                                                                                bfloat16, CPU
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
@@ -171,19 +173,26 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
 _NATIVE = {
     "rnn(tanh)": RNNParams,
     "rnn(relu)": ReLURNNParams,
+    "simplified_gru": GRUParams,
     "lstm": LSTMParams,  # with peepholes where params.peephole holds them
     "lstm(peephole)": LSTMParams,
     "gru(reset=after)": ResetAfterGRUParams,
     "gru(reset=before)": GRUParams,
 }
 _NATIVE_DTYPES = (jnp.float32, jnp.bfloat16)
+# The cells whose step is one product and a single carry, which the LSTM kernel's passes run.
+_ONE_PRODUCT = {
+    "rnn(tanh)": _native.RNN_TANH,
+    "rnn(relu)": _native.RNN_RELU,
+    "simplified_gru": _native.SIMPLIFIED_GRU,
+}
 
 
 def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
     """Why the native kernels cannot run these arguments, or None if they can."""
     del lengths, resets, reset_carry  # any lengths and resets run
     if not isinstance(params, tuple(_NATIVE.values())):
-        return "it runs the basic RNN, the LSTM and the GRU"
+        return "it runs the basic RNN, the LSTM and the GRUs"
     if jax.default_backend() != "cpu":
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
     if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
@@ -353,8 +362,8 @@ def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, p
 def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
     """The kernel of the cell called ``name`` on rows of examples, xs (N, T, D), carry and restart
     leaves (N, H), lengths (N,) int32, starts (N, T) uint8; returns (last carry, ys (N, T, H))."""
-    if name.startswith("rnn"):
-        ys, h = _native.rnn(
+    if name in _ONE_PRODUCT:
+        ys, h = _native.one_product(
             params.w_x,
             params.w_h,
             params.b_x + params.b_h,
@@ -364,7 +373,7 @@ def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
             starts,
             restart,
             bool(reverse),
-            name == "rnn(relu)",
+            _ONE_PRODUCT[name],
         )
         return h, ys
     if name.startswith("gru"):

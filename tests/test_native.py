@@ -33,7 +33,8 @@ def test_the_kernel_is_built_and_loads_on_linux_x86_64():
     assert "native" in kernels.available(jaxrnn.lstm(peephole=True))
     assert "native" in kernels.available(jaxrnn.gru(reset="after"))
     assert "native" in kernels.available(jaxrnn.gru())
-    assert "native" not in kernels.available(jaxrnn.simplified_gru())
+    assert "native" in kernels.available(jaxrnn.simplified_gru())
+    assert "native" not in kernels.available(jaxrnn.min_gru())
 
 
 # The GRU with the reset after the recurrent product (PyTorch's) and the course's, before.
@@ -44,6 +45,7 @@ CELLS = {
     "lstm_peephole": jaxrnn.lstm(peephole=True),
     "gru": jaxrnn.gru(reset="after"),
     "gru_before": jaxrnn.gru(),
+    "simplified_gru": jaxrnn.simplified_gru(),
 }
 
 
@@ -375,7 +377,8 @@ def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
     want = run(xs)
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "mkl")
     with pytest.raises(
-        ValueError, match=r"(rnn|lstm|gru) kernel: expected .*JAXRNN_STEP_PRODUCTS.*'mkl'"
+        ValueError,
+        match=r"(rnn|lstm|gru|simplified_gru) kernel: expected .*JAXRNN_STEP_PRODUCTS.*'mkl'",
     ):
         jax.block_until_ready(run(xs))
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", "onednn")
@@ -550,8 +553,8 @@ def test_forcing_it_where_it_cannot_run_is_a_clear_error():
         jaxrnn.unroll(cell, *as_float16, implementation="native")
     with pytest.raises(jaxrnn.InputError, match="cannot be combined with remat"):
         jaxrnn.unroll(cell, params, xs, implementation="native", remat=True)
-    with pytest.raises(jaxrnn.InputError, match=r"does not compute simplified_gru"):
-        gru = jaxrnn.simplified_gru()
+    with pytest.raises(jaxrnn.InputError, match=r"does not compute min_gru"):
+        gru = jaxrnn.min_gru()
         jaxrnn.unroll(gru, gru.init(jax.random.key(0), 3, 6), xs, implementation="native")
 
 

@@ -1,17 +1,17 @@
 """The native kernels: a whole sequence, forward and backward, as two XLA:CPU FFI calls each.
 
-``lstm.cc`` runs what ``jaxrnn.lstm()`` (peepholes or none) and ``jaxrnn.rnn()`` (tanh or relu)
-compute over a batch-major sequence, ``gru.cc`` what ``jaxrnn.gru(reset="after")`` does and
-``gru_before.cc`` what ``jaxrnn.gru()`` (the reset before the candidate's product) does, with
-oneDNN's matrix products on weights packed once per call. Where the CPU lacks AVX-512 the steps of
-more than four sequences multiply with a product of the kernels' own instead, over weights they
-pack once per call (oneDNN's there packs them again at every step); ``JAXRNN_STEP_PRODUCTS=own``
-or ``onednn`` chooses either on any CPU, read at each call. `rnn`, `lstm` and `gru` wrap the two
-calls in a ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what the backward
-call reads (gate activations, memory cells or recurrent candidates; the RNN's outputs alone), and
-the backward call returns the gradients the caller differentiates for (`_Wanted`).
-`jaxrnn.kernels` decides when to use them; the ``lax.scan`` of the cell's step stays the
-definition they are tested against.
+``lstm.cc`` runs what ``jaxrnn.lstm()`` (peepholes or none), ``jaxrnn.rnn()`` (tanh or relu) and
+``jaxrnn.simplified_gru()`` compute over a batch-major sequence, ``gru.cc`` what
+``jaxrnn.gru(reset="after")`` does and ``gru_before.cc`` what ``jaxrnn.gru()`` (the reset before
+the candidate's product) does, with oneDNN's matrix products on weights packed once per call.
+Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a product of the
+kernels' own instead, over weights they pack once per call (oneDNN's there packs them again at
+every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU, read at each
+call. `lstm`, `gru` and `one_product` wrap the two calls in a ``jax.custom_vjp``: under
+``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
+cells or recurrent candidates; the RNN's outputs alone), and the backward call returns the
+gradients the caller differentiates for (`_Wanted`). `jaxrnn.kernels` decides when to use them;
+the ``lax.scan`` of the cell's step stays the definition they are tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
@@ -38,6 +38,8 @@ _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
     "jaxrnn_rnn_forward": "JaxrnnRnnForward",
     "jaxrnn_rnn_backward": "JaxrnnRnnBackward",
+    "jaxrnn_simplified_gru_forward": "JaxrnnSimplifiedGruForward",
+    "jaxrnn_simplified_gru_backward": "JaxrnnSimplifiedGruBackward",
     "jaxrnn_gru_forward": "JaxrnnGruForward",
     "jaxrnn_gru_backward": "JaxrnnGruBackward",
     "jaxrnn_gru_reset_before_forward": "JaxrnnGruResetBeforeForward",
@@ -158,7 +160,7 @@ def _folding_vmap(call, n_weights: int):
 @functools.cache
 def _forward_kernel(
     target: str,
-    gates: int | None,
+    residual_widths: tuple[int, ...],
     n_weights: int,
     n_carries: int,
     reverse: bool,
@@ -166,11 +168,10 @@ def _forward_kernel(
     bf16: bool,
     attributes: tuple = (),
 ):
-    """The forward FFI call of a cell of ``gates`` gates and ``n_carries`` carry arrays:
-    ``(*weights, xs, *carries, lengths, starts, *restarts)`` to (ys, *last carries, activations
-    (B, T, gates·H), one more (B, T, H) residual), the two residuals empty without ``save`` and
-    absent where ``gates`` is None (a kernel whose backward pass reads ys alone); its products in
-    bfloat16 with ``bf16`` (`bf16_products`); more attributes as (name, value) pairs;
+    """The forward FFI call of a cell of ``n_carries`` carry arrays: ``(*weights, xs, *carries,
+    lengths, starts, *restarts)`` to (ys, *last carries, *residuals), a residual (B, T, w·H) for
+    each w of ``residual_widths`` (gate activations, memory cells), empty without ``save``; its
+    products in bfloat16 with ``bf16`` (`bf16_products`); more attributes as (name, value) pairs;
     `_folding_vmap`'s rule under `jax.vmap`."""
 
     def run(*args):
@@ -179,12 +180,9 @@ def _forward_kernel(
         batch, steps, _ = xs.shape
         hidden = carries[0].shape[-1]
         # Without `save` the residuals are not wanted: empty outputs, nothing written.
-        if gates is None:
-            residuals = ()
-        elif save:
-            residuals = (_out(batch, steps, gates * hidden), _out(batch, steps, hidden))
-        else:
-            residuals = (_out(0),) * 2
+        residuals = tuple(
+            _out(batch, steps, width * hidden) if save else _out(0) for width in residual_widths
+        )
         call = jax.ffi.ffi_call(
             target,
             (_out(batch, steps, hidden), *(_out(batch, hidden) for _ in carries), *residuals),
@@ -266,7 +264,7 @@ def _kept(wanted: bool, gradient):
 
 def _forward_call(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
     _check_step_products("lstm")
-    kernel = _forward_kernel("jaxrnn_lstm_forward", 4, 4, 2, reverse, save, bf16_products())
+    kernel = _forward_kernel("jaxrnn_lstm_forward", (4, 1), 4, 2, reverse, save, bf16_products())
     return kernel(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r)
 
 
@@ -372,7 +370,7 @@ _GRU_TARGETS = {  # where the reset gate acts: the FFI targets' prefix
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset, save):
     _check_step_products("gru")
     target = f"{_GRU_TARGETS[reset]}_forward"
-    kernel = _forward_kernel(target, 3, 4, 1, reverse, save, bf16_products())
+    kernel = _forward_kernel(target, (3, 1), 4, 1, reverse, save, bf16_products())
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
 
 
@@ -435,28 +433,56 @@ def _gru_backward(reverse, reset, residuals, cotangents):
 gru.defvjp(_gru_forward, _gru_backward, symbolic_zeros=True)
 
 
-# -------------------------------------------------------------------------------------------- RNN
+# ------------------------------------------------------- the basic RNN and the simplified GRU
 
 
-def _rnn_forward_call(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu):
-    _check_step_products("rnn")
-    attributes = (("relu", relu),)
+def _one_product_forward_call(cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, save):
+    _check_step_products(cell.name)
     kernel = _forward_kernel(
-        "jaxrnn_rnn_forward", None, 3, 1, reverse, False, bf16_products(), attributes
+        f"jaxrnn_{cell.target}_forward",
+        cell.residual_widths,
+        3,
+        1,
+        reverse,
+        save,
+        bf16_products(),
+        cell.attributes,
     )
     return kernel(w_x, w_h, bias, xs, h0, lengths, starts, h_r)
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class OneProductCell:
+    """A cell of one product a step, z = x w_x + h w_h + bias, and a single carry, that the LSTM
+    kernel's passes run (`one_product`): its name in messages, its FFI targets' stem, the
+    widths of what its forward pass saves for the backward one, and the targets' attributes."""
+
+    name: str
+    target: str
+    residual_widths: tuple[int, ...]
+    attributes: tuple = ()
+
+
+RNN_TANH = OneProductCell("rnn", "rnn", (), (("relu", False),))
+RNN_RELU = OneProductCell("rnn", "rnn", (), (("relu", True),))
+SIMPLIFIED_GRU = OneProductCell("simplified_gru", "simplified_gru", (2,))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
-def rnn(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse: bool, relu: bool):
-    """The basic RNN over a sequence, h⟨t⟩ = g(x⟨t⟩ w_x + h⟨t−1⟩ w_h + bias) with g = tanh, or
-    relu with ``relu``: w_x (D, H), w_h (H, H), bias (H,) = b_x + b_h; xs (B, T, D), h0 (B, H),
-    all float32, lengths, starts and the restart carry h_r (B, H) as for `lstm`; returns
-    (ys (B, T, H), last h). B and T at least 1."""
-    return tuple(_rnn_forward_call(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu))
+def one_product(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse: bool, cell: OneProductCell):
+    """The basic RNN (`RNN_TANH`, `RNN_RELU`: h⟨t⟩ = g(z)) or the course's simplified GRU
+    (`SIMPLIFIED_GRU`: gates u, c̃) over a sequence, z = x⟨t⟩ w_x + h⟨t−1⟩ w_h + bias: w_x (D, G·H),
+    w_h (H, G·H), bias (G·H,) = b_x + b_h; xs (B, T, D), h0 (B, H), all float32, lengths, starts
+    and the restart carry h_r (B, H) as for `lstm`; returns (ys (B, T, H), last h). B and T at
+    least 1."""
+    ys, h, *_ = _one_product_forward_call(
+        cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, save=False
+    )
+    return ys, h
 
 
-def _rnn_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu):
+def _one_product_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, cell):
     wanted = _Wanted(
         d_xs=xs.perturbed,
         d_weights=any(w.perturbed for w in (w_x, w_h, bias)),
@@ -464,13 +490,14 @@ def _rnn_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, relu):
     )
     arrays = custom_vjp_primal_tree_values((w_x, w_h, bias, xs, h0, lengths, starts, h_r))
     w_x, w_h, bias, xs, h0, lengths, starts, h_r = arrays
-    # The backward pass reads the outputs alone: g'(z) from g(z).
-    ys, h = _rnn_forward_call(*arrays, reverse, relu)
-    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, wanted)
+    # The RNN's backward pass reads the outputs alone (g'(z) from g(z)); the simplified GRU's
+    # its gates too.
+    ys, h, *saved = _one_product_forward_call(cell, *arrays, reverse, save=True)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, tuple(saved), wanted)
 
 
-def _rnn_backward(reverse, relu, residuals, cotangents):
-    w_x, w_h, xs, h0, lengths, starts, h_r, ys, wanted = residuals
+def _one_product_backward(reverse, cell, residuals, cotangents):
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, saved, wanted = residuals
     d_ys, d_h = map(_dense, cotangents)
     shapes = (
         _result(wanted.d_xs, *xs.shape),
@@ -480,14 +507,16 @@ def _rnn_backward(reverse, relu, residuals, cotangents):
         _result(wanted.d_weights, w_h.shape[1]),
         *_shapes_of(h_r),
     )
-    call = jax.ffi.ffi_call("jaxrnn_rnn_backward", shapes, vmap_method="sequential")
-    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products, relu=relu)
+    call = jax.ffi.ffi_call(f"jaxrnn_{cell.target}_backward", shapes, vmap_method="sequential")
+    call = functools.partial(
+        call, reverse=reverse, bf16_products=wanted.bf16_products, **dict(cell.attributes)
+    )
     call = _without_derivative(call)
     d_xs, d_h0, d_w_x, d_w_h, d_bias, d_h_r = call(
-        xs, h0, w_x, w_h, ys, d_ys, d_h, lengths, starts, h_r
+        xs, h0, w_x, w_h, ys, *saved, d_ys, d_h, lengths, starts, h_r
     )
     d_w_x, d_w_h, d_bias = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias))
     return d_w_x, d_w_h, d_bias, _kept(wanted.d_xs, d_xs), d_h0, None, None, d_h_r
 
 
-rnn.defvjp(_rnn_forward, _rnn_backward, symbolic_zeros=True)
+one_product.defvjp(_one_product_forward, _one_product_backward, symbolic_zeros=True)

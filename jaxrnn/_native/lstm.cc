@@ -9,8 +9,10 @@
 // With peepholes (jaxrnn.lstm(peephole=True), Gers & Schmidhuber 2000) the gates u and f also
 // read p_u * c_{t-1} and p_f * c_{t-1}, and o reads p_o * c_t, p (3, H); they are elementwise, so
 // the products stay as they are. The basic RNN (jaxrnn.rnn("tanh" | "relu")) is the same loop
-// with one gate and no memory cell, h_t = g([x_t, h_{t-1}] [w_x; w_h] + b). jax.lax.scan of the
-// cell's step stays the definition: tests/test_native.py checks the kernels against it.
+// with one gate and no memory cell, h_t = g([x_t, h_{t-1}] [w_x; w_h] + b), and so is the
+// course's simplified GRU (jaxrnn.simplified_gru(), gates u, c~): h_t = u c~ + (1 - u) h_{t-1}.
+// jax.lax.scan of the cell's step stays the definition: tests/test_native.py checks the kernels
+// against it.
 
 #include "common.h"
 
@@ -144,22 +146,58 @@ JAXRNN_VECTOR void ActivateBackward(int64_t n, bool relu, const float* __restric
     ActivateBackwardOf<false>(n, y, dy, dh, dz);
 }
 
+// The simplified GRU's n units: u = sigmoid(z_u), c~ = tanh(z_c) (z: 2 gates zq apart),
+// h = u c~ + (1 - u) h_{t-1}; u and c~ into act (H apart) when kKeep.
+template <bool kKeep>
+__attribute__((always_inline)) inline void UpdateGatesOf(int64_t n, int64_t H, int64_t zq,
+                                                         const float* __restrict z,
+                                                         float* __restrict act,
+                                                         const float* __restrict h_prev,
+                                                         float* __restrict h) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float u = Sigmoid(z[j]), c = Tanh(z[zq + j]);
+    if constexpr (kKeep) act[j] = u, act[H + j] = c;
+    h[j] = u * c + (1.0f - u) * h_prev[j];
+  }
+}
+
+JAXRNN_VECTOR void UpdateGates(int64_t n, int64_t H, const float* __restrict z, int64_t zq,
+                               float* __restrict act, const float* __restrict h_prev,
+                               float* __restrict h) {
+  if (act)
+    UpdateGatesOf<true>(n, H, zq, z, act, h_prev, h);
+  else
+    UpdateGatesOf<false>(n, H, zq, z, act, h_prev, h);
+}
+
+JAXRNN_VECTOR void UpdateGatesBackward(int64_t n, int64_t H, const float* __restrict act,
+                                       const float* __restrict h_prev,
+                                       const float* __restrict dy, const float* __restrict dh,
+                                       float* __restrict dz, float* __restrict direct) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float u = act[j], c = act[H + j], g = dy[j] + dh[j];
+    dz[j] = g * (c - h_prev[j]) * u * (1.0f - u);
+    dz[H + j] = g * u * (1.0f - c * c);
+    direct[j] = g * (1.0f - u);
+  }
+}
+
 // What follows a step's product z = [x_t, h_{t-1}] [w_x; w_h] + b, for n units of one example
 // from `first` on: the LSTM's four gates and memory cell (peepholes where given) ...
 struct LstmCell {
   static constexpr int64_t kGates = 4;
-  static constexpr bool kMemory = true;
-  static constexpr const char* kName = "lstm";
+  static constexpr bool kMemory = true;   // a memory cell c beside the carry h
+  static constexpr bool kDirect = false;  // h_{t-1} reaches h_t other than through the product
   const float* peephole;  // (3, H), or null
   // y (and c_next, and the activations into act where not null) from z, gates zq apart.
   void Step(int64_t n, int64_t H, int64_t first, const float* z, int64_t zq, float* act,
-            const float* c_read, float* c_next, float* y) const {
+            const float* c_read, float* c_next, const float*, float* y) const {
     Gates(n, H, z, act, c_read, c_next, y, peephole ? peephole + first : nullptr, zq);
   }
   // dL/dz from dL/dh (and dL/dc in place, the peepholes' gradients added to dp).
   void Backward(int64_t n, int64_t H, int64_t first, const float* act, const float* c,
-                const float* c_prev, const float* y, const float* dy, const float* dh, float* dc,
-                float* dz, float* dp) const {
+                const float* c_prev, const float*, const float*, const float* dy,
+                const float* dh, float* dc, float* dz, float* dp, float*) const {
     GatesBackward(n, H, act, c, c_prev, dy, dh, dc, dz, peephole ? peephole + first : nullptr,
                   peephole ? dp + first : nullptr);
   }
@@ -169,21 +207,39 @@ struct LstmCell {
 struct RnnCell {
   static constexpr int64_t kGates = 1;
   static constexpr bool kMemory = false;
-  static constexpr const char* kName = "rnn";
+  static constexpr bool kDirect = false;
   bool relu;
   void Step(int64_t n, int64_t, int64_t, const float* z, int64_t, float*, const float*, float*,
-            float* y) const {
+            const float*, float* y) const {
     Activate(n, relu, z, y);
   }
   void Backward(int64_t n, int64_t, int64_t, const float*, const float*, const float*,
-                const float* y, const float* dy, const float* dh, float*, float* dz,
-                float*) const {
+                const float*, const float* y, const float* dy, const float* dh, float*,
+                float* dz, float*, float*) const {
     ActivateBackward(n, relu, y, dy, dh, dz);
   }
 };
 
-// What a forward pass reads and writes: the memory cell's arrays (c0 to cells) null for the RNN,
-// gates and cells null where not saved.
+// ... or the simplified GRU's update gate and candidate, whose carry also reaches the next one
+// directly, (1 - u) h_{t-1}.
+struct SimplifiedGruCell {
+  static constexpr int64_t kGates = 2;
+  static constexpr bool kMemory = false;
+  static constexpr bool kDirect = true;
+  void Step(int64_t n, int64_t H, int64_t, const float* z, int64_t zq, float* act, const float*,
+            float*, const float* h_prev, float* y) const {
+    UpdateGates(n, H, z, zq, act, h_prev, y);
+  }
+  // dL/dz from dL/dh_t = dy + dh, and the direct part (1 - u) dL/dh_t of dL/dh_{t-1}.
+  void Backward(int64_t n, int64_t H, int64_t, const float* act, const float*, const float*,
+                const float* h_prev, const float*, const float* dy, const float* dh, float*,
+                float* dz, float*, float* direct) const {
+    UpdateGatesBackward(n, H, act, h_prev, dy, dh, dz, direct);
+  }
+};
+
+// What a forward pass reads and writes: the memory cell's arrays (c0 to cells) null for a cell
+// without one, gates and cells null where not saved (the RNN saves nothing).
 struct ForwardArrays {
   const float *xs, *h0, *c0, *h_restart, *c_restart, *w_x, *w_h, *bias;
   float *ys, *h_last, *c_last, *gates, *cells;
@@ -215,7 +271,7 @@ void ForwardFew(Runner& run, const Shape& s, const Cell& cell, const ForwardArra
     float* y = a.ys + row * H + first;
     if (s.Runs(b, t)) {
       cell.Step(n, H, first, z + b * G + first, H, a.gates ? a.gates + row * G + first : nullptr,
-                c_read, c_next, y);
+                c_read, c_next, h_read + at, y);
       std::memcpy(h_next + at, y, n * sizeof(float));
     } else {
       std::memset(y, 0, n * sizeof(float));
@@ -286,7 +342,8 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
         float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
         cell.Step(n, H, first, product.z_i + r * Cell::kGates * n, n,
                   a.gates ? a.gates + row * G + first : nullptr,
-                  Cell::kMemory ? c[step % 2] + at : nullptr, c_next, y);
+                  Cell::kMemory ? c[step % 2] + at : nullptr, c_next, xh_read + r * K + D + first,
+                  y);
         std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
         if constexpr (Cell::kMemory) {
           if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
@@ -328,8 +385,8 @@ void Forward(const Shape& s, const Cell& cell, const ForwardArrays& a, bool reve
     ForwardTeam(run, s, cell, a, reverse);
 }
 
-// What a backward pass reads and writes: the memory cell's arrays null for the RNN, the
-// results not wanted null (WantedOut), dp the peepholes' gradients (3, H) or null.
+// What a backward pass reads and writes: the memory cell's arrays null for a cell without one,
+// the results not wanted null (WantedOut), dp the peepholes' gradients (3, H) or null.
 struct BackwardArrays {
   const float *xs, *h0, *c0, *w_x, *w_h, *ys, *gates, *cells, *d_ys, *d_h_last, *d_c_last;
   const float *h_restart, *c_restart;
@@ -365,6 +422,7 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
   float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
   float *dc = nullptr, *dc_restart = nullptr, *dp = nullptr;
+  float* direct = Cell::kDirect ? scratch.Take(B * H) : nullptr;  // dL/dh_{t-1} past the product
   if constexpr (Cell::kMemory) {
     dc = scratch.Take(B * H), dc_restart = scratch.Zeros(B * H);
     Reorder<true>(s, H, a.d_c_last, dc);
@@ -380,18 +438,24 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
       std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
       return;
     }
-    const float *act = nullptr, *c = nullptr, *c_prev = nullptr;
+    const float *c = nullptr, *c_prev = nullptr, *h_prev = nullptr;
     if constexpr (Cell::kMemory) {
-      act = a.gates + row * G + first, c = a.cells + row * H + first;
+      c = a.cells + row * H + first;
       c_prev = CarryRead(s, r, t, reverse, a.c0, a.c_restart, a.cells) + first;
     }
-    cell.Backward(n, H, first, act, c, c_prev, a.ys + row * H + first, a.d_ys + row * H + first,
-                  dh + at, Cell::kMemory ? dc + at : nullptr, dz_row, dp);
+    if constexpr (Cell::kDirect)
+      h_prev = CarryRead(s, r, t, reverse, a.h0, a.h_restart, a.ys) + first;
+    cell.Backward(n, H, first, a.gates ? a.gates + row * G + first : nullptr, c, c_prev, h_prev,
+                  a.ys + row * H + first, a.d_ys + row * H + first, dh + at,
+                  Cell::kMemory ? dc + at : nullptr, dz_row, dp,
+                  Cell::kDirect ? direct + at : nullptr);
     if constexpr (Cell::kMemory) MoveToRestart(s, r, t, first, n, dc, dc_restart);
   };
   auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
     if (!s.Runs(r, t))
       std::memcpy(dh + r * H + first, dh_kept + r * H + first, n * sizeof(float));
+    else if constexpr (Cell::kDirect)
+      for (int64_t j = r * H + first; j < r * H + first + n; ++j) dh[j] += direct[j];
     MoveToRestart(s, r, t, first, n, dh, dh_restart);
   };
   StepsBackward(run, s, G, a.w_h, reverse, dz, dh, step_backward, after_product);
@@ -511,6 +575,51 @@ ffi::Error RnnBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   });
 }
 
+// ys (B, T, H) and the last h (B, H) of the simplified GRU; with `save`, the activations u, c~
+// (B, T, 2H) that the backward pass reads beside ys.
+ffi::Error SimplifiedGruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                                ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                                ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> lengths,
+                                ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                                ffi::ResultBuffer<ffi::F32> ys,
+                                ffi::ResultBuffer<ffi::F32> h_last,
+                                ffi::ResultBuffer<ffi::F32> gates, bool reverse, bool save,
+                                bool bf16_products) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("simplified_gru", s, 2, w_x, w_h); e.failure()) return e;
+  return Guarded("simplified_gru", bf16_products, [&] {
+    const ForwardArrays a{xs.typed_data(),  h0.typed_data(),       nullptr,
+                          h_restart.typed_data(), nullptr,         w_x.typed_data(),
+                          w_h.typed_data(), bias.typed_data(),     ys->typed_data(),
+                          h_last->typed_data(), nullptr, save ? gates->typed_data() : nullptr,
+                          nullptr};
+    Forward(s, SimplifiedGruCell{}, a, reverse);
+  });
+}
+
+ffi::Error SimplifiedGruBackward(
+    ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+    ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
+    ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
+    ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+    ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+    ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
+    ffi::ResultBuffer<ffi::F32> d_bias, ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse,
+    bool bf16_products) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("simplified_gru", s, 2, w_x, w_h); e.failure()) return e;
+  return Guarded("simplified_gru", bf16_products, [&] {
+    const BackwardArrays a{
+        xs.typed_data(),  h0.typed_data(), nullptr,            w_x.typed_data(),
+        w_h.typed_data(), ys.typed_data(), gates.typed_data(), nullptr,
+        d_ys.typed_data(), d_h_last.typed_data(), nullptr,     h_restart.typed_data(),
+        nullptr,          WantedOut(d_xs), d_h0->typed_data(), nullptr,
+        WantedOut(d_w_x), WantedOut(d_w_h), WantedOut(d_bias), nullptr,
+        d_h_restart->typed_data(), nullptr};
+    Backward(s, SimplifiedGruCell{}, a, reverse);
+  });
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmForward, LstmForward,
@@ -603,3 +712,42 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnBackward, RnnBackward,
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16_products")
                                   .Attr<bool>("relu"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnSimplifiedGruForward, SimplifiedGruForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_last
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // activations u, c~
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("save")
+                                  .Attr<bool>("bf16_products"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnSimplifiedGruBackward, SimplifiedGruBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // activations
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16_products"));
