@@ -36,10 +36,8 @@ from jaxrnn._checks import fail
 _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_forward": "JaxrnnLstmForward",
     "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
-    "jaxrnn_rnn_forward": "JaxrnnRnnForward",
-    "jaxrnn_rnn_backward": "JaxrnnRnnBackward",
-    "jaxrnn_simplified_gru_forward": "JaxrnnSimplifiedGruForward",
-    "jaxrnn_simplified_gru_backward": "JaxrnnSimplifiedGruBackward",
+    "jaxrnn_one_product_forward": "JaxrnnOneProductForward",
+    "jaxrnn_one_product_backward": "JaxrnnOneProductBackward",
     "jaxrnn_gru_forward": "JaxrnnGruForward",
     "jaxrnn_gru_backward": "JaxrnnGruBackward",
     "jaxrnn_gru_reset_before_forward": "JaxrnnGruResetBeforeForward",
@@ -150,7 +148,9 @@ def _folding_vmap(call, n_weights: int):
         rows = [a.reshape(-1, *a.shape[2:]) for a in per_example]  # (axis_size · B, ...)
         results = call(*args[:n_weights], *rows)
         return tuple(
-            r.reshape(axis_size, -1, *r.shape[1:]) if r.ndim > 1 else jnp.zeros((axis_size, 0))
+            r.reshape(axis_size, -1, *r.shape[1:])
+            if r.ndim > 1
+            else jnp.zeros((axis_size, 0), r.dtype)
             for r in results
         ), (True,) * len(results)
 
@@ -439,14 +439,14 @@ gru.defvjp(_gru_forward, _gru_backward, symbolic_zeros=True)
 def _one_product_forward_call(cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, save):
     _check_step_products(cell.name)
     kernel = _forward_kernel(
-        f"jaxrnn_{cell.target}_forward",
-        cell.residual_widths,
+        "jaxrnn_one_product_forward",
+        (cell.gates,),
         3,
         1,
         reverse,
-        save,
+        save and cell.gates > 0,
         bf16_products(),
-        cell.attributes,
+        (("cell", cell.code),),
     )
     return kernel(w_x, w_h, bias, xs, h0, lengths, starts, h_r)
 
@@ -455,18 +455,18 @@ def _one_product_forward_call(cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r
 @dataclasses.dataclass(frozen=True)
 class OneProductCell:
     """A cell of one product a step, z = x w_x + h w_h + bias, and a single carry, that the LSTM
-    kernel's passes run (`one_product`): its name in messages, its FFI targets' stem, the
-    widths of what its forward pass saves for the backward one, and the targets' attributes."""
+    kernel's passes run (`one_product`): its name in messages, its code for the FFI targets
+    (``OneProduct`` in lstm.cc), and how many gates' activations its forward pass saves for the
+    backward one (none for the RNN, whose backward pass reads its outputs)."""
 
     name: str
-    target: str
-    residual_widths: tuple[int, ...]
-    attributes: tuple = ()
+    code: int
+    gates: int
 
 
-RNN_TANH = OneProductCell("rnn", "rnn", (), (("relu", False),))
-RNN_RELU = OneProductCell("rnn", "rnn", (), (("relu", True),))
-SIMPLIFIED_GRU = OneProductCell("simplified_gru", "simplified_gru", (2,))
+RNN_TANH = OneProductCell("rnn", 0, 0)
+RNN_RELU = OneProductCell("rnn", 1, 0)
+SIMPLIFIED_GRU = OneProductCell("simplified_gru", 2, 2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
@@ -476,7 +476,7 @@ def one_product(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse: bool, cel
     w_h (H, G·H), bias (G·H,) = b_x + b_h; xs (B, T, D), h0 (B, H), all float32, lengths, starts
     and the restart carry h_r (B, H) as for `lstm`; returns (ys (B, T, H), last h). B and T at
     least 1."""
-    ys, h, *_ = _one_product_forward_call(
+    ys, h, _ = _one_product_forward_call(
         cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, save=False
     )
     return ys, h
@@ -492,12 +492,12 @@ def _one_product_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, 
     w_x, w_h, bias, xs, h0, lengths, starts, h_r = arrays
     # The RNN's backward pass reads the outputs alone (g'(z) from g(z)); the simplified GRU's
     # its gates too.
-    ys, h, *saved = _one_product_forward_call(cell, *arrays, reverse, save=True)
-    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, tuple(saved), wanted)
+    ys, h, gates = _one_product_forward_call(cell, *arrays, reverse, save=True)
+    return (ys, h), (w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, wanted)
 
 
 def _one_product_backward(reverse, cell, residuals, cotangents):
-    w_x, w_h, xs, h0, lengths, starts, h_r, ys, saved, wanted = residuals
+    w_x, w_h, xs, h0, lengths, starts, h_r, ys, gates, wanted = residuals
     d_ys, d_h = map(_dense, cotangents)
     shapes = (
         _result(wanted.d_xs, *xs.shape),
@@ -507,13 +507,13 @@ def _one_product_backward(reverse, cell, residuals, cotangents):
         _result(wanted.d_weights, w_h.shape[1]),
         *_shapes_of(h_r),
     )
-    call = jax.ffi.ffi_call(f"jaxrnn_{cell.target}_backward", shapes, vmap_method="sequential")
+    call = jax.ffi.ffi_call("jaxrnn_one_product_backward", shapes, vmap_method="sequential")
     call = functools.partial(
-        call, reverse=reverse, bf16_products=wanted.bf16_products, **dict(cell.attributes)
+        call, reverse=reverse, bf16_products=wanted.bf16_products, cell=cell.code
     )
     call = _without_derivative(call)
     d_xs, d_h0, d_w_x, d_w_h, d_bias, d_h_r = call(
-        xs, h0, w_x, w_h, ys, *saved, d_ys, d_h, lengths, starts, h_r
+        xs, h0, w_x, w_h, ys, gates, d_ys, d_h, lengths, starts, h_r
     )
     d_w_x, d_w_h, d_bias = (_kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias))
     return d_w_x, d_w_h, d_bias, _kept(wanted.d_xs, d_xs), d_h0, None, None, d_h_r

@@ -532,72 +532,48 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   });
 }
 
-// ys (B, T, H) and the last h (B, H) of the basic RNN; its backward pass reads ys alone, so
-// `save` asks for nothing more.
-ffi::Error RnnForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                      ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                      ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> lengths,
-                      ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                      ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
-                      bool reverse, bool save, bool bf16_products, bool relu) {
-  const Shape s = ShapeOf(xs, h0, lengths, starts);
-  if (auto e = CheckWeights("rnn", s, 1, w_x, w_h); e.failure()) return e;
-  return Guarded("rnn", bf16_products, [&] {
-    const ForwardArrays a{xs.typed_data(),  h0.typed_data(),       nullptr,
-                          h_restart.typed_data(), nullptr,         w_x.typed_data(),
-                          w_h.typed_data(), bias.typed_data(),     ys->typed_data(),
-                          h_last->typed_data(), nullptr, nullptr, nullptr};
-    Forward(s, RnnCell{relu}, a, reverse);
+// The cells of one product and a single carry, by the FFI attribute `cell`.
+enum OneProduct : int64_t { kRnnTanh = 0, kRnnRelu = 1, kSimplifiedGru = 2 };
+
+// Runs `work` with the cell `cell` names (RnnCell or SimplifiedGruCell), or returns an error.
+template <typename Work>
+ffi::Error WithOneProductCell(int64_t cell, const Shape& s, ffi::Buffer<ffi::F32>& w_x,
+                              ffi::Buffer<ffi::F32>& w_h, bool bf16_products, Work work) {
+  const char* name = cell == kSimplifiedGru ? "simplified_gru" : "rnn";
+  if (cell < kRnnTanh || cell > kSimplifiedGru)
+    return ffi::Error::InvalidArgument("one-product kernel: unknown cell");
+  if (auto e = CheckWeights(name, s, cell == kSimplifiedGru ? 2 : 1, w_x, w_h); e.failure())
+    return e;
+  return Guarded(name, bf16_products, [&] {
+    if (cell == kSimplifiedGru)
+      work(SimplifiedGruCell{});
+    else
+      work(RnnCell{cell == kRnnRelu});
   });
 }
 
-ffi::Error RnnBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                       ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> d_ys,
-                       ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
-                       ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                       ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
-                       ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
-                       ffi::ResultBuffer<ffi::F32> d_bias,
-                       ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse, bool bf16_products,
-                       bool relu) {
+// ys (B, T, H) and the last h (B, H) of the basic RNN or the simplified GRU; with `save`, the
+// simplified GRU's activations u, c~ (B, T, 2H), which its backward pass reads beside ys (the
+// RNN's reads ys alone, and its `gates` are empty).
+ffi::Error OneProductForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                             ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                             ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> lengths,
+                             ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                             ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                             ffi::ResultBuffer<ffi::F32> gates, bool reverse, bool save,
+                             bool bf16_products, int64_t cell) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
-  if (auto e = CheckWeights("rnn", s, 1, w_x, w_h); e.failure()) return e;
-  return Guarded("rnn", bf16_products, [&] {
-    const BackwardArrays a{
-        xs.typed_data(),  h0.typed_data(), nullptr,           w_x.typed_data(),
-        w_h.typed_data(), ys.typed_data(), nullptr,           nullptr,
-        d_ys.typed_data(), d_h_last.typed_data(), nullptr,    h_restart.typed_data(),
-        nullptr,          WantedOut(d_xs), d_h0->typed_data(), nullptr,
-        WantedOut(d_w_x), WantedOut(d_w_h), WantedOut(d_bias), nullptr,
-        d_h_restart->typed_data(), nullptr};
-    Backward(s, RnnCell{relu}, a, reverse);
-  });
-}
-
-// ys (B, T, H) and the last h (B, H) of the simplified GRU; with `save`, the activations u, c~
-// (B, T, 2H) that the backward pass reads beside ys.
-ffi::Error SimplifiedGruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                                ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                                ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::S32> lengths,
-                                ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                                ffi::ResultBuffer<ffi::F32> ys,
-                                ffi::ResultBuffer<ffi::F32> h_last,
-                                ffi::ResultBuffer<ffi::F32> gates, bool reverse, bool save,
-                                bool bf16_products) {
-  const Shape s = ShapeOf(xs, h0, lengths, starts);
-  if (auto e = CheckWeights("simplified_gru", s, 2, w_x, w_h); e.failure()) return e;
-  return Guarded("simplified_gru", bf16_products, [&] {
-    const ForwardArrays a{xs.typed_data(),  h0.typed_data(),       nullptr,
-                          h_restart.typed_data(), nullptr,         w_x.typed_data(),
-                          w_h.typed_data(), bias.typed_data(),     ys->typed_data(),
-                          h_last->typed_data(), nullptr, save ? gates->typed_data() : nullptr,
+  return WithOneProductCell(cell, s, w_x, w_h, bf16_products, [&](const auto& one) {
+    const ForwardArrays a{xs.typed_data(),        h0.typed_data(),   nullptr,
+                          h_restart.typed_data(), nullptr,           w_x.typed_data(),
+                          w_h.typed_data(),       bias.typed_data(), ys->typed_data(),
+                          h_last->typed_data(),   nullptr,           WantedOut(gates),
                           nullptr};
-    Forward(s, SimplifiedGruCell{}, a, reverse);
+    Forward(s, one, a, reverse);
   });
 }
 
-ffi::Error SimplifiedGruBackward(
+ffi::Error OneProductBackward(
     ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
     ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
     ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
@@ -605,18 +581,17 @@ ffi::Error SimplifiedGruBackward(
     ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
     ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
     ffi::ResultBuffer<ffi::F32> d_bias, ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse,
-    bool bf16_products) {
+    bool bf16_products, int64_t cell) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
-  if (auto e = CheckWeights("simplified_gru", s, 2, w_x, w_h); e.failure()) return e;
-  return Guarded("simplified_gru", bf16_products, [&] {
+  return WithOneProductCell(cell, s, w_x, w_h, bf16_products, [&](const auto& one) {
     const BackwardArrays a{
         xs.typed_data(),  h0.typed_data(), nullptr,            w_x.typed_data(),
-        w_h.typed_data(), ys.typed_data(), gates.typed_data(), nullptr,
-        d_ys.typed_data(), d_h_last.typed_data(), nullptr,     h_restart.typed_data(),
-        nullptr,          WantedOut(d_xs), d_h0->typed_data(), nullptr,
-        WantedOut(d_w_x), WantedOut(d_w_h), WantedOut(d_bias), nullptr,
-        d_h_restart->typed_data(), nullptr};
-    Backward(s, SimplifiedGruCell{}, a, reverse);
+        w_h.typed_data(), ys.typed_data(), gates.element_count() ? gates.typed_data() : nullptr,
+        nullptr,          d_ys.typed_data(), d_h_last.typed_data(), nullptr,
+        h_restart.typed_data(), nullptr,   WantedOut(d_xs),     d_h0->typed_data(),
+        nullptr,          WantedOut(d_w_x), WantedOut(d_w_h),   WantedOut(d_bias),
+        nullptr,          d_h_restart->typed_data(), nullptr};
+    Backward(s, one, a, reverse);
   });
 }
 
@@ -674,7 +649,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, LstmBackward,
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16_products"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnForward, RnnForward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnOneProductForward, OneProductForward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
@@ -686,18 +661,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnForward, RnnForward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ys
                                   .Ret<ffi::Buffer<ffi::F32>>()  // h_last
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // activations, or none
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("save")
                                   .Attr<bool>("bf16_products")
-                                  .Attr<bool>("relu"));
+                                  .Attr<int64_t>("cell"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnBackward, RnnBackward,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnOneProductBackward, OneProductBackward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // xs
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_x
                                   .Arg<ffi::Buffer<ffi::F32>>()  // w_h
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // activations, or none
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths
@@ -711,43 +688,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnRnnBackward, RnnBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16_products")
-                                  .Attr<bool>("relu"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnSimplifiedGruForward, SimplifiedGruForward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_last
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // activations u, c~
-                                  .Attr<bool>("reverse")
-                                  .Attr<bool>("save")
-                                  .Attr<bool>("bf16_products"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnSimplifiedGruBackward, SimplifiedGruBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // activations
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
-                                  .Attr<bool>("reverse")
-                                  .Attr<bool>("bf16_products"));
+                                  .Attr<int64_t>("cell"));
