@@ -1153,4 +1153,51 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
   }
 }
 
+// The FFI signatures of both GRU kernels (gru.cc, reset after; gru_before.cc, reset before),
+// which take the same arguments.
+inline auto GruForwardSignature() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()  // xs
+      .Arg<ffi::Buffer<ffi::F32>>()  // h0
+      .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+      .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+      .Arg<ffi::Buffer<ffi::F32>>()  // b_x
+      .Arg<ffi::Buffer<ffi::F32>>()  // b_h
+      .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+      .Arg<ffi::Buffer<ffi::U8>>()   // starts
+      .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+      .Ret<ffi::Buffer<ffi::F32>>()  // ys
+      .Ret<ffi::Buffer<ffi::F32>>()  // h_last
+      .Ret<ffi::Buffer<ffi::F32>>()  // activations r, u, c~
+      .Ret<ffi::Buffer<ffi::F32>>()  // h_c (reset after) or r * h_{t-1} (before)
+      .Attr<bool>("reverse")
+      .Attr<bool>("save")
+      .Attr<bool>("bf16_products");
+}
+
+inline auto GruBackwardSignature() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()  // xs
+      .Arg<ffi::Buffer<ffi::F32>>()  // h0
+      .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+      .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+      .Arg<ffi::Buffer<ffi::F32>>()  // ys
+      .Arg<ffi::Buffer<ffi::F32>>()  // activations
+      .Arg<ffi::Buffer<ffi::F32>>()  // h_c or r * h_{t-1}
+      .Arg<ffi::Buffer<ffi::F32>>()  // dL/dys
+      .Arg<ffi::Buffer<ffi::F32>>()  // dL/dh_last
+      .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+      .Arg<ffi::Buffer<ffi::U8>>()   // starts
+      .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/dxs
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh0
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_x
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_h
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_x
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_h
+      .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh_restart
+      .Attr<bool>("reverse")
+      .Attr<bool>("bf16_products");
+}
+
 }  // namespace jaxrnn_native

@@ -251,45 +251,6 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_h
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_last
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // activations r, u, c~
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // recurrent candidates h_c
-                                  .Attr<bool>("reverse")
-                                  .Attr<bool>("save")
-                                  .Attr<bool>("bf16_products"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl, GruForwardSignature());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // activations
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // recurrent candidates
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dL/dys
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // dL/dh_last
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
-                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // h_restart
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dxs
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh0
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_x
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dw_h
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_x
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/db_h
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dL/dh_restart
-                                  .Attr<bool>("reverse")
-                                  .Attr<bool>("bf16_products"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl, GruBackwardSignature());
