@@ -538,7 +538,7 @@ def gru(
     `jaxrnn.interop.gru_params_from_torch` negates the z rows (σ(−v) = 1 − σ(v)).
 
     On a CPU both run jaxrnn's native kernels (`jaxrnn.kernels`). ``"before"`` multiplies twice
-    a step where ``"after"`` multiplies once, and its training step takes 1.0–1.15× the time
+    a step where ``"after"`` multiplies once, and takes 1.03–1.3× its time at the suite's sizes
     (``python -m benchmarks.course_gru``).
 
     Args:
