@@ -242,6 +242,26 @@ class _Wanted:
     bf16_products: bool  # as the forward call ran, whatever the precision when the rule runs
 
 
+def _wanted(xs, *weights) -> _Wanted:
+    """What the caller differentiates for, from the forward rule's (value, perturbed) arguments
+    (``symbolic_zeros``): dL/dxs where xs is perturbed, the weights' gradients where any is."""
+    return _Wanted(
+        d_xs=xs.perturbed,
+        d_weights=any(w.perturbed for w in weights),
+        bf16_products=bf16_products(),
+    )
+
+
+def _backward_call(target: str, shapes, reverse: bool, wanted: _Wanted, **attributes):
+    """The backward FFI call ``target`` to results of ``shapes``: multiplying as the forward call
+    did (`_Wanted`), and stopping a derivative of itself with a clear error."""
+    call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
+    call = functools.partial(
+        call, reverse=reverse, bf16_products=wanted.bf16_products, **attributes
+    )
+    return _without_derivative(call)
+
+
 def _dense(cotangent):
     """``cotangent`` as an array: a symbolic zero (an output the caller does not use)
     becomes zeros of its shape."""
@@ -286,11 +306,7 @@ def lstm(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, revers
 
 def _lstm_forward(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse):
     # symbolic_zeros: each array argument comes as (value, perturbed).
-    wanted = _Wanted(
-        d_xs=xs.perturbed,
-        d_weights=any(w.perturbed for w in (w_x, w_h, bias, peephole)),
-        bf16_products=bf16_products(),
-    )
+    wanted = _wanted(xs, w_x, w_h, bias, peephole)
     arrays = custom_vjp_primal_tree_values(
         (w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r)
     )
@@ -327,9 +343,7 @@ def _lstm_backward(reverse, residuals, cotangents):
         _result(wanted.d_weights, *peephole.shape),
         *_shapes_of(h_r, c_r),
     )
-    call = jax.ffi.ffi_call("jaxrnn_lstm_backward", shapes, vmap_method="sequential")
-    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
-    call = _without_derivative(call)
+    call = _backward_call("jaxrnn_lstm_backward", shapes, reverse, wanted)
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_peephole, d_h_r, d_c_r = call(
         xs,
         h0,
@@ -389,11 +403,7 @@ def gru(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse: bool, reset: 
 
 def _gru_forward(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset):
     weights = (w_x, w_h, b_x, b_h)
-    wanted = _Wanted(
-        d_xs=xs.perturbed,
-        d_weights=any(w.perturbed for w in weights),
-        bf16_products=bf16_products(),
-    )
+    wanted = _wanted(xs, *weights)
     w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r = custom_vjp_primal_tree_values(
         (w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
     )
@@ -418,10 +428,7 @@ def _gru_backward(reverse, reset, residuals, cotangents):
         bias,
         *_shapes_of(h_r),
     )
-    target = f"{_GRU_TARGETS[reset]}_backward"
-    call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
-    call = functools.partial(call, reverse=reverse, bf16_products=wanted.bf16_products)
-    call = _without_derivative(call)
+    call = _backward_call(f"{_GRU_TARGETS[reset]}_backward", shapes, reverse, wanted)
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, rows, d_ys, d_h, lengths, starts, h_r
     )
@@ -483,11 +490,7 @@ def one_product(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse: bool, cel
 
 
 def _one_product_forward(w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, cell):
-    wanted = _Wanted(
-        d_xs=xs.perturbed,
-        d_weights=any(w.perturbed for w in (w_x, w_h, bias)),
-        bf16_products=bf16_products(),
-    )
+    wanted = _wanted(xs, w_x, w_h, bias)
     arrays = custom_vjp_primal_tree_values((w_x, w_h, bias, xs, h0, lengths, starts, h_r))
     w_x, w_h, bias, xs, h0, lengths, starts, h_r = arrays
     # The RNN's backward pass reads the outputs alone (g'(z) from g(z)); the simplified GRU's
@@ -507,11 +510,7 @@ def _one_product_backward(reverse, cell, residuals, cotangents):
         _result(wanted.d_weights, w_h.shape[1]),
         *_shapes_of(h_r),
     )
-    call = jax.ffi.ffi_call("jaxrnn_one_product_backward", shapes, vmap_method="sequential")
-    call = functools.partial(
-        call, reverse=reverse, bf16_products=wanted.bf16_products, cell=cell.code
-    )
-    call = _without_derivative(call)
+    call = _backward_call("jaxrnn_one_product_backward", shapes, reverse, wanted, cell=cell.code)
     d_xs, d_h0, d_w_x, d_w_h, d_bias, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, d_ys, d_h, lengths, starts, h_r
     )
