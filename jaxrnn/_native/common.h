@@ -942,6 +942,17 @@ inline float* WantedOut(ffi::ResultBuffer<ffi::F32>& out) {
   return out->element_count() == 0 ? nullptr : out->typed_data();
 }
 
+// The input side x_t w_x + b_x (G wide) of every step run, one product over their rows, slot
+// after slot: step t of slot r at row s.start[r] + t. InputGradients is its backward.
+inline float* InputSide(Runner& run, const Shape& s, int64_t G, const float* xs, const float* w_x,
+                        const float* b_x) {
+  float* zx = run.scratch.Take(std::max<int64_t>(1, s.steps_run) * G);
+  if (s.steps_run > 0)
+    run.Once({s.steps_run, s.D, s.D}, StepsRun(run.scratch, s, s.D, xs), {s.D, G, G}, w_x, zx, G,
+             b_x);
+  return zx;
+}
+
 // dL/dxs (B, T, D) = dz w_xᵀ from dz, the rows of the steps run (Shape::steps_run, slot after
 // slot, G wide), and zeros at the steps not run; nothing where d_xs is null.
 inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* dz,

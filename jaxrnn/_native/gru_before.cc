@@ -165,7 +165,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        ffi::ResultBuffer<ffi::F32> reset_carries, bool reverse, bool save,
                        bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
+  const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", bf16_products, [&] {
     std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
@@ -177,11 +177,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     }
     Runner run;
     Scratch& scratch = run.scratch;
-    // The input side of every step run, slot after slot: row s.start[r] + t.
-    float* zx = scratch.Take(std::max<int64_t>(1, s.steps_run) * G);
-    if (s.steps_run > 0)
-      run.Once({s.steps_run, D, D}, StepsRun(scratch, s, D, xs.typed_data()), {D, G, G},
-               w_x.typed_data(), zx, G, b_x.typed_data());
+    const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
     float* y = ys->typed_data();
     ZeroStepsNotRun(s, H, y);
     const int team = FewRowsTeam(H);
