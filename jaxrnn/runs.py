@@ -229,16 +229,15 @@ class StopOnSignal:
         self.count = 0
         self.saving = False
         self._previous: dict = {}
-        self._arrivals: socket.socket | None = None
-        self._sockets: tuple = ()
+        self._sockets: tuple = ()  # (where the arrivals are read, where they are written)
         self._previous_wakeup = -1
 
     def _first_arrived(self, signum: int) -> int:
         """The first of the signals that have arrived, ``signum`` if none is on record."""
-        if self._arrivals is None:
+        if not self._sockets:
             return signum
         try:
-            arrived = self._arrivals.recv(64)
+            arrived = self._sockets[0].recv(64)
         except BlockingIOError:
             return signum
         return next((s for s in arrived if s in self.SIGNALS), signum)
@@ -265,7 +264,6 @@ class StopOnSignal:
         self._sockets = socket.socketpair()
         for end in self._sockets:
             end.setblocking(False)
-        self._arrivals = self._sockets[0]
         self._previous_wakeup = signal.set_wakeup_fd(
             self._sockets[1].fileno(), warn_on_full_buffer=False
         )
@@ -278,5 +276,5 @@ class StopOnSignal:
             signal.set_wakeup_fd(self._previous_wakeup)
             for end in self._sockets:
                 end.close()
-            self._arrivals, self._sockets = None, ()
+            self._sockets = ()
         return False
