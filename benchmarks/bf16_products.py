@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -258,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         run_worker(args.worker, args.case, rounds, args.worker_out)
         return {}
-    from benchmarks.suite import report_stamp  # run as ``python -m``, from the root
+    # run as ``python -m``, from the root
+    from benchmarks.suite import measured_in_own_process, report_stamp
 
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
@@ -266,13 +265,11 @@ def main(argv: list[str] | None = None) -> dict:
     # bfloat16 training step from 137 to 164-213 ms (benchmarks/NOTES.md, section 24).
     for case in (f"{config}/{cell}" for config in configs for cell in CELLS):
         for framework in args.only.split(","):
-            worker_out = args.out / f".bf16_products_{framework}.json"
-            command = [sys.executable, "-m", "benchmarks.bf16_products", "--worker", framework]
-            command += ["--case", case, "--worker-out", str(worker_out)]
-            command += ["--quick"] if args.quick else []
-            subprocess.run(command, check=True)
-            results.setdefault(case, {})[framework] = json.loads(worker_out.read_text())
-            worker_out.unlink()
+            worker_args = ["--worker", framework, "--case", case]
+            worker_args += ["--quick"] if args.quick else []
+            results.setdefault(case, {})[framework] = measured_in_own_process(
+                "benchmarks.bf16_products", worker_args, args.out
+            )
     report = {
         **report_stamp(),
         "rounds": rounds,

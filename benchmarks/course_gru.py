@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -200,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         run_worker(args.worker, args.framework, rounds, args.worker_out)
         return {}
-    from benchmarks.suite import report_stamp  # run as ``python -m``, from the root
+    # run as ``python -m``, from the root
+    from benchmarks.suite import measured_in_own_process, report_stamp
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
@@ -208,13 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
     for config in ["c1"] if args.quick else list(CONFIGS):
         results[config] = {"seconds": {}, "errors": {}}
         for framework in frameworks:
-            worker_out = args.out / ".course_gru_worker.json"
-            command = [sys.executable, "-m", "benchmarks.course_gru", "--worker", config]
-            command += ["--framework", framework, "--worker-out", str(worker_out)]
-            command += ["--quick"] if args.quick else []
-            subprocess.run(command, check=True)
-            measured = json.loads(worker_out.read_text())
-            worker_out.unlink()
+            worker_args = ["--worker", config, "--framework", framework]
+            worker_args += ["--quick"] if args.quick else []
+            measured = measured_in_own_process("benchmarks.course_gru", worker_args, args.out)
             results[config]["seconds"].update(measured["seconds"])
             results[config]["errors"].update(measured["errors"])
     report = {**report_stamp(), "rounds": rounds, "results": results}

@@ -634,6 +634,17 @@ def machine_info() -> dict:
     }
 
 
+def measured_in_own_process(module: str, worker_args: list[str], scratch: Path) -> dict:
+    """What ``python -m module --worker-out FILE *worker_args`` wrote to FILE (JSON), run in a
+    fresh process: each benchmark case starts from a clean allocator and thread pool."""
+    worker_out = scratch / f".{module.rsplit('.', 1)[-1]}_worker.json"
+    command = [sys.executable, "-m", module, *worker_args, "--worker-out", str(worker_out)]
+    subprocess.run(command, check=True)
+    measured = json.loads(worker_out.read_text())
+    worker_out.unlink()
+    return measured
+
+
 def report_stamp() -> dict:
     """What every benchmark report starts with: the date (UTC), `machine_info` and `versions`."""
     return {
