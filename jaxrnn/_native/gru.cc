@@ -207,6 +207,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* dh_direct = scratch.Take(B * H);
     Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
     float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
+    // The bias gradients, where the weights' are wanted: each thread adds its units' as it goes.
+    float* d_b_x_sums = WantedOut(d_b_x);
+    float* d_b_h_sums = WantedOut(d_b_h);
+    if (d_b_x_sums) std::memset(d_b_x_sums, 0, G * sizeof(float));
+    if (d_b_h_sums) std::memset(d_b_h_sums, 0, G * sizeof(float));
     auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
       const int64_t row = s.Row(r, t), at = r * H + first;
       float* dzx_row = dzx + (r * T + t) * G + first;
@@ -223,6 +228,8 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                     candidates.typed_data() + row * H + first,
                     h_prev + (s.start[r] + t) * H + first, d_ys.typed_data() + row * H + first,
                     dh_rec + at, dh_direct + at, dzx_row, dzh_row);
+      if (d_b_x_sums) AddToColumnSums(3, n, H, dzx_row, d_b_x_sums + first);
+      if (d_b_h_sums) AddToColumnSums(3, n, H, dzh_row, d_b_h_sums + first);
     };
     // Where step t starts a segment, both parts of dL/dh_{t-1} belong to the restart carry.
     auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -238,8 +245,6 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     if (WantedOut(d_w_h)) {
       ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
                        CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
-      ColumnSums(s.steps_run, G, dzx, d_b_x->typed_data());
-      ColumnSums(s.steps_run, G, dzh, d_b_h->typed_data());
     }
     InputGradients(run, s, G, dzx, w_x.typed_data(), WantedOut(d_xs));
   });

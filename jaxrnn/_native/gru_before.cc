@@ -295,6 +295,9 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
     float* d_reset = scratch.Take(B * H);
     float* d_carry = scratch.Take(B * H);
     const float* act = gates.typed_data();
+    // The bias gradient, where the weights' are wanted: each thread adds its units' as it goes.
+    float* d_b_sums = WantedOut(d_b_x);
+    if (d_b_sums) std::memset(d_b_sums, 0, G * sizeof(float));
 #pragma omp parallel num_threads(team)
     {
       const int i = omp_get_thread_num();
@@ -321,6 +324,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           ResetBackward(n, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
                         product_c.z_i + r * n, direct + at, dz + (r * T + t) * G + first,
                         step_ru + r * 2 * H + first);
+          if (d_b_sums) AddToColumnSums(3, n, H, dz + (r * T + t) * G + first, d_b_sums + first);
         }
 #pragma omp barrier
         product_ru(step_ru, slots);
@@ -345,7 +349,6 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
       OneWeightGradient(run, N, H, 2 * H, h_prev, dz, d_w, G, G);
       OneWeightGradient(run, N, H, H, StepsRun(scratch, s, H, reset_carries.typed_data()),
                         dz + 2 * H, d_w + 2 * H, G, G);
-      ColumnSums(N, G, dz, d_b_x->typed_data());
       std::memcpy(d_b_h->typed_data(), d_b_x->typed_data(), G * sizeof(float));
     }
     InputGradients(run, s, G, dz, w_x.typed_data(), WantedOut(d_xs));

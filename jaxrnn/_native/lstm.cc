@@ -428,6 +428,8 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
     Reorder<true>(s, H, a.d_c_last, dc);
     dp = a.dp ? a.dp : scratch.Zeros(3 * H);
   }
+  // The bias gradient, where the weights' are wanted: each thread adds its units' as it goes.
+  if (a.d_bias) std::memset(a.d_bias, 0, G * sizeof(float));
   // dL/dz of slot r at step t and n of its units from `first` on: zeros where the step is not
   // run, and dL/dh set aside, since the step's product overwrites it.
   auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -449,6 +451,7 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
                   a.ys + row * H + first, a.d_ys + row * H + first, dh + at,
                   Cell::kMemory ? dc + at : nullptr, dz_row, dp,
                   Cell::kDirect ? direct + at : nullptr);
+    if (a.d_bias) AddToColumnSums(Cell::kGates, n, H, dz_row, a.d_bias + first);
     if constexpr (Cell::kMemory) MoveToRestart(s, r, t, first, n, dc, dc_restart);
   };
   auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
@@ -470,7 +473,6 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   if (a.d_w_h) {
     const float* rows = StepRowsRead(scratch, s, a.xs, a.h0, a.h_restart, a.ys, reverse);
     SharedProductGradients(run, s, G, rows, dz, a.d_w_x, a.d_w_h);
-    ColumnSums(s.steps_run, G, dz, a.d_bias);
   }
   InputGradients(run, s, G, dz, a.w_x, a.d_xs);
 }
