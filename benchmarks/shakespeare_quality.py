@@ -57,10 +57,12 @@ JAXRNN_MODEL = {
 # A wider layer learns more per step and takes longer over each. In 5 minutes on an AVX2 EPYC
 # (NOTES section 17): 768 units, 1,152 steps, 1.470; 640, 1,700, 1.436; 576, 2,121, 1.432; 512,
 # 2,345, 1.444. On an AVX-512 EPYC 768 units ran 2,300–2,700 steps and beat 512 (5,200 steps,
-# overfitted) and 1024 (section 15). So: the widest layer that fits MIN_STEPS steps into the
-# budget.
+# overfitted) and 1024 (section 15). On an AMX Xeon (section 26): 768, 1,850, 1.432 (1.545 at 2
+# minutes, above the 6-gram); 640, 2,706, 1.426 (1.505); 576, 3,396, 1.431 (1.505). So: the
+# widest layer that fits MIN_STEPS steps into the budget, a threshold that takes 640 units on
+# the Xeon at any rate it measured (280–335 GFLOP/s) and costs the AVX2 EPYC 576's 0.012.
 WIDTHS = (768, 640, 576, 512)
-MIN_STEPS = 1800
+MIN_STEPS = 2100
 # A measured step took 1.4–1.6 times its training FLOPs at the 2048³ matmul rate, on both CPUs.
 STEP_OVER_MATMUL = 1.5
 # Steps past about 7 passes over the text need more regularisation: at 4,800–5,500 steps dropout

@@ -67,14 +67,14 @@ def test_the_model_is_the_widest_that_fits_enough_steps(shakespeare_quality):
         assert width == (max(fits) if fits else min(sq.WIDTHS))
         many = steps(minutes, width, gflops) >= sq.LONG_RUN_STEPS
         assert settings["dropout_rate"] == (sq.LONG_RUN_DROPOUT if many else 0.1)
-    # The two CPUs the rule was fitted on: an AVX-512 EPYC (about 450 GFLOP/s) keeps 768 units,
-    # dropout 0.1 for 5 minutes and 0.25 for 10; an AVX2 EPYC (175–190) takes 576 for 5 minutes
-    # and 768 for 10.
+    # The CPUs the rule was fitted on: an AVX-512 EPYC (about 450 GFLOP/s) keeps 768 units,
+    # dropout 0.1 for 5 minutes and 0.25 for 10; an AMX Xeon (280–335) takes 640 for 5 minutes
+    # and 768 for 10; an AVX2 EPYC (175–190) 512 for 5 minutes and 768 for 10.
     assert sq.jaxrnn_model(5, 450.0) == {**sq.JAXRNN_MODEL, "hidden_size": 768}
     assert sq.jaxrnn_model(10, 450.0)["dropout_rate"] == sq.LONG_RUN_DROPOUT
-    for gflops in (175.0, 190.0):
-        assert sq.jaxrnn_model(5, gflops)["hidden_size"] == 576
-        assert sq.jaxrnn_model(10, gflops) == {**sq.JAXRNN_MODEL, "hidden_size": 768}
+    for gflops, five_minutes in [(175.0, 512), (190.0, 512), (280.0, 640), (335.0, 640)]:
+        assert sq.jaxrnn_model(5, gflops)["hidden_size"] == five_minutes
+        assert sq.jaxrnn_model(10, gflops)["hidden_size"] == 768
     assert sq.jaxrnn_model(5, 60.0)["hidden_size"] == 512
 
 
