@@ -2,8 +2,9 @@
 
     python -m benchmarks.bf16_products [--quick] [--out benchmarks/results]
 
-On CPUs with bfloat16 instructions (AMX, AVX512_BF16) both frameworks can multiply in bfloat16
-with float32 sums, asked in two ways:
+On CPUs with bfloat16 instructions both frameworks can multiply in bfloat16 with float32 sums
+(jaxrnn's kernels only with AMX: oneDNN 3.2 converts float32 factors in its AMX kernels alone),
+asked in two ways:
 
 - *bfloat16 products* of float32 recurrences: jaxrnn under ``jax.default_matmul_precision
   ("bfloat16")``, where the native kernels let oneDNN convert the factors as it multiplies (the

@@ -102,8 +102,9 @@ using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64
                               bool, bool, int, bool>;
 
 // Whether the current call lets oneDNN multiply in bfloat16 (float32 accumulation) where the CPU
-// has bfloat16 instructions (AVX512_BF16, AMX): the caller's jax.default_matmul_precision
-// ("bfloat16"), set by Guarded for the call on the worker thread. Other CPUs multiply in float32.
+// has AMX: the caller's jax.default_matmul_precision("bfloat16"), set by Guarded for the call on
+// the worker thread. oneDNN 3.2 takes this for float32 factors only in its AMX kernels; other
+// CPUs, AVX512_BF16 without AMX included, multiply in float32.
 inline thread_local bool tl_bf16_products = false;
 
 inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride, bool packed,
