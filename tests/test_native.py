@@ -662,8 +662,7 @@ BFLOAT16_CASES = pytest.mark.parametrize(
 @needs_kernel
 @BFLOAT16_CASES
 def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_examples, lengths):
-    # Without bfloat16 instructions the products stay float32; up to four sequences the steps'
-    # products are the kernels' own, in float32.
+    # Up to four sequences the steps' products are the kernels' own, in float32, whatever the CPU.
     cell, params, xs, carry, weights, options = bfloat16_problem(kind, n_examples, lengths)
     want = value_and_grads("scan", cell, params, xs, carry, weights, **options)
     exact = value_and_grads("native", cell, params, xs, carry, weights, **options)
@@ -674,7 +673,11 @@ def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_exa
         float(np.max(np.abs(a - c))) / max(1.0, float(np.max(np.abs(b), initial=0.0)))
         for a, b, c in zip(*map(jax.tree.leaves, (got, want, exact)), strict=True)
     )
-    if n_examples > 4 and "amx_bf16" in cpu_flags():  # the team's steps multiply with AMX
+    if "amx_bf16" not in cpu_flags():
+        # oneDNN 3.2 rounds float32 factors to bfloat16 only in its AMX kernels: elsewhere
+        # (AVX512_BF16 included) the request leaves every product float32, as the docs say.
+        assert largest_difference < 1e-5
+    elif n_examples > 4:  # the team's steps multiply with AMX
         assert largest_difference > 1e-4
 
 
