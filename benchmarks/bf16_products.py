@@ -2,13 +2,13 @@
 
     python -m benchmarks.bf16_products [--quick] [--out benchmarks/results]
 
-On CPUs with bfloat16 instructions both frameworks can multiply in bfloat16 with float32 sums
-(jaxrnn's kernels only with AMX: oneDNN 3.2 converts float32 factors in its AMX kernels alone),
-asked in two ways:
+On CPUs with bfloat16 instructions (AMX or AVX512_BF16) both frameworks can multiply in
+bfloat16 with float32 sums, asked in two ways:
 
 - *bfloat16 products* of float32 recurrences: jaxrnn under ``jax.default_matmul_precision
-  ("bfloat16")``, where the native kernels let oneDNN convert the factors as it multiplies (the
-  parameters, inputs, outputs and gates stay float32), and PyTorch under ``torch.autocast("cpu",
+  ("bfloat16")``, where the native kernels round the factors to bfloat16 (oneDNN's AMX kernels
+  as they multiply, the kernels themselves before an AVX512_BF16 product; the parameters,
+  inputs, outputs and gates stay float32), and PyTorch under ``torch.autocast("cpu",
   torch.bfloat16)``, where ``nn.LSTM``/``nn.GRU`` run oneDNN's RNN primitive on bfloat16 inputs
   and weights and return bfloat16 outputs;
 - *bfloat16 arrays*: parameters and inputs in bfloat16. jaxrnn's native kernels multiply them as

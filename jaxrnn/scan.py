@@ -87,11 +87,10 @@ def unroll(
         `jaxrnn.kernels`. Every one computes the same function up to rounding; None takes the
         fastest that the cell has and that supports what is asked (remat, forward mode). Under
         ``jax.default_matmul_precision("bfloat16")`` the native kernels' matrix products run in
-        bfloat16 with float32 sums on CPUs with AMX, as a TPU's do; everything else stays
-        float32, and so do the products on other CPUs (AVX512_BF16 without AMX included). On
-        bfloat16 arrays the native kernels run whatever the precision, multiply in bfloat16
-        where the CPU has AMX, and keep the gates and the carry between steps in float32 inside
-        the call.
+        bfloat16 with float32 sums on CPUs with AMX or AVX512_BF16, as a TPU's do; everything
+        else stays float32, and so do the products on other CPUs. On bfloat16 arrays the native
+        kernels run whatever the precision, multiply in bfloat16 where the CPU can, and keep the
+        gates and the carry between steps in float32 inside the call.
 
     Returns:
       ``(carry, ys)``: the last carry (each array (*batch, H)) and the outputs a⟨1⟩…a⟨T⟩,

@@ -110,9 +110,9 @@ _BF16_PRECISIONS = ("bfloat16", "BF16_BF16_F32")
 def bf16_products() -> bool:
     """Whether the calls traced now let oneDNN multiply in bfloat16 with float32 accumulation:
     under ``jax.default_matmul_precision("bfloat16")`` (or ``"BF16_BF16_F32"``), as a TPU does
-    for float32 by default. Only CPUs with AMX take it (oneDNN 3.2 converts float32 factors in
-    its AMX kernels alone; AVX512_BF16 without AMX multiplies in float32); the kernels' own
-    loops (up to four sequences, AVX2 CPUs) and the gates stay float32."""
+    for float32 by default. CPUs with AMX (oneDNN converts the float32 factors as it multiplies)
+    or AVX512_BF16 (the kernels convert them first) take it; the kernels' own loops (up to four
+    sequences, AVX2 CPUs) and the gates stay float32."""
     return jax.config.jax_default_matmul_precision in _BF16_PRECISIONS
 
 
