@@ -147,9 +147,13 @@ inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const bool convert = bf16 && ConvertsFactors();
   if (bf16 && !convert) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
-  // Converted factors: A dense, B packed (in bfloat16, by Runner::Weights).
-  memory::desc src =
-      convert ? memory::desc({a.rows, a.cols}, dt::bf16, memory::format_tag::ab) : a.desc();
+  // Converted factors: A dense, in the orientation of the caller's view (converting a transposed
+  // view of dL/dz into a row-major copy transposed 67 MB at c3: 7.9 ms a training step, against
+  // 2.9 for a copy in its own orientation, which the product reads as fast); B packed in
+  // bfloat16 by Runner::Weights.
+  memory::desc src = !convert       ? a.desc()
+                     : a.transposed ? memory::desc({a.rows, a.cols}, dt::bf16, Dims{1, a.rows})
+                                    : memory::desc({a.rows, a.cols}, dt::bf16, Dims{a.cols, 1});
   memory::desc weights =
       convert  ? memory::desc({b.rows, b.cols}, dt::bf16, memory::format_tag::any)
       : packed ? memory::desc({b.rows, b.cols}, dt::f32, memory::format_tag::any)
