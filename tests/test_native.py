@@ -632,7 +632,8 @@ def test_the_matmul_precision_reaches_the_forward_and_the_backward_call(kind, pr
 
 def bfloat16_problem(kind, n_examples, lengths):
     """`problem` of 128 units, where two threads share the team's steps (whose backward products
-    then read a copy of each step's rows, two copies in turn), and its unroll options."""
+    read each step's rows of dL/dz: with AMX from a copy, two copies in turn; with AVX512_BF16
+    alone converted by each thread), and its unroll options."""
     cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
     options = {}
     if lengths:
@@ -673,7 +674,9 @@ def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_scan(kind, n_exa
     exact = value_and_grads("native", cell, params, xs, carry, weights, **options)
     with jax.default_matmul_precision("bfloat16"):
         got = value_and_grads("native", cell, params, xs, carry, weights, **options)
-        outputs = jax.jit(lambda: jaxrnn.unroll(cell, params, xs, carry, **options))()
+        outputs = jax.jit(
+            lambda: jaxrnn.unroll(cell, params, xs, carry, implementation="native", **options)
+        )()
     assert_within_bfloat16_rounding(got, want, kind, weights)
     want_outputs = jaxrnn.unroll(cell, params, xs, carry, implementation="scan", **options)
     for a, b in zip(jax.tree.leaves(outputs), jax.tree.leaves(want_outputs), strict=True):
