@@ -10,10 +10,11 @@ For each configuration (batch B, length T, input D, hidden H) and cell it times,
   optimizer update;
 
 for every implementation in the registry: jaxrnn's variants (``suite_jax.JAXRNN_VARIANTS``), flax
-linen, equinox, PyTorch and a numpy loop (``IMPLS`` in ``suite_jax``, ``suite_torch`` and
-``suite_numpy``). "bi" is a bidirectional 2-layer LSTM on c1's sizes; "cl" is c1's sizes as a
-right-padded batch, each example with its own length (from T/4 to T, drawn once from the seed):
-outputs past an example's length are zeros and the loss sums the valid ones, so every
+linen, equinox, PyTorch, a numpy loop and, on a GPU, cuDNN's LSTM through
+``jax.experimental.rnn`` (``IMPLS`` in ``suite_jax``, ``suite_torch`` and ``suite_numpy``). "bi"
+is a bidirectional 2-layer LSTM on c1's sizes; "cl" is c1's sizes as a right-padded batch, each
+example with its own length (from T/4 to T, drawn once from the seed): outputs past an example's
+length are zeros and the loss sums the valid ones, so every
 implementation computes the same function whether it skips the padded steps (jaxrnn's
 ``lengths``, PyTorch's packed sequences, flax's ``seq_lengths``) or runs them and masks.
 

@@ -1,4 +1,5 @@
-"""The benchmark suite's JAX implementations: jaxrnn's variants, flax linen and equinox.
+"""The benchmark suite's JAX implementations: jaxrnn's variants, flax linen, equinox and, on a GPU,
+cuDNN's LSTM through ``jax.experimental.rnn``.
 
 Every implementation starts from the same weights in PyTorch's layout and is checked against
 PyTorch before it is timed. jaxrnn's variants get their params from `jaxrnn.interop`, and their
@@ -281,6 +282,77 @@ def _build_flax(kind: str, model: Model, weights: dict) -> Bench:
     )
 
 
+# --------------------------------------------------------------------------- jax.experimental.rnn
+#
+# jax.experimental.rnn.lstm is cuDNN's LSTM called from JAX, on a GPU only. Its weights are one
+# flat array in cuDNN's order: for each layer, and in it each direction (the reverse one second),
+# W_ih (4H, in) and W_hh (4H, H) row-major; then, in the same order, every b_ih and b_hh (4H,).
+# The gates are PyTorch's, i, f, g, o, so PyTorch's tensors are the blocks as they are.
+
+
+def cudnn_blocks(model: Model, weights: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """(PyTorch parameter name, shape) of each block of cuDNN's flat LSTM weights, in order."""
+    suffixes = [s for layer in range(model.layers) for s, _ in model.directions(layer)]
+    order = [k + s for s in suffixes for k in ("weight_ih", "weight_hh")]
+    order += [k + s for s in suffixes for k in ("bias_ih", "bias_hh")]
+    return [(name, tuple(weights[name].shape)) for name in order]
+
+
+def build_jax_rnn(model: Model, weights: dict, lstm: Callable | None = None) -> Bench:
+    """`jax.experimental.rnn.lstm` (or ``lstm``, a function of the same arguments) on the flat
+    weights, with every sequence's length (``model.lengths`` or T)."""
+    if lstm is None:
+        from jax.experimental import rnn
+
+        lstm = rnn.lstm
+    blocks = cudnn_blocks(model, weights)
+    flat = jnp.concatenate([jnp.asarray(weights[name]).ravel() for name, _ in blocks])
+    input_size, hidden_size = weights["weight_ih_l0"].shape[1], weights["weight_hh_l0"].shape[1]
+    stacked = model.layers * (2 if model.bidirectional else 1)
+
+    def forward(flat, xs):
+        zeros = jnp.zeros((stacked, xs.shape[0], hidden_size), xs.dtype)
+        if model.lengths is None:
+            lengths = jnp.full((xs.shape[0],), xs.shape[1], jnp.int32)
+        else:
+            lengths = jnp.asarray(model.lengths, jnp.int32)
+        ys, _, _ = lstm(
+            xs,
+            zeros,
+            zeros,
+            flat,
+            lengths,
+            input_size,
+            hidden_size,
+            model.layers,
+            0.0,
+            model.bidirectional,
+        )
+        return model.masked(ys)
+
+    def loss(flat, xs):
+        return forward(flat, xs).sum()
+
+    forward_jit, train_jit = jax.jit(forward), jax.jit(jax.value_and_grad(loss))
+
+    def grads(result):
+        flat_grads, out, offset = np.asarray(result[1]), {}, 0
+        for name, shape in blocks:
+            size = int(np.prod(shape))
+            out[name] = flat_grads[offset : offset + size].reshape(shape)
+            offset += size
+        return out
+
+    return Bench(
+        forward=lambda x: forward_jit(flat, x),
+        train=lambda x: train_jit(flat, x),
+        to_input=_to_device,
+        output=np.asarray,
+        grads=grads,
+        sync=jax.block_until_ready,
+    )
+
+
 # --------------------------------------------------------------------------------------- equinox
 #
 # eqx.nn.LSTMCell: weight_ih (4H, D), weight_hh (4H, H), one bias (4H,) = b_ih + b_hh, gates
@@ -401,6 +473,12 @@ IMPLS = {
         functools.partial(_build_flax, "gru"),
         supports=_gru_only,
         note="nn.RNN(nn.GRUCell), biases merged; cl: seq_lengths",
+    ),
+    "jax.experimental.rnn": Impl(
+        "jax",
+        build_jax_rnn,
+        supports=lambda model: model.cell == "lstm" and jax.default_backend() == "gpu",
+        note="cuDNN's LSTM from JAX, flat weights; GPU only; cl: seq_lengths",
     ),
     "equinox": Impl(
         "equinox",

@@ -8,6 +8,7 @@ measures with are ones `train_lm` accepts. (Its PyTorch worker uses only PyTorch
 suite's GEMM floor, which its reports divide by, is checked against products counted by hand.
 """
 
+import functools
 import importlib.util
 import json
 from importlib import resources
@@ -202,3 +203,34 @@ def test_the_course_gru_benchmark_times_every_variant(framework, tmp_path):
     if framework != "torch":  # the native kernel against the scan, both float32
         assert 0 <= result["errors"]["outputs"] < 1e-5
         assert 0 <= result["errors"]["gradients"] < 1e-5
+
+
+@pytest.mark.parametrize("config", ["c1", "bi", "cl"])
+def test_the_suites_cudnn_lstm_peer_hands_pytorchs_weights_over_in_cudnns_order(
+    config, monkeypatch
+):
+    # jax.experimental.rnn.lstm runs on a GPU only; its reference implementation reads the same
+    # flat weights, so on a CPU the peer is checked against PyTorch through it, by the suite's
+    # own check (outputs and every parameter's gradient).
+    monkeypatch.syspath_prepend(str(ROOT))
+    import jax
+    from jax.experimental import rnn
+
+    from benchmarks import suite, suite_jax, suite_torch
+
+    def lstm_reference(xs, h0, c0, flat, lengths, input_size, hidden_size, layers, dropout, bi):
+        unpacked = rnn.unpack_lstm_weights(flat, input_size, hidden_size, layers, bi)
+        return rnn.lstm_ref(
+            xs, h0, c0, *unpacked, lengths, input_size, hidden_size, layers, dropout, bi
+        )
+
+    case = suite.make_case(config, "lstm", (4, 6, 3, 5))
+    weights = suite.make_weights(case)
+    xs = suite.make_input(case, np.random.default_rng(0))
+    reference = suite_torch.reference(case.model, weights, xs)
+    build = functools.partial(suite_jax.build_jax_rnn, lstm=lstm_reference)
+    entry, _, _ = suite._check(suite.Impl("jax", build), case.model, weights, xs, reference)
+    assert entry["status"] == "ok", entry
+    # In a suite run it is a peer where cuDNN is, and absent elsewhere.
+    peer = suite_jax.IMPLS["jax.experimental.rnn"]
+    assert peer.supports(case.model) == (jax.default_backend() == "gpu")
