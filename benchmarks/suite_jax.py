@@ -143,6 +143,19 @@ def _to_device(x: np.ndarray) -> jax.Array:
     return jax.device_put(x)
 
 
+def _jax_bench(forward: Callable, train: Callable, params, grads: Callable) -> Bench:
+    """The Bench of ``forward(params, x)`` and ``train(params, x)``, functions of JAX arrays;
+    ``grads(train's result)`` gives the gradients by PyTorch parameter name."""
+    return Bench(
+        forward=lambda x: forward(params, x),
+        train=lambda x: train(params, x),
+        to_input=_to_device,
+        output=np.asarray,
+        grads=grads,
+        sync=jax.block_until_ready,
+    )
+
+
 def _build_variant(variant: Variant, model: Model, weights: dict) -> Bench:
     params = jaxrnn_params(model, weights)
 
@@ -155,14 +168,7 @@ def _build_variant(variant: Variant, model: Model, weights: dict) -> Bench:
     value_and_grad = jax.value_and_grad(loss)
     if variant.jit:
         forward, value_and_grad = jax.jit(forward), jax.jit(value_and_grad)
-    return Bench(
-        forward=lambda x: forward(params, x),
-        train=lambda x: value_and_grad(params, x),
-        to_input=_to_device,
-        output=np.asarray,
-        grads=lambda result: jaxrnn_grads(result[1]),
-        sync=jax.block_until_ready,
-    )
+    return _jax_bench(forward, value_and_grad, params, lambda result: jaxrnn_grads(result[1]))
 
 
 # ------------------------------------------------------------------------------------------ flax
@@ -272,14 +278,7 @@ def _build_flax(kind: str, model: Model, weights: dict) -> Bench:
                 out[name + suffix] = g
         return out
 
-    return Bench(
-        forward=lambda x: forward_jit(params, x),
-        train=lambda x: train_jit(params, x),
-        to_input=_to_device,
-        output=np.asarray,
-        grads=grads,
-        sync=jax.block_until_ready,
-    )
+    return _jax_bench(forward_jit, train_jit, params, grads)
 
 
 # --------------------------------------------------------------------------- jax.experimental.rnn
@@ -343,14 +342,7 @@ def build_jax_rnn(model: Model, weights: dict, lstm: Callable | None = None) -> 
             offset += size
         return out
 
-    return Bench(
-        forward=lambda x: forward_jit(flat, x),
-        train=lambda x: train_jit(flat, x),
-        to_input=_to_device,
-        output=np.asarray,
-        grads=grads,
-        sync=jax.block_until_ready,
-    )
+    return _jax_bench(forward_jit, train_jit, flat, grads)
 
 
 # --------------------------------------------------------------------------------------- equinox
@@ -423,14 +415,7 @@ def _build_equinox(model: Model, weights: dict) -> Bench:
                     out[name + suffix] = np.asarray(a)
         return out
 
-    return Bench(
-        forward=lambda x: forward_jit(net, x),
-        train=lambda x: train_jit(net, x),
-        to_input=_to_device,
-        output=np.asarray,
-        grads=grads,
-        sync=jax.block_until_ready,
-    )
+    return _jax_bench(forward_jit, train_jit, net, grads)
 
 
 # -------------------------------------------------------------------------------------- registry
