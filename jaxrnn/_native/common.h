@@ -28,9 +28,10 @@
 namespace ffi = xla::ffi;
 using dnnl::memory;
 using dt = dnnl::memory::data_type;
-
-#define JAXRNN_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
 using Dims = dnnl::memory::dims;
+
+// A loop compiled for AVX-512, AVX2 and the baseline, the CPU choosing at load time.
+#define JAXRNN_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
 
 namespace jaxrnn_native {
 
@@ -96,7 +97,7 @@ struct View {
 // of its threads, and the library's own scratchpad is per thread).
 struct Product {
   dnnl::matmul primitive;
-  memory::desc src;      // what the primitive reads A as: the caller's view, or dense bfloat16
+  memory::desc src;      // how the primitive reads A: the caller's view, or a bfloat16 copy
   memory::desc weights;  // the layout the primitive reads B in
   memory::desc scratchpad;
 };
