@@ -9,6 +9,10 @@ Token inputs are int ids, and the id −1 stands for the zero vector x = 0 (the 
 for one-hot inputs (the course) and for learned embeddings. `teacher_forcing_inputs` builds
 ``[−1, y⟨1⟩, …, y⟨T−1⟩]`` from the targets. Layers are stacked as a deep RNN: layer l reads the
 outputs of layer l − 1, and the head reads the last layer.
+
+A `Mixture` of models of one `LMConfig` (an equal-weight ensemble, ``P = (1/K) Σ_k P_k``) is
+scored and sampled wherever one model's params are: `lm_log_probs`, `token_log_probs`,
+`sentence_log_prob`, `next_token_log_probs`, `sample` and `jaxrnn.lm_eval.evaluate_lm`.
 """
 
 from __future__ import annotations
@@ -125,10 +129,61 @@ def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> GeneratorParams:
     return GeneratorParams(embedding, StackedParams(tuple(layers)), head)
 
 
+class Mixture(NamedTuple):
+    """K language models of one `LMConfig` read as one, whose next-token distribution is the mean
+    of theirs: P(y⟨t⟩ | y⟨<t⟩) = (1/K) Σ_k P_k(y⟨t⟩ | y⟨<t⟩). Made by `mixture`."""
+
+    members: GeneratorParams  # the members' params stacked: every array (K, *its own shape)
+
+
+def mixture(members: Sequence[GeneratorParams]) -> Mixture:
+    """The `Mixture` of ``members``: params from `init_lm` or training, all of one `LMConfig`.
+
+    Raises:
+      jaxrnn.InputError: no members, a member that is not `GeneratorParams`, or one whose arrays
+        differ in structure, shape or dtype from the first member's (the message names both).
+    """
+    fn = "mixture"
+    if isinstance(members, (GeneratorParams, str)) or not isinstance(members, Sequence):
+        fail(fn, f"expected a sequence of GeneratorParams, got {type(members).__name__}")
+    members = list(members)
+    if not members:
+        fail(fn, "expected at least one member, got an empty sequence")
+    for k, member in enumerate(members):
+        if not isinstance(member, GeneratorParams):
+            fail(fn, f"expected members[{k}] to be GeneratorParams, got {type(member).__name__}")
+    first = _arrays(members[0])
+    for k, member in enumerate(members[1:], start=1):
+        these = _arrays(member)
+        if these.keys() != first.keys():
+            fail(
+                fn,
+                f"expected members[{k}] to hold members[0]'s arrays {sorted(first)}, "
+                f"got {sorted(these)}",
+            )
+        for where, (shape, dtype) in these.items():
+            if (shape, dtype) != first[where]:
+                fail(
+                    fn,
+                    f"expected members[{k}]{where} shaped as members[0]{where}, "
+                    f"{first[where][0]} {first[where][1]}; got {shape} {dtype}",
+                )
+    return Mixture(jax.tree.map(lambda *leaves: jnp.stack(leaves), *members))
+
+
+def _arrays(params: GeneratorParams) -> dict[str, tuple]:
+    """Each array of ``params`` by its path, e.g. ``.head.w``: its shape and dtype."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    return {jax.tree_util.keystr(path): (jnp.shape(x), jnp.result_type(x)) for path, x in leaves}
+
+
 def init_lm_carry(
-    params: GeneratorParams, config: LMConfig, batch_shape: tuple[int, ...] = ()
+    params: GeneratorParams | Mixture, config: LMConfig, batch_shape: tuple[int, ...] = ()
 ) -> tuple:
-    """a⟨0⟩ = 0 for every layer: a tuple of per-layer carries, each array (*batch_shape, H)."""
+    """a⟨0⟩ = 0 for every layer: a tuple of per-layer carries, each array (*batch_shape, H);
+    (K, *batch_shape, H) for a `Mixture` of K models."""
+    if isinstance(params, Mixture):
+        return jax.vmap(lambda p: init_lm_carry(p, config, batch_shape))(params.members)
     return lm_cell(config).init_carry(params.recurrent, batch_shape)
 
 
@@ -197,6 +252,12 @@ def lm_apply(
     Returns:
       ``(carry, logits)``: a tuple of per-layer carries, and logits (*batch, T, V).
     """
+    if isinstance(params, Mixture):
+        fail(
+            "lm_apply",
+            "expected one model's GeneratorParams, got a Mixture, whose members' logits do not "
+            "mix; use lm_log_probs for its log-probabilities",
+        )
     _check_inputs("lm_apply", config, inputs)
     cell = cell_from_name(config.cell_name)
     key_in = key_layers = key_out = None
@@ -215,6 +276,36 @@ def lm_apply(
         **unroll_options,
     )
     return last, dense(params.head, dropout(key_out, config.dropout_rate, xs))
+
+
+def lm_log_probs(
+    params: GeneratorParams | Mixture,
+    config: LMConfig,
+    inputs: Array,
+    carry: tuple | None = None,
+    *,
+    lengths: Array | None = None,
+) -> tuple[tuple, Array]:
+    """Next-token log-probabilities after each input: (carry, log P (*batch, T, V)), float.
+
+    For one model it is ``log_softmax`` of `lm_apply`'s logits; for a `Mixture` of K models,
+    log((1/K) Σ_k P_k), with the carry of every member ((K, *batch, H) arrays, from
+    `init_lm_carry` or a previous call). Inputs, carry and lengths are as in `lm_apply`.
+    """
+    if isinstance(params, Mixture):
+        carry_axis = None if carry is None else 0
+        carry, log_probs = jax.vmap(
+            lambda p, c: lm_log_probs(p, config, inputs, c, lengths=lengths),
+            in_axes=(0, carry_axis),
+        )(params.members, carry)
+        return carry, _mean_of_probs(log_probs)
+    carry, logits = lm_apply(params, config, inputs, carry, lengths=lengths)
+    return carry, jax.nn.log_softmax(logits, axis=-1)
+
+
+def _mean_of_probs(log_probs: Array) -> Array:
+    """log((1/K) Σ_k exp(log_probs[k])) over the leading axis of K members' log-probabilities."""
+    return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(log_probs.shape[0])
 
 
 def lm_loss(
@@ -269,11 +360,15 @@ def _mean_over_lines(
 
 
 def token_log_probs(
-    params: GeneratorParams, config: LMConfig, targets: Array, lengths: Array | None = None
+    params: GeneratorParams | Mixture,
+    config: LMConfig,
+    targets: Array,
+    lengths: Array | None = None,
 ) -> Array:
     """log P(y⟨t⟩ | y⟨1⟩ … y⟨t−1⟩) of every token, starting from a⟨0⟩ = 0 and x⟨1⟩ = 0.
 
     Args:
+      params: one model's, or a `Mixture`'s (the log of the members' mean probability).
       targets: int ids (*batch, T) in [0, V), e.g. a sentence followed by ⟨EOS⟩.
       lengths: optional (*batch,) valid lengths; padded steps get log-probability 0.
 
@@ -284,8 +379,7 @@ def token_log_probs(
     """
     fn = "token_log_probs"
     targets = _check_ids(fn, "targets", config, targets)
-    _, logits = lm_apply(params, config, teacher_forcing_inputs(targets), lengths=lengths)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    _, log_probs = lm_log_probs(params, config, teacher_forcing_inputs(targets), lengths=lengths)
     picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     # −1 would read as the zero input x⟨1⟩ in the steps after it, and index the last column here
     seen_bad = jnp.cumsum((targets < 0) | (targets >= config.vocab_size), axis=-1) > 0
@@ -296,13 +390,18 @@ def token_log_probs(
 
 
 def sentence_log_prob(
-    params: GeneratorParams, config: LMConfig, targets: Array, lengths: Array | None = None
+    params: GeneratorParams | Mixture,
+    config: LMConfig,
+    targets: Array,
+    lengths: Array | None = None,
 ) -> Array:
     """log P(y⟨1⟩ … y⟨T⟩) = Σ_t log P(y⟨t⟩ | y⟨<t⟩): targets (*batch, T) -> (*batch,) in nats."""
     return token_log_probs(params, config, targets, lengths).sum(-1)
 
 
-def next_token_log_probs(params: GeneratorParams, config: LMConfig, prefix: Array) -> Array:
+def next_token_log_probs(
+    params: GeneratorParams | Mixture, config: LMConfig, prefix: Array
+) -> Array:
     """log P(next | prefix) over the vocabulary: prefix (*batch, T) ids (T may be 0) -> (*batch, V).
 
     With an empty prefix it is the distribution of the first token, P(y⟨1⟩). Prefix ids are in
@@ -311,15 +410,23 @@ def next_token_log_probs(params: GeneratorParams, config: LMConfig, prefix: Arra
     """
     prefix = _check_ids("next_token_log_probs", "prefix", config, prefix)
     start = jnp.full((*prefix.shape[:-1], 1), START, prefix.dtype)
-    _, logits = lm_apply(params, config, jnp.concatenate([start, prefix], axis=-1))
-    log_probs = jax.nn.log_softmax(logits[..., -1, :], axis=-1)
+    _, log_probs = lm_log_probs(params, config, jnp.concatenate([start, prefix], axis=-1))
+    log_probs = log_probs[..., -1, :]
     # −1 in the prefix would read as the zero input x⟨1⟩
     bad = jnp.any(prefix < 0, axis=-1, keepdims=True)
     return jnp.where(bad, jnp.nan, log_probs)
 
 
-def _step_all_layers(params: GeneratorParams, config: LMConfig, carry: tuple, token: Array):
-    """One time step through every layer: (carry, token id ()) -> (carry, logits (V,))."""
+def _step_all_layers(
+    params: GeneratorParams | Mixture, config: LMConfig, carry: tuple, token: Array
+):
+    """One time step through every layer: (carry, token id ()) -> (carry, logits (V,)); for a
+    `Mixture`, the log of its probabilities, which are logits of the same distribution."""
+    if isinstance(params, Mixture):
+        carry, logits = jax.vmap(lambda p, c: _step_all_layers(p, config, c, token))(
+            params.members, carry
+        )
+        return carry, _mean_of_probs(jax.nn.log_softmax(logits, axis=-1))
     carry, h = lm_cell(config).step(params.recurrent, carry, embed(params, config, token))
     return carry, dense(params.head, h)
 
@@ -333,7 +440,7 @@ class Samples(NamedTuple):
 
 
 def sample(
-    params: GeneratorParams,
+    params: GeneratorParams | Mixture,
     config: LMConfig,
     key: Array,
     *,
@@ -353,6 +460,8 @@ def sample(
     trying another one does not compile again.
 
     Args:
+      params: one model's, or a `Mixture`'s (each token drawn from the members' mean
+        distribution, every member reading the tokens drawn so far).
       key: a PRNG key; the same key gives the same samples.
       num_samples: N.
       max_len: the most tokens to draw per sample (the prompt not counted).
@@ -404,7 +513,7 @@ def _sample(
     inputs = (START, *prompt)
     carry = init_lm_carry(params, config)
     if len(inputs) > 1:
-        carry, _ = lm_apply(params, config, jnp.asarray(inputs[:-1], jnp.int32), carry)
+        carry, _ = lm_log_probs(params, config, jnp.asarray(inputs[:-1], jnp.int32), carry)
     first = jnp.asarray(inputs[-1], jnp.int32)
     never = jnp.zeros(config.vocab_size, bool).at[jnp.asarray(exclude_ids, jnp.int32)].set(True)
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import ngram
-from jaxrnn.lm import LMConfig, init_lm_carry, lm_apply, lm_loss, teacher_forcing_inputs
+from jaxrnn.lm import LMConfig, Mixture, init_lm_carry, lm_log_probs, token_log_probs
 from jaxrnn.losses import sequence_mask
 from jaxrnn.models import GeneratorParams
 from jaxrnn.text import Corpus, stream_rows
@@ -24,9 +24,15 @@ __all__ = ["evaluate_lm", "ngram_baseline", "perplexity", "unigram_nats"]
 
 
 def evaluate_lm(
-    params: GeneratorParams, model: LMConfig, corpus: Corpus, *, rows: int = 32, seq_len: int = 256
+    params: GeneratorParams | Mixture,
+    model: LMConfig,
+    corpus: Corpus,
+    *,
+    rows: int = 32,
+    seq_len: int = 256,
 ) -> float:
-    """Validation loss in nats per predicted token (every token of the validation part counted).
+    """Validation loss in nats per predicted token (every token of the validation part counted),
+    of one model or of a `jaxrnn.lm.Mixture` of models.
 
     Lines mode: each line on its own from a⟨0⟩ = 0, x⟨1⟩ = 0, ⟨EOS⟩ predicted too. Stream mode: the
     validation text is cut into ``rows`` contiguous rows read left to right in chunks of
@@ -91,16 +97,12 @@ def perplexity(nats: float) -> float:
 
 @functools.partial(jax.jit, static_argnames="model")
 def _lines_nll(params, model, targets, lengths):
-    sums = lm_loss(
-        params, model, teacher_forcing_inputs(targets), targets, lengths=lengths, reduce_time="sum"
-    )[0]
-    return sums * targets.shape[0]
+    return -token_log_probs(params, model, targets, lengths).sum()
 
 
 @functools.partial(jax.jit, static_argnames="model")
 def _stream_nll(params, model, carry, inputs, targets, lengths):
-    carry, logits = lm_apply(params, model, inputs, carry, lengths=lengths)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    carry, log_probs = lm_log_probs(params, model, inputs, carry, lengths=lengths)
     picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     valid = sequence_mask(lengths, inputs.shape[1])
     return carry, -jnp.where(valid, picked, 0.0).sum()
