@@ -2,7 +2,7 @@
 
     python -m benchmarks.shakespeare_quality --input ../shared/data/tinyshakespeare/input.txt \\
         [--minutes 10] [--only jaxrnn,torch] [--out benchmarks/results] \\
-        [--model KEY=VALUE ...] [--train KEY=VALUE ...]
+        [--model KEY=VALUE ...] [--train KEY=VALUE ...] [--members N] [--bf16]
 
 Split: the first 90% of the characters train, the last 10% validate. Every model is evaluated the
 same way, on the whole validation split: the validation text is cut into 32 contiguous rows read
@@ -18,7 +18,11 @@ Models:
   by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
   measured matmul rate, and more dropout where the steps pass over the text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
-  budget whatever the step rate.
+  budget whatever the step rate. Where half the budget still fits enough steps
+  (``jaxrnn_members``), it trains two such models, each sized for and given half the budget,
+  one after the other, and is scored as their mixture (`jaxrnn.lm.mixture`) once the second
+  has finished: past about 1.42 nats a longer run of one model gains nothing on this text, and
+  two models that err differently do (benchmarks/NOTES.md, section 29).
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
 
 ``--model`` and ``--train`` change one setting of jaxrnn's model (an `LMConfig` field, e.g.
@@ -98,6 +102,13 @@ def jaxrnn_model(minutes: float, gflops: float) -> dict:
             break
     dropout = LONG_RUN_DROPOUT if steps >= LONG_RUN_STEPS else JAXRNN_MODEL["dropout_rate"]
     return {**JAXRNN_MODEL, "hidden_size": width, "dropout_rate": dropout}
+
+
+def jaxrnn_members(minutes: float, gflops: float) -> int:
+    """How many models jaxrnn's run trains, one after the other, each for an equal share of
+    ``minutes``, and mixes (`jaxrnn.lm.mixture`): 2 where half the budget still fits MIN_STEPS
+    steps of the narrowest of WIDTHS at ``gflops``, else 1."""
+    return 2 if predicted_steps(minutes / 2, min(WIDTHS), gflops) >= MIN_STEPS else 1
 
 
 def matmul_gflops() -> float:
@@ -277,37 +288,57 @@ def worker_jaxrnn(
     model_settings: dict | None = None,
     train_settings: dict | None = None,
     bf16: bool = False,
-) -> list:
-    """jaxrnn's curve, ``[step, seconds, nats]`` rows: the model `jaxrnn_model` sizes, trained
-    for ``minutes`` with JAXRNN_TRAIN; ``model_settings`` and ``train_settings`` replace some of
-    their fields. With ``bf16``, under ``jax.default_matmul_precision("bfloat16")``."""
+    members: int | None = None,
+) -> dict[str, list]:
+    """jaxrnn's curves, each ``[step, seconds, nats]`` rows: ``members`` models (by default
+    `jaxrnn_members`), each the model `jaxrnn_model` sizes for its share of ``minutes``, trained
+    one after the other with JAXRNN_TRAIN (seeds ``seed``, ``seed + 1``, …); ``model_settings``
+    and ``train_settings`` replace some of their fields. With ``bf16``, under
+    ``jax.default_matmul_precision("bfloat16")``.
+
+    ``"jaxrnn"`` is what the finished members give: the first member's evaluations while it
+    trains, then the mixture of the members finished so far as each later one finishes. Each
+    later member's own curve, alone, is ``"jaxrnn, member k alone"``. Seconds and steps run on
+    from one member to the next; the choice of the model counts as training time."""
     import jax
 
     if bf16:  # before anything is traced
         jax.config.update("jax_default_matmul_precision", "bfloat16")
-    from jaxrnn.lm import LMConfig
+    from jaxrnn.lm import LMConfig, mixture
     from jaxrnn.lm_train import TrainConfig, evaluate_lm, make_corpus, train_lm
 
     begin = time.perf_counter()
     gflops = matmul_gflops()
-    settings = {**jaxrnn_model(minutes, gflops), **(model_settings or {})}
-    print(f"MODEL {json.dumps({**settings, 'matmul_gflops': round(gflops, 1)})}", flush=True)
+    count = members or jaxrnn_members(minutes, gflops)
+    settings = {**jaxrnn_model(minutes / count, gflops), **(model_settings or {})}
+    shown = {**settings, "members": count, "matmul_gflops": round(gflops, 1)}
+    print(f"MODEL {json.dumps(shown)}", flush=True)
     text = path.read_text()
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
     model = LMConfig(vocab_size=corpus.vocab.size, **settings)
-    left = minutes - (time.perf_counter() - begin) / 60  # the choice counts as training
-    config = TrainConfig(
-        **{**JAXRNN_TRAIN, **(train_settings or {}), **benchmark_settings(seed, left, eval_every)}
-    )
-    result = train_lm(corpus, model, config, progress=False, log=print)
-    print(f"jaxrnn  {result.step} steps in {minutes} min", flush=True)
+    curves, finished, steps, seconds = {}, [], 0, time.perf_counter() - begin
+    for k in range(count):
+        share = (60 * minutes - seconds) / (count - k) / 60
+        own = benchmark_settings(seed + k, share, eval_every)
+        config = TrainConfig(**{**JAXRNN_TRAIN, **(train_settings or {}), **own})
+        result = train_lm(corpus, model, config, progress=False, log=print)
+        curve = [[steps + s, seconds + t, v] for s, t, v in result.history.valid]
+        steps, seconds = steps + result.step, seconds + result.history.seconds
+        finished.append(result.params)
+        print(f"jaxrnn  member {k + 1}: {result.step} steps in {share:.2f} min", flush=True)
+        if k == 0:
+            curves["jaxrnn"] = curve
+        else:
+            curves[f"jaxrnn, member {k + 1} alone"] = curve
+            nats = evaluate_lm(mixture(finished), model, corpus, rows=EVAL_ROWS, seq_len=EVAL_CHUNK)
+            curves["jaxrnn"].append([steps, seconds, nats])
     # The loop evaluates with evaluate_lm's default chunk; the torch worker reads EVAL_CHUNK.
     again = evaluate_lm(result.params, model, corpus, rows=EVAL_ROWS, seq_len=EVAL_CHUNK)
     assert abs(again - result.history.valid[-1].nats) < 1e-3
-    curve = [[s, t, v] for s, t, v in result.history.valid]
-    for s, t, v in curve:
-        print(f"jaxrnn  {t:7.1f} s  step {s:6d}  valid {v:.4f}", flush=True)
-    return curve
+    for name, curve in curves.items():
+        for s, t, v in curve:
+            print(f"{name:7s} {t:7.1f} s  step {s:6d}  valid {v:.4f}", flush=True)
+    return curves
 
 
 def ngram_lines(path: Path) -> dict[int, float]:
@@ -363,6 +394,12 @@ def main(argv: list[str] | None = None) -> None:
         help="matrix products in bfloat16: jaxrnn under jax.default_matmul_precision"
         '("bfloat16"), PyTorch under torch.autocast("cpu", torch.bfloat16)',
     )
+    parser.add_argument(
+        "--members",
+        type=int,
+        help="models jaxrnn trains one after the other, each for an equal share of the budget, "
+        "then mixes (default: jaxrnn_members's rule)",
+    )
     parser.add_argument("--worker", choices=["torch", "jaxrnn"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker != "torch":  # the torch worker trains no jaxrnn model
@@ -371,11 +408,17 @@ def main(argv: list[str] | None = None) -> None:
             args.train_settings = parse_settings(args.train, train_fields(), "--train")
         except ValueError as error:
             parser.error(str(error))
+    if args.members is not None and args.members < 1:
+        parser.error(f"--members: expected a positive int, got {args.members}")
     if args.worker:
         if args.worker == "torch":
-            curve = worker_torch(args.input, args.minutes, args.eval_every, args.seed, args.bf16)
+            curves = {
+                "torch": worker_torch(
+                    args.input, args.minutes, args.eval_every, args.seed, args.bf16
+                )
+            }
         else:
-            curve = worker_jaxrnn(
+            curves = worker_jaxrnn(
                 args.input,
                 args.minutes,
                 args.eval_every,
@@ -383,8 +426,9 @@ def main(argv: list[str] | None = None) -> None:
                 args.model_settings,
                 args.train_settings,
                 args.bf16,
+                args.members,
             )
-        print("CURVE " + json.dumps(curve))
+        print("CURVES " + json.dumps(curves))
         return
 
     curves, jaxrnn_settings = {}, None
@@ -396,12 +440,13 @@ def main(argv: list[str] | None = None) -> None:
         if name == "jaxrnn":
             command += [f"--model={pair}" for pair in args.model]
             command += [f"--train={pair}" for pair in args.train]
+            command += [f"--members={args.members}"] if args.members else []
         output = subprocess.run(
             command, check=True, capture_output=True, text=True, env=dict(os.environ)
         ).stdout
         for line in output.splitlines():
-            if line.startswith("CURVE "):
-                curves[name] = json.loads(line[6:])
+            if line.startswith("CURVES "):
+                curves.update(json.loads(line[7:]))
             elif line.startswith("MODEL "):
                 jaxrnn_settings = json.loads(line[6:])
                 print(f"jaxrnn  model {jaxrnn_settings}", flush=True)
@@ -409,6 +454,21 @@ def main(argv: list[str] | None = None) -> None:
                 print(line, flush=True)
     grams = ngram_lines(args.input)
     report(args, curves, grams, jaxrnn_settings)
+
+
+def mixture_lines(jaxrnn_settings: dict | None, seed: int) -> list[str]:
+    """What the report says of a run of several jaxrnn models: how they are trained and read."""
+    count = (jaxrnn_settings or {}).get("members", 1)
+    if count == 1:
+        return []
+    return [
+        f"jaxrnn trains {count} such models one after the other, each for an equal share of the "
+        f"budget (seeds {seed} to {seed + count - 1}). Its curve is the first model's "
+        "evaluations while it trains, then, as each later model finishes, the mixture of the "
+        "finished ones (`jaxrnn.lm.mixture`: each next character's distribution is the mean of "
+        "theirs); 'member k alone' is the k-th model by itself.",
+        "",
+    ]
 
 
 def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> None:
@@ -438,6 +498,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         f"jaxrnn model (sized by the matmul rate measured before it trained): "
         f"{jaxrnn_settings}, training: {train_settings}.",
         "",
+        *mixture_lines(jaxrnn_settings, args.seed),
         "| model | " + " | ".join(f"{m} min" for m in marks) + " | best (at min) | steps |",
         "|---|" + "---|" * (len(marks) + 2),
     ]
@@ -458,7 +519,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         stem += f"_{args.minutes:g}min"
     if args.bf16:
         stem += "_bf16"
-    if args.model_settings or args.train_settings:
+    if args.model_settings or args.train_settings or args.members:
         stem += "_custom"
     (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{stem}.json").write_text(
@@ -476,9 +537,21 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
     print("\n".join(lines))
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    count = (jaxrnn_settings or {}).get("members", 1)
     for name, curve in curves.items():
         rows = np.asarray(curve, float)
+        if "alone" in name:
+            ax.plot(rows[:, 1] / 60, rows[:, 2], "--", lw=1, alpha=0.7, label=name)
+            continue
         ax.plot(rows[:, 1] / 60, rows[:, 2], "o-", ms=3, label=name)
+        if name == "jaxrnn" and count > 1:
+            ax.plot(rows[-1, 1] / 60, rows[-1, 2], "*", ms=12, color="black")
+            ax.annotate(
+                f"mixture of {count}",
+                (rows[-1, 1] / 60, rows[-1, 2]),
+                textcoords="offset points",
+                xytext=(-70, -14),
+            )
     best_order = min(grams, key=grams.get)
     ax.axhline(grams[best_order], color="gray", ls="--", label=f"{best_order}-gram Kneser–Ney")
     for m in marks:

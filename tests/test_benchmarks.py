@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jaxrnn.lm
 from jaxrnn import lm_settings
 from jaxrnn.lm import LMConfig
+from jaxrnn.lm_eval import evaluate_lm
 from jaxrnn.lm_train import TrainConfig
+from jaxrnn.text import make_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,14 +100,73 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
     )
     monkeypatch.setattr(shakespeare_quality, "WIDTHS", (16,))
     monkeypatch.setattr(shakespeare_quality, "matmul_gflops", lambda: 1.0)
-    curve = shakespeare_quality.worker_jaxrnn(
+    curves = shakespeare_quality.worker_jaxrnn(
         little_text,
         minutes=0.1,
         eval_every=2.0,
         seed=0,
         train_settings={"batch_size": 4, "seq_len": 16},  # what --train passes on
     )
-    check_curve(curve, vocab_size=len(set(little_text.read_text())))
+    assert list(curves) == ["jaxrnn"]  # at 1 GFLOP/s half of 6 s fits no member's steps
+    check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
+
+
+def test_the_jaxrnn_worker_mixes_the_members_it_trains(
+    shakespeare_quality, little_text, monkeypatch
+):
+    sq = shakespeare_quality
+    monkeypatch.setattr(
+        sq, "JAXRNN_MODEL", {**sq.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8}
+    )
+    monkeypatch.setattr(sq, "WIDTHS", (16,))
+    monkeypatch.setattr(sq, "matmul_gflops", lambda: 1.0)
+    finished = []
+    mixture = jaxrnn.lm.mixture
+    monkeypatch.setattr(
+        jaxrnn.lm, "mixture", lambda members: finished.append(members) or mixture(members)
+    )
+    curves = sq.worker_jaxrnn(
+        little_text,
+        minutes=0.2,
+        eval_every=2.0,
+        seed=0,
+        train_settings={"batch_size": 4, "seq_len": 16},
+        members=2,
+    )
+    assert list(curves) == ["jaxrnn", "jaxrnn, member 2 alone"]
+    vocab = len(set(little_text.read_text()))
+    for curve in curves.values():
+        check_curve(curve, vocab_size=vocab)
+    first, second, (last,) = (
+        curves["jaxrnn"][:-1],
+        curves["jaxrnn, member 2 alone"],
+        curves["jaxrnn"][-1:],
+    )
+    # the second member runs on from the first: its steps and seconds continue the first's
+    assert second[0][0] > first[-1][0] and second[0][1] > first[-1][1]
+    # the last point is the mixture, scored when the second member finished
+    assert last[0] == second[-1][0] and last[1] == pytest.approx(second[-1][1], abs=3.0)
+    assert last[1] <= 60 * 0.2 + 3.0  # both shares within the budget
+    (members,) = finished
+    assert len(members) == 2
+    model = LMConfig(
+        vocab_size=vocab, **{**sq.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8}
+    )
+    corpus = make_corpus(little_text.read_text(), level="char", mode="stream", valid_fraction=0.1)
+    alone = [
+        evaluate_lm(p, model, corpus, rows=sq.EVAL_ROWS, seq_len=sq.EVAL_CHUNK) for p in members
+    ]
+    assert alone[1] == pytest.approx(second[-1][2], abs=1e-3)
+    assert last[2] < np.mean(alone)  # the mixture's −log of a mean, below the mean of −logs
+
+
+def test_two_members_where_half_the_budget_fits_enough_steps(shakespeare_quality):
+    sq = shakespeare_quality
+    for minutes, gflops in [(10, 197.0), (10, 180.0), (5, 197.0), (5, 450.0), (1, 450.0)]:
+        half = sq.predicted_steps(minutes / 2, min(sq.WIDTHS), gflops)
+        assert sq.jaxrnn_members(minutes, gflops) == (2 if half >= sq.MIN_STEPS else 1)
+    # a Zen 4 EPYC (190–211 GFLOP/s): two for 10 minutes, one for 5
+    assert [sq.jaxrnn_members(m, g) for m in (10, 5) for g in (190.0, 211.0)] == [2, 2, 1, 1]
 
 
 def test_settings_from_the_command_line_are_typed_and_checked(shakespeare_quality):
