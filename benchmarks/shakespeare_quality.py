@@ -19,10 +19,11 @@ Models:
   measured matmul rate, and more dropout where the steps pass over the text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate. Where half the budget still fits enough steps
-  (``jaxrnn_members``), it trains two such models, each sized for and given half the budget,
-  one after the other, and is scored as their mixture (`jaxrnn.lm.mixture`) once the second
-  has finished: past about 1.42 nats a longer run of one model gains nothing on this text, and
-  two models that err differently do (benchmarks/NOTES.md, section 29).
+  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC), it trains two such models, each
+  sized for and given half the budget, one after the other, and is scored as their mixture
+  (`jaxrnn.lm.mixture`) once the second has finished: past about 1.42 nats a longer run of one
+  model gains nothing on this text, and two models that err differently do (benchmarks/NOTES.md,
+  section 29).
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
 
 ``--model`` and ``--train`` change one setting of jaxrnn's model (an `LMConfig` field, e.g.
@@ -74,6 +75,11 @@ STEP_OVER_MATMUL = 1.5
 LONG_RUN_STEPS = 3600
 LONG_RUN_DROPOUT = 0.25
 SHAKESPEARE_VOCAB = 65
+# Two models of 5 minutes each on a Zen 4 EPYC (576 units, 1,950–1,990 steps, 1.433–1.435 alone;
+# 2,550–2,650 steps predicted for 512 units) mixed to 1.406, where one 10-minute model ends at
+# 1.42 (NOTES section 29). Members of 512 units with 2,345 steps (1.444 alone on an AVX2 EPYC,
+# section 17) would only draw level with that CPU's one model (1.414–1.418).
+MEMBER_STEPS = 2500
 
 
 def training_flops(hidden_size: int) -> float:
@@ -106,9 +112,9 @@ def jaxrnn_model(minutes: float, gflops: float) -> dict:
 
 def jaxrnn_members(minutes: float, gflops: float) -> int:
     """How many models jaxrnn's run trains, one after the other, each for an equal share of
-    ``minutes``, and mixes (`jaxrnn.lm.mixture`): 2 where half the budget still fits MIN_STEPS
-    steps of the narrowest of WIDTHS at ``gflops``, else 1."""
-    return 2 if predicted_steps(minutes / 2, min(WIDTHS), gflops) >= MIN_STEPS else 1
+    ``minutes``, and mixes (`jaxrnn.lm.mixture`): 2 where half the budget is predicted to fit
+    MEMBER_STEPS steps of the narrowest of WIDTHS at ``gflops``, else 1."""
+    return 2 if predicted_steps(minutes / 2, min(WIDTHS), gflops) >= MEMBER_STEPS else 1
 
 
 def matmul_gflops() -> float:
@@ -543,15 +549,22 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         if "alone" in name:
             ax.plot(rows[:, 1] / 60, rows[:, 2], "--", lw=1, alpha=0.7, label=name)
             continue
-        ax.plot(rows[:, 1] / 60, rows[:, 2], "o-", ms=3, label=name)
-        if name == "jaxrnn" and count > 1:
-            ax.plot(rows[-1, 1] / 60, rows[-1, 2], "*", ms=12, color="black")
-            ax.annotate(
-                f"mixture of {count}",
-                (rows[-1, 1] / 60, rows[-1, 2]),
-                textcoords="offset points",
-                xytext=(-70, -14),
-            )
+        if name != "jaxrnn" or count == 1:
+            ax.plot(rows[:, 1] / 60, rows[:, 2], "o-", ms=3, label=name)
+            continue
+        # The first member's curve; then what the finished members give: the first one alone
+        # (held level) until the next finishes and their mixture is scored.
+        first, mixed = rows[: -(count - 1)], rows[-(count - 1) :]
+        line = ax.plot(first[:, 1] / 60, first[:, 2], "o-", ms=3, label=name)[0]
+        held = np.concatenate([first[-1:], mixed])
+        ax.step(held[:, 1] / 60, held[:, 2], where="post", color=line.get_color(), ls=":")
+        ax.plot(mixed[:, 1] / 60, mixed[:, 2], "*", ms=12, color=line.get_color())
+        ax.annotate(
+            f"mixture of {count}",
+            (mixed[-1, 1] / 60, mixed[-1, 2]),
+            textcoords="offset points",
+            xytext=(-90, -14),
+        )
     best_order = min(grams, key=grams.get)
     ax.axhline(grams[best_order], color="gray", ls="--", label=f"{best_order}-gram Kneser–Ney")
     for m in marks:

@@ -8,6 +8,7 @@ measures with are ones `train_lm` accepts. (Its PyTorch worker uses only PyTorch
 suite's GEMM floor, which its reports divide by, is checked against products counted by hand.
 """
 
+import argparse
 import functools
 import importlib.util
 import json
@@ -160,13 +161,41 @@ def test_the_jaxrnn_worker_mixes_the_members_it_trains(
     assert last[2] < np.mean(alone)  # the mixture's −log of a mean, below the mean of −logs
 
 
+def test_the_report_reads_a_mixture_at_the_marks_and_says_how_it_was_made(
+    shakespeare_quality, tmp_path, monkeypatch
+):
+    sq = shakespeare_quality
+    monkeypatch.syspath_prepend(str(ROOT))  # the report reads the machine by `benchmarks.suite`
+    curves = {
+        "jaxrnn": [[100, 60.0, 1.70], [200, 119.0, 1.55], [300, 180.0, 1.50], [600, 361.0, 1.41]],
+        "jaxrnn, member 2 alone": [[400, 240.0, 1.80], [600, 361.0, 1.52]],
+        "torch": [[150, 60.0, 1.80], [300, 120.5, 1.62], [700, 360.0, 1.55]],
+    }
+    args = argparse.Namespace(
+        minutes=6.0, seed=3, bf16=False, out=tmp_path, model_settings={}, train_settings={}
+    )
+    args.members = None
+    sq.report(args, curves, {6: 1.5385}, {"hidden_size": 16, "members": 2})
+    text = (tmp_path / "shakespeare_quality_6min.md").read_text()
+    assert "jaxrnn trains 2 such models one after the other" in text
+    assert "(seeds 3 to 4)" in text
+    # the mark reads the last evaluation at or before it: the mixture only once it exists
+    assert "| jaxrnn | 1.5500 | 1.5000 | 1.4100 (6.0) | 600 |" in text
+    assert "| jaxrnn, member 2 alone | – | 1.8000 | 1.5200 (6.0) | 600 |" in text
+    assert (tmp_path / "shakespeare_quality_6min.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "shakespeare_quality_6min.json").read_text())
+    assert saved["curves"] == curves and saved["jaxrnn_model"]["members"] == 2
+
+
 def test_two_members_where_half_the_budget_fits_enough_steps(shakespeare_quality):
     sq = shakespeare_quality
     for minutes, gflops in [(10, 197.0), (10, 180.0), (5, 197.0), (5, 450.0), (1, 450.0)]:
         half = sq.predicted_steps(minutes / 2, min(sq.WIDTHS), gflops)
-        assert sq.jaxrnn_members(minutes, gflops) == (2 if half >= sq.MIN_STEPS else 1)
+        assert sq.jaxrnn_members(minutes, gflops) == (2 if half >= sq.MEMBER_STEPS else 1)
     # a Zen 4 EPYC (190–211 GFLOP/s): two for 10 minutes, one for 5
     assert [sq.jaxrnn_members(m, g) for m in (10, 5) for g in (190.0, 211.0)] == [2, 2, 1, 1]
+    # an AMX Xeon (280–335): one for 5 minutes; an AVX-512 EPYC (450): two even for 5
+    assert [sq.jaxrnn_members(5, g) for g in (280.0, 335.0, 450.0)] == [1, 1, 2]
 
 
 def test_settings_from_the_command_line_are_typed_and_checked(shakespeare_quality):
