@@ -3,6 +3,7 @@
 jaxrnn train --corpus names --out runs/names          # or any text file: jaxrnn train FILE
 jaxrnn sample runs/names --num 10 --temperature 0.8
 jaxrnn score runs/names "anna" "xqzzy"
+jaxrnn score runs/names "anna" --with runs/names_b   # two runs of one model, mixed
 """
 
 from __future__ import annotations
@@ -215,12 +216,43 @@ def _context(mode: str, vocab) -> list[int]:
     return [vocab.eos_id] if mode == "stream" else []
 
 
+def _load_models(args: argparse.Namespace):
+    """The checkpoint's (params, model, vocab, metadata); with ``--with``, params are the
+    `jaxrnn.lm.Mixture` of it and every run named there, each of the same model, vocabulary and
+    mode."""
+    from jaxrnn.lm import mixture
+    from jaxrnn.lm_train import load_lm
+
+    params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
+    if not args.mix_with:
+        return params, model, vocab, metadata
+    members = [params]
+    for other in args.mix_with:
+        other_params, other_model, other_vocab, other_metadata = load_lm(_checkpoint_path(other))
+        differ = [
+            what
+            for what, same in (
+                ("model", other_model == model),
+                ("vocabulary", other_vocab == vocab),
+                ("mode", other_metadata["mode"] == metadata["mode"]),
+            )
+            if not same
+        ]
+        if differ:
+            raise InputError(
+                f"--with {other}: expected a run with the model, vocabulary and mode of "
+                f"{args.checkpoint} to mix with it; its {' and '.join(differ)} differ"
+                + (f" ({other_model} against {model})" if "model" in differ else "")
+            )
+        members.append(other_params)
+    return mixture(members), model, vocab, metadata
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
     from jaxrnn.lm import sample
-    from jaxrnn.lm_train import load_lm
 
     _require(args.num >= 1, "--num", "an int >= 1", args.num)
     _require(args.max_len >= 1, "--max-len", "an int >= 1", args.max_len)
@@ -233,11 +265,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     )
     _require(args.top_k is None or args.top_k >= 1, "--top-k", "an int >= 1", args.top_k)
     _require(0 <= args.seed < 2**63, "--seed", "an int in [0, 2**63)", args.seed)
-    params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
+    params, model, vocab, metadata = _load_models(args)
     from jaxrnn._checks import MEMORY_LIMIT_BYTES, gib
 
-    # ids, and per step and sample the logits and every layer's carry, in 4-byte numbers
-    per_sample = args.max_len * (3 + model.vocab_size) + 4 * model.hidden_size * model.num_layers
+    # ids, and per step and sample every member's logits and every layer's carry, in 4 bytes
+    members = 1 + len(args.mix_with)
+    carries = 4 * model.hidden_size * model.num_layers
+    per_sample = args.max_len * 3 + members * (args.max_len * model.vocab_size + carries)
     need = 4 * args.num * per_sample
     if need > MEMORY_LIMIT_BYTES:
         raise InputError(
@@ -272,7 +306,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jaxrnn.lm import next_token_log_probs, token_log_probs
-    from jaxrnn.lm_train import load_lm
 
     _require(args.top_k >= 0, "--top-k", "an int >= 0", args.top_k)
     for i, sentence in enumerate(args.sentences):
@@ -280,7 +313,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise InputError(
                 f"expected sentences with at least one token, got {sentence!r} (sentence {i + 1})"
             )
-    params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
+    params, model, vocab, metadata = _load_models(args)
     context = _context(metadata["mode"], vocab)
     scored = []
     for sentence in args.sentences:
@@ -456,6 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--top-k", type=int, default=0, help="show the k likeliest next tokens")
     score.set_defaults(run=cmd_score)
+    for command in (samp, score):
+        command.add_argument(
+            "--with",
+            dest="mix_with",
+            action="append",
+            default=[],
+            metavar="RUN",
+            help="also read this run (a checkpoint or --out folder of the same model and "
+            "vocabulary), each token's distribution the mean of the runs'; repeatable "
+            "(default: the one run)",
+        )
     return parser
 
 

@@ -12,12 +12,13 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from jaxrnn import cli
 from jaxrnn.checkpoint import read_metadata
-from jaxrnn.lm import sentence_log_prob
+from jaxrnn.lm import mixture, sample, sentence_log_prob
 from jaxrnn.lm_train import load_lm
 
 TINY = ["--hidden", "16", "--steps", "40", "--batch", "16", "--eval-every", "20"]
@@ -70,6 +71,72 @@ def test_cli_sample_is_reproducible_and_respects_max_len(trained, capsys):
     assert cli.main(["sample", str(trained), "--num", "3", "--greedy", "--prompt", "ma"]) == 0
     greedy = capsys.readouterr().out.splitlines()
     assert len(set(greedy)) == 1 and greedy[0].startswith("ma")
+
+
+@pytest.fixture(scope="module")
+def trained_again(trained):
+    """A second run of the same tiny model on the same names at another learning rate. (Another
+    seed would split the lines, and so may build the vocabulary, differently.)"""
+    out = trained.parent / "run_again"
+    text_file = trained.parent / "names.txt"
+    code = cli.main(["train", str(text_file), "--out", str(out), "--lr", "0.006", *TINY, *QUIET])
+    assert code == 0
+    return out
+
+
+def test_cli_score_with_a_second_run_scores_their_mixture(trained, trained_again, capsys):
+    args = ["score", str(trained), "anna", "xqzzy", "--with", str(trained_again / "checkpoint.npz")]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    printed = dict(
+        (name, float(value))
+        for value, name in re.findall(r"log P = +(-?[\d.]+) nats.*'(\w+)'", out)
+    )
+    (p1, model, vocab, _), (p2, *_) = (
+        load_lm(trained / "checkpoint.npz"),
+        load_lm(trained_again / "checkpoint.npz"),
+    )
+    for name in ("anna", "xqzzy"):
+        ids = np.asarray(vocab.encode(name, add_eos=True))
+        each = [float(sentence_log_prob(p, model, ids)) for p in (p1, p2)]
+        expected = float(sentence_log_prob(mixture([p1, p2]), model, ids))
+        np.testing.assert_allclose(printed[name], expected, atol=1e-3)
+        assert min(abs(printed[name] - e) for e in each) > 1e-2  # neither run alone
+
+
+def test_cli_sample_with_a_second_run_draws_from_their_mixture(trained, trained_again, capsys):
+    args = ["sample", str(trained), "--with", str(trained_again), "--greedy", "--num", "2"]
+    assert cli.main([*args, "--prompt", "ma"]) == 0
+    greedy = capsys.readouterr().out.splitlines()
+    (p1, model, vocab, _), (p2, *_) = (
+        load_lm(trained / "checkpoint.npz"),
+        load_lm(trained_again / "checkpoint.npz"),
+    )
+    drawn = sample(
+        mixture([p1, p2]),
+        model,
+        jax.random.key(0),
+        max_len=100,
+        eos_id=vocab.eos_id,
+        temperature=0.0,
+        exclude_ids=[vocab.unk_id],
+        prompt=list(vocab.encode("ma")),
+    )
+    assert greedy == ["ma" + vocab.decode(np.asarray(drawn.ids[0]), stop_at_eos=True)] * 2
+
+
+def test_cli_with_a_run_of_another_model_is_refused(trained, tmp_path, capsys):
+    other = tmp_path / "wider"
+    small = [*TINY[:1], "24", *TINY[2:]]  # --hidden 24
+    assert (
+        cli.main(["train", str(trained.parent / "names.txt"), "--out", str(other), *small, *QUIET])
+        == 0
+    )
+    capsys.readouterr()
+    assert cli.main(["score", str(trained), "anna", "--with", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert f"--with {other}: expected a run with the model, vocabulary and mode of" in err
+    assert "its model differ" in err and "hidden_size=24" in err
 
 
 def test_cli_resume_continues_to_more_steps(trained, tmp_path, capsys):
