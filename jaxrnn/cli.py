@@ -232,7 +232,8 @@ def _load_models(args: argparse.Namespace):
         differ = [
             what
             for what, same in (
-                ("model", other_model == model),
+                # dropout acts in training only: runs that differ in it still mix
+                ("model", other_model._replace(dropout_rate=model.dropout_rate) == model),
                 ("vocabulary", other_vocab == vocab),
                 ("mode", other_metadata["mode"] == metadata["mode"]),
             )

@@ -75,11 +75,13 @@ def test_cli_sample_is_reproducible_and_respects_max_len(trained, capsys):
 
 @pytest.fixture(scope="module")
 def trained_again(trained):
-    """A second run of the same tiny model on the same names at another learning rate. (Another
-    seed would split the lines, and so may build the vocabulary, differently.)"""
+    """A second run of the same tiny model on the same names at another learning rate and with
+    dropout, which acts in training only. (Another seed would split the lines, and so may build
+    the vocabulary, differently.)"""
     out = trained.parent / "run_again"
     text_file = trained.parent / "names.txt"
-    code = cli.main(["train", str(text_file), "--out", str(out), "--lr", "0.006", *TINY, *QUIET])
+    other = ["--lr", "0.006", "--dropout", "0.1"]
+    code = cli.main(["train", str(text_file), "--out", str(out), *other, *TINY, *QUIET])
     assert code == 0
     return out
 
