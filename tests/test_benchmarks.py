@@ -93,15 +93,19 @@ def check_curve(curve, *, vocab_size: int):
     assert np.all(np.isfinite(nats)) and np.all((nats > 1.0) & (nats < 2 * np.log(vocab_size)))
 
 
-def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text, monkeypatch):
-    monkeypatch.setattr(
-        shakespeare_quality,
-        "JAXRNN_MODEL",
-        {**shakespeare_quality.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8},
-    )
-    monkeypatch.setattr(shakespeare_quality, "WIDTHS", (16,))
-    monkeypatch.setattr(shakespeare_quality, "matmul_gflops", lambda: 1.0)
-    curves = shakespeare_quality.worker_jaxrnn(
+@pytest.fixture
+def tiny_worker(shakespeare_quality, monkeypatch):
+    """The benchmark module with a 16-unit model, sized at 1 GFLOP/s: a worker runs in seconds."""
+    sq = shakespeare_quality
+    tiny = {**sq.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8}
+    monkeypatch.setattr(sq, "JAXRNN_MODEL", tiny)
+    monkeypatch.setattr(sq, "WIDTHS", (16,))
+    monkeypatch.setattr(sq, "matmul_gflops", lambda: 1.0)
+    return sq
+
+
+def test_the_jaxrnn_worker_trains_and_evaluates(tiny_worker, little_text):
+    curves = tiny_worker.worker_jaxrnn(
         little_text,
         minutes=0.1,
         eval_every=2.0,
@@ -112,15 +116,8 @@ def test_the_jaxrnn_worker_trains_and_evaluates(shakespeare_quality, little_text
     check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
 
 
-def test_the_jaxrnn_worker_mixes_the_members_it_trains(
-    shakespeare_quality, little_text, monkeypatch
-):
-    sq = shakespeare_quality
-    monkeypatch.setattr(
-        sq, "JAXRNN_MODEL", {**sq.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8}
-    )
-    monkeypatch.setattr(sq, "WIDTHS", (16,))
-    monkeypatch.setattr(sq, "matmul_gflops", lambda: 1.0)
+def test_the_jaxrnn_worker_mixes_the_members_it_trains(tiny_worker, little_text, monkeypatch):
+    sq = tiny_worker
     finished = []
     mixture = jaxrnn.lm.mixture
     monkeypatch.setattr(
@@ -150,9 +147,7 @@ def test_the_jaxrnn_worker_mixes_the_members_it_trains(
     assert last[1] <= 60 * 0.2 + 3.0  # both shares within the budget
     (members,) = finished
     assert len(members) == 2
-    model = LMConfig(
-        vocab_size=vocab, **{**sq.JAXRNN_MODEL, "hidden_size": 16, "embedding_size": 8}
-    )
+    model = LMConfig(vocab_size=vocab, **sq.JAXRNN_MODEL)
     corpus = make_corpus(little_text.read_text(), level="char", mode="stream", valid_fraction=0.1)
     alone = [
         evaluate_lm(p, model, corpus, rows=sq.EVAL_ROWS, seq_len=sq.EVAL_CHUNK) for p in members

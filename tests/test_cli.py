@@ -86,6 +86,13 @@ def trained_again(trained):
     return out
 
 
+def _both_runs(trained, trained_again):
+    """(params of the first run, of the second), the first run's model and vocabulary."""
+    first, model, vocab, _ = load_lm(trained / "checkpoint.npz")
+    second, *_ = load_lm(trained_again / "checkpoint.npz")
+    return (first, second), model, vocab
+
+
 def test_cli_score_with_a_second_run_scores_their_mixture(trained, trained_again, capsys):
     args = ["score", str(trained), "anna", "xqzzy", "--with", str(trained_again / "checkpoint.npz")]
     assert cli.main(args) == 0
@@ -94,10 +101,7 @@ def test_cli_score_with_a_second_run_scores_their_mixture(trained, trained_again
         (name, float(value))
         for value, name in re.findall(r"log P = +(-?[\d.]+) nats.*'(\w+)'", out)
     )
-    (p1, model, vocab, _), (p2, *_) = (
-        load_lm(trained / "checkpoint.npz"),
-        load_lm(trained_again / "checkpoint.npz"),
-    )
+    (p1, p2), model, vocab = _both_runs(trained, trained_again)
     for name in ("anna", "xqzzy"):
         ids = np.asarray(vocab.encode(name, add_eos=True))
         each = [float(sentence_log_prob(p, model, ids)) for p in (p1, p2)]
@@ -110,10 +114,7 @@ def test_cli_sample_with_a_second_run_draws_from_their_mixture(trained, trained_
     args = ["sample", str(trained), "--with", str(trained_again), "--greedy", "--num", "2"]
     assert cli.main([*args, "--prompt", "ma"]) == 0
     greedy = capsys.readouterr().out.splitlines()
-    (p1, model, vocab, _), (p2, *_) = (
-        load_lm(trained / "checkpoint.npz"),
-        load_lm(trained_again / "checkpoint.npz"),
-    )
+    (p1, p2), model, vocab = _both_runs(trained, trained_again)
     drawn = sample(
         mixture([p1, p2]),
         model,
