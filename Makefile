@@ -2,7 +2,8 @@
 # jaxrnn itself is installed into .venv from the wheel built from this tree, as users install it,
 # and rebuilt when a file of the package changes: the demo and the tests run that wheel, never the
 # source tree (PYTHONSAFEPATH keeps the working directory off sys.path), so a file the wheel
-# leaves out fails the tests.
+# leaves out fails the tests. The benchmarks run from the tree (python -m benchmarks ...), so the
+# native kernels the wheel was built with are copied into it too.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -21,6 +22,7 @@ $(WHEEL): $(STAMP) $(PACKAGE_FILES)
 	rm -rf build/lib build/dist && mkdir -p build
 	$(VENV)/bin/python -m build --wheel --no-isolation --outdir build/dist . > build/wheel.log
 	$(VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall build/dist/jaxrnn-*.whl
+	find build -path '*/jaxrnn/_native/_kernels*.so' -exec cp {} jaxrnn/_native/ \;
 	touch $(WHEEL)
 
 demo: $(WHEEL)
@@ -38,7 +40,7 @@ docs: $(WHEEL)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/python -m mkdocs build --strict
 
 bench: $(WHEEL)
-	PYTHONSAFEPATH=1 $(VENV)/bin/python -m benchmarks --full
+	$(VENV)/bin/python -m benchmarks --full
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .hypothesis

@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     rounds = 5 if args.quick else 15
     configs = ["c1"] if args.quick else list(CONFIGS)
     if args.worker:

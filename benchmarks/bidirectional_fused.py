@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     cell = jaxrnn.lstm()
     params = jaxrnn.bidirectional_init(cell, jax.random.key(0), D, H)
     xs = jax.random.normal(jax.random.key(1), (B, T, D))

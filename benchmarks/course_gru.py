@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--framework", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     rounds = 5 if args.quick else 15
     if args.worker:
         run_worker(args.worker, args.framework, rounds, args.worker_out)

@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
         "--steady-in-the-calling-thread", action="store_true", help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     if args.end_to_end:  # child processes of in_a_fresh_process
         print(json.dumps(end_to_end(args.iterations, args.sample_every)))
         return

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lengths", default="100,1000,10000")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     lengths = [int(v) for v in args.lengths.split(",")]
     rows = {}
     modes = ("none", "step", "block")

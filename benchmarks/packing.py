@@ -192,6 +192,9 @@ def main(argv=None):
     parser.add_argument("--only", default=",".join(SETUPS), help="corpora, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     results = [run(name, SETUPS[name], args.quick) for name in args.only.split(",")]
     write(results, args.out)
     print((args.out / "packing_cpu.md").read_text())

@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     if args.repeats < 7:
         parser.error("--repeats must be at least 7")
     b, d, h = QUICK if args.quick else (B, D, H)

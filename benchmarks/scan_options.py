@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     configs = {"c1": CONFIGS["c1"]} if args.quick else CONFIGS
     repeats = 5 if args.quick else args.repeats
 

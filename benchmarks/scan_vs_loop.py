@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default benchmarks/results")
     parser.add_argument("--pin", action="store_true", help="run on one core (taskset -c 0)")
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
 
     args.out = args.out or default_out(args.smoke)
     sizes = SMOKE_SIZES if args.smoke else SIZES

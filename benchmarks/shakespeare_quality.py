@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
     if args.members is not None and args.members < 1:
         parser.error(f"--members: expected a positive int, got {args.members}")
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     if args.worker:
         if args.worker == "torch":
             curves = {
@@ -484,6 +487,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
     import jax
     import matplotlib.pyplot as plt
 
+    from benchmarks import kernels_stamp
     from benchmarks.suite import machine_info
 
     machine = machine_info()
@@ -495,7 +499,7 @@ def report(args, curves: dict, grams: dict, jaxrnn_settings: dict | None) -> Non
         "",
         f"{stamp}; {machine['cpu']}, {machine['cpu_count']} CPUs; "
         f"Python {platform.python_version()}; jax {jax.__version__}; "
-        f"one run each, one after the other, seed {args.seed}.",
+        f"one run each, one after the other, seed {args.seed}; {kernels_stamp()}.",
         "",
         "Matrix products in bfloat16 (jaxrnn: jax.default_matmul_precision; PyTorch: autocast)."
         if args.bf16

@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     if args.worker:
         t, mode, max_gib, grads = args.worker.split(":", 3)
         print(json.dumps(worker(int(t), mode, float(max_gib), grads)))

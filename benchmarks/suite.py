@@ -647,11 +647,15 @@ def measured_in_own_process(module: str, worker_args: list[str], scratch: Path) 
 
 
 def report_stamp() -> dict:
-    """What every benchmark report starts with: the date (UTC), `machine_info` and `versions`."""
+    """What every benchmark report starts with: the date (UTC), `machine_info`, `versions` and
+    which jaxrnn ran (`benchmarks.kernels_stamp`)."""
+    from benchmarks import kernels_stamp
+
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
         "versions": versions(),
+        "jaxrnn": kernels_stamp(),
     }
 
 
@@ -727,6 +731,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"- Machine: {machine['cpu']}, `os.cpu_count()` = {machine['cpu_count']}; "
         f"{machine['platform']}.",
         f"- Versions: {version_text}.",
+        *([f"- {report['jaxrnn']}."] if "jaxrnn" in report else []),
         f"- Threads: each framework family in processes of its own, a fresh one per case "
         f"({'pinned to core 0 with taskset' if report['pinned'] else 'not pinned'}); {threads}. "
         "`cpu/wall` in the tables is process CPU time over wall time during the timed calls: "
@@ -961,6 +966,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--render", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from benchmarks import require_native_kernels
+
+    require_native_kernels()
     args.out = (args.out or default_out(args.smoke)).resolve()
 
     if args.render:  # tables and charts again from a saved suite_*.json

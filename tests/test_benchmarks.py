@@ -320,3 +320,28 @@ def test_the_suites_cudnn_lstm_peer_hands_pytorchs_weights_over_in_cudnns_order(
     # In a suite run it is a peer where cuDNN is, and absent elsewhere.
     peer = suite_jax.IMPLS["jax.experimental.rnn"]
     assert peer.supports(case.model) == (jax.default_backend() == "gpu")
+
+
+def test_a_benchmark_refuses_a_jaxrnn_whose_kernels_did_not_load(shakespeare_quality, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks
+    from jaxrnn import _native
+
+    monkeypatch.setattr(benchmarks.sys, "platform", "linux")
+    monkeypatch.setattr(benchmarks.platform, "machine", lambda: "x86_64")
+    assert _native.available()  # the suite runs the wheel, kernels included
+    assert benchmarks.require_native_kernels() is None
+    assert benchmarks.kernels_stamp().endswith("native kernels loaded")
+
+    # A checkout never built: its jaxrnn would time the scan fallback, silently.
+    monkeypatch.setattr(_native, "_load", lambda: "the native kernel was not built")
+    with pytest.raises(SystemExit) as stopped:
+        shakespeare_quality.main(["--input", "unused.txt", "--minutes", "1"])
+    message = str(stopped.value)
+    assert f"jaxrnn from {Path(jaxrnn.__file__).parent}, no native kernels: " in message
+    assert "the native kernel was not built" in message
+    assert "lax.scan fallback" in message and "make bench" in message
+
+    # Where jaxrnn builds no kernels at all, the benchmark times what there is.
+    monkeypatch.setattr(benchmarks.platform, "machine", lambda: "aarch64")
+    assert benchmarks.require_native_kernels() is None
