@@ -19,11 +19,11 @@ Models:
   measured matmul rate, and more dropout where the steps pass over the text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate. Where half the budget still fits enough steps
-  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC), it trains two such models, each
-  sized for and given half the budget, one after the other, and is scored as their mixture
-  (`jaxrnn.lm.mixture`) once the second has finished: past about 1.42 nats a longer run of one
-  model gains nothing on this text, and two models that err differently do (benchmarks/NOTES.md,
-  section 29).
+  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an AMX Xeon), it trains two such
+  models, each sized for and given half the budget, one after the other, and is scored as their
+  mixture (`jaxrnn.lm.mixture`) once the second has finished: past about 1.42 nats a longer run
+  of one model gains nothing on this text, and two models that err differently do
+  (benchmarks/NOTES.md, sections 29 and 30).
 - n-gram: interpolated Kneser–Ney of orders 3 to 7, drawn as horizontal lines.
 
 ``--model`` and ``--train`` change one setting of jaxrnn's model (an `LMConfig` field, e.g.
