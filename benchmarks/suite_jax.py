@@ -92,7 +92,8 @@ JAXRNN_VARIANTS = {
     "jaxrnn eager": Variant(
         eager_forward, jit=False, note="Python loop over cell.step, no jit; cl: masked"
     ),
-    # The LSTM's XLA path, where the default is the native kernel (jaxrnn/_native).
+    # The LSTM's XLA path, where the default is the native kernel (jaxrnn/_native) on a CPU and
+    # cuDNN's LSTM (jaxrnn/_cudnn) on a CUDA GPU.
     "jaxrnn fused (XLA)": Variant(
         functools.partial(jaxrnn_forward, implementation="fused"),
         kinds=("lstm",),

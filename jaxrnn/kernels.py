@@ -24,6 +24,10 @@ implementation   what it does                                                   
                                                                                 simplified one);
                                                                                 float32 or
                                                                                 bfloat16, CPU
+``"cudnn"``      the whole sequence as one call of cuDNN's LSTM forward and     LSTM without
+                 one backward, through ``jax.experimental.rnn``                 peepholes,
+                 (`jaxrnn._cudnn`)                                              float32, CUDA
+                                                                                GPU
 ===============  =============================================================  ==================
 
 A kernel reads the `jaxrnn.cells.Structure` of the cell's step, which belongs to the step function
@@ -31,10 +35,11 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for a basic RNN, an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
-backend), else ``"fused"`` where the cell has a pointwise part, else ``"scan"``;
-``remat`` and forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which
-the fused and native backward passes lack, take ``"scan"``. The native kernels' backward pass is
-not itself differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
+backend), ``"cudnn"`` for an LSTM it can run (float32 on a CUDA GPU, without resets), else
+``"fused"`` where the cell has a pointwise part, else ``"scan"``; ``remat`` and forward-mode
+differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN
+backward passes lack, take ``"scan"``. The native kernels' and cuDNN's backward passes are not
+themselves differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
 backward passes are JAX's own. Both are seen in the arguments while tracing; ``jax.jvp`` or
 ``jax.grad`` of a function that calls ``unroll`` inside its own ``jax.jit`` is not, and needs
 ``implementation="scan"`` (or ``"fused"`` for reverse mode) there.
@@ -54,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _native
+from jaxrnn import _cudnn, _native
 from jaxrnn._checks import fail
 from jaxrnn.cells import (
     Cell,
@@ -70,7 +75,7 @@ from jaxrnn.cells import (
     structure,
 )
 
-IMPLEMENTATIONS = ("scan", "hoisted", "fused", "time_parallel", "layerwise", "native")
+IMPLEMENTATIONS = ("scan", "hoisted", "fused", "time_parallel", "layerwise", "native", "cudnn")
 
 # deep cells (`jaxrnn.layers.deep`) by their step: (the cell of every layer, the layer loop)
 _LAYERWISE: dict = {}
@@ -96,6 +101,8 @@ def available(cell: Cell) -> tuple[str, ...]:
         names.append("time_parallel")
     if known.name in _NATIVE and _native.available():
         names.append("native")
+    if known.name == "lstm" and _cudnn.available():
+        names.append("cudnn")
     return tuple(names)
 
 
@@ -124,6 +131,13 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             and _native_misfit(*traced_args) is None
         ):
             return "native"
+        if (
+            "cudnn" in cell_has
+            and not forward_mode
+            and not second_order
+            and _cudnn_misfit(*traced_args) is None
+        ):
+            return "cudnn"
         if "fused" in cell_has and not forward_mode:
             return "fused"
         return "scan"
@@ -131,6 +145,21 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
         fail(
             fn, f"expected implementation None or one of {IMPLEMENTATIONS}, got {implementation!r}"
         )
+    if implementation == "cudnn" and implementation not in cell_has:
+        known = structure(cell)
+        if known is not None and known.name == "lstm(peephole)":
+            fail(
+                fn,
+                "implementation='cudnn' runs cuDNN's LSTM, which has no peepholes",
+                "leave implementation=None to choose automatically",
+            )
+        if known is not None and known.name == "lstm":
+            fail(
+                fn,
+                "implementation='cudnn' runs on a CUDA GPU, and the default backend is "
+                f"{jax.default_backend()}",
+                "leave implementation=None to choose automatically",
+            )
     if implementation not in cell_has:
         fail(
             fn,
@@ -138,32 +167,32 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             f"it has {cell_has}",
             "leave implementation=None to choose automatically",
         )
-    if implementation in ("fused", "time_parallel", "native") and remat is not False:
+    if implementation in ("fused", "time_parallel", "native", "cudnn") and remat is not False:
         fail(
             fn,
             f"implementation={implementation!r} cannot be combined with remat",
             "leave implementation=None, or pass remat=False",
         )
-    if implementation in ("fused", "native") and forward_mode:
+    if implementation in ("fused", "native", "cudnn") and forward_mode:
         fail(
             fn,
             f"implementation={implementation!r} has no forward-mode derivative (jax.jvp, "
             "jax.jacfwd)",
             "leave implementation=None, which uses the scan there",
         )
-    if implementation == "native" and second_order:
+    if implementation in ("native", "cudnn") and second_order:
         fail(
             fn,
-            "implementation='native' has no derivative of its backward pass (a gradient of a "
-            "gradient)",
+            f"implementation={implementation!r} has no derivative of its backward pass (a "
+            "gradient of a gradient)",
             "leave implementation=None, which runs the XLA kernels there",
         )
-    if implementation == "native":
-        misfit = _native_misfit(*traced_args)
+    if implementation in ("native", "cudnn"):
+        misfit = (_native_misfit if implementation == "native" else _cudnn_misfit)(*traced_args)
         if misfit is not None:
             fail(
                 fn,
-                f"implementation='native' cannot run this call: {misfit}",
+                f"implementation={implementation!r} cannot run this call: {misfit}",
                 "leave implementation=None to choose automatically",
             )
     return implementation
@@ -206,6 +235,28 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
                     "it runs float32 and bfloat16, and "
                     f"{name} has {getattr(leaf, 'dtype', type(leaf))}"
                 )
+    return None
+
+
+def _cudnn_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None:
+    """Why cuDNN's LSTM cannot run these arguments, or None if it can."""
+    del lengths, reset_carry  # any lengths run; reset_carry only with resets
+    if not isinstance(params, LSTMParams):
+        return "it runs the LSTM"
+    if params.peephole is not None:
+        return "cuDNN's LSTM has no peepholes, and params.peephole holds them"
+    if resets is not None:
+        return "cuDNN's LSTM cannot start the carry again inside a sequence, and resets are given"
+    if jax.device_count() > 1:  # XLA cannot split a cuDNN call: it would gather the whole batch
+        return f"it runs on one device, and there are {jax.device_count()}"
+    if xs.shape[-1] == 0:
+        return "it runs inputs of one feature or more, and xs has none"
+    for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
+        for leaf in jax.tree.leaves(tree):
+            if getattr(leaf, "dtype", None) != jnp.float32:
+                return f"it runs float32, and {name} has {getattr(leaf, 'dtype', type(leaf))}"
+    if jax.config.jax_default_matmul_precision in ("bfloat16", "default"):
+        return "jax.experimental.rnn has no bfloat16 products, and the precision asks for them"
     return None
 
 
@@ -281,6 +332,13 @@ def run(
                 reverse=reverse,
                 poison=poison,
             )
+        implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
+    if implementation == "cudnn":
+        # The kernels never call the cell's step, whose check refuses another variant's weights.
+        check_variant("unroll", params, LSTMParams)
+        n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
+        if n_steps and math.prod(batch_shape):
+            return _cudnn_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
         implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
     if implementation == "fused":
         if xs.shape[-2] == 0:
@@ -407,6 +465,33 @@ def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
         bool(reverse),
     )
     return LSTMState(h, c), ys
+
+
+def _cudnn_run(params, xs, carry, lengths, *, reverse, poison):
+    """cuDNN's LSTM on xs (*batch, T, D), its batch axes flattened into one."""
+    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
+    if lengths is None:
+        rows_lengths = jnp.full((n_rows,), n_steps, jnp.int32)
+    else:  # a length outside [0, T] is poisoned below, as the scan does
+        rows_lengths = jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+    ys, h, c = _cudnn.lstm(
+        params.w_x,
+        params.w_h,
+        params.b_x,
+        params.b_h,
+        xs.reshape(n_rows, n_steps, n_inputs),
+        carry.h.reshape(n_rows, hidden),
+        carry.c.reshape(n_rows, hidden),
+        rows_lengths,
+        reverse=bool(reverse),
+        precision=jax.config.jax_default_matmul_precision,
+    )
+    last = LSTMState(h.reshape(*batch_shape, hidden), c.reshape(*batch_shape, hidden))
+    ys = ys.reshape(*batch_shape, n_steps, hidden)
+    if poison and lengths is not None:
+        last, ys = poisoned(last, ys, jnp.asarray(lengths), n_steps)
+    return last, ys
 
 
 def reading_starts(resets, reverse: bool):

@@ -196,7 +196,7 @@ def bidirectional(
 
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     if batch_directions and _runs_natively(cell, params.forward, xs, carry[0], options):
-        batch_directions = False  # one native call per direction beats a vmap of the two
+        batch_directions = False  # one kernel call per direction beats a vmap of the two
     if batch_directions:
         last, ys = _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, options)
     else:
@@ -211,7 +211,8 @@ def bidirectional(
 
 
 def _runs_natively(cell, params, xs, carry, options) -> bool:
-    """Whether `unroll` would run one direction with a native kernel (`jaxrnn._native`)."""
+    """Whether `unroll` would run one direction as one call of a whole-sequence kernel (the
+    native ones, `jaxrnn._native`, or cuDNN's LSTM, `jaxrnn._cudnn`)."""
     if options.get("resets") is not None:
         return False
     try:
@@ -223,7 +224,7 @@ def _runs_natively(cell, params, xs, carry, options) -> bool:
         )
     except InputError:  # unroll says what is wrong, with the arguments as given
         return False
-    return chosen == "native"
+    return chosen in ("native", "cudnn")
 
 
 def _direction_pair(fn: str, name: str, value) -> tuple:

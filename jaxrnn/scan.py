@@ -83,9 +83,10 @@ def unroll(
         and recomputes the step. An int k ≥ 2 keeps only the carry at every k-th step and
         recomputes blocks of k steps: memory O(T/k + k) carries instead of O(T).
       implementation: None (automatic), or one of ``"scan"`` (``lax.scan`` of ``cell.step``, the
-        definition), ``"hoisted"``, ``"fused"``, ``"time_parallel"``, ``"layerwise"``: see
-        `jaxrnn.kernels`. Every one computes the same function up to rounding; None takes the
-        fastest that the cell has and that supports what is asked (remat, forward mode). Under
+        definition), ``"hoisted"``, ``"fused"``, ``"time_parallel"``, ``"layerwise"``,
+        ``"native"`` (CPU), ``"cudnn"`` (an LSTM on a CUDA GPU): see `jaxrnn.kernels`. Every
+        one computes the same function up to rounding; None takes the fastest that the cell
+        has and that supports what is asked (remat, forward mode). Under
         ``jax.default_matmul_precision("bfloat16")`` the native kernels' matrix products run in
         bfloat16 with float32 sums on CPUs with AMX or AVX512_BF16, as a TPU's do; everything
         else stays float32, and so do the products on other CPUs. On bfloat16 arrays the native

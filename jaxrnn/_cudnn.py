@@ -1,0 +1,181 @@
+"""cuDNN's LSTM for `jaxrnn.lstm` on a CUDA GPU, through ``jax.experimental.rnn``.
+
+cuDNN runs a whole sequence of an LSTM as one call forward and one backward. It computes what
+``jaxrnn.lstm()`` without peepholes computes: the same gates in the same order (PyTorch's i, f, g,
+o, the course's u, f, c̃, o), a bias on each side. Its weights are one flat array, in cuDNN's order
+for one layer and one direction: W_ih (4H, D) and W_hh (4H, H) row-major, then b_ih and b_hh
+(4H,) — jaxrnn's ``w_x`` and ``w_h`` transposed, ``b_x`` and ``b_h`` as they are.
+
+`lstm` adds what jaxrnn's unroll promises and cuDNN's call does not: any batch shape under
+``jax.vmap`` (one call per mapped element, as the native kernels' backward calls run), an example
+of length 0 (cuDNN reads at least one step), ``reverse`` within each example's own length, and
+zeros at padded steps whatever cuDNN leaves there. `jaxrnn.kernels` decides when to use it; the
+``lax.scan`` of the cell's step stays the definition, and tests/test_cudnn.py checks this wrapper
+against it through JAX's own reference implementation of cuDNN's call.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import fail
+
+
+def available() -> bool:
+    """Whether JAX's default backend is a CUDA GPU, where ``jax.experimental.rnn`` lowers to
+    cuDNN (a ROCm GPU, also "gpu" to JAX, orders the LSTM's gates otherwise)."""
+    if jax.default_backend() != "gpu":
+        return False
+    try:
+        return bool(jax.devices("cuda"))
+    except RuntimeError:  # a GPU backend other than CUDA
+        return False
+
+
+def _rnn_calls():
+    """``jax.experimental.rnn``'s forward and backward calls: ``lstm_fwd(x, h_0, c_0, weights,
+    seq_lengths, *sizes, precision)`` to ((y, h_n, c_n), residuals), and ``lstm_bwd(*sizes,
+    precision, residuals, (d_y, d_h_n, d_c_n))`` to (d_x, d_h_0, d_c_0, d_weights, _)."""
+    from jax.experimental import rnn
+
+    return rnn.lstm_fwd, rnn.lstm_bwd
+
+
+def flat_weights(w_x, w_h, b_x, b_h):
+    """jaxrnn's LSTM weights, w_x (D, 4H), w_h (H, 4H), b_x and b_h (4H,), as cuDNN's flat
+    array for one layer and one direction, ((D + H) · 4H + 8H,)."""
+    return jnp.concatenate([w_x.T.ravel(), w_h.T.ravel(), b_x, b_h])
+
+
+def split_weights(flat, input_size: int, hidden_size: int):
+    """The inverse of `flat_weights`: (w_x, w_h, b_x, b_h)."""
+    gates = 4 * hidden_size
+    sizes = (gates * input_size, gates * hidden_size, gates, gates)
+    w_ih, w_hh, b_ih, b_hh = jnp.split(flat, [sum(sizes[:k]) for k in (1, 2, 3)])
+    return (
+        w_ih.reshape(gates, input_size).T,
+        w_hh.reshape(gates, hidden_size).T,
+        b_ih,
+        b_hh,
+    )
+
+
+def _one_by_one(call):
+    """``call(*args)`` (pytrees of arrays) with a vmap rule that calls it once per mapped element
+    (``lax.map``), the unmapped arrays broadcast: cuDNN's calls have no batching rule of their
+    own. Every result is mapped."""
+
+    @jax.custom_batching.custom_vmap
+    def mapped_call(*args):
+        return call(*args)
+
+    @mapped_call.def_vmap
+    def rule(axis_size, in_batched, *args):
+        def member_axis(a, batched):
+            return a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+
+        members = jax.tree.map(member_axis, list(args), list(in_batched))
+        results = jax.lax.map(lambda member: mapped_call(*member), members)
+        return results, jax.tree.map(lambda _: True, results)
+
+    return mapped_call
+
+
+@functools.cache
+def _forward(sizes: tuple[int, int], precision):
+    input_size, hidden_size = sizes
+
+    def call(x, h_0, c_0, weights, seq_lengths):
+        lstm_fwd, _ = _rnn_calls()
+        return lstm_fwd(
+            x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, 1, 0.0, False, precision
+        )
+
+    return _without_derivative(_one_by_one(call))
+
+
+@functools.cache
+def _backward(sizes: tuple[int, int], precision):
+    input_size, hidden_size = sizes
+
+    def call(residuals, cotangents):
+        _, lstm_bwd = _rnn_calls()
+        return lstm_bwd(input_size, hidden_size, 1, 0.0, False, precision, residuals, cotangents)
+
+    return _without_derivative(_one_by_one(call))
+
+
+def _without_derivative(call):
+    """``call`` with a derivative rule that stops with a clear error: `lstm` differentiates
+    cuDNN's calls once, and a second differentiation that `jaxrnn.unroll` cannot see from inside
+    a ``jax.jit`` would otherwise end in JAX's error about a primitive without a derivative."""
+
+    @jax.custom_jvp
+    def once(*args):
+        return call(*args)
+
+    @once.defjvp
+    def rule(primals, tangents):
+        del primals, tangents
+        fail(
+            "unroll",
+            "cuDNN's LSTM backward pass has no derivative (a derivative of a gradient whose "
+            "unroll sits inside a jax.jit, where unroll cannot see the outer one)",
+            "pass implementation='fused' or 'scan' to that unroll",
+        )
+
+    return once
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _cudnn_lstm(weights, xs, h0, c0, seq_lengths, sizes, precision):
+    (ys, h, c), _ = _forward(sizes, precision)(xs, h0[None], c0[None], weights, seq_lengths)
+    return ys, h[0], c[0]
+
+
+def _cudnn_lstm_forward(weights, xs, h0, c0, seq_lengths, sizes, precision):
+    (ys, h, c), residuals = _forward(sizes, precision)(xs, h0[None], c0[None], weights, seq_lengths)
+    return (ys, h[0], c[0]), residuals
+
+
+def _cudnn_lstm_backward(sizes, precision, residuals, cotangents):
+    d_ys, d_h, d_c = cotangents
+    d_xs, d_h0, d_c0, d_weights, _ = _backward(sizes, precision)(
+        residuals, (d_ys, d_h[None], d_c[None])
+    )
+    return d_weights, d_xs, d_h0[0], d_c0[0], None
+
+
+_cudnn_lstm.defvjp(_cudnn_lstm_forward, _cudnn_lstm_backward)
+
+
+def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=None):
+    """``jaxrnn.lstm()``'s unroll by cuDNN: w_x (D, 4H), w_h (H, 4H), b_x and b_h (4H,), xs
+    (B, T, D), h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T]; returns (ys (B, T, H),
+    last h, last c). An example's steps from its length on are not run: its carry is kept and its
+    outputs are zero; ``reverse`` reads each example's steps backwards within its length (outputs
+    stay aligned with xs). ``precision``: the float32 products', as ``jax.default_matmul_precision``
+    names it (None: cuDNN's default, TensorFloat-32 where the GPU has it, as XLA's). B, T ≥ 1."""
+    n_steps = xs.shape[1]
+    if reverse:
+        # Step t of example b reads step L_b − 1 − t of its own: the padded steps stay where they
+        # are, and the permutation is its own inverse.
+        t = jnp.arange(n_steps)[None, :]
+        order = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+        xs = jnp.take_along_axis(xs, order[..., None], axis=1)
+    # cuDNN reads at least one step of every example: one of length 0 reads one, and keeps
+    # its initial carry below.
+    sizes = (xs.shape[-1], h0.shape[-1])
+    weights = flat_weights(w_x, w_h, b_x, b_h)
+    ys, h, c = _cudnn_lstm(
+        weights, xs, h0, c0, jnp.maximum(lengths, 1).astype(jnp.int32), sizes, precision
+    )
+    empty = (lengths == 0)[:, None]
+    h, c = jnp.where(empty, h0, h), jnp.where(empty, c0, c)
+    ys = jnp.where((jnp.arange(n_steps)[None, :] < lengths[:, None])[..., None], ys, 0.0)
+    if reverse:
+        ys = jnp.take_along_axis(ys, order[..., None], axis=1)
+    return ys, h, c
