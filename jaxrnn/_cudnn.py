@@ -50,19 +50,6 @@ def flat_weights(w_x, w_h, b_x, b_h):
     return jnp.concatenate([w_x.T.ravel(), w_h.T.ravel(), b_x, b_h])
 
 
-def split_weights(flat, input_size: int, hidden_size: int):
-    """The inverse of `flat_weights`: (w_x, w_h, b_x, b_h)."""
-    gates = 4 * hidden_size
-    sizes = (gates * input_size, gates * hidden_size, gates, gates)
-    w_ih, w_hh, b_ih, b_hh = jnp.split(flat, [sum(sizes[:k]) for k in (1, 2, 3)])
-    return (
-        w_ih.reshape(gates, input_size).T,
-        w_hh.reshape(gates, hidden_size).T,
-        b_ih,
-        b_hh,
-    )
-
-
 def _one_by_one(call):
     """``call(*args)`` (pytrees of arrays) with a vmap rule that calls it once per mapped element
     (``lax.map``), the unmapped arrays broadcast: cuDNN's calls have no batching rule of their
