@@ -165,3 +165,26 @@ def is_int(value) -> bool:
 
 def is_number(value) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def without_derivative(call, backward: str):
+    """``call`` with a derivative rule that stops with a clear error. A whole-sequence kernel's
+    rules differentiate its calls once; a second differentiation, which `jaxrnn.unroll` cannot
+    see from inside a `jax.jit`, would otherwise end in JAX's error about a call or primitive
+    without a derivative. ``backward`` names the pass, e.g. "the native kernels' backward pass"."""
+
+    @jax.custom_jvp
+    def once(*args):
+        return call(*args)
+
+    @once.defjvp
+    def rule(primals, tangents):
+        del primals, tangents
+        fail(
+            "unroll",
+            f"{backward} has no derivative (a derivative of a gradient whose unroll sits inside "
+            "a jax.jit, where unroll cannot see the outer one)",
+            "pass implementation='fused' or 'scan' to that unroll",
+        )
+
+    return once

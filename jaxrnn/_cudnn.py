@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import fail
+from jaxrnn._checks import without_derivative
 
 
 def available() -> bool:
@@ -96,25 +96,7 @@ def _backward(sizes: tuple[int, int], precision):
 
 
 def _without_derivative(call):
-    """``call`` with a derivative rule that stops with a clear error: `lstm` differentiates
-    cuDNN's calls once, and a second differentiation that `jaxrnn.unroll` cannot see from inside
-    a ``jax.jit`` would otherwise end in JAX's error about a primitive without a derivative."""
-
-    @jax.custom_jvp
-    def once(*args):
-        return call(*args)
-
-    @once.defjvp
-    def rule(primals, tangents):
-        del primals, tangents
-        fail(
-            "unroll",
-            "cuDNN's LSTM backward pass has no derivative (a derivative of a gradient whose "
-            "unroll sits inside a jax.jit, where unroll cannot see the outer one)",
-            "pass implementation='fused' or 'scan' to that unroll",
-        )
-
-    return once
+    return without_derivative(call, "cuDNN's LSTM backward pass")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))

@@ -224,17 +224,20 @@ def _native_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | Non
         return "it runs the basic RNN, the LSTM and the GRUs"
     if jax.default_backend() != "cpu":
         return f"it runs on the CPU backend, and the default backend is {jax.default_backend()}"
-    if jax.device_count() > 1:  # XLA cannot split an FFI call: it would gather the whole batch
+    return _whole_sequence_misfit(params, xs, carry, _NATIVE_DTYPES, "float32 and bfloat16")
+
+
+def _whole_sequence_misfit(params, xs, carry, dtypes, dtype_names: str) -> str | None:
+    """Why a kernel that runs a whole sequence as one call on one device, on arrays of
+    ``dtypes``, cannot run these arguments, or None if it can."""
+    if jax.device_count() > 1:  # XLA cannot split such a call: it would gather the whole batch
         return f"it runs on one device, and there are {jax.device_count()}"
     if xs.shape[-1] == 0:
         return "it runs inputs of one feature or more, and xs has none"
     for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
         for leaf in jax.tree.leaves(tree):
-            if getattr(leaf, "dtype", None) not in _NATIVE_DTYPES:
-                return (
-                    "it runs float32 and bfloat16, and "
-                    f"{name} has {getattr(leaf, 'dtype', type(leaf))}"
-                )
+            if getattr(leaf, "dtype", None) not in dtypes:
+                return f"it runs {dtype_names}, and {name} has {getattr(leaf, 'dtype', type(leaf))}"
     return None
 
 
@@ -247,17 +250,9 @@ def _cudnn_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None
         return "cuDNN's LSTM has no peepholes, and params.peephole holds them"
     if resets is not None:
         return "cuDNN's LSTM cannot start the carry again inside a sequence, and resets are given"
-    if jax.device_count() > 1:  # XLA cannot split a cuDNN call: it would gather the whole batch
-        return f"it runs on one device, and there are {jax.device_count()}"
-    if xs.shape[-1] == 0:
-        return "it runs inputs of one feature or more, and xs has none"
-    for name, tree in (("params", params), ("xs", xs), ("carry", carry)):
-        for leaf in jax.tree.leaves(tree):
-            if getattr(leaf, "dtype", None) != jnp.float32:
-                return f"it runs float32, and {name} has {getattr(leaf, 'dtype', type(leaf))}"
     if jax.config.jax_default_matmul_precision in ("bfloat16", "default"):
         return "jax.experimental.rnn has no bfloat16 products, and the precision asks for them"
-    return None
+    return _whole_sequence_misfit(params, xs, carry, (jnp.float32,), "float32")
 
 
 def _tracers(tree):
@@ -376,6 +371,15 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
+def _rows_lengths(lengths, n_rows: int, n_steps: int):
+    """Every example's length, (n_rows,) int32 in [0, T], its batch axes flattened: T without
+    lengths. A length outside [0, T] is clipped here and poisoned after the call, as the scan
+    does."""
+    if lengths is None:
+        return jnp.full((n_rows,), n_steps, jnp.int32)
+    return jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+
+
 def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, poison):
     """The native kernel of the cell called ``name`` (a key of `_NATIVE`) on xs (*batch, T, D),
     its batch axes flattened into one; starts None or (*batch, T) bools in reading order, where
@@ -383,10 +387,7 @@ def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, p
     as float32 with bfloat16 products, the results rounded back)."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
-    if lengths is None:
-        rows_lengths = jnp.full((n_rows,), n_steps, jnp.int32)
-    else:  # a length outside [0, T] is poisoned below, as the scan does
-        rows_lengths = jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+    rows_lengths = _rows_lengths(lengths, n_rows, n_steps)
     if starts is None:
         rows_starts = jnp.zeros((n_rows, n_steps), jnp.uint8)
     else:
@@ -471,10 +472,7 @@ def _cudnn_run(params, xs, carry, lengths, *, reverse, poison):
     """cuDNN's LSTM on xs (*batch, T, D), its batch axes flattened into one."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
-    if lengths is None:
-        rows_lengths = jnp.full((n_rows,), n_steps, jnp.int32)
-    else:  # a length outside [0, T] is poisoned below, as the scan does
-        rows_lengths = jnp.clip(jnp.reshape(lengths, -1), 0, n_steps).astype(jnp.int32)
+    rows_lengths = _rows_lengths(lengths, n_rows, n_steps)
     ys, h, c = _cudnn.lstm(
         params.w_x,
         params.w_h,

@@ -14,11 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import rnn
+from kernel_checks import assert_trees_close, value_and_grads
 
 import jaxrnn
 from jaxrnn import _cudnn, _native, kernels
-
-TOL32 = 1e-5  # relative to the largest entry of each array
 
 
 def _reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size):
@@ -81,20 +80,6 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0):
     )
     weights = jnp.asarray(rng.normal(size=(*batch_shape, n_steps, n_a)), jnp.float32)
     return cell, params, xs, carry, weights
-
-
-def value_and_grads(implementation, cell, params, xs, carry, weights, **options):
-    def loss(params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
-
-
-def assert_trees_close(got, want):
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        np.testing.assert_allclose(a, b, rtol=0, atol=TOL32 * scale)
 
 
 def test_flat_weights_are_cudnn_blocks_in_order():

@@ -13,11 +13,11 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from kernel_checks import assert_trees_close, value_and_grads
 
 import jaxrnn
 from jaxrnn import _native, kernels
 
-TOL32 = 1e-5  # relative to the largest entry of each array: sums over B·T rows round so
 ON_LINUX_X86 = sys.platform == "linux" and platform.machine() == "x86_64"
 needs_kernel = pytest.mark.skipif(
     not ON_LINUX_X86, reason="the native kernel is built for Linux x86-64 only"
@@ -76,21 +76,6 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False,
     )
     weights = jnp.asarray(rng.normal(size=(*shape[:-1], n_a)), jnp.float32)
     return cell, params, xs, carry, weights
-
-
-def value_and_grads(implementation, cell, params, xs, carry, weights, **options):
-    def loss(params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        # Every output and every leaf of the last carry feed the loss.
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, xs, carry)
-
-
-def assert_trees_close(got, want):
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        scale = max(1.0, float(np.max(np.abs(b), initial=0.0)))
-        np.testing.assert_allclose(a, b, rtol=0, atol=TOL32 * scale)
 
 
 @needs_kernel

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero, custom_vjp_primal_tree_values
 
-from jaxrnn._checks import fail
+from jaxrnn._checks import fail, without_derivative
 
 _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_forward": "JaxrnnLstmForward",
@@ -206,25 +206,7 @@ def _forward_kernel(
 
 
 def _without_derivative(call):
-    """``call`` with a derivative rule that stops with a clear error. The rules of `lstm` and
-    `gru` differentiate the kernels once; a second differentiation, which `jaxrnn.unroll`
-    cannot see from inside a `jax.jit`, would otherwise end in JAX's error about an FFI call."""
-
-    @jax.custom_jvp
-    def once(*args):
-        return call(*args)
-
-    @once.defjvp
-    def rule(primals, tangents):
-        del primals, tangents
-        fail(
-            "unroll",
-            "the native kernels' backward pass has no derivative (a derivative of a gradient "
-            "whose unroll sits inside a jax.jit, where unroll cannot see the outer one)",
-            "pass implementation='fused' or 'scan' to that unroll",
-        )
-
-    return once
+    return without_derivative(call, "the native kernels' backward pass")
 
 
 @jax.tree_util.register_static
