@@ -36,9 +36,11 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for a basic RNN, an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
 backend), ``"cudnn"`` for an LSTM it can run (float32 on a CUDA GPU, without resets), else
-``"fused"`` where the cell has a pointwise part, else ``"scan"``; ``remat`` and forward-mode
-differentiation (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN
-backward passes lack, take ``"scan"``. The native kernels' and cuDNN's backward passes are not
+``"fused"`` where the cell has a pointwise part, else the per-step loop: ``"scan"``, or
+``"hoisted"`` on a GPU, where it measured faster. ``remat`` and forward-mode differentiation
+(``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN backward passes
+lack, take the per-step loop. Every scan loop runs 4 steps an iteration on a GPU (`scan_unroll`),
+1 elsewhere. The native kernels' and cuDNN's backward passes are not
 themselves differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
 backward passes are JAX's own. Both are seen in the arguments while tracing; ``jax.jvp`` or
 ``jax.grad`` of a function that calls ``unroll`` inside its own ``jax.jit`` is not, and needs
@@ -118,10 +120,14 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
     forward_mode = _has_forward_mode(traced_args)
     second_order = _differentiation_levels(traced_args) > 1
     if implementation is None:
+        # The per-step loop, where no other kernel runs: hoisted on a backend where that measured
+        # faster (_PLAIN_LOOP).
+        plain = _PLAIN_LOOP.get(jax.default_backend(), "scan")
+        plain = plain if plain in cell_has else "scan"
         if "layerwise" in cell_has:  # each layer then takes its own fastest kernel
             return "layerwise"
         if remat is not False:
-            return "scan"
+            return plain
         if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
             return "time_parallel"
         if (
@@ -140,7 +146,7 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             return "cudnn"
         if "fused" in cell_has and not forward_mode:
             return "fused"
-        return "scan"
+        return plain
     if implementation not in IMPLEMENTATIONS:
         fail(
             fn, f"expected implementation None or one of {IMPLEMENTATIONS}, got {implementation!r}"
@@ -196,6 +202,21 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
                 "leave implementation=None to choose automatically",
             )
     return implementation
+
+
+# By backend, the per-step loop `choose` takes where no other kernel runs, and the steps each
+# iteration of every lax.scan loop runs (lax.scan's unroll: the same result, a speed knob). On
+# an H100 (results/scan_options_gpu.md) the input side hoisted out of the loop and 4 steps an
+# iteration took the scan's forward pass 1.5–2.2× and its training step 1.5–2.5× as fast as the
+# plain loop, at every size measured; on XLA:CPU both were slower (benchmarks/NOTES.md,
+# section 3). Elsewhere the plain loop, one step an iteration.
+_PLAIN_LOOP = {"gpu": "hoisted"}
+_SCAN_UNROLL = {"gpu": 4}
+
+
+def scan_unroll() -> int:
+    """Steps per iteration of the scan loops on the default backend (`_SCAN_UNROLL`)."""
+    return _SCAN_UNROLL.get(jax.default_backend(), 1)
 
 
 # The cells with a native kernel, by the name of their structure: the params they take.
@@ -340,7 +361,16 @@ def run(
             implementation = "scan"
         else:
             return fused(
-                cell, params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
+                cell,
+                params,
+                xs,
+                carry,
+                lengths,
+                starts,
+                restart,
+                reverse=reverse,
+                poison=poison,
+                unroll=scan_unroll(),
             )
     if implementation == "time_parallel" and xs.shape[-2] == 0:
         implementation = "scan"  # an empty sequence has nothing to scan in parallel
@@ -362,6 +392,7 @@ def run(
             remat=remat,
             hoist=implementation == "hoisted",
             poison=poison,
+            unroll=scan_unroll(),
         )
 
     for _ in xs.shape[:-2]:

@@ -259,3 +259,37 @@ def test_any_three_functions_are_a_cell_with_every_feature():
     deep_last, deep_ys = jaxrnn.unroll(deep, jaxrnn.StackedParams((params, second)), xs)
     assert deep_ys.shape == (2, 5, 4) and len(deep_last) == 2
     jax.jvp(lambda xs: jaxrnn.unroll(cell, params, xs)[1], (xs,), (xs,))
+
+
+def test_on_a_gpu_the_per_step_loop_is_hoisted_and_unrolled(monkeypatch):
+    """On a GPU backend (jax.default_backend() == "gpu") the automatic choice hoists the scan
+    where no other kernel runs, and every scan loop runs 4 steps an iteration: the same values
+    and gradients as the CPU's plain loop."""
+    cell, params, xs, carry, _ = problem("gru_after", (3,))
+    lengths = jnp.array([5, 2, 0])
+
+    def new_loss():  # traced afresh: JAX keeps a function's trace for the same arguments
+        def loss(params, xs):
+            _, ys = jaxrnn.unroll(cell, params, xs, carry, lengths=lengths, reverse=True)
+            return jnp.sum(jnp.sin(ys))
+
+        return loss
+
+    want = jax.value_and_grad(new_loss(), (0, 1))(params, xs)
+    assert "unroll=1" in str(jax.make_jaxpr(new_loss())(params, xs))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    args = (params, xs, carry, None, None, None)
+    assert jaxrnn.kernels.choose(cell, None, remat=False, traced_args=args) == "hoisted"
+    assert jaxrnn.kernels.choose(cell, None, remat=True, traced_args=args) == "hoisted"
+    peephole, *peephole_args, _ = problem("lstm_peephole", (3,))
+    peephole_args = (*peephole_args, None, None, None)
+    assert jaxrnn.kernels.choose(peephole, None, remat=False, traced_args=peephole_args) == "fused"
+    assert jaxrnn.kernels.choose(cell, "scan", remat=False, traced_args=args) == "scan"
+    assert jaxrnn.kernels.scan_unroll() == 4
+    jaxpr = str(jax.make_jaxpr(new_loss())(params, xs))
+    assert "unroll=4" in jaxpr and "unroll=1" not in jaxpr
+    got = jax.value_and_grad(new_loss(), (0, 1))(params, xs)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, **TOL64)
+    empty = jaxrnn.unroll(cell, params, xs[:, :0], carry)  # no steps: the scan's edge case
+    np.testing.assert_array_equal(empty[0], carry)
