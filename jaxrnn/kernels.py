@@ -35,7 +35,8 @@ itself: a cell whose ``step`` is replaced has no structure and runs as the plain
 
 ``None`` (automatic) takes ``"layerwise"`` for a deep cell, ``"time_parallel"`` where the cell has
 it, ``"native"`` for a basic RNN, an LSTM or a GRU it can run (float32 or bfloat16 on the CPU
-backend), ``"cudnn"`` for an LSTM it can run (float32 on a CUDA GPU, without resets), else
+backend), ``"cudnn"`` for an LSTM it can run (float32 on a CUDA GPU, without resets, outside
+``jax.vmap``: the batch axes of xs run it as one call, a vmap as one call per element), else
 ``"fused"`` where the cell has a pointwise part, else the per-step loop: ``"scan"``, or
 ``"hoisted"`` on a GPU, where it measured faster. ``remat`` and forward-mode differentiation
 (``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN backward passes
@@ -141,6 +142,7 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
             "cudnn" in cell_has
             and not forward_mode
             and not second_order
+            and not _is_vmapped(traced_args)
             and _cudnn_misfit(*traced_args) is None
         ):
             return "cudnn"
@@ -286,6 +288,13 @@ def _tracers(tree):
                 if hasattr(leaf, "val")
                 else getattr(leaf, "primal", None)
             )
+
+
+def _is_vmapped(tree) -> bool:
+    """Whether any leaf is traced by `jax.vmap`, at any depth of nesting. cuDNN's calls have no
+    batching rule, so `jaxrnn._cudnn` calls them once per mapped element: where a vmap maps
+    examples, the XLA kernels batch them into one loop instead."""
+    return any(type(tracer).__name__ == "BatchTracer" for tracer in _tracers(tree))
 
 
 def _has_forward_mode(tree) -> bool:

@@ -265,3 +265,30 @@ def test_without_a_cuda_gpu_asking_for_cudnn_says_so(monkeypatch):
         jaxrnn.unroll(
             jaxrnn.gru(), jaxrnn.gru().init(jax.random.key(0), 3, 6), xs, implementation="cudnn"
         )
+
+
+def test_under_vmap_the_automatic_choice_batches_in_xla_instead(on_cuda, monkeypatch):
+    calls = []
+    lstm_fwd, lstm_bwd = _cudnn._rnn_calls()
+
+    def counted_fwd(*args):
+        calls.append(args[0].shape)
+        return lstm_fwd(*args)
+
+    monkeypatch.setattr(_cudnn, "_rnn_calls", lambda: (counted_fwd, lstm_bwd))
+    cell, params, xs, carry, weights = problem((6,), 5, 2, 4)
+
+    def loss(params, x, carry, weight, implementation=None):
+        _, ys = jaxrnn.unroll(cell, params, x, carry, implementation=implementation)
+        return jnp.sum(ys * weight)
+
+    # One example at a time, mapped: cuDNN would run once per example.
+    per_example = jax.vmap(jax.value_and_grad(loss), (None, 0, 0, 0))
+    got = jax.jit(per_example)(params, xs, carry, weights)
+    assert calls == []
+    want = jax.vmap(
+        jax.value_and_grad(functools.partial(loss, implementation="scan")), (None, 0, 0, 0)
+    )
+    assert_trees_close(got, jax.jit(want)(params, xs, carry, weights))
+    jax.jit(jax.value_and_grad(loss))(params, xs, carry, weights)  # the batch as xs's axis
+    assert calls == [(6, 5, 2)]  # one call over the whole batch
