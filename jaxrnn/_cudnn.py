@@ -35,6 +35,46 @@ def available() -> bool:
         return False
 
 
+def placement_misfit(**trees) -> str | None:
+    """Why arrays that would run on cuDNN are not placed on the GPU although it is JAX's default
+    backend (``jax.default_device`` set to another device, or arrays put on one), or None. A
+    traced array's placement is not known: the default backend's is assumed."""
+    device = jax.config.jax_default_device  # a Device, a platform's name, or None
+    if device is not None and getattr(device, "platform", device) != "gpu":
+        return f"it runs on a CUDA GPU, and jax.default_device is {device}"
+    for name, tree in trees.items():
+        for leaf in jax.tree.leaves(tree):
+            if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+                platforms = sorted({device.platform for device in leaf.devices()})
+                if platforms != ["gpu"]:
+                    return f"it runs on a CUDA GPU, and {name} lies on {', '.join(platforms)}"
+    return None
+
+
+# The settings of jax.default_matmul_precision that ask for float32 products or better: cuDNN
+# then multiplies in float32. Every other setting, None included, lets it use TensorFloat-32 (as
+# XLA's float32 products do by default on a GPU): faster than float32, and more precise than the
+# bfloat16 or float16 products those settings ask for, which cuDNN's LSTM does not offer.
+_FULL_FLOAT32 = frozenset(
+    {
+        "highest",
+        "float32",
+        "F32_F32_F32",
+        "F64_F64_F64",
+        "TF32_TF32_F32_X3",
+        "BF16_BF16_F32_X3",
+        "BF16_BF16_F32_X6",
+        "BF16_BF16_F32_X9",
+    }
+)
+
+
+def math_precision(setting: str | None) -> str:
+    """cuDNN's math for a ``jax.default_matmul_precision`` setting (a name or None), as
+    ``jax.experimental.rnn`` takes it: "highest" (float32) or "high" (TensorFloat-32)."""
+    return "highest" if setting in _FULL_FLOAT32 else "high"
+
+
 def _rnn_calls():
     """``jax.experimental.rnn``'s forward and backward calls: ``lstm_fwd(x, h_0, c_0, weights,
     seq_lengths, *sizes, precision)`` to ((y, h_n, c_n), residuals), and ``lstm_bwd(*sizes,
@@ -126,8 +166,8 @@ def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=No
     (B, T, D), h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T]; returns (ys (B, T, H),
     last h, last c). An example's steps from its length on are not run: its carry is kept and its
     outputs are zero; ``reverse`` reads each example's steps backwards within its length (outputs
-    stay aligned with xs). ``precision``: the float32 products', as ``jax.default_matmul_precision``
-    names it (None: cuDNN's default, TensorFloat-32 where the GPU has it, as XLA's). B, T ≥ 1."""
+    stay aligned with xs). ``precision``: a ``jax.default_matmul_precision`` setting, or None
+    (see `math_precision`). B, T ≥ 1."""
     n_steps = xs.shape[1]
     if reverse:
         # Step t of example b reads step L_b − 1 − t of its own: the padded steps stay where they
@@ -137,7 +177,7 @@ def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=No
         xs = jnp.take_along_axis(xs, order[..., None], axis=1)
     # cuDNN reads at least one step of every example: one of length 0 reads one, and keeps
     # its initial carry below.
-    sizes = (xs.shape[-1], h0.shape[-1])
+    sizes, precision = (xs.shape[-1], h0.shape[-1]), math_precision(precision)
     weights = flat_weights(w_x, w_h, b_x, b_h)
     ys, h, c = _cudnn_lstm(
         weights, xs, h0, c0, jnp.maximum(lengths, 1).astype(jnp.int32), sizes, precision

@@ -273,8 +273,9 @@ def _cudnn_misfit(params, xs, carry, lengths, resets, reset_carry) -> str | None
         return "cuDNN's LSTM has no peepholes, and params.peephole holds them"
     if resets is not None:
         return "cuDNN's LSTM cannot start the carry again inside a sequence, and resets are given"
-    if jax.config.jax_default_matmul_precision in ("bfloat16", "default"):
-        return "jax.experimental.rnn has no bfloat16 products, and the precision asks for them"
+    placed = _cudnn.placement_misfit(params=params, xs=xs, carry=carry)
+    if placed is not None:
+        return placed
     return _whole_sequence_misfit(params, xs, carry, (jnp.float32,), "float32")
 
 

@@ -57,6 +57,7 @@ def on_cuda(monkeypatch):
     if not _cudnn.available():
         monkeypatch.setattr(_cudnn, "available", lambda: True)
         monkeypatch.setattr(_cudnn, "_rnn_calls", reference_calls)
+        monkeypatch.setattr(_cudnn, "placement_misfit", lambda **trees: None)
     monkeypatch.setattr(_native, "available", lambda: False)
 
 
@@ -123,6 +124,7 @@ def test_lengths_freeze_the_carry_and_zero_the_padding(on_cuda, reverse):
     last, ys = jaxrnn.unroll(cell, params, xs, carry, lengths=lengths, implementation="cudnn")
     np.testing.assert_array_equal(ys[3], 0.0)  # length 0: no output, the carry as given
     np.testing.assert_array_equal(last.h[3], carry.h[3])
+    np.testing.assert_array_equal(last.c[3], carry.c[3])
     np.testing.assert_array_equal(ys[1, 5:], 0.0)
 
 
@@ -201,9 +203,10 @@ def test_automatic_choice_takes_cudnn_where_it_can_run(on_cuda):
     assert kernels.choose(cell, None, remat=False, traced_args=with_resets) != "cudnn"
     bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), args[:3])
     assert kernels.choose(cell, None, remat=False, traced_args=(*bf16, None, None, None)) != "cudnn"
-    with jax.default_matmul_precision("bfloat16"):
-        assert kernels.choose(cell, None, remat=False, traced_args=args) != "cudnn"
-    assert kernels.choose(cell, None, remat=True, traced_args=args) == "scan"
+    with jax.default_matmul_precision("bfloat16"):  # cuDNN's TensorFloat-32 then
+        assert kernels.choose(cell, None, remat=False, traced_args=args) == "cudnn"
+    plain = kernels._PLAIN_LOOP.get(jax.default_backend(), "scan")
+    assert kernels.choose(cell, None, remat=True, traced_args=args) == plain
 
 
 def test_forward_mode_and_second_derivatives_leave_cudnn(on_cuda):
@@ -292,3 +295,35 @@ def test_under_vmap_the_automatic_choice_batches_in_xla_instead(on_cuda, monkeyp
     assert_trees_close(got, jax.jit(want)(params, xs, carry, weights))
     jax.jit(jax.value_and_grad(loss))(params, xs, carry, weights)  # the batch as xs's axis
     assert calls == [(6, 5, 2)]  # one call over the whole batch
+
+
+def test_the_precision_setting_chooses_cudnns_math():
+    for setting in ("highest", "float32", "F32_F32_F32", "TF32_TF32_F32_X3", "BF16_BF16_F32_X6"):
+        assert _cudnn.math_precision(setting) == "highest"  # float32 products or better
+    for setting in (None, "high", "tensorfloat32", "TF32_TF32_F32", "bfloat16", "default"):
+        assert _cudnn.math_precision(setting) == "high"  # TensorFloat-32
+
+
+def test_arrays_off_the_gpu_are_not_sent_to_cudnn():
+    cell, params, xs, carry, _ = problem()
+    assert _cudnn.placement_misfit(xs=xs) == "it runs on a CUDA GPU, and xs lies on cpu"
+    with jax.default_device(jax.devices("cpu")[0]):
+        assert "jax.default_device is" in _cudnn.placement_misfit(xs=xs)
+    seen = []  # traced, an array's placement is not known: the default backend's is assumed
+    jax.jit(lambda xs: seen.append(_cudnn.placement_misfit(xs=xs)) or xs)(xs)
+    assert seen == [None]
+
+
+def test_grad_of_a_vmap_sums_the_members_weight_gradients(on_cuda):
+    cell, params, xs, carry, weights = problem((3, 2), 4, 2, 3)
+
+    def loss(params, implementation):
+        def one(xs, carry, weights):
+            _, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation)
+            return jnp.sum(ys * weights)
+
+        return jnp.sum(jax.vmap(one)(xs, carry, weights))
+
+    got = jax.jit(jax.value_and_grad(functools.partial(loss, implementation="cudnn")))(params)
+    want = jax.jit(jax.value_and_grad(functools.partial(loss, implementation="scan")))(params)
+    assert_trees_close(got, want)
