@@ -341,30 +341,17 @@ def run(
         return tuple(last), ys
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
-    if implementation == "native":
+    if implementation in ("native", "cudnn"):
         name = structure(cell).name
         # The kernels never call the cell's step, whose check refuses another variant's weights.
-        check_variant("unroll", params, _NATIVE[name])
+        check_variant("unroll", params, _NATIVE[name] if implementation == "native" else LSTMParams)
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
+            if implementation == "cudnn":
+                return _cudnn_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
             return _native_run(
-                name,
-                params,
-                xs,
-                carry,
-                lengths,
-                starts,
-                restart,
-                reverse=reverse,
-                poison=poison,
+                name, params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
             )
-        implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
-    if implementation == "cudnn":
-        # The kernels never call the cell's step, whose check refuses another variant's weights.
-        check_variant("unroll", params, LSTMParams)
-        n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
-        if n_steps and math.prod(batch_shape):
-            return _cudnn_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
         implementation = "scan"  # nothing to compute: the scan's edge cases are the definition
     if implementation == "fused":
         if xs.shape[-2] == 0:

@@ -61,6 +61,20 @@ def on_cuda(monkeypatch):
     monkeypatch.setattr(_native, "available", lambda: False)
 
 
+@pytest.fixture
+def cudnn_calls(on_cuda, monkeypatch):
+    """The shapes of xs of every forward call of cuDNN (or of its reference), as traced."""
+    calls = []
+    lstm_fwd, lstm_bwd = _cudnn._rnn_calls()
+
+    def counted_fwd(*args):
+        calls.append(args[0].shape)
+        return lstm_fwd(*args)
+
+    monkeypatch.setattr(_cudnn, "_rnn_calls", lambda: (counted_fwd, lstm_bwd))
+    return calls
+
+
 def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0):
     cell = jaxrnn.lstm()
     rng = np.random.default_rng(seed)
@@ -161,15 +175,8 @@ def test_vmap_over_the_batch_and_over_params(on_cuda):
         assert_trees_close(got, want)
 
 
-def test_deep_and_bidirectional_layers_run_it(on_cuda, monkeypatch):
-    calls = []
-    lstm_fwd, lstm_bwd = _cudnn._rnn_calls()
-
-    def counted_fwd(*args):
-        calls.append(args[0].shape)
-        return lstm_fwd(*args)
-
-    monkeypatch.setattr(_cudnn, "_rnn_calls", lambda: (counted_fwd, lstm_bwd))
+def test_deep_and_bidirectional_layers_run_it(cudnn_calls):
+    calls = cudnn_calls
     rng = np.random.default_rng(3)
     xs = jnp.asarray(rng.normal(size=(3, 6, 4)), jnp.float32)
     lengths = jnp.array([6, 4, 2])
@@ -270,15 +277,8 @@ def test_without_a_cuda_gpu_asking_for_cudnn_says_so(monkeypatch):
         )
 
 
-def test_under_vmap_the_automatic_choice_batches_in_xla_instead(on_cuda, monkeypatch):
-    calls = []
-    lstm_fwd, lstm_bwd = _cudnn._rnn_calls()
-
-    def counted_fwd(*args):
-        calls.append(args[0].shape)
-        return lstm_fwd(*args)
-
-    monkeypatch.setattr(_cudnn, "_rnn_calls", lambda: (counted_fwd, lstm_bwd))
+def test_under_vmap_the_automatic_choice_batches_in_xla_instead(cudnn_calls):
+    calls = cudnn_calls
     cell, params, xs, carry, weights = problem((6,), 5, 2, 4)
 
     def loss(params, x, carry, weight, implementation=None):
