@@ -38,11 +38,12 @@ it, ``"native"`` for a basic RNN, an LSTM or a GRU it can run (float32 or bfloat
 backend), ``"cudnn"`` for an LSTM it can run (float32 on a CUDA GPU, without resets, outside
 ``jax.vmap``: the batch axes of xs run it as one call, a vmap as one call per element), else
 ``"fused"`` where the cell has a pointwise part, else the per-step loop: ``"scan"``, or
-``"hoisted"`` on a GPU, where it measured faster. ``remat`` and forward-mode differentiation
-(``jax.jvp``, ``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN backward passes
-lack, take the per-step loop. Every scan loop runs 4 steps an iteration on a GPU (`scan_unroll`),
-1 elsewhere. The native kernels' and cuDNN's backward passes are not
-themselves differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
+``"hoisted"`` on a GPU, where it measured faster. Forward-mode differentiation (``jax.jvp``,
+``jax.jacfwd``, ``jax.hessian``), which the fused, native and cuDNN backward passes lack, takes
+the per-step loop, and ``remat`` the plain ``"scan"`` (hoisting would keep the input side of every
+step, which remat is asked to spare). Every scan loop runs 4 steps an iteration on a GPU
+(`scan_unroll`), 1 elsewhere. The native kernels' and cuDNN's backward passes are not themselves
+differentiable, so a gradient of a gradient takes ``"fused"`` or ``"scan"``, whose
 backward passes are JAX's own. Both are seen in the arguments while tracing; ``jax.jvp`` or
 ``jax.grad`` of a function that calls ``unroll`` inside its own ``jax.jit`` is not, and needs
 ``implementation="scan"`` (or ``"fused"`` for reverse mode) there.
@@ -127,8 +128,8 @@ def choose(cell: Cell, implementation: str | None, *, remat, traced_args) -> str
         plain = plain if plain in cell_has else "scan"
         if "layerwise" in cell_has:  # each layer then takes its own fastest kernel
             return "layerwise"
-        if remat is not False:
-            return plain
+        if remat is not False:  # hoisted, the projected inputs would be kept for every step
+            return "scan"
         if "time_parallel" in cell_has:  # plain lax.scans inside: every transform works
             return "time_parallel"
         if (

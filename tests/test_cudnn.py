@@ -212,8 +212,7 @@ def test_automatic_choice_takes_cudnn_where_it_can_run(on_cuda):
     assert kernels.choose(cell, None, remat=False, traced_args=(*bf16, None, None, None)) != "cudnn"
     with jax.default_matmul_precision("bfloat16"):  # cuDNN's TensorFloat-32 then
         assert kernels.choose(cell, None, remat=False, traced_args=args) == "cudnn"
-    plain = kernels._PLAIN_LOOP.get(jax.default_backend(), "scan")
-    assert kernels.choose(cell, None, remat=True, traced_args=args) == plain
+    assert kernels.choose(cell, None, remat=True, traced_args=args) == "scan"
 
 
 def test_forward_mode_and_second_derivatives_leave_cudnn(on_cuda):
