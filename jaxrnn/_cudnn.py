@@ -84,10 +84,12 @@ def _rnn_calls():
     return rnn.lstm_fwd, rnn.lstm_bwd
 
 
-def flat_weights(w_x, w_h, b_x, b_h):
-    """jaxrnn's LSTM weights, w_x (D, 4H), w_h (H, 4H), b_x and b_h (4H,), as cuDNN's flat
-    array for one layer and one direction, ((D + H) · 4H + 8H,)."""
-    return jnp.concatenate([w_x.T.ravel(), w_h.T.ravel(), b_x, b_h])
+def flat_weights(*directions):
+    """jaxrnn's LSTM weights of one layer, (w_x (D, 4H), w_h (H, 4H), b_x (4H,), b_h (4H,)) for
+    each direction (the forward one first), as cuDNN's flat array: every direction's w_xᵀ and
+    w_hᵀ, then every direction's b_x and b_h; ((D + H) · 4H + 8H,) a direction."""
+    weights = [w.T.ravel() for w_x, w_h, _, _ in directions for w in (w_x, w_h)]
+    return jnp.concatenate(weights + [b for _, _, b_x, b_h in directions for b in (b_x, b_h)])
 
 
 def _one_by_one(call):
@@ -112,25 +114,27 @@ def _one_by_one(call):
 
 
 @functools.cache
-def _forward(sizes: tuple[int, int], precision):
+def _forward(sizes: tuple[int, int], both_ways: bool, precision):
     input_size, hidden_size = sizes
 
     def call(x, h_0, c_0, weights, seq_lengths):
         lstm_fwd, _ = _rnn_calls()
         return lstm_fwd(
-            x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, 1, 0.0, False, precision
+            x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, 1, 0.0, both_ways, precision
         )
 
     return _without_derivative(_one_by_one(call))
 
 
 @functools.cache
-def _backward(sizes: tuple[int, int], precision):
+def _backward(sizes: tuple[int, int], both_ways: bool, precision):
     input_size, hidden_size = sizes
 
     def call(residuals, cotangents):
         _, lstm_bwd = _rnn_calls()
-        return lstm_bwd(input_size, hidden_size, 1, 0.0, False, precision, residuals, cotangents)
+        return lstm_bwd(
+            input_size, hidden_size, 1, 0.0, both_ways, precision, residuals, cotangents
+        )
 
     return _without_derivative(_one_by_one(call))
 
@@ -139,26 +143,48 @@ def _without_derivative(call):
     return without_derivative(call, "cuDNN's LSTM backward pass")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _cudnn_lstm(weights, xs, h0, c0, seq_lengths, sizes, precision):
-    (ys, h, c), _ = _forward(sizes, precision)(xs, h0[None], c0[None], weights, seq_lengths)
-    return ys, h[0], c[0]
+# One layer, one direction or both (``both_ways``): h0 and c0 (directions, B, H), ys (B, T,
+# directions · H), the reverse direction's half read backwards within each length by cuDNN.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _cudnn_lstm(weights, xs, h0, c0, seq_lengths, sizes, both_ways, precision):
+    (ys, h, c), _ = _forward(sizes, both_ways, precision)(xs, h0, c0, weights, seq_lengths)
+    return ys, h, c
 
 
-def _cudnn_lstm_forward(weights, xs, h0, c0, seq_lengths, sizes, precision):
-    (ys, h, c), residuals = _forward(sizes, precision)(xs, h0[None], c0[None], weights, seq_lengths)
-    return (ys, h[0], c[0]), residuals
+def _cudnn_lstm_forward(weights, xs, h0, c0, seq_lengths, sizes, both_ways, precision):
+    return _forward(sizes, both_ways, precision)(xs, h0, c0, weights, seq_lengths)
 
 
-def _cudnn_lstm_backward(sizes, precision, residuals, cotangents):
-    d_ys, d_h, d_c = cotangents
-    d_xs, d_h0, d_c0, d_weights, _ = _backward(sizes, precision)(
-        residuals, (d_ys, d_h[None], d_c[None])
-    )
-    return d_weights, d_xs, d_h0[0], d_c0[0], None
+def _cudnn_lstm_backward(sizes, both_ways, precision, residuals, cotangents):
+    d_xs, d_h0, d_c0, d_weights, _ = _backward(sizes, both_ways, precision)(residuals, cotangents)
+    return d_weights, d_xs, d_h0, d_c0, None
 
 
 _cudnn_lstm.defvjp(_cudnn_lstm_forward, _cudnn_lstm_backward)
+
+
+def _call(directions, xs, h0, c0, lengths, precision):
+    """cuDNN's LSTM over xs (B, T, D), each of ``directions`` (one or two (w_x, w_h, b_x, b_h),
+    the forward one first) from its h0 and c0 (directions, B, H); returns (ys (B, T, directions ·
+    H), h and c (directions, B, H)), zero at padded steps, the initial carry kept at length 0."""
+    n_steps = xs.shape[1]
+    # cuDNN reads at least one step of every example: one of length 0 reads one, and keeps its
+    # initial carry below.
+    sizes, precision = (xs.shape[-1], h0.shape[-1]), math_precision(precision)
+    ys, h, c = _cudnn_lstm(
+        flat_weights(*directions),
+        xs,
+        h0,
+        c0,
+        jnp.maximum(lengths, 1).astype(jnp.int32),
+        sizes,
+        len(directions) == 2,
+        precision,
+    )
+    empty = (lengths == 0)[None, :, None]
+    h, c = jnp.where(empty, h0, h), jnp.where(empty, c0, c)
+    ys = jnp.where((jnp.arange(n_steps)[None, :] < lengths[:, None])[..., None], ys, 0.0)
+    return ys, h, c
 
 
 def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=None):
@@ -168,23 +194,25 @@ def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=No
     outputs are zero; ``reverse`` reads each example's steps backwards within its length (outputs
     stay aligned with xs). ``precision``: a ``jax.default_matmul_precision`` setting, or None
     (see `math_precision`). B, T ≥ 1."""
-    n_steps = xs.shape[1]
     if reverse:
         # Step t of example b reads step L_b − 1 − t of its own: the padded steps stay where they
         # are, and the permutation is its own inverse.
-        t = jnp.arange(n_steps)[None, :]
+        t = jnp.arange(xs.shape[1])[None, :]
         order = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
         xs = jnp.take_along_axis(xs, order[..., None], axis=1)
-    # cuDNN reads at least one step of every example: one of length 0 reads one, and keeps
-    # its initial carry below.
-    sizes, precision = (xs.shape[-1], h0.shape[-1]), math_precision(precision)
-    weights = flat_weights(w_x, w_h, b_x, b_h)
-    ys, h, c = _cudnn_lstm(
-        weights, xs, h0, c0, jnp.maximum(lengths, 1).astype(jnp.int32), sizes, precision
-    )
-    empty = (lengths == 0)[:, None]
-    h, c = jnp.where(empty, h0, h), jnp.where(empty, c0, c)
-    ys = jnp.where((jnp.arange(n_steps)[None, :] < lengths[:, None])[..., None], ys, 0.0)
+    ys, h, c = _call(((w_x, w_h, b_x, b_h),), xs, h0[None], c0[None], lengths, precision)
     if reverse:
         ys = jnp.take_along_axis(ys, order[..., None], axis=1)
-    return ys, h, c
+    return ys, h[0], c[0]
+
+
+def bidirectional_lstm(forward, backward, xs, h0, c0, lengths, *, precision=None):
+    """A bidirectional layer of ``jaxrnn.lstm()`` as one cuDNN call: ``forward`` and
+    ``backward`` each (w_x, w_h, b_x, b_h) as for `lstm`, xs (B, T, D), h0 and c0 (2, B, H) (the
+    forward direction's first), lengths (B,) int32 in [0, T]; returns (ys_forward, ys_backward,
+    each (B, T, H), h and c (2, B, H)). The backward direction reads each example's steps
+    backwards within its length, as `lstm` with ``reverse`` does; its outputs stay aligned with
+    xs. B, T ≥ 1."""
+    ys, h, c = _call((forward, backward), xs, h0, c0, lengths, precision)
+    hidden = h0.shape[-1]
+    return ys[..., :hidden], ys[..., hidden:], h, c

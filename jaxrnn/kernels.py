@@ -400,6 +400,46 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
+def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, poison):
+    """A bidirectional layer of the LSTM as one call of cuDNN's bidirectional LSTM: xs (*batch,
+    T, D), ``carries`` the two directions' initial `LSTMState`s; returns ((last forward, last
+    backward), (ys forward, ys backward)), what ``"cudnn"`` would give for each direction, the
+    backward one with ``reverse``."""
+    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    if not (n_steps and math.prod(batch_shape)):  # the scan's edge cases are the definition
+        runs = [
+            run("scan", cell, p, xs, c, lengths, resets=None, reverse=r, remat=False, poison=poison)
+            for p, c, r in ((forward, carries[0], False), (backward, carries[1], True))
+        ]
+        return (runs[0][0], runs[1][0]), (runs[0][1], runs[1][1])
+    for params in (forward, backward):
+        # The kernels never call the cell's step, whose check refuses another variant's weights.
+        check_variant("bidirectional", params, LSTMParams)
+    n_rows, hidden = math.prod(batch_shape), forward.w_h.shape[0]
+
+    def both(leaf_of):
+        return jnp.stack([leaf_of(carry).reshape(n_rows, hidden) for carry in carries])
+
+    ys_f, ys_b, h, c = _cudnn.bidirectional_lstm(
+        (forward.w_x, forward.w_h, forward.b_x, forward.b_h),
+        (backward.w_x, backward.w_h, backward.b_x, backward.b_h),
+        xs.reshape(n_rows, n_steps, n_inputs),
+        both(lambda carry: carry.h),
+        both(lambda carry: carry.c),
+        _rows_lengths(lengths, n_rows, n_steps),
+        precision=jax.config.jax_default_matmul_precision,
+    )
+    lasts, ys = [], []
+    for direction, y in enumerate((ys_f, ys_b)):
+        last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
+        y = y.reshape(*batch_shape, n_steps, hidden)
+        if poison and lengths is not None:
+            last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
+        lasts.append(last)
+        ys.append(y)
+    return tuple(lasts), tuple(ys)
+
+
 def _rows_lengths(lengths, n_rows: int, n_steps: int):
     """Every example's length, (n_rows,) int32 in [0, T], its batch axes flattened: T without
     lengths. A length outside [0, T] is clipped here and poisoned after the call, as the scan

@@ -38,6 +38,7 @@ from jaxrnn.scan import (
     check_resets,
     check_xs,
     unroll,
+    unroll_both_ways,
 )
 
 Merge = Literal["concat", "sum", "mean", "product"] | None
@@ -195,7 +196,17 @@ def bidirectional(
     check_reset_carry(fn, resets, reset_carry)
 
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
-    if batch_directions and _runs_natively(cell, params.forward, xs, carry[0], options):
+    kernel = _whole_sequence_kernel(cell, params.forward, xs, carry[0], options)
+    if (
+        kernel == "cudnn"
+        and _whole_sequence_kernel(cell, params.backward, xs, carry[1], options) == "cudnn"
+        and not jax.tree.leaves(reset_carry)
+    ):  # cuDNN runs both directions in one call, as PyTorch's bidirectional nn.LSTM does
+        last, ys = unroll_both_ways(
+            cell, params.forward, params.backward, xs, carry, lengths=lengths, time_major=time_major
+        )
+        return BidirectionalCarry(*last), _merge(merge, *ys)
+    if batch_directions and kernel is not None:
         batch_directions = False  # one kernel call per direction beats a vmap of the two
     if batch_directions:
         last, ys = _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, options)
@@ -210,11 +221,11 @@ def bidirectional(
     return last, _merge(merge, *ys)
 
 
-def _runs_natively(cell, params, xs, carry, options) -> bool:
-    """Whether `unroll` would run one direction as one call of a whole-sequence kernel (the
-    native ones, `jaxrnn._native`, or cuDNN's LSTM, `jaxrnn._cudnn`)."""
+def _whole_sequence_kernel(cell, params, xs, carry, options) -> str | None:
+    """The whole-sequence kernel `unroll` would run one direction on (``"native"``,
+    `jaxrnn._native`, or ``"cudnn"``, `jaxrnn._cudnn`), or None."""
     if options.get("resets") is not None:
-        return False
+        return None
     try:
         chosen = kernels.choose(
             cell,
@@ -223,8 +234,8 @@ def _runs_natively(cell, params, xs, carry, options) -> bool:
             traced_args=(params, xs, carry, None, None, None),
         )
     except InputError:  # unroll says what is wrong, with the arguments as given
-        return False
-    return chosen in ("native", "cudnn")
+        return None
+    return chosen if chosen in ("native", "cudnn") else None
 
 
 def _direction_pair(fn: str, name: str, value) -> tuple:

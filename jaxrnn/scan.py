@@ -184,29 +184,11 @@ def _unroll(
 ):
     """`unroll` with checked options: checks the arrays, then runs the chosen kernel."""
     fn = "unroll"
-    shape = check_xs(fn, params, xs, time_major)
-    if time_major:
-        n_steps, batch_shape = shape[0], shape[1:-1]
-        xs = jnp.moveaxis(xs, 0, -2)
-    else:
-        n_steps, batch_shape = shape[-2], shape[:-2]
-
-    if carry is None:
-        carry = cell.init_carry(params, batch_shape)
-    else:
-        check_carry(fn, cell, params, carry, batch_shape)
+    xs, carry, n_steps, batch_shape, unknown_lengths = _prepared(
+        fn, cell, params, xs, carry, lengths, time_major
+    )
     if reset_carry is not None:
         check_carry(fn, cell, params, reset_carry, batch_shape, name="reset_carry")
-
-    unknown_lengths = False
-    if lengths is not None:
-        check_lengths(fn, lengths, batch_shape)
-        known = concrete_or_none(lengths)
-        if known is None:
-            unknown_lengths = True
-        else:
-            _check_known_lengths(fn, known, n_steps)
-        xs = _zero_padding(xs, jnp.asarray(lengths))
     poison = unknown_lengths if poison is None else poison
     if resets is not None:
         resets = check_resets(fn, resets, n_steps, batch_shape, time_major)
@@ -229,6 +211,55 @@ def _unroll(
         poison=poison,
     )
     return carry, (jnp.moveaxis(ys, -2, 0) if time_major else ys)
+
+
+def _prepared(fn: str, cell, params, xs, carry, lengths, time_major: bool):
+    """The arrays of an unroll checked and laid out for the kernels: (xs batch-major with its
+    padded steps zeroed, the carry (zeros where None), T, the batch shape, whether the lengths
+    are known only at run time)."""
+    shape = check_xs(fn, params, xs, time_major)
+    if time_major:
+        n_steps, batch_shape = shape[0], shape[1:-1]
+        xs = jnp.moveaxis(xs, 0, -2)
+    else:
+        n_steps, batch_shape = shape[-2], shape[:-2]
+    if carry is None:
+        carry = cell.init_carry(params, batch_shape)
+    else:
+        check_carry(fn, cell, params, carry, batch_shape)
+    unknown_lengths = False
+    if lengths is not None:
+        check_lengths(fn, lengths, batch_shape)
+        known = concrete_or_none(lengths)
+        if known is None:
+            unknown_lengths = True
+        else:
+            _check_known_lengths(fn, known, n_steps)
+        xs = _zero_padding(xs, jnp.asarray(lengths))
+    return xs, carry, n_steps, batch_shape, unknown_lengths
+
+
+def unroll_both_ways(cell: Cell, forward, backward, xs, carries, *, lengths, time_major: bool):
+    """A bidirectional layer's two unrolls as one call of cuDNN's bidirectional LSTM (where
+    `jaxrnn.kernels.choose` takes ``"cudnn"`` for both directions): ``forward`` and ``backward``
+    the two directions' params, ``carries`` their initial carries (each None for zeros). Returns
+    ((last forward, last backward), (ys forward, ys backward)), as two `unroll` calls, the second
+    with ``reverse=True``, would."""
+    fn = "bidirectional"
+    xs, carry_f, _, batch_shape, poison = _prepared(
+        fn, cell, forward, xs, carries[0], lengths, time_major
+    )
+    carry_b = carries[1]
+    if carry_b is None:
+        carry_b = cell.init_carry(backward, batch_shape)
+    else:
+        check_carry(fn, cell, backward, carry_b, batch_shape)
+    lasts, ys = kernels.run_both_ways(
+        cell, forward, backward, xs, (carry_f, carry_b), lengths, poison=poison
+    )
+    if time_major:
+        ys = tuple(jnp.moveaxis(y, -2, 0) for y in ys)
+    return lasts, ys
 
 
 def check_reset_carry(fn: str, resets, reset_carry) -> None:

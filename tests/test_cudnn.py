@@ -20,10 +20,10 @@ import jaxrnn
 from jaxrnn import _cudnn, _native, kernels
 
 
-def _reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size):
-    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, input_size, hidden_size, 1, False)
+def _reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, both_ways):
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, input_size, hidden_size, 1, both_ways)
     return rnn.lstm_ref(
-        x, h_0, c_0, w_ih, w_hh, b_ih, b_hh, seq_lengths, input_size, hidden_size, 1, 0.0, False
+        x, h_0, c_0, w_ih, w_hh, b_ih, b_hh, seq_lengths, input_size, hidden_size, 1, 0.0, both_ways
     )
 
 
@@ -32,9 +32,10 @@ def reference_calls():
     residuals of the reference's own."""
 
     def lstm_fwd(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, *settings):
-        assert settings[:3] == (1, 0.0, False)  # one layer, no dropout, one direction
+        assert settings[:2] == (1, 0.0)  # one layer, no dropout
         assert seq_lengths.dtype == jnp.int32
-        out = _reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size)
+        both_ways = settings[2]
+        out = _reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, both_ways)
         # cuDNN reads at least one step of every sequence: a length 0 passed on would fail.
         out = jax.tree.map(lambda a: jnp.where(jnp.min(seq_lengths) >= 1, a, jnp.nan), out)
         return out, (x, h_0, c_0, weights, seq_lengths)
@@ -42,7 +43,11 @@ def reference_calls():
     def lstm_bwd(input_size, hidden_size, num_layers, dropout, bidirectional, precision, res, ct):
         x, h_0, c_0, weights, seq_lengths = res
         run = functools.partial(
-            _reference, seq_lengths=seq_lengths, input_size=input_size, hidden_size=hidden_size
+            _reference,
+            seq_lengths=seq_lengths,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            both_ways=bidirectional,
         )
         _, vjp = jax.vjp(run, x, h_0, c_0, weights)
         return (*vjp(ct), jnp.zeros_like(seq_lengths))
@@ -99,7 +104,7 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0):
 
 def test_flat_weights_are_cudnn_blocks_in_order():
     cell, params, *_ = problem(n_x=3, n_a=4)
-    flat = _cudnn.flat_weights(params.w_x, params.w_h, params.b_x, params.b_h)
+    flat = _cudnn.flat_weights((params.w_x, params.w_h, params.b_x, params.b_h))
     assert flat.shape == (rnn.get_num_params_in_lstm(3, 4, 1, False),)
     w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(flat, 3, 4, 1, False)
     # cuDNN's W_ih row 4 + j is the forget gate's unit j: jaxrnn's column H + j of w_x.
@@ -193,7 +198,7 @@ def test_deep_and_bidirectional_layers_run_it(cudnn_calls):
         return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.cos(zs))
 
     got = jax.value_and_grad(loss)((pair, stack), None)
-    assert len(calls) == 4  # two directions and two layers, one call each
+    assert len(calls) == 3  # both directions in one call, then one a layer
     want = jax.value_and_grad(loss)((pair, stack), "scan")
     assert_trees_close(got, want)
 
@@ -326,3 +331,45 @@ def test_grad_of_a_vmap_sums_the_members_weight_gradients(on_cuda):
     got = jax.jit(jax.value_and_grad(functools.partial(loss, implementation="cudnn")))(params)
     want = jax.jit(jax.value_and_grad(functools.partial(loss, implementation="scan")))(params)
     assert_trees_close(got, want)
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_a_bidirectional_layer_is_one_cudnn_call(cudnn_calls, time_major):
+    cell = jaxrnn.lstm()
+    rng = np.random.default_rng(4)
+    pair = jaxrnn.bidirectional_init(cell, jax.random.key(3), 3, 5)
+    pair = jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), jnp.float32), pair)
+    shape = (7, 4, 3) if time_major else (4, 7, 3)
+    xs = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    lengths = jnp.array([7, 3, 0, 1])
+    carries = tuple(
+        jax.tree.map(lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), jnp.float32), c)
+        for c in (cell.init_carry(pair.forward, (4,)), cell.init_carry(pair.backward, (4,)))
+    )
+
+    def loss(pair, xs, carries, implementation):
+        last, ys = jaxrnn.bidirectional(
+            cell,
+            pair,
+            xs,
+            lengths=lengths,
+            carry=carries,
+            merge=None,
+            time_major=time_major,
+            implementation=implementation,
+        )
+        weights = jnp.arange(1.0, 1.0 + ys[0].size).reshape(ys[0].shape) / ys[0].size
+        return (
+            jnp.sum(ys[0] * weights)
+            - jnp.sum(ys[1] * weights**2)
+            + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+        )
+
+    got = jax.jit(jax.value_and_grad(loss, (0, 1, 2)), static_argnums=3)(pair, xs, carries, None)
+    assert len(cudnn_calls) == 1 and cudnn_calls[0][0] == 4  # one call, batch-major
+    want = jax.jit(jax.value_and_grad(loss, (0, 1, 2)), static_argnums=3)(pair, xs, carries, "scan")
+    assert_trees_close(got, want)
+    last, _ = jaxrnn.bidirectional(
+        cell, pair, xs, lengths=lengths, carry=carries, time_major=time_major
+    )
+    np.testing.assert_array_equal(last.backward.c[2], carries[1].c[2])  # length 0
