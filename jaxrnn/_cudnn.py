@@ -1,14 +1,15 @@
 """cuDNN's LSTM for `jaxrnn.lstm` on a CUDA GPU, through ``jax.experimental.rnn``.
 
-cuDNN runs a whole sequence of an LSTM as one call forward and one backward. It computes what
-``jaxrnn.lstm()`` without peepholes computes: the same gates in the same order (PyTorch's i, f, g,
-o, the course's u, f, c̃, o), a bias on each side. Its weights are one flat array, in cuDNN's order
-for one layer and one direction: W_ih (4H, D) and W_hh (4H, H) row-major, then b_ih and b_hh
-(4H,) — jaxrnn's ``w_x`` and ``w_h`` transposed, ``b_x`` and ``b_h`` as they are.
+cuDNN runs a whole sequence of an LSTM, one direction or both, as one call forward and one
+backward. It computes what ``jaxrnn.lstm()`` without peepholes computes: the same gates in the
+same order (PyTorch's i, f, g, o, the course's u, f, c̃, o), a bias on each side. Its weights are
+one flat array, in cuDNN's order for one layer: each direction's W_ih (4H, D) and W_hh (4H, H)
+row-major, then each direction's b_ih and b_hh (4H,) — jaxrnn's ``w_x`` and ``w_h`` transposed,
+``b_x`` and ``b_h`` as they are.
 
-`lstm` adds what jaxrnn's unroll promises and cuDNN's call does not: any batch shape under
-``jax.vmap`` (one call per mapped element, as the native kernels' backward calls run), an example
-of length 0 (cuDNN reads at least one step), ``reverse`` within each example's own length, and
+`lstm` adds what jaxrnn's unroll promises and cuDNN's call does not: ``jax.vmap`` (one call per
+mapped element, as the native kernels' backward calls run), an example of length 0 (cuDNN reads
+at least one step), ``reverse`` within each example's own length for a single direction, and
 zeros at padded steps whatever cuDNN leaves there. `jaxrnn.kernels` decides when to use it; the
 ``lax.scan`` of the cell's step stays the definition, and tests/test_cudnn.py checks this wrapper
 against it through JAX's own reference implementation of cuDNN's call.
@@ -45,7 +46,7 @@ def placement_misfit(**trees) -> str | None:
     for name, tree in trees.items():
         for leaf in jax.tree.leaves(tree):
             if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
-                platforms = sorted({device.platform for device in leaf.devices()})
+                platforms = sorted({d.platform for d in leaf.devices()})
                 if platforms != ["gpu"]:
                     return f"it runs on a CUDA GPU, and {name} lies on {', '.join(platforms)}"
     return None
@@ -163,56 +164,38 @@ def _cudnn_lstm_backward(sizes, both_ways, precision, residuals, cotangents):
 _cudnn_lstm.defvjp(_cudnn_lstm_forward, _cudnn_lstm_backward)
 
 
-def _call(directions, xs, h0, c0, lengths, precision):
-    """cuDNN's LSTM over xs (B, T, D), each of ``directions`` (one or two (w_x, w_h, b_x, b_h),
-    the forward one first) from its h0 and c0 (directions, B, H); returns (ys (B, T, directions ·
-    H), h and c (directions, B, H)), zero at padded steps, the initial carry kept at length 0."""
-    n_steps = xs.shape[1]
+def lstm(directions, xs, h0, c0, lengths, *, reverse: bool = False, precision=None):
+    """``jaxrnn.lstm()``'s unroll by cuDNN, one direction or a bidirectional layer in one call:
+    ``directions`` one or two (w_x (D, 4H), w_h (H, 4H), b_x (4H,), b_h (4H,)), the forward one
+    first; xs (B, T, D), h0 and c0 (directions, B, H), all float32, lengths (B,) int32 in [0, T].
+    Returns (ys, a tuple of one (B, T, H) per direction, h and c (directions, B, H)). An example's
+    steps from its length on are not run: its carry is kept and its outputs are zero. A second
+    direction reads each example's steps backwards within its length, as cuDNN's bidirectional
+    LSTM does; ``reverse`` does the same for a single one. Outputs stay aligned with xs.
+    ``precision``: a ``jax.default_matmul_precision`` setting, or None (see `math_precision`).
+    B, T ≥ 1."""
+    n_steps, hidden = xs.shape[1], h0.shape[-1]
+    if reverse:
+        # Step t of example b reads step L_b − 1 − t of its own: the padded steps stay where they
+        # are, and the permutation is its own inverse.
+        t = jnp.arange(n_steps)[None, :]
+        order = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+        xs = jnp.take_along_axis(xs, order[..., None], axis=1)
     # cuDNN reads at least one step of every example: one of length 0 reads one, and keeps its
     # initial carry below.
-    sizes, precision = (xs.shape[-1], h0.shape[-1]), math_precision(precision)
     ys, h, c = _cudnn_lstm(
         flat_weights(*directions),
         xs,
         h0,
         c0,
         jnp.maximum(lengths, 1).astype(jnp.int32),
-        sizes,
+        (xs.shape[-1], hidden),
         len(directions) == 2,
-        precision,
+        math_precision(precision),
     )
     empty = (lengths == 0)[None, :, None]
     h, c = jnp.where(empty, h0, h), jnp.where(empty, c0, c)
     ys = jnp.where((jnp.arange(n_steps)[None, :] < lengths[:, None])[..., None], ys, 0.0)
-    return ys, h, c
-
-
-def lstm(w_x, w_h, b_x, b_h, xs, h0, c0, lengths, *, reverse: bool, precision=None):
-    """``jaxrnn.lstm()``'s unroll by cuDNN: w_x (D, 4H), w_h (H, 4H), b_x and b_h (4H,), xs
-    (B, T, D), h0 and c0 (B, H), all float32, lengths (B,) int32 in [0, T]; returns (ys (B, T, H),
-    last h, last c). An example's steps from its length on are not run: its carry is kept and its
-    outputs are zero; ``reverse`` reads each example's steps backwards within its length (outputs
-    stay aligned with xs). ``precision``: a ``jax.default_matmul_precision`` setting, or None
-    (see `math_precision`). B, T ≥ 1."""
-    if reverse:
-        # Step t of example b reads step L_b − 1 − t of its own: the padded steps stay where they
-        # are, and the permutation is its own inverse.
-        t = jnp.arange(xs.shape[1])[None, :]
-        order = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-        xs = jnp.take_along_axis(xs, order[..., None], axis=1)
-    ys, h, c = _call(((w_x, w_h, b_x, b_h),), xs, h0[None], c0[None], lengths, precision)
     if reverse:
         ys = jnp.take_along_axis(ys, order[..., None], axis=1)
-    return ys, h[0], c[0]
-
-
-def bidirectional_lstm(forward, backward, xs, h0, c0, lengths, *, precision=None):
-    """A bidirectional layer of ``jaxrnn.lstm()`` as one cuDNN call: ``forward`` and
-    ``backward`` each (w_x, w_h, b_x, b_h) as for `lstm`, xs (B, T, D), h0 and c0 (2, B, H) (the
-    forward direction's first), lengths (B,) int32 in [0, T]; returns (ys_forward, ys_backward,
-    each (B, T, H), h and c (2, B, H)). The backward direction reads each example's steps
-    backwards within its length, as `lstm` with ``reverse`` does; its outputs stay aligned with
-    xs. B, T ≥ 1."""
-    ys, h, c = _call((forward, backward), xs, h0, c0, lengths, precision)
-    hidden = h0.shape[-1]
-    return ys[..., :hidden], ys[..., hidden:], h, c
+    return tuple(ys[..., k * hidden : (k + 1) * hidden] for k in range(len(directions))), h, c

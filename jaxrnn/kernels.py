@@ -349,7 +349,10 @@ def run(
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
             if implementation == "cudnn":
-                return _cudnn_run(params, xs, carry, lengths, reverse=reverse, poison=poison)
+                (last,), (ys,) = _cudnn_run(
+                    ((params, carry),), xs, lengths, reverse=reverse, poison=poison
+                )
+                return last, ys
             return _native_run(
                 name, params, xs, carry, lengths, starts, restart, reverse=reverse, poison=poison
             )
@@ -405,7 +408,7 @@ def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, poison
     T, D), ``carries`` the two directions' initial `LSTMState`s; returns ((last forward, last
     backward), (ys forward, ys backward)), what ``"cudnn"`` would give for each direction, the
     backward one with ``reverse``."""
-    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
     if not (n_steps and math.prod(batch_shape)):  # the scan's edge cases are the definition
         runs = [
             run("scan", cell, p, xs, c, lengths, resets=None, reverse=r, remat=False, poison=poison)
@@ -415,29 +418,9 @@ def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, poison
     for params in (forward, backward):
         # The kernels never call the cell's step, whose check refuses another variant's weights.
         check_variant("bidirectional", params, LSTMParams)
-    n_rows, hidden = math.prod(batch_shape), forward.w_h.shape[0]
-
-    def both(leaf_of):
-        return jnp.stack([leaf_of(carry).reshape(n_rows, hidden) for carry in carries])
-
-    ys_f, ys_b, h, c = _cudnn.bidirectional_lstm(
-        (forward.w_x, forward.w_h, forward.b_x, forward.b_h),
-        (backward.w_x, backward.w_h, backward.b_x, backward.b_h),
-        xs.reshape(n_rows, n_steps, n_inputs),
-        both(lambda carry: carry.h),
-        both(lambda carry: carry.c),
-        _rows_lengths(lengths, n_rows, n_steps),
-        precision=jax.config.jax_default_matmul_precision,
+    return _cudnn_run(
+        ((forward, carries[0]), (backward, carries[1])), xs, lengths, reverse=False, poison=poison
     )
-    lasts, ys = [], []
-    for direction, y in enumerate((ys_f, ys_b)):
-        last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
-        y = y.reshape(*batch_shape, n_steps, hidden)
-        if poison and lengths is not None:
-            last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
-        lasts.append(last)
-        ys.append(y)
-    return tuple(lasts), tuple(ys)
 
 
 def _rows_lengths(lengths, n_rows: int, n_steps: int):
@@ -537,28 +520,35 @@ def _native_call(name, params, xs, carry, lengths, starts, restart, reverse):
     return LSTMState(h, c), ys
 
 
-def _cudnn_run(params, xs, carry, lengths, *, reverse, poison):
-    """cuDNN's LSTM on xs (*batch, T, D), its batch axes flattened into one."""
+def _cudnn_run(directions, xs, lengths, *, reverse, poison):
+    """cuDNN's LSTM on xs (*batch, T, D), its batch axes flattened into one: ``directions`` one
+    (params, carry), read backwards with ``reverse``, or two, a bidirectional layer in one call
+    (`jaxrnn._cudnn.lstm`). Returns (last carries, ys), each a tuple of one per direction."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
-    n_rows, hidden = math.prod(batch_shape), params.w_h.shape[0]
-    rows_lengths = _rows_lengths(lengths, n_rows, n_steps)
+    n_rows, hidden = math.prod(batch_shape), directions[0][0].w_h.shape[0]
+    # (directions, n_rows, H) each: the directions' h, then their c
+    h0, c0 = (
+        jnp.stack([getattr(carry, leaf).reshape(n_rows, hidden) for _, carry in directions])
+        for leaf in ("h", "c")
+    )
     ys, h, c = _cudnn.lstm(
-        params.w_x,
-        params.w_h,
-        params.b_x,
-        params.b_h,
+        [(params.w_x, params.w_h, params.b_x, params.b_h) for params, _ in directions],
         xs.reshape(n_rows, n_steps, n_inputs),
-        carry.h.reshape(n_rows, hidden),
-        carry.c.reshape(n_rows, hidden),
-        rows_lengths,
+        h0,
+        c0,
+        _rows_lengths(lengths, n_rows, n_steps),
         reverse=bool(reverse),
         precision=jax.config.jax_default_matmul_precision,
     )
-    last = LSTMState(h.reshape(*batch_shape, hidden), c.reshape(*batch_shape, hidden))
-    ys = ys.reshape(*batch_shape, n_steps, hidden)
-    if poison and lengths is not None:
-        last, ys = poisoned(last, ys, jnp.asarray(lengths), n_steps)
-    return last, ys
+    lasts, outputs = [], []
+    for direction, y in enumerate(ys):
+        last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
+        y = y.reshape(*batch_shape, n_steps, hidden)
+        if poison and lengths is not None:
+            last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
+        lasts.append(last)
+        outputs.append(y)
+    return tuple(lasts), tuple(outputs)
 
 
 def reading_starts(resets, reverse: bool):
