@@ -16,10 +16,13 @@ Models:
   gradient norm clipped at 5, batches of 32 random windows of 128 characters, 2 threads.
 - ``jaxrnn``: jaxrnn's best character model (configuration below), sized for this CPU and budget
   by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
-  measured matmul rate, and more dropout where the steps pass over the text many times. Its
+  measured matmul rate (with ``--bf16``, that rate times the measured speed-up of a training step
+  with bfloat16 products, ``bf16_step_speedup``), and more dropout where the steps pass over the
+  text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate. Where half the budget still fits enough steps
-  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an AMX Xeon), it trains two such
+  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an AMX Xeon, and with ``--bf16`` the
+  5-minute run on the AMX Xeon), it trains two such
   models, each sized for and given half the budget, one after the other, and is scored as their
   mixture (`jaxrnn.lm.mixture`) once the second has finished: past about 1.42 nats a longer run
   of one model gains nothing on this text, and two models that err differently do
@@ -122,6 +125,37 @@ def matmul_gflops() -> float:
     from benchmarks.matmul_rate import jax_gemm_rate
 
     return jax_gemm_rate()
+
+
+def bf16_step_speedup(hidden_size: int = 640, repeats: int = 5) -> float:
+    """How many times as fast a training step (``jax.grad`` of `jaxrnn.unroll`) of one
+    ``hidden_size`` LSTM layer, at JAXRNN_TRAIN's batch, runs with bfloat16 products as in float32
+    on this machine: best of ``repeats`` calls each. The float32 matmul rate times this is the rate
+    a ``--bf16`` run is sized by."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxrnn
+
+    cell = jaxrnn.lstm()
+    params = cell.init(jax.random.key(0), JAXRNN_MODEL["embedding_size"], hidden_size)
+    shape = (JAXRNN_TRAIN["batch_size"], JAXRNN_TRAIN["seq_len"], JAXRNN_MODEL["embedding_size"])
+    xs = jax.random.normal(jax.random.key(1), shape, jnp.float32)
+
+    def loss(params, xs):
+        return jnp.sum(jaxrnn.unroll(cell, params, xs)[1])
+
+    steps = {}
+    for precision in ("float32", "bfloat16"):
+        with jax.default_matmul_precision(precision):  # the precision is fixed as it compiles
+            steps[precision] = jax.jit(jax.grad(loss)).lower(params, xs).compile()
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(repeats + 1):  # in turn, so that a slow moment of the machine slows both
+        for precision, step in steps.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(params, xs))
+            best[precision] = min(best[precision], time.perf_counter() - start)
+    return best["float32"] / best["bfloat16"]
 
 
 JAXRNN_TRAIN = {
@@ -300,7 +334,8 @@ def worker_jaxrnn(
     `jaxrnn_members`), each the model `jaxrnn_model` sizes for its share of ``minutes``, trained
     one after the other with JAXRNN_TRAIN (seeds ``seed``, ``seed + 1``, …); ``model_settings``
     and ``train_settings`` replace some of their fields. With ``bf16``, under
-    ``jax.default_matmul_precision("bfloat16")``.
+    ``jax.default_matmul_precision("bfloat16")``, sized by the float32 matmul rate times
+    `bf16_step_speedup`.
 
     ``"jaxrnn"`` is what the finished members give: the first member's evaluations while it
     trains, then the mixture of the members finished so far as each later one finishes. Each
@@ -315,9 +350,12 @@ def worker_jaxrnn(
 
     begin = time.perf_counter()
     gflops = matmul_gflops()
-    count = members or jaxrnn_members(minutes, gflops)
-    settings = {**jaxrnn_model(minutes / count, gflops), **(model_settings or {})}
+    speedup = bf16_step_speedup() if bf16 else 1.0
+    count = members or jaxrnn_members(minutes, gflops * speedup)
+    settings = {**jaxrnn_model(minutes / count, gflops * speedup), **(model_settings or {})}
     shown = {**settings, "members": count, "matmul_gflops": round(gflops, 1)}
+    if bf16:
+        shown["bf16_step_speedup"] = round(speedup, 2)
     print(f"MODEL {json.dumps(shown)}", flush=True)
     text = path.read_text()
     corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)

@@ -15,6 +15,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -114,6 +115,41 @@ def test_the_jaxrnn_worker_trains_and_evaluates(tiny_worker, little_text):
     )
     assert list(curves) == ["jaxrnn"]  # at 1 GFLOP/s half of 6 s fits no member's steps
     check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
+
+
+def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
+    tiny_worker, little_text, monkeypatch, capsys
+):
+    sq = tiny_worker
+    rates = []
+    monkeypatch.setattr(sq, "bf16_step_speedup", lambda: 1.75)
+    monkeypatch.setattr(sq, "jaxrnn_members", lambda minutes, gflops: rates.append(gflops) or 1)
+    sized = sq.jaxrnn_model
+    monkeypatch.setattr(
+        sq, "jaxrnn_model", lambda minutes, gflops: rates.append(gflops) or sized(minutes, gflops)
+    )
+    try:
+        curves = sq.worker_jaxrnn(
+            little_text,
+            minutes=0.05,
+            eval_every=2.0,
+            seed=0,
+            train_settings={"batch_size": 4, "seq_len": 16},
+            bf16=True,
+        )
+    finally:  # the worker sets the precision for its whole process
+        jax.config.update("jax_default_matmul_precision", None)
+    assert rates == [1.75, 1.75]  # the float32 rate (1 GFLOP/s) times the bfloat16 speed-up
+    assert '"bf16_step_speedup": 1.75' in capsys.readouterr().out
+    check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
+
+
+def test_the_bf16_speedup_is_a_ratio_of_two_timed_steps(shakespeare_quality, monkeypatch):
+    sq = shakespeare_quality
+    monkeypatch.setattr(sq, "JAXRNN_TRAIN", {**sq.JAXRNN_TRAIN, "batch_size": 2, "seq_len": 4})
+    speedup = sq.bf16_step_speedup(hidden_size=8, repeats=1)
+    assert np.isfinite(speedup) and 0.05 < speedup < 20
+    assert jax.config.jax_default_matmul_precision is None  # the precision was only lent
 
 
 def test_the_jaxrnn_worker_mixes_the_members_it_trains(tiny_worker, little_text, monkeypatch):
