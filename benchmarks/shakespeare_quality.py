@@ -16,9 +16,9 @@ Models:
   gradient norm clipped at 5, batches of 32 random windows of 128 characters, 2 threads.
 - ``jaxrnn``: jaxrnn's best character model (configuration below), sized for this CPU and budget
   by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
-  measured matmul rate (with ``--bf16``, that rate times the measured speed-up of a training step
-  with bfloat16 products, ``bf16_step_speedup``), and more dropout where the steps pass over the
-  text many times. Its
+  measured matmul rate (with ``--bf16``, at the measured speed-up of its training step with
+  bfloat16 products, ``bf16_step_speedup``), and more dropout where float32's steps would pass
+  over the text many times. Its
   cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
   budget whatever the step rate. Where half the budget still fits enough steps
   (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an AMX Xeon, and with ``--bf16`` the
@@ -101,23 +101,28 @@ def predicted_steps(minutes: float, hidden_size: int, gflops: float) -> float:
     return 60 * minutes / step_s
 
 
-def jaxrnn_model(minutes: float, gflops: float) -> dict:
-    """JAXRNN_MODEL sized for ``minutes`` on a CPU whose float32 matmul runs at ``gflops``: the
-    widest of WIDTHS predicted to run MIN_STEPS steps (the narrowest if none is), with
-    LONG_RUN_DROPOUT where it is predicted to run LONG_RUN_STEPS."""
+def jaxrnn_model(minutes: float, gflops: float, speedup: float = 1.0) -> dict:
+    """JAXRNN_MODEL sized for ``minutes`` on a CPU whose float32 matmul runs at ``gflops`` and
+    whose steps run ``speedup`` times as fast as that predicts (bfloat16 products,
+    `bf16_step_speedup`): the widest of WIDTHS predicted to run MIN_STEPS steps at that speed
+    (the narrowest if none is), with LONG_RUN_DROPOUT where it is predicted to run
+    LONG_RUN_STEPS at the float32 rate. bfloat16's extra steps on one model flattened where
+    float32's did, and dropout 0.25 for them ended no lower (NOTES sections 24 and 33)."""
     for width in WIDTHS:
-        steps = predicted_steps(minutes, width, gflops)
-        if steps >= MIN_STEPS:
+        if predicted_steps(minutes, width, gflops * speedup) >= MIN_STEPS:
             break
-    dropout = LONG_RUN_DROPOUT if steps >= LONG_RUN_STEPS else JAXRNN_MODEL["dropout_rate"]
+    long_run = predicted_steps(minutes, width, gflops) >= LONG_RUN_STEPS
+    dropout = LONG_RUN_DROPOUT if long_run else JAXRNN_MODEL["dropout_rate"]
     return {**JAXRNN_MODEL, "hidden_size": width, "dropout_rate": dropout}
 
 
-def jaxrnn_members(minutes: float, gflops: float) -> int:
+def jaxrnn_members(minutes: float, gflops: float, speedup: float = 1.0) -> int:
     """How many models jaxrnn's run trains, one after the other, each for an equal share of
     ``minutes``, and mixes (`jaxrnn.lm.mixture`): 2 where half the budget is predicted to fit
-    MEMBER_STEPS steps of the narrowest of WIDTHS at ``gflops``, else 1."""
-    return 2 if predicted_steps(minutes / 2, min(WIDTHS), gflops) >= MEMBER_STEPS else 1
+    MEMBER_STEPS steps of the narrowest of WIDTHS at ``gflops`` and ``speedup`` (as
+    `jaxrnn_model`), else 1."""
+    steps = predicted_steps(minutes / 2, min(WIDTHS), gflops * speedup)
+    return 2 if steps >= MEMBER_STEPS else 1
 
 
 def matmul_gflops() -> float:
@@ -127,35 +132,25 @@ def matmul_gflops() -> float:
     return jax_gemm_rate()
 
 
-def bf16_step_speedup(hidden_size: int = 640, repeats: int = 5) -> float:
-    """How many times as fast a training step (``jax.grad`` of `jaxrnn.unroll`) of one
-    ``hidden_size`` LSTM layer, at JAXRNN_TRAIN's batch, runs with bfloat16 products as in float32
-    on this machine: best of ``repeats`` calls each. The float32 matmul rate times this is the rate
-    a ``--bf16`` run is sized by."""
+def bf16_step_speedup(corpus, hidden_size: int = 640, trial_steps: int = 8) -> float:
+    """How many times as fast a training step of jaxrnn's model (JAXRNN_MODEL with
+    ``hidden_size`` units, JAXRNN_TRAIN) on ``corpus`` runs with bfloat16 products as in float32
+    on this machine: the ratio of the two `jaxrnn.lm_train.steps_for_minutes` trials' step times,
+    ``trial_steps`` steps each. The float32 matmul rate times this is what a ``--bf16`` run is
+    sized by."""
     import jax
-    import jax.numpy as jnp
 
-    import jaxrnn
+    from jaxrnn.lm import LMConfig
+    from jaxrnn.lm_train import TrainConfig, steps_for_minutes
 
-    cell = jaxrnn.lstm()
-    params = cell.init(jax.random.key(0), JAXRNN_MODEL["embedding_size"], hidden_size)
-    shape = (JAXRNN_TRAIN["batch_size"], JAXRNN_TRAIN["seq_len"], JAXRNN_MODEL["embedding_size"])
-    xs = jax.random.normal(jax.random.key(1), shape, jnp.float32)
-
-    def loss(params, xs):
-        return jnp.sum(jaxrnn.unroll(cell, params, xs)[1])
-
-    steps = {}
+    model = LMConfig(vocab_size=corpus.vocab.size, **{**JAXRNN_MODEL, "hidden_size": hidden_size})
+    train = TrainConfig(**{**JAXRNN_TRAIN, **benchmark_settings(0, 1.0, 60.0)})
+    seconds = {}
     for precision in ("float32", "bfloat16"):
         with jax.default_matmul_precision(precision):  # the precision is fixed as it compiles
-            steps[precision] = jax.jit(jax.grad(loss)).lower(params, xs).compile()
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(repeats + 1):  # in turn, so that a slow moment of the machine slows both
-        for precision, step in steps.items():
-            start = time.perf_counter()
-            jax.block_until_ready(step(params, xs))
-            best[precision] = min(best[precision], time.perf_counter() - start)
-    return best["float32"] / best["bfloat16"]
+            trial = steps_for_minutes(corpus, model, train, 1.0, trial_steps=trial_steps)
+        seconds[precision] = trial.seconds_per_step
+    return seconds["float32"] / seconds["bfloat16"]
 
 
 JAXRNN_TRAIN = {
@@ -334,8 +329,7 @@ def worker_jaxrnn(
     `jaxrnn_members`), each the model `jaxrnn_model` sizes for its share of ``minutes``, trained
     one after the other with JAXRNN_TRAIN (seeds ``seed``, ``seed + 1``, …); ``model_settings``
     and ``train_settings`` replace some of their fields. With ``bf16``, under
-    ``jax.default_matmul_precision("bfloat16")``, sized by the float32 matmul rate times
-    `bf16_step_speedup`.
+    ``jax.default_matmul_precision("bfloat16")``, sized with `bf16_step_speedup`.
 
     ``"jaxrnn"`` is what the finished members give: the first member's evaluations while it
     trains, then the mixture of the members finished so far as each later one finishes. Each
@@ -349,16 +343,15 @@ def worker_jaxrnn(
     from jaxrnn.lm_train import TrainConfig, evaluate_lm, make_corpus, train_lm
 
     begin = time.perf_counter()
+    corpus = make_corpus(path.read_text(), level="char", mode="stream", valid_fraction=0.1)
     gflops = matmul_gflops()
-    speedup = bf16_step_speedup() if bf16 else 1.0
-    count = members or jaxrnn_members(minutes, gflops * speedup)
-    settings = {**jaxrnn_model(minutes / count, gflops * speedup), **(model_settings or {})}
+    speedup = bf16_step_speedup(corpus) if bf16 else 1.0
+    count = members or jaxrnn_members(minutes, gflops, speedup)
+    settings = {**jaxrnn_model(minutes / count, gflops, speedup), **(model_settings or {})}
     shown = {**settings, "members": count, "matmul_gflops": round(gflops, 1)}
     if bf16:
         shown["bf16_step_speedup"] = round(speedup, 2)
     print(f"MODEL {json.dumps(shown)}", flush=True)
-    text = path.read_text()
-    corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
     model = LMConfig(vocab_size=corpus.vocab.size, **settings)
     curves, finished, steps, seconds = {}, [], 0, time.perf_counter() - begin
     for k in range(count):

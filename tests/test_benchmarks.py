@@ -122,11 +122,15 @@ def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
 ):
     sq = tiny_worker
     rates = []
-    monkeypatch.setattr(sq, "bf16_step_speedup", lambda: 1.75)
-    monkeypatch.setattr(sq, "jaxrnn_members", lambda minutes, gflops: rates.append(gflops) or 1)
+    monkeypatch.setattr(sq, "bf16_step_speedup", lambda corpus: 1.75)
+    monkeypatch.setattr(
+        sq, "jaxrnn_members", lambda minutes, gflops, speedup: rates.append(speedup) or 1
+    )
     sized = sq.jaxrnn_model
     monkeypatch.setattr(
-        sq, "jaxrnn_model", lambda minutes, gflops: rates.append(gflops) or sized(minutes, gflops)
+        sq,
+        "jaxrnn_model",
+        lambda minutes, gflops, speedup: rates.append(speedup) or sized(minutes, gflops, speedup),
     )
     try:
         curves = sq.worker_jaxrnn(
@@ -139,15 +143,14 @@ def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
         )
     finally:  # the worker sets the precision for its whole process
         jax.config.update("jax_default_matmul_precision", None)
-    assert rates == [1.75, 1.75]  # the float32 rate (1 GFLOP/s) times the bfloat16 speed-up
+    assert rates == [1.75, 1.75]  # both rules are given the measured speed-up
     assert '"bf16_step_speedup": 1.75' in capsys.readouterr().out
     check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
 
 
-def test_the_bf16_speedup_is_a_ratio_of_two_timed_steps(shakespeare_quality, monkeypatch):
-    sq = shakespeare_quality
-    monkeypatch.setattr(sq, "JAXRNN_TRAIN", {**sq.JAXRNN_TRAIN, "batch_size": 2, "seq_len": 4})
-    speedup = sq.bf16_step_speedup(hidden_size=8, repeats=1)
+def test_the_bf16_speedup_is_a_ratio_of_two_timed_steps(tiny_worker, little_text):
+    corpus = make_corpus(little_text.read_text(), level="char", mode="stream", valid_fraction=0.1)
+    speedup = tiny_worker.bf16_step_speedup(corpus, hidden_size=8, trial_steps=4)
     assert np.isfinite(speedup) and 0.05 < speedup < 20
     assert jax.config.jax_default_matmul_precision is None  # the precision was only lent
 
@@ -216,6 +219,26 @@ def test_the_report_reads_a_mixture_at_the_marks_and_says_how_it_was_made(
     assert (tmp_path / "shakespeare_quality_6min.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "shakespeare_quality_6min.json").read_text())
     assert saved["curves"] == curves and saved["jaxrnn_model"]["members"] == 2
+
+
+def test_bf16_steps_choose_the_width_and_the_members_and_float32_steps_the_dropout(
+    shakespeare_quality,
+):
+    sq = shakespeare_quality
+    for minutes, gflops, speedup in [(5, 305.0, 1.6), (10, 340.0, 1.65), (10, 450.0, 1.5)]:
+        settings = sq.jaxrnn_model(minutes, gflops, speedup)
+        assert settings["hidden_size"] == sq.jaxrnn_model(minutes, gflops * speedup)["hidden_size"]
+        many = sq.predicted_steps(minutes, settings["hidden_size"], gflops) >= sq.LONG_RUN_STEPS
+        assert settings["dropout_rate"] == (sq.LONG_RUN_DROPOUT if many else 0.1)
+        members = sq.jaxrnn_members(minutes, gflops * speedup)
+        assert sq.jaxrnn_members(minutes, gflops, speedup) == members
+    # the AMX Xeon with bfloat16 products (1.5–1.65× as fast): two 640-unit models of 2.5
+    # minutes, two 768-unit models of 5 minutes with dropout 0.1, where float32 trains one 640
+    # and two 640s
+    assert sq.jaxrnn_members(5, 305.0, 1.65) == 2 and sq.jaxrnn_members(5, 305.0) == 1
+    assert sq.jaxrnn_model(2.5, 305.0, 1.65) == {**sq.JAXRNN_MODEL, "hidden_size": 640}
+    assert sq.jaxrnn_model(5, 305.0, 1.65) == {**sq.JAXRNN_MODEL, "hidden_size": 768}
+    assert sq.jaxrnn_model(5, 305.0)["hidden_size"] == 640
 
 
 def test_two_members_where_half_the_budget_fits_enough_steps(shakespeare_quality):
