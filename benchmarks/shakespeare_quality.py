@@ -18,12 +18,11 @@ Models:
   by ``jaxrnn_model``: the widest layer that still fits enough steps in the budget at the CPU's
   measured matmul rate (with ``--bf16``, at the measured speed-up of its training step with
   bfloat16 products, ``bf16_step_speedup``), and more dropout where float32's steps would pass
-  over the text many times. Its
-  cosine decay runs over the time budget (``decay_over="minutes"``), so that it ends with the
-  budget whatever the step rate. Where half the budget still fits enough steps
-  (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an AMX Xeon, and with ``--bf16`` the
-  5-minute run on the AMX Xeon), it trains two such
-  models, each sized for and given half the budget, one after the other, and is scored as their
+  over the text many times. Its cosine decay runs over the time budget
+  (``decay_over="minutes"``), so that it ends with the budget whatever the step rate. Where half
+  the budget still fits enough steps (``jaxrnn_members``: the 10-minute run on a Zen 4 EPYC or an
+  AMX Xeon, and with ``--bf16`` the 5-minute run on the AMX Xeon), it trains two such models,
+  each sized for and given half the budget, one after the other, and is scored as their
   mixture (`jaxrnn.lm.mixture`) once the second has finished: past about 1.42 nats a longer run
   of one model gains nothing on this text, and two models that err differently do
   (benchmarks/NOTES.md, sections 29 and 30).
@@ -136,8 +135,8 @@ def bf16_step_speedup(corpus, hidden_size: int = 640, trial_steps: int = 8) -> f
     """How many times as fast a training step of jaxrnn's model (JAXRNN_MODEL with
     ``hidden_size`` units, JAXRNN_TRAIN) on ``corpus`` runs with bfloat16 products as in float32
     on this machine: the ratio of the two `jaxrnn.lm_train.steps_for_minutes` trials' step times,
-    ``trial_steps`` steps each. The float32 matmul rate times this is what a ``--bf16`` run is
-    sized by."""
+    ``trial_steps`` steps each. A ``--bf16`` run's width and members are chosen at the float32
+    matmul rate times this (`jaxrnn_model`, `jaxrnn_members`)."""
     import jax
 
     from jaxrnn.lm import LMConfig

@@ -105,14 +105,14 @@ def tiny_worker(shakespeare_quality, monkeypatch):
     return sq
 
 
+def tiny_run(sq, path, minutes: float, **options) -> dict:
+    """The worker on ``path`` with rows small enough to train in seconds (``--train`` settings)."""
+    small = {"batch_size": 4, "seq_len": 16}
+    return sq.worker_jaxrnn(path, minutes, eval_every=2.0, seed=0, train_settings=small, **options)
+
+
 def test_the_jaxrnn_worker_trains_and_evaluates(tiny_worker, little_text):
-    curves = tiny_worker.worker_jaxrnn(
-        little_text,
-        minutes=0.1,
-        eval_every=2.0,
-        seed=0,
-        train_settings={"batch_size": 4, "seq_len": 16},  # what --train passes on
-    )
+    curves = tiny_run(tiny_worker, little_text, 0.1)
     assert list(curves) == ["jaxrnn"]  # at 1 GFLOP/s half of 6 s fits no member's steps
     check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
 
@@ -133,14 +133,7 @@ def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
         lambda minutes, gflops, speedup: rates.append(speedup) or sized(minutes, gflops, speedup),
     )
     try:
-        curves = sq.worker_jaxrnn(
-            little_text,
-            minutes=0.05,
-            eval_every=2.0,
-            seed=0,
-            train_settings={"batch_size": 4, "seq_len": 16},
-            bf16=True,
-        )
+        curves = tiny_run(sq, little_text, 0.05, bf16=True)
     finally:  # the worker sets the precision for its whole process
         jax.config.update("jax_default_matmul_precision", None)
     assert rates == [1.75, 1.75]  # both rules are given the measured speed-up
@@ -162,14 +155,7 @@ def test_the_jaxrnn_worker_mixes_the_members_it_trains(tiny_worker, little_text,
     monkeypatch.setattr(
         jaxrnn.lm, "mixture", lambda members: finished.append(members) or mixture(members)
     )
-    curves = sq.worker_jaxrnn(
-        little_text,
-        minutes=0.2,
-        eval_every=2.0,
-        seed=0,
-        train_settings={"batch_size": 4, "seq_len": 16},
-        members=2,
-    )
+    curves = tiny_run(sq, little_text, 0.2, members=2)
     assert list(curves) == ["jaxrnn", "jaxrnn, member 2 alone"]
     vocab = len(set(little_text.read_text()))
     for curve in curves.values():
