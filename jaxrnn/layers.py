@@ -37,6 +37,7 @@ from jaxrnn.scan import (
     check_reset_carry,
     check_resets,
     check_xs,
+    checked_carry,
     unroll,
     unroll_both_ways,
 )
@@ -200,7 +201,6 @@ def bidirectional(
     if (
         kernel == "cudnn"
         and _whole_sequence_kernel(cell, params.backward, xs, carry[1], options) == "cudnn"
-        and not jax.tree.leaves(reset_carry)
     ):  # cuDNN runs both directions in one call, as PyTorch's bidirectional nn.LSTM does
         last, ys = unroll_both_ways(
             cell, params.forward, params.backward, xs, carry, lengths=lengths, time_major=time_major
@@ -251,10 +251,7 @@ def _batched_directions(cell, params, xs, carry, reset_carry, batch_shape, optio
     time_axis = 0 if options["time_major"] else xs.ndim - 2
     carries, restarts = [], []
     for direction, given, restart in zip(params, carry, reset_carry, strict=True):
-        if given is None:
-            given = cell.init_carry(direction, batch_shape)
-        else:
-            check_carry("bidirectional", cell, direction, given, batch_shape)
+        given = checked_carry("bidirectional", cell, direction, given, batch_shape)
         if restart is not None:
             check_carry("bidirectional", cell, direction, restart, batch_shape, "reset_carry")
         carries.append(given)

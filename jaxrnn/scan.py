@@ -223,10 +223,7 @@ def _prepared(fn: str, cell, params, xs, carry, lengths, time_major: bool):
         xs = jnp.moveaxis(xs, 0, -2)
     else:
         n_steps, batch_shape = shape[-2], shape[:-2]
-    if carry is None:
-        carry = cell.init_carry(params, batch_shape)
-    else:
-        check_carry(fn, cell, params, carry, batch_shape)
+    carry = checked_carry(fn, cell, params, carry, batch_shape)
     unknown_lengths = False
     if lengths is not None:
         check_lengths(fn, lengths, batch_shape)
@@ -249,11 +246,7 @@ def unroll_both_ways(cell: Cell, forward, backward, xs, carries, *, lengths, tim
     xs, carry_f, _, batch_shape, poison = _prepared(
         fn, cell, forward, xs, carries[0], lengths, time_major
     )
-    carry_b = carries[1]
-    if carry_b is None:
-        carry_b = cell.init_carry(backward, batch_shape)
-    else:
-        check_carry(fn, cell, backward, carry_b, batch_shape)
+    carry_b = checked_carry(fn, cell, backward, carries[1], batch_shape)
     lasts, ys = kernels.run_both_ways(
         cell, forward, backward, xs, (carry_f, carry_b), lengths, poison=poison
     )
@@ -298,6 +291,15 @@ def check_xs(fn: str, params: Params, xs, time_major: bool) -> tuple[int, ...]:
     )
     check_floating(fn, "xs", xs, params_dtype(params))
     return shape
+
+
+def checked_carry(fn: str, cell: Cell, params: Params, carry: Carry | None, batch_shape) -> Carry:
+    """``carry`` after `check_carry`, or ``cell.init_carry(params, batch_shape)`` (zeros) where it
+    is None."""
+    if carry is None:
+        return cell.init_carry(params, batch_shape)
+    check_carry(fn, cell, params, carry, batch_shape)
+    return carry
 
 
 def check_carry(
