@@ -2,6 +2,7 @@
 
     python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi,cl] [--cells lstm,gru]
                          [--out benchmarks/results] [--pin]
+    python -m benchmarks --merge RUN1/suite_gpu.json RUN2/suite_gpu.json ... [--out DIR]
 
 For each configuration (batch B, length T, input D, hidden H) and cell it times, side by side,
 
@@ -39,6 +40,8 @@ Method:
 Writes ``suite_cpu.md``, ``suite_cpu.json`` with every raw number, and one chart
 ``suite_<config>.png`` per configuration to ``--out`` (``suite_gpu.md``, ``suite_gpu.json`` and
 ``suite_gpu_<config>.png`` when JAX's backend is a GPU; PyTorch then runs on CUDA if it can).
+``--merge`` writes the same files for several runs' reports together (`merge_reports`): one run
+per configuration, say, where each has a time limit of its own (``benchmarks/gpu_checks.sh``).
 """
 
 from __future__ import annotations
@@ -672,6 +675,55 @@ def versions() -> dict:
 # --------------------------------------------------------------------------------------- reports
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several runs of the suite on one machine, one after the other (a run per
+    configuration, say, so that a run cut short by a time limit loses only its own): their cases
+    in the order given, each floor again at the best GEMM rate any of the runs measured, the run
+    times summed. Runs of another backend, device or mode, or a case that two runs both hold,
+    are an error."""
+    if not reports:
+        raise ValueError("merge_reports: no reports given")
+    first = reports[0]
+    for report in reports[1:]:
+        for key in ("backend", "device_kind", "mode"):
+            if report[key] != first[key]:
+                raise ValueError(
+                    f"merge_reports: the runs differ in {key}: {first[key]!r} and {report[key]!r}"
+                )
+    cases, seen = [], set()
+    for report in reports:
+        for case in report["cases"]:
+            key = (case["config"], case["cell"])
+            if key in seen:
+                raise ValueError(f"merge_reports: two runs both hold {key[0]}/{key[1]}")
+            seen.add(key)
+            cases.append(dict(case))
+    gemm: dict[str, float] = {}
+    for report in reports:
+        for family, rate in report["gemm_gflops"].items():
+            gemm[family] = max(rate, gemm.get(family, rate))
+    best_rate = max(gemm.values()) if gemm else float("nan")
+    for case in cases:
+        case["floor_forward_ms"] = case["forward_flops"] / (best_rate * 1e9) * 1e3
+        case["floor_train_ms"] = case["train_flops"] / (best_rate * 1e9) * 1e3
+    workers: dict[str, dict] = {}
+    for report in reports:
+        for family, worker in report["workers"].items():
+            kept = workers.setdefault(family, {**worker, "wall_s": 0.0})
+            kept["wall_s"] += worker["wall_s"]
+            kept["returncode"] = kept["returncode"] or worker["returncode"]
+    return {
+        **first,
+        "gemm_gflops": gemm,
+        "best_gemm_gflops": best_rate,
+        "wall_s": sum(r["wall_s"] for r in reports),
+        "numerics_wall_s": sum(r["numerics_wall_s"] for r in reports),
+        "workers": workers,
+        "cases": cases,
+        "merged_runs": sum(r.get("merged_runs", 1) for r in reports),
+    }
+
+
 def format_ms(value: float) -> str:
     if not math.isfinite(value):
         return "–"
@@ -723,7 +775,12 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         f"{report['date']}; mode `{report['mode']}`"
         + (" (tiny smoke-test sizes, not a measurement)" if report["mode"] == "smoke" else "")
-        + f"; whole run {report['wall_s'] / 60:.1f} min (numerics check "
+        + (
+            f"; {report['merged_runs']} runs one after the other, together"
+            if "merged_runs" in report
+            else "; whole run"
+        )
+        + f" {report['wall_s'] / 60:.1f} min (numerics check "
         f"{report['numerics_wall_s']:.0f} s, "
         + ", ".join(f"{family} {w['wall_s']:.0f} s" for family, w in workers.items())
         + ").",
@@ -965,11 +1022,23 @@ def main(argv: list[str] | None = None) -> None:
         "--pin", action="store_true", help="run every worker on one core (taskset -c 0)"
     )
     parser.add_argument("--render", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="SUITE_JSON",
+        help="write one report from the suite_*.json of several runs on this machine",
+    )
     args = parser.parse_args(argv)
     args.out = (args.out or default_out(args.smoke)).resolve()
 
     if args.render:  # tables and charts again from a saved suite_*.json
         report = json.loads(args.render.read_text())
+    elif args.merge:
+        try:
+            report = merge_reports([json.loads(path.read_text()) for path in args.merge])
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
     else:
         from benchmarks import require_native_kernels
 

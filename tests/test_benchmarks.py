@@ -297,6 +297,72 @@ def test_the_training_floor_counts_the_products_a_training_step_needs(suite):
     assert suite.train_flops(bi) == expected
 
 
+def suite_run(suite, config: str, gemm_gflops: float, medians_ms: dict, backend: str = "cpu"):
+    """A report as one run of the suite assembles it, from made-up timings: ``medians_ms`` maps
+    each timed implementation to its forward and train medians."""
+    case = suite.make_case(config, "lstm", (4, 16, 8, 16))
+
+    def timing(ms: float) -> dict:
+        return dict(
+            capped=False, cpu_per_wall=1.0, first_call_s=0.5, reps=7, times_ms=[ms],
+            median_ms=ms, min_ms=ms, max_ms=ms,
+        )  # fmt: skip
+
+    checked = dict(status="ok", max_abs_out=1e-7, max_rel_grad=1e-6, worst_grad="w")
+    numerics = dict(
+        impls={
+            name: dict(family=name, module=f"benchmarks.suite_{name}", peer=name != "jaxrnn")
+            for name in medians_ms
+        },
+        results={case.key: {name: checked for name in medians_ms}},
+        backend=backend, device_kind=backend, info={}, wall_s=10.0,
+    )  # fmt: skip
+    workers = {
+        name: dict(
+            info={"gemm_gflops": gemm_gflops} if name == "jaxrnn" else {},
+            results={
+                case.key: {
+                    name: dict(status="ok", note="", forward=timing(fwd), train=timing(train))
+                }
+            },
+            returncode=0,
+            wall_s=20.0,
+        )
+        for name, (fwd, train) in medians_ms.items()
+    }
+    args = argparse.Namespace(pin=False)
+    return suite._assemble(args, "quick", suite.POLICIES["quick"], [case], numerics, workers, 60.0)
+
+
+def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
+    c1 = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
+    bi = suite_run(suite, "bi", 200.0, {"jaxrnn": (3.0, 9.0), "torch": (6.0, 12.0)})
+    merged = suite.merge_reports([c1, bi])
+    assert [case["config"] for case in merged["cases"]] == ["c1", "bi"]
+    # every floor at the best rate of either run: c1's halves, bi's stays
+    assert merged["best_gemm_gflops"] == 200.0
+    c1_case, bi_case = merged["cases"]
+    assert c1_case["floor_train_ms"] == pytest.approx(c1["cases"][0]["floor_train_ms"] / 2)
+    assert bi_case["floor_forward_ms"] == pytest.approx(bi["cases"][0]["floor_forward_ms"])
+    assert c1_case["fastest_peer_train_ms"] == 5.0 and bi_case["fastest_peer_train_ms"] == 12.0
+    assert merged["wall_s"] == 120.0 and merged["workers"]["torch"]["wall_s"] == 40.0
+    assert merged["merged_runs"] == 2
+    assert c1["cases"][0]["floor_train_ms"] > c1_case["floor_train_ms"]  # the runs stay as read
+    suite.write_markdown(merged, tmp_path / "suite_cpu.md")
+    text = (tmp_path / "suite_cpu.md").read_text()
+    assert "2 runs one after the other, together 2.0 min" in text
+    assert "## c1: B=4" in text and "## bi: B=4" in text
+    assert "Floor = FLOPs / 200.0 GFLOP/s" in text
+    # a third run merges onto the two, and counts them
+    c2 = suite_run(suite, "c2", 150.0, {"jaxrnn": (1.0, 2.0), "torch": (1.5, 3.0)})
+    assert suite.merge_reports([merged, c2])["merged_runs"] == 3
+    with pytest.raises(ValueError, match="two runs both hold c1/lstm"):
+        suite.merge_reports([c1, merged])
+    gpu = suite_run(suite, "c3", 100.0, {"jaxrnn": (1.0, 2.0)}, backend="gpu")
+    with pytest.raises(ValueError, match="the runs differ in backend: 'cpu' and 'gpu'"):
+        suite.merge_reports([c1, gpu])
+
+
 @pytest.mark.parametrize("framework", ["jaxrnn", "torch"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_bfloat16_benchmark_measures_every_variant_of_one_function(framework, cell):
