@@ -4,6 +4,7 @@
 #
 #     sh benchmarks/gpu_checks.sh OUTDIR [SECONDS]
 #
+# 0. the GPU, its driver and the versions of the frameworks;
 # 1. tests/test_cudnn.py on cuDNN itself (on a CPU it runs JAX's reference of cuDNN's call);
 # 2. the suite (python -m benchmarks), one run per configuration, most wanted first: c1, c3, bi,
 #    cl, c2. Each checks every implementation against PyTorch in float64, then times it against
@@ -50,7 +51,17 @@ step() {
     ) 2>&1 | tee -a "$log"
 }
 
-step 30 python3 -c "import jax; from jaxrnn import _cudnn; print(jax.__version__, jax.devices(), _cudnn.available())"
+step 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+step 30 python3 -c "$(cat <<'PY'
+import importlib.metadata as meta
+import jax, torch
+from jaxrnn import _cudnn
+print({p: meta.version(p) for p in ("jax", "jaxlib", "flax", "equinox", "torch")})
+print(jax.devices(), "cuDNN LSTM for jaxrnn:", _cudnn.available())
+cuda = torch.cuda.is_available()
+print("torch:", torch.cuda.get_device_name(0) if cuda else "no CUDA", "cuDNN", torch.backends.cudnn.version())
+PY
+)"
 step 90 python3 -m pytest tests/test_cudnn.py -q -p no:cacheprovider
 for config in c1 c3 bi cl c2; do
     step 180 python3 -m benchmarks --configs "$config" --out "$work/runs/$config"
