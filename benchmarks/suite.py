@@ -635,7 +635,34 @@ def machine_info() -> dict:
         "cpu_count": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "platform": platform.platform(),
+        "allocator": allocator_settings(),
     }
+
+
+# The environment variables that change how glibc's malloc keeps or returns freed memory. Where
+# freed pages go back to the system (a virtual machine may hand them on to its host), XLA's
+# large temporaries are fresh memory at every call, and the first write to each page pays for it.
+ALLOCATOR_VARIABLES = (
+    "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "LD_PRELOAD",
+)
+
+
+def allocator_text(settings: dict) -> str:
+    """`allocator_settings` in words, for a report."""
+    if not settings:
+        return "the C library's defaults"
+    return ", ".join(f"`{name}={value}`" for name, value in settings.items())
+
+
+def allocator_settings() -> dict:
+    """The allocator settings of this process's environment (ALLOCATOR_VARIABLES that are set),
+    which every worker of a run inherits: {} for glibc's defaults."""
+    return {name: os.environ[name] for name in ALLOCATOR_VARIABLES if name in os.environ}
 
 
 def measured_in_own_process(module: str, worker_args: list[str], scratch: Path) -> dict:
@@ -787,6 +814,11 @@ def write_markdown(report: dict, path: Path) -> None:
         "",
         f"- Machine: {machine['cpu']}, `os.cpu_count()` = {machine['cpu_count']}; "
         f"{machine['platform']}.",
+        *(
+            [f"- Allocator: {allocator_text(machine['allocator'])}, every framework's alike."]
+            if "allocator" in machine  # reports before it was recorded say nothing
+            else []
+        ),
         f"- Versions: {version_text}.",
         *([f"- {report['jaxrnn']}."] if "jaxrnn" in report else []),
         f"- Threads: each framework family in processes of its own, a fresh one per case "

@@ -363,6 +363,27 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
         suite.merge_reports([c1, gpu])
 
 
+def test_a_report_says_which_allocator_settings_its_processes_ran_with(
+    suite, tmp_path, monkeypatch
+):
+    for name in suite.ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    plain = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    tuned = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
+    lines = []
+    for report in (plain, tuned):
+        suite.write_markdown(report, tmp_path / "suite_cpu.md")
+        text = (tmp_path / "suite_cpu.md").read_text()
+        lines += [line for line in text.splitlines() if line.startswith("- Allocator:")]
+    assert lines == [
+        "- Allocator: the C library's defaults, every framework's alike.",
+        "- Allocator: `GLIBC_TUNABLES=glibc.malloc.mmap_max=0`, `MALLOC_ARENA_MAX=1`, every "
+        "framework's alike.",
+    ]
+
+
 @pytest.mark.parametrize("framework", ["jaxrnn", "torch"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_bfloat16_benchmark_measures_every_variant_of_one_function(framework, cell):
