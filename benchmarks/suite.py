@@ -562,13 +562,26 @@ def run(args: argparse.Namespace) -> dict:
     return _assemble(args, mode, policy, cases, numerics, workers, time.perf_counter() - started)
 
 
+def _best_rate(gemm: dict[str, float]) -> float:
+    """The best of the GEMM rates measured (GFLOP/s by family), NaN if none was."""
+    return max(gemm.values()) if gemm else float("nan")
+
+
+def _floors(forward: float, train: float, rate: float) -> dict:
+    """A case's GEMM floors, its forward and training FLOPs at ``rate`` GFLOP/s, in ms."""
+    return {
+        "floor_forward_ms": forward / (rate * 1e9) * 1e3,
+        "floor_train_ms": train / (rate * 1e9) * 1e3,
+    }
+
+
 def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
     gemm = {
         family: worker["info"]["gemm_gflops"]
         for family, worker in workers.items()
         if "gemm_gflops" in worker.get("info", {})
     }
-    best_rate = max(gemm.values()) if gemm else float("nan")
+    best_rate = _best_rate(gemm)
     report_cases = []
     for case in cases:
         flops = forward_flops(case)
@@ -577,8 +590,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
             "model": case.model._asdict(),
             "forward_flops": flops,
             "train_flops": train_flops(case),
-            "floor_forward_ms": flops / (best_rate * 1e9) * 1e3,
-            "floor_train_ms": train_flops(case) / (best_rate * 1e9) * 1e3,
+            **_floors(flops, train_flops(case), best_rate),
             "impls": {},
         }
         for name, meta in numerics["impls"].items():
@@ -729,10 +741,9 @@ def merge_reports(reports: list[dict]) -> dict:
     for report in reports:
         for family, rate in report["gemm_gflops"].items():
             gemm[family] = max(rate, gemm.get(family, rate))
-    best_rate = max(gemm.values()) if gemm else float("nan")
+    best_rate = _best_rate(gemm)
     for case in cases:
-        case["floor_forward_ms"] = case["forward_flops"] / (best_rate * 1e9) * 1e3
-        case["floor_train_ms"] = case["train_flops"] / (best_rate * 1e9) * 1e3
+        case.update(_floors(case["forward_flops"], case["train_flops"], best_rate))
     workers: dict[str, dict] = {}
     for report in reports:
         for family, worker in report["workers"].items():
