@@ -1080,8 +1080,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.merge:
         try:
             report = merge_reports([json.loads(path.read_text()) for path in args.merge])
-        except ValueError as error:
-            raise SystemExit(str(error)) from None
+        except (OSError, ValueError) as error:  # a missing file, not JSON, runs that differ
+            raise SystemExit(f"--merge: {error}") from None
     else:
         from benchmarks import require_native_kernels
 

@@ -361,6 +361,13 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     gpu = suite_run(suite, "c3", 100.0, {"jaxrnn": (1.0, 2.0)}, backend="gpu")
     with pytest.raises(ValueError, match="the runs differ in backend: 'cpu' and 'gpu'"):
         suite.merge_reports([c1, gpu])
+    # on the command line, a one-line message that names the flag
+    (tmp_path / "c1.json").write_text(json.dumps(c1))
+    missing = tmp_path / "absent.json"
+    with pytest.raises(SystemExit, match=rf"--merge: .*No such file.*{missing.name}"):
+        suite.main(["--merge", str(tmp_path / "c1.json"), str(missing), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--merge: merge_reports: two runs both hold c1/lstm"):
+        suite.main(["--merge", *[str(tmp_path / "c1.json")] * 2, "--out", str(tmp_path)])
 
 
 def test_a_report_says_which_allocator_settings_its_processes_ran_with(
