@@ -648,6 +648,7 @@ def machine_info() -> dict:
         "affinity": sorted(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "allocator": allocator_settings(),
+        "xla_flags": os.environ.get("XLA_FLAGS", "").strip(),
     }
 
 
@@ -669,6 +670,13 @@ def allocator_text(settings: dict) -> str:
     if not settings:
         return "the C library's defaults"
     return ", ".join(f"`{name}={value}`" for name, value in settings.items())
+
+
+def xla_flags_text(flags: str) -> str:
+    """``XLA_FLAGS`` as a report names it. XLA:CPU gives a call's temporaries one allocation
+    unless ``--xla_multiheap_size_constraint_per_heap`` splits them, and glibc maps any block over
+    32 MB afresh at every call (NOTES section 35)."""
+    return f"`{flags}`" if flags else "none"
 
 
 def allocator_settings() -> dict:
@@ -718,8 +726,8 @@ def merge_reports(reports: list[dict]) -> dict:
     """One report from several runs of the suite on one machine, one after the other (a run per
     configuration, say, so that a run cut short by a time limit loses only its own): their cases
     in the order given, each floor again at the best GEMM rate any of the runs measured, the run
-    times summed. Runs of another backend, device or mode, or a case that two runs both hold,
-    are an error."""
+    times summed. Runs of another backend, device, mode, allocator setting or XLA flags, or a case
+    that two runs both hold, are an error."""
     if not reports:
         raise ValueError("merge_reports: no reports given")
     first = reports[0]
@@ -728,6 +736,12 @@ def merge_reports(reports: list[dict]) -> dict:
             if report[key] != first[key]:
                 raise ValueError(
                     f"merge_reports: the runs differ in {key}: {first[key]!r} and {report[key]!r}"
+                )
+        for key in ("allocator", "xla_flags"):
+            mine, theirs = first["machine"].get(key), report["machine"].get(key)
+            if mine != theirs:
+                raise ValueError(
+                    f"merge_reports: the runs differ in {key}: {mine!r} and {theirs!r}"
                 )
     cases, seen = [], set()
     for report in reports:
@@ -828,6 +842,11 @@ def write_markdown(report: dict, path: Path) -> None:
         *(
             [f"- Allocator: {allocator_text(machine['allocator'])}, every framework's alike."]
             if "allocator" in machine  # reports before it was recorded say nothing
+            else []
+        ),
+        *(
+            [f"- XLA flags (JAX's processes): {xla_flags_text(machine['xla_flags'])}."]
+            if "xla_flags" in machine
             else []
         ),
         f"- Versions: {version_text}.",

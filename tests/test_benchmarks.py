@@ -361,6 +361,9 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     gpu = suite_run(suite, "c3", 100.0, {"jaxrnn": (1.0, 2.0)}, backend="gpu")
     with pytest.raises(ValueError, match="the runs differ in backend: 'cpu' and 'gpu'"):
         suite.merge_reports([c1, gpu])
+    flagged = {**bi, "machine": {**bi["machine"], "xla_flags": "--xla_cpu_enable_fast_math=true"}}
+    with pytest.raises(ValueError, match="the runs differ in xla_flags: '.*' and '--xla_cpu_ena"):
+        suite.merge_reports([c1, flagged])
     # on the command line, a one-line message that names the flag
     (tmp_path / "c1.json").write_text(json.dumps(c1))
     missing = tmp_path / "absent.json"
@@ -370,25 +373,31 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
         suite.main(["--merge", *[str(tmp_path / "c1.json")] * 2, "--out", str(tmp_path)])
 
 
-def test_a_report_says_which_allocator_settings_its_processes_ran_with(
+def test_a_report_says_which_allocator_settings_and_xla_flags_its_processes_ran_with(
     suite, tmp_path, monkeypatch
 ):
-    for name in suite.ALLOCATOR_VARIABLES:
+    for name in (*suite.ALLOCATOR_VARIABLES, "XLA_FLAGS"):
         monkeypatch.delenv(name, raising=False)
     plain = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
     monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    monkeypatch.setenv("XLA_FLAGS", " --xla_multiheap_size_constraint_per_heap=30000000 ")
     tuned = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
     lines = []
     for report in (plain, tuned):
         suite.write_markdown(report, tmp_path / "suite_cpu.md")
         text = (tmp_path / "suite_cpu.md").read_text()
-        lines += [line for line in text.splitlines() if line.startswith("- Allocator:")]
+        lines += [line for line in text.splitlines() if line.startswith(("- Allocator:", "- XLA"))]
     assert lines == [
         "- Allocator: the C library's defaults, every framework's alike.",
+        "- XLA flags (JAX's processes): none.",
         "- Allocator: `GLIBC_TUNABLES=glibc.malloc.mmap_max=0`, `MALLOC_ARENA_MAX=1`, every "
         "framework's alike.",
+        "- XLA flags (JAX's processes): `--xla_multiheap_size_constraint_per_heap=30000000`.",
     ]
+    del tuned["machine"]["xla_flags"]  # a report from before the flags were recorded
+    suite.write_markdown(tuned, tmp_path / "suite_cpu.md")
+    assert "- XLA flags" not in (tmp_path / "suite_cpu.md").read_text()
 
 
 @pytest.mark.parametrize("framework", ["jaxrnn", "torch"])
