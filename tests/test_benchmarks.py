@@ -132,10 +132,11 @@ def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
         "jaxrnn_model",
         lambda minutes, gflops, speedup: rates.append(speedup) or sized(minutes, gflops, speedup),
     )
+    precision = jax.config.jax_default_matmul_precision
     try:
         curves = tiny_run(sq, little_text, 0.05, bf16=True)
     finally:  # the worker sets the precision for its whole process
-        jax.config.update("jax_default_matmul_precision", None)
+        jax.config.update("jax_default_matmul_precision", precision)
     assert rates == [1.75, 1.75]  # both rules are given the measured speed-up
     assert '"bf16_step_speedup": 1.75' in capsys.readouterr().out
     check_curve(curves["jaxrnn"], vocab_size=len(set(little_text.read_text())))
@@ -143,9 +144,10 @@ def test_a_bf16_run_is_sized_by_the_measured_bf16_step_rate(
 
 def test_the_bf16_speedup_is_a_ratio_of_two_timed_steps(tiny_worker, little_text):
     corpus = make_corpus(little_text.read_text(), level="char", mode="stream", valid_fraction=0.1)
+    precision = jax.config.jax_default_matmul_precision
     speedup = tiny_worker.bf16_step_speedup(corpus, hidden_size=8, trial_steps=4)
     assert np.isfinite(speedup) and 0.05 < speedup < 20
-    assert jax.config.jax_default_matmul_precision is None  # the precision was only lent
+    assert jax.config.jax_default_matmul_precision == precision  # the precision was only lent
 
 
 def test_the_jaxrnn_worker_mixes_the_members_it_trains(tiny_worker, little_text, monkeypatch):
