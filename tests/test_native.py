@@ -89,7 +89,7 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False,
         ((), 9, 4, 5),
         ((2, 3), 4, 2, 8),
         ((32,), 40, 16, 64),
-        ((16,), 5, 8, 128),  # B·H = 2048: a step's gates split across threads
+        ((16,), 5, 8, 128),  # a step's gates split across threads (LSTM), or the examples
         ((3,), 6, 5, 136),  # a few sequences, their units split across threads unevenly
         ((1,), 4, 3, 272),  # one sequence: blocks of 8 vectors and a remainder on each thread
         # inputs wider than the gates: the weight gradient's product as it lies (OneWeightGradient)
@@ -347,6 +347,58 @@ def test_resets_restart_the_carry_as_the_scan_does(
         return jax.jit(run)(params, xs, carry, again)
 
     assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
+THREAD_SHARING_CASES = {
+    # two parts of a few sequences each (kFewRows), one of four and one of three
+    "few-in-each-part": (7, None, None),
+    # parts balanced by the steps run, not by the count: the long examples in a part of their own
+    "balanced-by-steps": (13, [6, 6, 6, 0, 0, 1, 0, 2, 0, 0, 0, 0, 1], None),
+    # team-sized parts, padded, with segments restarting from the carry
+    "teams-with-resets": (18, [(5 * i) % 7 for i in range(18)], RESETS),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("share", ["units", "examples"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("case", sorted(THREAD_SHARING_CASES))
+def test_threads_sharing_a_steps_units_or_the_examples_equal_the_scan(
+    monkeypatch, share, kind, reverse, case
+):
+    # JAXRNN_THREADS_SHARE chooses, at each call, between a team that splits every step's units
+    # and threads that each run a block of the examples as a call of their own, adding their
+    # weight and bias gradients at the end. (With one core there is one part: the same call.)
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", share)
+    n_examples, lengths, resets = THREAD_SHARING_CASES[case]
+    cell, params, xs, carry, weights = problem((n_examples,), 6, 5, 40, kind=kind, seed=n_examples)
+    options = {"reverse": reverse}
+    if lengths is not None:
+        options["lengths"] = jnp.asarray(lengths)
+    if resets is not None:
+        options["resets"] = jnp.asarray(np.resize(resets[:, :6], (n_examples, 6)))
+
+    def loss(implementation, params, xs, carry):
+        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    def value_and_grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2))
+        return jax.jit(run)(params, xs, carry)
+
+    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_an_unknown_way_for_threads_to_share_a_call_is_a_clear_error(monkeypatch, kind):
+    cell, params, xs, carry, _ = problem((20,), 4, 3, 8, kind=kind)
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", "rows")
+    with pytest.raises(
+        jaxrnn.InputError, match=r"JAXRNN_THREADS_SHARE 'units', 'examples' or unset, got 'rows'"
+    ):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")
 
 
 @needs_kernel
@@ -616,9 +668,10 @@ def test_the_matmul_precision_reaches_the_forward_and_the_backward_call(kind, pr
 
 
 def bfloat16_problem(kind, n_examples, lengths):
-    """`problem` of 128 units, where two threads share the team's steps (whose backward products
-    read each step's rows of dL/dz: with AMX from a copy, two copies in turn; with AVX512_BF16
-    alone converted by each thread), and its unroll options."""
+    """`problem` of 128 units, whose 40 sequences two threads share, each step's units (the LSTM's)
+    or the examples (the other cells'), and whose team steps' backward products read each step's
+    rows of dL/dz (with AMX from a copy, two copies in turn; with AVX512_BF16 alone converted by
+    each thread), and its unroll options."""
     cell, params, xs, carry, weights = problem((n_examples,), 9, 16, 128, kind=kind)
     options = {}
     if lengths:

@@ -7,11 +7,15 @@ the candidate's product) does, with oneDNN's matrix products on weights packed o
 Where the CPU lacks AVX-512 the steps of more than four sequences multiply with a product of the
 kernels' own instead, over weights they pack once per call (oneDNN's there packs them again at
 every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CPU, read at each
-call. `lstm`, `gru` and `one_product` wrap the two calls in a ``jax.custom_vjp``: under
-``jax.grad`` the forward call also saves what the backward call reads (gate activations, memory
-cells or recurrent candidates; the RNN's outputs alone), and the backward call returns the
-gradients the caller differentiates for (`_Wanted`). `jaxrnn.kernels` decides when to use them;
-the ``lax.scan`` of the cell's step stays the definition they are tested against.
+call. A call's threads share either every step's units (a team that meets after each step) or
+the examples (each thread runs a block of them alone, as a call of its own), as the cell, the
+batch and the size of the weights suit; ``JAXRNN_THREADS_SHARE=units`` or ``examples`` chooses
+either, read at each call. `lstm`, `gru` and `one_product` wrap the two calls in a
+``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what the backward call reads
+(gate activations, memory cells or recurrent candidates; the RNN's outputs alone), and the
+backward call returns the gradients the caller differentiates for (`_Wanted`). `jaxrnn.kernels`
+decides when to use them; the ``lax.scan`` of the cell's step stays the definition they are
+tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
@@ -89,18 +93,24 @@ def unavailable_reason() -> str | None:
 
 
 STEP_PRODUCTS = "JAXRNN_STEP_PRODUCTS"  # "own", "onednn", or unset: as the CPU suits
+# "units" (a team splits every step's units), "examples" (each thread runs a block of the
+# examples alone), or unset: as the cell, the batch and the weights suit (SharesExamples in
+# common.h)
+THREADS_SHARE = "JAXRNN_THREADS_SHARE"
+_CHOICES = {STEP_PRODUCTS: ("own", "onednn"), THREADS_SHARE: ("units", "examples")}
 
 
-def _check_step_products(fn: str) -> None:
-    """Raises `jaxrnn.InputError` where STEP_PRODUCTS holds neither choice (the kernels check it
-    again at each call, whose error is then the call's)."""
-    value = os.environ.get(STEP_PRODUCTS, "")
-    if value not in ("", "own", "onednn"):
-        fail(
-            fn,
-            f"expected the environment variable {STEP_PRODUCTS} 'own', 'onednn' or unset, "
-            f"got {value!r}",
-        )
+def _check_environment(fn: str) -> None:
+    """Raises `jaxrnn.InputError` where STEP_PRODUCTS or THREADS_SHARE holds none of its choices
+    (the kernels check them again at each call, whose error is then the call's)."""
+    for name, choices in _CHOICES.items():
+        value = os.environ.get(name, "")
+        if value not in ("", *choices):
+            fail(
+                fn,
+                f"expected the environment variable {name} {choices[0]!r}, {choices[1]!r} or "
+                f"unset, got {value!r}",
+            )
 
 
 # jax.default_matmul_precision values that ask for one bfloat16 pass with float32 accumulation.
@@ -266,7 +276,7 @@ def _kept(wanted: bool, gradient):
 
 
 def _forward_call(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r, reverse, save):
-    _check_step_products("lstm")
+    _check_environment("lstm")
     kernel = _forward_kernel("jaxrnn_lstm_forward", (4, 1), 4, 2, reverse, save, bf16_products())
     return kernel(w_x, w_h, bias, peephole, xs, h0, c0, lengths, starts, h_r, c_r)
 
@@ -365,7 +375,7 @@ _GRU_TARGETS = {  # where the reset gate acts: the FFI targets' prefix
 
 
 def _gru_forward_call(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r, reverse, reset, save):
-    _check_step_products("gru")
+    _check_environment("gru")
     target = f"{_GRU_TARGETS[reset]}_forward"
     kernel = _forward_kernel(target, (3, 1), 4, 1, reverse, save, bf16_products())
     return kernel(w_x, w_h, b_x, b_h, xs, h0, lengths, starts, h_r)
@@ -427,7 +437,7 @@ gru.defvjp(_gru_forward, _gru_backward, symbolic_zeros=True)
 
 
 def _one_product_forward_call(cell, w_x, w_h, bias, xs, h0, lengths, starts, h_r, reverse, save):
-    _check_step_products(cell.name)
+    _check_environment(cell.name)
     kernel = _forward_kernel(
         "jaxrnn_one_product_forward",
         (cell.gates,),

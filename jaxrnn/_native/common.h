@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <exception>
 #include <mutex>
 #include <new>
 #include <omp.h>
@@ -860,12 +861,11 @@ struct Shape {
   bool Plain() const { return steps_run == B * T; }
 };
 
-inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
-                     ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts) {
-  auto d = xs.dimensions();
-  Shape s{d[0], d[1], d[2], h0.dimensions()[1]};
-  s.starts = starts.typed_data();
-  const int32_t* given = lengths.typed_data();
+// The Shape of B examples from their lengths (B,) and segment starts (B, T).
+inline Shape MakeShape(int64_t B, int64_t T, int64_t D, int64_t H, const int32_t* given,
+                       const uint8_t* starts) {
+  Shape s{B, T, D, H};
+  s.starts = starts;
   s.order.resize(s.B);
   for (int64_t b = 0; b < s.B; ++b) s.order[b] = b;
   auto length_of = [&](int64_t b) { return std::clamp<int64_t>(given[b], 0, s.T); };
@@ -882,6 +882,120 @@ inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
     for (int64_t t = 0; t < s.length[r]; ++t) s.through[t] = r + 1;
   }
   return s;
+}
+
+inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
+                     ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts) {
+  auto d = xs.dimensions();
+  return MakeShape(d[0], d[1], d[2], h0.dimensions()[1], lengths.typed_data(),
+                   starts.typed_data());
+}
+
+// How a call's threads share its steps: "units", a team that splits each step's units and meets
+// after every step (TeamProducts), or "examples", each thread running the steps of its own
+// examples alone, as a call of its own. Unset, examples where the cell gains from it, each
+// thread gets at least kPartRows examples, and the recurrent weights, which each thread then
+// reads whole at every step, are at most kPartWeightBytes. On a 2-core Xeon (2 MiB of L2 a core)
+// the GRUs' and the basic RNN's steps ran 13-25% faster by examples at H = 256 and as fast or
+// faster at H = 512 (w_h 3 MiB), 12-20% slower at H = 640 (5 MiB); the LSTM's ran as fast at
+// H = 256 and 512 and slower at 640, so it keeps its team. JAXRNN_THREADS_SHARE chooses on any
+// CPU, read at each call, so that both can be tested and timed; another value is an error.
+constexpr int64_t kPartRows = 8;
+constexpr int64_t kPartWeightBytes = int64_t{4} << 20;
+
+inline bool SharesExamples(int64_t B, int64_t weight_floats, bool gains) {
+  const char* choice = std::getenv("JAXRNN_THREADS_SHARE");
+  if (choice == nullptr || *choice == '\0')
+    return gains && B >= 2 * kPartRows &&
+           weight_floats * static_cast<int64_t>(sizeof(float)) <= kPartWeightBytes;
+  if (std::strcmp(choice, "units") == 0) return false;
+  if (std::strcmp(choice, "examples") == 0) return true;
+  throw std::invalid_argument(
+      std::string("expected the environment variable JAXRNN_THREADS_SHARE 'units', 'examples' "
+                  "or unset, got '") + choice + "'");
+}
+
+// Where the examples [bounds[p], bounds[p + 1]) of each thread's part begin and end: contiguous
+// blocks with as equal a share of the steps run as the lengths allow, at least one example each;
+// {0, B} for a call whose threads share each step's units (SharesExamples, for a cell with
+// recurrent weights of `weight_floats` that `gains` or not from sharing examples).
+inline std::vector<int64_t> ExampleParts(const Shape& s, const int32_t* lengths,
+                                         int64_t weight_floats, bool gains) {
+  const int64_t parts = std::min<int64_t>(omp_get_max_threads(), s.B);
+  if (parts < 2 || !SharesExamples(s.B, weight_floats, gains)) return {0, s.B};
+  std::vector<int64_t> run(s.B + 1, 0);  // the work of the examples before b: steps run, + 1
+  for (int64_t b = 0; b < s.B; ++b)
+    run[b + 1] = run[b] + std::clamp<int64_t>(lengths[b], 0, s.T) + 1;
+  std::vector<int64_t> bounds{0};
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t goal = run[s.B] * p / parts;
+    const int64_t b = std::lower_bound(run.begin(), run.end(), goal) - run.begin();
+    bounds.push_back(std::clamp<int64_t>(b, bounds.back() + 1, s.B - (parts - p)));
+  }
+  bounds.push_back(s.B);
+  return bounds;
+}
+
+// Runs part(p, first, n) for each part of ExampleParts' bounds at once, a thread each, each
+// planning its products for the one thread that runs it (OneThread) and multiplying as the
+// calling thread does; rethrows the first part's error once all have ended.
+template <typename Part>
+void InParts(const std::vector<int64_t>& bounds, Part part) {
+  const int parts = static_cast<int>(bounds.size()) - 1;
+  std::vector<std::exception_ptr> errors(parts);
+  const bool bf16 = tl_bf16_products;
+#pragma omp parallel num_threads(parts)
+  {
+    const int p = omp_get_thread_num();
+    try {
+      OneThread one;
+      tl_bf16_products = bf16;
+      part(p, bounds[p], bounds[p + 1] - bounds[p]);
+    } catch (...) {
+      errors[p] = std::current_exception();
+    }
+  }
+  for (auto& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+// A part's view of a call's buffer: the examples [first, first + n) of one whose leading axis
+// runs over them (an empty buffer stays empty), or `data` in the shape of `like` (a part's own
+// sums); what *view gives lives as long as the view.
+template <ffi::DataType dt>
+class PartOfBuffer {
+ public:
+  PartOfBuffer(ffi::Buffer<dt> whole, int64_t first, int64_t n) : PartOfBuffer(whole, nullptr) {
+    if (whole.element_count() == 0) return;
+    raw_.data = whole.typed_data() + first * (whole.element_count() / dims_[0]);
+    dims_[0] = n;
+  }
+  PartOfBuffer(ffi::Buffer<dt> like, ffi::NativeType<dt>* data) {
+    const auto d = like.dimensions();
+    std::copy(d.begin(), d.end(), dims_);
+    raw_ = XLA_FFI_Buffer{XLA_FFI_Buffer_STRUCT_SIZE, nullptr, static_cast<XLA_FFI_DataType>(dt),
+                          data ? data : like.typed_data(), static_cast<int64_t>(d.size()), dims_};
+  }
+  PartOfBuffer(const PartOfBuffer&) = delete;
+  PartOfBuffer& operator=(const PartOfBuffer&) = delete;
+  ffi::Buffer<dt> operator*() const { return ffi::Buffer<dt>(&raw_); }
+
+ private:
+  int64_t dims_[8];
+  XLA_FFI_Buffer raw_;
+};
+
+// The sums over a call's examples (weight, bias and peephole gradients) of the parts after the
+// first, which add theirs into the first's at the end: `floats` for each, kept by the calling
+// thread between calls.
+inline float* PartSums(int64_t parts, int64_t floats) {
+  static thread_local std::vector<float> sums;
+  if (static_cast<int64_t>(sums.size()) < parts * floats) sums.resize(parts * floats);
+  return sums.data();
+}
+
+JAXRNN_VECTOR static void AddInto(float* __restrict to, const float* __restrict from, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) to[i] += from[i];
 }
 
 // The rows of the steps run, slot after slot, moved down in place from m laid out (B, T, width)
@@ -1224,6 +1338,93 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
       }
     }
   }
+}
+
+// The calls of both GRU kernels, from `Part`, a kernel's work on the examples its buffers hold:
+// ys (B, T, H) and the last h (B, H), and with `save` the activations r, u, c~ (B, T, 3H) and
+// the candidates' recurrent side (B, T, H) that the backward pass reads; run on all the examples,
+// or on each thread's part of them (ExampleParts).
+template <auto Part>
+ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                      ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                      ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
+                      ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                      ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
+                      ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
+                      ffi::ResultBuffer<ffi::F32> candidates, bool reverse, bool save,
+                      bool bf16_products) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
+  return Guarded("gru", bf16_products, [&] {
+    const auto bounds = ExampleParts(s, lengths.typed_data(), s.H * 3 * s.H, true);
+    if (bounds.size() == 2)
+      return Part(xs, h0, w_x, w_h, b_x, b_h, lengths, starts, h_restart, ys, h_last, gates,
+                  candidates, reverse, save);
+    InParts(bounds, [&](int, int64_t first, int64_t n) {
+      const PartOfBuffer<ffi::F32> part_xs(xs, first, n), part_h0(h0, first, n),
+          part_restart(h_restart, first, n), part_ys(*ys, first, n),
+          part_h_last(*h_last, first, n), part_gates(*gates, first, n),
+          part_candidates(*candidates, first, n);
+      const PartOfBuffer<ffi::S32> part_lengths(lengths, first, n);
+      const PartOfBuffer<ffi::U8> part_starts(starts, first, n);
+      Part(*part_xs, *part_h0, w_x, w_h, b_x, b_h, *part_lengths, *part_starts, *part_restart,
+           *part_ys, *part_h_last, *part_gates, *part_candidates, reverse, save);
+    });
+  });
+}
+
+// The gradients of a sum of <cotangent, output> over ys and the last h, from what the forward
+// call saved: `Part` on all the examples, or on each thread's part of them, the parts after the
+// first adding their weight and bias gradients into the first's at the end.
+template <auto Part>
+ffi::Error GruBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                       ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
+                       ffi::Buffer<ffi::F32> candidates, ffi::Buffer<ffi::F32> d_ys,
+                       ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
+                       ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                       ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+                       ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
+                       ffi::ResultBuffer<ffi::F32> d_b_x, ffi::ResultBuffer<ffi::F32> d_b_h,
+                       ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse,
+                       bool bf16_products) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
+  return Guarded("gru", bf16_products, [&] {
+    const auto bounds = ExampleParts(s, lengths.typed_data(), s.H * 3 * s.H, true);
+    if (bounds.size() == 2)
+      return Part(xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h_last, lengths, starts,
+                  h_restart, d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_restart, reverse);
+    const int64_t D = s.D, H = s.H, G = 3 * H, floats = (D + H + 2) * G;
+    const int64_t parts = static_cast<int64_t>(bounds.size()) - 1;
+    float* sums = PartSums(parts - 1, floats);
+    InParts(bounds, [&](int p, int64_t first, int64_t n) {
+      const PartOfBuffer<ffi::F32> part_xs(xs, first, n), part_h0(h0, first, n),
+          part_ys(ys, first, n), part_gates(gates, first, n),
+          part_candidates(candidates, first, n), part_d_ys(d_ys, first, n),
+          part_d_h_last(d_h_last, first, n), part_restart(h_restart, first, n),
+          part_d_xs(*d_xs, first, n), part_d_h0(*d_h0, first, n),
+          part_d_restart(*d_h_restart, first, n);
+      const PartOfBuffer<ffi::S32> part_lengths(lengths, first, n);
+      const PartOfBuffer<ffi::U8> part_starts(starts, first, n);
+      float* own = p ? sums + (p - 1) * floats : nullptr;  // the first part writes the call's
+      const PartOfBuffer<ffi::F32> part_d_w_x(*d_w_x, own),
+          part_d_w_h(*d_w_h, own ? own + D * G : own),
+          part_d_b_x(*d_b_x, own ? own + (D + H) * G : own),
+          part_d_b_h(*d_b_h, own ? own + (D + H + 1) * G : own);
+      Part(*part_xs, *part_h0, w_x, w_h, *part_ys, *part_gates, *part_candidates, *part_d_ys,
+           *part_d_h_last, *part_lengths, *part_starts, *part_restart, *part_d_xs, *part_d_h0,
+           *part_d_w_x, *part_d_w_h, *part_d_b_x, *part_d_b_h, *part_d_restart, reverse);
+    });
+    if (WantedOut(d_w_h) == nullptr) return;
+    for (int64_t p = 1; p < parts; ++p) {
+      const float* own = sums + (p - 1) * floats;
+      AddInto(d_w_x->typed_data(), own, D * G);
+      AddInto(d_w_h->typed_data(), own + D * G, H * G);
+      AddInto(d_b_x->typed_data(), own + (D + H) * G, G);
+      AddInto(d_b_h->typed_data(), own + (D + H + 1) * G, G);
+    }
+  });
 }
 
 // The FFI signatures of both GRU kernels (gru.cc, reset after; gru_before.cc, reset before),

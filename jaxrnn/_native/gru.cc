@@ -67,191 +67,185 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
   }
 }
 
-// ys (B, T, H) and the last h (B, H); with `save`, the activations r, u, c~ (B, T, 3H) and the
-// recurrent candidates h_c (B, T, H) that the backward pass reads.
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                       ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
-                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
-                       ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
-                       ffi::ResultBuffer<ffi::F32> h_last,
-                       ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
-                       bool reverse, bool save, bool bf16_products) {
+// The forward pass over the examples its buffers hold, all of a call's or a thread's part
+// (GruForward in common.h): ys, the last h, and with `save` the activations r, u, c~ (B, T, 3H)
+// and the recurrent candidates h_c (B, T, H) that the backward pass reads.
+void ForwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                 ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_x,
+                 ffi::Buffer<ffi::F32> b_h, ffi::Buffer<ffi::S32> lengths,
+                 ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                 ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                 ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
+                 bool reverse, bool save) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
-  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
-    std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-    if (T == 0) return;
-    PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
-    if (save) {
-      PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
-      PreferHugePages(candidates->typed_data(), B * T * H * sizeof(float));
-    }
-    Runner run;
-    Scratch& scratch = run.scratch;
-    const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
-    float* y = ys->typed_data();
-    if (B <= kFewRows) {  // FewRowsForward in common.h; slot b is example b
-      float* zh = scratch.Take(B * G);
-      auto recurrent_bias = [&](int64_t, int64_t* stride) {
-        *stride = 0;
-        return b_h.typed_data();
-      };
-      auto step_gates = [&](int64_t, int64_t t, int64_t b, int64_t first, int64_t n,
-                            const float* h_read, float* h_next) {
-        const int64_t row = b * T + t, at = b * H + first;
-        if (!s.Runs(b, t)) {  // the carry kept
-          std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-          std::memset(y + row * H + first, 0, n * sizeof(float));
-          RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
-          return;
-        }
-        float* a = save ? gates->typed_data() + row * G + first : nullptr;
-        float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
-        Gates(n, H, zx + (s.start[b] + t) * G + first, zh + b * G + first, h_read + at, a, hc,
-              h_next + at);
-        std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
-        RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
-      };
-      const float* first_carries =
-          FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse);
-      const float* h = FewRowsForward(scratch, s, G, first_carries, w_h.typed_data(), reverse, zh,
-                                      recurrent_bias, step_gates);
-      std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
-      return;
-    }
-    // More sequences: one parallel region runs every step (TeamProducts in common.h), each
-    // thread the product h_{t-1} w_h and the gates of its own units, in the slots' order (Shape):
-    // a step multiplies and updates only the slots up to the last that runs it. A slot's carry is
-    // written only at the steps it runs, so both of its copies start at h0 and the last it wrote
-    // stays where it is.
-    const int team = FewRowsTeam(H);
-    const float* w = w_h.typed_data();
-    const TeamProducts products(run, B, H, H, 3, team, [&](int64_t k) { return w + k * G; },
-                                b_h.typed_data());
+  std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
+  if (T == 0) return;
+  PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
+  if (save) {
+    PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
+    PreferHugePages(candidates->typed_data(), B * T * H * sizeof(float));
+  }
+  Runner run;
+  Scratch& scratch = run.scratch;
+  const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
+  float* y = ys->typed_data();
+  if (B <= kFewRows) {  // FewRowsForward in common.h; slot b is example b
     float* zh = scratch.Take(B * G);
-    float* carries[2] = {
-        FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
-        scratch.Take(B * H)};
-    std::memcpy(carries[1], carries[0], B * H * sizeof(float));
-    ZeroStepsNotRun(s, H, y);
-#pragma omp parallel num_threads(team)
-    {
-      TeamProducts::Member product(products, omp_get_thread_num(), zh);
-      const int64_t first = product.first, n = product.n;
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? T - 1 - step : step;
-        const float* h_read = carries[step % 2];
-        float* h_next = carries[1 - step % 2];
-        const int64_t slots = s.through[t];
-        product(h_read, slots);
-        for (int64_t r = 0; r < slots; ++r) {
-          if (!s.Runs(r, t)) continue;
-          const int64_t row = s.Row(r, t), at = r * H + first;
-          float* a = save ? gates->typed_data() + row * G + first : nullptr;
-          float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
-          Gates(n, H, zx + (s.start[r] + t) * G + first, product.z_i + r * 3 * n, h_read + at,
-                a, hc, h_next + at, n);
-          std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
-          RestartAfter(s, r, t, reverse, first, n, h_restart.typed_data(), h_next);
-        }
-#pragma omp barrier
-      }
-    }
-    for (int64_t r = 0; r < B; ++r)  // where the slot's last step left its carry
-      std::memcpy(h_last->typed_data() + s.order[r] * H,
-                  carries[(reverse ? T : s.length[r]) % 2] + r * H, H * sizeof(float));
-  });
-}
-
-// The gradients of a sum of <cotangent, output> over ys and the last h, from what the forward
-// pass saved.
-ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                        ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                        ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
-                        ffi::Buffer<ffi::F32> candidates, ffi::Buffer<ffi::F32> d_ys,
-                        ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
-                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                        ffi::ResultBuffer<ffi::F32> d_xs,
-                        ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
-                        ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
-                        ffi::ResultBuffer<ffi::F32> d_b_h,
-                        ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse, bool bf16_products) {
-  const Shape s = ShapeOf(xs, h0, lengths, starts);
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
-    const int64_t N = B * T;
-    if (T == 0) {
-      std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-      if (WantedOut(d_w_h)) {
-        std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-        std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-        std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-        std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
-      }
-      std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
-      return;
-    }
-    Runner run;
-    Scratch& scratch = run.scratch;
-    // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
-    // dL/dz_x and dL/dz_h of every step, row r * T + t, and the carry's dL/d in two parts.
-    const float* h_prev =
-        StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
-                     ys.typed_data(), reverse);
-    float* dzx = scratch.Take(N * G);
-    float* dzh = scratch.Take(N * G);
-    float* dh_rec = scratch.Zeros(B * H);
-    float* dh_direct = scratch.Take(B * H);
-    Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
-    float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
-    // The bias gradients, where the weights' are wanted: each thread adds its units' as it goes.
-    float* d_b_x_sums = WantedOut(d_b_x);
-    float* d_b_h_sums = WantedOut(d_b_h);
-    if (d_b_x_sums) std::memset(d_b_x_sums, 0, G * sizeof(float));
-    if (d_b_h_sums) std::memset(d_b_h_sums, 0, G * sizeof(float));
-    auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
-      const int64_t row = s.Row(r, t), at = r * H + first;
-      float* dzx_row = dzx + (r * T + t) * G + first;
-      float* dzh_row = dzh + (r * T + t) * G + first;
-      if (!s.Runs(r, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
-        for (int64_t q = 0; q < 3; ++q) {
-          std::memset(dzx_row + q * H, 0, n * sizeof(float));
-          std::memset(dzh_row + q * H, 0, n * sizeof(float));
-        }
-        for (int64_t j = at; j < at + n; ++j) dh_direct[j] += dh_rec[j];
+    auto recurrent_bias = [&](int64_t, int64_t* stride) {
+      *stride = 0;
+      return b_h.typed_data();
+    };
+    auto step_gates = [&](int64_t, int64_t t, int64_t b, int64_t first, int64_t n,
+                          const float* h_read, float* h_next) {
+      const int64_t row = b * T + t, at = b * H + first;
+      if (!s.Runs(b, t)) {  // the carry kept
+        std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+        std::memset(y + row * H + first, 0, n * sizeof(float));
+        RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
         return;
       }
-      GatesBackward(n, H, gates.typed_data() + row * G + first,
-                    candidates.typed_data() + row * H + first,
-                    h_prev + (s.start[r] + t) * H + first, d_ys.typed_data() + row * H + first,
-                    dh_rec + at, dh_direct + at, dzx_row, dzh_row);
-      if (d_b_x_sums) AddToColumnSums(3, n, H, dzx_row, d_b_x_sums + first);
-      if (d_b_h_sums) AddToColumnSums(3, n, H, dzh_row, d_b_h_sums + first);
+      float* a = save ? gates->typed_data() + row * G + first : nullptr;
+      float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
+      Gates(n, H, zx + (s.start[b] + t) * G + first, zh + b * G + first, h_read + at, a, hc,
+            h_next + at);
+      std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+      RestartAfter(s, b, t, reverse, first, n, h_restart.typed_data(), h_next);
     };
-    // Where step t starts a segment, both parts of dL/dh_{t-1} belong to the restart carry.
-    auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
-      MoveToRestart(s, r, t, first, n, dh_rec, dh_restart);
-      MoveToRestart(s, r, t, first, n, dh_direct, dh_restart);
-    };
-    StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
-                  after_product);
-    for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
-    Reorder<false>(s, H, dh_rec, d_h0->typed_data());
-    Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-    CompactRows(s, G, dzx);
-    if (WantedOut(d_w_h)) {
-      ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
-                       CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
+    const float* first_carries =
+        FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse);
+    const float* h = FewRowsForward(scratch, s, G, first_carries, w_h.typed_data(), reverse, zh,
+                                    recurrent_bias, step_gates);
+    std::memcpy(h_last->typed_data(), h, B * H * sizeof(float));
+    return;
+  }
+  // More sequences: one parallel region runs every step (TeamProducts in common.h), each
+  // thread the product h_{t-1} w_h and the gates of its own units, in the slots' order (Shape):
+  // a step multiplies and updates only the slots up to the last that runs it. A slot's carry is
+  // written only at the steps it runs, so both of its copies start at h0 and the last it wrote
+  // stays where it is.
+  const int team = FewRowsTeam(H);
+  const float* w = w_h.typed_data();
+  const TeamProducts products(run, B, H, H, 3, team, [&](int64_t k) { return w + k * G; },
+                              b_h.typed_data());
+  float* zh = scratch.Take(B * G);
+  float* carries[2] = {
+      FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
+      scratch.Take(B * H)};
+  std::memcpy(carries[1], carries[0], B * H * sizeof(float));
+  ZeroStepsNotRun(s, H, y);
+#pragma omp parallel num_threads(team)
+  {
+    TeamProducts::Member product(products, omp_get_thread_num(), zh);
+    const int64_t first = product.first, n = product.n;
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
+      const float* h_read = carries[step % 2];
+      float* h_next = carries[1 - step % 2];
+      const int64_t slots = s.through[t];
+      product(h_read, slots);
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;
+        const int64_t row = s.Row(r, t), at = r * H + first;
+        float* a = save ? gates->typed_data() + row * G + first : nullptr;
+        float* hc = save ? candidates->typed_data() + row * H + first : nullptr;
+        Gates(n, H, zx + (s.start[r] + t) * G + first, product.z_i + r * 3 * n, h_read + at,
+              a, hc, h_next + at, n);
+        std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+        RestartAfter(s, r, t, reverse, first, n, h_restart.typed_data(), h_next);
+      }
+#pragma omp barrier
     }
-    InputGradients(run, s, G, dzx, w_x.typed_data(), WantedOut(d_xs));
-  });
+  }
+  for (int64_t r = 0; r < B; ++r)  // where the slot's last step left its carry
+    std::memcpy(h_last->typed_data() + s.order[r] * H,
+                carries[(reverse ? T : s.length[r]) % 2] + r * H, H * sizeof(float));
 }
+
+
+// The backward pass over the examples its buffers hold (GruBackward in common.h).
+void BackwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                  ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys,
+                  ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> candidates,
+                  ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
+                  ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                  ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> d_xs,
+                  ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
+                  ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
+                  ffi::ResultBuffer<ffi::F32> d_b_h, ffi::ResultBuffer<ffi::F32> d_h_restart,
+                  bool reverse) {
+  const Shape s = ShapeOf(xs, h0, lengths, starts);
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
+  const int64_t N = B * T;
+  if (T == 0) {
+    std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
+    if (WantedOut(d_w_h)) {
+      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
+      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
+      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+    }
+    std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
+    return;
+  }
+  Runner run;
+  Scratch& scratch = run.scratch;
+  // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
+  // dL/dz_x and dL/dz_h of every step, row r * T + t, and the carry's dL/d in two parts.
+  const float* h_prev =
+      StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
+                   ys.typed_data(), reverse);
+  float* dzx = scratch.Take(N * G);
+  float* dzh = scratch.Take(N * G);
+  float* dh_rec = scratch.Zeros(B * H);
+  float* dh_direct = scratch.Take(B * H);
+  Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
+  float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
+  // The bias gradients, where the weights' are wanted: each thread adds its units' as it goes.
+  float* d_b_x_sums = WantedOut(d_b_x);
+  float* d_b_h_sums = WantedOut(d_b_h);
+  if (d_b_x_sums) std::memset(d_b_x_sums, 0, G * sizeof(float));
+  if (d_b_h_sums) std::memset(d_b_h_sums, 0, G * sizeof(float));
+  auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+    const int64_t row = s.Row(r, t), at = r * H + first;
+    float* dzx_row = dzx + (r * T + t) * G + first;
+    float* dzh_row = dzh + (r * T + t) * G + first;
+    if (!s.Runs(r, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
+      for (int64_t q = 0; q < 3; ++q) {
+        std::memset(dzx_row + q * H, 0, n * sizeof(float));
+        std::memset(dzh_row + q * H, 0, n * sizeof(float));
+      }
+      for (int64_t j = at; j < at + n; ++j) dh_direct[j] += dh_rec[j];
+      return;
+    }
+    GatesBackward(n, H, gates.typed_data() + row * G + first,
+                  candidates.typed_data() + row * H + first,
+                  h_prev + (s.start[r] + t) * H + first, d_ys.typed_data() + row * H + first,
+                  dh_rec + at, dh_direct + at, dzx_row, dzh_row);
+    if (d_b_x_sums) AddToColumnSums(3, n, H, dzx_row, d_b_x_sums + first);
+    if (d_b_h_sums) AddToColumnSums(3, n, H, dzh_row, d_b_h_sums + first);
+  };
+  // Where step t starts a segment, both parts of dL/dh_{t-1} belong to the restart carry.
+  auto after_product = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
+    MoveToRestart(s, r, t, first, n, dh_rec, dh_restart);
+    MoveToRestart(s, r, t, first, n, dh_direct, dh_restart);
+  };
+  StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
+                after_product);
+  for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
+  Reorder<false>(s, H, dh_rec, d_h0->typed_data());
+  Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
+  CompactRows(s, G, dzx);
+  if (WantedOut(d_w_h)) {
+    ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
+                     CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
+  }
+  InputGradients(run, s, G, dzx, w_x.typed_data(), WantedOut(d_xs));
+}
+
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, ForwardImpl, GruForwardSignature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruForward, GruForward<ForwardPart>, GruForwardSignature());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, BackwardImpl, GruBackwardSignature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruBackward, GruBackward<BackwardPart>, GruBackwardSignature());

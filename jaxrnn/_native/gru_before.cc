@@ -154,210 +154,205 @@ JAXRNN_VECTOR void ResetBackward(int64_t n, const float* __restrict act,
   }
 }
 
-// ys (B, T, H) and the last h (B, H); with `save`, the activations r, u, c~ (B, T, 3H) and the
-// candidate products' rows r * h_{t-1} (B, T, H) that the backward pass reads.
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                       ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
-                       ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
-                       ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
-                       ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
-                       ffi::ResultBuffer<ffi::F32> reset_carries, bool reverse, bool save,
-                       bool bf16_products) {
+// The forward pass over the examples its buffers hold, all of a call's or a thread's part
+// (GruForward in common.h): ys, the last h, and with `save` the activations r, u, c~ (B, T, 3H)
+// and the candidate products' rows r * h_{t-1} (B, T, H) that the backward pass reads.
+void ForwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                 ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_x,
+                 ffi::Buffer<ffi::F32> b_h, ffi::Buffer<ffi::S32> lengths,
+                 ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
+                 ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+                 ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> reset_carries,
+                 bool reverse, bool save) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
-  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
-    std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-    if (T == 0) return;
-    PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
-    if (save) {
-      PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
-      PreferHugePages(reset_carries->typed_data(), B * T * H * sizeof(float));
-    }
-    Runner run;
-    Scratch& scratch = run.scratch;
-    const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
-    float* y = ys->typed_data();
-    ZeroStepsNotRun(s, H, y);
-    const int team = FewRowsTeam(H);
-    const float *w = w_h.typed_data(), *b = b_h.typed_data();
-    const SplitProduct gates_ru(
-        run, s, H, 2, team, [=](int64_t k) { return w + k * G; }, b);
-    const SplitProduct candidates(
-        run, s, H, 1, team, [=](int64_t k) { return w + k * G + 2 * H; }, b + 2 * H);
-    float* z_ru = scratch.Take(B * 2 * H);
-    float* z_c = scratch.Take(B * H);
-    float* reset_carry = scratch.Take(B * H);  // r * h_{t-1}: the candidate product's rows
-    float* update = scratch.Take(B * H);
-    // Two carries in turn, in the slots' order (Shape): every step writes all of the next one.
-    float* carries[2] = {
-        FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
-        scratch.Take(B * H)};
-    const float* restart = h_restart.typed_data();
+  std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
+  if (T == 0) return;
+  PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
+  if (save) {
+    PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
+    PreferHugePages(reset_carries->typed_data(), B * T * H * sizeof(float));
+  }
+  Runner run;
+  Scratch& scratch = run.scratch;
+  const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
+  float* y = ys->typed_data();
+  ZeroStepsNotRun(s, H, y);
+  const int team = FewRowsTeam(H);
+  const float *w = w_h.typed_data(), *b = b_h.typed_data();
+  const SplitProduct gates_ru(
+      run, s, H, 2, team, [=](int64_t k) { return w + k * G; }, b);
+  const SplitProduct candidates(
+      run, s, H, 1, team, [=](int64_t k) { return w + k * G + 2 * H; }, b + 2 * H);
+  float* z_ru = scratch.Take(B * 2 * H);
+  float* z_c = scratch.Take(B * H);
+  float* reset_carry = scratch.Take(B * H);  // r * h_{t-1}: the candidate product's rows
+  float* update = scratch.Take(B * H);
+  // Two carries in turn, in the slots' order (Shape): every step writes all of the next one.
+  float* carries[2] = {
+      FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
+      scratch.Take(B * H)};
+  const float* restart = h_restart.typed_data();
 #pragma omp parallel num_threads(team)
-    {
-      const int i = omp_get_thread_num();
-      SplitProduct::Member product_ru(gates_ru, i, z_ru), product_c(candidates, i, z_c);
-      const int64_t first = product_ru.first, n = product_ru.n;
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? T - 1 - step : step;
-        const float* h_read = carries[step % 2];
-        float* h_next = carries[1 - step % 2];
-        const int64_t slots = s.through[t];
-        product_ru(h_read, slots);
-        for (int64_t r = 0; r < slots; ++r) {
-          if (!s.Runs(r, t)) continue;
-          const int64_t at = r * H + first;
-          ResetGates(n, H, zx + (s.start[r] + t) * G + first, product_ru.z_i + r * 2 * n,
-                     h_read + at, reset_carry + at, update + at,
-                     save ? gates->typed_data() + s.Row(r, t) * G + first : nullptr);
-        }
-#pragma omp barrier
-        product_c(reset_carry, slots);
-        for (int64_t r = 0; r < B; ++r) {
-          const int64_t at = r * H + first;
-          if (s.Runs(r, t)) {
-            const int64_t row = s.Row(r, t);
-            CandidateGate(n, zx + (s.start[r] + t) * G + 2 * H + first, product_c.z_i + r * n,
-                          update + at, h_read + at,
-                          save ? gates->typed_data() + row * G + 2 * H + first : nullptr,
-                          h_next + at);
-            std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
-            if (save)
-              std::memcpy(reset_carries->typed_data() + row * H + first, reset_carry + at,
-                          n * sizeof(float));
-          } else {  // the carry kept
-            std::memcpy(h_next + at, h_read + at, n * sizeof(float));
-          }
-          RestartAfter(s, r, t, reverse, first, n, restart, h_next);
-        }
-#pragma omp barrier
+  {
+    const int i = omp_get_thread_num();
+    SplitProduct::Member product_ru(gates_ru, i, z_ru), product_c(candidates, i, z_c);
+    const int64_t first = product_ru.first, n = product_ru.n;
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? T - 1 - step : step;
+      const float* h_read = carries[step % 2];
+      float* h_next = carries[1 - step % 2];
+      const int64_t slots = s.through[t];
+      product_ru(h_read, slots);
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;
+        const int64_t at = r * H + first;
+        ResetGates(n, H, zx + (s.start[r] + t) * G + first, product_ru.z_i + r * 2 * n,
+                   h_read + at, reset_carry + at, update + at,
+                   save ? gates->typed_data() + s.Row(r, t) * G + first : nullptr);
       }
+#pragma omp barrier
+      product_c(reset_carry, slots);
+      for (int64_t r = 0; r < B; ++r) {
+        const int64_t at = r * H + first;
+        if (s.Runs(r, t)) {
+          const int64_t row = s.Row(r, t);
+          CandidateGate(n, zx + (s.start[r] + t) * G + 2 * H + first, product_c.z_i + r * n,
+                        update + at, h_read + at,
+                        save ? gates->typed_data() + row * G + 2 * H + first : nullptr,
+                        h_next + at);
+          std::memcpy(y + row * H + first, h_next + at, n * sizeof(float));
+          if (save)
+            std::memcpy(reset_carries->typed_data() + row * H + first, reset_carry + at,
+                        n * sizeof(float));
+        } else {  // the carry kept
+          std::memcpy(h_next + at, h_read + at, n * sizeof(float));
+        }
+        RestartAfter(s, r, t, reverse, first, n, restart, h_next);
+      }
+#pragma omp barrier
     }
-    Reorder<false>(s, H, carries[T % 2], h_last->typed_data());
-  });
+  }
+  Reorder<false>(s, H, carries[T % 2], h_last->typed_data());
 }
 
-// The gradients of a sum of <cotangent, output> over ys and the last h, from what the forward
-// pass saved.
-ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
-                        ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
-                        ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
-                        ffi::Buffer<ffi::F32> reset_carries, ffi::Buffer<ffi::F32> d_ys,
-                        ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::S32> lengths,
-                        ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                        ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
-                        ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
-                        ffi::ResultBuffer<ffi::F32> d_b_x, ffi::ResultBuffer<ffi::F32> d_b_h,
-                        ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse,
-                        bool bf16_products) {
+
+// The backward pass over the examples its buffers hold (GruBackward in common.h).
+void BackwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                  ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys,
+                  ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> reset_carries,
+                  ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
+                  ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+                  ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> d_xs,
+                  ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
+                  ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
+                  ffi::ResultBuffer<ffi::F32> d_b_h, ffi::ResultBuffer<ffi::F32> d_h_restart,
+                  bool reverse) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
-    const int64_t N = s.steps_run;
-    if (T == 0 || N == 0) {  // no step runs: dL/dh passes through, the weights get nothing
-      std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-      if (WantedOut(d_w_h)) {
-        std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-        std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-        std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-        std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
-      }
-      if (float* d = WantedOut(d_xs)) std::memset(d, 0, B * T * D * sizeof(float));
-      std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
-      return;
-    }
-    Runner run;
-    Scratch& scratch = run.scratch;
-    const int team = FewRowsTeam(H);
-    // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
-    // dL/dz of every step, row r * T + t, and dL/dh_t of each slot's carry.
-    const float* h_prev =
-        StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
-                     ys.typed_data(), reverse);
-    float* dz = scratch.Take(B * T * G);
-    float* dh = scratch.Take(B * H);
-    Reorder<true>(s, H, d_h_last.typed_data(), dh);
-    float* direct = scratch.Take(B * H);
-    float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
-    // A step's dL/dz of r and u (B, 2H) and of c~ (B, H), the rows its two products read; two
-    // of each in turn, since a thread writes the next step's while the other may still read.
-    float* steps_ru[2] = {scratch.Zeros(B * 2 * H), scratch.Zeros(B * 2 * H)};
-    float* steps_c[2] = {scratch.Zeros(B * H), scratch.Zeros(B * H)};
-    // wᵀ (3H, H): rows [0, 2H) are w_ruᵀ, rows [2H, 3H) w_hcᵀ.
-    const float* w_t = Transposed(scratch, H, G, w_h.typed_data());
-    const SplitProduct reset_back(
-        run, s, H, 1, team, [=](int64_t k) { return w_t + (2 * H + k) * H; }, nullptr);
-    const SplitProduct carry_back(
-        run, s, 2 * H, 1, team, [=](int64_t k) { return w_t + k * H; }, nullptr);
-    float* d_reset = scratch.Take(B * H);
-    float* d_carry = scratch.Take(B * H);
-    const float* act = gates.typed_data();
-    // The bias gradient, where the weights' are wanted: each thread adds its units' as it goes.
-    float* d_b_sums = WantedOut(d_b_x);
-    if (d_b_sums) std::memset(d_b_sums, 0, G * sizeof(float));
-#pragma omp parallel num_threads(team)
-    {
-      const int i = omp_get_thread_num();
-      SplitProduct::Member product_c(reset_back, i, d_reset), product_ru(carry_back, i, d_carry);
-      const int64_t first = product_c.first, n = product_c.n;
-      for (int64_t step = 0; step < T; ++step) {
-        const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
-        const int64_t slots = s.through[t];
-        float* step_ru = steps_ru[step % 2];
-        float* step_c = steps_c[step % 2];
-        for (int64_t r = 0; r < slots; ++r) {
-          if (!s.Runs(r, t)) continue;  // dL/dh passes the step by, in dh
-          const int64_t row = s.Row(r, t), at = r * H + first;
-          UpdateBackward(n, H, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
-                         d_ys.typed_data() + row * H + first, dh + at, direct + at,
-                         dz + (r * T + t) * G + first, step_ru + r * 2 * H + H + first,
-                         step_c + at);
-        }
-#pragma omp barrier
-        product_c(step_c, slots);
-        for (int64_t r = 0; r < slots; ++r) {
-          if (!s.Runs(r, t)) continue;
-          const int64_t row = s.Row(r, t), at = r * H + first;
-          ResetBackward(n, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
-                        product_c.z_i + r * n, direct + at, dz + (r * T + t) * G + first,
-                        step_ru + r * 2 * H + first);
-          if (d_b_sums) AddToColumnSums(3, n, H, dz + (r * T + t) * G + first, d_b_sums + first);
-        }
-#pragma omp barrier
-        product_ru(step_ru, slots);
-        for (int64_t r = 0; r < slots; ++r) {
-          if (!s.Runs(r, t)) continue;
-          const int64_t at = r * H + first;
-          for (int64_t j = 0; j < n; ++j) dh[at + j] = direct[at + j] + product_ru.z_i[r * n + j];
-          // Where step t starts a segment, dL/dh_{t-1} belongs to the restart carry.
-          MoveToRestart(s, r, t, first, n, dh, dh_restart);
-        }
-      }
-    }
-    Reorder<false>(s, H, dh, d_h0->typed_data());
-    Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-    CompactRows(s, G, dz);
+  const int64_t N = s.steps_run;
+  if (T == 0 || N == 0) {  // no step runs: dL/dh passes through, the weights get nothing
+    std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
     if (WantedOut(d_w_h)) {
-      float* d_w = d_w_h->typed_data();
-      PreferHugePages(d_w, H * G * sizeof(float));
-      OneWeightGradient(run, N, D, G, StepsRun(scratch, s, D, xs.typed_data()), dz,
-                        d_w_x->typed_data());
-      // dL/dw_h: h_{t-1}ᵀ dz of r and u, and (r * h_{t-1})ᵀ dz of c~.
-      OneWeightGradient(run, N, H, 2 * H, h_prev, dz, d_w, G, G);
-      OneWeightGradient(run, N, H, H, StepsRun(scratch, s, H, reset_carries.typed_data()),
-                        dz + 2 * H, d_w + 2 * H, G, G);
-      std::memcpy(d_b_h->typed_data(), d_b_x->typed_data(), G * sizeof(float));
+      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
+      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
+      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
     }
-    InputGradients(run, s, G, dz, w_x.typed_data(), WantedOut(d_xs));
-  });
+    if (float* d = WantedOut(d_xs)) std::memset(d, 0, B * T * D * sizeof(float));
+    std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
+    return;
+  }
+  Runner run;
+  Scratch& scratch = run.scratch;
+  const int team = FewRowsTeam(H);
+  // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
+  // dL/dz of every step, row r * T + t, and dL/dh_t of each slot's carry.
+  const float* h_prev =
+      StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
+                   ys.typed_data(), reverse);
+  float* dz = scratch.Take(B * T * G);
+  float* dh = scratch.Take(B * H);
+  Reorder<true>(s, H, d_h_last.typed_data(), dh);
+  float* direct = scratch.Take(B * H);
+  float* dh_restart = scratch.Zeros(B * H);  // the restart carry's, in the slots' order
+  // A step's dL/dz of r and u (B, 2H) and of c~ (B, H), the rows its two products read; two
+  // of each in turn, since a thread writes the next step's while the other may still read.
+  float* steps_ru[2] = {scratch.Zeros(B * 2 * H), scratch.Zeros(B * 2 * H)};
+  float* steps_c[2] = {scratch.Zeros(B * H), scratch.Zeros(B * H)};
+  // wᵀ (3H, H): rows [0, 2H) are w_ruᵀ, rows [2H, 3H) w_hcᵀ.
+  const float* w_t = Transposed(scratch, H, G, w_h.typed_data());
+  const SplitProduct reset_back(
+      run, s, H, 1, team, [=](int64_t k) { return w_t + (2 * H + k) * H; }, nullptr);
+  const SplitProduct carry_back(
+      run, s, 2 * H, 1, team, [=](int64_t k) { return w_t + k * H; }, nullptr);
+  float* d_reset = scratch.Take(B * H);
+  float* d_carry = scratch.Take(B * H);
+  const float* act = gates.typed_data();
+  // The bias gradient, where the weights' are wanted: each thread adds its units' as it goes.
+  float* d_b_sums = WantedOut(d_b_x);
+  if (d_b_sums) std::memset(d_b_sums, 0, G * sizeof(float));
+#pragma omp parallel num_threads(team)
+  {
+    const int i = omp_get_thread_num();
+    SplitProduct::Member product_c(reset_back, i, d_reset), product_ru(carry_back, i, d_carry);
+    const int64_t first = product_c.first, n = product_c.n;
+    for (int64_t step = 0; step < T; ++step) {
+      const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
+      const int64_t slots = s.through[t];
+      float* step_ru = steps_ru[step % 2];
+      float* step_c = steps_c[step % 2];
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;  // dL/dh passes the step by, in dh
+        const int64_t row = s.Row(r, t), at = r * H + first;
+        UpdateBackward(n, H, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
+                       d_ys.typed_data() + row * H + first, dh + at, direct + at,
+                       dz + (r * T + t) * G + first, step_ru + r * 2 * H + H + first,
+                       step_c + at);
+      }
+#pragma omp barrier
+      product_c(step_c, slots);
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;
+        const int64_t row = s.Row(r, t), at = r * H + first;
+        ResetBackward(n, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
+                      product_c.z_i + r * n, direct + at, dz + (r * T + t) * G + first,
+                      step_ru + r * 2 * H + first);
+        if (d_b_sums) AddToColumnSums(3, n, H, dz + (r * T + t) * G + first, d_b_sums + first);
+      }
+#pragma omp barrier
+      product_ru(step_ru, slots);
+      for (int64_t r = 0; r < slots; ++r) {
+        if (!s.Runs(r, t)) continue;
+        const int64_t at = r * H + first;
+        for (int64_t j = 0; j < n; ++j) dh[at + j] = direct[at + j] + product_ru.z_i[r * n + j];
+        // Where step t starts a segment, dL/dh_{t-1} belongs to the restart carry.
+        MoveToRestart(s, r, t, first, n, dh, dh_restart);
+      }
+    }
+  }
+  Reorder<false>(s, H, dh, d_h0->typed_data());
+  Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
+  CompactRows(s, G, dz);
+  if (WantedOut(d_w_h)) {
+    float* d_w = d_w_h->typed_data();
+    PreferHugePages(d_w, H * G * sizeof(float));
+    OneWeightGradient(run, N, D, G, StepsRun(scratch, s, D, xs.typed_data()), dz,
+                      d_w_x->typed_data());
+    // dL/dw_h: h_{t-1}ᵀ dz of r and u, and (r * h_{t-1})ᵀ dz of c~.
+    OneWeightGradient(run, N, H, 2 * H, h_prev, dz, d_w, G, G);
+    OneWeightGradient(run, N, H, H, StepsRun(scratch, s, H, reset_carries.typed_data()),
+                      dz + 2 * H, d_w + 2 * H, G, G);
+    std::memcpy(d_b_h->typed_data(), d_b_x->typed_data(), G * sizeof(float));
+  }
+  InputGradients(run, s, G, dz, w_x.typed_data(), WantedOut(d_xs));
 }
+
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruResetBeforeForward, ForwardImpl, GruForwardSignature());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruResetBeforeForward, GruForward<ForwardPart>,
+                              GruForwardSignature());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruResetBeforeBackward, BackwardImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnGruResetBeforeBackward, GruBackward<BackwardPart>,
                               GruBackwardSignature());

@@ -188,6 +188,7 @@ struct LstmCell {
   static constexpr int64_t kGates = 4;
   static constexpr bool kMemory = true;   // a memory cell c beside the carry h
   static constexpr bool kDirect = false;  // h_{t-1} reaches h_t other than through the product
+  static constexpr bool kSharesExamples = false;  // whether its threads would (SharesExamples)
   const float* peephole;  // (3, H), or null
   // y (and c_next, and the activations into act where not null) from z, gates zq apart.
   void Step(int64_t n, int64_t H, int64_t first, const float* z, int64_t zq, float* act,
@@ -208,6 +209,7 @@ struct RnnCell {
   static constexpr int64_t kGates = 1;
   static constexpr bool kMemory = false;
   static constexpr bool kDirect = false;
+  static constexpr bool kSharesExamples = true;
   bool relu;
   void Step(int64_t n, int64_t, int64_t, const float* z, int64_t, float*, const float*, float*,
             const float*, float* y) const {
@@ -226,6 +228,7 @@ struct SimplifiedGruCell {
   static constexpr int64_t kGates = 2;
   static constexpr bool kMemory = false;
   static constexpr bool kDirect = true;
+  static constexpr bool kSharesExamples = true;
   void Step(int64_t n, int64_t H, int64_t, const float* z, int64_t zq, float* act, const float*,
             float*, const float* h_prev, float* y) const {
     UpdateGates(n, H, z, zq, act, h_prev, y);
@@ -477,6 +480,90 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   InputGradients(run, s, G, dz, a.w_x, a.d_xs);
 }
 
+// The arrays of the examples [first, ...) of a call: its per-example arrays from there on.
+ForwardArrays PartOf(const ForwardArrays& a, const Shape& s, int64_t G, int64_t first) {
+  const int64_t T = s.T, D = s.D, H = s.H;
+  auto from = [first](auto* array, int64_t per_example) {
+    return array ? array + first * per_example : array;
+  };
+  return {from(a.xs, T * D),     from(a.h0, H),   from(a.c0, H),   from(a.h_restart, H),
+          from(a.c_restart, H),  a.w_x,           a.w_h,           a.bias,
+          from(a.ys, T * H),     from(a.h_last, H), from(a.c_last, H), from(a.gates, T * G),
+          from(a.cells, T * H)};
+}
+
+// Forward, its examples shared among the threads where ExampleParts says so.
+template <typename Cell>
+void ForwardInParts(const Shape& s, const int32_t* lengths, const Cell& cell,
+                    const ForwardArrays& a, bool reverse) {
+  const auto bounds = ExampleParts(s, lengths, (s.D + s.H) * Cell::kGates * s.H,
+                                   Cell::kSharesExamples);
+  if (bounds.size() == 2) return Forward(s, cell, a, reverse);
+  InParts(bounds, [&](int, int64_t first, int64_t n) {
+    const Shape part = MakeShape(n, s.T, s.D, s.H, lengths + first, s.starts + first * s.T);
+    Forward(part, cell, PartOf(a, s, Cell::kGates * s.H, first), reverse);
+  });
+}
+
+// The arrays of the examples [first, ...) of a backward call; the sums over examples (the
+// weights', bias's and peepholes' gradients) into `sums` where it is not null.
+BackwardArrays PartOf(const BackwardArrays& a, const Shape& s, int64_t G, int64_t first,
+                      float* sums) {
+  const int64_t T = s.T, D = s.D, H = s.H;
+  auto from = [first](auto* array, int64_t per_example) {
+    return array ? array + first * per_example : array;
+  };
+  auto sum = [sums](float* array, int64_t at) { return sums && array ? sums + at : array; };
+  return {from(a.xs, T * D),
+          from(a.h0, H),
+          from(a.c0, H),
+          a.w_x,
+          a.w_h,
+          from(a.ys, T * H),
+          from(a.gates, T * G),
+          from(a.cells, T * H),
+          from(a.d_ys, T * H),
+          from(a.d_h_last, H),
+          from(a.d_c_last, H),
+          from(a.h_restart, H),
+          from(a.c_restart, H),
+          from(a.d_xs, T * D),
+          from(a.d_h0, H),
+          from(a.d_c0, H),
+          sum(a.d_w_x, 0),
+          sum(a.d_w_h, D * G),
+          sum(a.d_bias, (D + H) * G),
+          sum(a.dp, (D + H + 1) * G),
+          from(a.d_h_restart, H),
+          from(a.d_c_restart, H)};
+}
+
+// Backward, its examples shared among the threads where ExampleParts says so; the parts after
+// the first add their sums into the first's.
+template <typename Cell>
+void BackwardInParts(const Shape& s, const int32_t* lengths, const Cell& cell,
+                     const BackwardArrays& a, bool reverse) {
+  const auto bounds = ExampleParts(s, lengths, (s.D + s.H) * Cell::kGates * s.H,
+                                   Cell::kSharesExamples);
+  if (bounds.size() == 2) return Backward(s, cell, a, reverse);
+  const int64_t D = s.D, H = s.H, G = Cell::kGates * H;
+  const int64_t floats = (D + H + 1) * G + 3 * H, parts = bounds.size() - 1;
+  float* sums = PartSums(parts - 1, floats);
+  InParts(bounds, [&](int p, int64_t first, int64_t n) {
+    const Shape part = MakeShape(n, s.T, s.D, s.H, lengths + first, s.starts + first * s.T);
+    Backward(part, cell, PartOf(a, s, G, first, p ? sums + (p - 1) * floats : nullptr), reverse);
+  });
+  for (int64_t p = 1; p < parts; ++p) {
+    const BackwardArrays summed = PartOf(a, s, G, 0, sums + (p - 1) * floats);
+    if (a.d_w_h) {
+      AddInto(a.d_w_x, summed.d_w_x, D * G);
+      AddInto(a.d_w_h, summed.d_w_h, H * G);
+      AddInto(a.d_bias, summed.d_bias, G);
+    }
+    if (a.dp) AddInto(a.dp, summed.dp, 3 * H);
+  }
+}
+
 // ys (B, T, H), last h and c (B, H); with `save`, the gate activations (B, T, 4H) and the
 // memory cells (B, T, H) that the backward pass reads.
 ffi::Error LstmForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
@@ -498,7 +585,7 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                           h_last->typed_data(),   c_last->typed_data(),
                           save ? gates->typed_data() : nullptr,
                           save ? cells->typed_data() : nullptr};
-    Forward(s, LstmCell{Peepholes(peephole)}, a, reverse);
+    ForwardInParts(s, lengths.typed_data(), LstmCell{Peepholes(peephole)}, a, reverse);
   });
 }
 
@@ -530,7 +617,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         d_c0->typed_data(),     WantedOut(d_w_x),      WantedOut(d_w_h),
         WantedOut(d_bias),      WantedOut(d_peephole), d_h_restart->typed_data(),
         d_c_restart->typed_data()};
-    Backward(s, LstmCell{Peepholes(peephole)}, a, reverse);
+    BackwardInParts(s, lengths.typed_data(), LstmCell{Peepholes(peephole)}, a, reverse);
   });
 }
 
@@ -571,7 +658,7 @@ ffi::Error OneProductForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                           w_h.typed_data(),       bias.typed_data(), ys->typed_data(),
                           h_last->typed_data(),   nullptr,           WantedOut(gates),
                           nullptr};
-    Forward(s, one, a, reverse);
+    ForwardInParts(s, lengths.typed_data(), one, a, reverse);
   });
 }
 
@@ -593,7 +680,7 @@ ffi::Error OneProductBackward(
         h_restart.typed_data(), nullptr,   WantedOut(d_xs),     d_h0->typed_data(),
         nullptr,          WantedOut(d_w_x), WantedOut(d_w_h),   WantedOut(d_bias),
         nullptr,          d_h_restart->typed_data(), nullptr};
-    Backward(s, one, a, reverse);
+    BackwardInParts(s, lengths.typed_data(), one, a, reverse);
   });
 }
 
