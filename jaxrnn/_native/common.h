@@ -896,12 +896,13 @@ inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
 // examples alone, as a call of its own. Unset, examples where the cell gains from it, each
 // thread gets at least kPartRows examples, and the recurrent weights, which each thread then
 // reads whole at every step, are at most kPartWeightBytes. On a 2-core Xeon (2 MiB of L2 a core)
-// the GRUs' and the basic RNN's steps ran 13-25% faster by examples at H = 256 and as fast or
-// faster at H = 512 (w_h 3 MiB), 12-20% slower at H = 640 (5 MiB); the LSTM's ran as fast at
-// H = 256 and 512 and slower at 640, so it keeps its team. JAXRNN_THREADS_SHARE chooses on any
-// CPU, read at each call, so that both can be tested and timed; another value is an error.
+// the GRUs', the basic RNN's and the simplified GRU's steps at H = 256 (GRU w_h 0.75 MiB) ran
+// 13-25% faster by examples; at H = 512 (3 MiB) the GRU's training step was as fast at the median
+// and slower at its worst, at H = 640 (4.7 MiB) 12-20% slower. The LSTM's ran as fast by examples
+// at H = 256 and 512 and slower at 640, so it keeps its team. JAXRNN_THREADS_SHARE chooses on
+// any CPU, read at each call, so that both can be tested and timed; another value is an error.
 constexpr int64_t kPartRows = 8;
-constexpr int64_t kPartWeightBytes = int64_t{4} << 20;
+constexpr int64_t kPartWeightBytes = int64_t{2} << 20;
 
 inline bool SharesExamples(int64_t B, int64_t weight_floats, bool gains) {
   const char* choice = std::getenv("JAXRNN_THREADS_SHARE");
