@@ -847,6 +847,7 @@ struct Shape {
   std::vector<int64_t> start;    // slot -> its first row among the steps run, slot after slot
   int64_t steps_run = 0;         // rows of the steps run: the sum of the lengths
   const uint8_t* starts = nullptr;  // (B, T) in the examples' order: 1 where a segment starts
+  const int32_t* given = nullptr;   // (B,) the lengths as given, in the examples' order
   bool Runs(int64_t r, int64_t t) const { return t < length[r]; }
   // Whether slot r runs step t (any t) and reads the restart carry there.
   bool Starts(int64_t r, int64_t t) const {
@@ -866,6 +867,7 @@ inline Shape MakeShape(int64_t B, int64_t T, int64_t D, int64_t H, const int32_t
                        const uint8_t* starts) {
   Shape s{B, T, D, H};
   s.starts = starts;
+  s.given = given;
   s.order.resize(s.B);
   for (int64_t b = 0; b < s.B; ++b) s.order[b] = b;
   auto length_of = [&](int64_t b) { return std::clamp<int64_t>(given[b], 0, s.T); };
@@ -889,6 +891,11 @@ inline Shape ShapeOf(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
   auto d = xs.dimensions();
   return MakeShape(d[0], d[1], d[2], h0.dimensions()[1], lengths.typed_data(),
                    starts.typed_data());
+}
+
+// The Shape of the examples [first, first + n) of s alone, as a call of their own has it.
+inline Shape PartShape(const Shape& s, int64_t first, int64_t n) {
+  return MakeShape(n, s.T, s.D, s.H, s.given + first, s.starts + first * s.T);
 }
 
 // How a call's threads share its steps: "units", a team that splits each step's units and meets
@@ -920,13 +927,12 @@ inline bool SharesExamples(int64_t B, int64_t weight_floats, bool gains) {
 // blocks with as equal a share of the steps run as the lengths allow, at least one example each;
 // {0, B} for a call whose threads share each step's units (SharesExamples, for a cell with
 // recurrent weights of `weight_floats` that `gains` or not from sharing examples).
-inline std::vector<int64_t> ExampleParts(const Shape& s, const int32_t* lengths,
-                                         int64_t weight_floats, bool gains) {
+inline std::vector<int64_t> ExampleParts(const Shape& s, int64_t weight_floats, bool gains) {
   const int64_t parts = std::min<int64_t>(omp_get_max_threads(), s.B);
   if (parts < 2 || !SharesExamples(s.B, weight_floats, gains)) return {0, s.B};
   std::vector<int64_t> run(s.B + 1, 0);  // the work of the examples before b: steps run, + 1
   for (int64_t b = 0; b < s.B; ++b)
-    run[b + 1] = run[b] + std::clamp<int64_t>(lengths[b], 0, s.T) + 1;
+    run[b + 1] = run[b] + std::clamp<int64_t>(s.given[b], 0, s.T) + 1;
   std::vector<int64_t> bounds{0};
   for (int64_t p = 1; p < parts; ++p) {
     const int64_t goal = run[s.B] * p / parts;
@@ -1341,10 +1347,10 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
   }
 }
 
-// The calls of both GRU kernels, from `Part`, a kernel's work on the examples its buffers hold:
-// ys (B, T, H) and the last h (B, H), and with `save` the activations r, u, c~ (B, T, 3H) and
-// the candidates' recurrent side (B, T, H) that the backward pass reads; run on all the examples,
-// or on each thread's part of them (ExampleParts).
+// The calls of both GRU kernels, from `Part`, a kernel's work on the examples of Shape s that its
+// buffers hold: ys (B, T, H) and the last h (B, H), and with `save` the activations r, u, c~
+// (B, T, 3H) and the candidates' recurrent side (B, T, H) that the backward pass reads; run on
+// all the examples, or on each thread's part of them (ExampleParts).
 template <auto Part>
 ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                       ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
@@ -1357,18 +1363,16 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", bf16_products, [&] {
-    const auto bounds = ExampleParts(s, lengths.typed_data(), s.H * 3 * s.H, true);
+    const auto bounds = ExampleParts(s, s.H * 3 * s.H, true);
     if (bounds.size() == 2)
-      return Part(xs, h0, w_x, w_h, b_x, b_h, lengths, starts, h_restart, ys, h_last, gates,
-                  candidates, reverse, save);
+      return Part(s, xs, h0, w_x, w_h, b_x, b_h, h_restart, ys, h_last, gates, candidates,
+                  reverse, save);
     InParts(bounds, [&](int, int64_t first, int64_t n) {
       const PartOfBuffer<ffi::F32> part_xs(xs, first, n), part_h0(h0, first, n),
           part_restart(h_restart, first, n), part_ys(*ys, first, n),
           part_h_last(*h_last, first, n), part_gates(*gates, first, n),
           part_candidates(*candidates, first, n);
-      const PartOfBuffer<ffi::S32> part_lengths(lengths, first, n);
-      const PartOfBuffer<ffi::U8> part_starts(starts, first, n);
-      Part(*part_xs, *part_h0, w_x, w_h, b_x, b_h, *part_lengths, *part_starts, *part_restart,
+      Part(PartShape(s, first, n), *part_xs, *part_h0, w_x, w_h, b_x, b_h, *part_restart,
            *part_ys, *part_h_last, *part_gates, *part_candidates, reverse, save);
     });
   });
@@ -1392,13 +1396,16 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
   return Guarded("gru", bf16_products, [&] {
-    const auto bounds = ExampleParts(s, lengths.typed_data(), s.H * 3 * s.H, true);
+    const auto bounds = ExampleParts(s, s.H * 3 * s.H, true);
     if (bounds.size() == 2)
-      return Part(xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h_last, lengths, starts,
-                  h_restart, d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_restart, reverse);
-    const int64_t D = s.D, H = s.H, G = 3 * H, floats = (D + H + 2) * G;
+      return Part(s, xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h_last, h_restart, d_xs,
+                  d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_restart, reverse);
+    // A later part's sums, in turn: d_w_x (D, G), d_w_h (H, G), d_b_x and d_b_h (G,).
+    const int64_t D = s.D, H = s.H, G = 3 * H;
+    const int64_t at[4] = {0, D * G, (D + H) * G, (D + H + 1) * G}, floats = (D + H + 2) * G;
     const int64_t parts = static_cast<int64_t>(bounds.size()) - 1;
     float* sums = PartSums(parts - 1, floats);
+    ffi::ResultBuffer<ffi::F32>* summed[4] = {&d_w_x, &d_w_h, &d_b_x, &d_b_h};
     InParts(bounds, [&](int p, int64_t first, int64_t n) {
       const PartOfBuffer<ffi::F32> part_xs(xs, first, n), part_h0(h0, first, n),
           part_ys(ys, first, n), part_gates(gates, first, n),
@@ -1406,25 +1413,20 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
           part_d_h_last(d_h_last, first, n), part_restart(h_restart, first, n),
           part_d_xs(*d_xs, first, n), part_d_h0(*d_h0, first, n),
           part_d_restart(*d_h_restart, first, n);
-      const PartOfBuffer<ffi::S32> part_lengths(lengths, first, n);
-      const PartOfBuffer<ffi::U8> part_starts(starts, first, n);
       float* own = p ? sums + (p - 1) * floats : nullptr;  // the first part writes the call's
-      const PartOfBuffer<ffi::F32> part_d_w_x(*d_w_x, own),
-          part_d_w_h(*d_w_h, own ? own + D * G : own),
-          part_d_b_x(*d_b_x, own ? own + (D + H) * G : own),
-          part_d_b_h(*d_b_h, own ? own + (D + H + 1) * G : own);
-      Part(*part_xs, *part_h0, w_x, w_h, *part_ys, *part_gates, *part_candidates, *part_d_ys,
-           *part_d_h_last, *part_lengths, *part_starts, *part_restart, *part_d_xs, *part_d_h0,
+      const PartOfBuffer<ffi::F32> part_d_w_x(*d_w_x, own ? own + at[0] : own),
+          part_d_w_h(*d_w_h, own ? own + at[1] : own),
+          part_d_b_x(*d_b_x, own ? own + at[2] : own),
+          part_d_b_h(*d_b_h, own ? own + at[3] : own);
+      Part(PartShape(s, first, n), *part_xs, *part_h0, w_x, w_h, *part_ys, *part_gates,
+           *part_candidates, *part_d_ys, *part_d_h_last, *part_restart, *part_d_xs, *part_d_h0,
            *part_d_w_x, *part_d_w_h, *part_d_b_x, *part_d_b_h, *part_d_restart, reverse);
     });
     if (WantedOut(d_w_h) == nullptr) return;
-    for (int64_t p = 1; p < parts; ++p) {
-      const float* own = sums + (p - 1) * floats;
-      AddInto(d_w_x->typed_data(), own, D * G);
-      AddInto(d_w_h->typed_data(), own + D * G, H * G);
-      AddInto(d_b_x->typed_data(), own + (D + H) * G, G);
-      AddInto(d_b_h->typed_data(), own + (D + H + 1) * G, G);
-    }
+    for (int64_t p = 1; p < parts; ++p)
+      for (int q = 0; q < 4; ++q)
+        AddInto((*summed[q])->typed_data(), sums + (p - 1) * floats + at[q],
+                (*summed[q])->element_count());
   });
 }
 

@@ -67,17 +67,15 @@ JAXRNN_VECTOR void GatesBackward(int64_t n, int64_t H, const float* __restrict a
   }
 }
 
-// The forward pass over the examples its buffers hold, all of a call's or a thread's part
-// (GruForward in common.h): ys, the last h, and with `save` the activations r, u, c~ (B, T, 3H)
-// and the recurrent candidates h_c (B, T, H) that the backward pass reads.
-void ForwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
-                 ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> b_x,
-                 ffi::Buffer<ffi::F32> b_h, ffi::Buffer<ffi::S32> lengths,
-                 ffi::Buffer<ffi::U8> starts, ffi::Buffer<ffi::F32> h_restart,
-                 ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
-                 ffi::ResultBuffer<ffi::F32> gates, ffi::ResultBuffer<ffi::F32> candidates,
-                 bool reverse, bool save) {
-  const Shape s = ShapeOf(xs, h0, lengths, starts);
+// The forward pass over the examples of s that its buffers hold, all of a call's or a thread's
+// part (GruForward in common.h): ys, the last h, and with `save` the activations r, u, c~
+// (B, T, 3H) and the recurrent candidates h_c (B, T, H) that the backward pass reads.
+void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                 ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                 ffi::Buffer<ffi::F32> b_x, ffi::Buffer<ffi::F32> b_h,
+                 ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> ys,
+                 ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
+                 ffi::ResultBuffer<ffi::F32> candidates, bool reverse, bool save) {
   const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
   std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
   if (T == 0) return;
@@ -163,18 +161,16 @@ void ForwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer
 }
 
 
-// The backward pass over the examples its buffers hold (GruBackward in common.h).
-void BackwardPart(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
-                  ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> ys,
-                  ffi::Buffer<ffi::F32> gates, ffi::Buffer<ffi::F32> candidates,
-                  ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
-                  ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
-                  ffi::Buffer<ffi::F32> h_restart, ffi::ResultBuffer<ffi::F32> d_xs,
-                  ffi::ResultBuffer<ffi::F32> d_h0, ffi::ResultBuffer<ffi::F32> d_w_x,
-                  ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_b_x,
-                  ffi::ResultBuffer<ffi::F32> d_b_h, ffi::ResultBuffer<ffi::F32> d_h_restart,
-                  bool reverse) {
-  const Shape s = ShapeOf(xs, h0, lengths, starts);
+// The backward pass over the examples of s that its buffers hold (GruBackward in common.h).
+void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
+                  ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h,
+                  ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
+                  ffi::Buffer<ffi::F32> candidates, ffi::Buffer<ffi::F32> d_ys,
+                  ffi::Buffer<ffi::F32> d_h_last, ffi::Buffer<ffi::F32> h_restart,
+                  ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+                  ffi::ResultBuffer<ffi::F32> d_w_x, ffi::ResultBuffer<ffi::F32> d_w_h,
+                  ffi::ResultBuffer<ffi::F32> d_b_x, ffi::ResultBuffer<ffi::F32> d_b_h,
+                  ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
   const int64_t N = B * T;
   if (T == 0) {

@@ -494,14 +494,12 @@ ForwardArrays PartOf(const ForwardArrays& a, const Shape& s, int64_t G, int64_t 
 
 // Forward, its examples shared among the threads where ExampleParts says so.
 template <typename Cell>
-void ForwardInParts(const Shape& s, const int32_t* lengths, const Cell& cell,
+void ForwardInParts(const Shape& s, const Cell& cell,
                     const ForwardArrays& a, bool reverse) {
-  const auto bounds = ExampleParts(s, lengths, (s.D + s.H) * Cell::kGates * s.H,
-                                   Cell::kSharesExamples);
+  const auto bounds = ExampleParts(s, (s.D + s.H) * Cell::kGates * s.H, Cell::kSharesExamples);
   if (bounds.size() == 2) return Forward(s, cell, a, reverse);
   InParts(bounds, [&](int, int64_t first, int64_t n) {
-    const Shape part = MakeShape(n, s.T, s.D, s.H, lengths + first, s.starts + first * s.T);
-    Forward(part, cell, PartOf(a, s, Cell::kGates * s.H, first), reverse);
+    Forward(PartShape(s, first, n), cell, PartOf(a, s, Cell::kGates * s.H, first), reverse);
   });
 }
 
@@ -541,17 +539,16 @@ BackwardArrays PartOf(const BackwardArrays& a, const Shape& s, int64_t G, int64_
 // Backward, its examples shared among the threads where ExampleParts says so; the parts after
 // the first add their sums into the first's.
 template <typename Cell>
-void BackwardInParts(const Shape& s, const int32_t* lengths, const Cell& cell,
+void BackwardInParts(const Shape& s, const Cell& cell,
                      const BackwardArrays& a, bool reverse) {
-  const auto bounds = ExampleParts(s, lengths, (s.D + s.H) * Cell::kGates * s.H,
-                                   Cell::kSharesExamples);
+  const auto bounds = ExampleParts(s, (s.D + s.H) * Cell::kGates * s.H, Cell::kSharesExamples);
   if (bounds.size() == 2) return Backward(s, cell, a, reverse);
   const int64_t D = s.D, H = s.H, G = Cell::kGates * H;
   const int64_t floats = (D + H + 1) * G + 3 * H, parts = bounds.size() - 1;
   float* sums = PartSums(parts - 1, floats);
   InParts(bounds, [&](int p, int64_t first, int64_t n) {
-    const Shape part = MakeShape(n, s.T, s.D, s.H, lengths + first, s.starts + first * s.T);
-    Backward(part, cell, PartOf(a, s, G, first, p ? sums + (p - 1) * floats : nullptr), reverse);
+    Backward(PartShape(s, first, n), cell,
+             PartOf(a, s, G, first, p ? sums + (p - 1) * floats : nullptr), reverse);
   });
   for (int64_t p = 1; p < parts; ++p) {
     const BackwardArrays summed = PartOf(a, s, G, 0, sums + (p - 1) * floats);
@@ -585,7 +582,7 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                           h_last->typed_data(),   c_last->typed_data(),
                           save ? gates->typed_data() : nullptr,
                           save ? cells->typed_data() : nullptr};
-    ForwardInParts(s, lengths.typed_data(), LstmCell{Peepholes(peephole)}, a, reverse);
+    ForwardInParts(s, LstmCell{Peepholes(peephole)}, a, reverse);
   });
 }
 
@@ -617,7 +614,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
         d_c0->typed_data(),     WantedOut(d_w_x),      WantedOut(d_w_h),
         WantedOut(d_bias),      WantedOut(d_peephole), d_h_restart->typed_data(),
         d_c_restart->typed_data()};
-    BackwardInParts(s, lengths.typed_data(), LstmCell{Peepholes(peephole)}, a, reverse);
+    BackwardInParts(s, LstmCell{Peepholes(peephole)}, a, reverse);
   });
 }
 
@@ -658,7 +655,7 @@ ffi::Error OneProductForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                           w_h.typed_data(),       bias.typed_data(), ys->typed_data(),
                           h_last->typed_data(),   nullptr,           WantedOut(gates),
                           nullptr};
-    ForwardInParts(s, lengths.typed_data(), one, a, reverse);
+    ForwardInParts(s, one, a, reverse);
   });
 }
 
@@ -680,7 +677,7 @@ ffi::Error OneProductBackward(
         h_restart.typed_data(), nullptr,   WantedOut(d_xs),     d_h0->typed_data(),
         nullptr,          WantedOut(d_w_x), WantedOut(d_w_h),   WantedOut(d_bias),
         nullptr,          d_h_restart->typed_data(), nullptr};
-    BackwardInParts(s, lengths.typed_data(), one, a, reverse);
+    BackwardInParts(s, one, a, reverse);
   });
 }
 
