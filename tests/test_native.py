@@ -390,6 +390,42 @@ def test_threads_that_each_run_a_block_of_the_examples_equal_the_scan(
     assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
 
 
+# Sequences long enough that the backward pass adds its weight gradients in several chunks of
+# about 512 rows of dL/dz each (DzBySteps in common.h): a padded team of 6 in chunks of 86 steps,
+# the last of 2, the lengths leaving chunks of every size; 3 whole sequences in chunks of 171.
+CHUNK_CASES = {
+    "padded-team": (6, 260, [260, 0, 173, 259, 1, 87]),
+    "few": (3, 400, None),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["lstm_peephole", "rnn", "simplified_gru"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("case", sorted(CHUNK_CASES))
+@pytest.mark.parametrize("wrt", [(0, 2), (0, 1, 2)], ids=["params-carry", "and-xs"])
+def test_weight_gradients_added_chunk_by_chunk_equal_the_scan(kind, reverse, case, wrt):
+    # Without dL/dxs the steps keep two chunks of dL/dz in turn; with it, all of them. The
+    # outputs' weights are scaled by the steps, so that the loss, a sum over 10⁵ outputs, is not
+    # dominated by float32's rounding of that sum.
+    n_examples, n_steps, lengths = CHUNK_CASES[case]
+    cell, params, xs, carry, weights = problem((n_examples,), n_steps, 3, 128, kind=kind, seed=7)
+    weights = weights / n_steps
+    options = {"reverse": reverse}
+    if lengths is not None:
+        options["lengths"] = jnp.asarray(lengths)
+
+    def loss(implementation, params, xs, carry):
+        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    def value_and_grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=wrt)
+        return jax.jit(run)(params, xs, carry)
+
+    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 def test_an_unknown_way_for_threads_to_share_a_call_is_a_clear_error(monkeypatch, kind):

@@ -104,7 +104,7 @@ struct Product {
 };
 
 using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool,
-                              bool, bool, int, bool>;
+                              bool, bool, int, bool, bool>;
 
 // Whether the current call multiplies in bfloat16 (float32 accumulation): the caller's
 // jax.default_matmul_precision("bfloat16"), set by Guarded for the call on the worker thread.
@@ -134,19 +134,25 @@ JAXRNN_VECTOR static void ToBfloat16(const float* __restrict from, uint16_t* __r
   }
 }
 
-inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride, bool packed,
-                                    bool bias) {
+// C = A B (+ bias), or C += A B where `accumulate`.
+inline std::shared_ptr<Product> ProductFor(const View& a, const View& b, int64_t c_stride,
+                                           bool packed, bool bias, bool accumulate = false) {
   static std::mutex lock;
   static std::map<ProductKey, std::shared_ptr<Product>> cache;
   // oneDNN plans a product for the threads it may use then: one inside a team's own steps.
   const bool bf16 = tl_bf16_products;
   ProductKey key{a.rows,       a.cols, a.stride, b.cols, b.stride, c_stride, a.transposed,
-                 b.transposed, packed, bias,     omp_get_max_threads(), bf16};
+                 b.transposed, packed, bias,     omp_get_max_threads(), bf16, accumulate};
   std::lock_guard<std::mutex> guard(lock);
   auto found = cache.find(key);
   if (found != cache.end()) return found->second;
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (accumulate) {
+    dnnl::post_ops sum;
+    sum.append_sum(1.0f);
+    attr.set_post_ops(sum);
+  }
   const bool convert = bf16 && ConvertsFactors();
   if (bf16 && !convert) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
   // Converted factors: A dense, in the orientation of the caller's view (converting a transposed
@@ -1207,24 +1213,6 @@ inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, co
   return read;
 }
 
-// ProductGradients for a cell whose input and carry sides share dL/dz (G wide), as the LSTM's
-// z = [x, h] [w_x; w_h] + b does: dL/d[w_x; w_h] = rowsᵀ dz is one product over the StepRowsRead
-// rows (steps_run, D + H), which copies dz once where two products would copy it twice (c1's
-// LSTM: 16 MB each).
-inline void SharedProductGradients(Runner& run, const Shape& s, int64_t G, const float* rows,
-                                   const float* dz, float* d_w_x, float* d_w_h) {
-  const int64_t N = s.steps_run, D = s.D, H = s.H, K = D + H;
-  if (N == 0) {
-    std::memset(d_w_x, 0, D * G * sizeof(float));
-    std::memset(d_w_h, 0, H * G * sizeof(float));
-  } else {
-    float* d_w = run.scratch.Take(K * G);
-    OneWeightGradient(run, N, K, G, rows, dz, d_w);
-    std::memcpy(d_w_x, d_w, D * G * sizeof(float));
-    std::memcpy(d_w_h, d_w + D * G, H * G * sizeof(float));
-  }
-}
-
 // sums[q H + j] += row[q H + j] for `gates` gates H apart and n units: a thread adds its units of
 // the row of dL/dz it has just written to the bias gradient, while the row is still in L1. (A
 // pass over the whole dL/dz after the steps read it back from memory: 50 MB twice for c3's GRU.)
@@ -1232,6 +1220,204 @@ JAXRNN_VECTOR static void AddToColumnSums(int64_t gates, int64_t n, int64_t H,
                                           const float* __restrict row, float* __restrict sums) {
   for (int64_t q = 0; q < gates; ++q)
     for (int64_t j = 0; j < n; ++j) sums[q * H + j] += row[q * H + j];
+}
+
+// Where the backward steps write dL/dz (G wide) as the caller's arrays lie, slot after slot:
+// slot r's row at step t is r * T + t, a step's rows T * G floats apart. The whole sequence is
+// one chunk.
+struct DzByExample {
+  float* dz;
+  int64_t T, G;
+  float* Row(int64_t t, int64_t r) const { return dz + (r * T + t) * G; }
+  const float* Step(int64_t t) const { return dz + t * G; }
+  int64_t Stride() const { return T * G; }
+  int64_t ChunkSteps() const { return T; }
+};
+
+// Where the backward steps write dL/dz (G wide) step after step, in the order the backward pass
+// reads them, a step's rows together: the rows of the slots that run it (all B up to kFewRows,
+// whose slots keep their order and write zeros for a step not run). The steps come in chunks of
+// about kChunkRows rows, which a product adds to the weight gradients while they are still in
+// cache (ChunkedWeightGradient); unless every row is kept (`keep_all`, for dL/dxs), two chunks'
+// rows are kept in turn, since a thread may start the next chunk while the other still reads
+// this one. One step's rows are G floats apart.
+class DzBySteps {
+ public:
+  static constexpr int64_t kChunkRows = 512;
+  DzBySteps(Scratch& scratch, const Shape& s, int64_t G, bool reverse, bool keep_all)
+      : G_(G), reverse_(reverse), T_(s.T), offset_(s.T), chunk_rows_(), few_(s.B <= kFewRows) {
+    chunk_steps_ = std::clamp<int64_t>((kChunkRows + s.B - 1) / s.B, 1, std::max<int64_t>(1, s.T));
+    const int64_t half = chunk_steps_ * s.B;
+    int64_t at = 0, rows = 0;
+    for (int64_t step = 0; step < s.T; ++step) {
+      const int64_t t = TOf(step);
+      if (step % chunk_steps_ == 0) {
+        if (step > 0) chunk_rows_.push_back(rows);
+        rows = 0;
+        if (!keep_all) at = (step / chunk_steps_ % 2) * half;
+      }
+      offset_[t] = at;
+      at += RowsAt(s, t);
+      rows += RowsAt(s, t);
+    }
+    chunk_rows_.push_back(rows);
+    total_ = keep_all ? at : std::min<int64_t>(2, chunk_rows_.size()) * half;
+    dz_ = scratch.Take(std::max<int64_t>(1, total_) * G);
+  }
+  // The rows step t writes: every slot's where the slots keep their order, else the first
+  // through[t], the slots that run it.
+  int64_t RowsAt(const Shape& s, int64_t t) const { return few_ ? s.B : s.through[t]; }
+  int64_t TOf(int64_t step) const { return reverse_ ? step : T_ - 1 - step; }
+  float* Row(int64_t t, int64_t r) const { return dz_ + (offset_[t] + r) * G_; }
+  const float* Step(int64_t t) const { return dz_ + offset_[t] * G_; }
+  int64_t Stride() const { return G_; }
+  int64_t ChunkSteps() const { return chunk_steps_; }
+  int64_t Chunks() const { return chunk_rows_.size(); }
+  // Chunk c's rows, chunk_steps steps from the step read c * chunk_steps on.
+  int64_t ChunkRows(int64_t c) const { return chunk_rows_[c]; }
+  const float* Chunk(int64_t c) const { return Step(TOf(c * chunk_steps_)); }
+
+ private:
+  int64_t G_;
+  bool reverse_;
+  int64_t T_;
+  std::vector<int64_t> offset_;  // by t: the row of its first slot
+  std::vector<int64_t> chunk_rows_;
+  bool few_;
+  int64_t chunk_steps_, total_ = 0;
+  float* dz_;
+};
+
+// d_w (K, G) = Σ rowsᵀ dz over the steps run, added chunk by chunk (DzBySteps) inside the
+// backward steps' parallel region while a chunk's rows of dz are in cache: each thread of the
+// team adds the product for its share of the K columns of the rows, which it copies itself
+// (`row_of(t, r, k0, k1, out)` writes columns [k0, k1) of slot r's row at step t). One product
+// over all the steps after them read c1's LSTM's 16 MB of dL/dz back from memory: its training
+// step took 36.9-38.4 ms that way and 35.3-37.2 in chunks of 512 rows (AMX Xeon, three
+// alternating pairs of processes; chunks of 128, 256, 1024 and 4096 rows were slower). Where
+// Runner::Once packs its second factor (AVX-512) the products compute d_wᵀ, as
+// OneWeightGradient does, transposed at the end.
+class ChunkedWeightGradient {
+ public:
+  ChunkedWeightGradient(Runner& run, const DzBySteps& dz, int64_t K, int64_t G, int team)
+      : dz_(dz), K_(K), G_(G), transposed_(OncePacksSecondFactor()), members_(team) {
+    d_w_ = run.scratch.Zeros(K * G);
+    OneThread one_thread;  // each product runs on the one thread that calls it
+    for (int i = 0; i < team; ++i) {
+      Member& m = members_[i];
+      std::tie(m.k0, m.k1) = UnitsOf(i, team, K);
+      const int64_t width = m.k1 - m.k0;
+      size_t pad = 0, packed = 0, converted = 0;
+      for (int64_t c = 0; c < dz.Chunks(); ++c) {
+        const int64_t M = dz.ChunkRows(c);
+        if (M == 0 || width == 0 || m.products.count(M)) continue;
+        auto product = transposed_
+            ? ProductFor({G, M, G, true}, {M, width, width}, K, true, false, true)
+            : ProductFor({width, M, width, true}, {M, G, G}, G, false, false, true);
+        pad = std::max(pad, product->scratchpad.get_size());
+        packed = std::max(packed, product->weights.get_size());
+        if (product->src.get_data_type() == dt::bf16)
+          converted = std::max(converted, product->src.get_size());
+        m.products[M] = product;
+      }
+      int64_t most = 0;
+      for (int64_t c = 0; c < dz.Chunks(); ++c) most = std::max(most, dz.ChunkRows(c));
+      m.rows = run.scratch.Take(std::max<int64_t>(1, most * width));
+      m.pad = run.scratch.Take(pad / sizeof(float) + 1);
+      m.packed = run.scratch.Take(packed / sizeof(float) + 8) + 4;  // see Runner::Weights
+      m.converted = converted ? run.scratch.Take(converted / sizeof(float) + 1) : nullptr;
+    }
+  }
+
+  // Thread i adds chunk c's product over its columns of the rows.
+  template <typename RowOf>
+  void Add(int i, int64_t c, const Shape& s, RowOf row_of) {
+    Member& m = members_[i];
+    const int64_t M = dz_.ChunkRows(c), width = m.k1 - m.k0;
+    if (M == 0 || width == 0) return;
+    const int64_t first_step = c * dz_.ChunkSteps();
+    const int64_t end_step = std::min(s.T, first_step + dz_.ChunkSteps());
+    float* row = m.rows;
+    for (int64_t step = first_step; step < end_step; ++step) {
+      const int64_t t = dz_.TOf(step);
+      for (int64_t r = 0; r < dz_.RowsAt(s, t); ++r, row += width) row_of(t, r, m.k0, m.k1, row);
+    }
+    const Product& product = *m.products.at(M);
+    const float* dz = dz_.Chunk(c);
+    const View a = transposed_ ? View{G_, M, G_, true} : View{width, M, width, true};
+    const View b = transposed_ ? View{M, width, width} : View{M, G_, G_};
+    const float* a_data = transposed_ ? dz : m.rows;
+    const float* b_data = transposed_ ? m.rows : dz;
+    float* c_data = transposed_ ? d_w_ + m.k0 : d_w_ + m.k0 * G_;
+    memory src(product.src, Engine(), const_cast<float*>(a_data));
+    if (m.converted) {
+      memory user(a.desc(), Engine(), const_cast<float*>(a_data));
+      memory converted(product.src, Engine(), m.converted);
+      dnnl::reorder(user, converted).execute(m.stream, user, converted);
+      src = converted;
+    }
+    memory weights(b.desc(), Engine(), const_cast<float*>(b_data));
+    if (product.weights != b.desc()) {
+      memory packed(product.weights, Engine(), m.packed);
+      dnnl::reorder(weights, packed).execute(m.stream, weights, packed);
+      weights = packed;
+    }
+    const int64_t cols = transposed_ ? width : G_;
+    memory dst(memory::desc({a.rows, cols}, dt::f32, Dims{transposed_ ? K_ : G_, 1}), Engine(),
+               c_data);
+    product.primitive.execute(m.stream, {{DNNL_ARG_SRC, src},
+                                         {DNNL_ARG_WEIGHTS, weights},
+                                         {DNNL_ARG_DST, dst},
+                                         {DNNL_ARG_SCRATCHPAD,
+                                          memory(product.scratchpad, Engine(), m.pad)}});
+    m.stream.wait();
+  }
+
+  // d_w_x (D, G) and d_w_h (K - D, G), after every chunk has been added; d_w_h null where
+  // D = K.
+  void Finish(Scratch& scratch, int64_t D, float* d_w_x, float* d_w_h) const {
+    const float* d_w = d_w_;
+    if (transposed_) {
+      float* t = scratch.Take(K_ * G_);
+      Transpose(d_w_, G_, K_, t);
+      d_w = t;
+    }
+    std::memcpy(d_w_x, d_w, D * G_ * sizeof(float));
+    if (d_w_h) std::memcpy(d_w_h, d_w + D * G_, (K_ - D) * G_ * sizeof(float));
+  }
+
+ private:
+  struct Member {
+    int64_t k0 = 0, k1 = 0;
+    std::map<int64_t, std::shared_ptr<Product>> products;  // by the chunk's rows
+    float *rows = nullptr, *pad = nullptr, *packed = nullptr, *converted = nullptr;
+    dnnl::stream stream{Engine()};
+  };
+  const DzBySteps& dz_;
+  int64_t K_, G_;
+  bool transposed_;
+  float* d_w_;  // (K, G), or its transpose (G, K)
+  std::vector<Member> members_;
+};
+
+// dL/dxs (B, T, D) = dz w_xᵀ from every row of DzBySteps (kept whole), and zeros at the steps
+// not run; nothing where d_xs is null.
+inline void InputGradientsBySteps(Runner& run, const Shape& s, const DzBySteps& dz, int64_t G,
+                                  const float* w_x, float* d_xs) {
+  if (d_xs == nullptr) return;
+  const int64_t D = s.D, T = s.T;
+  PreferHugePages(d_xs, s.B * T * D * sizeof(float));
+  int64_t rows = 0;
+  for (int64_t t = 0; t < T; ++t) rows += dz.RowsAt(s, t);
+  if (rows < s.B * T) std::memset(d_xs, 0, s.B * T * D * sizeof(float));
+  if (rows == 0) return;
+  float* by_steps = run.scratch.Take(rows * D);
+  run.Once({rows, G, G}, dz.Chunk(0), {G, D, G, true}, w_x, by_steps, D);
+  for (int64_t t = 0; t < T; ++t) {
+    const float* from = by_steps + (dz.Step(t) - dz.Chunk(0)) / G * D;
+    for (int64_t r = 0; r < dz.RowsAt(s, t); ++r)
+      std::memcpy(d_xs + s.Row(r, t) * D, from + r * D, D * sizeof(float));
+  }
 }
 
 // The forward steps of up to kFewRows sequences, a cell of G / H gates. Each thread copies its
@@ -1274,11 +1460,13 @@ const float* FewRowsForward(Scratch& scratch, const Shape& s, int64_t G, const f
 
 // The backward steps of up to kFewRows sequences. At each step, read backwards,
 // `gates_backward(t, b, first, n)` writes example b's dL/dz for the units [first, first + n) (its
-// rows of `dz`: G wide, T apart per example); after the threads meet, each computes its units of
-// dL/dh_{t-1} = dz_t w_hᵀ into `dh` (B, H) and calls `after(t, b, first, n)` on them.
-template <typename GatesBackward, typename After>
+// row of `dz`, DzByExample or DzBySteps); after the threads meet, each computes its units of
+// dL/dh_{t-1} = dz_t w_hᵀ into `dh` (B, H) and calls `after(t, b, first, n)` on them, and after
+// the last step of each chunk of dz, `chunk_done(c, thread)`.
+template <typename Dz, typename GatesBackward, typename After, typename ChunkDone>
 void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w_h, bool reverse,
-                     const float* dz, float* dh, GatesBackward gates_backward, After after) {
+                     const Dz& dz, float* dh, GatesBackward gates_backward, After after,
+                     ChunkDone chunk_done) {
   const int64_t B = s.B, T = s.T, H = s.H;
   const float* w_h_t = Transposed(scratch, H, G, w_h);
   float* panels = scratch.Take(G * H);
@@ -1292,8 +1480,10 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
       const int64_t t = reverse ? step : T - 1 - step;
       for (int64_t b = 0; b < B; ++b) gates_backward(t, b, first, n);
 #pragma omp barrier
-      FewRowsProduct(B, G, n, dz + t * G, T * G, w, n, nullptr, 0, dh + first, H);
+      FewRowsProduct(B, G, n, dz.Step(t), dz.Stride(), w, n, nullptr, 0, dh + first, H);
       for (int64_t b = 0; b < B; ++b) after(t, b, first, n);
+      if ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)
+        chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
     }
   }
 }
@@ -1304,19 +1494,23 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
 // columns of w_hᵀ into its units of dL/dh_{t-1}, the only part of dL/dh its next step reads.
 // `dz` and `dh` are in the slots' order (Shape), and the callbacks take slots; a step visits only
 // the slots up to the last that runs it: the dL/dh of the others passes it unchanged, and their
-// rows of dz are left unwritten.
-template <typename GatesBackward, typename After>
+// rows of dz are left unwritten. After the last step of each chunk of dz (DzBySteps), each
+// thread calls `chunk_done(c, thread)`.
+template <typename Dz, typename GatesBackward, typename After, typename ChunkDone>
 void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, bool reverse,
-                   const float* dz, float* dh, GatesBackward gates_backward, After after) {
+                   const Dz& dz, float* dh, GatesBackward gates_backward, After after,
+                   ChunkDone chunk_done) {
   const int64_t B = s.B, T = s.T, H = s.H;
   if (B <= kFewRows)
-    return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after);
+    return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after,
+                           chunk_done);
   const int team = FewRowsTeam(H);
   // oneDNN 3.2 multiplies float32 in bfloat16 (AMX) only where a step's rows of dz lie
-  // together: T·G floats apart, it took its float32 kernel (c3 LSTM backward steps, summed over
-  // both threads: 110 ms either way; 34 ms from a copy of the step's rows).
-  const bool copy = tl_bf16_products && !ConvertsFactors();  // converting reads them as they lie
-  const TeamProducts products(run, B, G, H, team, w_h, copy ? G : T * G);
+  // together: T·G floats apart (DzByExample), it took its float32 kernel (c3 LSTM backward
+  // steps, summed over both threads: 110 ms either way; 34 ms from a copy of the step's rows).
+  // Converting factors reads them as they lie.
+  const bool copy = tl_bf16_products && !ConvertsFactors() && dz.Stride() != G;
+  const TeamProducts products(run, B, G, H, team, w_h, copy ? G : dz.Stride());
   float* dh_blocks = run.scratch.Take(B * H);
   // Two, used in turn: a thread writes the next step's rows while the other may still read these.
   float* dz_steps = copy ? run.scratch.Take(2 * B * G) : nullptr;
@@ -1328,12 +1522,12 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
       for (int64_t r = 0; r < slots; ++r) gates_backward(t, r, first, n);
-      const float* rows = dz + t * G;
+      const float* rows = dz.Step(t);
       if (copy) {  // each thread its units' columns of every gate, the ones it has just written
         float* step_rows = dz_steps + (step % 2) * B * G;
         for (int64_t r = 0; r < slots; ++r)
           for (int64_t q = 0; q < G; q += H)
-            std::memcpy(step_rows + r * G + q + first, rows + r * T * G + q + first,
+            std::memcpy(step_rows + r * G + q + first, rows + r * dz.Stride() + q + first,
                         n * sizeof(float));
         rows = step_rows;
       }
@@ -1343,6 +1537,8 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
         std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
         after(t, r, first, n);
       }
+      if ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)
+        chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
     }
   }
 }

@@ -5,7 +5,9 @@
 // PyTorch's i, f, g, o), batch-major: xs (B, T, D), carries (B, H), outputs (B, T, H).
 // Each call packs the weights once into oneDNN's blocked layout: a forward step is one product
 // [x_t, h_{t-1}] [w_x; w_h] from weights that stay in cache, a backward step one product with
-// w_h's transpose, and the weight gradients and dL/dxs are single products over all B * T rows.
+// w_h's transpose; the weight gradients are products over chunks of about 512 rows of dL/dz,
+// added as the backward steps write them (ChunkedWeightGradient), and dL/dxs one product over all
+// B * T rows.
 // With peepholes (jaxrnn.lstm(peephole=True), Gers & Schmidhuber 2000) the gates u and f also
 // read p_u * c_{t-1} and p_f * c_{t-1}, and o reads p_o * c_t, p (3, H); they are elementwise, so
 // the products stay as they are. The basic RNN (jaxrnn.rnn("tanh" | "relu")) is the same loop
@@ -13,6 +15,8 @@
 // course's simplified GRU (jaxrnn.simplified_gru(), gates u, c~): h_t = u c~ + (1 - u) h_{t-1}.
 // jax.lax.scan of the cell's step stays the definition: tests/test_native.py checks the kernels
 // against it.
+
+#include <optional>
 
 #include "common.h"
 
@@ -418,8 +422,12 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   }
   Runner run;
   Scratch& scratch = run.scratch;
-  // In the slots' order (Shape): dL/dz of every step, row r * T + t, and the carries' dL/d.
-  float* dz = scratch.Take(B * T * G);
+  // dL/dz step after step, all of it where dL/dxs is wanted; the rest in the slots' order
+  // (Shape): the carries' dL/d.
+  const DzBySteps dz(scratch, s, G, reverse, /*keep_all=*/a.d_xs != nullptr);
+  const int team = FewRowsTeam(H);
+  std::optional<ChunkedWeightGradient> d_w;
+  if (a.d_w_h) d_w.emplace(run, dz, D + H, G, team);
   float* dh = scratch.Take(B * H);
   Reorder<true>(s, H, a.d_h_last, dh);
   float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
@@ -437,7 +445,7 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   // run, and dL/dh set aside, since the step's product overwrites it.
   auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
     const int64_t row = s.Row(r, t), at = r * H + first;
-    float* dz_row = dz + (r * T + t) * G + first;
+    float* dz_row = dz.Row(t, r) + first;
     if (!s.Runs(r, t)) {
       for (int64_t q = 0; q < Cell::kGates; ++q) std::memset(dz_row + q * H, 0, n * sizeof(float));
       std::memcpy(dh_kept + at, dh + at, n * sizeof(float));
@@ -464,20 +472,32 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
       for (int64_t j = r * H + first; j < r * H + first + n; ++j) dh[j] += direct[j];
     MoveToRestart(s, r, t, first, n, dh, dh_restart);
   };
-  StepsBackward(run, s, G, a.w_h, reverse, dz, dh, step_backward, after_product);
+  // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
+  auto row_of = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    if (!s.Runs(r, t)) {  // a row of zeros in dz: any finite row
+      std::memset(row, 0, (k1 - k0) * sizeof(float));
+      return;
+    }
+    if (k0 < D) std::memcpy(row, a.xs + s.Row(r, t) * D + k0, (std::min(k1, D) - k0) * sizeof(float));
+    if (k1 > D) {
+      const int64_t from = std::max(k0, D);
+      std::memcpy(row + from - k0,
+                  CarryRead(s, r, t, reverse, a.h0, a.h_restart, a.ys) + from - D,
+                  (k1 - from) * sizeof(float));
+    }
+  };
+  auto chunk_done = [&](int64_t c, int thread) {
+    if (d_w) d_w->Add(thread, c, s, row_of);
+  };
+  StepsBackward(run, s, G, a.w_h, reverse, dz, dh, step_backward, after_product, chunk_done);
   Reorder<false>(s, H, dh, a.d_h0);
   Reorder<false>(s, H, dh_restart, a.d_h_restart);
   if constexpr (Cell::kMemory) {
     Reorder<false>(s, H, dc, a.d_c0);
     Reorder<false>(s, H, dc_restart, a.d_c_restart);
   }
-  // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias, over the steps run.
-  CompactRows(s, G, dz);
-  if (a.d_w_h) {
-    const float* rows = StepRowsRead(scratch, s, a.xs, a.h0, a.h_restart, a.ys, reverse);
-    SharedProductGradients(run, s, G, rows, dz, a.d_w_x, a.d_w_h);
-  }
-  InputGradients(run, s, G, dz, a.w_x, a.d_xs);
+  if (d_w) d_w->Finish(scratch, D, a.d_w_x, a.d_w_h);
+  InputGradientsBySteps(run, s, dz, G, a.w_x, a.d_xs);
 }
 
 // The arrays of the examples [first, ...) of a call: its per-example arrays from there on.
