@@ -10,6 +10,8 @@
 // is one product with w_h packed once per call. jax.lax.scan of the cell's step stays the
 // definition: tests/test_native.py checks the kernel against it.
 
+#include <optional>
+
 #include "common.h"
 
 namespace {
@@ -186,13 +188,17 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   }
   Runner run;
   Scratch& scratch = run.scratch;
-  // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
-  // dL/dz_x and dL/dz_h of every step, row r * T + t, and the carry's dL/d in two parts.
+  // The carries each step run read, slot after slot (Shape); dL/dz_x and dL/dz_h step after
+  // step (dL/dz_x all of it where dL/dxs is wanted); the rest in the slots' order: the carry's
+  // dL/d in two parts.
   const float* h_prev =
       StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
                    ys.typed_data(), reverse);
-  float* dzx = scratch.Take(N * G);
-  float* dzh = scratch.Take(N * G);
+  const DzBySteps dzx(scratch, s, G, reverse, /*keep_all=*/WantedOut(d_xs) != nullptr);
+  const DzBySteps dzh(scratch, s, G, reverse, /*keep_all=*/false);
+  const int team = FewRowsTeam(H);
+  std::optional<ChunkedWeightGradient> d_w_x_sum, d_w_h_sum;
+  if (WantedOut(d_w_h)) d_w_x_sum.emplace(run, dzx, D, G, team), d_w_h_sum.emplace(run, dzh, H, G, team);
   float* dh_rec = scratch.Zeros(B * H);
   float* dh_direct = scratch.Take(B * H);
   Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);
@@ -204,8 +210,8 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   if (d_b_h_sums) std::memset(d_b_h_sums, 0, G * sizeof(float));
   auto step_backward = [&](int64_t t, int64_t r, int64_t first, int64_t n) {
     const int64_t row = s.Row(r, t), at = r * H + first;
-    float* dzx_row = dzx + (r * T + t) * G + first;
-    float* dzh_row = dzh + (r * T + t) * G + first;
+    float* dzx_row = dzx.Row(t, r) + first;
+    float* dzh_row = dzh.Row(t, r) + first;
     if (!s.Runs(r, t)) {  // dL/dh passes the step by: all of it direct, none through w_h
       for (int64_t q = 0; q < 3; ++q) {
         std::memset(dzx_row + q * H, 0, n * sizeof(float));
@@ -226,17 +232,34 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
     MoveToRestart(s, r, t, first, n, dh_rec, dh_restart);
     MoveToRestart(s, r, t, first, n, dh_direct, dh_restart);
   };
+  // dL/dw_x = xsᵀ dz_x and dL/dw_h = h_prevᵀ dz_h, chunk by chunk; zeros for a step not run.
+  auto x_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    if (s.Runs(r, t))
+      std::memcpy(row, xs.typed_data() + s.Row(r, t) * D + k0, (k1 - k0) * sizeof(float));
+    else
+      std::memset(row, 0, (k1 - k0) * sizeof(float));
+  };
+  auto h_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    if (s.Runs(r, t))
+      std::memcpy(row, h_prev + (s.start[r] + t) * H + k0, (k1 - k0) * sizeof(float));
+    else
+      std::memset(row, 0, (k1 - k0) * sizeof(float));
+  };
+  auto chunk_done = [&](int64_t c, int thread) {
+    if (!d_w_h_sum) return;
+    d_w_x_sum->Add(thread, c, s, x_row);
+    d_w_h_sum->Add(thread, c, s, h_row);
+  };
   StepsBackward(run, s, G, w_h.typed_data(), reverse, dzh, dh_rec, step_backward,
-                after_product);
+                after_product, chunk_done);
   for (int64_t i = 0; i < B * H; ++i) dh_rec[i] += dh_direct[i];
   Reorder<false>(s, H, dh_rec, d_h0->typed_data());
   Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-  CompactRows(s, G, dzx);
-  if (WantedOut(d_w_h)) {
-    ProductGradients(run, s, G, StepsRun(scratch, s, D, xs.typed_data()), h_prev, dzx,
-                     CompactRows(s, G, dzh), d_w_x->typed_data(), d_w_h->typed_data());
+  if (d_w_h_sum) {
+    d_w_x_sum->Finish(scratch, D, d_w_x->typed_data(), nullptr);
+    d_w_h_sum->Finish(scratch, H, d_w_h->typed_data(), nullptr);
   }
-  InputGradients(run, s, G, dzx, w_x.typed_data(), WantedOut(d_xs));
+  InputGradientsBySteps(run, s, dzx, G, w_x.typed_data(), WantedOut(d_xs));
 }
 
 
