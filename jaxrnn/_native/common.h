@@ -1180,23 +1180,6 @@ inline void OneWeightGradient(Runner& run, int64_t N, int64_t K, int64_t G, cons
   }
 }
 
-// The weight gradients, products over the rows of the steps run (Shape::steps_run, slot after
-// slot), from those rows of xs, h_prev, dL/dz_x and dL/dz_h (G wide): dL/dw_x = xsᵀ dz_x and
-// dL/dw_h = h_prevᵀ dz_h.
-inline void ProductGradients(Runner& run, const Shape& s, int64_t G, const float* xs,
-                             const float* h_prev, const float* dzx, const float* dzh,
-                             float* d_w_x, float* d_w_h) {
-  const int64_t N = s.steps_run, D = s.D, H = s.H;
-  PreferHugePages(d_w_h, H * G * sizeof(float));
-  if (N == 0) {
-    std::memset(d_w_x, 0, D * G * sizeof(float));
-    std::memset(d_w_h, 0, H * G * sizeof(float));
-  } else {
-    OneWeightGradient(run, N, D, G, xs, dzx, d_w_x);
-    OneWeightGradient(run, N, H, G, h_prev, dzh, d_w_h);
-  }
-}
-
 // The rows [x_t, h_{t-1}] each step run multiplied by [w_x; w_h], (steps_run, D + H) slot after
 // slot, or the carries h_{t-1} alone, (steps_run, H), where xs is null: the restart carry where a
 // segment starts, h0 at the first step read, else the output of the step read before it.
@@ -1221,18 +1204,6 @@ JAXRNN_VECTOR static void AddToColumnSums(int64_t gates, int64_t n, int64_t H,
   for (int64_t q = 0; q < gates; ++q)
     for (int64_t j = 0; j < n; ++j) sums[q * H + j] += row[q * H + j];
 }
-
-// Where the backward steps write dL/dz (G wide) as the caller's arrays lie, slot after slot:
-// slot r's row at step t is r * T + t, a step's rows T * G floats apart. The whole sequence is
-// one chunk.
-struct DzByExample {
-  float* dz;
-  int64_t T, G;
-  float* Row(int64_t t, int64_t r) const { return dz + (r * T + t) * G; }
-  const float* Step(int64_t t) const { return dz + t * G; }
-  int64_t Stride() const { return T * G; }
-  int64_t ChunkSteps() const { return T; }
-};
 
 // Where the backward steps write dL/dz (G wide) step after step, in the order the backward pass
 // reads them, a step's rows together: the rows of the slots that run it (all B up to kFewRows,
@@ -1460,12 +1431,12 @@ const float* FewRowsForward(Scratch& scratch, const Shape& s, int64_t G, const f
 
 // The backward steps of up to kFewRows sequences. At each step, read backwards,
 // `gates_backward(t, b, first, n)` writes example b's dL/dz for the units [first, first + n) (its
-// row of `dz`, DzByExample or DzBySteps); after the threads meet, each computes its units of
+// row of `dz`, DzBySteps); after the threads meet, each computes its units of
 // dL/dh_{t-1} = dz_t w_hᵀ into `dh` (B, H) and calls `after(t, b, first, n)` on them, and after
 // the last step of each chunk of dz, `chunk_done(c, thread)`.
-template <typename Dz, typename GatesBackward, typename After, typename ChunkDone>
+template <typename GatesBackward, typename After, typename ChunkDone>
 void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w_h, bool reverse,
-                     const Dz& dz, float* dh, GatesBackward gates_backward, After after,
+                     const DzBySteps& dz, float* dh, GatesBackward gates_backward, After after,
                      ChunkDone chunk_done) {
   const int64_t B = s.B, T = s.T, H = s.H;
   const float* w_h_t = Transposed(scratch, H, G, w_h);
@@ -1496,24 +1467,20 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
 // the slots up to the last that runs it: the dL/dh of the others passes it unchanged, and their
 // rows of dz are left unwritten. After the last step of each chunk of dz (DzBySteps), each
 // thread calls `chunk_done(c, thread)`.
-template <typename Dz, typename GatesBackward, typename After, typename ChunkDone>
+template <typename GatesBackward, typename After, typename ChunkDone>
 void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, bool reverse,
-                   const Dz& dz, float* dh, GatesBackward gates_backward, After after,
+                   const DzBySteps& dz, float* dh, GatesBackward gates_backward, After after,
                    ChunkDone chunk_done) {
   const int64_t B = s.B, T = s.T, H = s.H;
   if (B <= kFewRows)
     return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after,
                            chunk_done);
   const int team = FewRowsTeam(H);
-  // oneDNN 3.2 multiplies float32 in bfloat16 (AMX) only where a step's rows of dz lie
-  // together: T·G floats apart (DzByExample), it took its float32 kernel (c3 LSTM backward
-  // steps, summed over both threads: 110 ms either way; 34 ms from a copy of the step's rows).
-  // Converting factors reads them as they lie.
-  const bool copy = tl_bf16_products && !ConvertsFactors() && dz.Stride() != G;
-  const TeamProducts products(run, B, G, H, team, w_h, copy ? G : dz.Stride());
+  // A step's rows of dz lie together (G floats apart): oneDNN 3.2 multiplies float32 in bfloat16
+  // (AMX) only then; T·G floats apart, it took its float32 kernel (c3 LSTM backward steps,
+  // summed over both threads: 110 ms either way; 34 ms from a copy of the step's rows).
+  const TeamProducts products(run, B, G, H, team, w_h, dz.Stride());
   float* dh_blocks = run.scratch.Take(B * H);
-  // Two, used in turn: a thread writes the next step's rows while the other may still read these.
-  float* dz_steps = copy ? run.scratch.Take(2 * B * G) : nullptr;
 #pragma omp parallel num_threads(team)
   {
     TeamProducts::Member product(products, omp_get_thread_num(), dh_blocks);
@@ -1522,17 +1489,8 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
       for (int64_t r = 0; r < slots; ++r) gates_backward(t, r, first, n);
-      const float* rows = dz.Step(t);
-      if (copy) {  // each thread its units' columns of every gate, the ones it has just written
-        float* step_rows = dz_steps + (step % 2) * B * G;
-        for (int64_t r = 0; r < slots; ++r)
-          for (int64_t q = 0; q < G; q += H)
-            std::memcpy(step_rows + r * G + q + first, rows + r * dz.Stride() + q + first,
-                        n * sizeof(float));
-        rows = step_rows;
-      }
 #pragma omp barrier
-      product(rows, slots);
+      product(dz.Step(t), slots);
       for (int64_t r = 0; r < slots; ++r) {
         std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
         after(t, r, first, n);
