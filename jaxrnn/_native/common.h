@@ -1263,11 +1263,11 @@ class DzBySteps {
 // backward steps' parallel region while a chunk's rows of dz are in cache: each thread of the
 // team adds the product for its share of the K columns of the rows, which it copies itself
 // (`row_of(t, r, k0, k1, out)` writes columns [k0, k1) of slot r's row at step t). One product
-// over all the steps after them read c1's LSTM's 16 MB of dL/dz back from memory: its training
-// step took 36.9-38.4 ms that way and 35.3-37.2 in chunks of 512 rows (AMX Xeon, three
-// alternating pairs of processes; chunks of 128, 256, 1024 and 4096 rows were slower). Where
-// Runner::Once packs its second factor (AVX-512) the products compute d_wᵀ, as
-// OneWeightGradient does, transposed at the end.
+// over all the steps after them read dL/dz back from memory (c1's LSTM: 16 MB): on the AMX Xeon,
+// three alternating pairs of processes, c1's GRU (reset after) took 30.4-32.1 ms a training step
+// that way and 27.1-28.4 in chunks of 512 rows, the LSTM 36.9-38.4 and 35.3-37.2; chunks of 128,
+// 256, 1024 and 4096 rows were slower. Where Runner::Once packs its second factor (AVX-512) the
+// products compute d_wᵀ, as OneWeightGradient does, transposed at the end.
 class ChunkedWeightGradient {
  public:
   ChunkedWeightGradient(Runner& run, const DzBySteps& dz, int64_t K, int64_t G, int team)

@@ -198,7 +198,10 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   const DzBySteps dzh(scratch, s, G, reverse, /*keep_all=*/false);
   const int team = FewRowsTeam(H);
   std::optional<ChunkedWeightGradient> d_w_x_sum, d_w_h_sum;
-  if (WantedOut(d_w_h)) d_w_x_sum.emplace(run, dzx, D, G, team), d_w_h_sum.emplace(run, dzh, H, G, team);
+  if (WantedOut(d_w_h)) {
+    d_w_x_sum.emplace(run, dzx, D, G, team);
+    d_w_h_sum.emplace(run, dzh, H, G, team);
+  }
   float* dh_rec = scratch.Zeros(B * H);
   float* dh_direct = scratch.Take(B * H);
   Reorder<true>(s, H, d_h_last.typed_data(), dh_direct);

@@ -478,7 +478,8 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
       std::memset(row, 0, (k1 - k0) * sizeof(float));
       return;
     }
-    if (k0 < D) std::memcpy(row, a.xs + s.Row(r, t) * D + k0, (std::min(k1, D) - k0) * sizeof(float));
+    if (k0 < D)
+      std::memcpy(row, a.xs + s.Row(r, t) * D + k0, (std::min(k1, D) - k0) * sizeof(float));
     if (k1 > D) {
       const int64_t from = std::max(k0, D);
       std::memcpy(row + from - k0,
