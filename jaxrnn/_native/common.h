@@ -1180,19 +1180,16 @@ inline void OneWeightGradient(Runner& run, int64_t N, int64_t K, int64_t G, cons
   }
 }
 
-// The rows [x_t, h_{t-1}] each step run multiplied by [w_x; w_h], (steps_run, D + H) slot after
-// slot, or the carries h_{t-1} alone, (steps_run, H), where xs is null: the restart carry where a
-// segment starts, h0 at the first step read, else the output of the step read before it.
-inline float* StepRowsRead(Scratch& scratch, const Shape& s, const float* xs, const float* h0,
-                           const float* h_restart, const float* ys, bool reverse) {
-  const int64_t D = xs ? s.D : 0, H = s.H, K = D + H;
-  float* read = scratch.Take(std::max<int64_t>(1, s.steps_run) * K);
+// The carries h_{t-1} each step run reads, (steps_run, H) slot after slot: the restart carry
+// where a segment starts, h0 at the first step read, else the output of the step read before it.
+inline float* StepCarriesRead(Scratch& scratch, const Shape& s, const float* h0,
+                              const float* h_restart, const float* ys, bool reverse) {
+  const int64_t H = s.H;
+  float* read = scratch.Take(std::max<int64_t>(1, s.steps_run) * H);
   for (int64_t r = 0; r < s.B; ++r)
-    for (int64_t t = 0; t < s.length[r]; ++t) {
-      float* row = read + (s.start[r] + t) * K;
-      if (xs) std::memcpy(row, xs + s.Row(r, t) * D, D * sizeof(float));
-      std::memcpy(row + D, CarryRead(s, r, t, reverse, h0, h_restart, ys), H * sizeof(float));
-    }
+    for (int64_t t = 0; t < s.length[r]; ++t)
+      std::memcpy(read + (s.start[r] + t) * H, CarryRead(s, r, t, reverse, h0, h_restart, ys),
+                  H * sizeof(float));
   return read;
 }
 
@@ -1241,7 +1238,6 @@ class DzBySteps {
   int64_t TOf(int64_t step) const { return reverse_ ? step : T_ - 1 - step; }
   float* Row(int64_t t, int64_t r) const { return dz_ + (offset_[t] + r) * G_; }
   const float* Step(int64_t t) const { return dz_ + offset_[t] * G_; }
-  int64_t Stride() const { return G_; }
   int64_t ChunkSteps() const { return chunk_steps_; }
   int64_t Chunks() const { return chunk_rows_.size(); }
   // Chunk c's rows, chunk_steps steps from the step read c * chunk_steps on.
@@ -1261,8 +1257,9 @@ class DzBySteps {
 
 // d_w (K, G) = Σ rowsᵀ dz over the steps run, added chunk by chunk (DzBySteps) inside the
 // backward steps' parallel region while a chunk's rows of dz are in cache: each thread of the
-// team adds the product for its share of the K columns of the rows, which it copies itself
-// (`row_of(t, r, k0, k1, out)` writes columns [k0, k1) of slot r's row at step t). One product
+// team (FewRowsTeam, as StepsBackward's) adds the product for its share of the K columns of the
+// rows, which it copies itself (`row_of(t, r, k0, k1, out)` writes columns [k0, k1) of slot r's
+// row at step t, a step it runs; a step not run has zeros in dz, and here). One product
 // over all the steps after them read dL/dz back from memory (c1's LSTM: 16 MB): on the AMX Xeon,
 // three alternating pairs of processes, c1's GRU (reset after) took 30.4-32.1 ms a training step
 // that way and 27.1-28.4 in chunks of 512 rows, the LSTM 36.9-38.4 and 35.3-37.2; chunks of 128,
@@ -1270,8 +1267,10 @@ class DzBySteps {
 // products compute d_wᵀ, as OneWeightGradient does, transposed at the end.
 class ChunkedWeightGradient {
  public:
-  ChunkedWeightGradient(Runner& run, const DzBySteps& dz, int64_t K, int64_t G, int team)
-      : dz_(dz), K_(K), G_(G), transposed_(OncePacksSecondFactor()), members_(team) {
+  ChunkedWeightGradient(Runner& run, const Shape& s, const DzBySteps& dz, int64_t K, int64_t G)
+      : dz_(dz), K_(K), G_(G), transposed_(OncePacksSecondFactor()),
+        members_(FewRowsTeam(s.H)) {
+    const int team = members_.size();
     d_w_ = run.scratch.Zeros(K * G);
     OneThread one_thread;  // each product runs on the one thread that calls it
     for (int i = 0; i < team; ++i) {
@@ -1311,7 +1310,12 @@ class ChunkedWeightGradient {
     float* row = m.rows;
     for (int64_t step = first_step; step < end_step; ++step) {
       const int64_t t = dz_.TOf(step);
-      for (int64_t r = 0; r < dz_.RowsAt(s, t); ++r, row += width) row_of(t, r, m.k0, m.k1, row);
+      for (int64_t r = 0; r < dz_.RowsAt(s, t); ++r, row += width) {
+        if (s.Runs(r, t))
+          row_of(t, r, m.k0, m.k1, row);
+        else
+          std::memset(row, 0, width * sizeof(float));
+      }
     }
     const Product& product = *m.products.at(M);
     const float* dz = dz_.Chunk(c);
@@ -1451,7 +1455,7 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
       const int64_t t = reverse ? step : T - 1 - step;
       for (int64_t b = 0; b < B; ++b) gates_backward(t, b, first, n);
 #pragma omp barrier
-      FewRowsProduct(B, G, n, dz.Step(t), dz.Stride(), w, n, nullptr, 0, dh + first, H);
+      FewRowsProduct(B, G, n, dz.Step(t), G, w, n, nullptr, 0, dh + first, H);
       for (int64_t b = 0; b < B; ++b) after(t, b, first, n);
       if ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)
         chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
@@ -1479,7 +1483,7 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
   // A step's rows of dz lie together (G floats apart): oneDNN 3.2 multiplies float32 in bfloat16
   // (AMX) only then; T·G floats apart, it took its float32 kernel (c3 LSTM backward steps,
   // summed over both threads: 110 ms either way; 34 ms from a copy of the step's rows).
-  const TeamProducts products(run, B, G, H, team, w_h, dz.Stride());
+  const TeamProducts products(run, B, G, H, team, w_h, G);
   float* dh_blocks = run.scratch.Take(B * H);
 #pragma omp parallel num_threads(team)
   {

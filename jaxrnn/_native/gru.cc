@@ -192,15 +192,14 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   // step (dL/dz_x all of it where dL/dxs is wanted); the rest in the slots' order: the carry's
   // dL/d in two parts.
   const float* h_prev =
-      StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
-                   ys.typed_data(), reverse);
+      StepCarriesRead(scratch, s, h0.typed_data(), h_restart.typed_data(), ys.typed_data(),
+                      reverse);
   const DzBySteps dzx(scratch, s, G, reverse, /*keep_all=*/WantedOut(d_xs) != nullptr);
   const DzBySteps dzh(scratch, s, G, reverse, /*keep_all=*/false);
-  const int team = FewRowsTeam(H);
   std::optional<ChunkedWeightGradient> d_w_x_sum, d_w_h_sum;
   if (WantedOut(d_w_h)) {
-    d_w_x_sum.emplace(run, dzx, D, G, team);
-    d_w_h_sum.emplace(run, dzh, H, G, team);
+    d_w_x_sum.emplace(run, s, dzx, D, G);
+    d_w_h_sum.emplace(run, s, dzh, H, G);
   }
   float* dh_rec = scratch.Zeros(B * H);
   float* dh_direct = scratch.Take(B * H);
@@ -235,18 +234,12 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
     MoveToRestart(s, r, t, first, n, dh_rec, dh_restart);
     MoveToRestart(s, r, t, first, n, dh_direct, dh_restart);
   };
-  // dL/dw_x = xsᵀ dz_x and dL/dw_h = h_prevᵀ dz_h, chunk by chunk; zeros for a step not run.
+  // dL/dw_x = xsᵀ dz_x and dL/dw_h = h_prevᵀ dz_h, chunk by chunk.
   auto x_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
-    if (s.Runs(r, t))
-      std::memcpy(row, xs.typed_data() + s.Row(r, t) * D + k0, (k1 - k0) * sizeof(float));
-    else
-      std::memset(row, 0, (k1 - k0) * sizeof(float));
+    std::memcpy(row, xs.typed_data() + s.Row(r, t) * D + k0, (k1 - k0) * sizeof(float));
   };
   auto h_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
-    if (s.Runs(r, t))
-      std::memcpy(row, h_prev + (s.start[r] + t) * H + k0, (k1 - k0) * sizeof(float));
-    else
-      std::memset(row, 0, (k1 - k0) * sizeof(float));
+    std::memcpy(row, h_prev + (s.start[r] + t) * H + k0, (k1 - k0) * sizeof(float));
   };
   auto chunk_done = [&](int64_t c, int thread) {
     if (!d_w_h_sum) return;

@@ -265,8 +265,8 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
   // dL/dz of every step, row r * T + t, and dL/dh_t of each slot's carry.
   const float* h_prev =
-      StepRowsRead(scratch, s, nullptr, h0.typed_data(), h_restart.typed_data(),
-                   ys.typed_data(), reverse);
+      StepCarriesRead(scratch, s, h0.typed_data(), h_restart.typed_data(), ys.typed_data(),
+                      reverse);
   float* dz = scratch.Take(B * T * G);
   float* dh = scratch.Take(B * H);
   Reorder<true>(s, H, d_h_last.typed_data(), dh);

@@ -425,9 +425,8 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   // dL/dz step after step, all of it where dL/dxs is wanted; the rest in the slots' order
   // (Shape): the carries' dL/d.
   const DzBySteps dz(scratch, s, G, reverse, /*keep_all=*/a.d_xs != nullptr);
-  const int team = FewRowsTeam(H);
   std::optional<ChunkedWeightGradient> d_w;
-  if (a.d_w_h) d_w.emplace(run, dz, D + H, G, team);
+  if (a.d_w_h) d_w.emplace(run, s, dz, D + H, G);
   float* dh = scratch.Take(B * H);
   Reorder<true>(s, H, a.d_h_last, dh);
   float* dh_kept = scratch.Take(B * H);  // dL/dh of the slots a step does not run
@@ -474,10 +473,6 @@ void Backward(const Shape& s, const Cell& cell, const BackwardArrays& a, bool re
   };
   // z = [x, h] [w_x; w_h] + b: one dL/dz serves both sides and the bias.
   auto row_of = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
-    if (!s.Runs(r, t)) {  // a row of zeros in dz: any finite row
-      std::memset(row, 0, (k1 - k0) * sizeof(float));
-      return;
-    }
     if (k0 < D)
       std::memcpy(row, a.xs + s.Row(r, t) * D + k0, (std::min(k1, D) - k0) * sizeof(float));
     if (k1 > D) {
