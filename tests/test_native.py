@@ -400,15 +400,15 @@ CHUNK_CASES = {
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", ["gru", "lstm_peephole", "rnn", "simplified_gru"])
+@pytest.mark.parametrize("kind", ["gru", "gru_before", "lstm_peephole", "rnn", "simplified_gru"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("case", sorted(CHUNK_CASES))
 @pytest.mark.parametrize("wrt", [(0, 2), (0, 1, 2)], ids=["params-carry", "and-xs"])
 def test_weight_gradients_added_chunk_by_chunk_equal_the_scan(kind, reverse, case, wrt):
     # Without dL/dxs the steps keep two chunks of dL/dz in turn (the GRU's dL/dz_h always);
-    # with it, all of them. (The course's GRU adds its weight gradients after the steps.) The
-    # outputs' weights are scaled by the steps, so that the loss, a sum over 10⁵ outputs, is not
-    # dominated by float32's rounding of that sum.
+    # with it, all of them. The course's GRU adds blocks of dL/dz's columns (r and u, c~) to
+    # blocks of dL/dw_h's. The outputs' weights are scaled by the steps, so that the loss, a sum
+    # over 10⁵ outputs, is not dominated by float32's rounding of that sum.
     n_examples, n_steps, lengths = CHUNK_CASES[case]
     cell, params, xs, carry, weights = problem((n_examples,), n_steps, 3, 128, kind=kind, seed=7)
     weights = weights / n_steps

@@ -1011,16 +1011,6 @@ JAXRNN_VECTOR static void AddInto(float* __restrict to, const float* __restrict 
   for (int64_t i = 0; i < n; ++i) to[i] += from[i];
 }
 
-// The rows of the steps run, slot after slot, moved down in place from m laid out (B, T, width)
-// in the slots' order; returns m. A slot's rows move no further than its start, so no row is
-// overwritten before it has moved.
-inline float* CompactRows(const Shape& s, int64_t width, float* m) {
-  if (s.Plain()) return m;
-  for (int64_t r = 0; r < s.B; ++r)
-    std::memmove(m + s.start[r] * width, m + r * s.T * width, s.length[r] * width * sizeof(float));
-  return m;
-}
-
 // The rows of the steps run, slot after slot, of an array in the examples' order, (B, T, width):
 // m itself where Shape::Plain, else a copy.
 inline const float* StepsRun(Scratch& scratch, const Shape& s, int64_t width, const float* m) {
@@ -1160,26 +1150,6 @@ inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* 
   ToExamples(s, D, d_xs_run, d_xs);
 }
 
-// d_w (K, G) = rowsᵀ dz over N rows: rows (N, K), dz (N, G), both row-major. Where Runner::Once
-// packs its second factor (AVX-512) and rows is the narrower, as the products' first factor it
-// computes the transpose dzᵀ rows (G, K) instead and writes it back transposed: c3's LSTM
-// packed dL/dz (8192, 2048) in 6.7 ms and multiplied in 29.9 (bfloat16 products; 6.6 and 74.6 in
-// float32), and packs the rows (8192, 640) in 2.2 and multiplies in 25.2 (70.8). Rows of dz and
-// d_w are dz_stride and d_w_stride apart where those are given (a block of a gate's columns).
-inline void OneWeightGradient(Runner& run, int64_t N, int64_t K, int64_t G, const float* rows,
-                              const float* dz, float* d_w, int64_t dz_stride = 0,
-                              int64_t d_w_stride = 0) {
-  dz_stride = dz_stride ? dz_stride : G;
-  d_w_stride = d_w_stride ? d_w_stride : G;
-  if (OncePacksSecondFactor() && K < G) {
-    float* d_w_t = run.scratch.Take(G * K);
-    run.Once({G, N, dz_stride, true}, dz, {N, K, K}, rows, d_w_t, K);
-    Transpose(d_w_t, G, K, d_w, d_w_stride);
-  } else {
-    run.Once({K, N, K, true}, rows, {N, G, dz_stride}, dz, d_w, d_w_stride);
-  }
-}
-
 // The carries h_{t-1} each step run reads, (steps_run, H) slot after slot: the restart carry
 // where a segment starts, h0 at the first step read, else the output of the step read before it.
 inline float* StepCarriesRead(Scratch& scratch, const Shape& s, const float* h0,
@@ -1263,14 +1233,21 @@ class DzBySteps {
 // over all the steps after them read dL/dz back from memory (c1's LSTM: 16 MB): on the AMX Xeon,
 // three alternating pairs of processes, c1's GRU (reset after) took 30.4-32.1 ms a training step
 // that way and 27.1-28.4 in chunks of 512 rows, the LSTM 36.9-38.4 and 35.3-37.2; chunks of 128,
-// 256, 1024 and 4096 rows were slower. Where Runner::Once packs its second factor (AVX-512) the
-// products compute d_wᵀ, as OneWeightGradient does, transposed at the end.
+// 256, 1024 and 4096 rows were slower. Given `first_column` and `columns`, d_w (K, columns) takes
+// only those columns of dz (G wide), a block of gates (the course's GRU multiplies r and u by
+// h_{t-1}, c~ by r * h_{t-1}). Where Runner::Once packs its second factor (AVX-512) the products
+// compute d_wᵀ and transpose it at the end: with rows the narrower factor, packing them costs
+// less than packing dz (c3's LSTM packed dL/dz (8192, 2048) in 6.7 ms and multiplied in 29.9
+// with bfloat16 products, 6.6 and 74.6 in float32; it packed the rows (8192, 640) in 2.2 and
+// multiplied in 25.2, 70.8 in float32).
 class ChunkedWeightGradient {
  public:
-  ChunkedWeightGradient(Runner& run, const Shape& s, const DzBySteps& dz, int64_t K, int64_t G)
-      : dz_(dz), K_(K), G_(G), transposed_(OncePacksSecondFactor()),
-        members_(FewRowsTeam(s.H)) {
+  ChunkedWeightGradient(Runner& run, const Shape& s, const DzBySteps& dz, int64_t K, int64_t G,
+                        int64_t first_column = 0, int64_t columns = 0)
+      : dz_(dz), K_(K), ld_(G), first_(first_column), G_(columns ? columns : G),
+        transposed_(OncePacksSecondFactor()), members_(FewRowsTeam(s.H)) {
     const int team = members_.size();
+    G = G_;
     d_w_ = run.scratch.Zeros(K * G);
     OneThread one_thread;  // each product runs on the one thread that calls it
     for (int i = 0; i < team; ++i) {
@@ -1282,8 +1259,8 @@ class ChunkedWeightGradient {
         const int64_t M = dz.ChunkRows(c);
         if (M == 0 || width == 0 || m.products.count(M)) continue;
         auto product = transposed_
-            ? ProductFor({G, M, G, true}, {M, width, width}, K, true, false, true)
-            : ProductFor({width, M, width, true}, {M, G, G}, G, false, false, true);
+            ? ProductFor({G, M, ld_, true}, {M, width, width}, K, true, false, true)
+            : ProductFor({width, M, width, true}, {M, G, ld_}, G, false, false, true);
         pad = std::max(pad, product->scratchpad.get_size());
         packed = std::max(packed, product->weights.get_size());
         if (product->src.get_data_type() == dt::bf16)
@@ -1318,9 +1295,9 @@ class ChunkedWeightGradient {
       }
     }
     const Product& product = *m.products.at(M);
-    const float* dz = dz_.Chunk(c);
-    const View a = transposed_ ? View{G_, M, G_, true} : View{width, M, width, true};
-    const View b = transposed_ ? View{M, width, width} : View{M, G_, G_};
+    const float* dz = dz_.Chunk(c) + first_;
+    const View a = transposed_ ? View{G_, M, ld_, true} : View{width, M, width, true};
+    const View b = transposed_ ? View{M, width, width} : View{M, G_, ld_};
     const float* a_data = transposed_ ? dz : m.rows;
     const float* b_data = transposed_ ? m.rows : dz;
     float* c_data = transposed_ ? d_w_ + m.k0 : d_w_ + m.k0 * G_;
@@ -1348,17 +1325,19 @@ class ChunkedWeightGradient {
     m.stream.wait();
   }
 
-  // d_w_x (D, G) and d_w_h (K - D, G), after every chunk has been added; d_w_h null where
-  // D = K.
-  void Finish(Scratch& scratch, int64_t D, float* d_w_x, float* d_w_h) const {
+  // d_w_x (D, G) and d_w_h (K - D, G), after every chunk has been added, their rows ld floats
+  // apart (G where ld is 0); d_w_h null where D = K.
+  void Finish(Scratch& scratch, int64_t D, float* d_w_x, float* d_w_h, int64_t ld = 0) const {
+    ld = ld ? ld : G_;
     const float* d_w = d_w_;
     if (transposed_) {
       float* t = scratch.Take(K_ * G_);
       Transpose(d_w_, G_, K_, t);
       d_w = t;
     }
-    std::memcpy(d_w_x, d_w, D * G_ * sizeof(float));
-    if (d_w_h) std::memcpy(d_w_h, d_w + D * G_, (K_ - D) * G_ * sizeof(float));
+    for (int64_t k = 0; k < (d_w_h ? K_ : D); ++k)
+      std::memcpy(k < D ? d_w_x + k * ld : d_w_h + (k - D) * ld, d_w + k * G_,
+                  G_ * sizeof(float));
   }
 
  private:
@@ -1369,9 +1348,9 @@ class ChunkedWeightGradient {
     dnnl::stream stream{Engine()};
   };
   const DzBySteps& dz_;
-  int64_t K_, G_;
+  int64_t K_, ld_, first_, G_;  // dz's rows ld_ apart, G_ of their columns from first_ on
   bool transposed_;
-  float* d_w_;  // (K, G), or its transpose (G, K)
+  float* d_w_;  // (K, G_), or its transpose (G_, K)
   std::vector<Member> members_;
 };
 

@@ -262,12 +262,21 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   Runner run;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
-  // The carries each step run read, slot after slot (Shape); the rest in the slots' order:
-  // dL/dz of every step, row r * T + t, and dL/dh_t of each slot's carry.
+  // The carries each step run read, slot after slot (Shape); dL/dz step after step (all of it
+  // where dL/dxs is wanted, DzBySteps); the rest in the slots' order: dL/dh_t of each slot's
+  // carry.
   const float* h_prev =
       StepCarriesRead(scratch, s, h0.typed_data(), h_restart.typed_data(), ys.typed_data(),
                       reverse);
-  float* dz = scratch.Take(B * T * G);
+  const DzBySteps dz(scratch, s, G, reverse, /*keep_all=*/WantedOut(d_xs) != nullptr);
+  // dL/dw_x = xsᵀ dz, dL/dw_h = h_{t-1}ᵀ dz of r and u beside (r * h_{t-1})ᵀ dz of c~, chunk
+  // by chunk.
+  std::optional<ChunkedWeightGradient> d_w_x_sum, d_w_ru_sum, d_w_c_sum;
+  if (WantedOut(d_w_h)) {
+    d_w_x_sum.emplace(run, s, dz, D, G);
+    d_w_ru_sum.emplace(run, s, dz, H, G, 0, 2 * H);
+    d_w_c_sum.emplace(run, s, dz, H, G, 2 * H, H);
+  }
   float* dh = scratch.Take(B * H);
   Reorder<true>(s, H, d_h_last.typed_data(), dh);
   float* direct = scratch.Take(B * H);
@@ -288,6 +297,16 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
   // The bias gradient, where the weights' are wanted: each thread adds its units' as it goes.
   float* d_b_sums = WantedOut(d_b_x);
   if (d_b_sums) std::memset(d_b_sums, 0, G * sizeof(float));
+  auto x_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    std::memcpy(row, xs.typed_data() + s.Row(r, t) * D + k0, (k1 - k0) * sizeof(float));
+  };
+  auto h_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    std::memcpy(row, h_prev + (s.start[r] + t) * H + k0, (k1 - k0) * sizeof(float));
+  };
+  auto reset_row = [&](int64_t t, int64_t r, int64_t k0, int64_t k1, float* row) {
+    std::memcpy(row, reset_carries.typed_data() + s.Row(r, t) * H + k0,
+                (k1 - k0) * sizeof(float));
+  };
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
@@ -298,13 +317,16 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
       const int64_t slots = s.through[t];
       float* step_ru = steps_ru[step % 2];
       float* step_c = steps_c[step % 2];
-      for (int64_t r = 0; r < slots; ++r) {
-        if (!s.Runs(r, t)) continue;  // dL/dh passes the step by, in dh
+      for (int64_t r = 0; r < dz.RowsAt(s, t); ++r) {
+        if (!s.Runs(r, t)) {  // dL/dh passes the step by, in dh; zeros in dz for the sums
+          for (int64_t q = 0; q < 3; ++q)
+            std::memset(dz.Row(t, r) + q * H + first, 0, n * sizeof(float));
+          continue;
+        }
         const int64_t row = s.Row(r, t), at = r * H + first;
         UpdateBackward(n, H, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
                        d_ys.typed_data() + row * H + first, dh + at, direct + at,
-                       dz + (r * T + t) * G + first, step_ru + r * 2 * H + H + first,
-                       step_c + at);
+                       dz.Row(t, r) + first, step_ru + r * 2 * H + H + first, step_c + at);
       }
 #pragma omp barrier
       product_c(step_c, slots);
@@ -312,9 +334,9 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
         if (!s.Runs(r, t)) continue;
         const int64_t row = s.Row(r, t), at = r * H + first;
         ResetBackward(n, act + row * G + first, h_prev + (s.start[r] + t) * H + first,
-                      product_c.z_i + r * n, direct + at, dz + (r * T + t) * G + first,
+                      product_c.z_i + r * n, direct + at, dz.Row(t, r) + first,
                       step_ru + r * 2 * H + first);
-        if (d_b_sums) AddToColumnSums(3, n, H, dz + (r * T + t) * G + first, d_b_sums + first);
+        if (d_b_sums) AddToColumnSums(3, n, H, dz.Row(t, r) + first, d_b_sums + first);
       }
 #pragma omp barrier
       product_ru(step_ru, slots);
@@ -325,23 +347,25 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
         // Where step t starts a segment, dL/dh_{t-1} belongs to the restart carry.
         MoveToRestart(s, r, t, first, n, dh, dh_restart);
       }
+      // The chunk's rows of dz are whole since the barrier above; the next step writes the
+      // other chunk's, and the one after this chunk's only after two more barriers.
+      if (d_w_x_sum && ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)) {
+        const int64_t c = step / dz.ChunkSteps();
+        d_w_x_sum->Add(i, c, s, x_row);
+        d_w_ru_sum->Add(i, c, s, h_row);
+        d_w_c_sum->Add(i, c, s, reset_row);
+      }
     }
   }
   Reorder<false>(s, H, dh, d_h0->typed_data());
   Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
-  CompactRows(s, G, dz);
-  if (WantedOut(d_w_h)) {
-    float* d_w = d_w_h->typed_data();
-    PreferHugePages(d_w, H * G * sizeof(float));
-    OneWeightGradient(run, N, D, G, StepsRun(scratch, s, D, xs.typed_data()), dz,
-                      d_w_x->typed_data());
-    // dL/dw_h: h_{t-1}ᵀ dz of r and u, and (r * h_{t-1})ᵀ dz of c~.
-    OneWeightGradient(run, N, H, 2 * H, h_prev, dz, d_w, G, G);
-    OneWeightGradient(run, N, H, H, StepsRun(scratch, s, H, reset_carries.typed_data()),
-                      dz + 2 * H, d_w + 2 * H, G, G);
+  if (d_w_x_sum) {
+    d_w_x_sum->Finish(scratch, D, d_w_x->typed_data(), nullptr);
+    d_w_ru_sum->Finish(scratch, H, d_w_h->typed_data(), nullptr, G);
+    d_w_c_sum->Finish(scratch, H, d_w_h->typed_data() + 2 * H, nullptr, G);
     std::memcpy(d_b_h->typed_data(), d_b_x->typed_data(), G * sizeof(float));
   }
-  InputGradients(run, s, G, dz, w_x.typed_data(), WantedOut(d_xs));
+  InputGradientsBySteps(run, s, dz, G, w_x.typed_data(), WantedOut(d_xs));
 }
 
 
