@@ -1247,8 +1247,7 @@ class ChunkedWeightGradient {
       : dz_(dz), K_(K), ld_(G), first_(first_column), G_(columns ? columns : G),
         transposed_(OncePacksSecondFactor()), members_(FewRowsTeam(s.H)) {
     const int team = members_.size();
-    G = G_;
-    d_w_ = run.scratch.Zeros(K * G);
+    d_w_ = run.scratch.Zeros(K * G_);
     OneThread one_thread;  // each product runs on the one thread that calls it
     for (int i = 0; i < team; ++i) {
       Member& m = members_[i];
@@ -1259,8 +1258,8 @@ class ChunkedWeightGradient {
         const int64_t M = dz.ChunkRows(c);
         if (M == 0 || width == 0 || m.products.count(M)) continue;
         auto product = transposed_
-            ? ProductFor({G, M, ld_, true}, {M, width, width}, K, true, false, true)
-            : ProductFor({width, M, width, true}, {M, G, ld_}, G, false, false, true);
+            ? ProductFor({G_, M, ld_, true}, {M, width, width}, K, true, false, true)
+            : ProductFor({width, M, width, true}, {M, G_, ld_}, G_, false, false, true);
         pad = std::max(pad, product->scratchpad.get_size());
         packed = std::max(packed, product->weights.get_size());
         if (product->src.get_data_type() == dt::bf16)
@@ -1482,6 +1481,49 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
         chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
     }
   }
+}
+
+// The start of both GRU kernels' forward parts: the last h is h0 until a step writes it, and
+// where T = 0 nothing more (null is returned); else the outputs asked for in 2 MiB pages, and the
+// input side of every step run, G = 3H wide (InputSide), which is returned. `candidates` (B, T, H)
+// is the kernel's second saved array.
+inline const float* GruForwardStart(Runner& run, const Shape& s, ffi::Buffer<ffi::F32> xs,
+                                    ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> w_x,
+                                    ffi::Buffer<ffi::F32> b_x, ffi::ResultBuffer<ffi::F32>& ys,
+                                    ffi::ResultBuffer<ffi::F32>& h_last,
+                                    ffi::ResultBuffer<ffi::F32>& gates,
+                                    ffi::ResultBuffer<ffi::F32>& candidates, bool save) {
+  const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
+  std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
+  if (T == 0) return nullptr;
+  PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
+  if (save) {
+    PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
+    PreferHugePages(candidates->typed_data(), B * T * H * sizeof(float));
+  }
+  return InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
+}
+
+// Both GRU kernels' backward parts where no step runs: dL/dh passes through to h0, and the
+// weights and biases (where wanted), the inputs and the restart carry get zeros.
+inline void GruNoStepsBackward(const Shape& s, ffi::Buffer<ffi::F32> d_h_last,
+                               ffi::ResultBuffer<ffi::F32>& d_xs,
+                               ffi::ResultBuffer<ffi::F32>& d_h0,
+                               ffi::ResultBuffer<ffi::F32>& d_w_x,
+                               ffi::ResultBuffer<ffi::F32>& d_w_h,
+                               ffi::ResultBuffer<ffi::F32>& d_b_x,
+                               ffi::ResultBuffer<ffi::F32>& d_b_h,
+                               ffi::ResultBuffer<ffi::F32>& d_h_restart) {
+  const int64_t B = s.B, H = s.H, G = 3 * H;
+  std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
+  if (WantedOut(d_w_h)) {
+    std::memset(d_w_x->typed_data(), 0, s.D * G * sizeof(float));
+    std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
+    std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
+    std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
+  }
+  if (float* d = WantedOut(d_xs)) std::memset(d, 0, B * s.T * s.D * sizeof(float));
+  std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
 }
 
 // The calls of both GRU kernels, from `Part`, a kernel's work on the examples of Shape s that its

@@ -79,16 +79,10 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
                  ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
                  ffi::ResultBuffer<ffi::F32> candidates, bool reverse, bool save) {
   const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
-  std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-  if (T == 0) return;
-  PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
-  if (save) {
-    PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
-    PreferHugePages(candidates->typed_data(), B * T * H * sizeof(float));
-  }
   Runner run;
   Scratch& scratch = run.scratch;
-  const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
+  const float* zx = GruForwardStart(run, s, xs, h0, w_x, b_x, ys, h_last, gates, candidates, save);
+  if (zx == nullptr) return;
   float* y = ys->typed_data();
   if (B <= kFewRows) {  // FewRowsForward in common.h; slot b is example b
     float* zh = scratch.Take(B * G);
@@ -174,18 +168,8 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
                   ffi::ResultBuffer<ffi::F32> d_b_x, ffi::ResultBuffer<ffi::F32> d_b_h,
                   ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  const int64_t N = B * T;
-  if (T == 0) {
-    std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-    if (WantedOut(d_w_h)) {
-      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
-    }
-    std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
-    return;
-  }
+  if (T == 0)
+    return GruNoStepsBackward(s, d_h_last, d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_restart);
   Runner run;
   Scratch& scratch = run.scratch;
   // The carries each step run read, slot after slot (Shape); dL/dz_x and dL/dz_h step after

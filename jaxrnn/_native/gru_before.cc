@@ -164,16 +164,11 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
                  ffi::ResultBuffer<ffi::F32> h_last, ffi::ResultBuffer<ffi::F32> gates,
                  ffi::ResultBuffer<ffi::F32> reset_carries, bool reverse, bool save) {
   const int64_t B = s.B, T = s.T, H = s.H, G = 3 * H;
-  std::memcpy(h_last->typed_data(), h0.typed_data(), B * H * sizeof(float));
-  if (T == 0) return;
-  PreferHugePages(ys->typed_data(), B * T * H * sizeof(float));
-  if (save) {
-    PreferHugePages(gates->typed_data(), B * T * G * sizeof(float));
-    PreferHugePages(reset_carries->typed_data(), B * T * H * sizeof(float));
-  }
   Runner run;
   Scratch& scratch = run.scratch;
-  const float* zx = InputSide(run, s, G, xs.typed_data(), w_x.typed_data(), b_x.typed_data());
+  const float* zx =
+      GruForwardStart(run, s, xs, h0, w_x, b_x, ys, h_last, gates, reset_carries, save);
+  if (zx == nullptr) return;
   float* y = ys->typed_data();
   ZeroStepsNotRun(s, H, y);
   const int team = FewRowsTeam(H);
@@ -246,19 +241,8 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
                   ffi::ResultBuffer<ffi::F32> d_b_x, ffi::ResultBuffer<ffi::F32> d_b_h,
                   ffi::ResultBuffer<ffi::F32> d_h_restart, bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 3 * H;
-  const int64_t N = s.steps_run;
-  if (T == 0 || N == 0) {  // no step runs: dL/dh passes through, the weights get nothing
-    std::memcpy(d_h0->typed_data(), d_h_last.typed_data(), B * H * sizeof(float));
-    if (WantedOut(d_w_h)) {
-      std::memset(d_w_x->typed_data(), 0, D * G * sizeof(float));
-      std::memset(d_w_h->typed_data(), 0, H * G * sizeof(float));
-      std::memset(d_b_x->typed_data(), 0, G * sizeof(float));
-      std::memset(d_b_h->typed_data(), 0, G * sizeof(float));
-    }
-    if (float* d = WantedOut(d_xs)) std::memset(d, 0, B * T * D * sizeof(float));
-    std::memset(d_h_restart->typed_data(), 0, B * H * sizeof(float));
-    return;
-  }
+  if (T == 0 || s.steps_run == 0)
+    return GruNoStepsBackward(s, d_h_last, d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_restart);
   Runner run;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
