@@ -1022,26 +1022,11 @@ inline const float* StepsRun(Scratch& scratch, const Shape& s, int64_t width, co
   return rows;
 }
 
-// Where a product over the rows of the steps run writes what belongs in `out`, (B, T, width) in
-// the examples' order: out itself where Shape::Plain, else a temporary that ToExamples moves.
-inline float* StepsRunOut(Scratch& scratch, const Shape& s, int64_t width, float* out) {
-  return s.Plain() ? out : scratch.Take(std::max<int64_t>(1, s.steps_run) * width);
-}
-
 // Zeros at the steps not run of each example of out, (B, T, width) in the examples' order.
 inline void ZeroStepsNotRun(const Shape& s, int64_t width, float* out) {
   for (int64_t r = 0; r < s.B; ++r)
     std::memset(out + (s.Row(r, 0) + s.length[r]) * width, 0,
                 (s.T - s.length[r]) * width * sizeof(float));
-}
-
-// Writes the rows of the steps run (from StepsRunOut) into out, and zeros at the steps not run.
-inline void ToExamples(const Shape& s, int64_t width, const float* rows, float* out) {
-  if (rows == out) return;
-  for (int64_t r = 0; r < s.B; ++r)
-    std::memcpy(out + s.Row(r, 0) * width, rows + s.start[r] * width,
-                s.length[r] * width * sizeof(float));
-  ZeroStepsNotRun(s, width, out);
 }
 
 // The carry (B, width) each slot holds before its first step, in the slots' order: the restart
@@ -1128,7 +1113,7 @@ inline float* WantedOut(ffi::ResultBuffer<ffi::F32>& out) {
 }
 
 // The input side x_t w_x + b_x (G wide) of every step run, one product over their rows, slot
-// after slot: step t of slot r at row s.start[r] + t. InputGradients is its backward.
+// after slot: step t of slot r at row s.start[r] + t.
 inline float* InputSide(Runner& run, const Shape& s, int64_t G, const float* xs, const float* w_x,
                         const float* b_x) {
   float* zx = run.scratch.Take(std::max<int64_t>(1, s.steps_run) * G);
@@ -1136,18 +1121,6 @@ inline float* InputSide(Runner& run, const Shape& s, int64_t G, const float* xs,
     run.Once({s.steps_run, s.D, s.D}, StepsRun(run.scratch, s, s.D, xs), {s.D, G, G}, w_x, zx, G,
              b_x);
   return zx;
-}
-
-// dL/dxs (B, T, D) = dz w_xᵀ from dz, the rows of the steps run (Shape::steps_run, slot after
-// slot, G wide), and zeros at the steps not run; nothing where d_xs is null.
-inline void InputGradients(Runner& run, const Shape& s, int64_t G, const float* dz,
-                           const float* w_x, float* d_xs) {
-  if (d_xs == nullptr) return;
-  const int64_t N = s.steps_run, D = s.D;
-  PreferHugePages(d_xs, s.B * s.T * D * sizeof(float));
-  float* d_xs_run = StepsRunOut(run.scratch, s, D, d_xs);
-  if (N > 0) run.Once({N, G, G}, dz, {G, D, G, true}, w_x, d_xs_run, D);
-  ToExamples(s, D, d_xs_run, d_xs);
 }
 
 // The carries h_{t-1} each step run reads, (steps_run, H) slot after slot: the restart carry
@@ -1199,8 +1172,8 @@ class DzBySteps {
       rows += RowsAt(s, t);
     }
     chunk_rows_.push_back(rows);
-    total_ = keep_all ? at : std::min<int64_t>(2, chunk_rows_.size()) * half;
-    dz_ = scratch.Take(std::max<int64_t>(1, total_) * G);
+    const int64_t total = keep_all ? at : std::min<int64_t>(2, chunk_rows_.size()) * half;
+    dz_ = scratch.Take(std::max<int64_t>(1, total) * G);
   }
   // The rows step t writes: every slot's where the slots keep their order, else the first
   // through[t], the slots that run it.
@@ -1209,6 +1182,9 @@ class DzBySteps {
   float* Row(int64_t t, int64_t r) const { return dz_ + (offset_[t] + r) * G_; }
   const float* Step(int64_t t) const { return dz_ + offset_[t] * G_; }
   int64_t ChunkSteps() const { return chunk_steps_; }
+  // Whether `step` (counted in the order the steps are read) ends its chunk, whose rows are then
+  // whole.
+  bool EndsChunk(int64_t step) const { return (step + 1) % chunk_steps_ == 0 || step + 1 == T_; }
   int64_t Chunks() const { return chunk_rows_.size(); }
   // Chunk c's rows, chunk_steps steps from the step read c * chunk_steps on.
   int64_t ChunkRows(int64_t c) const { return chunk_rows_[c]; }
@@ -1221,7 +1197,7 @@ class DzBySteps {
   std::vector<int64_t> offset_;  // by t: the row of its first slot
   std::vector<int64_t> chunk_rows_;
   bool few_;
-  int64_t chunk_steps_, total_ = 0;
+  int64_t chunk_steps_;
   float* dz_;
 };
 
@@ -1248,6 +1224,8 @@ class ChunkedWeightGradient {
         transposed_(OncePacksSecondFactor()), members_(FewRowsTeam(s.H)) {
     const int team = members_.size();
     d_w_ = run.scratch.Zeros(K * G_);
+    int64_t most = 0;  // the rows of the largest chunk
+    for (int64_t c = 0; c < dz.Chunks(); ++c) most = std::max(most, dz.ChunkRows(c));
     OneThread one_thread;  // each product runs on the one thread that calls it
     for (int i = 0; i < team; ++i) {
       Member& m = members_[i];
@@ -1266,8 +1244,6 @@ class ChunkedWeightGradient {
           converted = std::max(converted, product->src.get_size());
         m.products[M] = product;
       }
-      int64_t most = 0;
-      for (int64_t c = 0; c < dz.Chunks(); ++c) most = std::max(most, dz.ChunkRows(c));
       m.rows = run.scratch.Take(std::max<int64_t>(1, most * width));
       m.pad = run.scratch.Take(pad / sizeof(float) + 1);
       m.packed = run.scratch.Take(packed / sizeof(float) + 8) + 4;  // see Runner::Weights
@@ -1435,8 +1411,7 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
 #pragma omp barrier
       FewRowsProduct(B, G, n, dz.Step(t), G, w, n, nullptr, 0, dh + first, H);
       for (int64_t b = 0; b < B; ++b) after(t, b, first, n);
-      if ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)
-        chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
+      if (dz.EndsChunk(step)) chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
     }
   }
 }
@@ -1477,8 +1452,7 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
         std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
         after(t, r, first, n);
       }
-      if ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)
-        chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
+      if (dz.EndsChunk(step)) chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
     }
   }
 }

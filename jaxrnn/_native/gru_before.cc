@@ -333,7 +333,7 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
       }
       // The chunk's rows of dz are whole since the barrier above; the next step writes the
       // other chunk's, and the one after this chunk's only after two more barriers.
-      if (d_w_x_sum && ((step + 1) % dz.ChunkSteps() == 0 || step + 1 == T)) {
+      if (d_w_x_sum && dz.EndsChunk(step)) {
         const int64_t c = step / dz.ChunkSteps();
         d_w_x_sum->Add(i, c, s, x_row);
         d_w_ru_sum->Add(i, c, s, h_row);
