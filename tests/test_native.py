@@ -390,6 +390,39 @@ def test_threads_that_each_run_a_block_of_the_examples_equal_the_scan(
     assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
 
 
+@needs_kernel
+@pytest.mark.parametrize("products", ["own", "onednn"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm_peephole", "rnn", "simplified_gru"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_a_team_that_runs_its_rows_in_two_groups_equals_the_scan(
+    monkeypatch, products, kind, reverse
+):
+    # 37 examples of 128 units: with two or more cores a team splits each step's units and runs
+    # its rows in two groups (RowGroups in common.h: 19, and 18 padded to 19), each member
+    # waiting only for the others' units of the group it multiplies next. The lengths leave the
+    # second group without a slot at the last steps (read backwards, at the first ones), and
+    # segments restart from the carry.
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
+    monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
+    n_examples, n_steps = 37, 6
+    cell, params, xs, carry, weights = problem((n_examples,), n_steps, 5, 128, kind=kind, seed=3)
+    options = {
+        "reverse": reverse,
+        "lengths": jnp.asarray([(5 * i) % 7 for i in range(n_examples)]),
+        "resets": jnp.asarray(np.resize(RESETS[:, :n_steps], (n_examples, n_steps))),
+    }
+
+    def loss(implementation, params, xs, carry):
+        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    def value_and_grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2))
+        return jax.jit(run)(params, xs, carry)
+
+    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
 # Sequences long enough that the backward pass adds its weight gradients in several chunks of
 # about 512 rows of dL/dz each (DzBySteps in common.h): a padded team of 6 in chunks of 86 steps,
 # the last of 2, the lengths leaving chunks of every size; 3 whole sequences in chunks of 171.

@@ -300,70 +300,83 @@ void ForwardFew(Runner& run, const Shape& s, const Cell& cell, const ForwardArra
 
 // The forward pass for more than kFewRows sequences, in one parallel region (TeamProducts in
 // common.h): each thread computes its units' columns of every gate, [x_t, h_{t-1}] (B, K) times
-// [w_x; w_h] restricted to them plus the bias, then those units' gates, then waits for the
-// others. The [x_t, h_{t-1}] rows and the memory cells of two steps are kept in turn, as
-// FewRowsForward keeps the carries, in the slots' order (Shape): a step multiplies and updates
-// only the slots up to the last that runs it. A slot's carry is written only at the steps it
-// runs, so both of its copies start at (h0, c0) and the last it wrote stays where it is.
+// [w_x; w_h] restricted to them plus the bias, then those units' gates, a group of rows at a time
+// (RowGroups); before it multiplies a group's rows it waits for the others to have written their
+// units of them (TeamProgress). The [x_t, h_{t-1}] rows and the memory cells of two steps are
+// kept in turn, as FewRowsForward keeps the carries, in the slots' order (Shape): a step
+// multiplies and updates only the slots up to the last that runs it. A slot's carry is written
+// only at the steps it runs, so both of its copies start at (h0, c0) and the last it wrote stays
+// where it is. A member writes a group's rows of the step after only once the others have read
+// them at this one: it has waited for them to end the step before.
 template <typename Cell>
 void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArrays& a,
                  bool reverse) {
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H, K = D + H;
   Scratch& scratch = run.scratch;
   const int team = FewRowsTeam(H);
-  float* xh[2] = {scratch.Take(B * K), scratch.Take(B * K)};
+  const int64_t groups = RowGroups(B, team, K * Cell::kGates * UnitsOf(0, team, H).second);
+  // every group planned for `per_group` rows, the last padded with rows of zeros
+  const int64_t per_group = (B + groups - 1) / groups, padded = per_group * groups;
+  float* xh[2] = {scratch.Zeros(padded * K), scratch.Take(padded * K)};
   float* c[2] = {nullptr, nullptr};
   if constexpr (Cell::kMemory) {
     c[0] = FirstCarries(scratch, s, H, a.c0, a.c_restart, reverse), c[1] = scratch.Take(B * H);
     std::memcpy(c[1], c[0], B * H * sizeof(float));
   }
-  float* z = scratch.Take(B * G);
+  float* z = scratch.Take(padded * G);
   const int64_t t0 = reverse ? T - 1 : 0;
   const float* h_first = FirstCarries(scratch, s, H, a.h0, a.h_restart, reverse);
   for (int64_t r = 0; r < B; ++r) {
     std::memcpy(xh[0] + r * K, a.xs + s.Row(r, t0) * D, D * sizeof(float));
     std::memcpy(xh[0] + r * K + D, h_first + r * H, H * sizeof(float));
   }
-  std::memcpy(xh[1], xh[0], B * K * sizeof(float));
+  std::memcpy(xh[1], xh[0], padded * K * sizeof(float));
   ZeroStepsNotRun(s, H, a.ys);
   const float *w_x = a.w_x, *w_h = a.w_h;
   const TeamProducts products(
-      run, B, K, H, Cell::kGates, team,
+      run, per_group, K, H, Cell::kGates, team,
       [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; }, a.bias);
+  TeamProgress progress(team, groups);
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
     TeamProducts::Member product(products, i, z);
-    const int64_t first = product.first, n = product.n;
-    const int64_t rows_first = B * i / team, rows_last = B * (i + 1) / team;
+    const int64_t first = product.first, n = product.n, width = Cell::kGates * n;
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
       float* xh_read = xh[step % 2];
       float* xh_next = xh[1 - step % 2];
-      const int64_t slots = s.through[t];
-      product(xh_read, slots);
-      for (int64_t r = 0; r < slots; ++r) {
-        if (!s.Runs(r, t)) continue;
-        const int64_t row = s.Row(r, t), at = r * H + first;
-        float* y = a.ys + row * H + first;
-        float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
-        cell.Step(n, H, first, product.z_i + r * Cell::kGates * n, n,
-                  a.gates ? a.gates + row * G + first : nullptr,
-                  Cell::kMemory ? c[step % 2] + at : nullptr, c_next, xh_read + r * K + D + first,
-                  y);
-        std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
-        if constexpr (Cell::kMemory) {
-          if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
-          RestartAfter(s, r, t, reverse, first, n, a.c_restart, c[1 - step % 2]);
+      for (int64_t group = 0; group < groups; ++group) {
+        const int64_t r0 = group * per_group, r1 = std::min(s.through[t], r0 + per_group);
+        float* z_group = z + padded * Cell::kGates * first + r0 * width;  // the member's block
+        progress.Await(i, group, step);
+        if (r1 > r0) product(xh_read + r0 * K, r1 - r0, z_group);
+        for (int64_t r = r0; r < r1; ++r) {
+          if (!s.Runs(r, t)) continue;
+          const int64_t row = s.Row(r, t), at = r * H + first;
+          float* y = a.ys + row * H + first;
+          float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
+          cell.Step(n, H, first, z_group + (r - r0) * width, n,
+                    a.gates ? a.gates + row * G + first : nullptr,
+                    Cell::kMemory ? c[step % 2] + at : nullptr, c_next,
+                    xh_read + r * K + D + first, y);
+          std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
+          if constexpr (Cell::kMemory) {
+            if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
+            RestartAfter(s, r, t, reverse, first, n, a.c_restart, c[1 - step % 2]);
+          }
+          RestartAfter(s, r, t, reverse, first, n, a.h_restart, xh_next + D, K);
         }
-        RestartAfter(s, r, t, reverse, first, n, a.h_restart, xh_next + D, K);
+        // The group's inputs of the next step, a share of its rows each (read backwards, a
+        // group without a slot at this step may have some at the next).
+        if (step + 1 < T) {
+          const int64_t t_next = reverse ? t - 1 : t + 1;
+          const int64_t q1 = std::min(r0 + per_group * (i + 1) / team, s.through[t_next]);
+          for (int64_t r = r0 + per_group * i / team; r < q1; ++r)
+            std::memcpy(xh_next + r * K, a.xs + s.Row(r, t_next) * D, D * sizeof(float));
+        }
+        progress.Done(i, group, step + 1);
       }
-      if (step + 1 < T) {  // the next step's inputs, a share of the rows each
-        const int64_t t_next = reverse ? t - 1 : t + 1;
-        for (int64_t r = rows_first; r < std::min(rows_last, s.through[t_next]); ++r)
-          std::memcpy(xh_next + r * K, a.xs + s.Row(r, t_next) * D, D * sizeof(float));
-      }
-#pragma omp barrier
     }
   }
   for (int64_t r = 0; r < B; ++r) {  // where the slot's last step left its carry
