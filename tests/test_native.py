@@ -392,16 +392,18 @@ def test_threads_that_each_run_a_block_of_the_examples_equal_the_scan(
 
 @needs_kernel
 @pytest.mark.parametrize("products", ["own", "onednn"])
-@pytest.mark.parametrize("kind", ["lstm", "lstm_peephole", "rnn", "simplified_gru"])
+@pytest.mark.parametrize("kind", ["gru", "lstm", "lstm_peephole", "rnn", "simplified_gru"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_a_team_that_runs_its_rows_in_two_groups_equals_the_scan(
     monkeypatch, products, kind, reverse
 ):
     # 37 examples of 128 units: with two or more cores a team splits each step's units and runs
     # its rows in two groups (RowGroups in common.h: 19, and 18 padded to 19), each member
-    # waiting only for the others' units of the group it multiplies next. The lengths leave the
-    # second group without a slot at the last steps (read backwards, at the first ones), and
-    # segments restart from the carry.
+    # waiting only for the others' units of the group it multiplies next: the forward steps of
+    # the LSTM's kernel (which runs the basic RNN and the simplified GRU too) and the backward
+    # steps of every kernel but the course's GRU's. The lengths leave the second group without a
+    # slot at the last steps (read backwards, at the first ones), and segments restart from the
+    # carry.
     monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
     n_examples, n_steps = 37, 6

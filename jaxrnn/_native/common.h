@@ -1226,7 +1226,9 @@ class DzBySteps {
     }
     chunk_rows_.push_back(rows);
     const int64_t total = keep_all ? at : std::min<int64_t>(2, chunk_rows_.size()) * half;
-    dz_ = scratch.Take(std::max<int64_t>(1, total) * G);
+    // and the rows past the last step's that a team's product planned for B rows, or for a
+    // group's padded to B + 1 (RowGroups), reads with them
+    dz_ = scratch.Take((total + s.B + 1) * G);
   }
   // The rows step t writes: every slot's where the slots keep their order, else the first
   // through[t], the slots that run it.
@@ -1471,12 +1473,14 @@ void FewRowsBackward(Scratch& scratch, const Shape& s, int64_t G, const float* w
 
 // The backward steps of any batch: FewRowsBackward up to kFewRows sequences, else in one
 // parallel region as the forward team runs its steps (TeamProducts): at each step each thread
-// computes its units' dL/dz, the threads meet, and each multiplies the whole dz_t by its units'
-// columns of w_hᵀ into its units of dL/dh_{t-1}, the only part of dL/dh its next step reads.
+// computes its units' dL/dz, then multiplies the whole dz_t by its units' columns of w_hᵀ into
+// its units of dL/dh_{t-1}, the only part of dL/dh its next step reads, a group of rows at a time
+// (RowGroups) once the others have written their units of that group's rows (TeamProgress).
 // `dz` and `dh` are in the slots' order (Shape), and the callbacks take slots; a step visits only
 // the slots up to the last that runs it: the dL/dh of the others passes it unchanged, and their
 // rows of dz are left unwritten. After the last step of each chunk of dz (DzBySteps), each
-// thread calls `chunk_done(c, thread)`.
+// thread calls `chunk_done(c, thread)`: it has then waited for every row of the chunk, and no
+// thread writes the chunk kept in turn with it before every other has ended the chunk between.
 template <typename GatesBackward, typename After, typename ChunkDone>
 void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, bool reverse,
                    const DzBySteps& dz, float* dh, GatesBackward gates_backward, After after,
@@ -1486,26 +1490,39 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
     return FewRowsBackward(run.scratch, s, G, w_h, reverse, dz, dh, gates_backward, after,
                            chunk_done);
   const int team = FewRowsTeam(H);
+  const int64_t groups = RowGroups(B, team, G * UnitsOf(0, team, H).second);
+  const int64_t per_group = (B + groups - 1) / groups;
   // A step's rows of dz lie together (G floats apart): oneDNN 3.2 multiplies float32 in bfloat16
   // (AMX) only then; T·G floats apart, it took its float32 kernel (c3 LSTM backward steps,
   // summed over both threads: 110 ms either way; 34 ms from a copy of the step's rows).
-  const TeamProducts products(run, B, G, H, team, w_h, G);
-  float* dh_blocks = run.scratch.Take(B * H);
+  const TeamProducts products(run, per_group, G, H, team, w_h, G);
+  float* dh_blocks = run.scratch.Take(per_group * groups * H);
+  TeamProgress progress(team, groups);
 #pragma omp parallel num_threads(team)
   {
-    TeamProducts::Member product(products, omp_get_thread_num(), dh_blocks);
+    const int i = omp_get_thread_num();
+    TeamProducts::Member product(products, i, dh_blocks);
     const int64_t first = product.first, n = product.n;
+    float* block = dh_blocks + per_group * groups * first;  // the member's (rows, n)
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
-      for (int64_t r = 0; r < slots; ++r) gates_backward(t, r, first, n);
-#pragma omp barrier
-      product(dz.Step(t), slots);
-      for (int64_t r = 0; r < slots; ++r) {
-        std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
-        after(t, r, first, n);
+      for (int64_t group = 0; group < groups; ++group) {
+        for (int64_t r = group * per_group; r < std::min(slots, (group + 1) * per_group); ++r)
+          gates_backward(t, r, first, n);
+        progress.Done(i, group, step + 1);
       }
-      if (dz.EndsChunk(step)) chunk_done(step / dz.ChunkSteps(), omp_get_thread_num());
+      for (int64_t group = 0; group < groups; ++group) {
+        const int64_t r0 = group * per_group, r1 = std::min(slots, r0 + per_group);
+        progress.Await(i, group, step + 1);
+        if (r1 <= r0) continue;
+        product(dz.Step(t) + r0 * G, r1 - r0, block + r0 * n);
+        for (int64_t r = r0; r < r1; ++r) {
+          std::memcpy(dh + r * H + first, block + r * n, n * sizeof(float));
+          after(t, r, first, n);
+        }
+      }
+      if (dz.EndsChunk(step)) chunk_done(step / dz.ChunkSteps(), i);
     }
   }
 }
