@@ -474,6 +474,33 @@ def test_an_unknown_way_for_threads_to_share_a_call_is_a_clear_error(monkeypatch
 
 
 @needs_kernel
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_an_unknown_number_of_row_groups_is_a_clear_error(monkeypatch, kind):
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
+    monkeypatch.setenv("JAXRNN_ROW_GROUPS", "3")
+    cell, params, xs, carry, _ = problem((37,), 4, 3, 128, kind=kind)
+    message = r"expected the environment variable JAXRNN_ROW_GROUPS '1', '2' or unset, got '3'"
+    with pytest.raises(jaxrnn.InputError, match=message):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")
+    # Set after compiling: the kernels read it again where a team runs its steps, the LSTM's
+    # forward steps and every kernel's backward ones.
+    monkeypatch.setenv("JAXRNN_ROW_GROUPS", "2")
+    loss = jax.jit(
+        jax.grad(
+            lambda params: jnp.sum(
+                jaxrnn.unroll(cell, params, xs, carry, implementation="native")[1]
+            )
+        )
+    )
+    want = loss(params)
+    monkeypatch.setenv("JAXRNN_ROW_GROUPS", "3")
+    with pytest.raises(ValueError, match=r"(lstm|gru) kernel: " + message):
+        jax.block_until_ready(loss(params))
+    monkeypatch.setenv("JAXRNN_ROW_GROUPS", "1")
+    assert_trees_close(loss(params), want)
+
+
+@needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 def test_an_unknown_choice_of_step_products_is_a_clear_error(monkeypatch, kind):
     cell, params, xs, carry, _ = problem((6,), 4, 3, 8, kind=kind)

@@ -10,7 +10,9 @@ every step); ``JAXRNN_STEP_PRODUCTS=own`` or ``onednn`` chooses either on any CP
 call. A call's threads share either every step's units (a team that meets after each step) or
 the examples (each thread runs a block of them alone, as a call of its own), as the cell, the
 batch and the size of the weights suit; ``JAXRNN_THREADS_SHARE=units`` or ``examples`` chooses
-either, read at each call. `lstm`, `gru` and `one_product` wrap the two calls in a
+either, read at each call. A team runs 32 to 63 sequences in two groups of rows, each member
+waiting only for the others' units of the group it multiplies next; ``JAXRNN_ROW_GROUPS=1`` or
+``2`` chooses, read at each call. `lstm`, `gru` and `one_product` wrap the two calls in a
 ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what the backward call reads
 (gate activations, memory cells or recurrent candidates; the RNN's outputs alone), and the
 backward call returns the gradients the caller differentiates for (`_Wanted`). `jaxrnn.kernels`
@@ -97,12 +99,18 @@ STEP_PRODUCTS = "JAXRNN_STEP_PRODUCTS"  # "own", "onednn", or unset: as the CPU 
 # examples alone), or unset: as the cell, the batch and the weights suit (SharesExamples in
 # common.h)
 THREADS_SHARE = "JAXRNN_THREADS_SHARE"
-_CHOICES = {STEP_PRODUCTS: ("own", "onednn"), THREADS_SHARE: ("units", "examples")}
+# "1", "2", or unset: in how many groups of rows a team runs its steps (RowGroups in common.h)
+ROW_GROUPS = "JAXRNN_ROW_GROUPS"
+_CHOICES = {
+    STEP_PRODUCTS: ("own", "onednn"),
+    THREADS_SHARE: ("units", "examples"),
+    ROW_GROUPS: ("1", "2"),
+}
 
 
 def _check_environment(fn: str) -> None:
-    """Raises `jaxrnn.InputError` where STEP_PRODUCTS or THREADS_SHARE holds none of its choices
-    (the kernels check them again at each call, whose error is then the call's)."""
+    """Raises `jaxrnn.InputError` where STEP_PRODUCTS, THREADS_SHARE or ROW_GROUPS holds none
+    of its choices (the kernels check them again at each call, whose error is then the call's)."""
     for name, choices in _CHOICES.items():
         value = os.environ.get(name, "")
         if value not in ("", *choices):

@@ -667,7 +667,17 @@ class TeamProgress {
 // (B = 16: 5.28 and 5.60 ms; oneDNN's product of 8 rows runs at 179 GFLOP/s against 206 for 16),
 // B = 64 (9.41-9.61 and 9.59-9.80: two products of 32 rows wait less than their second pass over
 // the weights costs), and weights beyond the L2 cache (c3, 2.5 MiB a member: 72.6 and 74.4 ms).
+// JAXRNN_ROW_GROUPS=1 or 2 chooses where a team runs (two or more cores), read at each call, so
+// that both ways can be timed in one process and tested; another value is an error.
 inline int64_t RowGroups(int64_t B, int team, int64_t member_weight_floats) {
+  const char* choice = std::getenv("JAXRNN_ROW_GROUPS");
+  if (choice != nullptr && *choice != '\0') {
+    if (std::strcmp(choice, "1") != 0 && std::strcmp(choice, "2") != 0)
+      throw std::invalid_argument(
+          std::string("expected the environment variable JAXRNN_ROW_GROUPS '1', '2' or unset, "
+                      "got '") + choice + "'");
+    return team > 1 && B >= 2 ? choice[0] - '0' : 1;
+  }
   const bool fits = member_weight_floats * static_cast<int64_t>(sizeof(float)) <= (1 << 20);
   return team > 1 && B >= 32 && B < 64 && fits ? 2 : 1;
 }
