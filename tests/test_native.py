@@ -78,6 +78,22 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False,
     return cell, params, xs, carry, weights
 
 
+def assert_native_equals_scan(cell, params, xs, carry, weights, options, wrt=(0, 1, 2)):
+    """The value of a loss over the outputs and the last carry, and its gradients with respect to
+    the arguments `wrt` of (params, xs, carry), native against the scan, `unroll` given
+    ``options``."""
+
+    def loss(implementation, params, xs, carry):
+        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
+        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+    def value_and_grads(implementation):
+        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=wrt)
+        return jax.jit(run)(params, xs, carry)
+
+    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+
+
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
@@ -378,16 +394,7 @@ def test_threads_that_each_run_a_block_of_the_examples_equal_the_scan(
         options["lengths"] = jnp.asarray(lengths)
     if resets is not None:
         options["resets"] = jnp.asarray(np.resize(resets[:, :6], (n_examples, 6)))
-
-    def loss(implementation, params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    def value_and_grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2))
-        return jax.jit(run)(params, xs, carry)
-
-    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+    assert_native_equals_scan(cell, params, xs, carry, weights, options)
 
 
 @needs_kernel
@@ -413,16 +420,7 @@ def test_a_team_that_runs_its_rows_in_two_groups_equals_the_scan(
         "lengths": jnp.asarray([(5 * i) % 7 for i in range(n_examples)]),
         "resets": jnp.asarray(np.resize(RESETS[:, :n_steps], (n_examples, n_steps))),
     }
-
-    def loss(implementation, params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    def value_and_grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2))
-        return jax.jit(run)(params, xs, carry)
-
-    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+    assert_native_equals_scan(cell, params, xs, carry, weights, options)
 
 
 # Sequences long enough that the backward pass adds its weight gradients in several chunks of
@@ -450,16 +448,7 @@ def test_weight_gradients_added_chunk_by_chunk_equal_the_scan(kind, reverse, cas
     options = {"reverse": reverse}
     if lengths is not None:
         options["lengths"] = jnp.asarray(lengths)
-
-    def loss(implementation, params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    def value_and_grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=wrt)
-        return jax.jit(run)(params, xs, carry)
-
-    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+    assert_native_equals_scan(cell, params, xs, carry, weights, options, wrt)
 
 
 @needs_kernel
