@@ -775,11 +775,13 @@ class TeamProducts {
   // its columns, plus their bias.
   class Member {
    public:
-    Member(const TeamProducts& team, int i, float* z)
+    // z_i holds z_rows rows, the rows of every group the member multiplies (RowGroups), or
+    // those of one product where z_rows is 0.
+    Member(const TeamProducts& team, int i, float* z, int64_t z_rows = 0)
         : team_(team), product_(team.products_[i].get()), blocks_(team.blocks_[i]),
           block_bias_(team.block_bias_[i]) {
       std::tie(first, n) = team.Units(i);
-      z_i = z + team.B_ * team.gates_ * first;
+      z_i = z + (z_rows ? z_rows : team.B_) * team.gates_ * first;
       const int64_t width = team.gates_ * n;
       if (team.own_) return;
       src_ = memory(product_->src, Engine(), DNNL_MEMORY_NONE);
@@ -795,10 +797,10 @@ class TeamProducts {
                       memory(memory::desc({1, width}, dt::f32, memory::format_tag::ab), Engine(),
                              team.Columns(first) + team.K_ * width)});
     }
-    // The first `count` rows of z_i, or of `out` where given, from as many rows; oneDNN's
-    // product, planned for all B rows, computes the rest too.
-    void operator()(const float* rows, int64_t count, float* out = nullptr) {
-      out = out ? out : z_i;
+    // The `count` rows of z_i from row `at` on, from as many rows; oneDNN's product, planned
+    // for all B rows, computes the rest too.
+    void operator()(const float* rows, int64_t count, int64_t at = 0) {
+      float* out = z_i + at * team_.gates_ * n;
       if (team_.own_) {
         const int64_t width = team_.gates_ * n;
         BlockProduct(count, team_.K_, width, rows, team_.rows_stride_, blocks_, block_bias_, out,
@@ -1511,9 +1513,8 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
-    TeamProducts::Member product(products, i, dh_blocks);
+    TeamProducts::Member product(products, i, dh_blocks, per_group * groups);
     const int64_t first = product.first, n = product.n;
-    float* block = dh_blocks + per_group * groups * first;  // the member's (rows, n)
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? step : T - 1 - step;  // backwards through the reading order
       const int64_t slots = s.through[t];
@@ -1526,9 +1527,9 @@ void StepsBackward(Runner& run, const Shape& s, int64_t G, const float* w_h, boo
         const int64_t r0 = group * per_group, r1 = std::min(slots, r0 + per_group);
         progress.Await(i, group, step + 1);
         if (r1 <= r0) continue;
-        product(dz.Step(t) + r0 * G, r1 - r0, block + r0 * n);
+        product(dz.Step(t) + r0 * G, r1 - r0, r0);
         for (int64_t r = r0; r < r1; ++r) {
-          std::memcpy(dh + r * H + first, block + r * n, n * sizeof(float));
+          std::memcpy(dh + r * H + first, product.z_i + r * n, n * sizeof(float));
           after(t, r, first, n);
         }
       }

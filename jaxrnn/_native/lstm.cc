@@ -340,7 +340,7 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
 #pragma omp parallel num_threads(team)
   {
     const int i = omp_get_thread_num();
-    TeamProducts::Member product(products, i, z);
+    TeamProducts::Member product(products, i, z, padded);
     const int64_t first = product.first, n = product.n, width = Cell::kGates * n;
     for (int64_t step = 0; step < T; ++step) {
       const int64_t t = reverse ? T - 1 - step : step;
@@ -348,15 +348,14 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
       float* xh_next = xh[1 - step % 2];
       for (int64_t group = 0; group < groups; ++group) {
         const int64_t r0 = group * per_group, r1 = std::min(s.through[t], r0 + per_group);
-        float* z_group = z + padded * Cell::kGates * first + r0 * width;  // the member's block
         progress.Await(i, group, step);
-        if (r1 > r0) product(xh_read + r0 * K, r1 - r0, z_group);
+        if (r1 > r0) product(xh_read + r0 * K, r1 - r0, r0);
         for (int64_t r = r0; r < r1; ++r) {
           if (!s.Runs(r, t)) continue;
           const int64_t row = s.Row(r, t), at = r * H + first;
           float* y = a.ys + row * H + first;
           float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
-          cell.Step(n, H, first, z_group + (r - r0) * width, n,
+          cell.Step(n, H, first, product.z_i + r * width, n,
                     a.gates ? a.gates + row * G + first : nullptr,
                     Cell::kMemory ? c[step % 2] + at : nullptr, c_next,
                     xh_read + r * K + D + first, y);
