@@ -1,7 +1,7 @@
 """The benchmark suite: LSTM and GRU forward and training-step time, jaxrnn against its peers.
 
     python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi,cl] [--cells lstm,gru]
-                         [--out benchmarks/results] [--pin]
+                         [--out benchmarks/results] [--pin] [--rounds N]
     python -m benchmarks --merge RUN1/suite_gpu.json RUN2/suite_gpu.json ... [--out DIR]
 
 For each configuration (batch B, length T, input D, hidden H) and cell it times, side by side,
@@ -28,7 +28,11 @@ Method:
    An implementation that fails is not timed.
 2. Each framework family is then timed in worker processes of its own, a fresh one for each
    case (torch never shares a process with XLA's thread pool, and no case inherits the state
-   another left), with ``--pin`` under ``taskset -c 0``. Per case: the first call
+   another left), with ``--pin`` under ``taskset -c 0``. The cases run one after another, each
+   case's families one after another, so that the times a ratio compares are taken seconds
+   apart, not minutes, on a machine whose speed drifts; ``--rounds N`` does it N times, the
+   families' order reversed in every other round, and pools each case's timed calls (the report
+   gives each round's ratio too). Per case: the first call
    (trace + compile + one run) is reported as compile time, one more call is a warm-up, then the
    median, min and max of repeated calls, each on a fresh random input, waiting for every output
    (``jax.block_until_ready`` on the loss and the whole gradient pytree).
@@ -470,28 +474,75 @@ def _check(impl: Impl, model: Model, weights: dict, x: np.ndarray, reference) ->
 # ---------------------------------------------------------------------------------------- parent
 
 
-def _time_family(
-    family: str, module_name: str, spec: dict, work: list, gemm: bool, tmp: Path, pin: bool
-) -> dict:
-    """Times ``work``'s cases of one family, each in a fresh worker process; the first also
-    measures the GEMM rate. A case's times must not depend on the cases run before it: in one
-    process, the C allocator's state after the other cases made the padded GRU's training step
-    1.5x slower (page faults on the buffers XLA hands the kernels; benchmarks/NOTES.md, 21)."""
-    merged: dict = {"info": {}, "results": {}}
-    returncode, start = 0, time.perf_counter()
-    for index, case in enumerate(work or [None]):
-        cases = [] if case is None else [case]
-        case_spec = {**spec, "cases": cases, "gemm": gemm and index == 0}
-        spec_path, result_path = tmp / f"{family}_{index}_spec.json", tmp / f"{family}_{index}.json"
-        spec_path.write_text(json.dumps(case_spec))
-        code = _subprocess(
-            ["--worker", f"{module_name}:{family}", str(spec_path), str(result_path)], pin
-        )
-        returncode = returncode or code
-        result = _read_json(result_path)
-        merged["info"] = merged["info"] or result.get("info", {})
-        merged["results"].update(result.get("results", {}))
-    return {**merged, "returncode": returncode, "wall_s": time.perf_counter() - start}
+def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -> dict:
+    """Times each family's cases, ``plans[family] = (module, work, gemm)``, each case in a fresh
+    worker process, case by case: a case's families one after another (their order reversed in
+    every other round), so that the implementations compared on a case are timed within seconds
+    of each other, not minutes apart, as the machine's speed drifts. Over ``rounds`` rounds a
+    case's timed calls are pooled (`pool_rounds`). A family's first worker also measures the GEMM
+    rate. A case's times must not depend on the cases run before it: in one process, the C
+    allocator's state after the other cases made the padded GRU's training step 1.5x slower
+    (page faults on the buffers XLA hands the kernels; benchmarks/NOTES.md, 21)."""
+    keys = list(dict.fromkeys(item["key"] for _, work, _ in plans.values() for item in work))
+    timed: dict = {family: {} for family in plans}
+    workers = {
+        family: {"info": {}, "results": {}, "returncode": 0, "wall_s": 0.0} for family in plans
+    }
+    for round_index in range(rounds):
+        order = list(plans) if round_index % 2 == 0 else list(reversed(plans))
+        for key in keys or [None]:
+            for family in order:
+                module_name, work, gemm = plans[family]
+                cases = [item for item in work if item["key"] == key]
+                measure_gemm = gemm and round_index == 0 and not workers[family]["info"]
+                if not cases and not measure_gemm:
+                    continue
+                start = time.perf_counter()
+                name = f"{family}_{round_index}_{len(timed[family])}_{int(measure_gemm)}"
+                spec_path, result_path = tmp / f"{name}_spec.json", tmp / f"{name}.json"
+                spec_path.write_text(json.dumps({**spec, "cases": cases, "gemm": measure_gemm}))
+                code = _subprocess(
+                    ["--worker", f"{module_name}:{family}", str(spec_path), str(result_path)],
+                    pin,
+                )
+                result = _read_json(result_path)
+                worker = workers[family]
+                worker["returncode"] = worker["returncode"] or code
+                worker["wall_s"] += time.perf_counter() - start
+                worker["info"] = worker["info"] or result.get("info", {})
+                for case_key, entries in result.get("results", {}).items():
+                    for impl, entry in entries.items():
+                        timed[family].setdefault((case_key, impl), []).append(entry)
+    for family, worker in workers.items():
+        for (case_key, impl), entries in timed[family].items():
+            worker["results"].setdefault(case_key, {})[impl] = pool_rounds(entries)
+    return workers
+
+
+def pool_rounds(entries: list[dict]) -> dict:
+    """One implementation's timings of one case over the rounds that ran it: the timed calls of
+    every round together (median, min, max and reps over all of them), each round's median kept
+    as ``round_medians_ms``; compile time and the warm-up estimate from the first round. A round
+    that did not end "ok" stands for them all."""
+    failed = [entry for entry in entries if entry.get("status") != "ok"]
+    if failed:
+        return failed[0]
+    pooled: dict = {"status": "ok"}
+    for metric in ("forward", "train"):
+        runs = [entry[metric] for entry in entries]
+        times = [t for run in runs for t in run["times_ms"]]
+        pooled[metric] = {
+            **runs[0],
+            "times_ms": times,
+            "median_ms": statistics.median(times),
+            "min_ms": min(times),
+            "max_ms": max(times),
+            "reps": len(times),
+            "capped": any(run["capped"] for run in runs),
+            "cpu_per_wall": statistics.fmean(run["cpu_per_wall"] for run in runs),
+            "round_medians_ms": [run["median_ms"] for run in runs],
+        }
+    return pooled
 
 
 def _subprocess(args: list[str], pin: bool, env: dict | None = None) -> int:
@@ -541,7 +592,7 @@ def run(args: argparse.Namespace) -> dict:
         families: dict[str, str] = {}
         for meta in numerics["impls"].values():
             families.setdefault(meta["family"], meta["module"])
-        workers = {}
+        plans = {}
         for family, module_name in families.items():
             work = []
             for case in cases:
@@ -552,13 +603,17 @@ def run(args: argparse.Namespace) -> dict:
                     if meta["family"] == family and checked.get(name, {}).get("status") == "ok"
                 ]
                 if names:
-                    work.append({**case.to_json(), "impls": names})
+                    work.append({**case.to_json(), "key": case.key, "impls": names})
             gemm = family in GEMM_FAMILIES
-            if not work and not gemm:
-                continue
-            pin_text = ", pinned to core 0" if args.pin else ""
-            print(f"== timing {family} (a process of its own for each case{pin_text})", flush=True)
-            workers[family] = _time_family(family, module_name, spec, work, gemm, tmp, args.pin)
+            if work or gemm:
+                plans[family] = (module_name, work, gemm)
+        pin_text = ", pinned to core 0" if args.pin else ""
+        print(
+            f"== timing {', '.join(plans)}: a process for each case and family, case by case"
+            f"{pin_text}; {args.rounds} round{'s' if args.rounds > 1 else ''}",
+            flush=True,
+        )
+        workers = _time_families(plans, spec, tmp, args.pin, args.rounds)
     return _assemble(args, mode, policy, cases, numerics, workers, time.perf_counter() - started)
 
 
@@ -617,6 +672,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
         "mode": mode,
         "policy": policy._asdict(),
         "pinned": args.pin,
+        "rounds": getattr(args, "rounds", 1),
         **report_stamp(),
         "backend": numerics["backend"],
         "device_kind": numerics["device_kind"],
@@ -732,10 +788,11 @@ def merge_reports(reports: list[dict]) -> dict:
         raise ValueError("merge_reports: no reports given")
     first = reports[0]
     for report in reports[1:]:
-        for key in ("backend", "device_kind", "mode"):
-            if report[key] != first[key]:
+        for key in ("backend", "device_kind", "mode", "rounds"):
+            if report.get(key, 1) != first.get(key, 1):
                 raise ValueError(
-                    f"merge_reports: the runs differ in {key}: {first[key]!r} and {report[key]!r}"
+                    f"merge_reports: the runs differ in {key}: {first.get(key, 1)!r} and "
+                    f"{report.get(key, 1)!r}"
                 )
         for key in ("allocator", "xla_flags"):
             mine, theirs = first["machine"].get(key), report["machine"].get(key)
@@ -799,6 +856,31 @@ def _spread(m: dict) -> str:
     return f"{format_ms(m['median_ms'])} [{format_ms(m['min_ms'])}–{format_ms(m['max_ms'])}]"
 
 
+def round_ratios(case: dict, metric: str, name: str = "jaxrnn") -> list[float]:
+    """``name``'s median ÷ the fastest peer's median in each round, for one case's ``metric``
+    ("forward" or "train"); empty where either was not timed in every round."""
+    ok = {n: r[metric] for n, r in case["impls"].items() if r["status"] == "ok"}
+    mine = ok.get(name, {}).get("round_medians_ms", [])
+    peers = [m.get("round_medians_ms", []) for n, m in ok.items() if case["impls"][n]["peer"]]
+    if not mine or not peers or any(len(p) != len(mine) for p in peers):
+        return []
+    return [value / min(p[k] for p in peers) for k, value in enumerate(mine)]
+
+
+def _round_ratios_text(cases: list[dict]) -> str:
+    parts = []
+    for case in cases:
+        forward, train = round_ratios(case, "forward"), round_ratios(case, "train")
+        if forward and train:
+            pairs = ", ".join(f"{f:.2f} / {t:.2f}" for f, t in zip(forward, train, strict=True))
+            parts.append(f"{case['cell']} {pairs}")
+    return (
+        "jaxrnn ÷ fastest peer in each round, forward / train: " + "; ".join(parts) + "."
+        if parts
+        else ""
+    )
+
+
 def write_markdown(report: dict, path: Path) -> None:
     version_text = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     info = report["framework_info"]
@@ -820,6 +902,14 @@ def write_markdown(report: dict, path: Path) -> None:
         if policy["target_s"] == 0
         else f"median of {policy['min_reps']}–{policy['max_reps']} timed calls "
         f"(about {policy['target_s']} s per case)"
+    )
+    rounds = report.get("rounds", 1)
+    rounds_text = (
+        f", in each of {rounds} rounds; a round times the cases one after another, each case's "
+        "families one after another (their order reversed in every other round), and the median "
+        "pools the timed calls of every round,"
+        if rounds > 1
+        else ""
     )
     lines = [
         f"# LSTM and GRU: jaxrnn against its peers ({report['backend'].upper()}, "
@@ -864,8 +954,9 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{report['best_gemm_gflops']:.1f} GFLOP/s; forward FLOPs 2·B·T·(D_in+H)·G·H over layers "
         "and directions, train = 3 × forward less the first layer's dL/dxs (2·B·T·D·G·H a "
         "direction: the inputs are data); elementwise work ignored.",
-        f"- Timing: {reps} after the first call (trace + compile + one run, reported as first "
-        "call) and one warm-up call; a fresh random input for every call; JAX outputs waited for "
+        f"- Timing: {reps}{rounds_text} after the first call (trace + compile + one run, reported "
+        "as first call) and one warm-up call; a fresh random input for every call; JAX outputs "
+        "waited for "
         "with `jax.block_until_ready` (loss and whole gradient pytree). Times in ms, "
         "median [min–max]. × floor = median / GEMM floor; × peer = median / fastest peer "
         "(peer = anything that is not jaxrnn). Differences under about 25% between processes "
@@ -927,6 +1018,8 @@ def write_markdown(report: dict, path: Path) -> None:
                     f"{fwd['cpu_per_wall']:.2f} / {trn['cpu_per_wall']:.2f} | {_cell_text(note)} |"
                 )
         lines.append("")
+        if rounds > 1:
+            lines += [_round_ratios_text(cases), ""]
         for case in cases:
             lines.append(
                 f"Floor {case['cell']}: forward {format_ms(case['floor_forward_ms'])} ms "
@@ -1046,6 +1139,13 @@ def default_out(smoke: bool) -> Path:
     return Path(tempfile.gettempdir()) / "jaxrnn-smoke" if smoke else Path("benchmarks/results")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _names(allowed) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = [n.strip() for n in text.split(",") if n.strip()]
@@ -1082,6 +1182,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default benchmarks/results")
     parser.add_argument(
         "--pin", action="store_true", help="run every worker on one core (taskset -c 0)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=1,
+        help="time every case this many times over, the families' order reversed in every "
+        "other round, and pool the timed calls (default 1)",
     )
     parser.add_argument("--render", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(

@@ -336,6 +336,64 @@ def suite_run(suite, config: str, gemm_gflops: float, medians_ms: dict, backend:
     return suite._assemble(args, "quick", suite.POLICIES["quick"], [case], numerics, workers, 60.0)
 
 
+def test_rounds_time_each_case_family_after_family_and_pool_their_calls(
+    suite, tmp_path, monkeypatch
+):
+    # Workers that answer without timing anything: each round's call of an implementation takes
+    # as many ms as the workers started before it, so every round's median differs.
+    started = []
+
+    def fake_worker(args, pin, env=None):
+        _, target, spec_path, result_path = args
+        spec, family = json.loads(Path(spec_path).read_text()), target.split(":")[1]
+        started.append((family, [case["key"] for case in spec["cases"]], spec["gemm"]))
+        ms = float(len(started))
+        timing = dict(
+            capped=False, cpu_per_wall=1.0, first_call_s=ms, estimate_ms=ms, reps=2,
+            times_ms=[ms, ms + 1], median_ms=ms + 0.5, min_ms=ms, max_ms=ms + 1,
+        )  # fmt: skip
+        results = {
+            case["key"]: {name: dict(status="ok", forward=timing, train=timing)
+                          for name in case["impls"]}
+            for case in spec["cases"]
+        }  # fmt: skip
+        info = {"family": family, **({"gemm_gflops": 100.0} if spec["gemm"] else {})}
+        Path(result_path).write_text(json.dumps({"info": info, "results": results}))
+        return 0
+
+    monkeypatch.setattr(suite, "_subprocess", fake_worker)
+    work = [{"key": key, "impls": [key]} for key in ("c1/lstm", "c2/lstm")]
+    plans = {
+        "torch": ("benchmarks.suite_torch", [dict(w, impls=["torch"]) for w in work], False),
+        "jaxrnn": ("benchmarks.suite_jax", [dict(w, impls=["jaxrnn"]) for w in work], True),
+    }
+    workers = suite._time_families(plans, {"seed": 0}, tmp_path, False, rounds=2)
+    # case by case, the families' order reversed in the second round; one GEMM measurement
+    assert started == [
+        ("torch", ["c1/lstm"], False), ("jaxrnn", ["c1/lstm"], True),
+        ("torch", ["c2/lstm"], False), ("jaxrnn", ["c2/lstm"], False),
+        ("jaxrnn", ["c1/lstm"], False), ("torch", ["c1/lstm"], False),
+        ("jaxrnn", ["c2/lstm"], False), ("torch", ["c2/lstm"], False),
+    ]  # fmt: skip
+    assert workers["jaxrnn"]["info"]["gemm_gflops"] == 100.0
+    # jaxrnn's c1 ran as the 2nd and 5th worker: calls of 2, 3, 5 and 6 ms pooled
+    pooled = workers["jaxrnn"]["results"]["c1/lstm"]["jaxrnn"]["forward"]
+    assert pooled["times_ms"] == [2.0, 3.0, 5.0, 6.0] and pooled["reps"] == 4
+    assert (pooled["median_ms"], pooled["min_ms"], pooled["max_ms"]) == (4.0, 2.0, 6.0)
+    assert pooled["round_medians_ms"] == [2.5, 5.5] and pooled["first_call_s"] == 2.0
+    # a round that failed stands for the case
+    failed = {"status": "error", "error": "RuntimeError: out of memory"}
+    ok = workers["torch"]["results"]["c1/lstm"]["torch"]
+    assert suite.pool_rounds([ok, failed]) == failed
+    # the report gives each round's ratio to the fastest peer: torch's c1 ran 1st and 6th
+    timed = {family: workers[family]["results"]["c1/lstm"][family] for family in plans}
+    case = dict(cell="lstm", impls={f: dict(r, peer=f == "torch") for f, r in timed.items()})
+    assert suite.round_ratios(case, "forward") == pytest.approx([2.5 / 1.5, 5.5 / 6.5])
+    assert suite._round_ratios_text([case]).endswith("lstm 1.67 / 1.67, 0.85 / 0.85.")
+    with pytest.raises(SystemExit):
+        suite.main(["--rounds", "0"])
+
+
 def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     c1 = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
     bi = suite_run(suite, "bi", 200.0, {"jaxrnn": (3.0, 9.0), "torch": (6.0, 12.0)})
