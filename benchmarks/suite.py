@@ -788,12 +788,16 @@ def merge_reports(reports: list[dict]) -> dict:
         raise ValueError("merge_reports: no reports given")
     first = reports[0]
     for report in reports[1:]:
-        for key in ("backend", "device_kind", "mode", "rounds"):
-            if report.get(key, 1) != first.get(key, 1):
+        for key in ("backend", "device_kind", "mode"):
+            if report[key] != first[key]:
                 raise ValueError(
-                    f"merge_reports: the runs differ in {key}: {first.get(key, 1)!r} and "
-                    f"{report.get(key, 1)!r}"
+                    f"merge_reports: the runs differ in {key}: {first[key]!r} and {report[key]!r}"
                 )
+        rounds = first.get("rounds", 1), report.get("rounds", 1)  # older reports ran one
+        if rounds[0] != rounds[1]:
+            raise ValueError(
+                f"merge_reports: the runs differ in rounds: {rounds[0]} and {rounds[1]}"
+            )
         for key in ("allocator", "xla_flags"):
             mine, theirs = first["machine"].get(key), report["machine"].get(key)
             if mine != theirs:

@@ -424,6 +424,8 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     flagged = {**bi, "machine": {**bi["machine"], "xla_flags": "--xla_cpu_enable_fast_math=true"}}
     with pytest.raises(ValueError, match="the runs differ in xla_flags: '.*' and '--xla_cpu_ena"):
         suite.merge_reports([c1, flagged])
+    with pytest.raises(ValueError, match="the runs differ in rounds: 1 and 2"):
+        suite.merge_reports([c1, {**bi, "rounds": 2}])
     # on the command line, a one-line message that names the flag
     (tmp_path / "c1.json").write_text(json.dumps(c1))
     missing = tmp_path / "absent.json"
