@@ -40,6 +40,9 @@ Method:
    2048³), with forward FLOPs 2·B·T·(D_in + H)·G·H summed over layers and directions (G = 4 for
    the LSTM, 3 for the GRU; Σ lengths in place of B·T for "cl") and train FLOPs 3 × forward less
    the first layer's dL/dxs (the inputs are data: no implementation is asked for their gradient).
+   jaxrnn's processes measure the rate again (XLA's matmul, best of 3) just before and just
+   after each case's calls, and the report gives jaxrnn's ratio to the floor at the faster of
+   the two as well: on a shared machine whose speed drifts, that floor moves with it.
 
 Writes ``suite_cpu.md``, ``suite_cpu.json`` with every raw number, and one chart
 ``suite_<config>.png`` per configuration to ``--out`` (``suite_gpu.md``, ``suite_gpu.json`` and
@@ -95,6 +98,8 @@ SEED = 0
 # The modules that hold the implementations, each importing only its own framework.
 FAMILY_MODULES = ("benchmarks.suite_numpy", "benchmarks.suite_torch", "benchmarks.suite_jax")
 GEMM_FAMILIES = ("numpy", "jaxrnn")  # the workers that also measure the matmul rate
+BESIDE_FAMILY = "jaxrnn"  # its workers measure the matmul rate again beside each case
+BESIDE_REPEATS = 3
 
 
 # ----------------------------------------------------------------------------------------- types
@@ -348,8 +353,12 @@ def run_worker(target: str, spec_path: Path, result_path: Path) -> None:
     policy = Policy(**spec["policy"])
     rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
     output = {"info": info, "results": {}}
+    beside = spec.get("gemm_beside") and hasattr(module, "gemm_rate")
     for case_data in spec["cases"]:
         case = Case.from_json(case_data)
+        if beside:
+            rates = output.setdefault("gemm_beside_gflops", {})
+            rates[case.key] = [module.gemm_rate(repeats=BESIDE_REPEATS)]
         for name in case_data["impls"]:
             try:
                 entry = _time_impl(module.IMPLS[name], case, policy, rng)
@@ -358,7 +367,14 @@ def run_worker(target: str, spec_path: Path, result_path: Path) -> None:
             output["results"].setdefault(case.key, {})[name] = entry
             result_path.write_text(json.dumps(output))
             print(f"[{family}] {case.key:9s} {name:28s} {_progress(entry)}", flush=True)
+        if beside:
+            rates[case.key].append(module.gemm_rate(repeats=BESIDE_REPEATS))
+            print(f"[{family}] {case.key:9s} GEMM before / after: {_rates_text(rates[case.key])}")
     result_path.write_text(json.dumps(output))
+
+
+def _rates_text(rates: list[float]) -> str:
+    return " / ".join(f"{rate:.1f}" for rate in rates) + " GFLOP/s"
 
 
 def _progress(entry: dict) -> str:
@@ -480,7 +496,9 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
     every other round), so that the implementations compared on a case are timed within seconds
     of each other, not minutes apart, as the machine's speed drifts. Over ``rounds`` rounds a
     case's timed calls are pooled (`pool_rounds`). A family's first worker also measures the GEMM
-    rate. A case's times must not depend on the cases run before it: in one process, the C
+    rate, and the workers of `BESIDE_FAMILY` measure it again before and after each case's calls
+    (``gemm_beside_gflops``: a list of [before, after] a round, by case). A case's times must
+    not depend on the cases run before it: in one process, the C
     allocator's state after the other cases made the padded GRU's training step 1.5x slower
     (page faults on the buffers XLA hands the kernels; benchmarks/NOTES.md, 21)."""
     keys = list(dict.fromkeys(item["key"] for _, work, _ in plans.values() for item in work))
@@ -488,6 +506,7 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
     workers = {
         family: {"info": {}, "results": {}, "returncode": 0, "wall_s": 0.0} for family in plans
     }
+    beside: dict = {}
     for round_index in range(rounds):
         order = list(plans) if round_index % 2 == 0 else list(reversed(plans))
         for key in keys or [None]:
@@ -500,7 +519,16 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
                 start = time.perf_counter()
                 name = f"{family}_{round_index}_{len(timed[family])}_{int(measure_gemm)}"
                 spec_path, result_path = tmp / f"{name}_spec.json", tmp / f"{name}.json"
-                spec_path.write_text(json.dumps({**spec, "cases": cases, "gemm": measure_gemm}))
+                spec_path.write_text(
+                    json.dumps(
+                        {
+                            **spec,
+                            "cases": cases,
+                            "gemm": measure_gemm,
+                            "gemm_beside": family == BESIDE_FAMILY,
+                        }
+                    )
+                )
                 code = _subprocess(
                     ["--worker", f"{module_name}:{family}", str(spec_path), str(result_path)],
                     pin,
@@ -513,9 +541,13 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
                 for case_key, entries in result.get("results", {}).items():
                     for impl, entry in entries.items():
                         timed[family].setdefault((case_key, impl), []).append(entry)
+                for case_key, rates in result.get("gemm_beside_gflops", {}).items():
+                    beside.setdefault(case_key, []).append(rates)
     for family, worker in workers.items():
         for (case_key, impl), entries in timed[family].items():
             worker["results"].setdefault(case_key, {})[impl] = pool_rounds(entries)
+    if BESIDE_FAMILY in workers:
+        workers[BESIDE_FAMILY]["gemm_beside_gflops"] = beside
     return workers
 
 
@@ -667,6 +699,9 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
                 if r["peer"] and r["status"] == "ok"
             ]
             entry[f"fastest_peer_{metric}_ms"] = min(peers) if peers else float("nan")
+        beside = workers.get(BESIDE_FAMILY, {}).get("gemm_beside_gflops", {}).get(case.key)
+        if beside:
+            entry["gemm_beside_gflops"] = beside
         report_cases.append(entry)
     return {
         "mode": mode,
@@ -682,7 +717,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
         "wall_s": wall_s,
         "numerics_wall_s": numerics["wall_s"],
         "workers": {
-            family: {k: v for k, v in worker.items() if k != "results"}
+            family: {k: v for k, v in worker.items() if k not in ("results", "gemm_beside_gflops")}
             for family, worker in workers.items()
         },
         "cases": report_cases,
@@ -871,6 +906,46 @@ def round_ratios(case: dict, metric: str, name: str = "jaxrnn") -> list[float]:
     return [value / min(p[k] for p in peers) for k, value in enumerate(mine)]
 
 
+def beside_floor_ratios(case: dict, metric: str, name: str = "jaxrnn") -> tuple[float, list]:
+    """``name``'s median ÷ its GEMM floor at the rate measured beside its calls (the faster of
+    the rates before and after them), for one case's ``metric`` ("forward" or "train"): the
+    pooled median at the median of the rounds' rates, and each round's median at its own rate;
+    (NaN, []) where no rate was measured beside it."""
+    rates = [max(pair) for pair in case.get("gemm_beside_gflops", [])]
+    timed = case["impls"].get(name, {})
+    if not rates or timed.get("status") != "ok":
+        return float("nan"), []
+    gflop = case[f"{metric}_flops"] / 1e9
+    rounds = timed[metric].get("round_medians_ms", [])
+    per_round = [ms * rate / gflop / 1e3 for ms, rate in zip(rounds, rates, strict=False)]
+    return timed[metric]["median_ms"] * statistics.median(rates) / gflop / 1e3, per_round
+
+
+def _beside_text(cases: list[dict]) -> str:
+    parts = []
+    for case in cases:
+        forward, forward_rounds = beside_floor_ratios(case, "forward")
+        train, train_rounds = beside_floor_ratios(case, "train")
+        if not forward_rounds:
+            continue
+        rates = ", ".join(
+            "–".join(f"{rate:.0f}" for rate in pair) for pair in case["gemm_beside_gflops"]
+        )
+        text = f"{case['cell']} {forward:.2f} / {train:.2f} ({rates} GFLOP/s"
+        if len(forward_rounds) > 1:
+            pairs = ", ".join(
+                f"{f:.2f} / {t:.2f}" for f, t in zip(forward_rounds, train_rounds, strict=True)
+            )
+            text += f"; each round {pairs}"
+        parts.append(text + ")")
+    return (
+        "jaxrnn ÷ the floor at the GEMM rate measured beside its calls (before–after), "
+        "forward / train: " + "; ".join(parts) + "."
+        if parts
+        else ""
+    )
+
+
 def _round_ratios_text(cases: list[dict]) -> str:
     parts = []
     for case in cases:
@@ -957,7 +1032,10 @@ def write_markdown(report: dict, path: Path) -> None:
         f"- GEMM rate, float32 2048³, best of 5 (GFLOP/s): {gemm}. Floor = FLOPs / "
         f"{report['best_gemm_gflops']:.1f} GFLOP/s; forward FLOPs 2·B·T·(D_in+H)·G·H over layers "
         "and directions, train = 3 × forward less the first layer's dL/dxs (2·B·T·D·G·H a "
-        "direction: the inputs are data); elementwise work ignored.",
+        "direction: the inputs are data); elementwise work ignored. Below each table, jaxrnn's "
+        f"ratio to the floor at the rate its own process measured (best of {BESIDE_REPEATS}) "
+        "just before and just after a case's calls, the faster of the two: a floor that moves "
+        "with the machine's speed, where the one above holds its best.",
         f"- Timing: {reps}{rounds_text} after the first call (trace + compile + one run, reported "
         "as first call) and one warm-up call; a fresh random input for every call; JAX outputs "
         "waited for "
@@ -1024,6 +1102,8 @@ def write_markdown(report: dict, path: Path) -> None:
         lines.append("")
         if rounds > 1:
             lines += [_round_ratios_text(cases), ""]
+        if _beside_text(cases):
+            lines += [_beside_text(cases), ""]
         for case in cases:
             lines.append(
                 f"Floor {case['cell']}: forward {format_ms(case['floor_forward_ms'])} ms "

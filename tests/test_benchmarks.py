@@ -299,15 +299,16 @@ def test_the_training_floor_counts_the_products_a_training_step_needs(suite):
     assert suite.train_flops(bi) == expected
 
 
-def suite_run(suite, config: str, gemm_gflops: float, medians_ms: dict, backend: str = "cpu"):
+def suite_run(suite, config: str, gemm_gflops: float, medians_ms: dict, backend="cpu", beside=None):
     """A report as one run of the suite assembles it, from made-up timings: ``medians_ms`` maps
-    each timed implementation to its forward and train medians."""
+    each timed implementation to its forward and train medians; ``beside``, the GEMM rates
+    jaxrnn's worker measured before and after the case."""
     case = suite.make_case(config, "lstm", (4, 16, 8, 16))
 
     def timing(ms: float) -> dict:
         return dict(
             capped=False, cpu_per_wall=1.0, first_call_s=0.5, reps=7, times_ms=[ms],
-            median_ms=ms, min_ms=ms, max_ms=ms,
+            median_ms=ms, min_ms=ms, max_ms=ms, round_medians_ms=[ms],
         )  # fmt: skip
 
     checked = dict(status="ok", max_abs_out=1e-7, max_rel_grad=1e-6, worst_grad="w")
@@ -332,6 +333,8 @@ def suite_run(suite, config: str, gemm_gflops: float, medians_ms: dict, backend:
         )
         for name, (fwd, train) in medians_ms.items()
     }
+    if beside:
+        workers["jaxrnn"]["gemm_beside_gflops"] = {case.key: [beside]}
     args = argparse.Namespace(pin=False)
     return suite._assemble(args, "quick", suite.POLICIES["quick"], [case], numerics, workers, 60.0)
 
@@ -358,7 +361,10 @@ def test_rounds_time_each_case_family_after_family_and_pool_their_calls(
             for case in spec["cases"]
         }  # fmt: skip
         info = {"family": family, **({"gemm_gflops": 100.0} if spec["gemm"] else {})}
-        Path(result_path).write_text(json.dumps({"info": info, "results": results}))
+        output = {"info": info, "results": results}
+        if spec["gemm_beside"]:  # before and after each case: 10·(workers started) and 1 more
+            output["gemm_beside_gflops"] = {key: [10 * ms, 10 * ms + 1] for key in results}
+        Path(result_path).write_text(json.dumps(output))
         return 0
 
     monkeypatch.setattr(suite, "_subprocess", fake_worker)
@@ -390,13 +396,34 @@ def test_rounds_time_each_case_family_after_family_and_pool_their_calls(
     case = dict(cell="lstm", impls={f: dict(r, peer=f == "torch") for f, r in timed.items()})
     assert suite.round_ratios(case, "forward") == pytest.approx([2.5 / 1.5, 5.5 / 6.5])
     assert suite._round_ratios_text([case]).endswith("lstm 1.67 / 1.67, 0.85 / 0.85.")
+    # jaxrnn's workers measured the GEMM rate before and after each case, in each round
+    assert workers["jaxrnn"]["gemm_beside_gflops"] == {
+        "c1/lstm": [[20.0, 21.0], [50.0, 51.0]],
+        "c2/lstm": [[40.0, 41.0], [70.0, 71.0]],
+    }
+    assert "gemm_beside_gflops" not in workers["torch"]
+    # its floor ratio at the faster of each round's rates: 2.5 ms at 21 GFLOP/s, 5.5 at 51,
+    # the pooled 4 ms at their median, 36; for 0.5 GFLOP forward and 1.5 GFLOP train
+    case.update(forward_flops=0.5e9, train_flops=1.5e9, gemm_beside_gflops=[[20, 21], [50, 51]])
+    pooled_ratio, per_round = suite.beside_floor_ratios(case, "train")
+    assert pooled_ratio == pytest.approx(4.0 * 36 / 1.5e3)
+    assert per_round == pytest.approx([2.5 * 21 / 1.5e3, 5.5 * 51 / 1.5e3])
+    assert suite._beside_text([case]).endswith(
+        "lstm 0.29 / 0.10 (20–21, 50–51 GFLOP/s; each round 0.10 / 0.04, 0.56 / 0.19)."
+    )
+    assert suite.beside_floor_ratios({**case, "gemm_beside_gflops": []}, "train") == (
+        pytest.approx(float("nan"), nan_ok=True),
+        [],
+    )
     with pytest.raises(SystemExit):
         suite.main(["--rounds", "0"])
 
 
 def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
-    c1 = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
+    c1 = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)}, beside=[90, 80])
     bi = suite_run(suite, "bi", 200.0, {"jaxrnn": (3.0, 9.0), "torch": (6.0, 12.0)})
+    assert c1["cases"][0]["gemm_beside_gflops"] == [[90, 80]] and "gemm_beside_gflops" not in bi
+    assert "gemm_beside_gflops" not in c1["workers"]["jaxrnn"]
     merged = suite.merge_reports([c1, bi])
     assert [case["config"] for case in merged["cases"]] == ["c1", "bi"]
     # every floor at the best rate of either run: c1's halves, bi's stays
@@ -413,6 +440,15 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     assert "2 runs one after the other, together 2.0 min" in text
     assert "## c1: B=4" in text and "## bi: B=4" in text
     assert "Floor = FLOPs / 200.0 GFLOP/s" in text
+    # c1's floor ratio at the rate beside it, 90 GFLOP/s, below c1's table alone
+    gflop = c1["cases"][0]["forward_flops"] / 1e9, c1["cases"][0]["train_flops"] / 1e9
+    ratios = f"{2.0 * 90 / gflop[0] / 1e3:.2f} / {6.0 * 90 / gflop[1] / 1e3:.2f}"
+    beside_lines = [line for line in text.splitlines() if "measured beside its calls" in line]
+    assert beside_lines == [
+        "jaxrnn ÷ the floor at the GEMM rate measured beside its calls (before–after), "
+        f"forward / train: lstm {ratios} (90–80 GFLOP/s)."
+    ]
+    assert text.index(beside_lines[0]) < text.index("## bi")
     # a third run merges onto the two, and counts them
     c2 = suite_run(suite, "c2", 150.0, {"jaxrnn": (1.0, 2.0), "torch": (1.5, 3.0)})
     assert suite.merge_reports([merged, c2])["merged_runs"] == 3
