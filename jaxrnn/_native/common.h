@@ -522,17 +522,24 @@ inline const float* Panel(float* panel, int64_t K, int64_t n, const float* w, in
 
 constexpr int64_t kBlockColumns = 16;  // two AVX2 vectors
 
+// Which of its two choices the environment variable `name` holds, read at each call: -1 where
+// it is unset or empty, 0 for `first`, 1 for `second`. Another value is an error (Guarded makes
+// it the call's).
+inline int EnvChoice(const char* name, const char* first, const char* second) {
+  const char* choice = std::getenv(name);
+  if (choice == nullptr || *choice == '\0') return -1;
+  if (std::strcmp(choice, first) == 0) return 0;
+  if (std::strcmp(choice, second) == 0) return 1;
+  throw std::invalid_argument(std::string("expected the environment variable ") + name + " '" +
+                              first + "', '" + second + "' or unset, got '" + choice + "'");
+}
+
 // Whether a team multiplies with BlockProduct rather than oneDNN: where the CPU lacks AVX-512,
 // or as JAXRNN_STEP_PRODUCTS says ("own" or "onednn"), so that either path can be tested and
-// timed on any CPU. Another value is an error (Guarded makes it the call's).
+// timed on any CPU.
 inline bool OwnStepProducts() {
-  const char* choice = std::getenv("JAXRNN_STEP_PRODUCTS");
-  if (choice == nullptr || *choice == '\0') return !__builtin_cpu_supports("avx512f");
-  if (std::strcmp(choice, "own") == 0) return true;
-  if (std::strcmp(choice, "onednn") == 0) return false;
-  throw std::invalid_argument(
-      std::string("expected the environment variable JAXRNN_STEP_PRODUCTS 'own', 'onednn' or "
-                  "unset, got '") + choice + "'");
+  const int choice = EnvChoice("JAXRNN_STEP_PRODUCTS", "own", "onednn");
+  return choice < 0 ? !__builtin_cpu_supports("avx512f") : choice == 0;
 }
 
 // The floats of a (K, N) matrix packed as PackBlocks packs it.
@@ -670,14 +677,8 @@ class TeamProgress {
 // JAXRNN_ROW_GROUPS=1 or 2 chooses where a team runs (two or more cores), read at each call, so
 // that both ways can be timed in one process and tested; another value is an error.
 inline int64_t RowGroups(int64_t B, int team, int64_t member_weight_floats) {
-  const char* choice = std::getenv("JAXRNN_ROW_GROUPS");
-  if (choice != nullptr && *choice != '\0') {
-    if (std::strcmp(choice, "1") != 0 && std::strcmp(choice, "2") != 0)
-      throw std::invalid_argument(
-          std::string("expected the environment variable JAXRNN_ROW_GROUPS '1', '2' or unset, "
-                      "got '") + choice + "'");
-    return team > 1 && B >= 2 ? choice[0] - '0' : 1;
-  }
+  const int choice = EnvChoice("JAXRNN_ROW_GROUPS", "1", "2");
+  if (choice >= 0) return team > 1 && B >= 2 ? choice + 1 : 1;
   const bool fits = member_weight_floats * static_cast<int64_t>(sizeof(float)) <= (1 << 20);
   return team > 1 && B >= 32 && B < 64 && fits ? 2 : 1;
 }
@@ -983,15 +984,11 @@ constexpr int64_t kPartRows = 8;
 constexpr int64_t kPartWeightBytes = int64_t{2} << 20;
 
 inline bool SharesExamples(int64_t B, int64_t weight_floats, bool gains) {
-  const char* choice = std::getenv("JAXRNN_THREADS_SHARE");
-  if (choice == nullptr || *choice == '\0')
+  const int choice = EnvChoice("JAXRNN_THREADS_SHARE", "units", "examples");
+  if (choice < 0)
     return gains && B >= 2 * kPartRows &&
            weight_floats * static_cast<int64_t>(sizeof(float)) <= kPartWeightBytes;
-  if (std::strcmp(choice, "units") == 0) return false;
-  if (std::strcmp(choice, "examples") == 0) return true;
-  throw std::invalid_argument(
-      std::string("expected the environment variable JAXRNN_THREADS_SHARE 'units', 'examples' "
-                  "or unset, got '") + choice + "'");
+  return choice == 1;
 }
 
 // Where the examples [bounds[p], bounds[p + 1]) of each thread's part begin and end: contiguous
