@@ -1,7 +1,7 @@
 """The benchmark suite: LSTM and GRU forward and training-step time, jaxrnn against its peers.
 
     python -m benchmarks [--quick | --full] [--configs c1,c2,c3,bi,cl] [--cells lstm,gru]
-                         [--out benchmarks/results] [--pin] [--rounds N]
+                         [--out benchmarks/results] [--pin] [--rounds N] [--lockstep]
     python -m benchmarks --merge RUN1/suite_gpu.json RUN2/suite_gpu.json ... [--out DIR]
 
 For each configuration (batch B, length T, input D, hidden H) and cell it times, side by side,
@@ -32,7 +32,12 @@ Method:
    case's families one after another, so that the times a ratio compares are taken seconds
    apart, not minutes, on a machine whose speed drifts; ``--rounds N`` does it N times, the
    families' order reversed in every other round, and pools each case's timed calls (the report
-   gives each round's ratio too). Per case: the first call
+   gives each round's ratio too). With ``--lockstep`` a case's families run side by side
+   instead, each in a process of its own, one timed call at a time: every implementation's
+   forward and train in turn, the order reversed in every other cycle, each timed call after an
+   untimed one of the same function (its caches warm, as in a run of calls) and once the process
+   that made the last call has gone quiet, so that every implementation of a case is timed
+   through the same seconds. Per case: the first call
    (trace + compile + one run) is reported as compile time, one more call is a warm-up, then the
    median, min and max of repeated calls, each on a fresh random input, waiting for every output
    (``jax.block_until_ready`` on the loss and the whole gradient pytree).
@@ -292,34 +297,49 @@ def train_flops(case: Case) -> float:
 # ---------------------------------------------------------------------------------------- timing
 
 
-def measure(fn, sync, inputs: list, policy: Policy, capped: bool) -> dict:
-    """First call, one warm-up call, then the timed calls, each on the next fresh input."""
+def _timer(fn, sync) -> Callable[[Any], float]:
+    """``call(x)``: seconds from calling ``fn(x)`` until ``sync`` has its result."""
 
     def call(x) -> float:
         start = time.perf_counter()
         sync(fn(x))
         return time.perf_counter() - start
 
+    return call
+
+
+def _warm_up(call, inputs: list, policy: Policy, capped: bool) -> tuple[float, float]:
+    """The first call's seconds (trace and compile included) and a call's, estimated by one
+    warm-up call (for a slow uncompiled loop, by the first call)."""
     first = call(inputs[0])
     if capped and first * (policy.min_reps + 1) > policy.cap_s:
-        estimate = first  # a slow uncompiled loop: its first call is estimate enough
-    else:
-        estimate = call(inputs[1])
+        return first, first  # a slow uncompiled loop: its first call is estimate enough
+    return first, call(inputs[1])
+
+
+def _timing(first: float, estimate: float, times_ms: list, capped: bool, cpu_per_wall) -> dict:
+    return {
+        "first_call_s": first,
+        "estimate_ms": estimate * 1e3,
+        "times_ms": times_ms,
+        "median_ms": statistics.median(times_ms),
+        "min_ms": min(times_ms),
+        "max_ms": max(times_ms),
+        "reps": len(times_ms),
+        "capped": capped,
+        "cpu_per_wall": cpu_per_wall,
+    }
+
+
+def measure(fn, sync, inputs: list, policy: Policy, capped: bool) -> dict:
+    """First call, one warm-up call, then the timed calls, each on the next fresh input."""
+    call = _timer(fn, sync)
+    first, estimate = _warm_up(call, inputs, policy, capped)
     reps, was_capped = policy.reps(estimate, capped)
     cpu, wall = time.process_time(), time.perf_counter()
     times = [call(inputs[2 + k % (len(inputs) - 2)]) * 1e3 for k in range(reps)]
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    return {
-        "first_call_s": first,
-        "estimate_ms": estimate * 1e3,
-        "times_ms": times,
-        "median_ms": statistics.median(times),
-        "min_ms": min(times),
-        "max_ms": max(times),
-        "reps": reps,
-        "capped": was_capped,
-        "cpu_per_wall": cpu / wall if wall > 0 else float("nan"),
-    }
+    return _timing(first, estimate, times, was_capped, cpu / wall if wall > 0 else float("nan"))
 
 
 def _time_impl(impl: Impl, case: Case, policy: Policy, rng: np.random.Generator) -> dict:
@@ -490,12 +510,15 @@ def _check(impl: Impl, model: Model, weights: dict, x: np.ndarray, reference) ->
 # ---------------------------------------------------------------------------------------- parent
 
 
-def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -> dict:
+def _time_families(
+    plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int, lockstep: bool = False
+) -> dict:
     """Times each family's cases, ``plans[family] = (module, work, gemm)``, each case in a fresh
     worker process, case by case: a case's families one after another (their order reversed in
     every other round), so that the implementations compared on a case are timed within seconds
-    of each other, not minutes apart, as the machine's speed drifts. Over ``rounds`` rounds a
-    case's timed calls are pooled (`pool_rounds`). A family's first worker also measures the GEMM
+    of each other, not minutes apart, as the machine's speed drifts; with ``lockstep``, side by
+    side instead, one call at a time (`_time_case_lockstep`). Over ``rounds`` rounds a case's
+    timed calls are pooled (`pool_rounds`). A family's first worker also measures the GEMM
     rate, and the workers of `BESIDE_FAMILY` measure it again before and after each case's calls
     (``gemm_beside_gflops``: a list of [before, after] a round, by case). A case's times must
     not depend on the cases run before it: in one process, the C
@@ -509,34 +532,26 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
     beside: dict = {}
     for round_index in range(rounds):
         order = list(plans) if round_index % 2 == 0 else list(reversed(plans))
-        for key in keys or [None]:
+        for key_index, key in enumerate(keys or [None]):
+            todo = {}
             for family in order:
                 module_name, work, gemm = plans[family]
                 cases = [item for item in work if item["key"] == key]
                 measure_gemm = gemm and round_index == 0 and not workers[family]["info"]
-                if not cases and not measure_gemm:
-                    continue
-                start = time.perf_counter()
-                name = f"{family}_{round_index}_{len(timed[family])}_{int(measure_gemm)}"
-                spec_path, result_path = tmp / f"{name}_spec.json", tmp / f"{name}.json"
-                spec_path.write_text(
-                    json.dumps(
-                        {
-                            **spec,
-                            "cases": cases,
-                            "gemm": measure_gemm,
-                            "gemm_beside": family == BESIDE_FAMILY,
-                        }
-                    )
-                )
-                code = _subprocess(
-                    ["--worker", f"{module_name}:{family}", str(spec_path), str(result_path)],
-                    pin,
-                )
-                result = _read_json(result_path)
+                if cases or measure_gemm:
+                    todo[family] = (module_name, cases, measure_gemm)
+            name = f"{round_index}_{key_index}"
+            if lockstep:
+                outputs = _time_case_lockstep(todo, spec, tmp, name, pin)
+            else:
+                outputs = {
+                    family: _time_in_worker(family, *todo[family], spec, tmp, name, pin)
+                    for family in todo
+                }
+            for family, (result, code, wall_s) in outputs.items():
                 worker = workers[family]
                 worker["returncode"] = worker["returncode"] or code
-                worker["wall_s"] += time.perf_counter() - start
+                worker["wall_s"] += wall_s
                 worker["info"] = worker["info"] or result.get("info", {})
                 for case_key, entries in result.get("results", {}).items():
                     for impl, entry in entries.items():
@@ -549,6 +564,22 @@ def _time_families(plans: dict, spec: dict, tmp: Path, pin: bool, rounds: int) -
     if BESIDE_FAMILY in workers:
         workers[BESIDE_FAMILY]["gemm_beside_gflops"] = beside
     return workers
+
+
+def _time_in_worker(
+    family: str, module_name: str, cases: list, gemm: bool, spec: dict, tmp: Path, name: str, pin
+) -> tuple[dict, int, float]:
+    """One family's ``cases`` timed in a worker process of its own (`run_worker`): its output,
+    exit code and wall time."""
+    start = time.perf_counter()
+    spec_path, result_path = tmp / f"{family}_{name}_spec.json", tmp / f"{family}_{name}.json"
+    spec_path.write_text(
+        json.dumps({**spec, "cases": cases, "gemm": gemm, "gemm_beside": family == BESIDE_FAMILY})
+    )
+    code = _subprocess(
+        ["--worker", f"{module_name}:{family}", str(spec_path), str(result_path)], pin
+    )
+    return _read_json(result_path), code, time.perf_counter() - start
 
 
 def pool_rounds(entries: list[dict]) -> dict:
@@ -577,11 +608,252 @@ def pool_rounds(entries: list[dict]) -> dict:
     return pooled
 
 
-def _subprocess(args: list[str], pin: bool, env: dict | None = None) -> int:
+# ---------------------------------------------------------------------------------------- lockstep
+
+METRICS = ("forward", "train")
+# A process that made a call goes on running for a while: GNU OpenMP's threads spin for some
+# milliseconds after a parallel region, OpenBLAS's for about 2^28 cycles (0.1 s). The next call,
+# in another process, waits until it is quiet: its threads ran less than QUIET_SHARE of a core
+# over QUIET_WINDOW_S (at most QUIET_CAP_S), or LOCKSTEP_GAP_S where the system does not say.
+# Without it, the native kernels' teams, which meet at every step, waited for a core that a
+# numpy process's spinning threads held: calls of 0.1 ms took 4-48 ms.
+QUIET_WINDOW_S, QUIET_SHARE, QUIET_CAP_S = 0.005, 0.05, 1.0
+LOCKSTEP_GAP_S = 0.25
+
+
+def lockstep_worker(target: str, spec: dict, commands, reply: Callable[[dict], None]) -> None:
+    """One family's side of a case timed in lockstep (`_time_case_lockstep`): builds its
+    implementations of ``spec["case"]`` (None: none, only the GEMM rate), makes each function's
+    first call and warm-up call as `measure` does, and replies with the family's info and, by
+    implementation, each metric's first call, estimate and timed calls to make (``reps``,
+    ``capped``: `Policy.reps`). Then for each line of ``commands``, a JSON object, it replies:
+    ``{"op": "call", "impl", "metric"}`` with one timed call's ``ms`` and ``cpu_s``, made after an
+    untimed call of the same function on another input (none for a capped loop), so that the
+    caches hold that function's data as in a run of its calls; ``{"op": "gemm"}`` with the
+    matmul rate (``gflops``); ``{"op": "end"}`` ends it. A call that raises replies ``error``."""
+    module_name, family = target.split(":")
+    module = importlib.import_module(module_name)
+    affinity = sorted(os.sched_getaffinity(0))
+    info = {"family": family, "affinity": affinity, **module.setup(len(affinity))}
+    if spec["gemm"] and hasattr(module, "gemm_rate"):
+        info["gemm_gflops"] = module.gemm_rate()
+    policy = Policy(**spec["policy"])
+    rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
+    ready, calls = {}, {}
+    for name in spec["case"]["impls"] if spec["case"] else []:
+        impl, case = module.IMPLS[name], Case.from_json(spec["case"])
+        try:
+            bench = impl.build(case.model, make_weights(case))
+            inputs = [bench.to_input(make_input(case, rng)) for _ in range(policy.max_reps + 2)]
+            state: dict = {"status": "ok"}
+            for metric in METRICS:
+                call = _timer(getattr(bench, metric), bench.sync)
+                first, estimate = _warm_up(call, inputs, policy, impl.capped)
+                reps, capped = policy.reps(estimate, impl.capped)
+                state[metric] = dict(
+                    first_call_s=first, estimate_ms=estimate * 1e3, reps=reps, capped=capped
+                )
+                calls[name, metric] = (call, inputs[2:], impl.capped)
+            ready[name] = state
+        except Exception as error:  # one broken implementation must not stop the rest
+            ready[name] = {"status": "error", "error": f"{type(error).__name__}: {error}"}
+    reply({"info": info, "ready": ready})
+    made = dict.fromkeys(calls, 0)
+    for line in commands:
+        command = json.loads(line)
+        if command["op"] == "gemm":
+            reply({"gflops": module.gemm_rate(repeats=BESIDE_REPEATS)})
+        elif command["op"] == "call":
+            key = (command["impl"], command["metric"])
+            call, inputs, capped = calls[key]
+            k, made[key] = made[key], made[key] + 1
+            try:
+                if not capped:
+                    call(inputs[(k + 1) % len(inputs)])
+                cpu = time.process_time()
+                seconds = call(inputs[k % len(inputs)])
+                reply({"ms": seconds * 1e3, "cpu_s": time.process_time() - cpu})
+            except Exception as error:
+                reply({"error": f"{type(error).__name__}: {error}"})
+        else:
+            return
+
+
+def _run_lockstep_worker(target: str, spec_path: Path) -> None:
+    """`lockstep_worker` on this process's stdin and stdout; whatever else the process writes
+    to stdout (a library's messages) goes to stderr, so that the replies stay readable."""
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def reply(message: dict) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    lockstep_worker(target, json.loads(spec_path.read_text()), sys.stdin, reply)
+
+
+class LockstepProcess:
+    """A lockstep worker process (`lockstep_worker`), asked and answered in JSON lines."""
+
+    def __init__(self, target: str, spec_path: Path, pin: bool):
+        self.process = subprocess.Popen(
+            _command(["--lockstep-worker", target, str(spec_path)], pin),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def read(self) -> dict | None:
+        """Its next reply; None where it has ended."""
+        line = self.process.stdout.readline()
+        return json.loads(line) if line.strip() else None
+
+    def ask(self, command: dict) -> dict | None:
+        try:
+            self.process.stdin.write(json.dumps(command) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return None
+        return self.read()
+
+    def end(self) -> int:
+        self.ask({"op": "end"})
+        return self.process.wait()
+
+    def cpu_ns(self) -> int | None:
+        """Nanoseconds its threads have run, from Linux's per-thread scheduler statistics;
+        None where they cannot be read."""
+        total, read = 0, False
+        for path in Path(f"/proc/{self.process.pid}/task").glob("*/schedstat"):
+            try:
+                total += int(path.read_text().split()[0])
+                read = True
+            except (OSError, ValueError, IndexError):  # a thread that just ended
+                continue
+        return total if read else None
+
+    def wait_quiet(self) -> None:
+        """Returns once its threads have stopped running (QUIET_WINDOW_S, QUIET_SHARE,
+        QUIET_CAP_S), or after LOCKSTEP_GAP_S where that cannot be read."""
+        before, deadline = self.cpu_ns(), time.perf_counter() + QUIET_CAP_S
+        if before is None:
+            time.sleep(LOCKSTEP_GAP_S)
+            return
+        while time.perf_counter() < deadline:
+            time.sleep(QUIET_WINDOW_S)
+            after = self.cpu_ns()
+            if after is None or after - before < QUIET_SHARE * QUIET_WINDOW_S * 1e9:
+                return
+            before = after
+
+
+def _time_case_lockstep(todo: dict, spec: dict, tmp: Path, name: str, pin: bool) -> dict:
+    """One case timed side by side, ``todo[family] = (module, [the case's work], gemm)``: a worker
+    process for each family (`lockstep_worker`), started one after another so that no compilation
+    overlaps another, then one timed call at a time, every implementation's forward and train in
+    turn (the order reversed in every other cycle; each once the process that made the last has
+    gone quiet, `LockstepProcess.wait_quiet`), until each has the calls its worker's estimate
+    gives it. Every implementation is timed through the same minutes of a machine whose speed
+    drifts, so their ratios drift less; each call is still warm, after one of its own. The
+    BESIDE_FAMILY worker measures the GEMM rate just before the first timed call and just after
+    the last. Returns, by family, the output `run_worker` would give (info, results by case and
+    implementation, ``gemm_beside_gflops``), its exit code and the wall time of its own work."""
+    processes, ready, outputs, wall = {}, {}, {}, {}
+    for family, (module_name, cases, gemm) in todo.items():
+        start = time.perf_counter()
+        spec_path = tmp / f"{family}_{name}_lockstep.json"
+        case = cases[0] if cases else None
+        spec_path.write_text(json.dumps({**spec, "case": case, "gemm": gemm}))
+        processes[family] = LockstepProcess(f"{module_name}:{family}", spec_path, pin)
+        hello = processes[family].read() or {}
+        ready[family] = hello.get("ready", {})
+        outputs[family] = {"info": hello.get("info", {}), "results": {}}
+        wall[family] = time.perf_counter() - start
+        if case and not hello:
+            ended = "the worker process ended before it was ready"
+            ready[family] = {impl: {"status": "error", "error": ended} for impl in case["impls"]}
+    key = next((cases[0]["key"] for _, cases, _ in todo.values() if cases), None)
+    items = [
+        (family, impl, metric)
+        for family, states in ready.items()
+        for impl, state in states.items()
+        if state["status"] == "ok"
+        for metric in METRICS
+    ]
+    times: dict = {item: [] for item in items}
+    cpu: dict = {item: 0.0 for item in items}
+    errors: dict = {}
+    beside = processes.get(BESIDE_FAMILY) if key else None
+    rates = [(beside.ask({"op": "gemm"}) or {}).get("gflops")] if beside else []
+
+    def pending(item) -> bool:
+        family, impl, metric = item
+        wanted = ready[family][impl][metric]["reps"]
+        return (family, impl) not in errors and len(times[item]) < wanted
+
+    last = None  # the process that made the last call
+    cycle = 0
+    while any(pending(item) for item in items):
+        turn = [item for item in items if pending(item)]
+        for item in turn if cycle % 2 == 0 else turn[::-1]:
+            family, impl, metric = item
+            if not pending(item):
+                continue
+            if last is not None:
+                last.wait_quiet()
+            last = processes[family]
+            start = time.perf_counter()
+            answer = last.ask({"op": "call", "impl": impl, "metric": metric})
+            wall[family] += time.perf_counter() - start
+            if answer is None:
+                for other in ready[family]:
+                    errors.setdefault((family, other), "the worker process ended")
+            elif "error" in answer:
+                errors[family, impl] = answer["error"]
+            else:
+                times[item].append(answer["ms"])
+                cpu[item] += answer["cpu_s"]
+        cycle += 1
+    if beside:
+        if last is not None:
+            last.wait_quiet()
+        rates.append((beside.ask({"op": "gemm"}) or {}).get("gflops"))
+    for family, (_, cases, _) in todo.items():
+        code = processes[family].end()
+        results = {}
+        for impl, state in ready[family].items():
+            if state["status"] != "ok":
+                results[impl] = state
+            elif (family, impl) in errors:
+                results[impl] = {"status": "error", "error": errors[family, impl]}
+            else:
+                results[impl] = {"status": "ok"}
+                for metric in METRICS:
+                    made, calls = state[metric], times[family, impl, metric]
+                    seconds = sum(calls) / 1e3
+                    results[impl][metric] = _timing(
+                        made["first_call_s"],
+                        made["estimate_ms"] / 1e3,
+                        calls,
+                        made["capped"],
+                        cpu[family, impl, metric] / seconds if seconds > 0 else float("nan"),
+                    )
+        if cases:
+            outputs[family]["results"] = {key: results}
+        if processes[family] is beside and None not in rates:
+            outputs[family]["gemm_beside_gflops"] = {key: rates}
+        outputs[family] = (outputs[family], code, wall[family])
+    return outputs
+
+
+def _command(args: list[str], pin: bool) -> list[str]:
     command = [sys.executable, "-m", "benchmarks", *args]
-    if pin:
-        command = ["taskset", "-c", "0", *command]
-    return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    return ["taskset", "-c", "0", *command] if pin else command
+
+
+def _subprocess(args: list[str], pin: bool, env: dict | None = None) -> int:
+    return subprocess.run(_command(args, pin), cwd=ROOT, env=env, check=False).returncode
 
 
 def _read_json(path: Path) -> dict:
@@ -640,12 +912,14 @@ def run(args: argparse.Namespace) -> dict:
             if work or gemm:
                 plans[family] = (module_name, work, gemm)
         pin_text = ", pinned to core 0" if args.pin else ""
+        lockstep = getattr(args, "lockstep", False)
         print(
             f"== timing {', '.join(plans)}: a process for each case and family, case by case"
-            f"{pin_text}; {args.rounds} round{'s' if args.rounds > 1 else ''}",
+            f"{', in lockstep' if lockstep else ''}{pin_text}; "
+            f"{args.rounds} round{'s' if args.rounds > 1 else ''}",
             flush=True,
         )
-        workers = _time_families(plans, spec, tmp, args.pin, args.rounds)
+        workers = _time_families(plans, spec, tmp, args.pin, args.rounds, lockstep)
     return _assemble(args, mode, policy, cases, numerics, workers, time.perf_counter() - started)
 
 
@@ -708,6 +982,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
         "policy": policy._asdict(),
         "pinned": args.pin,
         "rounds": getattr(args, "rounds", 1),
+        "lockstep": getattr(args, "lockstep", False),
         **report_stamp(),
         "backend": numerics["backend"],
         "device_kind": numerics["device_kind"],
@@ -828,11 +1103,11 @@ def merge_reports(reports: list[dict]) -> dict:
                 raise ValueError(
                     f"merge_reports: the runs differ in {key}: {first[key]!r} and {report[key]!r}"
                 )
-        rounds = first.get("rounds", 1), report.get("rounds", 1)  # older reports ran one
-        if rounds[0] != rounds[1]:
-            raise ValueError(
-                f"merge_reports: the runs differ in rounds: {rounds[0]} and {rounds[1]}"
-            )
+        # older reports ran one round, not in lockstep
+        for key, default in (("rounds", 1), ("lockstep", False)):
+            mine, theirs = first.get(key, default), report.get(key, default)
+            if mine != theirs:
+                raise ValueError(f"merge_reports: the runs differ in {key}: {mine} and {theirs}")
         for key in ("allocator", "xla_flags"):
             mine, theirs = first["machine"].get(key), report["machine"].get(key)
             if mine != theirs:
@@ -983,11 +1258,20 @@ def write_markdown(report: dict, path: Path) -> None:
         f"(about {policy['target_s']} s per case)"
     )
     rounds = report.get("rounds", 1)
+    together = (
+        "side by side, in lockstep: one timed call at a time, each implementation's forward and "
+        "train in turn (the order reversed in every other cycle), each after an untimed call of "
+        "its own"
+        if report.get("lockstep")
+        else "families one after another"
+    )
     rounds_text = (
         f", in each of {rounds} rounds; a round times the cases one after another, each case's "
-        "families one after another (their order reversed in every other round), and the median "
-        "pools the timed calls of every round,"
+        f"{together} (the families' order reversed in every other round), and the median pools "
+        "the timed calls of every round,"
         if rounds > 1
+        else f", each case's families {together},"
+        if report.get("lockstep")
         else ""
     )
     lines = [
@@ -1247,6 +1531,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
         return run_worker(argv[1], Path(argv[2]), Path(argv[3]))
+    if argv[:1] == ["--lockstep-worker"]:
+        return _run_lockstep_worker(argv[1], Path(argv[2]))
     if argv[:1] == ["--numerics"]:
         return run_numerics(Path(argv[1]), Path(argv[2]))
 
@@ -1273,6 +1559,13 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="time every case this many times over, the families' order reversed in every "
         "other round, and pool the timed calls (default 1)",
+    )
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="time a case's implementations side by side, one call at a time, each after an "
+        "untimed call of its own, instead of each framework's calls together (twice the calls): "
+        "ratios that a machine whose speed drifts moves less",
     )
     parser.add_argument("--render", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(

@@ -419,6 +419,187 @@ def test_rounds_time_each_case_family_after_family_and_pool_their_calls(
         suite.main(["--rounds", "0"])
 
 
+class FakeLockstepProcess:
+    """Stands in for a lockstep worker process: replies as `lockstep_worker` would, without
+    timing anything. Each timed call takes as many ms as calls were made before it, by any
+    worker; every start, read and request goes into ``log``."""
+
+    log: list = []
+    plans: dict = {}  # family: {impl: reps} (None: the process ends before it is ready)
+
+    def __init__(self, target, spec_path, pin):
+        self.family = target.split(":")[1]
+        self.spec = json.loads(Path(spec_path).read_text())
+        self.log.append(("start", self.family, self.spec["gemm"]))
+        self.ended = self.plans[self.family] is None
+        failing = (self.spec["case"] or {}).get("failing")
+        self.failing = tuple(failing) if failing else None
+        self.made = 0
+
+    def read(self):
+        self.log.append(("ready", self.family))
+        if self.ended:
+            return None
+        ready = {}
+        for impl in (self.spec["case"] or {}).get("impls", []):
+            reps = self.plans[self.family][impl]
+            if reps is None:
+                ready[impl] = {"status": "error", "error": "RuntimeError: cannot build"}
+                continue
+            made = dict(first_call_s=0.5, estimate_ms=2.0, reps=reps, capped=False)
+            ready[impl] = {"status": "ok", "forward": made, "train": dict(made)}
+        info = {"family": self.family, **({"gemm_gflops": 100.0} if self.spec["gemm"] else {})}
+        return {"info": info, "ready": ready}
+
+    def ask(self, command):
+        if self.ended:
+            return None
+        if command["op"] == "gemm":
+            self.log.append(("gemm", self.family))
+            return {"gflops": 10.0 * len(self.log)}
+        if command["op"] == "end":
+            return None
+        self.log.append((self.family, command["impl"], command["metric"]))
+        self.made += 1
+        if self.failing == (command["impl"], self.made):
+            return {"error": "RuntimeError: out of memory"}
+        if self.failing == ("the process", self.made):
+            self.ended = True
+            return None
+        calls = sum(1 for entry in self.log if len(entry) == 3 and entry[0] != "start")
+        return {"ms": float(calls), "cpu_s": calls / 1e3 * 1.5}
+
+    def wait_quiet(self):
+        self.log.append(("quiet", self.family))
+
+    def end(self):
+        return 0
+
+
+def test_lockstep_times_a_cases_frameworks_one_call_at_a_time_in_turn(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(suite, "LockstepProcess", FakeLockstepProcess)
+    log = FakeLockstepProcess.log = []
+    FakeLockstepProcess.plans = {"torch": {"torch": 2}, "jaxrnn": {"jaxrnn": 3, "eager": 1}}
+    work = {"key": "c1/lstm"}
+    plans = {
+        "torch": ("benchmarks.suite_torch", [dict(work, impls=["torch"])], False),
+        "jaxrnn": ("benchmarks.suite_jax", [dict(work, impls=["jaxrnn", "eager"])], True),
+    }
+    workers = suite._time_families(plans, {"seed": 0}, tmp_path, False, rounds=2, lockstep=True)
+    calls = [entry for entry in log if entry[0] in ("torch", "jaxrnn")]
+    round_one = [
+        # cycle 1 in order, cycle 2 reversed (eager has its one call), cycle 3 in order
+        ("torch", "torch", "forward"), ("torch", "torch", "train"),
+        ("jaxrnn", "jaxrnn", "forward"), ("jaxrnn", "jaxrnn", "train"),
+        ("jaxrnn", "eager", "forward"), ("jaxrnn", "eager", "train"),
+        ("jaxrnn", "jaxrnn", "train"), ("jaxrnn", "jaxrnn", "forward"),
+        ("torch", "torch", "train"), ("torch", "torch", "forward"),
+        ("jaxrnn", "jaxrnn", "forward"), ("jaxrnn", "jaxrnn", "train"),
+    ]  # fmt: skip
+    assert calls[:12] == round_one and len(calls) == 24
+    # the second round starts the families the other way round, so cycles start with jaxrnn's
+    assert calls[12] == ("jaxrnn", "jaxrnn", "forward") and calls[16] == (
+        "torch",
+        "torch",
+        "forward",
+    )
+    # each worker starts once the one before is ready; GEMM beside the calls, from jaxrnn's
+    starts = [entry for entry in log if entry[0] in ("start", "ready", "gemm")]
+    assert starts[:5] == [
+        ("start", "torch", False), ("ready", "torch"),
+        ("start", "jaxrnn", True), ("ready", "jaxrnn"), ("gemm", "jaxrnn"),
+    ]  # fmt: skip
+    at = [index for index, entry in enumerate(log) if entry[0] in ("torch", "jaxrnn")]
+    assert log[at[11] + 1 : at[11] + 3] == [("quiet", "jaxrnn"), ("gemm", "jaxrnn")]
+    # every call after the first waits for the last caller's process to go quiet
+    assert log[at[0] + 1 : at[0] + 3] == [("quiet", "torch"), round_one[1]]
+    # times pooled over the rounds: jaxrnn's forward was calls 3, 8, 11, then 13, 22, 23
+    forward = workers["jaxrnn"]["results"]["c1/lstm"]["jaxrnn"]["forward"]
+    assert forward["times_ms"] == [3.0, 8.0, 11.0, 13.0, 22.0, 23.0] and forward["reps"] == 6
+    assert forward["round_medians_ms"] == [8.0, 22.0] and forward["first_call_s"] == 0.5
+    assert forward["cpu_per_wall"] == pytest.approx(1.5)
+    assert workers["jaxrnn"]["info"]["gemm_gflops"] == 100.0
+    assert "gemm_gflops" not in workers["torch"]["info"]
+    beside = workers["jaxrnn"]["gemm_beside_gflops"]["c1/lstm"]
+    assert len(beside) == 2 and all(before < after for before, after in beside)
+
+
+def test_lockstep_goes_on_past_an_implementation_or_a_process_that_fails(
+    suite, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(suite, "LockstepProcess", FakeLockstepProcess)
+    FakeLockstepProcess.log = []
+    FakeLockstepProcess.plans = {
+        "numpy": {"numpy": 3},
+        "torch": {"torch": 3},
+        "jaxrnn": {"jaxrnn": 3, "eager": 3, "broken": None},
+        "flax": None,
+    }
+    todo = {
+        "numpy": ("m", [{"key": "c1/gru", "impls": ["numpy"]}], False),
+        # torch's process ends at its 3rd call; eager's first call, jaxrnn's 3rd, fails
+        "torch": ("m", [{"key": "c1/gru", "impls": ["torch"], "failing": ["the process", 3]}],
+                  False),
+        "jaxrnn": ("m", [{"key": "c1/gru", "impls": ["jaxrnn", "eager", "broken"],
+                          "failing": ["eager", 3]}], False),
+        "flax": ("m", [{"key": "c1/gru", "impls": ["flax"]}], False),
+    }  # fmt: skip
+    outputs = suite._time_case_lockstep(todo, {"seed": 0}, tmp_path, "0_0", False)
+    results = {family: output[0]["results"]["c1/gru"] for family, output in outputs.items()}
+    assert results["numpy"]["numpy"]["forward"]["reps"] == 3
+    assert results["jaxrnn"]["jaxrnn"]["train"]["reps"] == 3
+    assert results["torch"]["torch"] == {"status": "error", "error": "the worker process ended"}
+    assert results["jaxrnn"]["eager"]["error"] == "RuntimeError: out of memory"
+    assert results["jaxrnn"]["broken"] == {"status": "error", "error": "RuntimeError: cannot build"}
+    assert results["flax"]["flax"]["error"] == "the worker process ended before it was ready"
+    assert all(output[1] == 0 for output in outputs.values())
+    # jaxrnn's worker measured the GEMM rate before the first call and after the last
+    assert [entry for entry in FakeLockstepProcess.log if entry[0] == "gemm"] == [
+        ("gemm", "jaxrnn")
+    ] * 2
+    assert len(outputs["jaxrnn"][0]["gemm_beside_gflops"]["c1/gru"]) == 2
+    assert "gemm_beside_gflops" not in outputs["numpy"][0]
+
+
+def test_the_lockstep_worker_times_what_it_is_asked(suite, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # the worker imports its framework's module by name
+    import benchmarks.suite_numpy as suite_numpy
+
+    def broken(model, weights):
+        raise RuntimeError("cannot build")
+
+    forward_calls, numpy_impl = [], suite_numpy.IMPLS["numpy"]
+
+    def counted(model, weights):  # numpy's, counting its forward calls
+        bench = numpy_impl.build(model, weights)
+        return bench._replace(forward=lambda x: forward_calls.append(1) or bench.forward(x))
+
+    impls = {
+        **suite_numpy.IMPLS,
+        "numpy": numpy_impl._replace(build=counted),
+        "broken": numpy_impl._replace(build=broken),
+    }
+    monkeypatch.setattr(suite_numpy, "IMPLS", impls)
+    case = {**suite.make_case("c1", "gru", (2, 5, 3, 4)).to_json(), "impls": ["numpy", "broken"]}
+    spec = {"seed": 0, "policy": suite.POLICIES["smoke"]._asdict(), "case": case, "gemm": False}
+    commands = [
+        json.dumps({"op": "call", "impl": "numpy", "metric": "train"}),
+        json.dumps({"op": "call", "impl": "numpy", "metric": "forward"}),
+        json.dumps({"op": "end"}),
+        json.dumps({"op": "call", "impl": "numpy", "metric": "forward"}),  # never read
+    ]
+    replies = []
+    suite.lockstep_worker("benchmarks.suite_numpy:numpy", spec, commands, replies.append)
+    hello, *calls = replies
+    assert hello["info"]["family"] == "numpy" and "gemm_gflops" not in hello["info"]
+    assert hello["ready"]["broken"] == {"status": "error", "error": "RuntimeError: cannot build"}
+    made = hello["ready"]["numpy"]["train"]
+    assert made["reps"] == 3 and made["capped"] is False and made["first_call_s"] > 0
+    assert len(calls) == 2 and all(reply["ms"] > 0 and reply["cpu_s"] >= 0 for reply in calls)
+    # forward: the first call and the warm-up, then an untimed call before the timed one
+    assert len(forward_calls) == 4
+
+
 def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
     c1 = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)}, beside=[90, 80])
     bi = suite_run(suite, "bi", 200.0, {"jaxrnn": (3.0, 9.0), "torch": (6.0, 12.0)})
@@ -462,6 +643,9 @@ def test_runs_of_one_configuration_each_merge_into_one_report(suite, tmp_path):
         suite.merge_reports([c1, flagged])
     with pytest.raises(ValueError, match="the runs differ in rounds: 1 and 2"):
         suite.merge_reports([c1, {**bi, "rounds": 2}])
+    with pytest.raises(ValueError, match="the runs differ in lockstep: False and True"):
+        suite.merge_reports([c1, {**bi, "lockstep": True}])
+    assert suite.merge_reports([c1, {k: v for k, v in bi.items() if k != "lockstep"}])
     # on the command line, a one-line message that names the flag
     (tmp_path / "c1.json").write_text(json.dumps(c1))
     missing = tmp_path / "absent.json"
