@@ -4,9 +4,14 @@ Values and gradients to 1e-5 in float32 for every option the kernel runs (revers
 jit, vmap over the batch and over params, the carry given or not), the automatic choice that
 takes it or leaves it, and the clear errors when it is forced where it cannot run."""
 
+import ctypes
 import functools
+import importlib.machinery
+import os
 import platform
 import sys
+import time
+from pathlib import Path
 
 import jax
 import jax.extend
@@ -871,3 +876,75 @@ def test_the_layers_and_the_stacks_run_it(kind, dtype):
         assert_trees_close(got, want)
     else:  # the value sums the sines of 12 x 9 x 32 outputs, each term moving by at most its own
         assert_within_bfloat16_rounding(got, want, kind, np.ones((12, 9, 32)))
+
+
+@functools.cache
+def kernels_library() -> ctypes.CDLL:
+    """The built kernels, for the entry points the tests call directly (loaded once already)."""
+    assert _native.available(), _native.unavailable_reason()  # oneDNN's library loaded first
+    here = Path(_native.__file__).parent
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    return ctypes.CDLL(
+        str(next(here / f"_kernels{s}" for s in suffixes if (here / f"_kernels{s}").exists()))
+    )
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "where, cores, moves",
+    [
+        ([0, 0], [0, 1], [-1, 1]),  # the second member queued on the first's core moves
+        ([1, 0], [0, 1], [-1, -1]),
+        ([0, 0], [0], [-1, -1]),  # no free core: it stays
+        ([0, 0, 0, 2], [0, 1, 2, 3], [-1, 1, 3, -1]),
+        ([3, 3, 3], [0, 1, 2, 3], [-1, 0, 1]),
+        ([-1, 0, 0], [0, 1], [-1, -1, 1]),  # a core not known stays
+        ([5, 5], [2, 5, 7], [-1, 2]),
+    ],
+)
+def test_a_team_member_on_the_core_of_an_earlier_one_moves_to_a_free_core(where, cores, moves):
+    # SpreadTargets in common.h: after a pause, a woken thread can be queued on the core of the
+    # thread that woke it while another core idles; the first call after a pause moves it.
+    out = (ctypes.c_int * len(where))()
+    kernels_library().JaxrnnSpreadTargets(
+        (ctypes.c_int * len(where))(*where), len(where), (ctypes.c_int * len(cores))(*cores),
+        len(cores), out,
+    )  # fmt: skip
+    assert list(out) == moves
+
+
+@needs_kernel
+def test_spreading_the_team_leaves_no_thread_bound_to_a_core():
+    capacity = 64
+    before, after, allowed = ((ctypes.c_int * capacity)() for _ in range(3))
+    team = kernels_library().JaxrnnSpreadTeam(before, after, allowed, capacity)
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2 or team < 2:
+        assert team == 0  # one thread: nothing to spread
+        return
+    assert all(cpu in cores for cpu in list(before)[:team] + list(after)[:team])
+    # each member may run on every core of the process again once it has moved
+    assert list(allowed)[:team] == [len(cores)] * team
+
+
+@needs_kernel
+@pytest.mark.parametrize("spread", ["on", "off"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_before"])
+def test_a_call_after_a_pause_equals_the_scan_with_the_team_spread_or_not(
+    monkeypatch, spread, kind
+):
+    monkeypatch.setenv("JAXRNN_SPREAD_TEAM", spread)
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
+    cell, params, xs, carry, weights = problem((37,), 5, 3, 128, kind=kind, seed=11)
+    time.sleep(0.005)  # a pause longer than kTeamRested before the call
+    assert_native_equals_scan(cell, params, xs, carry, weights, {})
+
+
+@needs_kernel
+def test_an_unknown_choice_of_spreading_the_team_is_a_clear_error(monkeypatch):
+    cell, params, xs, carry, _ = problem((20,), 4, 3, 8)
+    monkeypatch.setenv("JAXRNN_SPREAD_TEAM", "sometimes")
+    with pytest.raises(
+        jaxrnn.InputError, match=r"JAXRNN_SPREAD_TEAM 'off', 'on' or unset, got 'sometimes'"
+    ):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")

@@ -12,12 +12,14 @@ the examples (each thread runs a block of them alone, as a call of its own), as 
 batch and the size of the weights suit; ``JAXRNN_THREADS_SHARE=units`` or ``examples`` chooses
 either, read at each call. A team runs 32 to 63 sequences in two groups of rows, each member
 waiting only for the others' units of the group it multiplies next; ``JAXRNN_ROW_GROUPS=1`` or
-``2`` chooses, read at each call. `lstm`, `gru` and `one_product` wrap the two calls in a
-``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what the backward call reads
-(gate activations, memory cells or recurrent candidates; the RNN's outputs alone), and the
-backward call returns the gradients the caller differentiates for (`_Wanted`). `jaxrnn.kernels`
-decides when to use them; the ``lax.scan`` of the cell's step stays the definition they are
-tested against.
+``2`` chooses, read at each call. The first call after a pause first spreads its team's threads
+over free cores, where a woken thread would otherwise share the core of the one that woke it;
+``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at each call. `lstm`, `gru` and `one_product`
+wrap the two calls in a ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what
+the backward call reads (gate activations, memory cells or recurrent candidates; the RNN's outputs
+alone), and the backward call returns the gradients the caller differentiates for (`_Wanted`).
+`jaxrnn.kernels` decides when to use them; the ``lax.scan`` of the cell's step stays the
+definition they are tested against.
 
 `available` is False where the kernels were not built (a platform other than Linux x86-64, or no
 compiler at install time) or cannot load; jaxrnn then runs the scan.
@@ -101,16 +103,21 @@ STEP_PRODUCTS = "JAXRNN_STEP_PRODUCTS"  # "own", "onednn", or unset: as the CPU 
 THREADS_SHARE = "JAXRNN_THREADS_SHARE"
 # "1", "2", or unset: in how many groups of rows a team runs its steps (RowGroups in common.h)
 ROW_GROUPS = "JAXRNN_ROW_GROUPS"
+# "off", "on", or unset (on): whether the first call after a pause spreads the team's threads
+# over free cores before it runs (SpreadTeam in common.h)
+SPREAD_TEAM = "JAXRNN_SPREAD_TEAM"
 _CHOICES = {
     STEP_PRODUCTS: ("own", "onednn"),
     THREADS_SHARE: ("units", "examples"),
     ROW_GROUPS: ("1", "2"),
+    SPREAD_TEAM: ("off", "on"),
 }
 
 
 def _check_environment(fn: str) -> None:
-    """Raises `jaxrnn.InputError` where STEP_PRODUCTS, THREADS_SHARE or ROW_GROUPS holds none
-    of its choices (the kernels check them again at each call, whose error is then the call's)."""
+    """Raises `jaxrnn.InputError` where STEP_PRODUCTS, THREADS_SHARE, ROW_GROUPS or SPREAD_TEAM
+    holds none of its choices (the kernels check them again at each call, whose error is then
+    the call's)."""
     for name, choices in _CHOICES.items():
         value = os.environ.get(name, "")
         if value not in ("", *choices):

@@ -803,3 +803,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnOneProductBackward, OneProductBackward,
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("bf16_products")
                                   .Attr<int64_t>("cell"));
+
+// For the tests: SpreadTargets on plain arrays, and SpreadTeam run on the worker thread, each
+// member's core before and after and the number of cores it may run on afterwards (up to
+// `capacity` members); returns the team's size.
+extern "C" void JaxrnnSpreadTargets(const int* where, int n, const int* allowed, int m, int* out) {
+  const auto target = jaxrnn_native::SpreadTargets(std::vector<int>(where, where + n),
+                                                   std::vector<int>(allowed, allowed + m));
+  std::copy(target.begin(), target.end(), out);
+}
+
+extern "C" int JaxrnnSpreadTeam(int* before, int* after, int* allowed, int capacity) {
+  std::vector<int> b, a, c;
+  jaxrnn_native::Worker::Get().Run([&] { jaxrnn_native::SpreadTeam(&b, &a, &c); });
+  for (size_t i = 0; i < b.size() && static_cast<int>(i) < capacity; ++i) {
+    before[i] = b[i];
+    after[i] = a[i];
+    allowed[i] = c[i];
+  }
+  return static_cast<int>(b.size());
+}
