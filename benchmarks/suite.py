@@ -640,9 +640,10 @@ def lockstep_worker(target: str, spec: dict, commands, reply: Callable[[dict], N
     policy = Policy(**spec["policy"])
     rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
     ready, calls = {}, {}
-    for name in spec["case"]["impls"] if spec["case"] else []:
-        impl, case = module.IMPLS[name], Case.from_json(spec["case"])
+    case = Case.from_json(spec["case"]) if spec["case"] else None
+    for name in spec["case"]["impls"] if case else []:
         try:
+            impl = module.IMPLS[name]
             bench = impl.build(case.model, make_weights(case))
             inputs = [bench.to_input(make_input(case, rng)) for _ in range(policy.max_reps + 2)]
             state: dict = {"status": "ok"}
