@@ -840,6 +840,8 @@ def _time_case_lockstep(todo: dict, spec: dict, tmp: Path, name: str, pin: bool)
                         made["capped"],
                         cpu[family, impl, metric] / seconds if seconds > 0 else float("nan"),
                     )
+        for impl, entry in results.items():
+            print(f"[{family}] {key:9s} {impl:28s} {_progress(entry)} (lockstep)", flush=True)
         if cases:
             outputs[family]["results"] = {key: results}
         if processes[family] is beside and None not in rates:
