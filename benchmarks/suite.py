@@ -1262,9 +1262,9 @@ def write_markdown(report: dict, path: Path) -> None:
     )
     rounds = report.get("rounds", 1)
     together = (
-        "side by side, in lockstep: one timed call at a time, each implementation's forward and "
-        "train in turn (the order reversed in every other cycle), each after an untimed call of "
-        "its own"
+        "families side by side, in lockstep: one timed call at a time, each implementation's "
+        "forward and train in turn (the order reversed in every other cycle), each after an "
+        "untimed call of its own"
         if report.get("lockstep")
         else "families one after another"
     )
@@ -1273,7 +1273,7 @@ def write_markdown(report: dict, path: Path) -> None:
         f"{together} (the families' order reversed in every other round), and the median pools "
         "the timed calls of every round,"
         if rounds > 1
-        else f", each case's families {together},"
+        else f", each case's {together},"
         if report.get("lockstep")
         else ""
     )

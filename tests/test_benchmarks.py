@@ -522,6 +522,14 @@ def test_lockstep_times_a_cases_frameworks_one_call_at_a_time_in_turn(suite, tmp
     assert "gemm_gflops" not in workers["torch"]["info"]
     beside = workers["jaxrnn"]["gemm_beside_gflops"]["c1/lstm"]
     assert len(beside) == 2 and all(before < after for before, after in beside)
+    # a report says how its cases were timed, with one round or several
+    report = suite_run(suite, "c1", 100.0, {"jaxrnn": (2.0, 6.0), "torch": (4.0, 5.0)})
+    for rounds in (1, 2):
+        suite.write_markdown({**report, "lockstep": True, "rounds": rounds}, tmp_path / "r.md")
+        text = (tmp_path / "r.md").read_text()
+        assert "each case's families side by side, in lockstep: one timed call at a time" in text
+    suite.write_markdown({**report, "rounds": 2}, tmp_path / "r.md")
+    assert "each case's families one after another" in (tmp_path / "r.md").read_text()
 
 
 def test_lockstep_goes_on_past_an_implementation_or_a_process_that_fails(
