@@ -96,6 +96,7 @@ SMOKE_CONFIGS = {
 }
 QUICK_CONFIGS = ("c1", "c2")
 CELLS = ("lstm", "gru")
+METRICS = ("forward", "train")  # what is timed of each implementation
 GATES = {"lstm": 4, "gru": 3}
 TOLERANCE = 1e-4
 JAX_REFERENCE = "jaxrnn"  # also compared against, for a check against jax.grad
@@ -591,7 +592,7 @@ def pool_rounds(entries: list[dict]) -> dict:
     if failed:
         return failed[0]
     pooled: dict = {"status": "ok"}
-    for metric in ("forward", "train"):
+    for metric in METRICS:
         runs = [entry[metric] for entry in entries]
         times = [t for run in runs for t in run["times_ms"]]
         pooled[metric] = {
@@ -610,7 +611,6 @@ def pool_rounds(entries: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------------------- lockstep
 
-METRICS = ("forward", "train")
 # A process that made a call goes on running for a while: GNU OpenMP's threads spin for some
 # milliseconds after a parallel region, OpenBLAS's for about 2^28 cycles (0.1 s). The next call,
 # in another process, waits until it is quiet: its threads ran less than QUIET_SHARE of a core
@@ -969,7 +969,7 @@ def _assemble(args, mode, policy, cases, numerics, workers, wall_s) -> dict:
             else:
                 status = timed["status"]
             entry["impls"][name] = {**meta, **(timed or {}), "status": status, "numerics": check}
-        for metric in ("forward", "train"):
+        for metric in METRICS:
             peers = [
                 r[metric]["median_ms"]
                 for r in entry["impls"].values()
@@ -1471,7 +1471,7 @@ def write_charts(report: dict, out: Path) -> list[Path]:
         for row, case in zip(axes, cases, strict=True):
             timed = {n: r for n, r in case["impls"].items() if r["status"] == "ok"}
             names = list(timed)[::-1]
-            for ax, metric in zip(row, ("forward", "train"), strict=True):
+            for ax, metric in zip(row, METRICS, strict=True):
                 medians = np.array([timed[n][metric]["median_ms"] for n in names])
                 low = medians - np.array([timed[n][metric]["min_ms"] for n in names])
                 high = np.array([timed[n][metric]["max_ms"] for n in names]) - medians
