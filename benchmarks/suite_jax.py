@@ -31,7 +31,7 @@ import numpy as np
 
 import jaxrnn
 from benchmarks.matmul_rate import jax_gemm_rate
-from benchmarks.suite import Bench, Impl, Model
+from benchmarks.suite_types import Bench, Impl, Model
 
 CELLS = {"lstm": jaxrnn.lstm(), "gru": jaxrnn.gru(reset="after")}  # PyTorch's two cells
 _FROM_TORCH = {

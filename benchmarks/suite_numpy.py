@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from benchmarks.suite import Bench, Impl, Model
+from benchmarks.suite_types import Bench, Impl, Model
 
 # --------------------------------------------------------------------------------------- helpers
 

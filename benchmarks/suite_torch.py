@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-from benchmarks.suite import Bench, Impl, Model
+from benchmarks.suite_types import Bench, Impl, Model
 
 _DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 _MODULES = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
