@@ -928,6 +928,21 @@ def test_spreading_the_team_leaves_no_thread_bound_to_a_core():
 
 
 @needs_kernel
+@pytest.mark.parametrize("team", [1, 2])
+def test_a_product_inside_a_team_runs_on_the_member_that_asks_for_it(team):
+    # InTeam in common.h: OpenMP counts a team of one inactive, and a product inside it opened a
+    # nested team with a new thread each call (a training step of 8·32·16·64 took 4 ms, not 0.5)
+    assert kernels_library().JaxrnnNestedTeamSize(team) == 1
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_before"])
+def test_a_team_of_one_with_products_of_two_threads_equals_the_scan(kind):
+    cell, params, xs, carry, weights = problem((6,), 5, 3, 64, kind=kind, seed=12)
+    assert_native_equals_scan(cell, params, xs, carry, weights, {})
+
+
+@needs_kernel
 @pytest.mark.parametrize("spread", ["on", "off"])
 @pytest.mark.parametrize("kind", ["lstm", "gru", "gru_before"])
 def test_a_call_after_a_pause_equals_the_scan_with_the_team_spread_or_not(

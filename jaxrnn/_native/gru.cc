@@ -128,8 +128,7 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
       scratch.Take(B * H)};
   std::memcpy(carries[1], carries[0], B * H * sizeof(float));
   ZeroStepsNotRun(s, H, y);
-#pragma omp parallel num_threads(team)
-  {
+  InTeam(team, [&] {
     TeamProducts::Member product(products, omp_get_thread_num(), zh);
     const int64_t first = product.first, n = product.n;
     for (int64_t step = 0; step < T; ++step) {
@@ -150,7 +149,7 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
       }
 #pragma omp barrier
     }
-  }
+  });
   for (int64_t r = 0; r < B; ++r)  // where the slot's last step left its carry
     std::memcpy(h_last->typed_data() + s.order[r] * H,
                 carries[(reverse ? T : s.length[r]) % 2] + r * H, H * sizeof(float));

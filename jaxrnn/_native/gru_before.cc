@@ -186,8 +186,7 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
       FirstCarries(scratch, s, H, h0.typed_data(), h_restart.typed_data(), reverse),
       scratch.Take(B * H)};
   const float* restart = h_restart.typed_data();
-#pragma omp parallel num_threads(team)
-  {
+  InTeam(team, [&] {
     const int i = omp_get_thread_num();
     SplitProduct::Member product_ru(gates_ru, i, z_ru), product_c(candidates, i, z_c);
     const int64_t first = product_ru.first, n = product_ru.n;
@@ -225,7 +224,7 @@ void ForwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32>
       }
 #pragma omp barrier
     }
-  }
+  });
   Reorder<false>(s, H, carries[T % 2], h_last->typed_data());
 }
 
@@ -291,8 +290,7 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
     std::memcpy(row, reset_carries.typed_data() + s.Row(r, t) * H + k0,
                 (k1 - k0) * sizeof(float));
   };
-#pragma omp parallel num_threads(team)
-  {
+  InTeam(team, [&] {
     const int i = omp_get_thread_num();
     SplitProduct::Member product_c(reset_back, i, d_reset), product_ru(carry_back, i, d_carry);
     const int64_t first = product_c.first, n = product_c.n;
@@ -340,7 +338,7 @@ void BackwardPart(const Shape& s, ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32
         d_w_c_sum->Add(i, c, s, reset_row);
       }
     }
-  }
+  });
   Reorder<false>(s, H, dh, d_h0->typed_data());
   Reorder<false>(s, H, dh_restart, d_h_restart->typed_data());
   if (d_w_x_sum) {

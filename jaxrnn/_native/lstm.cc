@@ -337,8 +337,7 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
       run, per_group, K, H, Cell::kGates, team,
       [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; }, a.bias);
   TeamProgress progress(team, groups);
-#pragma omp parallel num_threads(team)
-  {
+  InTeam(team, [&] {
     const int i = omp_get_thread_num();
     TeamProducts::Member product(products, i, z, padded);
     const int64_t first = product.first, n = product.n, width = Cell::kGates * n;
@@ -377,7 +376,7 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
         progress.Done(i, group, step + 1);
       }
     }
-  }
+  });
   for (int64_t r = 0; r < B; ++r) {  // where the slot's last step left its carry
     const int64_t kept = (reverse ? T : s.length[r]) % 2, e = s.order[r];
     std::memcpy(a.h_last + e * H, xh[kept] + r * K + D, H * sizeof(float));
@@ -811,6 +810,22 @@ extern "C" void JaxrnnSpreadTargets(const int* where, int n, const int* allowed,
   const auto target = jaxrnn_native::SpreadTargets(std::vector<int>(where, where + n),
                                                    std::vector<int>(allowed, allowed + m));
   std::copy(target.begin(), target.end(), out);
+}
+
+// For the tests: the size of a team opened inside the first member of InTeam(team), on the
+// worker thread, as oneDNN opens one for a product.
+extern "C" int JaxrnnNestedTeamSize(int team) {
+  int nested = 0;
+  jaxrnn_native::Worker::Get().Run([&] {
+    jaxrnn_native::InTeam(team, [&] {
+      if (omp_get_thread_num() != 0) return;
+#pragma omp parallel
+      {
+        if (omp_get_thread_num() == 0) nested = omp_get_num_threads();
+      }
+    });
+  });
+  return nested;
 }
 
 extern "C" int JaxrnnSpreadTeam(int* before, int* after, int* allowed, int capacity) {
