@@ -281,11 +281,18 @@ def measure(fn, sync, inputs: list, policy: Policy, capped: bool) -> dict:
     return _timing(first, estimate, times, was_capped, cpu / wall if wall > 0 else float("nan"))
 
 
-def _time_impl(impl: Impl, case: Case, policy: Policy, rng: np.random.Generator) -> dict:
+def _built(impl: Impl, case: Case, policy: Policy, rng: np.random.Generator) -> tuple:
+    """``impl`` built for ``case`` and the fresh inputs its calls take (first call, warm-up, then
+    the timed calls), each already in the framework's memory."""
     bench = impl.build(case.model, make_weights(case))
     inputs = [bench.to_input(make_input(case, rng)) for _ in range(policy.max_reps + 2)]
     for x in inputs:
         bench.sync(x)
+    return bench, inputs
+
+
+def _time_impl(impl: Impl, case: Case, policy: Policy, rng: np.random.Generator) -> dict:
+    bench, inputs = _built(impl, case, policy, rng)
     forward = measure(bench.forward, bench.sync, inputs, policy, impl.capped)
     train = measure(bench.train, bench.sync, inputs, policy, impl.capped)
     return {"status": "ok", "forward": forward, "train": train}
@@ -299,18 +306,25 @@ def _load_impls(modules) -> dict[str, tuple[str, Impl]]:
     return impls
 
 
-def run_worker(target: str, spec_path: Path, result_path: Path) -> None:
-    """Times one family's implementations on the cases of the spec; writes results as it goes."""
+def _start_worker(target: str, spec: dict) -> tuple:
+    """A worker's start, ``target`` = "module:family": the family's module, set up for this
+    process's cores, its info (with the GEMM rate where the spec asks for it), the timing policy
+    and the family's own random generator."""
     module_name, family = target.split(":")
-    spec = json.loads(spec_path.read_text())
     module = importlib.import_module(module_name)
     affinity = sorted(os.sched_getaffinity(0))
     info = {"family": family, "affinity": affinity, **module.setup(len(affinity))}
     if spec["gemm"] and hasattr(module, "gemm_rate"):
         info["gemm_gflops"] = module.gemm_rate()
         print(f"[{family}] GEMM 2048^3: {info['gemm_gflops']:.1f} GFLOP/s", flush=True)
-    policy = Policy(**spec["policy"])
     rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
+    return family, module, info, Policy(**spec["policy"]), rng
+
+
+def run_worker(target: str, spec_path: Path, result_path: Path) -> None:
+    """Times one family's implementations on the cases of the spec; writes results as it goes."""
+    spec = json.loads(spec_path.read_text())
+    family, module, info, policy, rng = _start_worker(target, spec)
     output = {"info": info, "results": {}}
     beside = spec.get("gemm_beside") and hasattr(module, "gemm_rate")
     for case_data in spec["cases"]:
@@ -569,21 +583,13 @@ def lockstep_worker(target: str, spec: dict, commands, reply: Callable[[dict], N
     untimed call of the same function on another input (none for a capped loop), so that the
     caches hold that function's data as in a run of its calls; ``{"op": "gemm"}`` with the
     matmul rate (``gflops``); ``{"op": "end"}`` ends it. A call that raises replies ``error``."""
-    module_name, family = target.split(":")
-    module = importlib.import_module(module_name)
-    affinity = sorted(os.sched_getaffinity(0))
-    info = {"family": family, "affinity": affinity, **module.setup(len(affinity))}
-    if spec["gemm"] and hasattr(module, "gemm_rate"):
-        info["gemm_gflops"] = module.gemm_rate()
-    policy = Policy(**spec["policy"])
-    rng = np.random.default_rng([spec["seed"], zlib.crc32(family.encode())])
+    _, module, info, policy, rng = _start_worker(target, spec)
     ready, calls = {}, {}
     case = Case.from_json(spec["case"]) if spec["case"] else None
     for name in spec["case"]["impls"] if case else []:
         try:
             impl = module.IMPLS[name]
-            bench = impl.build(case.model, make_weights(case))
-            inputs = [bench.to_input(make_input(case, rng)) for _ in range(policy.max_reps + 2)]
+            bench, inputs = _built(impl, case, policy, rng)
             state: dict = {"status": "ok"}
             for metric in METRICS:
                 call = _timer(getattr(bench, metric), bench.sync)
