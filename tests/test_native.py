@@ -29,6 +29,14 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def calls_on_the_worker_thread(monkeypatch):
+    """Every kernel call of these tests runs on the worker thread and its team, as a call above
+    the size that runs alone on the calling thread does, so that their small problems test the
+    teams' splits; the tests of the small calls' own path take the variable away."""
+    monkeypatch.setenv("JAXRNN_SMALL_CALLS", "team")
+
+
 def test_the_kernel_is_built_and_loads_on_linux_x86_64():
     if not ON_LINUX_X86:
         assert not _native.available()
@@ -961,5 +969,84 @@ def test_an_unknown_choice_of_spreading_the_team_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("JAXRNN_SPREAD_TEAM", "sometimes")
     with pytest.raises(
         jaxrnn.InputError, match=r"JAXRNN_SPREAD_TEAM 'off', 'on' or unset, got 'sometimes'"
+    ):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")
+
+
+def last_call_on_worker() -> bool:
+    return bool(kernels_library().JaxrnnLastCallOnWorker())
+
+
+# (batch_shape, n_steps, n_x, n_a) below and above the 4 MFLOP of forward products under which a
+# call runs alone on the calling thread, for each cell: 2·B·T·(D+H)·gates·H.
+SMALL, LARGE = ((5,), 7, 3, 6), ((16,), 5, 8, 128)
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", sorted(CELLS))
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"reverse": True}, {"lengths": np.array([7, 3, 0, 5, 1])}],
+    ids=["forward", "reverse", "lengths"],
+)
+def test_a_small_call_runs_alone_on_the_calling_thread_and_equals_the_scan(
+    monkeypatch, kind, options
+):
+    monkeypatch.delenv("JAXRNN_SMALL_CALLS")
+    cell, params, xs, carry, weights = problem(*SMALL, kind=kind, seed=21)
+    assert_native_equals_scan(cell, params, xs, carry, weights, options)
+    assert not last_call_on_worker()
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["lstm", "gru", "gru_before", "simplified_gru"])
+def test_a_larger_call_and_a_small_one_asked_to_run_on_the_worker_thread(monkeypatch, kind):
+    monkeypatch.delenv("JAXRNN_SMALL_CALLS")
+    cell, params, xs, carry, weights = problem(*LARGE, kind=kind, seed=22)
+    assert_native_equals_scan(cell, params, xs, carry, weights, {})
+    assert last_call_on_worker()
+    monkeypatch.setenv("JAXRNN_SMALL_CALLS", "caller")  # the rule, as unset: by size
+    jax.block_until_ready(jaxrnn.unroll(cell, params, xs, carry, implementation="native"))
+    assert last_call_on_worker()
+    cell, params, xs, carry, _ = problem(*SMALL, kind=kind, seed=22)
+    jax.block_until_ready(jaxrnn.unroll(cell, params, xs, carry, implementation="native"))
+    assert not last_call_on_worker()
+    monkeypatch.setenv("JAXRNN_SMALL_CALLS", "team")
+    jax.block_until_ready(jaxrnn.unroll(cell, params, xs, carry, implementation="native"))
+    assert last_call_on_worker()
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_small_calls_from_many_threads_at_once_give_each_its_own_result(monkeypatch, dtype):
+    import concurrent.futures
+
+    monkeypatch.delenv("JAXRNN_SMALL_CALLS")
+    cell, params, _, _, _ = problem(*SMALL, kind="lstm", seed=23)
+    params = jax.tree.map(lambda a: a.astype(dtype), params)
+    rng = np.random.default_rng(23)
+    inputs = [jnp.asarray(rng.normal(size=(5, 7, 3)), dtype) for _ in range(16)]
+    run = jax.jit(
+        jax.value_and_grad(
+            lambda p, xs: jnp.sum(jaxrnn.unroll(cell, p, xs, implementation="native")[1]),
+            argnums=(0, 1),
+        )
+    )
+    alone = [jax.block_until_ready(run(params, xs)) for xs in inputs]
+    assert not last_call_on_worker()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda xs: jax.block_until_ready(run(params, xs)), inputs))
+            for got, want in zip(together, alone, strict=True):
+                # The same program on the same numbers: the same bits, whichever thread ran it.
+                jax.tree.map(np.testing.assert_array_equal, got, want)
+
+
+@needs_kernel
+def test_an_unknown_choice_for_small_calls_is_a_clear_error(monkeypatch):
+    cell, params, xs, carry, _ = problem((4,), 3, 2, 5)  # a shape no other test traces
+    monkeypatch.setenv("JAXRNN_SMALL_CALLS", "sometimes")
+    with pytest.raises(
+        jaxrnn.InputError, match=r"JAXRNN_SMALL_CALLS 'caller', 'team' or unset, got 'sometimes'"
     ):
         jaxrnn.unroll(cell, params, xs, carry, implementation="native")

@@ -14,7 +14,11 @@ either, read at each call. A team runs 32 to 63 sequences in two groups of rows,
 waiting only for the others' units of the group it multiplies next; ``JAXRNN_ROW_GROUPS=1`` or
 ``2`` chooses, read at each call. The first call after a pause first spreads its team's threads
 over free cores, where a woken thread would otherwise share the core of the one that woke it;
-``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at each call. `lstm`, `gru` and `one_product`
+``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at each call. A call of under 4 million
+floating-point operations of products runs alone on the thread that makes it, where handing it to
+the kernels' worker thread and starting a team would cost more than its products;
+``JAXRNN_SMALL_CALLS=team`` runs it on the worker's team instead (``caller``, or unset, takes the
+rule), read at each call. `lstm`, `gru` and `one_product`
 wrap the two calls in a ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what
 the backward call reads (gate activations, memory cells or recurrent candidates; the RNN's outputs
 alone), and the backward call returns the gradients the caller differentiates for (`_Wanted`).
@@ -106,18 +110,21 @@ ROW_GROUPS = "JAXRNN_ROW_GROUPS"
 # "off", "on", or unset (on): whether the first call after a pause spreads the team's threads
 # over free cores before it runs (SpreadTeam in common.h)
 SPREAD_TEAM = "JAXRNN_SPREAD_TEAM"
+# "caller", "team", or unset (caller): whether a call under 4 MFLOP of products runs alone on the
+# calling thread or on the worker thread's team as larger calls do (RunsOnCaller in common.h)
+SMALL_CALLS = "JAXRNN_SMALL_CALLS"
 _CHOICES = {
     STEP_PRODUCTS: ("own", "onednn"),
     THREADS_SHARE: ("units", "examples"),
     ROW_GROUPS: ("1", "2"),
     SPREAD_TEAM: ("off", "on"),
+    SMALL_CALLS: ("caller", "team"),
 }
 
 
 def _check_environment(fn: str) -> None:
-    """Raises `jaxrnn.InputError` where STEP_PRODUCTS, THREADS_SHARE, ROW_GROUPS or SPREAD_TEAM
-    holds none of its choices (the kernels check them again at each call, whose error is then
-    the call's)."""
+    """Raises `jaxrnn.InputError` where a variable of _CHOICES holds none of its choices (the
+    kernels check them again at each call, whose error is then the call's)."""
     for name, choices in _CHOICES.items():
         value = os.environ.get(name, "")
         if value not in ("", *choices):

@@ -1234,11 +1234,37 @@ inline void SpreadTeam(std::vector<int>* before = nullptr, std::vector<int>* aft
   }
 }
 
-// Runs `work` on the worker thread, its oneDNN products in bfloat16 where `bf16_products`
-// allows it, its team spread over the cores first after a pause (SpreadTeam); oneDNN's errors
-// become the call's error.
-inline ffi::Error Guarded(const char* cell, bool bf16_products, std::function<void()> work) {
+// A call whose products take fewer floating-point operations than this (forward: 2·B·T·(D+H)
+// times the gates' width) runs alone on the thread that makes it. At some 100 GFLOP/s a core that
+// is under 40 µs of products, less than what handing the call to the worker thread and starting
+// its team costs: tens of µs back to back, 1–2 ms once the team's threads sleep after a pause.
+constexpr double kCallerThreadFlops = 4e6;
+
+// Whether a call of shape s whose cell has `gates` gates runs on the calling thread: below
+// kCallerThreadFlops, unless JAXRNN_SMALL_CALLS=team asks for the worker's team as larger calls
+// have ("caller", or unset, takes the rule), so that either path can be tested on any size.
+inline bool RunsOnCaller(const Shape& s, int64_t gates) {
+  const double flops = 2.0 * s.B * s.T * (s.D + s.H) * gates * s.H;
+  return EnvChoice("JAXRNN_SMALL_CALLS", "caller", "team") != 1 && flops < kCallerThreadFlops;
+}
+
+// Whether the last call's work ran on the worker thread (JaxrnnLastCallOnWorker, for the tests).
+inline std::atomic<bool> last_call_on_worker{false};
+
+// Runs `work` for a call of shape s whose cell has `gates` gates, its oneDNN products in bfloat16
+// where `bf16_products` allows it: a small call alone on the calling thread (RunsOnCaller), any
+// other on the worker thread, its team spread over the cores first after a pause (SpreadTeam).
+// oneDNN's errors become the call's error.
+inline ffi::Error Guarded(const char* cell, const Shape& s, int64_t gates, bool bf16_products,
+                          std::function<void()> work) {
   try {
+    if (RunsOnCaller(s, gates)) {
+      OneThread one_thread;
+      tl_bf16_products = bf16_products;
+      work();
+      last_call_on_worker.store(false, std::memory_order_relaxed);
+      return ffi::Error::Success();
+    }
     Worker::Get().Run([&] {
       static std::chrono::steady_clock::time_point last_end;  // only the worker thread runs this
       const bool spread = EnvChoice("JAXRNN_SPREAD_TEAM", "off", "on") != 0;
@@ -1246,6 +1272,7 @@ inline ffi::Error Guarded(const char* cell, bool bf16_products, std::function<vo
       tl_bf16_products = bf16_products;
       work();
       last_end = std::chrono::steady_clock::now();
+      last_call_on_worker.store(true, std::memory_order_relaxed);
     });
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string(cell) + " kernel (oneDNN): " + e.what());
@@ -1677,7 +1704,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                       bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
+  return Guarded("gru", s, 3, bf16_products, [&] {
     const auto bounds = ExampleParts(s, s.H * 3 * s.H, true);
     if (bounds.size() == 2)
       return Part(s, xs, h0, w_x, w_h, b_x, b_h, h_restart, ys, h_last, gates, candidates,
@@ -1710,7 +1737,7 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
                        bool bf16_products) {
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("gru", s, 3, w_x, w_h); e.failure()) return e;
-  return Guarded("gru", bf16_products, [&] {
+  return Guarded("gru", s, 3, bf16_products, [&] {
     const auto bounds = ExampleParts(s, s.H * 3 * s.H, true);
     if (bounds.size() == 2)
       return Part(s, xs, h0, w_x, w_h, ys, gates, candidates, d_ys, d_h_last, h_restart, d_xs,

@@ -602,7 +602,7 @@ ffi::Error LstmForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
-  return Guarded("lstm", bf16_products, [&] {
+  return Guarded("lstm", s, 4, bf16_products, [&] {
     const ForwardArrays a{xs.typed_data(),        h0.typed_data(),         c0.typed_data(),
                           h_restart.typed_data(), c_restart.typed_data(),  w_x.typed_data(),
                           w_h.typed_data(),       bias.typed_data(),       ys->typed_data(),
@@ -631,7 +631,7 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   const Shape s = ShapeOf(xs, h0, lengths, starts);
   if (auto e = CheckWeights("lstm", s, 4, w_x, w_h); e.failure()) return e;
   if (auto e = CheckPeephole(s, peephole); e.failure()) return e;
-  return Guarded("lstm", bf16_products, [&] {
+  return Guarded("lstm", s, 4, bf16_products, [&] {
     const BackwardArrays a{
         xs.typed_data(),        h0.typed_data(),       c0.typed_data(),
         w_x.typed_data(),       w_h.typed_data(),      ys.typed_data(),
@@ -657,7 +657,7 @@ ffi::Error WithOneProductCell(int64_t cell, const Shape& s, ffi::Buffer<ffi::F32
     return ffi::Error::InvalidArgument("one-product kernel: unknown cell");
   if (auto e = CheckWeights(name, s, cell == kSimplifiedGru ? 2 : 1, w_x, w_h); e.failure())
     return e;
-  return Guarded(name, bf16_products, [&] {
+  return Guarded(name, s, cell == kSimplifiedGru ? 2 : 1, bf16_products, [&] {
     if (cell == kSimplifiedGru)
       work(SimplifiedGruCell{});
     else
@@ -826,6 +826,12 @@ extern "C" int JaxrnnNestedTeamSize(int team) {
     });
   });
   return nested;
+}
+
+// For the tests: 1 where the last kernel call ran on the worker thread, 0 where it ran alone on
+// the thread that made it (RunsOnCaller).
+extern "C" int JaxrnnLastCallOnWorker() {
+  return jaxrnn_native::last_call_on_worker.load(std::memory_order_relaxed) ? 1 : 0;
 }
 
 extern "C" int JaxrnnSpreadTeam(int* before, int* after, int* allowed, int capacity) {
