@@ -12,6 +12,7 @@ import argparse
 import functools
 import importlib.util
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -783,3 +784,66 @@ def test_a_benchmark_refuses_a_jaxrnn_whose_kernels_did_not_load(shakespeare_qua
     # Where jaxrnn builds no kernels at all, the benchmark times what there is.
     monkeypatch.setattr(benchmarks.platform, "machine", lambda: "aarch64")
     assert benchmarks.require_native_kernels() is None
+
+
+def test_the_small_calls_benchmark_times_both_paths_and_reports_them(tmp_path, monkeypatch):
+    from jaxrnn import _native
+
+    small_calls = load_benchmark("small_calls")
+    monkeypatch.setattr(small_calls, "BUDGET_SECONDS", 0.01)
+    monkeypatch.setattr(small_calls, "PAUSES", 1)
+    monkeypatch.setattr(small_calls, "CELLS", ("lstm", "gru_before"))
+    monkeypatch.setenv("JAXRNN_SMALL_CALLS", "caller")  # restored after the workers set it
+    sizes = [[2, 3, 2, 4], [16, 32, 16, 64]]  # below and above the 4 MFLOP threshold
+    measured = {}
+    for setting in small_calls.SETTINGS:
+        small_calls.run_worker(setting, sizes, tmp_path / "worker.json")
+        assert os.environ["JAXRNN_SMALL_CALLS"] == setting
+        measured[setting] = json.loads((tmp_path / "worker.json").read_text())
+    slower = {
+        s: {c: {m: 3 * t for m, t in v.items()} for c, v in r.items()} for s, r in measured.items()
+    }
+    rounds = [measured, slower, measured]
+    cases = [f"{c} {'x'.join(map(str, s))}" for c in small_calls.CELLS for s in sizes]
+    for measured in rounds:
+        for setting in small_calls.SETTINGS:
+            assert list(measured[setting]) == cases
+            for case in cases:
+                assert list(measured[setting][case]) == list(small_calls.MEASURES)
+                assert all(0 < seconds < 5 for seconds in measured[setting][case].values())
+    pooled = small_calls.pooled(rounds)
+    case, measure = cases[0], small_calls.MEASURES[0]
+    assert pooled["team"][case][measure] == measured["team"][case][measure]  # the median round
+    # The tiny LSTM is below the threshold, the larger one above it, as the kernels count.
+    assert small_calls.forward_flops("lstm", (2, 3, 2, 4)) < small_calls.THRESHOLD_FLOPS
+    assert small_calls.forward_flops("lstm", (16, 32, 16, 64)) > small_calls.THRESHOLD_FLOPS
+    assert "JAXRNN_SMALL_CALLS" in _native.__doc__ and "4 million" in _native.__doc__
+    report = {"date": "d", "machine": {"cpu": "cpu", "cpu_count": 2}, "versions": {}}
+    report.update(rounds=2, pooled=pooled)
+    small_calls.write_markdown(report, tmp_path / "small.md")
+    small_calls.write_chart(report, tmp_path / "small.png")
+    table = (tmp_path / "small.md").read_text()
+    assert "| lstm | 2·3·2·4 | 0.00 | alone |" in table
+    assert "| lstm | 16·32·16·64 | 20.97 | team (both) |" in table
+    assert (tmp_path / "small.png").stat().st_size > 10_000
+
+
+def test_the_round_trip_probe_measures_each_window_and_splits_near_from_far():
+    core_round_trip = load_benchmark("core_round_trip")
+    cores = sorted(os.sched_getaffinity(0))
+    measured = core_round_trip.measure((cores[0], cores[-1]), 0.2, True, window=0.05)
+    assert len(measured["windows"]) == 2
+    for window in measured["windows"]:
+        assert 1 < window["round_trip_ns"] < 1e6  # a cache line's trip, not a sleep
+        assert window["matmul_gflops"] > 0.1
+    windows = [
+        {"round_trip_ns": 70.0, "matmul_gflops": 200.0},
+        {"round_trip_ns": 380.0, "matmul_gflops": 170.0},
+        {"round_trip_ns": 66.0, "matmul_gflops": 196.0},
+    ]
+    assert core_round_trip.summary(windows, 150.0) == {
+        "near": {"windows": 2, "round_trip_ns": 68.0, "matmul_gflops": 198.0},
+        "far": {"windows": 1, "round_trip_ns": 380.0, "matmul_gflops": 170.0},
+    }
+    with pytest.raises(SystemExit):
+        core_round_trip.main(["--cores", "0,0"])
