@@ -653,11 +653,11 @@ template <typename Work>
 ffi::Error WithOneProductCell(int64_t cell, const Shape& s, ffi::Buffer<ffi::F32>& w_x,
                               ffi::Buffer<ffi::F32>& w_h, bool bf16_products, Work work) {
   const char* name = cell == kSimplifiedGru ? "simplified_gru" : "rnn";
+  const int64_t gates = cell == kSimplifiedGru ? 2 : 1;
   if (cell < kRnnTanh || cell > kSimplifiedGru)
     return ffi::Error::InvalidArgument("one-product kernel: unknown cell");
-  if (auto e = CheckWeights(name, s, cell == kSimplifiedGru ? 2 : 1, w_x, w_h); e.failure())
-    return e;
-  return Guarded(name, s, cell == kSimplifiedGru ? 2 : 1, bf16_products, [&] {
+  if (auto e = CheckWeights(name, s, gates, w_x, w_h); e.failure()) return e;
+  return Guarded(name, s, gates, bf16_products, [&] {
     if (cell == kSimplifiedGru)
       work(SimplifiedGruCell{});
     else
