@@ -47,6 +47,12 @@ def forward_flops(cell: str, sizes: tuple) -> float:
     return 2.0 * B * T * (D + H) * GATES[cell] * H
 
 
+def case_flops(case: str) -> float:
+    """`forward_flops` of a case named as `run_worker` names it, "cell BxTxDxH"."""
+    cell, shape = case.split()
+    return forward_flops(cell, tuple(map(int, shape.split("x"))))
+
+
 def time_calls(cell: str, sizes: tuple) -> dict:
     """Median seconds of `MEASURES` for ``cell`` at ``sizes`` (B, T, D, H) in this process."""
     import jax
@@ -128,14 +134,13 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     for case in times["team"]:
         cell, shape = case.split()
-        mflop = forward_flops(cell, tuple(map(int, shape.split("x")))) / 1e6
-        path_taken = "alone" if mflop * 1e6 < THRESHOLD_FLOPS else "team (both)"
+        path_taken = "alone" if case_flops(case) < THRESHOLD_FLOPS else "team (both)"
         rule, team = times["caller"][case], times["team"][case]
         cells = [
             f"{1e3 * team[m]:.3f} → {1e3 * rule[m]:.3f} ({rule[m] / team[m]:.2f})" for m in MEASURES
         ]
         lines.append(
-            f"| {cell} | {shape.replace('x', '·')} | {mflop:.2f} | {path_taken} | "
+            f"| {cell} | {shape.replace('x', '·')} | {case_flops(case) / 1e6:.2f} | {path_taken} | "
             + " | ".join(cells)
             + " |"
         )
@@ -154,8 +159,7 @@ def write_chart(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(13, 5))
     width = 0.8 / len(MEASURES)
     for i, case in enumerate(cases):
-        cell, shape = case.split()
-        if forward_flops(cell, tuple(map(int, shape.split("x")))) >= THRESHOLD_FLOPS:
+        if case_flops(case) >= THRESHOLD_FLOPS:
             # both settings run the team here: what these bars show is the machine's noise
             ax.axvspan(i - 0.45, i + 0.45, color="0.9", zorder=0)
     for i, measure in enumerate(MEASURES):
