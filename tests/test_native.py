@@ -18,7 +18,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from kernel_checks import assert_trees_close, value_and_grads
+from kernel_checks import KEPT_PROGRAMS, assert_trees_close, value_and_grads
 
 import jaxrnn
 from jaxrnn import _native, kernels
@@ -65,7 +65,8 @@ CELLS = {
 def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False, kind="lstm"):
     cell = CELLS[kind]
     rng = np.random.default_rng(seed)
-    params = cell.init(jax.random.key(seed), n_x, n_a)
+    # Only the layout of the cell's parameters: drawing them would compile programs for nothing.
+    params = jax.eval_shape(lambda key: cell.init(key, n_x, n_a), jax.random.key(seed))
     # Biases and weights away from their initial values, so that every gate matters; weights
     # scaled by their fan-in, so that float32 rounding is not amplified by a chaotic recurrence
     # (a ReLU's, unbounded, grew 1e3-fold over 40 steps at the others' scale).
@@ -80,12 +81,12 @@ def problem(batch_shape=(5,), n_steps=7, n_x=3, n_a=6, seed=0, time_major=False,
     if getattr(params, "peephole", None) is not None:
         # Each peephole weight reads one memory cell: at the weights' scale for a fan-in of 3,
         # the float32 scan itself strayed 5e-5 from the float64 one, as far as the kernel did.
-        params = params._replace(peephole=params.peephole / 3)
+        params = params._replace(peephole=jnp.asarray(np.asarray(params.peephole) / 3))
     shape = (n_steps, *batch_shape, n_x) if time_major else (*batch_shape, n_steps, n_x)
     xs = jnp.asarray(rng.normal(size=shape), jnp.float32)
     carry = jax.tree.map(
         lambda a: jnp.asarray(rng.normal(0.0, 0.5, a.shape), jnp.float32),
-        cell.init_carry(params, batch_shape),
+        jax.eval_shape(lambda params: cell.init_carry(params, batch_shape), params),
     )
     weights = jnp.asarray(rng.normal(size=(*shape[:-1], n_a)), jnp.float32)
     return cell, params, xs, carry, weights
@@ -95,16 +96,11 @@ def assert_native_equals_scan(cell, params, xs, carry, weights, options, wrt=(0,
     """The value of a loss over the outputs and the last carry, and its gradients with respect to
     the arguments `wrt` of (params, xs, carry), native against the scan, `unroll` given
     ``options``."""
-
-    def loss(implementation, params, xs, carry):
-        last, ys = jaxrnn.unroll(cell, params, xs, carry, implementation=implementation, **options)
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-
-    def value_and_grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=wrt)
-        return jax.jit(run)(params, xs, carry)
-
-    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+    got, want = (
+        value_and_grads(implementation, cell, params, xs, carry, weights, wrt=wrt, **options)
+        for implementation in ("native", "scan")
+    )
+    assert_trees_close(got, want)
 
 
 @needs_kernel
@@ -174,6 +170,37 @@ def backward_calls(fn, *args):
     ]
 
 
+SOME_GRADIENTS_PROBLEM = ((5,), 7, 3, 24)
+
+
+def term_losses(implementation, cell, weights, reverse, params, xs, carry):
+    """The loss's two terms: from the outputs, and from the last carry."""
+    last, ys = jaxrnn.unroll(
+        cell, params, xs, carry, implementation=implementation, reverse=reverse
+    )
+    return {
+        "ys": jnp.sum(ys * weights),
+        "last": sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last)),
+    }
+
+
+@functools.cache
+def scan_value_and_grads_of_each_term(kind, reverse):
+    """By the scan, each term's value and gradients with respect to all of (params, xs, carry):
+    every choice of arguments and terms of the test below reads its reference from these."""
+    cell, params, xs, carry, weights = problem(*SOME_GRADIENTS_PROBLEM, kind=kind)
+
+    def term_loss(term, params, xs, carry):
+        return term_losses("scan", cell, weights, reverse, params, xs, carry)[term]
+
+    return {
+        term: jax.jit(jax.value_and_grad(functools.partial(term_loss, term), argnums=(0, 1, 2)))(
+            params, xs, carry
+        )
+        for term in ("ys", "last")
+    }
+
+
 @needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
@@ -182,28 +209,25 @@ def backward_calls(fn, *args):
     [(0,), (1,), (2,), (0, 2), (1, 2)],
     ids=["params", "xs", "carry", "no-xs", "no-params"],
 )
-@pytest.mark.parametrize("used", ["ys", "last", "both"])
+@pytest.mark.parametrize("used", [("ys",), ("last",), ("ys", "last")], ids=["ys", "last", "both"])
 def test_gradients_of_some_arguments_and_some_outputs_equal_the_scan(kind, reverse, argnums, used):
     # What is not differentiated reaches the backward rule as unperturbed (xs, the weights: their
     # products are left out) and what does not feed the loss as a symbolic zero cotangent.
-    cell, params, xs, carry, weights = problem((5,), 7, 3, 24, kind=kind)
+    cell, params, xs, carry, weights = problem(*SOME_GRADIENTS_PROBLEM, kind=kind)
 
-    def loss(implementation, params, xs, carry):
-        last, ys = jaxrnn.unroll(
-            cell, params, xs, carry, implementation=implementation, reverse=reverse
-        )
-        from_ys = jnp.sum(ys * weights)
-        from_last = sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
-        return {"ys": from_ys, "last": from_last, "both": from_ys + from_last}[used]
+    def loss(params, xs, carry):
+        terms = term_losses("native", cell, weights, reverse, params, xs, carry)
+        return sum(terms[term] for term in used)
 
-    def grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=argnums)
-        return jax.jit(run)(params, xs, carry)
-
-    assert_trees_close(grads("native"), grads("scan"))
-    (results,) = backward_calls(
-        jax.grad(functools.partial(loss, "native"), argnums=argnums), params, xs, carry
+    got = jax.jit(jax.value_and_grad(loss, argnums=argnums))(params, xs, carry)
+    # The scan's value and gradients, as the sum of its terms' (the same for every argnums)
+    terms = [scan_value_and_grads_of_each_term(kind, reverse)[term] for term in used]
+    value = sum(value for value, _ in terms)
+    grads = tuple(
+        jax.tree.map(lambda *parts: sum(parts), *(g[i] for _, g in terms)) for i in argnums
     )
+    assert_trees_close(got, (value, grads))
+    (results,) = backward_calls(jax.grad(loss, argnums=argnums), params, xs, carry)
     assert results[0] == (xs.shape if 1 in argnums else (0,))
     weight_shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
     weight_results = [shape for shape in results[1:] if shape in weight_shapes]
@@ -354,28 +378,39 @@ def test_resets_restart_the_carry_as_the_scan_does(
     # with the gradients of both carries, lengths cutting segments short.
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
     cell, params, xs, carry, weights = problem((n_examples,), 7, 5, 40, kind=kind, seed=n_examples)
-    options = {"reverse": reverse, "resets": jnp.asarray(RESETS[:n_examples])}
+    arrays = {"resets": jnp.asarray(RESETS[:n_examples])}
     if lengths is not None:
-        options["lengths"] = jnp.asarray(lengths[:n_examples])
+        arrays["lengths"] = jnp.asarray(lengths[:n_examples])
     again = jax.tree.map(lambda a: jnp.cos(3.0 * a), carry)
+    got, want = (
+        value_and_grads_from_two_carries(implementation, cell, reverse, restart)(
+            params, xs, carry, again, weights, arrays
+        )
+        for implementation in ("native", "scan")
+    )
+    assert_trees_close(got, want)
 
-    def loss(implementation, params, xs, carry, again):
+
+@functools.lru_cache(maxsize=KEPT_PROGRAMS)
+def value_and_grads_from_two_carries(implementation, cell, reverse, restart):
+    """The jitted loss of `test_resets_restart_the_carry_as_the_scan_does` and its gradients
+    with respect to (params, xs, carry, reset carry), compiled once for the choices of products
+    that the kernel reads at each call."""
+
+    def loss(params, xs, carry, again, weights, arrays):
         last, ys = jaxrnn.unroll(
             cell,
             params,
             xs,
             carry,
             implementation=implementation,
+            reverse=reverse,
             reset_carry=again if restart else None,
-            **options,
+            **arrays,
         )
         return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
 
-    def value_and_grads(implementation):
-        run = jax.value_and_grad(functools.partial(loss, implementation), argnums=(0, 1, 2, 3))
-        return jax.jit(run)(params, xs, carry, again)
-
-    assert_trees_close(value_and_grads("native"), value_and_grads("scan"))
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
 
 
 THREAD_SHARING_CASES = {
@@ -589,6 +624,8 @@ def test_vmap_over_the_batch_and_over_params(kind):
         )
         return per_example, per_member, grads, per_example_grads, batch_grad, nested
 
+    # Under one jit, compiled once, rather than op by op
+    run = jax.jit(run, static_argnums=0)
     assert_trees_close(run("native"), run("scan"))
 
 
@@ -648,7 +685,7 @@ def test_a_gradient_of_a_gradient_falls_back_to_the_xla_kernels(kind, outer):
         def inner(params, xs):
             return jnp.sum(jax.grad(loss)(params, xs, implementation).w_h ** 2)
 
-        return jax.grad(inner, argnums=0 if outer == "params" else 1)(params, xs)
+        return jax.jit(jax.grad(inner, argnums=0 if outer == "params" else 1))(params, xs)
 
     assert_trees_close(curvature(None), curvature("scan"))
     with pytest.raises(jaxrnn.InputError, match="'native' has no derivative of its backward"):
