@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 from jax.extend.random import threefry_2x32
 
 import jaxrnn
@@ -41,10 +42,16 @@ F32 = {"rtol": 1e-5, "atol": 1e-5}
 
 @pytest.fixture(autouse=True, scope="module")
 def private_cache(tmp_path_factory):
-    """optimize and sample keep compiled programs in a directory of this module's own."""
+    """optimize and sample keep compiled programs in a directory of this module's own, with
+    jax's own persistent cache off (the suite's, on elsewhere, would keep them instead)."""
+    folder = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax_cache.reset_cache()  # jax goes on with a cache it has opened until it is reset
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JAXRNN_CACHE_DIR", str(tmp_path_factory.mktemp("jaxrnn_cache")))
         yield
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax_cache.reset_cache()
 
 
 def rnn_parameters(rng, n_x, n_a, n_y, scale=0.5):
