@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import jaxrnn.lm
@@ -847,3 +848,35 @@ def test_the_round_trip_probe_measures_each_window_and_splits_near_from_far():
     }
     with pytest.raises(SystemExit):
         core_round_trip.main(["--cores", "0,0"])
+
+
+def test_the_shakespeare_step_benchmark_times_the_step_its_gradients_and_no_dropout(
+    tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(ROOT))  # it reads the model and the floor from its sibling
+    shakespeare_step = load_benchmark("shakespeare_step")
+    text = (ROOT / "jaxrnn" / "data" / "shakespeare.txt").read_text()[:20_000]
+    calls = shakespeare_step.build(8, text)
+    assert list(calls) == list(shakespeare_step.VARIANTS)
+    # The same loss, parameters and dropout key: the step's loss is the gradients' call's, and
+    # the step without dropout computes another.
+    _, _, metrics, _ = calls["step"]()
+    (loss, _), grads = calls["gradients"]()
+    _, _, plain, _ = calls["no dropout"]()
+    assert float(metrics.loss) == pytest.approx(float(loss), rel=1e-6)
+    assert float(plain.loss) != pytest.approx(float(loss), rel=1e-6)
+    assert float(metrics.grad_norm) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)
+    source = tmp_path / "input.txt"
+    source.write_text(text)
+    args = ["--input", str(source), "--hidden-size", "8", "--rounds", "2", "--steps", "1"]
+    report = shakespeare_step.main([*args, "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "shakespeare_step.json").read_text()) == report
+    assert report["floor_ms"] == pytest.approx(
+        shakespeare_step.training_flops(8) / (max(report["matmul_gflops"]) * 1e6), abs=0.01
+    )
+    for name in shakespeare_step.VARIANTS:
+        assert len(report["round_ms"][name]) == 2 and all(ms > 0 for ms in report["round_ms"][name])
+        ratio = report["median_ms"][name] / report["floor_ms"]
+        assert report["over_floor"][name] == pytest.approx(ratio, rel=0.02)
+    median = report["median_ms"]
+    assert report["update_ms"] == pytest.approx(median["step"] - median["gradients"], abs=0.02)
