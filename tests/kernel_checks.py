@@ -13,6 +13,11 @@ import jaxrnn
 TOL32 = 1e-5  # relative to the largest entry of each array: sums over B·T rows round so
 
 
+def loss_of(last, ys, weights):
+    """sum(ys · weights) + sum(sin(last carry)): every output and carry leaf feeds it."""
+    return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+
+
 # The options of `unroll` that hold arrays (or a carry of them): traced arguments of the compiled
 # program; the others (reverse, time_major, ...) are part of what is compiled.
 ARRAY_OPTIONS = ("lengths", "resets", "reset_carry")
@@ -29,10 +34,10 @@ def value_and_grads(implementation, cell, params, xs, carry, weights, *, wrt=(0,
 
 # Jitted functions kept, each with its programs for every shape it was called with: a program
 # maps about 60 regions of memory, and a process may map 65,530 (jax keeps others besides).
-KEPT_PROGRAMS = 16
+KEPT_JITTED = 16
 
 
-@functools.lru_cache(maxsize=KEPT_PROGRAMS)
+@functools.lru_cache(maxsize=KEPT_JITTED)
 def compiled_value_and_grads(implementation, cell, static_options, wrt):
     """One jitted program per implementation, cell and static options, so that the tests that
     differ only in what a kernel reads at each call (an environment variable) or in the values of
@@ -42,7 +47,7 @@ def compiled_value_and_grads(implementation, cell, static_options, wrt):
         last, ys = jaxrnn.unroll(
             cell, params, xs, carry, implementation=implementation, **dict(static_options), **arrays
         )
-        return jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(last))
+        return loss_of(last, ys, weights)
 
     return jax.jit(jax.value_and_grad(loss, argnums=wrt))
 
