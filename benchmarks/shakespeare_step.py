@@ -108,7 +108,7 @@ def measure(hidden_size: int, rounds: int, steps: int, text: str) -> dict:
         "rounds": rounds,
         "steps": steps,
         "matmul_gflops": [round(gflops_before, 1), round(gflops_after, 1)],
-        "floor_ms": round(floor_ms, 2),
+        "floor_ms": round(floor_ms, 4),
         "median_ms": {name: round(ms, 2) for name, ms in medians.items()},
         "over_floor": {name: round(ms / floor_ms, 3) for name, ms in medians.items()},
         "update_ms": round(medians["step"] - medians["gradients"], 2),

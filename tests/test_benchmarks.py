@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import json
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +32,22 @@ from jaxrnn.text import make_corpus
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def benchmarks_package():
+    """The ``benchmarks`` package, importable by name as its scripts import each other, without
+    putting the source tree's ``jaxrnn`` on sys.path ahead of the installed one."""
+    if "benchmarks" not in sys.modules:
+        folder = ROOT / "benchmarks"
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = package
+        spec.loader.exec_module(package)
+    return sys.modules["benchmarks"]
+
+
 def load_benchmark(name: str):
+    benchmarks_package()
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
