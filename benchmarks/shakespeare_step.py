@@ -7,8 +7,8 @@ Times, in turn within each round (the order reversed every other round, so that 
 speed drifts weighs on all alike), the model and batch of `benchmarks.shakespeare_quality`
 (JAXRNN_MODEL at ``--hidden-size``, JAXRNN_TRAIN's batch of 32 × 64 characters):
 
-- ``step``: the whole training step (`jaxrnn.make_train_step` over `jaxrnn.lm.lm_loss` with
-  JAXRNN_TRAIN's optimizer: clipping, Adam, the finite check), dropout on;
+- ``step``: the trainer's own training step (`jaxrnn.lm_train`, as `train_lm` runs it: its loss,
+  clipping, Adam, the finite check), dropout on;
 - ``gradients``: the loss and its gradients alone (the step less the update), dropout on;
 - ``no dropout``: the whole step with dropout off.
 
@@ -38,14 +38,13 @@ def build(hidden_size: int, text: str):
     import jax
     import jax.numpy as jnp
 
-    import jaxrnn
-    from jaxrnn.lm import LMConfig, init_lm, init_lm_carry, lm_loss
+    from jaxrnn import lm_train
+    from jaxrnn.lm import LMConfig, init_lm, init_lm_carry
     from jaxrnn.lm_settings import make_lm_optimizer
-    from jaxrnn.lm_train import TrainConfig, make_corpus
     from jaxrnn.text import training_batch
 
-    corpus = make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
-    train = TrainConfig(**{**JAXRNN_TRAIN, "decay_over": "steps", "steps": 10**6})
+    corpus = lm_train.make_corpus(text, level="char", mode="stream", valid_fraction=0.1)
+    train = lm_train.TrainConfig(**{**JAXRNN_TRAIN, "decay_over": "steps", "steps": 10**6})
     batch = training_batch(
         corpus, 0, batch_size=train.batch_size, seq_len=train.seq_len, seed=0, stateful=True
     )
@@ -60,26 +59,13 @@ def build(hidden_size: int, text: str):
         carry = init_lm_carry(params, model, (train.batch_size,))
         arrays = (batch.inputs, batch.targets, batch.lengths, batch.resets, carry)
 
-        def loss_fn(params, inputs, targets, lengths, resets, carry, step, model=model):
-            key = jax.random.fold_in(jax.random.key(1), step)
-            return lm_loss(
-                params,
-                model,
-                inputs,
-                targets,
-                lengths=lengths,
-                resets=resets,
-                carry=carry,
-                dropout_key=key if model.dropout_rate > 0 else None,
-            )
-
+        # The trainer's own loss and step (`jaxrnn.lm_train`), as `train_lm` runs them
         if name == "gradients":
-            run = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+            run = jax.jit(jax.value_and_grad(lm_train._loss_fn(model, train), has_aux=True))
             calls[name] = lambda run=run, p=params, a=arrays: run(p, *a, jnp.int32(7))
         else:
-            optimizer = make_lm_optimizer(train)
-            step = jaxrnn.make_train_step(loss_fn, optimizer, has_aux=True)
-            state = optimizer.init(params)
+            step = lm_train._make_step(model, train)
+            state = make_lm_optimizer(train).init(params)
             calls[name] = lambda s=step, p=params, o=state, a=arrays: s(p, o, *a, jnp.int32(7))
     return calls
 
@@ -129,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shakespeare_step.json").write_text(json.dumps(report, indent=1) + "\n")
     print(
-        f"{args.hidden_size} units: floor {report['floor_ms']} ms at "
+        f"{args.hidden_size} units: floor {report['floor_ms']:.1f} ms at "
         f"{max(report['matmul_gflops'])} GFLOP/s; "
         + "; ".join(
             f"{name} {report['median_ms'][name]} ms ({report['over_floor'][name]}×)"

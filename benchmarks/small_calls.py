@@ -134,13 +134,14 @@ def write_markdown(report: dict, path: Path) -> None:
     ]
     for case in times["team"]:
         cell, shape = case.split()
-        path_taken = "alone" if case_flops(case) < THRESHOLD_FLOPS else "team (both)"
+        flops = case_flops(case)
+        path_taken = "alone" if flops < THRESHOLD_FLOPS else "team (both)"
         rule, team = times["caller"][case], times["team"][case]
         cells = [
             f"{1e3 * team[m]:.3f} → {1e3 * rule[m]:.3f} ({rule[m] / team[m]:.2f})" for m in MEASURES
         ]
         lines.append(
-            f"| {cell} | {shape.replace('x', '·')} | {case_flops(case) / 1e6:.2f} | {path_taken} | "
+            f"| {cell} | {shape.replace('x', '·')} | {flops / 1e6:.2f} | {path_taken} | "
             + " | ".join(cells)
             + " |"
         )

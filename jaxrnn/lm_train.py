@@ -99,7 +99,10 @@ def _device_count(train: TrainConfig) -> int:
     return devices
 
 
-def _make_step(model: LMConfig, train: TrainConfig):
+def _loss_fn(model: LMConfig, train: TrainConfig):
+    """The loss a training step differentiates: ``(params, inputs, targets, lengths, resets,
+    carry, step) -> (loss, last carry)``, dropout drawn from ``train.seed`` and the step."""
+
     def loss_fn(params, inputs, targets, lengths, resets, carry, step):
         dropout_key = jax.random.fold_in(jax.random.key(train.seed + 1), step)
         return lm_loss(
@@ -114,7 +117,11 @@ def _make_step(model: LMConfig, train: TrainConfig):
             dropout_key=dropout_key if model.dropout_rate > 0 else None,
         )
 
-    return make_train_step(loss_fn, make_lm_optimizer(train), has_aux=True)
+    return loss_fn
+
+
+def _make_step(model: LMConfig, train: TrainConfig):
+    return make_train_step(_loss_fn(model, train), make_lm_optimizer(train), has_aux=True)
 
 
 class _Run:
