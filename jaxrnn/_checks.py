@@ -138,6 +138,14 @@ def check_positive_int(fn: str, name: str, value) -> None:
         fail(fn, f"expected {name} to be a positive int, got {value!r}")
 
 
+def check_flag(fn: str, name: str, value) -> bool:
+    """Raise `InputError` unless ``value`` is a bool (Python's or numpy's); returns it. A string
+    such as "no" would otherwise count as true."""
+    if not isinstance(value, bool | np.bool_):
+        fail(fn, f"expected {name} to be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_int_in(fn: str, name: str, value, low: int, high: int) -> int:
     """Raise `InputError` unless ``value`` is an int (not a bool) in [low, high); returns it."""
     is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)

@@ -344,8 +344,11 @@ def run(
     restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation in ("native", "cudnn"):
         name = structure(cell).name
-        # The kernels never call the cell's step, whose check refuses another variant's weights.
+        # The kernels never call the cell's step, whose checks refuse another variant's weights
+        # and weights of other shapes (the course's GRU's, 3 gates, through simplified_gru's 2).
         check_variant("unroll", params, _NATIVE[name] if implementation == "native" else LSTMParams)
+        x = jax.ShapeDtypeStruct((*xs.shape[:-2], xs.shape[-1]), xs.dtype)  # T may be 0
+        jax.eval_shape(cell.step, params, carry, x)
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
             if implementation == "cudnn":

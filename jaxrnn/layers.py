@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxrnn import kernels
 from jaxrnn._checks import (
+    check_flag,
     check_float_dtype,
     check_floating,
     check_lengths,
@@ -331,6 +332,7 @@ def _check_merge(fn: str, merge) -> None:
 
 def _check_sequence(fn: str, params: Params, xs, lengths, time_major: bool) -> tuple[int, ...]:
     """Checks xs against the params and lengths against xs; returns the batch shape."""
+    check_flag(fn, "time_major", time_major)
     shape = check_xs(fn, params, xs, time_major)
     batch_shape = shape[1:-1] if time_major else shape[:-2]
     check_lengths(fn, lengths, batch_shape)

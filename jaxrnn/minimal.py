@@ -258,6 +258,7 @@ def _min_gru(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
         lambda zeros: zeros,
         recurrent_weights=False,
         parallel_scan_one=_parallel_scan(scan, _min_gru_decay_and_input),
+        params_type=MinGRUParams,
     )
 
 
@@ -341,7 +342,11 @@ def _min_lstm(scan: Literal["blocked", "associative"] = "blocked") -> Cell:
         lambda zeros: zeros,
         recurrent_weights=False,
         parallel_scan_one=_parallel_scan(scan, _min_lstm_decay_and_input),
+        params_type=MinLSTMParams,
     )
 
 
 cells._CELL_OF.update({MinGRUParams: lambda p: min_gru(), MinLSTMParams: lambda p: min_lstm()})
+# simplified_gru's and gru(reset='before')'s params have the shapes that the min cells check (w_x
+# and b_x alone), 2 and 3 gates wide: the type tells them apart.
+cells._VARIANT.update({MinGRUParams: "min_gru()", MinLSTMParams: "min_lstm()"})

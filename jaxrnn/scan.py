@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxrnn import kernels
 from jaxrnn._checks import (
+    check_flag,
     check_floating,
     check_lengths,
     check_rank_at_least,
@@ -124,7 +125,11 @@ def unroll(
         remat=remat,
         traced_args=(params, xs, carry, lengths, resets, reset_carry),
     )
-    options = dict(time_major=bool(time_major), reverse=bool(reverse), remat=remat)
+    options = dict(
+        time_major=check_flag(fn, "time_major", time_major),
+        reverse=check_flag(fn, "reverse", reverse),
+        remat=remat,
+    )
     if _concrete_arrays(params, xs, carry, lengths, resets, reset_carry):
         n_steps = np.shape(xs)[0 if time_major else -2] if np.ndim(xs) >= 2 else 0
         if lengths is not None:

@@ -147,6 +147,56 @@ def test_errors_params_know_their_variant():
         jaxrnn.interop.params_to_torch(jaxrnn.gru().init(jax.random.key(0), 3, 4))
 
 
+@pytest.mark.parametrize(
+    ("given", "wrong", "message"),
+    [
+        # the same type, other shapes: 3 gates through 2 and 2 through 3
+        ("gru", "simplified_gru", r"simplified_gru.step: expected params.w_h of shape \(4, 8\)"),
+        (
+            "simplified_gru",
+            "gru",
+            r"gru\(reset=before\).step: expected params.w_h of shape \(4, 12",
+        ),
+        # the shapes that the min cells check, other types
+        ("simplified_gru", "min_gru", r"min_gru\.\w+: expected MinGRUParams.* got GRUParams"),
+        ("gru", "min_lstm", r"min_lstm\.\w+: expected MinLSTMParams.* got GRUParams"),
+        (
+            "min_gru",
+            "simplified_gru",
+            r"expected GRUParams.* got MinGRUParams.* jaxrnn.min_gru\(\)",
+        ),
+        ("min_lstm", "gru", r"expected GRUParams.* got MinLSTMParams.* jaxrnn.min_lstm\(\)"),
+    ],
+)
+@pytest.mark.parametrize("implementation", [None, "scan"])
+def test_errors_params_of_a_cell_of_the_same_kind_are_rejected(
+    given, wrong, message, implementation
+):
+    """Weights that another cell's step could read without a shape error (min_gru reads w_x and
+    b_x of simplified_gru's params) never run: every implementation checks them, the native
+    kernels included, before any number is computed."""
+    params = getattr(jaxrnn, given)().init(jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, 5, 3), jnp.float32)
+    with pytest.raises(jaxrnn.InputError, match=message):
+        jaxrnn.unroll(getattr(jaxrnn, wrong)(), params, xs, implementation=implementation)
+    jaxrnn.unroll(jaxrnn.cells.cell_for(params), params, xs, implementation=implementation)
+
+
+@pytest.mark.parametrize("name", ["time_major", "reverse"])
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_errors_unroll_and_the_layers_take_only_bools_for_their_flags(name, value):
+    cell = jaxrnn.lstm()
+    params, xs = _setup(cell)
+    expected = f"unroll: expected {name} to be True or False, got {value!r}"
+    with pytest.raises(jaxrnn.InputError, match=re.escape(expected)):
+        jaxrnn.unroll(cell, params, xs, **{name: value})
+    if name == "time_major":
+        both = jaxrnn.bidirectional_init(cell, jax.random.key(0), 3, 4)
+        with pytest.raises(jaxrnn.InputError, match=r"bidirectional: expected time_major to be"):
+            jaxrnn.bidirectional(cell, both, xs, time_major=value)
+    assert jaxrnn.unroll(cell, params, xs, **{name: np.bool_(True)})[1].shape[-1] == 4
+
+
 def test_errors_cell_for_and_deep_name_what_they_cannot_take():
     with pytest.raises(jaxrnn.InputError, match="cell_for: expected the params of a built-in cell"):
         jaxrnn.cells.cell_for({"w": jnp.ones(3)})
