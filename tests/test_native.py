@@ -702,6 +702,23 @@ def test_a_gradient_of_a_gradient_hidden_by_jit_is_a_clear_error(kind):
 
 
 @needs_kernel
+def test_forward_mode_hidden_by_jit_is_jaxs_error_and_the_scan_runs_it():
+    """As docs/reliability.md says: unroll cannot see a jvp outside the jit it sits in, and JAX
+    refuses the kernel's custom_vjp there in one line; implementation="scan" gives the jvp."""
+    cell, params, xs, _, _ = problem(kind="lstm")
+
+    def loss(xs, implementation=None):
+        ys = jaxrnn.unroll(cell, params, xs, implementation=implementation)[1]
+        return jnp.sum(jnp.sin(ys))
+
+    tangent = jnp.ones_like(xs)
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(jax.jit(loss), (xs,), (tangent,))
+    got = jax.jvp(jax.jit(functools.partial(loss, implementation="scan")), (xs,), (tangent,))
+    assert_trees_close(got, jax.jvp(loss, (xs,), (tangent,)))
+
+
+@needs_kernel
 @pytest.mark.parametrize("kind", sorted(CELLS))
 def test_inputs_of_no_feature_run_the_xla_kernels(kind):
     # A carry-driven recurrence, xs (B, T, 0): params made by hand, since init wants an input.
