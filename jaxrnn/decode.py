@@ -17,8 +17,9 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxrnn._checks import check_int_in, fail
+from jaxrnn._checks import check_int_in, fail, is_number
 from jaxrnn.cells import Array
 
 Feed = Literal["sample", "argmax"]
@@ -33,22 +34,32 @@ class Decoded(NamedTuple):
     lengths: Array
 
 
+def host_scalar(value) -> Any:
+    """A concrete 0-d JAX or NumPy array as its NumPy scalar (``jnp.int32(3)`` -> ``np.int32(3)``),
+    which the checks of Python numbers accept; anything else, a tracer included, as it is."""
+    concrete = not isinstance(value, jax.core.Tracer)
+    if concrete and isinstance(value, jax.Array | np.ndarray) and value.ndim == 0:
+        return np.asarray(value)[()]
+    return value
+
+
 def check_temperature(fn: str, temperature) -> Any:
-    """A temperature ≥ 0: a Python number (checked) or a traced scalar (used as it is)."""
+    """A temperature ≥ 0: a number or concrete 0-d array (checked) or a traced scalar (used as it
+    is)."""
     if isinstance(temperature, jax.core.Tracer):
         return temperature
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
-    if not temperature >= 0:
+    temperature = host_scalar(temperature)
+    if not is_number(temperature) or not temperature >= 0:
         fail(fn, f"expected temperature to be a number >= 0, got {temperature!r}")
     return float(temperature)
 
 
 def check_top_k(fn: str, top_k, vocab_size: int) -> Any:
-    """None, an int in [1, V] (checked) or a traced int (used as it is)."""
+    """None, an int or concrete 0-d int array in [1, V] (checked), or a traced int (used as it
+    is)."""
     if top_k is None or isinstance(top_k, jax.core.Tracer):
         return top_k
-    return check_int_in(fn, "top_k", top_k, 1, vocab_size + 1)
+    return check_int_in(fn, "top_k", host_scalar(top_k), 1, vocab_size + 1)
 
 
 def draw(key: Array | None, logits: Array, temperature=1.0, top_k=None, never=None) -> Array:

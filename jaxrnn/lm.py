@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn import cells as cells_lib
 from jaxrnn import minimal
@@ -36,7 +37,7 @@ from jaxrnn._checks import (
     fail,
 )
 from jaxrnn.cells import Array, Cell
-from jaxrnn.decode import check_temperature, check_top_k, decode
+from jaxrnn.decode import check_temperature, check_top_k, decode, host_scalar
 from jaxrnn.layers import (
     StackedParams,
     deep,
@@ -129,6 +130,98 @@ def init_lm(key: Array, config: LMConfig, dtype=jnp.float32) -> GeneratorParams:
     return GeneratorParams(embedding, StackedParams(tuple(layers)), head)
 
 
+def check_params_fit(fn: str, params, config: LMConfig) -> None:
+    """Raise `jaxrnn.InputError` unless ``params`` (one model's or a `Mixture`'s) have the arrays
+    `init_lm` makes for ``config``. Reads shapes only: it runs while tracing, under ``jit`` too.
+
+    The message names the first `LMConfig` field the params disagree with, the config's value and
+    the params' (the cell is the one of ``CELL_NAMES`` whose init makes their first layer).
+    """
+    _check_config(config)
+    lead = 0  # a Mixture's arrays have the members' axis in front
+    if isinstance(params, Mixture):
+        params, lead = params.members, 1
+    if not isinstance(params, GeneratorParams):
+        fail(
+            fn,
+            f"expected params to be GeneratorParams or a Mixture, got {type(params).__name__}",
+            "make them with jaxrnn.lm.init_lm",
+        )
+    theirs = _config_of(params, lead, config.cell_name)
+    if theirs is not None:
+        for field, value in theirs.items():
+            if getattr(config, field) != value:
+                fail(
+                    fn,
+                    f"expected params built for LMConfig.{field}={getattr(config, field)!r}, "
+                    f"got params of {field} {value!r}",
+                    "pass the LMConfig they were built with; they fit LMConfig("
+                    + ", ".join(f"{k}={v!r}" for k, v in theirs.items())
+                    + ", …)",
+                )
+    # The fields agree; every array must too (a layer of another size, an embedding of other rows).
+    expected_def, expected = _lm_layout(config)
+    got_def, got = _layout(params, lead)
+    for path in dict.fromkeys([*expected, *got]):
+        if expected.get(path) != got.get(path):
+            fail(
+                fn,
+                f"expected params{path} of shape {expected.get(path)} for {config}, "
+                f"got {got.get(path)}",
+            )
+    if got_def != expected_def:
+        fail(fn, f"expected params of the layout init_lm makes for {config}, got {got_def}")
+
+
+def _layout(tree, lead: int = 0) -> tuple[Any, dict[str, tuple]]:
+    """The tree structure of ``tree`` and each array's shape by its path, e.g. ``.head.w``, without
+    the first ``lead`` axes."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    shapes = {jax.tree_util.keystr(path): tuple(jnp.shape(x))[lead:] for path, x in leaves}
+    return treedef, shapes
+
+
+@functools.cache
+def _lm_layout(config: LMConfig) -> tuple[Any, dict[str, tuple]]:
+    """`_layout` of the params `init_lm` makes for ``config``, from its shapes (no device work)."""
+    return _layout(jax.eval_shape(lambda: init_lm(jax.random.key(0), config)))
+
+
+@functools.cache
+def _cell_layout(name: str, input_size: int, hidden_size: int) -> tuple[Any, dict[str, tuple]]:
+    cell = cell_from_name(name)
+    return _layout(jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size, hidden_size)))
+
+
+def _config_of(params: GeneratorParams, lead: int, likely_cell: str) -> dict[str, Any] | None:
+    """The `LMConfig` fields that the shapes of ``params`` give; None where they are not laid out
+    as `init_lm` lays them out (then `check_params_fit` names the array that differs). The cell
+    ``likely_cell`` is tried first, the others only when it does not fit."""
+    try:
+        hidden_size, vocab_size = jnp.shape(params.head.w)[lead:]
+        layers = params.recurrent.layers
+        first = _layout(layers[0], lead)
+        input_size = first[1][".w_x"][0]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    # The cell is the one whose init makes the first layer's arrays; weights of one variant (a
+    # reset-after GRU, ReLU RNN) are of their own params type. No cell name where none fits (a
+    # layer of another size than the head): the arrays are compared one by one after.
+    fits = (
+        n for n in (likely_cell, *CELL_NAMES) if _cell_layout(n, input_size, hidden_size) == first
+    )
+    cell_name = next(fits, None)
+    embedding = params.embedding
+    fields = {
+        "vocab_size": vocab_size,
+        "cell_name": cell_name,
+        "hidden_size": hidden_size,
+        "num_layers": len(layers),
+        "embedding_size": None if embedding is None else jnp.shape(embedding)[-1],
+    }
+    return {k: v for k, v in fields.items() if k != "cell_name" or v is not None}
+
+
 class Mixture(NamedTuple):
     """K language models of one `LMConfig` read as one, whose next-token distribution is the mean
     of theirs: P(y⟨t⟩ | y⟨<t⟩) = (1/K) Σ_k P_k(y⟨t⟩ | y⟨<t⟩). Made by `mixture`."""
@@ -182,6 +275,7 @@ def init_lm_carry(
 ) -> tuple:
     """a⟨0⟩ = 0 for every layer: a tuple of per-layer carries, each array (*batch_shape, H);
     (K, *batch_shape, H) for a `Mixture` of K models."""
+    check_params_fit("init_lm_carry", params, config)
     if isinstance(params, Mixture):
         return jax.vmap(lambda p: init_lm_carry(p, config, batch_shape))(params.members)
     return lm_cell(config).init_carry(params.recurrent, batch_shape)
@@ -198,6 +292,7 @@ def teacher_forcing_inputs(targets: Array) -> Array:
 def embed(params: GeneratorParams, config: LMConfig, ids: Array) -> Array:
     """Input vectors for ids (*shape) -> (*shape, E) or one-hot (*shape, V); id −1 gives zeros,
     and an id outside [−1, V), which ``jit`` cannot check, NaN (see `jaxrnn.layers.embed_ids`)."""
+    check_params_fit("embed", params, config)
     return embed_ids(params.embedding, ids, config.vocab_size, params.head.w.dtype)
 
 
@@ -258,6 +353,7 @@ def lm_apply(
             "expected one model's GeneratorParams, got a Mixture, whose members' logits do not "
             "mix; use lm_log_probs for its log-probabilities",
         )
+    check_params_fit("lm_apply", params, config)
     _check_inputs("lm_apply", config, inputs)
     cell = cell_from_name(config.cell_name)
     key_in = key_layers = key_out = None
@@ -292,6 +388,7 @@ def lm_log_probs(
     log((1/K) Σ_k P_k), with the carry of every member ((K, *batch, H) arrays, from
     `init_lm_carry` or a previous call). Inputs, carry and lengths are as in `lm_apply`.
     """
+    check_params_fit("lm_log_probs", params, config)
     if isinstance(params, Mixture):
         carry_axis = None if carry is None else 0
         carry, log_probs = jax.vmap(
@@ -327,6 +424,7 @@ def lm_loss(
     ``resets`` (lines packed into rows, see `lm_apply`) each line, from one reset to the next, is
     an example: the loss is the one its lines would have, each alone in its own padded row.
     """
+    check_params_fit("lm_loss", params, config)
     carry, logits = lm_apply(
         params, config, inputs, carry, lengths=lengths, resets=resets, dropout_key=dropout_key
     )
@@ -378,6 +476,7 @@ def token_log_probs(
       of its example NaN (known while tracing, it raises `jaxrnn.InputError`).
     """
     fn = "token_log_probs"
+    check_params_fit(fn, params, config)
     targets = _check_ids(fn, "targets", config, targets)
     _, log_probs = lm_log_probs(params, config, teacher_forcing_inputs(targets), lengths=lengths)
     picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
@@ -396,6 +495,7 @@ def sentence_log_prob(
     lengths: Array | None = None,
 ) -> Array:
     """log P(y⟨1⟩ … y⟨T⟩) = Σ_t log P(y⟨t⟩ | y⟨<t⟩): targets (*batch, T) -> (*batch,) in nats."""
+    check_params_fit("sentence_log_prob", params, config)
     return token_log_probs(params, config, targets, lengths).sum(-1)
 
 
@@ -408,6 +508,7 @@ def next_token_log_probs(
     [0, V); under ``jit`` one outside makes its example's log-probabilities NaN (known while
     tracing, it raises `jaxrnn.InputError`).
     """
+    check_params_fit("next_token_log_probs", params, config)
     prefix = _check_ids("next_token_log_probs", "prefix", config, prefix)
     start = jnp.full((*prefix.shape[:-1], 1), START, prefix.dtype)
     _, log_probs = lm_log_probs(params, config, jnp.concatenate([start, prefix], axis=-1))
@@ -469,23 +570,27 @@ def sample(
       temperature: logits are divided by it; 0 means greedy (always the most likely token).
       top_k: draw only among the k most likely tokens.
       exclude_ids: ids never drawn, e.g. ``[vocab.unk_id]`` to reject ⟨UNK⟩.
-      prompt: ids that the samples continue (fed as x⟨2⟩, x⟨3⟩, … after x⟨1⟩ = 0).
+      prompt: ids that the samples continue (fed as x⟨2⟩, x⟨3⟩, … after x⟨1⟩ = 0). Ids, here and
+        in ``exclude_ids``, are ints, a 1-d NumPy or JAX int array, or a sequence of either.
 
     Returns:
       `Samples` (ids (N, max_len) int32, lengths (N,) int32), without the prompt.
+
+    Raises:
+      jaxrnn.InputError: an option out of range, or params not built for ``config`` (the message
+        names the `LMConfig` field, see `check_params_fit`).
     """
     fn = "sample"
-    _check_config(config)
+    check_params_fit(fn, params, config)
     check_positive_int(fn, "num_samples", num_samples)
     check_positive_int(fn, "max_len", max_len)
     temperature = check_temperature(fn, temperature)
     vocab = config.vocab_size
     top_k = check_top_k(fn, top_k, vocab)
     if eos_id is not None:
-        check_int_in(fn, "eos_id", eos_id, 0, vocab)
-    for name, values in (("exclude_ids", exclude_ids), ("prompt", prompt)):
-        for value in values:
-            check_int_in(fn, name, value, 0, vocab)
+        eos_id = check_int_in(fn, "eos_id", host_scalar(eos_id), 0, vocab)
+    exclude_ids = _static_ids(fn, "exclude_ids", exclude_ids, vocab)
+    prompt = _static_ids(fn, "prompt", prompt, vocab)
     if len(set(exclude_ids)) >= vocab:
         fail(fn, f"expected exclude_ids to leave a token to draw, got all {vocab} ids")
     return _sample(
@@ -497,9 +602,25 @@ def sample(
         eos_id=eos_id,
         temperature=jnp.asarray(temperature, jnp.float32),
         top_k=jnp.asarray(vocab if top_k is None else top_k, jnp.int32),  # all V: no cut
-        exclude_ids=tuple(sorted({int(i) for i in exclude_ids})),
-        prompt=tuple(int(i) for i in prompt),
+        exclude_ids=tuple(sorted(set(exclude_ids))),
+        prompt=prompt,
     )
+
+
+def _static_ids(fn: str, name: str, ids, vocab_size: int) -> tuple[int, ...]:
+    """Ids known before tracing (they are static arguments of `_sample`), each an int in [0, V):
+    a sequence of ints or of 0-d arrays, or a 1-d NumPy or concrete JAX integer array."""
+    if isinstance(ids, jax.core.Tracer):
+        fail(
+            fn,
+            f"expected {name} to be known while tracing, got a traced array",
+            f"sample compiles once for each {name}: pass it from outside jax.jit",
+        )
+    if isinstance(ids, jax.Array):
+        ids = np.asarray(ids)  # its items would be jax.Arrays, which check_int_in refuses
+    if (isinstance(ids, np.ndarray) and ids.ndim == 0) or not hasattr(ids, "__iter__"):
+        fail(fn, f"expected {name} to be a sequence of ids, got {ids!r}")
+    return tuple(check_int_in(fn, name, host_scalar(i), 0, vocab_size) for i in ids)
 
 
 @functools.partial(

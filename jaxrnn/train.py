@@ -7,15 +7,15 @@ scan, which is backpropagation through time.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxrnn._checks import fail
+from jaxrnn._checks import fail, is_number
 from jaxrnn.cells import Array
 
 Params = Any
@@ -27,7 +27,7 @@ def clip_elementwise(max_value: float) -> optax.GradientTransformation:
     Example:
       >>> optimizer = optax.chain(jaxrnn.train.clip_elementwise(5.0), optax.sgd(0.01))
     """
-    if not max_value > 0:
+    if not (is_number(max_value) and max_value > 0):
         fail("clip_elementwise", f"expected max_value > 0, got {max_value!r}")
     return optax.clip(max_value)
 
@@ -37,7 +37,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
     Unlike element-wise clipping this keeps the gradient's direction.
     """
-    if not max_norm > 0:
+    if not (is_number(max_norm) and max_norm > 0):
         fail("clip_by_global_norm", f"expected max_norm > 0, got {max_norm!r}")
     return optax.clip_by_global_norm(max_norm)
 
@@ -69,22 +69,39 @@ def make_optimizer(
     """An optax optimizer with optional clipping applied first (element-wise, then global norm).
 
     Args:
-      learning_rate: the step size, or an optax schedule (a function of the step count).
+      learning_rate: the step size, a finite number > 0; or an optax schedule (a function of the
+        step count); or a scalar array, as ``optax.inject_hyperparams`` passes it.
       name: ``"sgd"``, ``"adam"``, ``"adamw"`` or ``"rmsprop"``.
-      clip_value: clip each gradient entry to [−clip_value, clip_value].
-      clip_norm: clip the global gradient norm to clip_norm.
+      clip_value: clip each gradient entry to [−clip_value, clip_value]; a number > 0 or None.
+      clip_norm: clip the global gradient norm to clip_norm; a number > 0 or None.
+
+    Raises:
+      jaxrnn.InputError: any other argument (e.g. a learning rate given as a string).
     """
+    fn = "make_optimizer"
     optimizers = {
         "sgd": optax.sgd,
         "adam": optax.adam,
         "adamw": optax.adamw,
         "rmsprop": optax.rmsprop,
     }
-    if name not in optimizers:
-        fail("make_optimizer", f"expected name in {sorted(optimizers)}, got {name!r}")
+    if not isinstance(name, str) or name not in optimizers:
+        fail(fn, f"expected name in {sorted(optimizers)}, got {name!r}")
     rate = learning_rate
-    if isinstance(rate, bool) or (isinstance(rate, numbers.Real) and not 0 < rate < math.inf):
-        fail("make_optimizer", f"expected learning_rate a finite number > 0, got {rate!r}")
+    # optax.inject_hyperparams passes the rate as a scalar array, traced or 0 during a warm-up, so
+    # an array's value is not checked; a number's is: a rate no step can use is refused here.
+    real_array = isinstance(rate, jax.Array | np.ndarray) and (
+        jnp.issubdtype(rate.dtype, jnp.floating) or jnp.issubdtype(rate.dtype, jnp.integer)
+    )
+    usable_number = is_number(rate) and 0 < rate < math.inf
+    if not ((real_array and rate.ndim == 0) or usable_number or callable(rate)):
+        fail(
+            fn,
+            f"expected learning_rate a finite number > 0 or an optax schedule, got {rate!r}",
+        )
+    for arg, value in (("clip_value", clip_value), ("clip_norm", clip_norm)):
+        if value is not None and not (is_number(value) and value > 0):
+            fail(fn, f"expected {arg} a number > 0 or None, got {value!r}")
     chain = []
     if clip_value is not None:
         chain.append(clip_elementwise(clip_value))
@@ -92,6 +109,47 @@ def make_optimizer(
         chain.append(clip_by_global_norm(clip_norm))
     chain.append(optimizers[name](learning_rate))
     return optax.chain(*chain)
+
+
+def _check_opt_state(optimizer: optax.GradientTransformation, params, opt_state) -> None:
+    """Raise `jaxrnn.InputError` unless ``opt_state`` has the structure and shapes that
+    ``optimizer.init(params)`` gives, which optax's update needs (else it fails with a long pytree
+    mismatch). Shapes only: under ``jit`` it runs once, while tracing."""
+    spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), params)
+    try:
+        expected = jax.eval_shape(optimizer.init, spec)
+    except jax.errors.JAXTypeError:  # an init that reads the params' values: nothing to compare
+        return
+    want_def, want = _shapes_by_path(expected)
+    got_def, got = _shapes_by_path(opt_state)
+    hint = "make it with optimizer.init(params) of the params passed to the step"
+    for path in dict.fromkeys([*want, *got]):
+        if want.get(path) != got.get(path):
+            fail(
+                "train_step",
+                "expected opt_state made by optimizer.init for these params, got one made for "
+                f"other params (or by another optimizer): at {path or 'its root'} it has "
+                f"{_described(got.get(path))}, where optimizer.init(params) has "
+                f"{_described(want.get(path))}",
+                hint,
+            )
+    if got_def != want_def:
+        fail(
+            "train_step",
+            "expected opt_state made by optimizer.init for these params, got one of another "
+            f"structure: {got_def}, where optimizer.init(params) gives {want_def}",
+            hint,
+        )
+
+
+def _described(shape: tuple | None) -> str:
+    return "no array" if shape is None else f"an array of shape {shape}"
+
+
+def _shapes_by_path(tree) -> tuple[Any, dict[str, tuple]]:
+    """The tree structure of ``tree`` and each array's shape by its path, e.g. ``[0].mu['w']``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return treedef, {jax.tree_util.keystr(path): jnp.shape(x) for path, x in leaves}
 
 
 class StepMetrics(NamedTuple):
@@ -146,6 +204,7 @@ def make_train_step(
     """
 
     def train_step(params, opt_state, *batch):
+        _check_opt_state(optimizer, params, opt_state)
         value, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, *batch)
         loss, aux = value if has_aux else (value, None)
         if jnp.ndim(loss) != 0:

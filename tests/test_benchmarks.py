@@ -192,8 +192,8 @@ def test_the_jaxrnn_worker_mixes_the_members_it_trains(tiny_worker, little_text,
     assert last[1] <= 60 * 0.2 + 3.0  # both shares within the budget
     (members,) = finished
     assert len(members) == 2
-    model = LMConfig(vocab_size=vocab, **sq.JAXRNN_MODEL)
     corpus = make_corpus(little_text.read_text(), level="char", mode="stream", valid_fraction=0.1)
+    model = LMConfig(vocab_size=corpus.vocab.size, **sq.JAXRNN_MODEL)  # the text's and ⟨EOS⟩
     alone = [
         evaluate_lm(p, model, corpus, rows=sq.EVAL_ROWS, seq_len=sq.EVAL_CHUNK) for p in members
     ]

@@ -81,3 +81,19 @@ def test_generate_takes_a_traced_temperature_under_jit():
     np.testing.assert_array_equal(
         run(0.0), jaxrnn.models.generate(cell, params, jax.random.key(1), steps=6, temperature=0.0)
     )
+
+
+def test_temperature_and_top_k_may_be_concrete_jax_or_numpy_scalars():
+    config = lm_lib.LMConfig(vocab_size=6, cell_name="gru", hidden_size=8)
+    params = lm_lib.init_lm(jax.random.key(0), config)
+    options = dict(num_samples=3, max_len=5, eos_id=0)
+    want = lm_lib.sample(params, config, jax.random.key(1), temperature=0.7, top_k=3, **options)
+    for temperature, top_k in [(jnp.float32(0.7), jnp.int32(3)), (np.float32(0.7), np.int64(3))]:
+        got = lm_lib.sample(
+            params, config, jax.random.key(1), temperature=temperature, top_k=top_k, **options
+        )
+        np.testing.assert_array_equal(got.ids, want.ids)
+    with pytest.raises(jaxrnn.InputError, match=r"expected temperature to be a number >= 0, got"):
+        lm_lib.sample(params, config, jax.random.key(1), temperature=jnp.float32(-1.0))
+    with pytest.raises(jaxrnn.InputError, match=r"expected top_k to be an int in \[1, 7\), got 7"):
+        lm_lib.sample(params, config, jax.random.key(1), top_k=jnp.int32(7))

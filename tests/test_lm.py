@@ -318,6 +318,26 @@ def test_sample_with_prompt_continues_the_prompt(sampler_params):
     np.testing.assert_array_equal(drawn.lengths, [length] * 2)
 
 
+@pytest.mark.parametrize(
+    "as_ids",
+    [
+        jnp.asarray,
+        np.asarray,
+        lambda v: [np.int64(i) for i in v],
+        lambda v: [jnp.int32(i) for i in v],
+    ],
+    ids=["jax_array", "numpy_array", "numpy_scalars", "jax_scalars"],
+)
+def test_sample_takes_ids_as_jax_or_numpy_arrays(sampler_params, as_ids):
+    options = dict(num_samples=2, max_len=6, temperature=0.0)
+    want = sample(sampler_params, SAMPLER, jax.random.key(0), **options, eos_id=EOS,
+                  prompt=[3, 1], exclude_ids=[2, 5])  # fmt: skip
+    got = sample(sampler_params, SAMPLER, jax.random.key(0), **options, eos_id=jnp.int32(EOS),
+                 prompt=as_ids([3, 1]), exclude_ids=as_ids([2, 5]))  # fmt: skip
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.lengths, want.lengths)
+
+
 def _target_distribution(log_probs, temperature, top_k):
     """P(next) after the temperature and top-k rules: softmax(log p / T) over the k most likely."""
     scaled = np.asarray(log_probs) / temperature
@@ -372,6 +392,17 @@ def test_sample_first_token_frequencies_match_model(sampler_params, prompt, temp
         ),
         ({"eos_id": -1}, "sample: expected eos_id to be an int in [0, 6), got -1"),
         ({"prompt": [1, 9]}, "sample: expected prompt to be an int in [0, 6), got 9"),
+        ({"prompt": jnp.array([1, 9])}, "sample: expected prompt to be an int in [0, 6), got 9"),
+        (
+            {"prompt": jnp.array([1.0], jnp.float32)},
+            "sample: expected prompt to be an int in [0, 6), got np.float32(1.0)",
+        ),
+        (
+            {"prompt": jnp.array([[1, 2]], jnp.int32)},
+            "sample: expected prompt to be an int in [0, 6), got array([1, 2], dtype=int32)",
+        ),
+        ({"prompt": jnp.int32(3)}, "sample: expected prompt to be a sequence of ids, got array(3"),
+        ({"eos_id": jnp.int32(6)}, "sample: expected eos_id to be an int in [0, 6), got 6"),
     ],
 )
 def test_sample_rejects_bad_options(sampler_params, options, message):
@@ -411,6 +442,103 @@ def test_lm_config_rejects_bad_values(config, message):
         init_lm(jax.random.key(0), config)
     with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
         sample({}, config, jax.random.key(0))
+
+
+# Each LMConfig field the params can disagree with, and the message that names it.
+MISMATCHES = {
+    "vocab_size": (
+        SAMPLER._replace(vocab_size=7),
+        "expected params built for LMConfig.vocab_size=7, got params of vocab_size 6",
+    ),
+    "cell_name": (
+        SAMPLER._replace(cell_name="gru"),
+        "expected params built for LMConfig.cell_name='gru', got params of cell_name 'lstm'",
+    ),
+    "hidden_size": (
+        SAMPLER._replace(hidden_size=9, num_layers=1),
+        "expected params built for LMConfig.hidden_size=9, got params of hidden_size 8",
+    ),
+    "num_layers": (
+        SAMPLER._replace(num_layers=1),
+        "expected params built for LMConfig.num_layers=1, got params of num_layers 2",
+    ),
+    "embedding_size": (
+        SAMPLER._replace(embedding_size=5),
+        "expected params built for LMConfig.embedding_size=5, got params of embedding_size 4",
+    ),
+    "one_hot": (
+        SAMPLER._replace(embedding_size=None),
+        "expected params built for LMConfig.embedding_size=None, got params of embedding_size 4",
+    ),
+}
+
+
+@pytest.mark.parametrize("field", MISMATCHES)
+def test_sample_rejects_params_built_for_another_config(sampler_params, field):
+    config, message = MISMATCHES[field]
+    hint = (
+        "; pass the LMConfig they were built with; they fit LMConfig(vocab_size=6, "
+        "cell_name='lstm', hidden_size=8, num_layers=2, embedding_size=4, …)"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(f"sample: {message}{hint}")):
+        sample(sampler_params, config, jax.random.key(0))
+
+
+TARGETS = ids([[1, 2, 0]])
+ENTRY_POINTS = {
+    "lm_apply": lambda p, c: lm.lm_apply(p, c, teacher_forcing_inputs(TARGETS)),
+    "lm_log_probs": lambda p, c: lm.lm_log_probs(p, c, teacher_forcing_inputs(TARGETS)),
+    "lm_loss": lambda p, c: lm.lm_loss(p, c, teacher_forcing_inputs(TARGETS), TARGETS),
+    "token_log_probs": lambda p, c: lm.token_log_probs(p, c, TARGETS),
+    "sentence_log_prob": lambda p, c: lm.sentence_log_prob(p, c, TARGETS),
+    "next_token_log_probs": lambda p, c: lm.next_token_log_probs(p, c, TARGETS),
+    "init_lm_carry": lambda p, c: lm.init_lm_carry(p, c),
+    "embed": lambda p, c: lm.embed(p, c, TARGETS),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("fn", ENTRY_POINTS)
+def test_every_entry_point_checks_params_against_config(sampler_params, fn, jit):
+    call = jax.jit(ENTRY_POINTS[fn], static_argnums=1) if jit else ENTRY_POINTS[fn]
+    config, message = MISMATCHES["hidden_size"]
+    with pytest.raises(jaxrnn.InputError, match=re.escape(f"{fn}: {message}")):
+        call(sampler_params, config)
+    mixed = lm.mixture([sampler_params, sampler_params])
+    if fn not in ("lm_apply", "lm_loss", "embed"):  # those take one model's params
+        with pytest.raises(jaxrnn.InputError, match=re.escape(f"{fn}: {message}")):
+            call(mixed, config)
+
+
+@pytest.mark.parametrize("name", lm.CELL_NAMES)
+def test_params_check_names_the_cell_the_params_were_built_for(name):
+    config = LMConfig(5, cell_name=name, hidden_size=3, num_layers=2)
+    params = init_lm(jax.random.key(0), config)
+    lm.check_params_fit("f", params, config)
+    lm.check_params_fit("f", lm.mixture([params, params]), config)
+    names = list(lm.CELL_NAMES)
+    other = names[(names.index(name) + 1) % len(names)]
+    message = (
+        f"f: expected params built for LMConfig.cell_name={other!r}, "
+        f"got params of cell_name {name!r}"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        lm.check_params_fit("f", params, config._replace(cell_name=other))
+
+
+def test_params_check_names_an_array_that_differs_from_its_config():
+    config = LMConfig(5, hidden_size=3, num_layers=2)
+    params = init_lm(jax.random.key(0), config)
+    wider = init_lm(jax.random.key(0), config._replace(hidden_size=4)).recurrent.layers[1]
+    params = params._replace(recurrent=jaxrnn.StackedParams((params.recurrent.layers[0], wider)))
+    message = (
+        f"lm_apply: expected params.recurrent.layers[1].w_x of shape (3, 12) for {config}, "
+        "got (4, 16)"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        lm.lm_apply(params, config, ids([[-1, 2]]))
+    with pytest.raises(jaxrnn.InputError, match="lm_apply: expected params to be GeneratorParams"):
+        lm.lm_apply({"head": params.head}, config, ids([[-1, 2]]))
 
 
 # Under jit the ids are tracers: nothing can raise, so an out-of-range id must turn what depends on

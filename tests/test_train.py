@@ -1,5 +1,7 @@
 """Clipping, optimizers and the train step: values against numpy, and bad updates never applied."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -142,6 +144,65 @@ def test_train_step_skips_updates_that_are_not_finite_though_the_gradients_are(o
 def test_make_optimizer_refuses_a_learning_rate_no_step_can_use(rate):
     with pytest.raises(jaxrnn.InputError, match="expected learning_rate a finite number > 0"):
         jaxrnn.make_optimizer(rate)
+
+
+@pytest.mark.parametrize("rate", ["1e-3", None, [1e-3], jnp.array([1e-3]), True])
+def test_make_optimizer_refuses_a_learning_rate_that_is_not_a_number(rate):
+    message = (
+        "make_optimizer: expected learning_rate a finite number > 0 or an optax schedule, "
+        f"got {rate!r}"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        jaxrnn.make_optimizer(rate)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"clip_value": "5"}, "expected clip_value a number > 0 or None, got '5'"),
+        ({"clip_value": -1.0}, "expected clip_value a number > 0 or None, got -1.0"),
+        ({"clip_norm": float("nan")}, "expected clip_norm a number > 0 or None, got nan"),
+        ({"clip_norm": True}, "expected clip_norm a number > 0 or None, got True"),
+        ({"name": ["adam"]}, "expected name in ['adam', 'adamw', 'rmsprop', 'sgd'], got ['adam']"),
+    ],
+)
+def test_make_optimizer_refuses_other_bad_arguments(options, message):
+    with pytest.raises(jaxrnn.InputError, match=re.escape(f"make_optimizer: {message}")):
+        jaxrnn.make_optimizer(1e-3, **options)
+
+
+def test_make_optimizer_takes_schedules_and_scalar_arrays_as_learning_rates():
+    """optax.inject_hyperparams passes the rate as an array, traced in the step and possibly 0
+    during a warm-up: such a rate is taken as it is."""
+    params, xs, labels, loss_fn = _lm_problem()
+    for rate in (optax.linear_schedule(0.1, 0.0, 10), np.float32(0.1), jnp.float32(0.1)):
+        jaxrnn.make_optimizer(rate)
+    opt = optax.inject_hyperparams(jaxrnn.make_optimizer)(learning_rate=0.1)
+    state = opt.init(params)
+    state = state._replace(hyperparams={**state.hyperparams, "learning_rate": jnp.float32(0.0)})
+    new_params, _, metrics = jaxrnn.make_train_step(loss_fn, opt)(params, state, xs, labels)
+    assert bool(metrics.finite)
+    jax.tree.map(np.testing.assert_array_equal, new_params, params)  # a step at rate 0
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_train_step_rejects_an_opt_state_made_for_other_params(jit):
+    params, xs, labels, loss_fn = _lm_problem()
+    opt = jaxrnn.make_optimizer(0.1, clip_norm=1.0)
+    step = jaxrnn.make_train_step(loss_fn, opt, jit=jit)
+    other = {**params, "head": jaxrnn.dense_init(jax.random.key(1), 8, 3, dtype=jnp.float64)}
+    message = (
+        "train_step: expected opt_state made by optimizer.init for these params, got one made for "
+        "other params (or by another optimizer): at [1][0].mu['head'].w it has an array of shape "
+        "(8, 3), where optimizer.init(params) has an array of shape (8, 2); make it with "
+        "optimizer.init(params) of the params passed to the step"
+    )
+    with pytest.raises(jaxrnn.InputError, match=re.escape(message)):
+        step(params, opt.init(other), xs, labels)
+    with pytest.raises(jaxrnn.InputError, match=r"at \[1\]\[0\]\.count it has no array"):
+        step(params, jaxrnn.make_optimizer(0.1, name="sgd", clip_norm=1.0).init(params), xs, labels)
+    with pytest.raises(jaxrnn.InputError, match="it has no array, where optimizer.init"):
+        step(params, opt.init({"cell": params["cell"]}), xs, labels)
 
 
 def test_train_step_rejects_non_scalar_loss():
