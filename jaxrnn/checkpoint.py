@@ -317,6 +317,8 @@ def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
 
 def _open(path: str | os.PathLike) -> tuple[zipfile.ZipFile, Path]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"no checkpoint file at {path}: it is a folder")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     with _reading(path):

@@ -82,13 +82,6 @@ def read_corpus_text(path: str | None, corpus: str | None) -> tuple[str, str]:
     return body, "lines"
 
 
-def _checkpoint_path(path: str) -> Path:
-    from jaxrnn.runs import CHECKPOINT_NAME
-
-    path = Path(path)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
-
-
 def _check_train_args(args: argparse.Namespace) -> None:
     """The options that make_corpus reads, named as the user typed them; `check_settings` names
     the rest."""
@@ -105,12 +98,35 @@ def _check_train_args(args: argparse.Namespace) -> None:
         _require(math.isfinite(value) and value >= 0, flag, "a finite number >= 0", value)
 
 
+def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
+    """Refuses an option of the other data mode, which the run would silently ignore."""
+    given = {  # option: (the mode it acts in, given on the command line?)
+        "--seq-len": ("stream", args.seq_len is not None),
+        "--stateful": ("stream", args.stateful),
+        "--max-len": ("lines", args.max_len is not None),
+        "--pack" if args.pack else "--no-pack": ("lines", args.pack is not None),
+    }
+    if args.mode:
+        got = f"--mode {mode}"
+    else:
+        source = f"--corpus {args.corpus}" if args.corpus else "a text file"
+        got = f"{mode} mode (the default for {source})"
+    for flag, (needs, asked) in given.items():
+        if asked and mode != needs:
+            raise InputError(
+                f"{flag} acts in {needs} mode only: expected --mode {needs}, got {got}, where "
+                f"{flag} has no effect; drop it or pass --mode {needs}"
+            )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from jaxrnn import runs
     from jaxrnn.lm import LMConfig
     from jaxrnn.lm_settings import CLI_NAMES, check_settings
     from jaxrnn.lm_train import (
         TrainConfig,
+        check_data,
+        check_schedule,
         make_corpus,
         ngram_baseline,
         perplexity,
@@ -124,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch,
-        seq_len=args.seq_len,
+        seq_len=TrainConfig._field_defaults["seq_len"] if args.seq_len is None else args.seq_len,
         stateful=args.stateful,
         pack=args.pack is not False,
         learning_rate=args.lr,
@@ -143,13 +159,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         devices=args.devices,
     )
     check_settings(None, config, fn="train", names=CLI_NAMES)  # before the text is read
+    check_schedule(config, fn="train", names=CLI_NAMES)
     body, default_mode = read_corpus_text(args.text, args.corpus)
     mode = args.mode or default_mode
-    if args.pack and mode != "lines":  # asked for, not the default
-        raise InputError(
-            f"--pack packs lines, so it needs --mode lines; got --mode {mode}, whose text is one "
-            "stream with no padding to save"
-        )
+    _check_mode_options(args, mode)
     config = config._replace(pack=config.pack and mode == "lines")
     corpus = make_corpus(
         body,
@@ -170,8 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         embedding_size=args.embedding or None,
         dropout_rate=args.dropout,
     )
-    time_steps = corpus.train[0].shape[1] if mode == "lines" else args.seq_len
+    time_steps = corpus.train[0].shape[1] if mode == "lines" else config.seq_len
     check_settings(model, config, fn="train", names=CLI_NAMES, time_steps=time_steps)
+    check_data(corpus, config, fn="train", names=CLI_NAMES)  # before --out is created
     n_train = corpus.train[1].sum() if mode == "lines" else len(corpus.train[0])
     n_valid = corpus.valid[1].sum() if mode == "lines" else len(corpus.valid[0])
     print(
@@ -211,6 +225,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _unknown_note(vocab, tokens: list[str], read_as: str, *, show: bool) -> str | None:
+    """The note on ``tokens`` that the vocabulary lacks, "k of n tokens not in the vocabulary,
+    {read_as} <unk>" (naming them if ``show``); None where every token is known."""
+    unknown = [token for token in tokens if vocab.index(token) == vocab.unk_id]
+    if not unknown:
+        return None
+    return (
+        f"{len(unknown)} of {len(tokens)} tokens not in the vocabulary, {read_as} "
+        f"{vocab.tokens[vocab.unk_id]}"
+        + (f": {', '.join(repr(t) for t in unknown)}" if show else "")
+    )
+
+
 def _context(mode: str, vocab) -> list[int]:
     # A stream model never saw the zero input x⟨1⟩ = 0; it starts where a new line would.
     return [vocab.eos_id] if mode == "stream" else []
@@ -223,12 +250,12 @@ def _load_models(args: argparse.Namespace):
     from jaxrnn.lm import mixture
     from jaxrnn.lm_train import load_lm
 
-    params, model, vocab, metadata = load_lm(_checkpoint_path(args.checkpoint))
+    params, model, vocab, metadata = load_lm(args.checkpoint)
     if not args.mix_with:
         return params, model, vocab, metadata
     members = [params]
     for other in args.mix_with:
-        other_params, other_model, other_vocab, other_metadata = load_lm(_checkpoint_path(other))
+        other_params, other_model, other_vocab, other_metadata = load_lm(other)
         differ = [
             what
             for what, same in (
@@ -267,6 +294,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _require(args.top_k is None or args.top_k >= 1, "--top-k", "an int >= 1", args.top_k)
     _require(0 <= args.seed < 2**63, "--seed", "an int in [0, 2**63)", args.seed)
     params, model, vocab, metadata = _load_models(args)
+    top_k, size = args.top_k, model.vocab_size
+    _require(
+        top_k is None or top_k <= size, "--top-k", f"an int in [1, {size}] (the vocabulary)", top_k
+    )
     from jaxrnn._checks import MEMORY_LIMIT_BYTES, gib
 
     # ids, and per step and sample every member's logits and every layer's carry, in 4 bytes
@@ -281,6 +312,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             "or --max-len"
         )
     prompt_ids = list(vocab.encode(args.prompt)) if args.prompt else []
+    unknown = _unknown_note(vocab, vocab.tokenize(args.prompt), "read as", show=True)
+    if unknown:
+        print(f"jaxrnn sample: warning: --prompt: {unknown}", file=sys.stderr)
     lines_model = metadata["mode"] == "lines"
     drawn = sample(
         params,
@@ -321,7 +355,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         tokens = vocab.tokenize(sentence)
         if not tokens:
             raise InputError(f"expected a sentence with at least one token, got {sentence!r}")
-        unknown = [token for token in tokens if vocab.index(token) == vocab.unk_id]
+        unknown = _unknown_note(vocab, tokens, "scored as", show=args.per_token)
         ids = list(vocab.encode(sentence, add_eos=metadata["mode"] == "lines"))
         per_token = np.asarray(token_log_probs(params, model, np.asarray(context + ids)))
         per_token = per_token[len(context) :]
@@ -332,11 +366,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             f"{-total / len(ids):.3f} nats/token   {sentence!r}"
         )
         if unknown:
-            print(
-                f"    {len(unknown)} of {len(tokens)} tokens not in the vocabulary, scored as "
-                f"{vocab.tokens[vocab.unk_id]}"
-                + (f": {', '.join(repr(t) for t in unknown)}" if args.per_token else "")
-            )
+            print(f"    {unknown}")
         if args.per_token:
             shown = [*tokens, vocab.tokens[vocab.eos_id]] if len(ids) > len(tokens) else tokens
             for token, token_id, lp in zip(shown, ids, per_token, strict=True):
@@ -423,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(whatever the step rate turns out to be)",
     )
     opt.add_argument("--batch", type=int, default=32, help="sequences per step")
-    opt.add_argument("--seq-len", type=int, default=128, help="stream mode: tokens per example")
+    opt.add_argument("--seq-len", type=int, help="stream mode: tokens per example (default: 128)")
     opt.add_argument("--stateful", action="store_true", help="stream mode: truncated BPTT")
     opt.add_argument(
         "--pack",
@@ -532,8 +562,16 @@ def main(argv: list[str] | None = None) -> int:
                 previous[signum] = signal.signal(signum, _exit_at_once)
     try:
         code = args.run(args)
+        if args.command == "train":
+            print(f"done in {time.perf_counter() - start:.0f} s")
+        sys.stdout.flush()  # a reader that has gone (`| head`) shows here, not at Python's exit
     except Interrupted as interrupted:  # training stopped by a signal, its checkpoint saved
         return 128 + interrupted.signum
+    except BrokenPipeError:  # the reader of the output has gone: end quietly, as SIGPIPE would
+        from jaxrnn.progress import mute_closed_streams
+
+        mute_closed_streams()
+        return 128 + signal.SIGPIPE
     except Exception as error:
         from jaxrnn.checkpoint import CheckpointError
 
@@ -546,8 +584,6 @@ def main(argv: list[str] | None = None) -> int:
         if not _stopping:  # an ending process keeps ignoring signals until it has ended
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-    if args.command == "train":
-        print(f"done in {time.perf_counter() - start:.0f} s")
     return code
 
 

@@ -22,7 +22,7 @@ from jaxrnn.checkpoint import CheckpointError, load_checkpoint, read_metadata, s
 from jaxrnn.lm import LMConfig, init_lm, init_lm_carry
 from jaxrnn.lm_settings import TrainConfig, make_lm_optimizer
 from jaxrnn.models import GeneratorParams
-from jaxrnn.runs import History
+from jaxrnn.runs import History, checkpoint_file
 
 __all__ = ["TrainState", "init_train_state", "load_lm", "resume_state", "save_state"]
 
@@ -134,11 +134,15 @@ def resume_state(
 def load_lm(path: str | Path) -> tuple[GeneratorParams, LMConfig, text_lib.Vocab, dict]:
     """Reads a language-model checkpoint; returns (params, model config, vocabulary, metadata).
 
+    ``path`` is the checkpoint file or the folder of a run (its ``checkpoint.npz``), as for the
+    command line.
+
     Raises:
       CheckpointError: if the file is missing, corrupt, not a language model's, or its metadata
         is not what `jaxrnn.lm_train.train_lm` writes; everything is checked before it is built or
         allocated.
     """
+    path = checkpoint_file(path)
     metadata = read_metadata(path)
     model, train, vocab = lm_settings.checked_metadata(path, metadata)
     try:

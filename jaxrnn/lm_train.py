@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxrnn import lm_settings, parallel, runs
 from jaxrnn import progress as progress_lib
+from jaxrnn import text as text_lib
 from jaxrnn._checks import fail, is_int, is_number
 from jaxrnn.lm import LMConfig, lm_loss, sample
 from jaxrnn.lm_eval import evaluate_lm, ngram_baseline, perplexity, unigram_nats
@@ -52,6 +53,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "check_data",
+    "check_schedule",
     "evaluate_lm",
     "load_lm",
     "make_corpus",
@@ -299,6 +302,96 @@ class _Run:
             )
 
 
+def check_schedule(train: TrainConfig, *, fn: str = "train_lm", names: dict | None = None) -> None:
+    """Raises `InputError` for a learning-rate schedule at odds with itself: a
+    ``final_learning_rate`` above ``learning_rate`` (the cosine "decay" would rise), or a warm-up
+    that lasts the whole run. ``names`` as for `jaxrnn.lm_settings.check_settings`."""
+    names = names or {}
+    peak, final = train.learning_rate, train.final_learning_rate
+    if final is not None and final > peak:
+        fail(
+            fn,
+            f"expected {names.get('final_learning_rate', 'final_learning_rate')} at most "
+            f"{names.get('learning_rate', 'learning_rate')} = {peak!r}, got {final!r}",
+            "the rate decays from the one to the other",
+        )
+    if train.warmup_steps and train.warmup_steps >= train.steps:
+        fail(
+            fn,
+            f"expected {names.get('warmup_steps', 'warmup_steps')} below "
+            f"{names.get('steps', 'steps')} = {train.steps}, got {train.warmup_steps}",
+            "the run would end before the warm-up reached the learning rate",
+        )
+
+
+def _packed_rows(corpus: Corpus, key: tuple) -> int:
+    """How many rows the first epoch's training lines fill when packed: `jaxrnn.text.pack_lines`
+    in the order of `jaxrnn.text.packed_batch`, whose cache ``key`` gives it."""
+    lengths, width = corpus.train[1], corpus.train[0].shape[1]
+    order, n = text_lib._packed_epoch(*key, 0)[0], len(lengths)
+    # n rows hold every line; n full-width lines after them take the rows they leave empty, and
+    # the first that finds none closes the batch, which so holds n - (rows filled) of them.
+    lines = np.append(lengths[order], np.full(n, width))
+    batch = text_lib.pack_lines(lines, rows=n, width=width)[0]
+    return n - int((batch[:, 0] >= n).sum())
+
+
+def check_data(
+    corpus: Corpus, train: TrainConfig, *, fn: str = "train_lm", names: dict | None = None
+) -> None:
+    """Raises `InputError` where ``corpus`` cannot give ``train`` a batch: ``stateful`` in lines
+    mode, a batch of more rows than the training lines fill, a stream shorter than an example
+    (``seq_len``) or, stateful, than ``batch_size`` of them. ``names`` as for
+    `jaxrnn.lm_settings.check_settings`."""
+    names = names or {}
+    batch, seq_len = train.batch_size, train.seq_len
+    batch_name, seq_name = names.get("batch_size", "batch_size"), names.get("seq_len", "seq_len")
+    if corpus.mode == "lines":
+        if train.stateful:
+            fail(
+                fn,
+                "expected stateful=False for a lines-mode corpus, got True",
+                "stateful training passes the carry along a stream: make_corpus(mode='stream')",
+            )
+        n_lines = len(corpus.train[1])
+        if not train.pack and batch > n_lines:
+            fail(
+                fn,
+                f"expected {batch_name} at most {n_lines} (the training lines), got {batch}",
+                f"use a smaller {batch_name}",
+            )
+        if not train.pack:
+            return
+        # packed_batch's own check, under its cache key: it costs training nothing
+        lengths = np.ascontiguousarray(corpus.train[1], np.int32).tobytes()
+        key = (lengths, batch, corpus.train[0].shape[1], train.seed)
+        if text_lib._packed_epoch_size(*key, 0) == 0:
+            rows = _packed_rows(corpus, key)
+            fail(
+                fn,
+                f"expected {batch_name} at most {rows - 1}, got {batch}: packed, the {n_lines} "
+                f"training lines fill {rows} rows, and a batch needs lines left over",
+                f"use a smaller {batch_name} (up to {n_lines} with one line a row, unpacked)",
+            )
+        return
+    n_ids = len(corpus.train[0])
+    if seq_len >= n_ids:
+        fail(
+            fn,
+            f"expected {seq_name} at most {n_ids - 1} (the training tokens, less one), got "
+            f"{seq_len}",
+        )
+    if train.stateful and batch * seq_len >= n_ids:
+        largest = (n_ids - 1) // seq_len
+        fail(
+            fn,
+            f"expected {batch_name} at most {largest}, got {batch}: stateful, the {n_ids} "
+            f"training tokens are cut into a row per example, each at least {seq_name} = "
+            f"{seq_len} long",
+            f"use a smaller {batch_name} or {seq_name}",
+        )
+
+
 def _example_length(corpus: Corpus, train: TrainConfig) -> int:
     """The length of a training example: the corpus's padded lines, or ``train.seq_len``."""
     return corpus.train[0].shape[1] if corpus.mode == "lines" else train.seq_len
@@ -342,6 +435,8 @@ def steps_for_minutes(
         fail(fn, f"expected trial_steps an int >= 4, got {trial_steps!r}")
     time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
+    check_schedule(train, fn=fn)
+    check_data(corpus, train, fn=fn)
     n_devices = _device_count(train)
     trial = _Run(corpus, model, train, None, 0, n_devices)
     trial.write = lambda message: None
@@ -390,7 +485,8 @@ def train_lm(
     step; ``out_dir`` is locked against a second trainer for the whole run; a checkpoint with
     non-finite parameters is never written; a run whose validation loss diverges stops and keeps
     its last checkpoint; Ctrl-C or SIGTERM stops after the current step, saves, then raises
-    `jaxrnn.runs.Interrupted` (a ``KeyboardInterrupt``).
+    `jaxrnn.runs.Interrupted` (a ``KeyboardInterrupt``), and so does output whose reader has gone
+    (a ``BrokenPipeError`` of ``jaxrnn train | head``; ``signum`` SIGPIPE).
 
     Args:
       corpus: from `make_corpus`.
@@ -410,10 +506,10 @@ def train_lm(
         passes its flags).
 
     Raises:
-      InputError: a setting no run can use, a folder that cannot take the run, a resume past
-        ``train.steps``.
+      InputError: a setting no run can use (or this corpus cannot: `check_data`), a folder that
+        cannot take the run, a resume past ``train.steps``.
       CheckpointError: ``resume`` from a checkpoint that is corrupt or of another model.
-      Interrupted: after saving, when SIGINT or SIGTERM stopped the run.
+      Interrupted: after saving, when SIGINT or SIGTERM stopped the run, or a closed pipe.
     """
     fn = "train_lm"
     if model.vocab_size != corpus.vocab.size:
@@ -424,6 +520,8 @@ def train_lm(
         )
     time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
+    check_schedule(train, fn=fn)
+    check_data(corpus, train, fn=fn)
     if stop_after is not None and (not is_int(stop_after) or stop_after < 0):
         fail(fn, f"expected stop_after None or an int >= 0, got {stop_after!r}")
     n_devices = _device_count(train)
@@ -465,6 +563,9 @@ def train_lm(
                         run.save()
             except KeyboardInterrupt:  # raised where no handler could be installed
                 signals.requested = signals.requested or signal.SIGINT
+            except BrokenPipeError:  # the output's reader has gone (`| head`): stop as SIGPIPE
+                progress_lib.mute_closed_streams()
+                signals.requested = signals.requested or signal.SIGPIPE
             bar.close()
             _finish(run, signals, stopped_early, diverged=diverged)
             if out_dir is not None:

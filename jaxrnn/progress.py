@@ -8,6 +8,8 @@ plain lines otherwise, never the warning ``tqdm.auto`` prints without it.
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 import time
 from typing import Literal, TextIO
@@ -38,6 +40,24 @@ def choose_style(stream: TextIO) -> Style:
         return "bar" if _has_widgets() else "lines"
     isatty = getattr(stream, "isatty", None)
     return "bar" if isatty is not None and isatty() else "lines"
+
+
+def mute_closed_streams() -> None:
+    """Points standard output and error, where their reader has gone (``jaxrnn train | head``),
+    at the null device, so that what is still buffered, and whatever is written after, is dropped
+    instead of raising BrokenPipeError again (Python's recipe for SIGPIPE)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # Python's own stream: a notebook's
+            continue
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        # POLLERR: a pipe whose reading end is closed (whether or not this stream failed yet)
+        if any(events & select.POLLERR for _, events in poller.poll(0)):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
 
 
 def format_duration(seconds: float) -> str:

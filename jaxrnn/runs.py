@@ -79,6 +79,12 @@ class History:
         )
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint ``path`` names: the file itself, or the ``checkpoint.npz`` of a run folder."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 API = OptionNames()
 CLI = OptionNames("train", "--resume", "--overwrite", "a new --out", "--steps")
 

@@ -445,5 +445,136 @@ def test_cli_packs_lines_by_default_and_refuses_pack_for_a_stream(trained, tmp_p
     stream = ["train", str(_names_file(tmp_path)), "--out", str(tmp_path / "stream"), *TINY]
     assert cli.main([*stream, *QUIET, "--mode", "stream", "--pack"]) == 2
     err = capsys.readouterr().err
-    assert "--pack packs lines, so it needs --mode lines; got --mode stream" in err
+    assert "--pack acts in lines mode only: expected --mode lines, got --mode stream" in err
     assert not (tmp_path / "stream").exists()
+
+
+# ------------------------------------------------- settings at odds with the data or each other
+
+
+@pytest.mark.parametrize(
+    "data, option, message",
+    [
+        (
+            ["--corpus", "names"],
+            ["--stateful"],
+            "--stateful acts in stream mode only: expected --mode stream, got lines mode (the "
+            "default for --corpus names), where --stateful has no effect",
+        ),
+        (
+            ["--corpus", "names"],
+            ["--seq-len", "3"],
+            "--seq-len acts in stream mode only: expected --mode stream, got lines mode (the "
+            "default for --corpus names), where --seq-len has no effect",
+        ),
+        (
+            ["--mode", "stream"],
+            ["--max-len", "2"],
+            "--max-len acts in lines mode only: expected --mode lines, got --mode stream, where "
+            "--max-len has no effect",
+        ),
+        (
+            ["--mode", "stream"],
+            ["--no-pack"],
+            "--no-pack acts in lines mode only: expected --mode lines, got --mode stream, where "
+            "--no-pack has no effect",
+        ),
+        (
+            [],
+            ["--stateful"],
+            "--stateful acts in stream mode only: expected --mode stream, got lines mode (the "
+            "default for a text file)",
+        ),
+    ],
+)
+def test_cli_train_refuses_an_option_of_the_other_data_mode(
+    tmp_path, capsys, data, option, message
+):
+    text = [] if "--corpus" in data else [str(_names_file(tmp_path))]
+    out = tmp_path / "run"
+    assert cli.main(["train", *text, *data, "--out", str(out), *TINY, *QUIET, *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxrnn train: error: {message}") and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--final-lr", "0.01"], "expected --final-lr at most --lr = 0.002, got 0.01"),
+        (["--warmup", "40"], "expected --warmup below --steps = 40, got 40"),
+    ],
+)
+def test_cli_train_refuses_a_schedule_at_odds_with_itself(tmp_path, capsys, option, message):
+    out = tmp_path / "run"
+    args = ["train", str(_names_file(tmp_path)), "--out", str(out), *TINY, *QUIET, *option]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxrnn train: error: {message}") and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--no-pack"], r"expected --batch at most 36 \(the training lines\), got 40"),
+        ([], r"expected --batch at most \d+, got 40: packed, the 36 training lines fill \d+ rows"),
+    ],
+)
+def test_cli_train_refuses_a_batch_larger_than_the_data_before_creating_out(
+    tmp_path, capsys, option, message
+):
+    text = tmp_path / "small.txt"
+    text.write_text("\n".join(_names_file(tmp_path).read_text().split()[:40]) + "\n")
+    out = tmp_path / "run"
+    args = ["train", str(text), "--out", str(out), *TINY, *QUIET, "--batch", "40", *option]
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    assert re.match(f"jaxrnn train: error: {message}", captured.err), captured.err
+    assert len(captured.err.splitlines()) == 1 and "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_cli_train_whose_reader_has_gone_saves_and_exits_quietly(tmp_path):
+    """`jaxrnn train ... | head -2`: the run stops at the next line it writes, saves its
+    checkpoint, and exits 141 (128 + SIGPIPE) without a traceback."""
+    out = tmp_path / "run"
+    every_step = ["--eval-every", "1", "--steps", "2000", "--batch", "4", "--hidden", "8"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxrnn.cli", "train", str(_names_file(tmp_path)), "--out"]
+        + [str(out), *every_step, "--sample-every", "0", "--ngram", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for _ in range(2):
+        process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=1800)  # a hang guard, not a speed check
+    assert process.returncode == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert 1 <= read_metadata(out / "checkpoint.npz")["step"] < 2000
+
+
+def test_cli_sample_warns_of_prompt_tokens_not_in_the_vocabulary(trained, capsys):
+    assert cli.main(["sample", str(trained), "--num", "2", "--prompt", "m9a€"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "jaxrnn sample: warning: --prompt: 2 of 4 tokens not in the vocabulary, read as <unk>: "
+        "'9', '€'"
+    ) in captured.err
+    assert len(captured.out.splitlines()) == 2
+    assert cli.main(["sample", str(trained), "--num", "2", "--prompt", "ma"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_sample_names_the_top_k_flag_beyond_the_vocabulary(trained, capsys):
+    _, model, _, _ = load_lm(trained / "checkpoint.npz")
+    assert cli.main(["sample", str(trained), "--top-k", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"expected --top-k to be an int in [1, {model.vocab_size}] (the vocabulary), got 1000"
+        in (err)
+    )
+    assert "top_k" not in err
+    assert cli.main(["sample", str(trained), "--top-k", str(model.vocab_size), "--num", "1"]) == 0

@@ -1,9 +1,11 @@
 """Training a language model: exact resumption, interruption, evaluation, and non-finite runs."""
 
+import errno
 import json
 import math
 import re
 import shutil
+import signal
 import types
 from importlib import resources
 
@@ -12,8 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrnn import _checks, lm_settings, lm_train
+from jaxrnn import _checks, lm_settings, lm_train, runs
 from jaxrnn import progress as progress_lib
+from jaxrnn import text as text_lib
 from jaxrnn._checks import InputError
 from jaxrnn.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from jaxrnn.lm import LMConfig, init_lm, lm_apply, lm_loss, token_log_probs
@@ -186,6 +189,41 @@ def test_a_checkpoint_with_the_model_fields_old_names_loads_and_resumes(
     assert resumed.step == LINES_TRAIN.steps + 2
     assert any(m.startswith(f"resuming from step {LINES_TRAIN.steps}") for m in messages)
     assert any(m.endswith(", pack False -> True") for m in messages)
+
+
+def test_train_lm_whose_output_reader_has_gone_stops_and_saves(lines_corpus, lines_run, tmp_path):
+    """A BrokenPipeError from the output (`jaxrnn train | head`) stops the run as SIGPIPE would:
+    after the step, with its checkpoint saved, and `runs.Interrupted` raised."""
+    full, _, _ = lines_run
+    said = []
+
+    def log(message):  # the reader goes while the step-20 evaluation is reported
+        said.append(message)
+        if message.startswith("step 20: valid"):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    with pytest.raises(runs.Interrupted) as stopped:
+        run(lines_corpus, lines_model(lines_corpus), LINES_TRAIN, tmp_path, log=log)
+    assert stopped.value.signum == signal.SIGPIPE
+    assert said[-1] == f"interrupted at step 20; checkpoint saved to {tmp_path / 'checkpoint.npz'}"
+    metadata = read_metadata(tmp_path / "checkpoint.npz")
+    assert metadata["step"] == 20 and metadata["history"]["loss"] == full.history.loss[:20]
+
+
+def test_load_lm_reads_the_folder_of_a_run_as_its_checkpoint(lines_run, tmp_path):
+    _, _, out_dir = lines_run
+    from_folder, from_file = load_lm(out_dir), load_lm(out_dir / "checkpoint.npz")
+    assert from_folder[1:] == from_file[1:]
+    same = jax.tree.map(np.array_equal, from_folder[0], from_file[0])
+    assert all(jax.tree.leaves(same))
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"no checkpoint file at {tmp_path / 'checkpoint.npz'}")
+    ):
+        load_lm(tmp_path)
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"no checkpoint file at {tmp_path}: it is a folder")
+    ):
+        read_metadata(tmp_path)
 
 
 def test_load_lm_rejects_other_checkpoints(tmp_path):
@@ -387,6 +425,13 @@ def test_train_lm_with_a_huge_learning_rate_stops_as_diverged(lines_corpus, tmp_
         (dict(optimizer="adagrad"), "expected optimizer to be one of"),
         (dict(steps=True), "expected steps to be an int >= 1, got True"),
         (dict(pack=1), "expected pack to be True or False, got 1"),
+        (
+            dict(final_learning_rate=0.01),
+            "expected final_learning_rate at most learning_rate = 0.002, got 0.01",
+        ),
+        (dict(warmup_steps=40), "expected warmup_steps below steps = 40, got 40"),
+        (dict(stateful=True), "expected stateful=False for a lines-mode corpus, got True"),
+        (dict(batch_size=5000, pack=False), "expected batch_size at most 4647 (the training"),
     ],
 )
 def test_train_lm_refuses_settings_no_run_can_use_before_touching_the_folder(
@@ -396,6 +441,31 @@ def test_train_lm_refuses_settings_no_run_can_use_before_touching_the_folder(
     with pytest.raises(InputError, match=re.escape(message)):
         run(lines_corpus, lines_model(lines_corpus), LINES_TRAIN._replace(**change), out)
     assert not out.exists()
+
+
+def test_train_lm_refuses_a_batch_the_data_cannot_fill_and_names_the_largest_that_can(
+    tmp_path,
+):
+    corpus = make_corpus("\n".join(NAMES.split()[:40]))  # 36 training lines
+    model = lines_model(corpus)
+    message = r"expected batch_size at most (\d+), got 40: packed, the 36 training lines fill"
+    with pytest.raises(InputError, match=message) as refused:
+        run(corpus, model, LINES_TRAIN._replace(batch_size=40), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    largest = int(re.search(message, str(refused.value))[1])
+    targets, lengths = corpus.train
+    text_lib.packed_batch(targets, lengths, 0, batch_size=largest, seed=0)  # it can
+    with pytest.raises(InputError, match="expected lines for at least one full batch"):
+        text_lib.packed_batch(targets, lengths, 0, batch_size=largest + 1, seed=0)
+    with pytest.raises(InputError, match=r"expected batch_size at most 36 \(the training lines"):
+        run(corpus, model, LINES_TRAIN._replace(batch_size=37, pack=False))
+    stream = make_corpus("\n".join(NAMES.split()[:40]), mode="stream")
+    n_ids = len(stream.train[0])
+    stateful = STREAM_TRAIN._replace(batch_size=n_ids // 16 + 1)
+    with pytest.raises(InputError, match=rf"expected batch_size at most {(n_ids - 1) // 16}, got"):
+        run(stream, model._replace(vocab_size=stream.vocab.size), stateful)
+    with pytest.raises(InputError, match=rf"expected seq_len at most {n_ids - 1} \(the training"):
+        run(stream, model._replace(vocab_size=stream.vocab.size), stateful._replace(seq_len=n_ids))
 
 
 def test_train_lm_refuses_a_model_too_big_for_memory(lines_corpus):
