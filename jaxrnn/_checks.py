@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,21 @@ __all__ = ["InputError", "fail"]  # and the check_* functions
 def _format_shape(shape: Sequence[int | None | str]) -> str:
     parts = ["…" if d is None else str(d) for d in shape]
     return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def tree_layout(tree, lead: int = 0) -> tuple[Any, dict[str, tuple[int, ...]]]:
+    """The tree structure of ``tree`` and each leaf's shape by its path (``jax.tree_util.keystr``,
+    e.g. ``.head.w`` or ``[0].mu['w']``) without its first ``lead`` axes: what a tree of arrays is
+    compared with the one it should be by, while tracing."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    shapes = {jax.tree_util.keystr(path): tuple(jnp.shape(x))[lead:] for path, x in leaves}
+    return treedef, shapes
+
+
+def first_shape_difference(expected: dict, got: dict) -> str | None:
+    """The first path of two `tree_layout` shape maps whose shapes differ, or that one lacks."""
+    paths = dict.fromkeys([*expected, *got])
+    return next((path for path in paths if expected.get(path) != got.get(path)), None)
 
 
 def shape_of(fn: str, name: str, x) -> tuple[int, ...]:

@@ -35,6 +35,8 @@ from jaxrnn._checks import (
     check_rank_at_least,
     check_values_in,
     fail,
+    first_shape_difference,
+    tree_layout,
 )
 from jaxrnn.cells import Array, Cell
 from jaxrnn.decode import check_temperature, check_top_k, decode, host_scalar
@@ -161,36 +163,30 @@ def check_params_fit(fn: str, params, config: LMConfig) -> None:
                 )
     # The fields agree; every array must too (a layer of another size, an embedding of other rows).
     expected_def, expected = _lm_layout(config)
-    got_def, got = _layout(params, lead)
-    for path in dict.fromkeys([*expected, *got]):
-        if expected.get(path) != got.get(path):
-            fail(
-                fn,
-                f"expected params{path} of shape {expected.get(path)} for {config}, "
-                f"got {got.get(path)}",
-            )
+    got_def, got = tree_layout(params, lead)
+    path = first_shape_difference(expected, got)
+    if path is not None:
+        fail(
+            fn,
+            f"expected params{path} of shape {expected.get(path)} for {config}, "
+            f"got {got.get(path)}",
+        )
     if got_def != expected_def:
         fail(fn, f"expected params of the layout init_lm makes for {config}, got {got_def}")
 
 
-def _layout(tree, lead: int = 0) -> tuple[Any, dict[str, tuple]]:
-    """The tree structure of ``tree`` and each array's shape by its path, e.g. ``.head.w``, without
-    the first ``lead`` axes."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    shapes = {jax.tree_util.keystr(path): tuple(jnp.shape(x))[lead:] for path, x in leaves}
-    return treedef, shapes
-
-
 @functools.cache
 def _lm_layout(config: LMConfig) -> tuple[Any, dict[str, tuple]]:
-    """`_layout` of the params `init_lm` makes for ``config``, from its shapes (no device work)."""
-    return _layout(jax.eval_shape(lambda: init_lm(jax.random.key(0), config)))
+    """`tree_layout` of the params `init_lm` makes for ``config``, from shapes (no device work)."""
+    return tree_layout(jax.eval_shape(lambda: init_lm(jax.random.key(0), config)))
 
 
 @functools.cache
 def _cell_layout(name: str, input_size: int, hidden_size: int) -> tuple[Any, dict[str, tuple]]:
     cell = cell_from_name(name)
-    return _layout(jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size, hidden_size)))
+    return tree_layout(
+        jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size, hidden_size))
+    )
 
 
 def _config_of(params: GeneratorParams, lead: int, likely_cell: str) -> dict[str, Any] | None:
@@ -200,7 +196,7 @@ def _config_of(params: GeneratorParams, lead: int, likely_cell: str) -> dict[str
     try:
         hidden_size, vocab_size = jnp.shape(params.head.w)[lead:]
         layers = params.recurrent.layers
-        first = _layout(layers[0], lead)
+        first = tree_layout(layers[0], lead)
         input_size = first[1][".w_x"][0]
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return None

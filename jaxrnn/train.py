@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxrnn._checks import fail, is_number
+from jaxrnn._checks import fail, first_shape_difference, is_number, tree_layout
 from jaxrnn.cells import Array
 
 Params = Any
@@ -120,19 +120,19 @@ def _check_opt_state(optimizer: optax.GradientTransformation, params, opt_state)
         expected = jax.eval_shape(optimizer.init, spec)
     except jax.errors.JAXTypeError:  # an init that reads the params' values: nothing to compare
         return
-    want_def, want = _shapes_by_path(expected)
-    got_def, got = _shapes_by_path(opt_state)
+    want_def, want = tree_layout(expected)
+    got_def, got = tree_layout(opt_state)
     hint = "make it with optimizer.init(params) of the params passed to the step"
-    for path in dict.fromkeys([*want, *got]):
-        if want.get(path) != got.get(path):
-            fail(
-                "train_step",
-                "expected opt_state made by optimizer.init for these params, got one made for "
-                f"other params (or by another optimizer): at {path or 'its root'} it has "
-                f"{_described(got.get(path))}, where optimizer.init(params) has "
-                f"{_described(want.get(path))}",
-                hint,
-            )
+    path = first_shape_difference(want, got)
+    if path is not None:
+        fail(
+            "train_step",
+            "expected opt_state made by optimizer.init for these params, got one made for "
+            f"other params (or by another optimizer): at {path or 'its root'} it has "
+            f"{_described(got.get(path))}, where optimizer.init(params) has "
+            f"{_described(want.get(path))}",
+            hint,
+        )
     if got_def != want_def:
         fail(
             "train_step",
@@ -144,12 +144,6 @@ def _check_opt_state(optimizer: optax.GradientTransformation, params, opt_state)
 
 def _described(shape: tuple | None) -> str:
     return "no array" if shape is None else f"an array of shape {shape}"
-
-
-def _shapes_by_path(tree) -> tuple[Any, dict[str, tuple]]:
-    """The tree structure of ``tree`` and each array's shape by its path, e.g. ``[0].mu['w']``."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return treedef, {jax.tree_util.keystr(path): jnp.shape(x) for path, x in leaves}
 
 
 class StepMetrics(NamedTuple):
