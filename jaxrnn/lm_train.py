@@ -324,18 +324,6 @@ def check_schedule(train: TrainConfig, *, fn: str = "train_lm", names: dict | No
         )
 
 
-def _packed_rows(corpus: Corpus, key: tuple) -> int:
-    """How many rows the first epoch's training lines fill when packed: `jaxrnn.text.pack_lines`
-    in the order of `jaxrnn.text.packed_batch`, whose cache ``key`` gives it."""
-    lengths, width = corpus.train[1], corpus.train[0].shape[1]
-    order, n = text_lib._packed_epoch(*key, 0)[0], len(lengths)
-    # n rows hold every line; n full-width lines after them take the rows they leave empty, and
-    # the first that finds none closes the batch, which so holds n - (rows filled) of them.
-    lines = np.append(lengths[order], np.full(n, width))
-    batch = text_lib.pack_lines(lines, rows=n, width=width)[0]
-    return n - int((batch[:, 0] >= n).sum())
-
-
 def check_data(
     corpus: Corpus, train: TrainConfig, *, fn: str = "train_lm", names: dict | None = None
 ) -> None:
@@ -362,11 +350,11 @@ def check_data(
             )
         if not train.pack:
             return
-        # packed_batch's own check, under its cache key: it costs training nothing
-        lengths = np.ascontiguousarray(corpus.train[1], np.int32).tobytes()
-        key = (lengths, batch, corpus.train[0].shape[1], train.seed)
-        if text_lib._packed_epoch_size(*key, 0) == 0:
-            rows = _packed_rows(corpus, key)
+        # packed_batch's own count, which its steps keep: it costs training nothing
+        lengths, width = corpus.train[1], corpus.train[0].shape[1]
+        packing = dict(width=width, seed=train.seed)
+        if text_lib.packed_batches_in_first_epoch(lengths, batch_size=batch, **packing) == 0:
+            rows = text_lib.rows_packed_lines_fill(lengths, **packing)
             fail(
                 fn,
                 f"expected {batch_name} at most {rows - 1}, got {batch}: packed, the {n_lines} "

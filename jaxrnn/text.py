@@ -506,13 +506,46 @@ def pack_lines(lengths: np.ndarray, *, rows: int, width: int) -> list[np.ndarray
 def _packed_epoch(lengths: bytes, rows: int, width: int, seed: int, epoch: int):
     """(order, batches): epoch ``epoch``'s permutation of the lines and its packing."""
     line_lengths = np.frombuffer(lengths, np.int32)
-    order = np.random.default_rng([seed, epoch]).permutation(len(line_lengths))
+    order = _epoch_order(len(line_lengths), seed, epoch)
     return order, pack_lines(line_lengths[order], rows=rows, width=width)
+
+
+def _epoch_order(n_lines: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n_lines)
+
+
+def _packing_key(lengths: np.ndarray, rows: int, width: int, seed: int) -> tuple:
+    """`_packed_epoch`'s arguments but the epoch, hashable: the lengths as bytes."""
+    return (np.ascontiguousarray(lengths, np.int32).tobytes(), rows, width, seed)
 
 
 @cache
 def _packed_epoch_size(lengths: bytes, rows: int, width: int, seed: int, epoch: int) -> int:
     return len(_packed_epoch(lengths, rows, width, seed, epoch)[1])
+
+
+def packed_batches_in_first_epoch(
+    lengths: np.ndarray, *, batch_size: int, width: int, seed: int
+) -> int:
+    """How many batches `packed_batch` packs in its first epoch from lines of ``lengths`` (int
+    (N,)) into ``batch_size`` rows of ``width``: 0 where the lines fit in ``batch_size`` rows,
+    whose batch is dropped as incomplete. Kept, as `packed_batch` keeps it for its steps."""
+    return _packed_epoch_size(*_packing_key(lengths, batch_size, width, seed), 0)
+
+
+def rows_packed_lines_fill(lengths: np.ndarray, *, width: int, seed: int) -> int:
+    """How many rows of ``width`` the lines of ``lengths`` (int (N,), each in [1, width]) fill,
+    packed by `pack_lines` in the order of `packed_batch`'s first epoch with rows to spare: its
+    batches need fewer rows than this, so that a line is left over to close each."""
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if n == 0:
+        return 0
+    # n rows hold every line; n full-width lines after them take the rows they leave empty, and
+    # the first that finds none closes the batch, which so holds n - (rows filled) of them.
+    lines = np.append(lengths[_epoch_order(n, seed, 0)], np.full(n, width))
+    batch = pack_lines(lines, rows=n, width=width)[0]
+    return n - int((batch[:, 0] >= n).sum())
 
 
 def packed_batch(
@@ -536,7 +569,7 @@ def packed_batch(
     _check_int(fn, "batch_size", batch_size, 1)
     _check_int(fn, "seed", seed, 0)
     _check_int(fn, "step", step, 0)
-    key = (np.ascontiguousarray(lengths, np.int32).tobytes(), batch_size, targets.shape[1], seed)
+    key = _packing_key(lengths, batch_size, targets.shape[1], seed)
     if _packed_epoch_size(*key, 0) == 0:
         fail(fn, f"expected lines for at least one full batch of {batch_size} rows")
     epoch = 0

@@ -376,3 +376,24 @@ def test_pack_lines_is_first_fit_and_refuses_lines_wider_than_a_row():
         InputError, match=r"pack_lines: expected lengths in \[1, width=6\], got 1…7"
     ):
         pack_lines(np.array([1, 7]), rows=2, width=6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_rows_the_packed_lines_fill_bound_the_packed_batch(seed):
+    from jaxrnn.text import packed_batches_in_first_epoch, rows_packed_lines_fill
+
+    lengths = np.random.default_rng(seed).integers(1, 9, size=23)
+    # first fit into as many rows as it takes, in the first epoch's order of the lines
+    ends = []
+    for n in lengths[np.random.default_rng([seed, 0]).permutation(len(lengths))].tolist():
+        row = next((r for r, end in enumerate(ends) if end + n <= 8), None)
+        if row is None:
+            ends.append(n)
+        else:
+            ends[row] += n
+    rows = rows_packed_lines_fill(lengths, width=8, seed=seed)
+    assert rows == len(ends)
+    packing = dict(width=8, seed=seed)
+    assert packed_batches_in_first_epoch(lengths, batch_size=rows - 1, **packing) >= 1
+    assert packed_batches_in_first_epoch(lengths, batch_size=rows, **packing) == 0
+    assert rows_packed_lines_fill(np.zeros(0, np.int32), width=8, seed=seed) == 0
