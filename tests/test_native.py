@@ -471,6 +471,32 @@ def test_a_team_that_runs_its_rows_in_two_groups_equals_the_scan(
     assert_native_equals_scan(cell, params, xs, carry, weights, options)
 
 
+@needs_kernel
+@pytest.mark.parametrize("input_side", ["steps", "before"])
+@pytest.mark.parametrize("share", ["units", "examples"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm_peephole", "rnn", "simplified_gru"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_a_teams_input_side_before_its_steps_equals_the_scan(
+    monkeypatch, input_side, share, kind, reverse
+):
+    # JAXRNN_INPUT_SIDE=before: the forward steps of the LSTM's kernel (which runs the basic RNN
+    # and the simplified GRU too) take x_t w_x + b of every step run from one product before the
+    # loop, and multiply only h_{t-1} at each step (InputSideBefore in common.h; by default where
+    # the inputs are twice as wide as the carry). 37 examples of 128 units: a team of two cores,
+    # or each core a block of the examples; the lengths leave slots without a step at the end
+    # (read backwards, at the start), and segments restart from the carry.
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", share)
+    monkeypatch.setenv("JAXRNN_INPUT_SIDE", input_side)
+    n_examples, n_steps = 37, 6
+    cell, params, xs, carry, weights = problem((n_examples,), n_steps, 9, 128, kind=kind, seed=5)
+    options = {
+        "reverse": reverse,
+        "lengths": jnp.asarray([(3 * i) % 7 for i in range(n_examples)]),
+        "resets": jnp.asarray(np.resize(RESETS[:, :n_steps], (n_examples, n_steps))),
+    }
+    assert_native_equals_scan(cell, params, xs, carry, weights, options)
+
+
 # Sequences long enough that the backward pass adds its weight gradients in several chunks of
 # about 512 rows of dL/dz each (DzBySteps in common.h): a padded team of 6 in chunks of 86 steps,
 # the last of 2, the lengths leaving chunks of every size; 3 whole sequences in chunks of 171.
@@ -535,6 +561,16 @@ def test_an_unknown_number_of_row_groups_is_a_clear_error(monkeypatch, kind):
         jax.block_until_ready(loss(params))
     monkeypatch.setenv("JAXRNN_ROW_GROUPS", "1")
     assert_trees_close(loss(params), want)
+
+
+@needs_kernel
+def test_an_unknown_choice_of_input_side_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
+    monkeypatch.setenv("JAXRNN_INPUT_SIDE", "hoisted")
+    cell, params, xs, carry, _ = problem((37,), 4, 3, 128, kind="lstm")
+    message = r"expected the environment variable JAXRNN_INPUT_SIDE 'steps', 'before' or unset"
+    with pytest.raises(jaxrnn.InputError, match=message + r", got 'hoisted'"):
+        jaxrnn.unroll(cell, params, xs, carry, implementation="native")
 
 
 @needs_kernel

@@ -12,13 +12,16 @@ the examples (each thread runs a block of them alone, as a call of its own), as 
 batch and the size of the weights suit; ``JAXRNN_THREADS_SHARE=units`` or ``examples`` chooses
 either, read at each call. A team runs 32 to 63 sequences in two groups of rows, each member
 waiting only for the others' units of the group it multiplies next; ``JAXRNN_ROW_GROUPS=1`` or
-``2`` chooses, read at each call. The first call after a pause first spreads its team's threads
-over free cores, where a woken thread would otherwise share the core of the one that woke it;
-``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at each call. A call of under 4 million
-floating-point operations of products runs alone on the thread that makes it, where handing it to
-the kernels' worker thread and starting a team would cost more than its products;
-``JAXRNN_SMALL_CALLS=team`` runs it on the worker's team instead (``caller``, or unset, takes the
-rule), read at each call. `lstm`, `gru` and `one_product`
+``2`` chooses, read at each call. Where a team's inputs are at least twice as wide as its carry
+(a bidirectional stack's upper layers), with 256 units or more and at most 32 sequences, the
+input side of every step is one product before the steps, which then multiply only the carry;
+``JAXRNN_INPUT_SIDE=steps`` or ``before`` chooses, read at each call. The first call after a
+pause first spreads its team's threads over free cores, where a woken thread would otherwise
+share the core of the one that woke it; ``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at
+each call. A call of under 4 million floating-point operations of products runs alone on the
+thread that makes it, where handing it to the kernels' worker thread and starting a team would
+cost more than its products; ``JAXRNN_SMALL_CALLS=team`` runs it on the worker's team instead
+(``caller``, or unset, takes the rule), read at each call. `lstm`, `gru` and `one_product`
 wrap the two calls in a ``jax.custom_vjp``: under ``jax.grad`` the forward call also saves what
 the backward call reads (gate activations, memory cells or recurrent candidates; the RNN's outputs
 alone), and the backward call returns the gradients the caller differentiates for (`_Wanted`).
@@ -107,6 +110,10 @@ STEP_PRODUCTS = "JAXRNN_STEP_PRODUCTS"  # "own", "onednn", or unset: as the CPU 
 THREADS_SHARE = "JAXRNN_THREADS_SHARE"
 # "1", "2", or unset: in how many groups of rows a team runs its steps (RowGroups in common.h)
 ROW_GROUPS = "JAXRNN_ROW_GROUPS"
+# "steps", "before", or unset: whether a team multiplies each step's inputs with its carry or
+# takes their product for every step from one product before the steps (InputSideBefore in
+# common.h)
+INPUT_SIDE = "JAXRNN_INPUT_SIDE"
 # "off", "on", or unset (on): whether the first call after a pause spreads the team's threads
 # over free cores before it runs (SpreadTeam in common.h)
 SPREAD_TEAM = "JAXRNN_SPREAD_TEAM"
@@ -117,6 +124,7 @@ _CHOICES = {
     STEP_PRODUCTS: ("own", "onednn"),
     THREADS_SHARE: ("units", "examples"),
     ROW_GROUPS: ("1", "2"),
+    INPUT_SIDE: ("steps", "before"),
     SPREAD_TEAM: ("off", "on"),
     SMALL_CALLS: ("caller", "team"),
 }

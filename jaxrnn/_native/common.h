@@ -698,6 +698,32 @@ inline int64_t RowGroups(int64_t B, int team, int64_t member_weight_floats) {
   return team > 1 && B >= 32 && B < 64 && fits ? 2 : 1;
 }
 
+// Whether a team's forward steps take x_t w_x + b from one product over every step run before
+// the loop (InputSide) and multiply only h_{t-1} by w_h at each step, rather than multiplying the
+// rows [x_t, h_{t-1}] by [w_x; w_h]: where the inputs are at least twice as wide as the carry
+// (a bidirectional stack's upper layers), the units at least 256 and the rows at most 32, so
+// that two thirds of the products run as one of B T rows, not T of B. On the 2-core AMX Xeon,
+// the LSTM's forward pass / training step with dL/dxs, one process alternating both ways (6
+// rounds of 8 calls, medians): B, D, H = 32, 512, 256: 27.3 / 82.8 ms in the steps, 25.3 / 79.6
+// before; (16, 512, 256) 15.9 / 46.4 and 14.3 / 44.4; (32, 768, 256) 39.7 / 117.0 and 35.6 /
+// 110.8; (32, 1024, 512) 115.9 / 341.3 and 109.4 / 337.5. Where it does not pay: D = H (32, 256,
+// 256: 18.5 and 19.3 forward), D = 64 (12.7 and 14.3), more rows (64, 512, 256: 53.2 and 54.2;
+// 128, 512, 512: 133.9 and 135.7), fewer units (32, 256, 128: 7.8 and 8.4).
+// JAXRNN_INPUT_SIDE=steps or before chooses, read at each call; another value is an error.
+inline bool InputSideBefore(int64_t B, int64_t D, int64_t H) {
+  const int choice = EnvChoice("JAXRNN_INPUT_SIDE", "steps", "before");
+  if (choice >= 0) return choice == 1;
+  return B <= 32 && H >= 256 && D >= 2 * H;
+}
+
+// z[q n + j] += zx[q H + j] for `gates` gates and n units: a member's columns of a step's input
+// side added to its product of the step's carries.
+JAXRNN_VECTOR static void AddInputSide(int64_t gates, int64_t n, int64_t H,
+                                       const float* __restrict zx, float* __restrict z) {
+  for (int64_t q = 0; q < gates; ++q)
+    for (int64_t j = 0; j < n; ++j) z[q * n + j] += zx[q * H + j];
+}
+
 // The step products of a team that runs every step of more than kFewRows sequences in one
 // parallel region: thread i owns the units UnitsOf(i, team, H) and multiplies the step's (B, K)
 // rows by its columns of every gate plus their bias, (K, gates n) packed once per call, into its

@@ -307,12 +307,18 @@ void ForwardFew(Runner& run, const Shape& s, const Cell& cell, const ForwardArra
 // multiplies and updates only the slots up to the last that runs it. A slot's carry is written
 // only at the steps it runs, so both of its copies start at (h0, c0) and the last it wrote stays
 // where it is. A member writes a group's rows of the step after only once the others have read
-// them at this one: it has waited for them to end the step before.
+// them at this one: it has waited for them to end the step before. Where InputSideBefore says,
+// x_t w_x + b of every step comes from one product before the loop, and a step's rows are h_{t-1}
+// alone: each member adds its columns of the step's input side to its product.
 template <typename Cell>
 void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArrays& a,
                  bool reverse) {
-  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H, K = D + H;
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = Cell::kGates * H;
   Scratch& scratch = run.scratch;
+  // zx: the input side of every step run (rows s.start[r] + t), or null where the step's rows
+  // are [x_t, h_{t-1}]; Dx: the columns of x_t in a step's rows.
+  const float* zx = InputSideBefore(B, D, H) ? InputSide(run, s, G, a.xs, a.w_x, a.bias) : nullptr;
+  const int64_t Dx = zx ? 0 : D, K = Dx + H;
   const int team = FewRowsTeam(H);
   const int64_t groups = RowGroups(B, team, K * Cell::kGates * UnitsOf(0, team, H).second);
   // every group planned for `per_group` rows, the last padded with rows of zeros
@@ -327,15 +333,16 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
   const int64_t t0 = reverse ? T - 1 : 0;
   const float* h_first = FirstCarries(scratch, s, H, a.h0, a.h_restart, reverse);
   for (int64_t r = 0; r < B; ++r) {
-    std::memcpy(xh[0] + r * K, a.xs + s.Row(r, t0) * D, D * sizeof(float));
-    std::memcpy(xh[0] + r * K + D, h_first + r * H, H * sizeof(float));
+    std::memcpy(xh[0] + r * K, a.xs + s.Row(r, t0) * D, Dx * sizeof(float));
+    std::memcpy(xh[0] + r * K + Dx, h_first + r * H, H * sizeof(float));
   }
   std::memcpy(xh[1], xh[0], padded * K * sizeof(float));
   ZeroStepsNotRun(s, H, a.ys);
   const float *w_x = a.w_x, *w_h = a.w_h;
   const TeamProducts products(
       run, per_group, K, H, Cell::kGates, team,
-      [&](int64_t k) { return k < D ? w_x + k * G : w_h + (k - D) * G; }, a.bias);
+      [&](int64_t k) { return k < Dx ? w_x + k * G : w_h + (k - Dx) * G; },
+      zx ? scratch.Zeros(G) : a.bias);
   TeamProgress progress(team, groups);
   InTeam(team, [&] {
     const int i = omp_get_thread_num();
@@ -354,20 +361,22 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
           const int64_t row = s.Row(r, t), at = r * H + first;
           float* y = a.ys + row * H + first;
           float* c_next = Cell::kMemory ? c[1 - step % 2] + at : nullptr;
+          if (zx) AddInputSide(Cell::kGates, n, H, zx + (s.start[r] + t) * G + first,
+                               product.z_i + r * width);
           cell.Step(n, H, first, product.z_i + r * width, n,
                     a.gates ? a.gates + row * G + first : nullptr,
                     Cell::kMemory ? c[step % 2] + at : nullptr, c_next,
-                    xh_read + r * K + D + first, y);
-          std::memcpy(xh_next + r * K + D + first, y, n * sizeof(float));
+                    xh_read + r * K + Dx + first, y);
+          std::memcpy(xh_next + r * K + Dx + first, y, n * sizeof(float));
           if constexpr (Cell::kMemory) {
             if (a.cells) std::memcpy(a.cells + row * H + first, c_next, n * sizeof(float));
             RestartAfter(s, r, t, reverse, first, n, a.c_restart, c[1 - step % 2]);
           }
-          RestartAfter(s, r, t, reverse, first, n, a.h_restart, xh_next + D, K);
+          RestartAfter(s, r, t, reverse, first, n, a.h_restart, xh_next + Dx, K);
         }
         // The group's inputs of the next step, a share of its rows each (read backwards, a
         // group without a slot at this step may have some at the next).
-        if (step + 1 < T) {
+        if (Dx > 0 && step + 1 < T) {
           const int64_t t_next = reverse ? t - 1 : t + 1;
           const int64_t q1 = std::min(r0 + per_group * (i + 1) / team, s.through[t_next]);
           for (int64_t r = r0 + per_group * i / team; r < q1; ++r)
@@ -379,7 +388,7 @@ void ForwardTeam(Runner& run, const Shape& s, const Cell& cell, const ForwardArr
   });
   for (int64_t r = 0; r < B; ++r) {  // where the slot's last step left its carry
     const int64_t kept = (reverse ? T : s.length[r]) % 2, e = s.order[r];
-    std::memcpy(a.h_last + e * H, xh[kept] + r * K + D, H * sizeof(float));
+    std::memcpy(a.h_last + e * H, xh[kept] + r * K + Dx, H * sizeof(float));
     if constexpr (Cell::kMemory)
       std::memcpy(a.c_last + e * H, c[kept] + r * H, H * sizeof(float));
   }
