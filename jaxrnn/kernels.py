@@ -342,13 +342,16 @@ def run(
         return tuple(last), ys
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
-    if implementation in ("native", "cudnn"):
-        name = structure(cell).name
-        # The kernels never call the cell's step, whose checks refuse another variant's weights
-        # and weights of other shapes (the course's GRU's, 3 gates, through simplified_gru's 2).
-        check_variant("unroll", params, _NATIVE[name] if implementation == "native" else LSTMParams)
+    if implementation in ("native", "cudnn", "fused"):
+        # Neither the kernels nor the fused backward pass call the cell's step as the scan does,
+        # whose checks refuse weights of other shapes (the course's GRU's, 3 gates, through
+        # simplified_gru's 2): they run here on shapes alone, at no run-time cost.
         x = jax.ShapeDtypeStruct((*xs.shape[:-2], xs.shape[-1]), xs.dtype)  # T may be 0
         jax.eval_shape(cell.step, params, carry, x)
+    if implementation in ("native", "cudnn"):
+        name = structure(cell).name
+        # Nor do they look at the params type: another variant's weights of the same shapes.
+        check_variant("unroll", params, _NATIVE[name] if implementation == "native" else LSTMParams)
         n_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
         if n_steps and math.prod(batch_shape):
             if implementation == "cudnn":
@@ -709,8 +712,6 @@ def fused(
     time-major scan, so that the weight gradients are matmuls over all T·N rows at once.
     """
     batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
-    # The cell's own argument checks (params of the right kind and shape), at no run-time cost.
-    jax.eval_shape(cell.step, params, carry, xs[..., 0, :])
     flat_xs = jnp.moveaxis(xs.reshape(math.prod(batch_shape), n_steps, xs.shape[-1]), 1, 0)
     flat_carry = jax.tree.map(lambda leaf: leaf.reshape(-1, leaf.shape[-1]), carry)
     if starts is None:  # nothing resets: the program is the one without resets

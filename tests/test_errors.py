@@ -182,6 +182,20 @@ def test_errors_params_of_a_cell_of_the_same_kind_are_rejected(
     jaxrnn.unroll(jaxrnn.cells.cell_for(params), params, xs, implementation=implementation)
 
 
+def test_errors_the_fused_backward_pass_checks_the_params_shapes_first():
+    """The fused backward pass never calls the cell's step: the course GRU's weights (3 gates)
+    through simplified_gru's (2) are refused by the step's own check, as the scan refuses them."""
+    params = jaxrnn.gru().init(jax.random.key(0), 3, 4)
+    xs = jnp.ones((2, 5, 3), jnp.float32)
+    for implementation in ("fused", "scan"):
+        with pytest.raises(jaxrnn.InputError, match=r"simplified_gru.step: expected params.w_h"):
+            jaxrnn.unroll(jaxrnn.simplified_gru(), params, xs, implementation=implementation)
+    simplified = jaxrnn.simplified_gru().init(jax.random.key(0), 3, 4)
+    _, ys = jaxrnn.unroll(jaxrnn.simplified_gru(), simplified, xs, implementation="fused")
+    _, want = jaxrnn.unroll(jaxrnn.simplified_gru(), simplified, xs, implementation="scan")
+    np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["time_major", "reverse"])
 @pytest.mark.parametrize("value", ["no", 1, None])
 def test_errors_unroll_and_the_layers_take_only_bools_for_their_flags(name, value):
