@@ -461,14 +461,22 @@ def test_a_team_that_runs_its_rows_in_two_groups_equals_the_scan(
     # carry.
     monkeypatch.setenv("JAXRNN_THREADS_SHARE", "units")
     monkeypatch.setenv("JAXRNN_STEP_PRODUCTS", products)
+    assert_native_equals_scan(*team_of_37(kind, reverse, n_x=5, seed=3, spread=5))
+
+
+def team_of_37(kind: str, reverse: bool, *, n_x: int, seed: int, spread: int) -> tuple:
+    """37 examples of 128 units over 6 steps, the lengths (spread * i) % 7 and segments that
+    restart from the carry: the arguments of `assert_native_equals_scan`."""
     n_examples, n_steps = 37, 6
-    cell, params, xs, carry, weights = problem((n_examples,), n_steps, 5, 128, kind=kind, seed=3)
+    cell, params, xs, carry, weights = problem(
+        (n_examples,), n_steps, n_x, 128, kind=kind, seed=seed
+    )
     options = {
         "reverse": reverse,
-        "lengths": jnp.asarray([(5 * i) % 7 for i in range(n_examples)]),
+        "lengths": jnp.asarray([(spread * i) % 7 for i in range(n_examples)]),
         "resets": jnp.asarray(np.resize(RESETS[:, :n_steps], (n_examples, n_steps))),
     }
-    assert_native_equals_scan(cell, params, xs, carry, weights, options)
+    return cell, params, xs, carry, weights, options
 
 
 @needs_kernel
@@ -487,14 +495,7 @@ def test_a_teams_input_side_before_its_steps_equals_the_scan(
     # (read backwards, at the start), and segments restart from the carry.
     monkeypatch.setenv("JAXRNN_THREADS_SHARE", share)
     monkeypatch.setenv("JAXRNN_INPUT_SIDE", input_side)
-    n_examples, n_steps = 37, 6
-    cell, params, xs, carry, weights = problem((n_examples,), n_steps, 9, 128, kind=kind, seed=5)
-    options = {
-        "reverse": reverse,
-        "lengths": jnp.asarray([(3 * i) % 7 for i in range(n_examples)]),
-        "resets": jnp.asarray(np.resize(RESETS[:, :n_steps], (n_examples, n_steps))),
-    }
-    assert_native_equals_scan(cell, params, xs, carry, weights, options)
+    assert_native_equals_scan(*team_of_37(kind, reverse, n_x=9, seed=5, spread=3))
 
 
 # Sequences long enough that the backward pass adds its weight gradients in several chunks of
