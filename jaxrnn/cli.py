@@ -126,7 +126,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from jaxrnn.lm_train import (
         TrainConfig,
         check_data,
-        check_schedule,
         make_corpus,
         ngram_baseline,
         perplexity,
@@ -159,7 +158,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         devices=args.devices,
     )
     check_settings(None, config, fn="train", names=CLI_NAMES)  # before the text is read
-    check_schedule(config, fn="train", names=CLI_NAMES)
     body, default_mode = read_corpus_text(args.text, args.corpus)
     mode = args.mode or default_mode
     _check_mode_options(args, mode)

@@ -229,8 +229,9 @@ def check_settings(
     time_steps: int | None = None,
 ) -> None:
     """Raises `InputError` for a setting no run can use — a learning rate that is NaN, zero steps,
-    evaluation every 0 steps — or for a model and batch whose training step would need more memory
-    than this machine has, with an estimate, before anything is allocated.
+    evaluation every 0 steps, a final learning rate above the peak (the cosine "decay" would
+    rise), a warm-up as long as the run — or for a model and batch whose training step would need
+    more memory than this machine has, with an estimate, before anything is allocated.
 
     ``names`` maps setting names to what the message calls them (the CLI passes `CLI_NAMES`);
     ``time_steps`` is the length of a training example (default: ``train.seq_len``). With
@@ -256,6 +257,21 @@ def check_settings(
             f"expected {names.get('minutes', 'minutes')} to be set when "
             f'{names.get("decay_over", "decay_over")} is "minutes", got None',
             "give the time budget the decay should end with",
+        )
+    peak, final = train.learning_rate, train.final_learning_rate
+    if final is not None and final > peak:
+        fail(
+            fn,
+            f"expected {names.get('final_learning_rate', 'final_learning_rate')} at most "
+            f"{names.get('learning_rate', 'learning_rate')} = {peak!r}, got {final!r}",
+            "the rate decays from the one to the other",
+        )
+    if train.warmup_steps and train.warmup_steps >= train.steps:
+        fail(
+            fn,
+            f"expected {names.get('warmup_steps', 'warmup_steps')} below "
+            f"{names.get('steps', 'steps')} = {train.steps}, got {train.warmup_steps}",
+            "the run would end before the warm-up reached the learning rate",
         )
     if model is None:
         return

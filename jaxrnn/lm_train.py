@@ -54,7 +54,6 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "check_data",
-    "check_schedule",
     "evaluate_lm",
     "load_lm",
     "make_corpus",
@@ -302,28 +301,6 @@ class _Run:
             )
 
 
-def check_schedule(train: TrainConfig, *, fn: str = "train_lm", names: dict | None = None) -> None:
-    """Raises `InputError` for a learning-rate schedule at odds with itself: a
-    ``final_learning_rate`` above ``learning_rate`` (the cosine "decay" would rise), or a warm-up
-    that lasts the whole run. ``names`` as for `jaxrnn.lm_settings.check_settings`."""
-    names = names or {}
-    peak, final = train.learning_rate, train.final_learning_rate
-    if final is not None and final > peak:
-        fail(
-            fn,
-            f"expected {names.get('final_learning_rate', 'final_learning_rate')} at most "
-            f"{names.get('learning_rate', 'learning_rate')} = {peak!r}, got {final!r}",
-            "the rate decays from the one to the other",
-        )
-    if train.warmup_steps and train.warmup_steps >= train.steps:
-        fail(
-            fn,
-            f"expected {names.get('warmup_steps', 'warmup_steps')} below "
-            f"{names.get('steps', 'steps')} = {train.steps}, got {train.warmup_steps}",
-            "the run would end before the warm-up reached the learning rate",
-        )
-
-
 def check_data(
     corpus: Corpus, train: TrainConfig, *, fn: str = "train_lm", names: dict | None = None
 ) -> None:
@@ -423,7 +400,6 @@ def steps_for_minutes(
         fail(fn, f"expected trial_steps an int >= 4, got {trial_steps!r}")
     time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
-    check_schedule(train, fn=fn)
     check_data(corpus, train, fn=fn)
     n_devices = _device_count(train)
     trial = _Run(corpus, model, train, None, 0, n_devices)
@@ -508,7 +484,6 @@ def train_lm(
         )
     time_steps = _example_length(corpus, train)
     lm_settings.check_settings(model, train, fn=fn, time_steps=time_steps)
-    check_schedule(train, fn=fn)
     check_data(corpus, train, fn=fn)
     if stop_after is not None and (not is_int(stop_after) or stop_after < 0):
         fail(fn, f"expected stop_after None or an int >= 0, got {stop_after!r}")
