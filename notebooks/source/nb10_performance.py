@@ -141,7 +141,7 @@ configuration below it, and the right-padded batch, whose padded steps the kerne
 weights again at every step, so the kernels' step products are jaxrnn's own, over weights packed
 once per call; and there the Shakespeare benchmark trains a narrower model, sized for the
 machine's matrix-product rate (576 units for 5 minutes in its committed run). On a 2-core Intel
-Xeon with AMX (`benchmarks/results/intel_xeon_amx/`) the suite reads 0.26–1.14×, and there
+Xeon with AMX (`benchmarks/results/intel_xeon_amx/`) the suite reads 0.27–1.07×, and there
 `jax.default_matmul_precision("bfloat16")` lets the kernels multiply in bfloat16 with float32
 sums, as a TPU does: forward passes about twice as fast, outputs within about 10⁻³ of float32.
 Parameters and inputs in bfloat16 run the same kernels, 3.4–8× as fast as XLA's kernels on them
