@@ -409,11 +409,20 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
-def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, poison):
-    """A bidirectional layer of the LSTM as one call of cuDNN's bidirectional LSTM: xs (*batch,
+def runs_both_ways(cell: Cell, implementation: str) -> bool:
+    """Whether ``implementation`` (as `choose` took it for both directions of a bidirectional
+    layer of ``cell``) runs the layer as one call (`run_both_ways`)."""
+    if implementation == "cudnn":
+        return True
+    return implementation == "native" and structure(cell).name in ("lstm", "lstm(peephole)")
+
+
+def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, implementation, poison):
+    """A bidirectional layer of the LSTM as one call (`runs_both_ways`): cuDNN's bidirectional
+    LSTM, or the native kernel's two directions (`jaxrnn._native.lstm_both_ways`). xs (*batch,
     T, D), ``carries`` the two directions' initial `LSTMState`s; returns ((last forward, last
-    backward), (ys forward, ys backward)), what ``"cudnn"`` would give for each direction, the
-    backward one with ``reverse``."""
+    backward), (ys forward, ys backward)), what ``implementation`` would give for each
+    direction, the backward one with ``reverse``."""
     batch_shape, n_steps = xs.shape[:-2], xs.shape[-2]
     if not (n_steps and math.prod(batch_shape)):  # the scan's edge cases are the definition
         runs = [
@@ -421,12 +430,56 @@ def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, poison
             for p, c, r in ((forward, carries[0], False), (backward, carries[1], True))
         ]
         return (runs[0][0], runs[1][0]), (runs[0][1], runs[1][1])
-    for params in (forward, backward):
-        # The kernels never call the cell's step, whose check refuses another variant's weights.
+    x = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)
+    for params, carry in zip((forward, backward), carries, strict=True):
+        # The kernels never call the cell's step: its checks run on shapes alone (see `run`),
+        # and the params type is checked, as another variant's weights may have the same shapes.
+        jax.eval_shape(cell.step, params, carry, x)
         check_variant("bidirectional", params, LSTMParams)
-    return _cudnn_run(
-        ((forward, carries[0]), (backward, carries[1])), xs, lengths, reverse=False, poison=poison
+    directions = ((forward, carries[0]), (backward, carries[1]))
+    if implementation == "cudnn":
+        return _cudnn_run(directions, xs, lengths, reverse=False, poison=poison)
+    return _native_both_ways(directions, xs, lengths, poison=poison)
+
+
+def _native_both_ways(directions, xs, lengths, *, poison):
+    """The native LSTM kernel's two directions in one call (`jaxrnn._native.lstm_both_ways`) on
+    xs (*batch, T, D), float32 or bfloat16 as in `_native_run`; returns (last carries, ys), each
+    a pair, the backward direction's read with ``reverse``."""
+    batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
+    n_rows, hidden = math.prod(batch_shape), directions[0][0].w_h.shape[0]
+    dtype = xs.dtype
+    none = jnp.zeros((0,), jnp.float32)  # an LSTM without peepholes
+
+    def both(leaf):
+        return jnp.stack([leaf(params, carry) for params, carry in directions]).astype(jnp.float32)
+
+    peepholes = directions[0][0].peephole is not None
+    arrays = (
+        both(lambda p, _: p.w_x),
+        both(lambda p, _: p.w_h),
+        both(lambda p, _: p.b_x + p.b_h),
+        both(lambda p, _: p.peephole) if peepholes else none,
+        xs.reshape(n_rows, n_steps, n_inputs).astype(jnp.float32),
+        both(lambda _, c: c.h.reshape(n_rows, hidden)),
+        both(lambda _, c: c.c.reshape(n_rows, hidden)),
     )
+    # bfloat16 arrays run as float32 with bfloat16 products, as in `_native_run`
+    products = contextlib.nullcontext()
+    if dtype == jnp.bfloat16:
+        products = jax.default_matmul_precision("bfloat16")
+    with products:
+        ys, h, c = _native.lstm_both_ways(*arrays, _rows_lengths(lengths, n_rows, n_steps))
+    lasts, outputs = [], []
+    for direction in (0, 1):
+        last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
+        last = jax.tree.map(lambda leaf: leaf.astype(dtype), last)
+        y = ys[direction].reshape(*batch_shape, n_steps, hidden).astype(dtype)
+        if poison and lengths is not None:
+            last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
+        lasts.append(last)
+        outputs.append(y)
+    return tuple(lasts), tuple(outputs)
 
 
 def _rows_lengths(lengths, n_rows: int, n_steps: int):

@@ -200,11 +200,19 @@ def bidirectional(
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     kernel = _whole_sequence_kernel(cell, params.forward, xs, carry[0], options)
     if (
-        kernel == "cudnn"
-        and _whole_sequence_kernel(cell, params.backward, xs, carry[1], options) == "cudnn"
-    ):  # cuDNN runs both directions in one call, as PyTorch's bidirectional nn.LSTM does
+        kernel is not None
+        and kernels.runs_both_ways(cell, kernel)
+        and _whole_sequence_kernel(cell, params.backward, xs, carry[1], options) == kernel
+    ):  # both directions in one call, as PyTorch's bidirectional nn.LSTM runs them
         last, ys = unroll_both_ways(
-            cell, params.forward, params.backward, xs, carry, lengths=lengths, time_major=time_major
+            cell,
+            params.forward,
+            params.backward,
+            xs,
+            carry,
+            lengths=lengths,
+            time_major=time_major,
+            implementation=kernel,
         )
         return BidirectionalCarry(*last), _merge(merge, *ys)
     if batch_directions and kernel is not None:

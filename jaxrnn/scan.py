@@ -241,19 +241,28 @@ def _prepared(fn: str, cell, params, xs, carry, lengths, time_major: bool):
     return xs, carry, n_steps, batch_shape, unknown_lengths
 
 
-def unroll_both_ways(cell: Cell, forward, backward, xs, carries, *, lengths, time_major: bool):
-    """A bidirectional layer's two unrolls as one call of cuDNN's bidirectional LSTM (where
-    `jaxrnn.kernels.choose` takes ``"cudnn"`` for both directions): ``forward`` and ``backward``
-    the two directions' params, ``carries`` their initial carries (each None for zeros). Returns
-    ((last forward, last backward), (ys forward, ys backward)), as two `unroll` calls, the second
-    with ``reverse=True``, would."""
+def unroll_both_ways(
+    cell: Cell, forward, backward, xs, carries, *, lengths, time_major: bool, implementation: str
+):
+    """A bidirectional layer's two unrolls as one call (where `jaxrnn.kernels.choose` takes
+    ``implementation`` for both directions and `jaxrnn.kernels.runs_both_ways`): ``forward`` and
+    ``backward`` the two directions' params, ``carries`` their initial carries (each None for
+    zeros). Returns ((last forward, last backward), (ys forward, ys backward)), as two `unroll`
+    calls, the second with ``reverse=True``, would."""
     fn = "bidirectional"
     xs, carry_f, _, batch_shape, poison = _prepared(
         fn, cell, forward, xs, carries[0], lengths, time_major
     )
     carry_b = checked_carry(fn, cell, backward, carries[1], batch_shape)
     lasts, ys = kernels.run_both_ways(
-        cell, forward, backward, xs, (carry_f, carry_b), lengths, poison=poison
+        cell,
+        forward,
+        backward,
+        xs,
+        (carry_f, carry_b),
+        lengths,
+        implementation=implementation,
+        poison=poison,
     )
     if time_major:
         ys = tuple(jnp.moveaxis(y, -2, 0) for y in ys)

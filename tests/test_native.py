@@ -253,9 +253,13 @@ def test_a_stack_skips_the_input_gradient_of_its_first_layer_alone(kind):
         return jnp.sum(jaxrnn.stacked(cell, params, xs, implementation="native")[1] ** 2)
 
     # Backward in reverse order of layers: the second layer's two directions read both of the
-    # first's (2 × 5 inputs), whose gradients need dL/dxs; the first layer's read data.
+    # first's (2 × 5 inputs), whose gradients need dL/dxs; the first layer's read data. The
+    # LSTM's two directions are one call, which gives dL/dxs for each direction apart.
     d_xs = [results[0] for results in backward_calls(jax.grad(loss), params)]
-    assert d_xs == [(3, 6, 10), (3, 6, 10), (0,), (0,)]
+    if kind.startswith("lstm"):
+        assert d_xs == [(2, 3, 6, 10), (0,)]
+    else:
+        assert d_xs == [(3, 6, 10), (3, 6, 10), (0,), (0,)]
     got = jax.value_and_grad(loss)(params)
     want = jax.value_and_grad(
         lambda p: jnp.sum(jaxrnn.stacked(cell, p, xs, implementation="scan")[1] ** 2)
@@ -572,6 +576,87 @@ def test_an_unknown_choice_of_input_side_is_a_clear_error(monkeypatch):
     message = r"expected the environment variable JAXRNN_INPUT_SIDE 'steps', 'before' or unset"
     with pytest.raises(jaxrnn.InputError, match=message + r", got 'hoisted'"):
         jaxrnn.unroll(cell, params, xs, carry, implementation="native")
+
+
+@functools.lru_cache(maxsize=KEPT_JITTED)
+def bidirectional_value_and_grads(implementation, cell, with_lengths, wrt):
+    """The jitted loss of a bidirectional layer by ``implementation`` (its outputs weighted, and
+    both last carries) and its gradients with respect to the arguments ``wrt`` of (params, xs,
+    carries), compiled once for what the kernel reads at each call."""
+
+    def loss(params, xs, carries, weights, lengths):
+        last, ys = jaxrnn.bidirectional(
+            cell,
+            params,
+            xs,
+            carry=carries,
+            lengths=lengths if with_lengths else None,
+            implementation=implementation,
+        )
+        return loss_of(last, ys, weights)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=wrt))
+
+
+@needs_kernel
+@pytest.mark.parametrize("kind", ["lstm", "lstm_peephole"])
+@pytest.mark.parametrize(
+    "batch, n_steps, n_x, n_a, with_lengths, wrt",
+    [
+        (3, 6, 5, 24, True, (0, 1, 2)),  # a few rows, each direction with one thread
+        (37, 5, 7, 128, True, (0, 1, 2)),  # a team's rows in each direction, in turn
+        (6, 4, 520, 260, False, (0, 1)),  # the input side before the steps (InputSideBefore)
+        (9, 7, 4, 16, False, (0,)),  # no dL/dxs wanted
+    ],
+    ids=["few", "team", "input-side-before", "weights-only"],
+)
+def test_both_directions_in_one_call_equal_the_scan_in_turn_and_at_once(
+    monkeypatch, kind, batch, n_steps, n_x, n_a, with_lengths, wrt
+):
+    # A bidirectional LSTM layer's two directions are one native call, which runs them one
+    # after the other or at once, a thread each (BothWaysAtOnce): both are the two scans.
+    cell = CELLS[kind]
+    rng = np.random.default_rng(batch)
+    (_, forward, xs, carry_f, _), (_, backward, _, carry_b, _) = (
+        problem((batch,), n_steps, n_x, n_a, kind=kind, seed=seed) for seed in (batch, batch + 1)
+    )
+    params = jaxrnn.BidirectionalParams(forward, backward)
+    weights = jnp.asarray(rng.normal(size=(batch, n_steps, 2 * n_a)), jnp.float32)
+    lengths = jnp.asarray(rng.integers(0, n_steps + 1, batch))
+    args = (params, xs, (carry_f, carry_b), weights, lengths)
+    want = bidirectional_value_and_grads("scan", cell, with_lengths, wrt)(*args)
+    native = bidirectional_value_and_grads("native", cell, with_lengths, wrt)
+    for way in ("in_turn", "at_once"):
+        monkeypatch.setenv("JAXRNN_BOTH_WAYS", way)
+        assert_trees_close(native(*args), want)
+    calls = [str(eqn.params["target_name"]) for eqn in native_call_equations(native, *args)]
+    assert calls == ["jaxrnn_lstm_both_ways_forward", "jaxrnn_lstm_both_ways_backward"]
+
+
+@needs_kernel
+def test_a_bidirectional_lstm_under_vmap_runs_both_ways_and_equals_the_scan():
+    cell = CELLS["lstm"]
+    (_, forward, xs, _, _), (_, backward, _, _, _) = (
+        problem((4, 3), 5, 3, 8, kind="lstm", seed=seed) for seed in (0, 1)
+    )
+    params = jaxrnn.BidirectionalParams(forward, backward)
+
+    def outputs(xs, implementation):
+        return jaxrnn.bidirectional(cell, params, xs, implementation=implementation)[1]
+
+    got, want = (jax.vmap(outputs, in_axes=(0, None))(xs, name) for name in ("native", "scan"))
+    assert_trees_close(got, want)
+
+
+@needs_kernel
+def test_an_unknown_choice_of_both_ways_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("JAXRNN_BOTH_WAYS", "together")
+    cell = CELLS["lstm"]
+    params = jaxrnn.bidirectional_init(cell, jax.random.key(0), 3, 8)
+    message = r"expected the environment variable JAXRNN_BOTH_WAYS 'in_turn', 'at_once' or unset"
+    with pytest.raises(jaxrnn.InputError, match=message + r", got 'together'"):
+        xs = jnp.ones((2, 4, 3), jnp.float32)
+        jaxrnn.bidirectional(cell, params, xs, implementation="native")
 
 
 @needs_kernel
@@ -968,8 +1053,10 @@ def test_the_layers_and_the_stacks_run_it(kind, dtype):
     got = run(params, xs, "native")
     # The definition on the same values, in float32 throughout.
     want = run(*jax.tree.map(lambda a: a.astype(jnp.float32), (params, xs)), "scan")
-    # A call for each direction of each layer, as the automatic choice makes them too.
-    assert len(native_call_equations(lambda p: loss(p, xs, None), params)) == 4
+    # A call for each direction of each layer, as the automatic choice makes them too; the
+    # LSTM's two directions in one.
+    calls = native_call_equations(lambda p: loss(p, xs, None), params)
+    assert len(calls) == (2 if kind.startswith("lstm") else 4)
     assert {leaf.dtype for leaf in jax.tree.leaves(got[1])} == {jnp.dtype(dtype)}
     if dtype == jnp.float32:
         assert_trees_close(got, want)

@@ -15,10 +15,13 @@ waiting only for the others' units of the group it multiplies next; ``JAXRNN_ROW
 ``2`` chooses, read at each call. Where a team's inputs are at least twice as wide as its carry
 (a bidirectional stack's upper layers), with 256 units or more and at most 32 sequences, the
 input side of every step is one product before the steps, which then multiply only the carry;
-``JAXRNN_INPUT_SIDE=steps`` or ``before`` chooses, read at each call. The first call after a
-pause first spreads its team's threads over free cores, where a woken thread would otherwise
-share the core of the one that woke it; ``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses, read at
-each call. A call of under 4 million floating-point operations of products runs alone on the
+``JAXRNN_INPUT_SIDE=steps`` or ``before`` chooses, read at each call. A bidirectional LSTM
+layer's two directions are one call (`lstm_both_ways`), which runs them at once, a thread each,
+where the weights a step reads fit in a core's share of L2, else one after the other with the
+whole team; ``JAXRNN_BOTH_WAYS=in_turn`` or ``at_once`` chooses, read at each call. The first
+call after a pause first spreads its team's threads over free cores, where a woken thread would
+otherwise share the core of the one that woke it; ``JAXRNN_SPREAD_TEAM=off`` or ``on`` chooses,
+read at each call. A call of under 4 million floating-point operations of products runs alone on the
 thread that makes it, where handing it to the kernels' worker thread and starting a team would
 cost more than its products; ``JAXRNN_SMALL_CALLS=team`` runs it on the worker's team instead
 (``caller``, or unset, takes the rule), read at each call. `lstm`, `gru` and `one_product`
@@ -51,6 +54,8 @@ from jaxrnn._checks import fail, without_derivative
 _TARGETS = {  # FFI target: symbol in the library
     "jaxrnn_lstm_forward": "JaxrnnLstmForward",
     "jaxrnn_lstm_backward": "JaxrnnLstmBackward",
+    "jaxrnn_lstm_both_ways_forward": "JaxrnnLstmBothWaysForward",
+    "jaxrnn_lstm_both_ways_backward": "JaxrnnLstmBothWaysBackward",
     "jaxrnn_one_product_forward": "JaxrnnOneProductForward",
     "jaxrnn_one_product_backward": "JaxrnnOneProductBackward",
     "jaxrnn_gru_forward": "JaxrnnGruForward",
@@ -120,6 +125,9 @@ SPREAD_TEAM = "JAXRNN_SPREAD_TEAM"
 # "caller", "team", or unset (caller): whether a call under 4 MFLOP of products runs alone on the
 # calling thread or on the worker thread's team as larger calls do (RunsOnCaller in common.h)
 SMALL_CALLS = "JAXRNN_SMALL_CALLS"
+# "in_turn", "at_once", or unset: whether a bidirectional layer's two directions run one after
+# the other, each with the whole team, or at once, a thread each (BothWaysAtOnce in common.h)
+BOTH_WAYS = "JAXRNN_BOTH_WAYS"
 _CHOICES = {
     STEP_PRODUCTS: ("own", "onednn"),
     THREADS_SHARE: ("units", "examples"),
@@ -127,6 +135,7 @@ _CHOICES = {
     INPUT_SIDE: ("steps", "before"),
     SPREAD_TEAM: ("off", "on"),
     SMALL_CALLS: ("caller", "team"),
+    BOTH_WAYS: ("in_turn", "at_once"),
 }
 
 
@@ -393,6 +402,76 @@ def _lstm_backward(reverse, residuals, cotangents):
 
 
 lstm.defvjp(_lstm_forward, _lstm_backward, symbolic_zeros=True)
+
+
+# ------------------------------------------------------------------- LSTM, both directions at once
+
+
+def _both_ways_forward_call(w_x, w_h, bias, peephole, xs, h0, c0, lengths, save):
+    _check_environment("bidirectional")
+    batch, steps, _ = xs.shape
+    hidden = h0.shape[-1]
+    call = jax.ffi.ffi_call(
+        "jaxrnn_lstm_both_ways_forward",
+        (
+            _out(2, batch, steps, hidden),
+            _out(2, batch, hidden),
+            _out(2, batch, hidden),
+            _out(2, batch, steps, 4 * hidden) if save else _out(0),
+            _out(2, batch, steps, hidden) if save else _out(0),
+        ),
+        vmap_method="sequential",
+    )
+    call = _without_derivative(functools.partial(call, save=save, bf16_products=bf16_products()))
+    starts = jnp.zeros((batch, steps), jnp.uint8)
+    return call(xs, h0, c0, w_x, w_h, bias, peephole, lengths, starts)
+
+
+@jax.custom_vjp
+def lstm_both_ways(w_x, w_h, bias, peephole, xs, h0, c0, lengths):
+    """A bidirectional layer of the LSTM in one call: the weights of both directions stacked on a
+    leading axis of 2 (forward, backward): w_x (2, D, 4H), w_h (2, H, 4H), bias (2, 4H),
+    peephole (2, 3, H) or (0,); h0 and c0 (2, B, H); xs (B, T, D) and lengths (B,) int32 in
+    [0, T] shared. Returns (ys (2, B, T, H), last h, last c (2, B, H)): what `lstm` gives for
+    the forward direction and, with ``reverse``, for the backward one. B and T at least 1."""
+    ys, h, c, _, _ = _both_ways_forward_call(
+        w_x, w_h, bias, peephole, xs, h0, c0, lengths, save=False
+    )
+    return ys, h, c
+
+
+def _both_ways_forward(w_x, w_h, bias, peephole, xs, h0, c0, lengths):
+    wanted = _wanted(xs, w_x, w_h, bias, peephole)
+    arrays = custom_vjp_primal_tree_values((w_x, w_h, bias, peephole, xs, h0, c0, lengths))
+    ys, h, c, gates, cells = _both_ways_forward_call(*arrays, save=True)
+    return (ys, h, c), (*arrays, ys, gates, cells, wanted)
+
+
+def _both_ways_backward(residuals, cotangents):
+    w_x, w_h, bias, peephole, xs, h0, c0, lengths, ys, gates, cells, wanted = residuals
+    d_ys, d_h, d_c = map(_dense, cotangents)
+    shapes = (
+        _result(wanted.d_xs, 2, *xs.shape),
+        *_shapes_of(h0, c0),
+        _result(wanted.d_weights, *w_x.shape),
+        _result(wanted.d_weights, *w_h.shape),
+        _result(wanted.d_weights, *bias.shape),
+        _result(wanted.d_weights, *peephole.shape),
+    )
+    call = jax.ffi.ffi_call("jaxrnn_lstm_both_ways_backward", shapes, vmap_method="sequential")
+    call = _without_derivative(functools.partial(call, bf16_products=wanted.bf16_products))
+    starts = jnp.zeros(xs.shape[:2], jnp.uint8)
+    d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_peephole = call(
+        xs, h0, c0, w_x, w_h, bias, peephole, ys, gates, cells, d_ys, d_h, d_c, lengths, starts
+    )
+    d_w_x, d_w_h, d_bias, d_peephole = (
+        _kept(wanted.d_weights, d) for d in (d_w_x, d_w_h, d_bias, d_peephole)
+    )
+    d_xs = d_xs[0] + d_xs[1] if wanted.d_xs else None
+    return d_w_x, d_w_h, d_bias, d_peephole, d_xs, d_h0, d_c0, None
+
+
+lstm_both_ways.defvjp(_both_ways_forward, _both_ways_backward, symbolic_zeros=True)
 
 
 # -------------------------------------------------------------------------------------------- GRU

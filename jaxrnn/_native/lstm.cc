@@ -654,6 +654,121 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
   });
 }
 
+// A bidirectional layer's two directions in one call (BothWays): xs (B, T, D), lengths and
+// starts as for one direction, every other array with a leading axis of 2, the forward
+// direction's then the backward one's (which reads the steps backwards). dL/dxs comes back for
+// each direction apart, (2, B, T, D), for the caller to add.
+Shape BothWaysShape(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
+                    ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts) {
+  auto d = xs.dimensions(), h = h0.dimensions();
+  if (d.size() != 3 || h.size() != 3 || h[0] != 2 || h[1] != d[0])
+    throw std::invalid_argument("both ways: xs (B, T, D) and carries (2, B, H) expected");
+  return MakeShape(d[0], d[1], d[2], h[2], lengths.typed_data(), starts.typed_data());
+}
+
+ffi::Error CheckBothWays(const Shape& s, ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h,
+                         ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& peephole) {
+  auto wx = w_x.dimensions(), wh = w_h.dimensions(), b = bias.dimensions();
+  const int64_t G = 4 * s.H;
+  if (wx.size() != 3 || wx[0] != 2 || wx[1] != s.D || wx[2] != G || wh.size() != 3 ||
+      wh[0] != 2 || wh[1] != s.H || wh[2] != G || b.size() != 2 || b[0] != 2 || b[1] != G)
+    return ffi::Error::InvalidArgument("lstm kernel: weights do not match xs and the carry");
+  if (peephole.element_count() != 0 && peephole.element_count() != 2 * 3 * s.H)
+    return ffi::Error::InvalidArgument("lstm kernel: peepholes do not match the carry");
+  return ffi::Error::Success();
+}
+
+// The part of direction d of an array of two directions, `each` floats apart; null stays null.
+inline const float* Way(const float* a, int d, int64_t each) { return a ? a + d * each : a; }
+inline float* Way(float* a, int d, int64_t each) { return a ? a + d * each : a; }
+
+ffi::Error LstmBothWaysForward(
+    ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+    ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
+    ffi::Buffer<ffi::F32> peephole, ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+    ffi::ResultBuffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> h_last,
+    ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
+    ffi::ResultBuffer<ffi::F32> cells, bool save, bool bf16_products) {
+  Shape s;
+  try {
+    s = BothWaysShape(xs, h0, lengths, starts);
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error::InvalidArgument(std::string("lstm kernel: ") + e.what());
+  }
+  if (auto e = CheckBothWays(s, w_x, w_h, bias, peephole); e.failure()) return e;
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
+  const float* peep = peephole.element_count() ? peephole.typed_data() : nullptr;
+  return Guarded("lstm", s, 4, bf16_products, [&] {
+    BothWays(s, 4, [&](int d) {
+      // No step starts again (starts are all 0), so the restarts are never read.
+      const ForwardArrays a{xs.typed_data(),
+                            Way(h0.typed_data(), d, B * H),
+                            Way(c0.typed_data(), d, B * H),
+                            Way(h0.typed_data(), d, B * H),
+                            Way(c0.typed_data(), d, B * H),
+                            Way(w_x.typed_data(), d, D * G),
+                            Way(w_h.typed_data(), d, H * G),
+                            Way(bias.typed_data(), d, G),
+                            Way(ys->typed_data(), d, B * T * H),
+                            Way(h_last->typed_data(), d, B * H),
+                            Way(c_last->typed_data(), d, B * H),
+                            save ? Way(gates->typed_data(), d, B * T * G) : nullptr,
+                            save ? Way(cells->typed_data(), d, B * T * H) : nullptr};
+      ForwardInParts(s, LstmCell{Way(peep, d, 3 * H)}, a, d == 1);
+    });
+  });
+}
+
+ffi::Error LstmBothWaysBackward(
+    ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+    ffi::Buffer<ffi::F32> w_x, ffi::Buffer<ffi::F32> w_h, ffi::Buffer<ffi::F32> bias,
+    ffi::Buffer<ffi::F32> peephole, ffi::Buffer<ffi::F32> ys, ffi::Buffer<ffi::F32> gates,
+    ffi::Buffer<ffi::F32> cells, ffi::Buffer<ffi::F32> d_ys, ffi::Buffer<ffi::F32> d_h_last,
+    ffi::Buffer<ffi::F32> d_c_last, ffi::Buffer<ffi::S32> lengths, ffi::Buffer<ffi::U8> starts,
+    ffi::ResultBuffer<ffi::F32> d_xs, ffi::ResultBuffer<ffi::F32> d_h0,
+    ffi::ResultBuffer<ffi::F32> d_c0, ffi::ResultBuffer<ffi::F32> d_w_x,
+    ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_bias,
+    ffi::ResultBuffer<ffi::F32> d_peephole, bool bf16_products) {
+  Shape s;
+  try {
+    s = BothWaysShape(xs, h0, lengths, starts);
+  } catch (const std::invalid_argument& e) {
+    return ffi::Error::InvalidArgument(std::string("lstm kernel: ") + e.what());
+  }
+  if (auto e = CheckBothWays(s, w_x, w_h, bias, peephole); e.failure()) return e;
+  const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
+  const float* peep = peephole.element_count() ? peephole.typed_data() : nullptr;
+  // The restarts' gradients, which no step without a start adds to, written and dropped.
+  std::vector<float> d_restarts(4 * B * H);
+  return Guarded("lstm", s, 4, bf16_products, [&] {
+    BothWays(s, 4, [&](int d) {
+      const BackwardArrays a{xs.typed_data(),
+                             Way(h0.typed_data(), d, B * H),
+                             Way(c0.typed_data(), d, B * H),
+                             Way(w_x.typed_data(), d, D * G),
+                             Way(w_h.typed_data(), d, H * G),
+                             Way(ys.typed_data(), d, B * T * H),
+                             Way(gates.typed_data(), d, B * T * G),
+                             Way(cells.typed_data(), d, B * T * H),
+                             Way(d_ys.typed_data(), d, B * T * H),
+                             Way(d_h_last.typed_data(), d, B * H),
+                             Way(d_c_last.typed_data(), d, B * H),
+                             Way(h0.typed_data(), d, B * H),
+                             Way(c0.typed_data(), d, B * H),
+                             Way(WantedOut(d_xs), d, B * T * D),
+                             Way(d_h0->typed_data(), d, B * H),
+                             Way(d_c0->typed_data(), d, B * H),
+                             Way(WantedOut(d_w_x), d, D * G),
+                             Way(WantedOut(d_w_h), d, H * G),
+                             Way(WantedOut(d_bias), d, G),
+                             peep ? Way(WantedOut(d_peephole), d, 3 * H) : nullptr,
+                             d_restarts.data() + 2 * d * B * H,
+                             d_restarts.data() + (2 * d + 1) * B * H};
+      BackwardInParts(s, LstmCell{Way(peep, d, 3 * H)}, a, d == 1);
+    });
+  });
+}
+
 // The cells of one product and a single carry, by the FFI attribute `cell`.
 enum OneProduct : int64_t { kRnnTanh = 0, kRnnRelu = 1, kSimplifiedGru = 2 };
 
@@ -769,6 +884,51 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBackward, LstmBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_restart
                                   .Attr<bool>("reverse")
+                                  .Attr<bool>("bf16_products"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBothWaysForward, LstmBothWaysForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs (B, T, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0 (2, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0 (2, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x (2, D, 4H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h (2, H, 4H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h (2, 4H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes (2, 3, H) or none
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts (all 0)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ys (2, B, T, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_last (2, B, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_last (2, B, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // gate activations
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // memory cells
+                                  .Attr<bool>("save")
+                                  .Attr<bool>("bf16_products"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnLstmBothWaysBackward, LstmBothWaysBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_x
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // w_h
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_x + b_h (for its shape)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // peepholes or none
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // gate activations
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // memory cells
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂ys
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂h_last
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // ∂L/∂c_last
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths
+                                  .Arg<ffi::Buffer<ffi::U8>>()   // starts (all 0)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂xs (2, B, T, D)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_x
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂w_h
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂bias
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // ∂L/∂peepholes
                                   .Attr<bool>("bf16_products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxrnnOneProductForward, OneProductForward,
