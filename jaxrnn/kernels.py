@@ -343,11 +343,7 @@ def run(
     starts = None if resets is None else reading_starts(resets, reverse)
     restart = carry if reset_carry is None or starts is None else reset_carry
     if implementation in ("native", "cudnn", "fused"):
-        # Neither the kernels nor the fused backward pass call the cell's step as the scan does,
-        # whose checks refuse weights of other shapes (the course's GRU's, 3 gates, through
-        # simplified_gru's 2): they run here on shapes alone, at no run-time cost.
-        x = jax.ShapeDtypeStruct((*xs.shape[:-2], xs.shape[-1]), xs.dtype)  # T may be 0
-        jax.eval_shape(cell.step, params, carry, x)
+        _check_as_the_step_would(cell, params, carry, xs)
     if implementation in ("native", "cudnn"):
         name = structure(cell).name
         # Nor do they look at the params type: another variant's weights of the same shapes.
@@ -409,9 +405,19 @@ def run(
     return one(xs, carry, lengths, starts, restart)
 
 
-def runs_both_ways(cell: Cell, implementation: str) -> bool:
+def _check_as_the_step_would(cell: Cell, params, carry, xs) -> None:
+    """The cell's own checks of params and carry against xs (*batch, T, D), run on shapes alone,
+    at no run-time cost: neither the kernels nor the fused backward pass call the cell's step as
+    the scan does, whose checks refuse weights of other shapes (the course's GRU's, 3 gates,
+    through simplified_gru's 2)."""
+    x = jax.ShapeDtypeStruct((*xs.shape[:-2], xs.shape[-1]), xs.dtype)  # T may be 0
+    jax.eval_shape(cell.step, params, carry, x)
+
+
+def runs_both_ways(cell: Cell, implementation: str | None) -> bool:
     """Whether ``implementation`` (as `choose` took it for both directions of a bidirectional
-    layer of ``cell``) runs the layer as one call (`run_both_ways`)."""
+    layer of ``cell``; None for no whole-sequence kernel) runs the layer as one call
+    (`run_both_ways`)."""
     if implementation == "cudnn":
         return True
     return implementation == "native" and structure(cell).name in ("lstm", "lstm(peephole)")
@@ -430,11 +436,9 @@ def run_both_ways(cell: Cell, forward, backward, xs, carries, lengths, *, implem
             for p, c, r in ((forward, carries[0], False), (backward, carries[1], True))
         ]
         return (runs[0][0], runs[1][0]), (runs[0][1], runs[1][1])
-    x = jax.ShapeDtypeStruct((*batch_shape, xs.shape[-1]), xs.dtype)
     for params, carry in zip((forward, backward), carries, strict=True):
-        # The kernels never call the cell's step: its checks run on shapes alone (see `run`),
-        # and the params type is checked, as another variant's weights may have the same shapes.
-        jax.eval_shape(cell.step, params, carry, x)
+        _check_as_the_step_would(cell, params, carry, xs)
+        # nor do the kernels look at the params type: another variant's weights of the same shapes
         check_variant("bidirectional", params, LSTMParams)
     directions = ((forward, carries[0]), (backward, carries[1]))
     if implementation == "cudnn":
@@ -448,38 +452,61 @@ def _native_both_ways(directions, xs, lengths, *, poison):
     a pair, the backward direction's read with ``reverse``."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     n_rows, hidden = math.prod(batch_shape), directions[0][0].w_h.shape[0]
-    dtype = xs.dtype
     none = jnp.zeros((0,), jnp.float32)  # an LSTM without peepholes
 
-    def both(leaf):
-        return jnp.stack([leaf(params, carry) for params, carry in directions]).astype(jnp.float32)
+    def both(weights):
+        return jnp.stack([weights(params) for params, _ in directions])
 
-    peepholes = directions[0][0].peephole is not None
     arrays = (
-        both(lambda p, _: p.w_x),
-        both(lambda p, _: p.w_h),
-        both(lambda p, _: p.b_x + p.b_h),
-        both(lambda p, _: p.peephole) if peepholes else none,
-        xs.reshape(n_rows, n_steps, n_inputs).astype(jnp.float32),
-        both(lambda _, c: c.h.reshape(n_rows, hidden)),
-        both(lambda _, c: c.c.reshape(n_rows, hidden)),
+        both(lambda p: p.w_x),
+        both(lambda p: p.w_h),
+        both(lambda p: p.b_x + p.b_h),
+        none if directions[0][0].peephole is None else both(lambda p: p.peephole),
+        xs.reshape(n_rows, n_steps, n_inputs),
+        *_stacked_carries(directions, n_rows, hidden),
     )
-    # bfloat16 arrays run as float32 with bfloat16 products, as in `_native_run`
-    products = contextlib.nullcontext()
-    if dtype == jnp.bfloat16:
-        products = jax.default_matmul_precision("bfloat16")
-    with products:
-        ys, h, c = _native.lstm_both_ways(*arrays, _rows_lengths(lengths, n_rows, n_steps))
+    with _kernel_products(xs.dtype):
+        ys, h, c = _native.lstm_both_ways(
+            *(a.astype(jnp.float32) for a in arrays), _rows_lengths(lengths, n_rows, n_steps)
+        )
+    return _per_direction(ys, h, c, xs, lengths, poison=poison)
+
+
+def _stacked_carries(directions, n_rows: int, hidden: int):
+    """(h0, c0), each (directions, n_rows, H): the LSTM carries of ``directions``, pairs of
+    (params, carry), their batch axes flattened."""
+    return tuple(
+        jnp.stack([getattr(carry, leaf).reshape(n_rows, hidden) for _, carry in directions])
+        for leaf in ("h", "c")
+    )
+
+
+def _per_direction(ys, h, c, xs, lengths, *, poison):
+    """A call's results for each direction, ys (directions, n_rows, T, H) and the last h and c
+    (directions, n_rows, H), as (last carries, ys): `LSTMState`s and (*batch, T, H) in the dtype
+    and batch axes of xs (*batch, T, D), poisoned past the lengths as the scan is."""
+    batch_shape, n_steps, hidden = xs.shape[:-2], xs.shape[-2], h.shape[-1]
     lasts, outputs = [], []
-    for direction in (0, 1):
+    for direction, y in enumerate(ys):
         last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
-        last = jax.tree.map(lambda leaf: leaf.astype(dtype), last)
-        y = ys[direction].reshape(*batch_shape, n_steps, hidden).astype(dtype)
+        last = jax.tree.map(lambda leaf: leaf.astype(xs.dtype), last)
+        y = y.reshape(*batch_shape, n_steps, hidden).astype(xs.dtype)
         if poison and lengths is not None:
             last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
         lasts.append(last)
         outputs.append(y)
     return tuple(lasts), tuple(outputs)
+
+
+def _kernel_products(dtype):
+    """How a native call multiplies for arrays of ``dtype``: float32 at the caller's precision;
+    bfloat16 arrays, which the kernels read as float32, in oneDNN's bfloat16 products. Products
+    of bfloat16 values lose nothing there, which the precision asks for as the scan's products
+    are; the gates and the carry from step to step stay float32 inside the call (as in cuDNN's
+    and oneDNN's own bfloat16 RNNs), and only what the call returns is rounded."""
+    if dtype == jnp.bfloat16:
+        return jax.default_matmul_precision("bfloat16")
+    return contextlib.nullcontext()
 
 
 def _rows_lengths(lengths, n_rows: int, n_steps: int):
@@ -509,16 +536,10 @@ def _native_run(name, params, xs, carry, lengths, starts, restart, *, reverse, p
 
     dtype = xs.dtype
     arrays = (params, xs.reshape(-1, n_steps, n_inputs), rows(carry), rows(restart))
-    products = contextlib.nullcontext()  # float32 multiplies at the caller's precision
-    if dtype == jnp.bfloat16:
-        # The kernels read float32. Products of bfloat16 values lose nothing in oneDNN's
-        # bfloat16 products, which the precision asks for as the scan's products are; the gates
-        # and the carry from step to step stay float32 inside the call (as in cuDNN's and
-        # oneDNN's own bfloat16 RNNs), and only what the call returns is rounded.
+    if dtype == jnp.bfloat16:  # the kernels read float32 (`_kernel_products`)
         arrays = jax.tree.map(lambda leaf: leaf.astype(jnp.float32), arrays)
-        products = jax.default_matmul_precision("bfloat16")
     params, xs, carry, restart = arrays
-    with products:
+    with _kernel_products(dtype):
         last, ys = _native_call(
             name, params, xs, carry, rows_lengths, rows_starts, restart, reverse
         )
@@ -585,11 +606,7 @@ def _cudnn_run(directions, xs, lengths, *, reverse, poison):
     (`jaxrnn._cudnn.lstm`). Returns (last carries, ys), each a tuple of one per direction."""
     batch_shape, (n_steps, n_inputs) = xs.shape[:-2], xs.shape[-2:]
     n_rows, hidden = math.prod(batch_shape), directions[0][0].w_h.shape[0]
-    # (directions, n_rows, H) each: the directions' h, then their c
-    h0, c0 = (
-        jnp.stack([getattr(carry, leaf).reshape(n_rows, hidden) for _, carry in directions])
-        for leaf in ("h", "c")
-    )
+    h0, c0 = _stacked_carries(directions, n_rows, hidden)
     ys, h, c = _cudnn.lstm(
         [(params.w_x, params.w_h, params.b_x, params.b_h) for params, _ in directions],
         xs.reshape(n_rows, n_steps, n_inputs),
@@ -599,15 +616,7 @@ def _cudnn_run(directions, xs, lengths, *, reverse, poison):
         reverse=bool(reverse),
         precision=jax.config.jax_default_matmul_precision,
     )
-    lasts, outputs = [], []
-    for direction, y in enumerate(ys):
-        last = LSTMState(*(a[direction].reshape(*batch_shape, hidden) for a in (h, c)))
-        y = y.reshape(*batch_shape, n_steps, hidden)
-        if poison and lengths is not None:
-            last, y = poisoned(last, y, jnp.asarray(lengths), n_steps)
-        lasts.append(last)
-        outputs.append(y)
-    return tuple(lasts), tuple(outputs)
+    return _per_direction(ys, h, c, xs, lengths, poison=poison)
 
 
 def reading_starts(resets, reverse: bool):

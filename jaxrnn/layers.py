@@ -200,8 +200,7 @@ def bidirectional(
     options = dict(lengths=lengths, resets=resets, time_major=time_major, **unroll_options)
     kernel = _whole_sequence_kernel(cell, params.forward, xs, carry[0], options)
     if (
-        kernel is not None
-        and kernels.runs_both_ways(cell, kernel)
+        kernels.runs_both_ways(cell, kernel)
         and _whole_sequence_kernel(cell, params.backward, xs, carry[1], options) == kernel
     ):  # both directions in one call, as PyTorch's bidirectional nn.LSTM runs them
         last, ys = unroll_both_ways(

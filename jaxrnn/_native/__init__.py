@@ -284,13 +284,11 @@ def _wanted(xs, *weights) -> _Wanted:
     )
 
 
-def _backward_call(target: str, shapes, reverse: bool, wanted: _Wanted, **attributes):
-    """The backward FFI call ``target`` to results of ``shapes``: multiplying as the forward call
-    did (`_Wanted`), and stopping a derivative of itself with a clear error."""
+def _backward_call(target: str, shapes, wanted: _Wanted, **attributes):
+    """The backward FFI call ``target`` to results of ``shapes``, with ``attributes``: multiplying
+    as the forward call did (`_Wanted`), and stopping a derivative of itself with a clear error."""
     call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
-    call = functools.partial(
-        call, reverse=reverse, bf16_products=wanted.bf16_products, **attributes
-    )
+    call = functools.partial(call, bf16_products=wanted.bf16_products, **attributes)
     return _without_derivative(call)
 
 
@@ -375,7 +373,7 @@ def _lstm_backward(reverse, residuals, cotangents):
         _result(wanted.d_weights, *peephole.shape),
         *_shapes_of(h_r, c_r),
     )
-    call = _backward_call("jaxrnn_lstm_backward", shapes, reverse, wanted)
+    call = _backward_call("jaxrnn_lstm_backward", shapes, wanted, reverse=reverse)
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_peephole, d_h_r, d_c_r = call(
         xs,
         h0,
@@ -458,8 +456,7 @@ def _both_ways_backward(residuals, cotangents):
         _result(wanted.d_weights, *bias.shape),
         _result(wanted.d_weights, *peephole.shape),
     )
-    call = jax.ffi.ffi_call("jaxrnn_lstm_both_ways_backward", shapes, vmap_method="sequential")
-    call = _without_derivative(functools.partial(call, bf16_products=wanted.bf16_products))
+    call = _backward_call("jaxrnn_lstm_both_ways_backward", shapes, wanted)
     starts = jnp.zeros(xs.shape[:2], jnp.uint8)
     d_xs, d_h0, d_c0, d_w_x, d_w_h, d_bias, d_peephole = call(
         xs, h0, c0, w_x, w_h, bias, peephole, ys, gates, cells, d_ys, d_h, d_c, lengths, starts
@@ -530,7 +527,7 @@ def _gru_backward(reverse, reset, residuals, cotangents):
         bias,
         *_shapes_of(h_r),
     )
-    call = _backward_call(f"{_GRU_TARGETS[reset]}_backward", shapes, reverse, wanted)
+    call = _backward_call(f"{_GRU_TARGETS[reset]}_backward", shapes, wanted, reverse=reverse)
     d_xs, d_h0, d_w_x, d_w_h, d_b_x, d_b_h, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, rows, d_ys, d_h, lengths, starts, h_r
     )
@@ -612,7 +609,9 @@ def _one_product_backward(reverse, cell, residuals, cotangents):
         _result(wanted.d_weights, w_h.shape[1]),
         *_shapes_of(h_r),
     )
-    call = _backward_call("jaxrnn_one_product_backward", shapes, reverse, wanted, cell=cell.code)
+    call = _backward_call(
+        "jaxrnn_one_product_backward", shapes, wanted, reverse=reverse, cell=cell.code
+    )
     d_xs, d_h0, d_w_x, d_w_h, d_bias, d_h_r = call(
         xs, h0, w_x, w_h, ys, gates, d_ys, d_h, lengths, starts, h_r
     )

@@ -658,22 +658,22 @@ ffi::Error LstmBackward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> h0,
 // starts as for one direction, every other array with a leading axis of 2, the forward
 // direction's then the backward one's (which reads the steps backwards). dL/dxs comes back for
 // each direction apart, (2, B, T, D), for the caller to add.
-Shape BothWaysShape(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
-                    ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts) {
+// *s from xs and the carries h0, or the error that they or the weights do not fit together.
+ffi::Error BothWaysShape(ffi::Buffer<ffi::F32>& xs, ffi::Buffer<ffi::F32>& h0,
+                         ffi::Buffer<ffi::S32>& lengths, ffi::Buffer<ffi::U8>& starts,
+                         ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h,
+                         ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& peephole, Shape* s) {
   auto d = xs.dimensions(), h = h0.dimensions();
   if (d.size() != 3 || h.size() != 3 || h[0] != 2 || h[1] != d[0])
-    throw std::invalid_argument("both ways: xs (B, T, D) and carries (2, B, H) expected");
-  return MakeShape(d[0], d[1], d[2], h[2], lengths.typed_data(), starts.typed_data());
-}
-
-ffi::Error CheckBothWays(const Shape& s, ffi::Buffer<ffi::F32>& w_x, ffi::Buffer<ffi::F32>& w_h,
-                         ffi::Buffer<ffi::F32>& bias, ffi::Buffer<ffi::F32>& peephole) {
+    return ffi::Error::InvalidArgument(
+        "lstm kernel: both ways: xs (B, T, D) and carries (2, B, H) expected");
+  *s = MakeShape(d[0], d[1], d[2], h[2], lengths.typed_data(), starts.typed_data());
   auto wx = w_x.dimensions(), wh = w_h.dimensions(), b = bias.dimensions();
-  const int64_t G = 4 * s.H;
-  if (wx.size() != 3 || wx[0] != 2 || wx[1] != s.D || wx[2] != G || wh.size() != 3 ||
-      wh[0] != 2 || wh[1] != s.H || wh[2] != G || b.size() != 2 || b[0] != 2 || b[1] != G)
+  const int64_t G = 4 * s->H;
+  if (wx.size() != 3 || wx[0] != 2 || wx[1] != s->D || wx[2] != G || wh.size() != 3 ||
+      wh[0] != 2 || wh[1] != s->H || wh[2] != G || b.size() != 2 || b[0] != 2 || b[1] != G)
     return ffi::Error::InvalidArgument("lstm kernel: weights do not match xs and the carry");
-  if (peephole.element_count() != 0 && peephole.element_count() != 2 * 3 * s.H)
+  if (peephole.element_count() != 0 && peephole.element_count() != 2 * 3 * s->H)
     return ffi::Error::InvalidArgument("lstm kernel: peepholes do not match the carry");
   return ffi::Error::Success();
 }
@@ -690,12 +690,8 @@ ffi::Error LstmBothWaysForward(
     ffi::ResultBuffer<ffi::F32> c_last, ffi::ResultBuffer<ffi::F32> gates,
     ffi::ResultBuffer<ffi::F32> cells, bool save, bool bf16_products) {
   Shape s;
-  try {
-    s = BothWaysShape(xs, h0, lengths, starts);
-  } catch (const std::invalid_argument& e) {
-    return ffi::Error::InvalidArgument(std::string("lstm kernel: ") + e.what());
-  }
-  if (auto e = CheckBothWays(s, w_x, w_h, bias, peephole); e.failure()) return e;
+  if (auto e = BothWaysShape(xs, h0, lengths, starts, w_x, w_h, bias, peephole, &s); e.failure())
+    return e;
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   const float* peep = peephole.element_count() ? peephole.typed_data() : nullptr;
   return Guarded("lstm", s, 4, bf16_products, [&] {
@@ -730,12 +726,8 @@ ffi::Error LstmBothWaysBackward(
     ffi::ResultBuffer<ffi::F32> d_w_h, ffi::ResultBuffer<ffi::F32> d_bias,
     ffi::ResultBuffer<ffi::F32> d_peephole, bool bf16_products) {
   Shape s;
-  try {
-    s = BothWaysShape(xs, h0, lengths, starts);
-  } catch (const std::invalid_argument& e) {
-    return ffi::Error::InvalidArgument(std::string("lstm kernel: ") + e.what());
-  }
-  if (auto e = CheckBothWays(s, w_x, w_h, bias, peephole); e.failure()) return e;
+  if (auto e = BothWaysShape(xs, h0, lengths, starts, w_x, w_h, bias, peephole, &s); e.failure())
+    return e;
   const int64_t B = s.B, T = s.T, D = s.D, H = s.H, G = 4 * H;
   const float* peep = peephole.element_count() ? peephole.typed_data() : nullptr;
   // The restarts' gradients, which no step without a start adds to, written and dropped.
